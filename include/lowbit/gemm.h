@@ -1,0 +1,45 @@
+// lowbit/gemm.h - single-precision matrix multiplication with a fused epilogue.
+//
+// All matrices are row-major. gemm_f32 computes
+//
+//   C[M,N] = activation( alpha * op(A)[M,K] * op(B)[K,N] + beta * C + bias[N] )
+//
+// where op(X) is X or its transpose. With beta == 0, C is not read (it may hold NaN).
+// It dispatches at run time to the fastest kernel the CPU has (see runtime_config.h) and runs on
+// lowbit::num_threads() threads. Every path agrees with gemm_f32_ref within
+//   |fast - ref| <= 1e-5 * K * max|a| * max|b|   (elementwise; the order of additions differs).
+//
+//   // Dense layer: Y[batch,out] = relu(X[batch,in] * W[out,in]^T + b[out])
+//   lowbit::gemm_f32(lowbit::Transpose::No, lowbit::Transpose::Yes, batch, out, in,
+//                    1.0f, x, in, w, in, 0.0f, y, out, {b, lowbit::Activation::Relu});
+#pragma once
+
+#include <cstdint>
+
+namespace lowbit {
+
+enum class Transpose : uint8_t { No, Yes };
+enum class Activation : uint8_t { None, Relu };
+
+struct GemmEpilogue {
+  const float* bias = nullptr;  // length N, added to every row; nullptr for none
+  Activation activation = Activation::None;
+};
+
+void gemm_f32(Transpose trans_a, Transpose trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+              const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc,
+              const GemmEpilogue& epilogue = {});
+
+namespace kernels {
+// The normative definition: plain loops, one thread. Same contract as gemm_f32.
+void gemm_f32_ref(Transpose trans_a, Transpose trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                  const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc,
+                  const GemmEpilogue& epilogue);
+// Packed, cache-blocked, register-tiled AVX2/FMA path (defined only in x86 builds; call through
+// gemm_f32, which checks the CPU first).
+void gemm_f32_avx2(Transpose trans_a, Transpose trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                   const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc,
+                   const GemmEpilogue& epilogue);
+}  // namespace kernels
+
+}  // namespace lowbit

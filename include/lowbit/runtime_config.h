@@ -1,0 +1,42 @@
+// lowbit/runtime_config.h - threads and instruction-set dispatch.
+//
+// lowbit runs its kernels on a fixed number of threads (OpenMP underneath) and picks the fastest
+// kernel the CPU supports. Both can be set by the program or from the environment:
+//
+//   lowbit::set_num_threads(2);                     // or LOWBIT_NUM_THREADS=2
+//   lowbit::Isa isa = lowbit::active_isa();         // Avx2 on an AVX2+FMA machine
+//   // LOWBIT_ISA=reference forces the scalar reference kernels (tests run every path this way).
+//
+// Results never depend on the thread count: kernels split work only along output rows and
+// columns, never along a reduction, so 1 and 2 threads give bit-identical results.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+
+namespace lowbit {
+
+enum class Isa { Reference, Avx2 };
+const char* name_of(Isa isa) noexcept;
+
+struct CpuFeatures {
+  bool avx2 = false;
+  bool fma = false;
+  bool avx512f = false;
+  bool avx512vnni = false;
+  bool avxvnni = false;
+};
+const CpuFeatures& cpu_features() noexcept;
+
+// The best ISA this CPU supports, capped by LOWBIT_ISA (reference|avx2) and by set_max_isa().
+Isa active_isa() noexcept;
+void set_max_isa(Isa isa) noexcept;  // for tests; Isa::Avx2 removes the cap
+
+int num_threads() noexcept;
+void set_num_threads(int threads);  // throws Error(InvalidArgument) for threads < 1
+
+// Calls body(begin, end) on disjoint chunks covering [0, count), in parallel on num_threads().
+// Chunks are at least `grain` long; the split depends only on count, grain and num_threads().
+void parallel_for(int64_t count, int64_t grain, const std::function<void(int64_t, int64_t)>& body);
+
+}  // namespace lowbit

@@ -1,0 +1,106 @@
+// lowbit/tensor.h - dense n-dimensional arrays with a dtype and 64-byte aligned storage.
+//
+// A Tensor is a shape, a dtype and a shared, 64-byte aligned buffer. Copying a Tensor shares the
+// buffer (like torch.Tensor or Ort::Value); clone() makes an independent copy.
+//
+//   lowbit::Tensor x(lowbit::DType::F32, {32, 784});   // zero-filled
+//   float* p = x.data<float>();
+//   x.reshape({32, 28, 28});                           // same buffer, new shape
+//   lowbit::Tensor y = x.clone();
+//
+// DType values are stored in model files: the enum is append-only. Packed low-bit types (S4, U4,
+// S2, U2) hold several values per byte; their packing layout is defined where they are produced.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "lowbit/error.h"
+
+namespace lowbit {
+
+enum class DType : uint8_t {
+  F32 = 1,
+  S8 = 2,
+  U8 = 3,
+  S32 = 4,
+  S4 = 5,  // packed, two per byte
+  U4 = 6,  // packed, two per byte
+  S2 = 7,  // packed, four per byte
+  U2 = 8,  // packed, four per byte
+};
+
+int bits_of(DType dtype) noexcept;
+const char* name_of(DType dtype) noexcept;
+// Throws Error(Format) for a value or name this build does not know.
+DType dtype_from_code(uint32_t code);
+DType dtype_from_name(const std::string& name);
+
+template <typename T> constexpr DType dtype_of();
+template <> constexpr DType dtype_of<float>() { return DType::F32; }
+template <> constexpr DType dtype_of<int8_t>() { return DType::S8; }
+template <> constexpr DType dtype_of<uint8_t>() { return DType::U8; }
+template <> constexpr DType dtype_of<int32_t>() { return DType::S32; }
+
+using Shape = std::vector<int64_t>;
+
+// Product of the dimensions; throws Error(InvalidArgument) for a negative dimension or overflow.
+int64_t element_count(const Shape& shape);
+std::string to_string(const Shape& shape);  // "[32, 784]"
+
+// Bytes needed for `count` values of `dtype` (packed types round up to whole bytes).
+size_t storage_bytes(DType dtype, int64_t count) noexcept;
+
+class Tensor {
+ public:
+  static constexpr size_t kAlignment = 64;
+
+  Tensor() = default;
+  Tensor(DType dtype, Shape shape);  // zero-filled
+
+  static Tensor zeros(Shape shape) { return Tensor(DType::F32, std::move(shape)); }
+  static Tensor from_vector(Shape shape, std::span<const float> values);
+
+  bool defined() const noexcept { return storage_ != nullptr; }
+  DType dtype() const noexcept { return dtype_; }
+  const Shape& shape() const noexcept { return shape_; }
+  int rank() const noexcept { return static_cast<int>(shape_.size()); }
+  int64_t dim(int axis) const;  // negative axes count from the end
+  int64_t numel() const noexcept { return numel_; }
+  size_t nbytes() const noexcept { return storage_bytes(dtype_, numel_); }
+
+  template <typename T> T* data() {
+    check_dtype(dtype_of<T>());
+    return static_cast<T*>(raw());
+  }
+  template <typename T> const T* data() const {
+    check_dtype(dtype_of<T>());
+    return static_cast<const T*>(raw());
+  }
+  void* raw() noexcept { return storage_.get(); }
+  const void* raw() const noexcept { return storage_.get(); }
+
+  // Same buffer, new shape with the same element count.
+  void reshape(Shape shape);
+  // Makes this tensor hold `shape`, reallocating only when the buffer is too small. Contents are
+  // unspecified afterwards. Used for activations whose batch size changes between calls.
+  void resize(Shape shape);
+  Tensor clone() const;
+  // Fills with zeros (every dtype).
+  void zero() noexcept;
+
+ private:
+  void check_dtype(DType expected) const;
+
+  DType dtype_ = DType::F32;
+  Shape shape_;
+  int64_t numel_ = 0;
+  size_t capacity_ = 0;
+  std::shared_ptr<std::byte> storage_;
+};
+
+}  // namespace lowbit

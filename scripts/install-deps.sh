@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs the Debian packages lowbit needs, only those that are missing.
+#   scripts/install-deps.sh          build + test + data
+#   scripts/install-deps.sh --bench  also the benchmark peers (OpenBLAS, PyTorch)
+set -euo pipefail
+packages=(cmake ninja-build g++ pkg-config zlib1g-dev libcli11-dev nlohmann-json3-dev libfmt-dev
+          libgtest-dev libgmock-dev dataset-fashion-mnist)
+if [[ "${1:-}" == "--bench" ]]; then
+  packages+=(libbenchmark-dev libopenblas-dev python3-torch python3-numpy)
+fi
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if (( ${#missing[@]} )); then
+  echo "install-deps: installing ${missing[*]}"
+  if [[ $(id -u) -ne 0 ]]; then SUDO=sudo; else SUDO=; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

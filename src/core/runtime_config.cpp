@@ -1,0 +1,88 @@
+#include "lowbit/runtime_config.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "lowbit/error.h"
+
+namespace lowbit {
+
+const char* name_of(Isa isa) noexcept { return isa == Isa::Avx2 ? "avx2" : "reference"; }
+
+const CpuFeatures& cpu_features() noexcept {
+  static const CpuFeatures features = [] {
+    CpuFeatures f;
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    f.avx2 = __builtin_cpu_supports("avx2");
+    f.fma = __builtin_cpu_supports("fma");
+    f.avx512f = __builtin_cpu_supports("avx512f");
+    f.avx512vnni = __builtin_cpu_supports("avx512vnni");
+#endif
+    return f;
+  }();
+  return features;
+}
+
+namespace {
+std::atomic<int> g_max_isa{static_cast<int>(Isa::Avx2)};
+
+Isa env_cap() noexcept {
+  const char* v = std::getenv("LOWBIT_ISA");
+  if (v && (std::strcmp(v, "reference") == 0 || std::strcmp(v, "ref") == 0)) return Isa::Reference;
+  return Isa::Avx2;
+}
+
+int initial_threads() noexcept {
+  if (const char* v = std::getenv("LOWBIT_NUM_THREADS")) {
+    int n = std::atoi(v);
+    if (n >= 1) return n;
+  }
+  return std::max(1, omp_get_num_procs());
+}
+std::atomic<int> g_threads{0};
+}  // namespace
+
+Isa active_isa() noexcept {
+  static const Isa hardware = (cpu_features().avx2 && cpu_features().fma) ? Isa::Avx2 : Isa::Reference;
+  static const Isa capped_by_env = std::min(hardware, env_cap());
+  return std::min(capped_by_env, static_cast<Isa>(g_max_isa.load(std::memory_order_relaxed)));
+}
+
+void set_max_isa(Isa isa) noexcept { g_max_isa.store(static_cast<int>(isa)); }
+
+int num_threads() noexcept {
+  int n = g_threads.load(std::memory_order_relaxed);
+  if (n == 0) {
+    n = initial_threads();
+    g_threads.store(n);
+  }
+  return n;
+}
+
+void set_num_threads(int threads) {
+  if (threads < 1) throw Error(ErrorKind::InvalidArgument, "thread count must be at least 1, got " + std::to_string(threads));
+  g_threads.store(threads);
+}
+
+void parallel_for(int64_t count, int64_t grain, const std::function<void(int64_t, int64_t)>& body) {
+  if (count <= 0) return;
+  grain = std::max<int64_t>(grain, 1);
+  int64_t chunks = std::min<int64_t>(num_threads(), (count + grain - 1) / grain);
+  if (chunks <= 1) {
+    body(0, count);
+    return;
+  }
+#pragma omp parallel for num_threads(static_cast<int>(chunks)) schedule(static, 1)
+  for (int64_t c = 0; c < chunks; ++c) {
+    int64_t begin = count * c / chunks, end = count * (c + 1) / chunks;
+    if (begin < end) body(begin, end);
+  }
+}
+
+}  // namespace lowbit
