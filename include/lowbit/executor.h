@@ -1,0 +1,65 @@
+// lowbit/executor.h - runs a Graph forward, and backward for training.
+//
+// The Executor plans a validated graph once (value slots, op lookups, which values need
+// gradients) and then runs it many times. Initializers are shared with the graph, so an optimizer
+// updating them through parameters() updates the model.
+//
+//   lowbit::Executor run(graph);
+//   run.input("image") = batch;              // a Tensor of the declared dtype, any batch size
+//   run.forward();
+//   const lowbit::Tensor& probs = run.value("probabilities");
+//   // training: seed d(loss)/d(loss) = 1 and propagate back to every float initializer
+//   run.backward("loss");
+//   for (auto& p : run.parameters()) { /* p.value, *p.grad */ }
+//
+// Gradients of a value read by several nodes are summed.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "lowbit/graph.h"
+#include "lowbit/ops.h"
+
+namespace lowbit {
+
+struct Parameter {
+  std::string name;
+  Tensor value;  // shares storage with the graph's initializer
+  Tensor* grad;  // owned by the executor, valid after backward()
+};
+
+class Executor {
+ public:
+  // With training = true, every f32 initializer is a parameter that receives a gradient.
+  explicit Executor(const Graph& graph, bool training = false);
+  Executor(const Executor&) = delete;  // parameters() points into this object
+  Executor& operator=(const Executor&) = delete;
+
+  Tensor& input(const std::string& name);
+  void forward();
+  const Tensor& value(const std::string& name) const;
+  // Back-propagates from the scalar `loss` value (computed by the last forward()).
+  void backward(const std::string& loss);
+  std::vector<Parameter>& parameters() { return parameters_; }
+
+ private:
+  struct Step {
+    const Node* node;
+    const Op* op;
+    std::vector<int> inputs, outputs;
+    bool run_backward = false;
+  };
+  int id_of(const std::string& name) const;
+
+  const Graph& graph_;
+  std::map<std::string, int> ids_;
+  std::vector<Tensor> values_, grads_;
+  std::vector<bool> needs_grad_;
+  std::vector<int> consumers_;  // how many backward steps contribute to each value's gradient
+  std::vector<Step> steps_;
+  std::vector<Parameter> parameters_;
+  Tensor scratch_;
+};
+
+}  // namespace lowbit

@@ -1,0 +1,39 @@
+// lowbit/model_io.h - the native model file (.lbm) and the JSON model description.
+//
+// The native file (specified in docs/format.md) holds the whole graph: nodes, attributes,
+// metadata and every named tensor, in versioned sections with a CRC-32 each. Saving is atomic.
+//
+//   lowbit::save_model(model, "model.lbm");
+//   lowbit::Graph again = lowbit::load_model("model.lbm");   // Error(Format) if damaged
+//
+// A model description (docs/model-description.md) says which layers to build; build_model turns
+// it into a graph with freshly initialized weights:
+//
+//   nlohmann::json arch = lowbit::parse_arch("784-64-32-10");      // or a path to a .json file
+//   lowbit::Graph model = lowbit::build_model(arch, {28, 28}, 10, /*seed=*/0);
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <string_view>
+
+#include "lowbit/graph.h"
+
+namespace lowbit {
+
+constexpr uint32_t kModelFormatVersion = 1;
+
+std::string serialize_model(const Graph& model);
+// `source` names the origin (a path) in error messages.
+Graph deserialize_model(std::string_view bytes, const std::string& source);
+void save_model(const Graph& model, const std::string& path);
+Graph load_model(const std::string& path);
+
+// "784-64-32-10" (an MLP: input size, hidden sizes, classes) or the path of a JSON description.
+nlohmann::json parse_arch(const std::string& arch);
+// Builds and validates the graph. `sample_shape` is one input sample's shape (e.g. [28, 28]);
+// `num_classes` must match the last layer. Throws Error(Format) naming the layer and field.
+Graph build_model(const nlohmann::json& description, const Shape& sample_shape, int num_classes, uint64_t seed);
+
+}  // namespace lowbit

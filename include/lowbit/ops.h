@@ -1,0 +1,49 @@
+// lowbit/ops.h - the op registry: what each node type computes, forward and backward.
+//
+// An Op is stateless: everything it needs comes from the Node (attributes) and the tensors passed
+// in. Ops are looked up by type name; built-in ops are registered on first use.
+//
+//   const lowbit::Op& dense = lowbit::find_op("Dense");
+//   auto out_shapes = dense.infer_shapes(node, {{-1, 784}, {64, 784}, {64}});   // {[N, 64]}
+//   dense.forward(node, inputs, outputs);
+//
+// Contract for an implementation (every op must also pass the finite-difference gradient check in
+// tests/graph/test_gradcheck.cpp):
+//   infer_shapes: given input shapes (batch dimension -1), returns output shapes, or throws
+//                 Error(Format) naming node.name and the offending input.
+//   forward:      resizes each output (Tensor::resize) and fills it. Inputs are not modified.
+//   backward:     given inputs, outputs and the gradients of the outputs, writes (overwrites) the
+//                 gradient of every input whose slot in input_grads is not null.
+// Built-in ops: Dense, Relu, Softmax, Flatten, SoftmaxCrossEntropy (see docs/ops.md).
+#pragma once
+
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "lowbit/graph.h"
+#include "lowbit/tensor.h"
+
+namespace lowbit {
+
+class Op {
+ public:
+  virtual ~Op() = default;
+  virtual std::vector<Shape> infer_shapes(const Node& node, std::span<const Shape> inputs) const = 0;
+  virtual void forward(const Node& node, std::span<const Tensor* const> inputs,
+                       std::span<Tensor* const> outputs) const = 0;
+  virtual void backward(const Node& node, std::span<const Tensor* const> inputs,
+                        std::span<const Tensor* const> outputs, std::span<const Tensor* const> output_grads,
+                        std::span<Tensor* const> input_grads) const = 0;
+  // False for inputs that are never differentiable (e.g. integer labels).
+  virtual bool differentiable_input(int /*index*/) const { return true; }
+};
+
+// Throws Error(Format) for an unknown type, listing the known ones.
+const Op& find_op(const std::string& type);
+bool has_op(const std::string& type);
+void register_op(const std::string& type, std::unique_ptr<Op> op);
+std::vector<std::string> registered_ops();
+
+}  // namespace lowbit

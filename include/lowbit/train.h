@@ -1,0 +1,125 @@
+// lowbit/train.h - initializers, optimizers, the training loop and evaluation.
+//
+//   lowbit::DatasetSplits data = lowbit::load_dataset_dir(lowbit::default_dataset_dir());
+//   lowbit::Graph model = lowbit::build_model(lowbit::parse_arch("784-64-32-10"), data.train, /*seed=*/0);
+//   lowbit::TrainOptions options;                       // Adam 1e-3, batch 32, 10 epochs
+//   lowbit::TrainReport report = lowbit::train(model, data.train, options);
+//   lowbit::EvalReport test = lowbit::evaluate(model, data.test);   // test.accuracy in [0, 1]
+//
+// Training minimises softmax cross-entropy. A model whose output comes from a Softmax node is
+// trained on that node's input (the logits) with the fused, numerically stable loss; the Softmax
+// stays in the saved model for inference. Images are scaled by the model's "input_scale" metadata
+// (1/255 by default) when batches are assembled.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "lowbit/dataset.h"
+#include "lowbit/executor.h"
+#include "lowbit/graph.h"
+#include "lowbit/random.h"
+
+namespace lowbit {
+
+// ---- Initializers ------------------------------------------------------------------------------
+enum class Init { GlorotUniform, HeNormal, HeUniform, Zeros };
+Init init_from_name(const std::string& name);  // "glorot_uniform", "he_normal", "he_uniform", "zeros"
+const char* name_of(Init init) noexcept;
+// Glorot uniform: U(-a, a), a = sqrt(6 / (fan_in + fan_out)) (the Keras default).
+// He normal: N(0, 2 / fan_in); He uniform: U(-a, a), a = sqrt(6 / fan_in).
+void initialize(Tensor& tensor, Init init, int64_t fan_in, int64_t fan_out, Rng& rng);
+
+// ---- Optimizers --------------------------------------------------------------------------------
+struct OptimizerOptions {
+  std::string name = "adam";  // "adam" or "sgd"
+  float learning_rate = 1e-3f;
+  float momentum = 0.0f;      // sgd
+  float beta1 = 0.9f;         // adam, Keras defaults
+  float beta2 = 0.999f;
+  float epsilon = 1e-7f;
+};
+
+class Optimizer {
+ public:
+  virtual ~Optimizer() = default;
+  // Applies one update to every parameter from its gradient.
+  virtual void step(std::vector<Parameter>& parameters) = 0;
+  static std::unique_ptr<Optimizer> create(const OptimizerOptions& options);  // throws for an unknown name
+};
+
+// SGD with momentum (Keras form): v = momentum * v - lr * g;  w = w + v.
+class Sgd final : public Optimizer {
+ public:
+  explicit Sgd(float learning_rate, float momentum = 0.0f) : lr_(learning_rate), momentum_(momentum) {}
+  void step(std::vector<Parameter>& parameters) override;
+
+ private:
+  float lr_, momentum_;
+  std::vector<std::vector<float>> velocity_;
+};
+
+// Adam (Kingma & Ba): m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
+// w = w - lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + epsilon).
+class Adam final : public Optimizer {
+ public:
+  Adam(float learning_rate, float beta1, float beta2, float epsilon)
+      : lr_(learning_rate), beta1_(beta1), beta2_(beta2), epsilon_(epsilon) {}
+  void step(std::vector<Parameter>& parameters) override;
+
+ private:
+  float lr_, beta1_, beta2_, epsilon_;
+  int64_t t_ = 0;
+  std::vector<std::vector<float>> m_, v_;
+};
+
+// ---- Training and evaluation -------------------------------------------------------------------
+struct TrainProgress {
+  int epoch = 0, epochs = 0;         // 1-based epoch
+  int64_t batch = 0, batches = 0;    // batches done in this epoch
+  double loss = 0, accuracy = 0;     // running means over this epoch
+  double elapsed_seconds = 0;        // since training started
+  bool epoch_done = false;
+  double val_loss = -1, val_accuracy = -1;  // set when epoch_done and a validation split exists
+};
+
+struct TrainOptions {
+  int epochs = 10;
+  int batch_size = 32;
+  OptimizerOptions optimizer;
+  uint64_t seed = 0;               // shuffling; initial weights come from build_model's seed
+  double validation_split = 0.0;   // the last fraction of the training data, held out (as Keras)
+  std::function<void(const TrainProgress&)> on_progress;  // called after every batch
+};
+
+struct EpochReport {
+  int epoch = 0;
+  double loss = 0, accuracy = 0, val_loss = -1, val_accuracy = -1, seconds = 0;
+};
+
+struct TrainReport {
+  std::vector<EpochReport> epochs;
+  double seconds = 0;  // wall time of the training loop
+};
+
+TrainReport train(Graph& model, const Dataset& data, const TrainOptions& options);
+
+struct EvalReport {
+  double accuracy = 0;  // fraction of correct top-1 predictions
+  double loss = 0;      // mean cross-entropy
+  int64_t count = 0;
+};
+EvalReport evaluate(const Graph& model, const Dataset& data, int batch_size = 256);
+
+// Converts samples `indices` of `data` to a float batch [count, ...sample shape] scaled by `scale`.
+void gather_batch(const Dataset& data, std::span<const uint32_t> indices, float scale, Tensor& images,
+                  Tensor* labels = nullptr);
+
+// The value holding the logits of a classifier: the input of a trailing Softmax, else the output.
+std::string logits_value(const Graph& model);
+float input_scale(const Graph& model);  // metadata "input_scale", 1/255 if absent
+
+}  // namespace lowbit

@@ -1,0 +1,131 @@
+#include "lowbit/graph.h"
+
+#include <set>
+
+#include "lowbit/ops.h"
+
+namespace lowbit {
+
+int64_t Node::attr_int(const std::string& key, int64_t fallback) const {
+  auto it = attributes.find(key);
+  if (it == attributes.end()) return fallback;
+  if (!it->is_number_integer())
+    throw Error(ErrorKind::Format, "node '" + name + "': attribute '" + key + "' must be an integer");
+  return it->get<int64_t>();
+}
+
+double Node::attr_float(const std::string& key, double fallback) const {
+  auto it = attributes.find(key);
+  if (it == attributes.end()) return fallback;
+  if (!it->is_number())
+    throw Error(ErrorKind::Format, "node '" + name + "': attribute '" + key + "' must be a number");
+  return it->get<double>();
+}
+
+std::string Node::attr_string(const std::string& key, const std::string& fallback) const {
+  auto it = attributes.find(key);
+  if (it == attributes.end()) return fallback;
+  if (!it->is_string())
+    throw Error(ErrorKind::Format, "node '" + name + "': attribute '" + key + "' must be a string");
+  return it->get<std::string>();
+}
+
+Node& Graph::add_node(Node node) {
+  nodes.push_back(std::move(node));
+  return nodes.back();
+}
+
+int Graph::producer(const std::string& value) const {
+  for (size_t i = 0; i < nodes.size(); ++i)
+    for (const auto& out : nodes[i].outputs)
+      if (out == value) return static_cast<int>(i);
+  return -1;
+}
+
+void Graph::validate() {
+  auto fail = [](const std::string& message) { throw Error(ErrorKind::Format, message); };
+  std::set<std::string> defined;
+  std::set<std::string> node_names;
+  for (const auto& in : inputs)
+    if (!defined.insert(in.name).second) fail("graph input '" + in.name + "' is defined twice");
+  for (const auto& [name, tensor] : initializers) {
+    if (!tensor.defined()) fail("initializer '" + name + "' holds no data");
+    if (!defined.insert(name).second) fail("initializer '" + name + "' has the name of a graph input");
+  }
+  std::map<std::string, int> producer_of;
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    const Node& node = nodes[i];
+    if (node.name.empty()) fail("node " + std::to_string(i) + " (" + node.op + ") has no name");
+    if (!node_names.insert(node.name).second) fail("node name '" + node.name + "' is used twice");
+    if (!has_op(node.op)) find_op(node.op);  // throws, listing the known ops
+    if (node.outputs.empty()) fail("node '" + node.name + "' has no outputs");
+    for (const auto& out : node.outputs) {
+      if (defined.count(out) || !producer_of.emplace(out, static_cast<int>(i)).second)
+        fail("value '" + out + "' (output of node '" + node.name + "') is defined more than once");
+    }
+  }
+  // Kahn's algorithm, taking ready nodes in their original order so the result is stable.
+  std::vector<int> order;
+  std::vector<bool> placed(nodes.size(), false);
+  std::set<std::string> available = defined;
+  while (order.size() < nodes.size()) {
+    bool progress = false;
+    for (size_t i = 0; i < nodes.size(); ++i) {
+      if (placed[i]) continue;
+      bool ready = true;
+      for (const auto& in : nodes[i].inputs) {
+        if (available.count(in)) continue;
+        if (!producer_of.count(in))
+          fail("node '" + nodes[i].name + "' reads value '" + in + "', which nothing defines");
+        ready = false;
+      }
+      if (!ready) continue;
+      placed[i] = true;
+      order.push_back(static_cast<int>(i));
+      for (const auto& out : nodes[i].outputs) available.insert(out);
+      progress = true;
+    }
+    if (!progress) {
+      for (size_t i = 0; i < nodes.size(); ++i)
+        if (!placed[i]) fail("the graph has a cycle through node '" + nodes[i].name + "'");
+    }
+  }
+  std::vector<Node> sorted;
+  sorted.reserve(nodes.size());
+  for (int i : order) sorted.push_back(std::move(nodes[i]));
+  nodes = std::move(sorted);
+  for (const auto& out : outputs)
+    if (!available.count(out)) fail("graph output '" + out + "' is not produced by any node");
+  infer_shapes();
+}
+
+std::map<std::string, ValueInfo> Graph::infer_shapes() const {
+  std::map<std::string, ValueInfo> info;
+  for (const auto& in : inputs) info[in.name] = in;
+  for (const auto& [name, tensor] : initializers) info[name] = ValueInfo{name, tensor.dtype(), tensor.shape()};
+  for (const auto& node : nodes) {
+    std::vector<Shape> in_shapes;
+    for (const auto& in : node.inputs) {
+      auto it = info.find(in);
+      if (it == info.end())
+        throw Error(ErrorKind::Format, "node '" + node.name + "' reads value '" + in + "' before it is defined");
+      in_shapes.push_back(it->second.shape);
+    }
+    std::vector<Shape> out_shapes = find_op(node.op).infer_shapes(node, in_shapes);
+    if (out_shapes.size() != node.outputs.size())
+      throw Error(ErrorKind::Format, "node '" + node.name + "' (" + node.op + ") declares " +
+                                         std::to_string(node.outputs.size()) + " outputs, the op produces " +
+                                         std::to_string(out_shapes.size()));
+    for (size_t i = 0; i < out_shapes.size(); ++i)
+      info[node.outputs[i]] = ValueInfo{node.outputs[i], DType::F32, out_shapes[i]};
+  }
+  return info;
+}
+
+int64_t Graph::parameter_count() const {
+  int64_t count = 0;
+  for (const auto& [name, tensor] : initializers) count += tensor.numel();
+  return count;
+}
+
+}  // namespace lowbit

@@ -1,0 +1,55 @@
+#include <map>
+#include <mutex>
+
+#include "graph/ops/builtin_ops.h"
+#include "lowbit/ops.h"
+
+namespace lowbit {
+namespace {
+struct Registry {
+  std::mutex mutex;
+  std::map<std::string, std::unique_ptr<Op>> ops;
+};
+Registry& registry() {
+  static Registry* r = [] {
+    auto* reg = new Registry;  // never destroyed: ops may be used during static destruction
+    ops::register_builtin_ops([reg](const std::string& type, std::unique_ptr<Op> op) { reg->ops[type] = std::move(op); });
+    return reg;
+  }();
+  return *r;
+}
+}  // namespace
+
+const Op& find_op(const std::string& type) {
+  Registry& r = registry();
+  std::lock_guard lock(r.mutex);
+  auto it = r.ops.find(type);
+  if (it == r.ops.end()) {
+    std::string known;
+    for (const auto& [name, op] : r.ops) known += (known.empty() ? "" : ", ") + name;
+    throw Error(ErrorKind::Format, "unknown op type '" + type + "' (known: " + known + ")");
+  }
+  return *it->second;
+}
+
+bool has_op(const std::string& type) {
+  Registry& r = registry();
+  std::lock_guard lock(r.mutex);
+  return r.ops.count(type) != 0;
+}
+
+void register_op(const std::string& type, std::unique_ptr<Op> op) {
+  Registry& r = registry();
+  std::lock_guard lock(r.mutex);
+  r.ops[type] = std::move(op);
+}
+
+std::vector<std::string> registered_ops() {
+  Registry& r = registry();
+  std::lock_guard lock(r.mutex);
+  std::vector<std::string> names;
+  for (const auto& [name, op] : r.ops) names.push_back(name);
+  return names;
+}
+
+}  // namespace lowbit

@@ -1,0 +1,28 @@
+#include "graph/ops/builtin_ops.h"
+
+namespace lowbit::ops {
+
+void register_builtin_ops(const Registrar& add) {
+  register_dense(add);
+  register_activations(add);
+  register_shape_ops(add);
+  register_losses(add);
+}
+
+void shape_error(const Node& node, const std::string& what) {
+  throw Error(ErrorKind::Format, "node '" + node.name + "' (" + node.op + "): " + what);
+}
+
+void expect_input_count(const Node& node, std::span<const Shape> inputs, size_t min, size_t max) {
+  if (inputs.size() < min || inputs.size() > max)
+    shape_error(node, "expects " + (min == max ? std::to_string(min) : std::to_string(min) + " to " + std::to_string(max)) +
+                          " inputs, got " + std::to_string(inputs.size()));
+}
+
+int64_t leading_rows(const Shape& shape) {
+  int64_t rows = 1;
+  for (size_t i = 0; i + 1 < shape.size(); ++i) rows *= shape[i];
+  return rows;
+}
+
+}  // namespace lowbit::ops

@@ -1,0 +1,26 @@
+// Internal: registration of the built-in ops and helpers shared by their implementations.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "lowbit/ops.h"
+
+namespace lowbit::ops {
+
+using Registrar = std::function<void(const std::string&, std::unique_ptr<Op>)>;
+void register_builtin_ops(const Registrar& add);
+
+// One function per source file, each registering the ops it defines.
+void register_dense(const Registrar& add);
+void register_activations(const Registrar& add);
+void register_shape_ops(const Registrar& add);
+void register_losses(const Registrar& add);
+
+[[noreturn]] void shape_error(const Node& node, const std::string& what);
+void expect_input_count(const Node& node, std::span<const Shape> inputs, size_t min, size_t max);
+// Rows of a [rows, cols] view of `shape` collapsing all but the last dimension.
+int64_t leading_rows(const Shape& shape);
+
+}  // namespace lowbit::ops

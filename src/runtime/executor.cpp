@@ -1,0 +1,124 @@
+#include "lowbit/executor.h"
+
+#include <algorithm>
+
+namespace lowbit {
+
+Executor::Executor(const Graph& graph, bool training) : graph_(graph) {
+  auto add_value = [&](const std::string& name) {
+    auto [it, inserted] = ids_.emplace(name, static_cast<int>(values_.size()));
+    if (inserted) {
+      values_.emplace_back();
+      needs_grad_.push_back(false);
+    }
+    return it->second;
+  };
+  for (const auto& in : graph.inputs) values_[add_value(in.name)] = Tensor(in.dtype, {0});
+  for (const auto& [name, tensor] : graph.initializers) {
+    int id = add_value(name);
+    values_[id] = tensor;  // shared storage
+    if (training && tensor.dtype() == DType::F32) needs_grad_[id] = true;
+  }
+  for (const auto& node : graph.nodes) {
+    Step step{&node, &find_op(node.op), {}, {}};
+    for (const auto& in : node.inputs) {
+      auto it = ids_.find(in);
+      if (it == ids_.end())
+        throw Error(ErrorKind::Format, "node '" + node.name + "' reads '" + in + "' before it is defined (graph not validated?)");
+      step.inputs.push_back(it->second);
+    }
+    bool any_grad = false;
+    for (size_t i = 0; i < step.inputs.size(); ++i)
+      any_grad |= needs_grad_[step.inputs[i]] && step.op->differentiable_input(static_cast<int>(i));
+    for (const auto& out : node.outputs) {
+      int id = add_value(out);
+      step.outputs.push_back(id);
+      needs_grad_[id] = any_grad;
+    }
+    step.run_backward = any_grad;
+    steps_.push_back(std::move(step));
+  }
+  grads_.resize(values_.size());
+  consumers_.assign(values_.size(), 0);
+  for (const auto& step : steps_) {
+    if (!step.run_backward) continue;
+    for (size_t i = 0; i < step.inputs.size(); ++i)
+      if (needs_grad_[step.inputs[i]] && step.op->differentiable_input(static_cast<int>(i))) ++consumers_[step.inputs[i]];
+  }
+  for (const auto& [name, tensor] : graph.initializers) {
+    int id = ids_.at(name);
+    if (needs_grad_[id]) {
+      grads_[id] = Tensor(DType::F32, tensor.shape());
+      parameters_.push_back({name, tensor, &grads_[id]});
+    }
+  }
+}
+
+int Executor::id_of(const std::string& name) const {
+  auto it = ids_.find(name);
+  if (it == ids_.end()) throw Error(ErrorKind::InvalidArgument, "the graph has no value named '" + name + "'");
+  return it->second;
+}
+
+Tensor& Executor::input(const std::string& name) {
+  for (const auto& in : graph_.inputs)
+    if (in.name == name) return values_[id_of(name)];
+  throw Error(ErrorKind::InvalidArgument, "'" + name + "' is not an input of the graph");
+}
+
+const Tensor& Executor::value(const std::string& name) const { return values_[id_of(name)]; }
+
+void Executor::forward() {
+  std::vector<const Tensor*> ins;
+  std::vector<Tensor*> outs;
+  for (const auto& step : steps_) {
+    ins.clear();
+    outs.clear();
+    for (int id : step.inputs) ins.push_back(&values_[id]);
+    for (int id : step.outputs) outs.push_back(&values_[id]);
+    step.op->forward(*step.node, ins, outs);
+  }
+}
+
+void Executor::backward(const std::string& loss) {
+  const int loss_id = id_of(loss);
+  if (!needs_grad_[loss_id]) throw Error(ErrorKind::InvalidArgument, "'" + loss + "' does not depend on any trainable value");
+  grads_[loss_id].resize(values_[loss_id].shape());
+  std::fill_n(grads_[loss_id].data<float>(), grads_[loss_id].numel(), 1.0f);
+  std::vector<int> received(values_.size(), 0);
+  std::vector<const Tensor*> ins, outs, out_grads;
+  std::vector<Tensor*> in_grads;
+  for (auto it = steps_.rbegin(); it != steps_.rend(); ++it) {
+    const Step& step = *it;
+    if (!step.run_backward) continue;
+    ins.clear(), outs.clear(), out_grads.clear(), in_grads.clear();
+    for (int id : step.inputs) ins.push_back(&values_[id]);
+    for (int id : step.outputs) {
+      outs.push_back(&values_[id]);
+      out_grads.push_back(&grads_[id]);
+    }
+    // The first contribution to a gradient is written in place; later ones go through scratch and
+    // are added, so a value read by several nodes gets the sum of their gradients.
+    std::vector<int> accumulate;
+    for (size_t i = 0; i < step.inputs.size(); ++i) {
+      int id = step.inputs[i];
+      if (!needs_grad_[id] || !step.op->differentiable_input(static_cast<int>(i))) {
+        in_grads.push_back(nullptr);
+      } else if (received[id]++ == 0) {
+        in_grads.push_back(&grads_[id]);
+      } else {
+        in_grads.push_back(&scratch_);
+        accumulate.push_back(id);
+      }
+    }
+    LOWBIT_CHECK(accumulate.size() <= 1, "a node reading the same value twice is not supported yet");
+    step.op->backward(*step.node, ins, outs, out_grads, in_grads);
+    for (int id : accumulate) {
+      float* dst = grads_[id].data<float>();
+      const float* src = scratch_.data<float>();
+      for (int64_t i = 0; i < grads_[id].numel(); ++i) dst[i] += src[i];
+    }
+  }
+}
+
+}  // namespace lowbit

@@ -1,0 +1,63 @@
+#include <cmath>
+
+#include "lowbit/runtime_config.h"
+#include "lowbit/train.h"
+
+namespace lowbit {
+
+std::unique_ptr<Optimizer> Optimizer::create(const OptimizerOptions& o) {
+  if (!(o.learning_rate > 0.0f)) throw Error(ErrorKind::InvalidArgument, "learning rate must be positive");
+  if (o.name == "adam") return std::make_unique<Adam>(o.learning_rate, o.beta1, o.beta2, o.epsilon);
+  if (o.name == "sgd") return std::make_unique<Sgd>(o.learning_rate, o.momentum);
+  throw Error(ErrorKind::InvalidArgument, "unknown optimizer '" + o.name + "' (expected adam or sgd)");
+}
+
+void Sgd::step(std::vector<Parameter>& parameters) {
+  velocity_.resize(parameters.size());
+  for (size_t p = 0; p < parameters.size(); ++p) {
+    float* w = parameters[p].value.data<float>();
+    const float* g = parameters[p].grad->data<float>();
+    const int64_t n = parameters[p].value.numel();
+    if (momentum_ == 0.0f) {
+      for (int64_t i = 0; i < n; ++i) w[i] -= lr_ * g[i];
+      continue;
+    }
+    auto& v = velocity_[p];
+    v.resize(static_cast<size_t>(n), 0.0f);
+    for (int64_t i = 0; i < n; ++i) {
+      v[i] = momentum_ * v[i] - lr_ * g[i];
+      w[i] += v[i];
+    }
+  }
+}
+
+void Adam::step(std::vector<Parameter>& parameters) {
+  ++t_;
+  m_.resize(parameters.size());
+  v_.resize(parameters.size());
+  // Bias corrections folded into two scalars: w -= step * m / (sqrt(v) * root + eps), which is
+  // lr * m_hat / (sqrt(v_hat) + eps) with m_hat = m / c1, v_hat = v / c2.
+  const double c1 = 1.0 - std::pow(static_cast<double>(beta1_), static_cast<double>(t_));
+  const double c2 = 1.0 - std::pow(static_cast<double>(beta2_), static_cast<double>(t_));
+  const float step = static_cast<float>(lr_ / c1);
+  const float inv_root = static_cast<float>(1.0 / std::sqrt(c2));
+  const float b1 = beta1_, b2 = beta2_, eps = epsilon_;
+  for (size_t p = 0; p < parameters.size(); ++p) {
+    float* w = parameters[p].value.data<float>();
+    const float* g = parameters[p].grad->data<float>();
+    const int64_t n = parameters[p].value.numel();
+    m_[p].resize(static_cast<size_t>(n), 0.0f);
+    v_[p].resize(static_cast<size_t>(n), 0.0f);
+    float* m = m_[p].data();
+    float* v = v_[p].data();
+    parallel_for(n, 16384, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        m[i] = b1 * m[i] + (1.0f - b1) * g[i];
+        v[i] = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
+        w[i] -= step * m[i] / (std::sqrt(v[i]) * inv_root + eps);
+      }
+    });
+  }
+}
+
+}  // namespace lowbit

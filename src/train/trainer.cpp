@@ -1,0 +1,210 @@
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <numeric>
+
+#include "lowbit/train.h"
+
+namespace lowbit {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+int64_t argmax(const float* row, int64_t n) { return std::max_element(row, row + n) - row; }
+
+// The model graph with its trailing Softmax replaced by the fused SoftmaxCrossEntropy loss.
+// Initializers are shared with `model`, so training the copy trains the model.
+Graph training_graph(const Graph& model, std::string& logits) {
+  Graph g = model;
+  logits = logits_value(model);
+  if (logits != model.outputs.at(0)) {
+    int softmax = g.producer(model.outputs.at(0));
+    g.nodes.erase(g.nodes.begin() + softmax);
+  }
+  g.inputs.push_back({"__labels", DType::S32, {-1}});
+  g.add_node({"__loss", "SoftmaxCrossEntropy", {logits, "__labels"}, {"__loss"}});
+  g.outputs = {"__loss"};
+  g.validate();
+  return g;
+}
+
+void check_compatible(const Graph& model, const Dataset& data) {
+  if (model.inputs.size() != 1)
+    throw Error(ErrorKind::InvalidArgument, "the model has " + std::to_string(model.inputs.size()) +
+                                                " inputs; training and evaluation need exactly one (the image)");
+  if (model.outputs.empty()) throw Error(ErrorKind::InvalidArgument, "the model has no output");
+  Shape expected(model.inputs[0].shape.begin() + 1, model.inputs[0].shape.end());
+  if (expected != data.sample_shape())
+    throw Error(ErrorKind::InvalidArgument, "the model's input '" + model.inputs[0].name + "' expects samples of shape " +
+                                                to_string(expected) + ", the data has " + to_string(data.sample_shape()));
+  auto shapes = model.infer_shapes();
+  const Shape& out = shapes.at(model.outputs[0]).shape;
+  if (out.size() != 2 || out[1] < data.num_classes)
+    throw Error(ErrorKind::InvalidArgument, "the model's output " + to_string(out) + " has fewer classes than the data (" +
+                                                std::to_string(data.num_classes) + ")");
+}
+
+}  // namespace
+
+std::string logits_value(const Graph& model) {
+  if (model.outputs.empty()) throw Error(ErrorKind::InvalidArgument, "the model has no output");
+  int p = model.producer(model.outputs[0]);
+  if (p >= 0 && model.nodes[p].op == "Softmax") return model.nodes[p].inputs.at(0);
+  return model.outputs[0];
+}
+
+float input_scale(const Graph& model) {
+  auto it = model.metadata.find("input_scale");
+  if (it == model.metadata.end()) return 1.0f / 255.0f;
+  try {
+    return std::stof(it->second);
+  } catch (const std::exception&) {
+    throw Error(ErrorKind::Format, "model metadata 'input_scale' is not a number: '" + it->second + "'");
+  }
+}
+
+void gather_batch(const Dataset& data, std::span<const uint32_t> indices, float scale, Tensor& images, Tensor* labels) {
+  Shape shape = data.sample_shape();
+  const int64_t per_sample = element_count(shape);
+  shape.insert(shape.begin(), static_cast<int64_t>(indices.size()));
+  images.resize(shape);
+  float table[256];
+  for (int v = 0; v < 256; ++v) table[v] = static_cast<float>(v) * scale;
+  const uint8_t* src = data.images.data<uint8_t>();
+  float* dst = images.data<float>();
+  for (size_t i = 0; i < indices.size(); ++i) {
+    const uint8_t* s = src + static_cast<int64_t>(indices[i]) * per_sample;
+    float* d = dst + static_cast<int64_t>(i) * per_sample;
+    for (int64_t j = 0; j < per_sample; ++j) d[j] = table[s[j]];
+  }
+  if (labels) {
+    labels->resize({static_cast<int64_t>(indices.size())});
+    int32_t* l = labels->data<int32_t>();
+    for (size_t i = 0; i < indices.size(); ++i) l[i] = data.labels[indices[i]];
+  }
+}
+
+TrainReport train(Graph& model, const Dataset& all_data, const TrainOptions& options) {
+  if (options.epochs < 1) throw Error(ErrorKind::InvalidArgument, "epochs must be at least 1");
+  if (options.batch_size < 1) throw Error(ErrorKind::InvalidArgument, "batch size must be at least 1");
+  if (!(options.validation_split >= 0.0 && options.validation_split < 1.0))
+    throw Error(ErrorKind::InvalidArgument, "validation split must be in [0, 1)");
+  check_compatible(model, all_data);
+  const int64_t held_out = static_cast<int64_t>(std::floor(all_data.size() * options.validation_split));
+  const Dataset* data = &all_data;
+  Dataset train_part, validation;
+  if (held_out > 0) {
+    train_part = all_data.slice(0, all_data.size() - held_out);
+    validation = all_data.slice(all_data.size() - held_out, all_data.size());
+    data = &train_part;
+  }
+  if (data->size() == 0) throw Error(ErrorKind::InvalidArgument, "no training samples");
+
+  std::string logits_name;
+  Graph graph = training_graph(model, logits_name);
+  Executor run(graph, /*training=*/true);
+  auto optimizer = Optimizer::create(options.optimizer);
+  Rng rng(options.seed ^ 0x5eed5eed5eed5eedULL);
+  const float scale = input_scale(model);
+  const std::string input_name = model.inputs[0].name;
+
+  std::vector<uint32_t> order(static_cast<size_t>(data->size()));
+  std::iota(order.begin(), order.end(), 0u);
+  const int64_t batches = (data->size() + options.batch_size - 1) / options.batch_size;
+  TrainReport report;
+  const auto start = Clock::now();
+  Tensor& images = run.input(input_name);
+  Tensor& labels = run.input("__labels");
+  for (int epoch = 1; epoch <= options.epochs; ++epoch) {
+    const auto epoch_start = Clock::now();
+    rng.shuffle(order);
+    double loss_sum = 0;
+    int64_t correct = 0, seen = 0;
+    for (int64_t b = 0; b < batches; ++b) {
+      const int64_t begin = b * options.batch_size;
+      const int64_t count = std::min<int64_t>(options.batch_size, data->size() - begin);
+      gather_batch(*data, std::span<const uint32_t>(order).subspan(begin, count), scale, images, &labels);
+      run.forward();
+      run.backward("__loss");
+      optimizer->step(run.parameters());
+
+      const float loss = run.value("__loss").data<float>()[0];
+      if (!std::isfinite(loss))
+        throw Error(ErrorKind::InvalidArgument, "training diverged: the loss became " + std::to_string(loss) + " in epoch " +
+                                                    std::to_string(epoch) + " (try a smaller learning rate)");
+      loss_sum += static_cast<double>(loss) * count;
+      const Tensor& logits = run.value(logits_name);
+      const int64_t classes = logits.dim(1);
+      const int32_t* l = labels.data<int32_t>();
+      for (int64_t i = 0; i < count; ++i) correct += argmax(logits.data<float>() + i * classes, classes) == l[i];
+      seen += count;
+      if (options.on_progress) {
+        TrainProgress p;
+        p.epoch = epoch, p.epochs = options.epochs, p.batch = b + 1, p.batches = batches;
+        p.loss = loss_sum / seen, p.accuracy = static_cast<double>(correct) / seen;
+        p.elapsed_seconds = seconds_since(start);
+        if (b + 1 < batches) options.on_progress(p);
+      }
+    }
+    EpochReport e;
+    e.epoch = epoch;
+    e.loss = loss_sum / seen;
+    e.accuracy = static_cast<double>(correct) / seen;
+    if (held_out > 0) {
+      EvalReport v = evaluate(model, validation);
+      e.val_loss = v.loss, e.val_accuracy = v.accuracy;
+    }
+    e.seconds = seconds_since(epoch_start);
+    report.epochs.push_back(e);
+    if (options.on_progress) {
+      TrainProgress p;
+      p.epoch = epoch, p.epochs = options.epochs, p.batch = batches, p.batches = batches;
+      p.loss = e.loss, p.accuracy = e.accuracy, p.elapsed_seconds = seconds_since(start);
+      p.epoch_done = true, p.val_loss = e.val_loss, p.val_accuracy = e.val_accuracy;
+      options.on_progress(p);
+    }
+  }
+  report.seconds = seconds_since(start);
+  return report;
+}
+
+EvalReport evaluate(const Graph& model, const Dataset& data, int batch_size) {
+  check_compatible(model, data);
+  if (batch_size < 1) throw Error(ErrorKind::InvalidArgument, "batch size must be at least 1");
+  Executor run(model);
+  const std::string logits_name = logits_value(model);
+  const float scale = input_scale(model);
+  Tensor& images = run.input(model.inputs[0].name);
+  std::vector<uint32_t> indices;
+  EvalReport report;
+  double loss_sum = 0;
+  int64_t correct = 0;
+  for (int64_t begin = 0; begin < data.size(); begin += batch_size) {
+    const int64_t count = std::min<int64_t>(batch_size, data.size() - begin);
+    indices.resize(static_cast<size_t>(count));
+    std::iota(indices.begin(), indices.end(), static_cast<uint32_t>(begin));
+    gather_batch(data, indices, scale, images);
+    run.forward();
+    const Tensor& logits = run.value(logits_name);
+    const int64_t classes = logits.dim(1);
+    for (int64_t i = 0; i < count; ++i) {
+      const float* row = logits.data<float>() + i * classes;
+      const int label = data.labels[begin + i];
+      correct += argmax(row, classes) == label;
+      // Cross-entropy from logits with log-sum-exp, as in training.
+      const float peak = *std::max_element(row, row + classes);
+      double sum = 0;
+      for (int64_t c = 0; c < classes; ++c) sum += std::exp(static_cast<double>(row[c] - peak));
+      loss_sum += std::log(sum) + peak - row[label];
+    }
+  }
+  report.count = data.size();
+  report.accuracy = data.size() ? static_cast<double>(correct) / data.size() : 0.0;
+  report.loss = data.size() ? loss_sum / data.size() : 0.0;
+  return report;
+}
+
+}  // namespace lowbit

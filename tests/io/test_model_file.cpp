@@ -1,0 +1,136 @@
+#include <zlib.h>
+
+#include "test_util.h"
+
+namespace lowbit {
+namespace {
+
+using testing::TempDir;
+
+Graph trained_like_model() {
+  Graph g = build_model(parse_arch("12-5-3"), {3, 4}, 3, 9);
+  g.metadata["note"] = "test";
+  return g;
+}
+
+void put_u32(std::string& bytes, size_t offset, uint32_t v) { std::memcpy(bytes.data() + offset, &v, 4); }
+
+TEST(ModelFile, RoundTripPreservesEverything) {
+  TempDir dir;
+  Graph g = trained_like_model();
+  save_model(g, dir.file("m.lbm"));
+  Graph back = load_model(dir.file("m.lbm"));
+  EXPECT_EQ(back.name, g.name);
+  EXPECT_EQ(back.metadata, g.metadata);
+  ASSERT_EQ(back.nodes.size(), g.nodes.size());
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    EXPECT_EQ(back.nodes[i].name, g.nodes[i].name);
+    EXPECT_EQ(back.nodes[i].attributes, g.nodes[i].attributes);
+  }
+  ASSERT_EQ(back.initializers.size(), g.initializers.size());
+  for (const auto& [name, t] : g.initializers) {
+    const Tensor& b = back.initializers.at(name);
+    EXPECT_EQ(b.shape(), t.shape());
+    EXPECT_EQ(std::memcmp(b.raw(), t.raw(), t.nbytes()), 0) << name;
+  }
+  EXPECT_EQ(serialize_model(back), serialize_model(g));
+}
+
+TEST(ModelFile, EveryTruncationIsAClearError) {
+  const std::string bytes = serialize_model(trained_like_model());
+  for (size_t cut = 0; cut < bytes.size(); cut += (cut < 200 ? 1 : 97)) {
+    try {
+      deserialize_model(std::string_view(bytes).substr(0, cut), "cut.lbm");
+      ADD_FAILURE() << "truncation at " << cut << " was accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("cut.lbm"), std::string::npos) << e.what();
+    }
+  }
+}
+
+TEST(ModelFile, CorruptedBytesFailTheChecksum) {
+  const std::string good = serialize_model(trained_like_model());
+  for (size_t at : {size_t{40}, good.size() / 2, good.size() - 1}) {
+    std::string bad = good;
+    bad[at] ^= 0x20;
+    EXPECT_LOWBIT_ERROR(deserialize_model(bad, "bad.lbm"), "CRC-32");
+  }
+}
+
+TEST(ModelFile, NewerVersionIsRefusedByName) {
+  std::string bytes = serialize_model(trained_like_model());
+  put_u32(bytes, 8, kModelFormatVersion + 1);
+  EXPECT_LOWBIT_ERROR(deserialize_model(bytes, "new.lbm"), "newer lowbit");
+}
+
+TEST(ModelFile, ForeignFilesAreNotModels) {
+  EXPECT_LOWBIT_ERROR(deserialize_model("PK\x03\x04 a zip file, not a model", "x.zip"), "is not a lowbit model file");
+  EXPECT_LOWBIT_ERROR(deserialize_model("", "empty"), "is not a lowbit model file");
+  TempDir dir;
+  EXPECT_LOWBIT_ERROR(load_model(dir.file("absent.lbm")), "cannot open");
+}
+
+std::string with_extra_section(std::string bytes, const char* tag, uint32_t flags) {
+  uint32_t count;
+  std::memcpy(&count, bytes.data() + 12, 4);
+  put_u32(bytes, 12, count + 1);
+  std::string payload = "future data";
+  std::string header(24, '\0');
+  std::memcpy(header.data(), tag, 4);
+  put_u32(header, 4, flags);
+  uint64_t size = payload.size();
+  std::memcpy(header.data() + 8, &size, 8);
+  put_u32(header, 16, static_cast<uint32_t>(crc32(0, reinterpret_cast<const Bytef*>(payload.data()), payload.size())));
+  return bytes + header + payload;
+}
+
+TEST(ModelFile, UnknownSectionsAreSkippedUnlessRequired) {
+  const std::string bytes = serialize_model(trained_like_model());
+  Graph g = deserialize_model(with_extra_section(bytes, "XTRA", 0), "optional.lbm");
+  EXPECT_EQ(g.nodes.size(), trained_like_model().nodes.size());
+  EXPECT_LOWBIT_ERROR(deserialize_model(with_extra_section(bytes, "XTRA", 1), "required.lbm"),
+                      "required section XTRA is unknown");
+}
+
+TEST(ModelFile, SaveIsAtomicAndLeavesNoTemporaryFiles) {
+  TempDir dir;
+  save_model(trained_like_model(), dir.file("m.lbm"));
+  save_model(trained_like_model(), dir.file("m.lbm"));
+  int files = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir.path())) ++files, (void)entry;
+  EXPECT_EQ(files, 1);
+  EXPECT_LOWBIT_ERROR(save_model(trained_like_model(), dir.file("no/such/dir/m.lbm")), "cannot write");
+}
+
+TEST(ModelFile, InvalidGraphInsideAValidFileIsReported) {
+  Graph g = trained_like_model();
+  g.initializers["dense_1.weight"] = Tensor::zeros({5, 11});  // wrong input width
+  EXPECT_LOWBIT_ERROR(deserialize_model(serialize_model(g), "shape.lbm"), "shape.lbm': invalid graph: node 'dense_1'");
+}
+
+TEST(ModelDescription, ReferenceFileBuildsTheReferenceMlp) {
+  nlohmann::json d = parse_arch(LOWBIT_SOURCE_DIR "/examples/models/reference-mlp.json");
+  Graph g = build_model(d, {28, 28}, 10, 0);
+  EXPECT_EQ(g.parameter_count(), 784 * 64 + 64 + 64 * 32 + 32 + 32 * 10 + 10);
+  Graph same = build_model(parse_arch("784-64-32-10"), {28, 28}, 10, 0);
+  for (const auto& [name, t] : g.initializers)
+    EXPECT_EQ(std::memcmp(t.raw(), same.initializers.at(name).raw(), t.nbytes()), 0) << name;
+}
+
+TEST(ModelDescription, ErrorsNameTheLayerAndField) {
+  auto build = [](const char* text) { return build_model(nlohmann::json::parse(text), {28, 28}, 10, 0); };
+  EXPECT_LOWBIT_ERROR(build(R"({"layers": [{"type": "flatten"}, {"type": "dense", "unit": 10}]})"),
+                      "layers[1] (dense): unknown field 'unit'");
+  EXPECT_LOWBIT_ERROR(build(R"({"layers": [{"type": "flatten"}, {"type": "dense", "units": "ten"}]})"),
+                      "field 'units' has the wrong type");
+  EXPECT_LOWBIT_ERROR(build(R"({"layers": [{"type": "dense", "units": 10}]})"), "add a flatten layer");
+  EXPECT_LOWBIT_ERROR(build(R"({"layers": [{"type": "conv9"}]})"), "unknown layer type 'conv9'");
+  EXPECT_LOWBIT_ERROR(build(R"({"layers": []})"), "non-empty array");
+  EXPECT_LOWBIT_ERROR(parse_arch("no-such-file.json"), "neither layer sizes");
+  TempDir dir;
+  testing::write_bytes(dir.file("broken.json"), "{\"layers\": [");
+  EXPECT_LOWBIT_ERROR(parse_arch(dir.file("broken.json")), "broken.json': not valid JSON");
+}
+
+}  // namespace
+}  // namespace lowbit

@@ -1,0 +1,66 @@
+// Helpers shared by the tests.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "lowbit/lowbit.h"
+
+namespace lowbit::testing {
+
+// A fresh directory under the system temp dir, removed when the object goes away.
+class TempDir {
+ public:
+  TempDir() {
+    std::string pattern = (std::filesystem::temp_directory_path() / "lowbit-test-XXXXXX").string();
+    path_ = ::mkdtemp(pattern.data()) ? pattern : throw std::runtime_error("mkdtemp failed");
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+inline void write_bytes(const std::string& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary) << bytes;
+}
+
+inline std::string read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+// The dataset for end-to-end tests: $LOWBIT_TEST_DATA, else Debian's Fashion-MNIST.
+inline std::string test_dataset_dir() {
+  const char* env = std::getenv("LOWBIT_TEST_DATA");
+  return env ? env : default_dataset_dir();
+}
+
+// Fills a tensor with uniform values in [lo, hi) from a fixed seed.
+inline void fill_uniform(Tensor& t, uint64_t seed, float lo = -1.0f, float hi = 1.0f) {
+  Rng rng(seed);
+  float* p = t.data<float>();
+  for (int64_t i = 0; i < t.numel(); ++i) p[i] = rng.uniform(lo, hi);
+}
+
+// Expects `statement` to throw lowbit::Error whose message contains `needle`.
+#define EXPECT_LOWBIT_ERROR(statement, needle)                                              \
+  do {                                                                                      \
+    try {                                                                                   \
+      statement;                                                                            \
+      ADD_FAILURE() << "expected lowbit::Error containing '" << (needle) << "'";            \
+    } catch (const ::lowbit::Error& e) {                                                    \
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << "message: " << e.what(); \
+    }                                                                                       \
+  } while (0)
+
+}  // namespace lowbit::testing

@@ -1,0 +1,214 @@
+#include "commands.h"
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "lowbit/lowbit.h"
+
+namespace lowbit::cli {
+namespace {
+
+using json = nlohmann::ordered_json;
+
+void add_threads_option(CLI::App* cmd, int& threads) {
+  cmd->add_option("--threads", threads, "Worker threads (default: all cores, or LOWBIT_NUM_THREADS)")
+      ->check(CLI::Range(1, 1024));
+}
+void apply_threads(int threads) {
+  if (threads > 0) set_num_threads(threads);
+}
+
+// One line of progress: redrawn in place on a terminal, otherwise one line per epoch.
+class Progress {
+ public:
+  explicit Progress(bool quiet) : tty_(!quiet && ::isatty(STDOUT_FILENO)), quiet_(quiet) {}
+  void operator()(const TrainProgress& p) {
+    if (p.epoch_done) {
+      if (tty_) std::fputs("\r\033[K", stdout);
+      std::string line = fmt::format("epoch {:>3}/{}  loss {:.4f}  accuracy {:.4f}", p.epoch, p.epochs, p.loss, p.accuracy);
+      if (p.val_accuracy >= 0) line += fmt::format("  val_loss {:.4f}  val_accuracy {:.4f}", p.val_loss, p.val_accuracy);
+      line += fmt::format("  {:.1f} s", p.elapsed_seconds);
+      if (!quiet_) std::puts(line.c_str());
+      std::fflush(stdout);
+      return;
+    }
+    if (!tty_) return;
+    auto now = std::chrono::steady_clock::now();
+    if (now - last_ < std::chrono::milliseconds(100)) return;
+    last_ = now;
+    const double done = ((p.epoch - 1) + static_cast<double>(p.batch) / p.batches) / p.epochs;
+    const double eta = done > 0 ? p.elapsed_seconds * (1 - done) / done : 0;
+    const int width = 30, filled = static_cast<int>(width * p.batch / p.batches);
+    fmt::print("\repoch {:>3}/{} [{}{}] {}/{}  loss {:.4f}  accuracy {:.4f}  ETA {:.0f} s\033[K", p.epoch, p.epochs,
+               std::string(filled, '#'), std::string(width - filled, '.'), p.batch, p.batches, p.loss, p.accuracy, eta);
+    std::fflush(stdout);
+  }
+
+ private:
+  bool tty_, quiet_;
+  std::chrono::steady_clock::time_point last_{};
+};
+
+uint64_t file_size(const std::string& path) {
+  std::error_code ec;
+  auto size = std::filesystem::file_size(path, ec);
+  return ec ? 0 : size;
+}
+
+}  // namespace
+
+Command add_train(CLI::App& app) {
+  auto* cmd = app.add_subcommand("train", "Train a model from its description and save it");
+  struct Options {
+    std::string data = default_dataset_dir(), arch = "784-64-32-10", out;
+    int epochs = 10, batch = 32, threads = 0;
+    float lr = 1e-3f, momentum = 0.0f;
+    std::string optimizer = "adam";
+    uint64_t seed = 0;
+    double validation_split = 0.0;
+    int64_t train_samples = 0;
+    bool json = false;
+  };
+  auto o = std::make_shared<Options>();
+  cmd->add_option("--data", o->data, "Dataset directory with the four IDX files")->capture_default_str();
+  cmd->add_option("--arch", o->arch, "Layer sizes like 784-64-32-10, or a JSON model description")->capture_default_str();
+  cmd->add_option("--epochs", o->epochs, "Passes over the training data")->capture_default_str()->check(CLI::Range(1, 100000));
+  cmd->add_option("--batch", o->batch, "Mini-batch size")->capture_default_str()->check(CLI::Range(1, 1 << 20));
+  cmd->add_option("--lr", o->lr, "Learning rate")->capture_default_str();
+  cmd->add_option("--optimizer", o->optimizer, "adam or sgd")->capture_default_str()->check(CLI::IsMember({"adam", "sgd"}));
+  cmd->add_option("--momentum", o->momentum, "Momentum for sgd")->capture_default_str();
+  cmd->add_option("--seed", o->seed, "Seed for initial weights and shuffling")->capture_default_str();
+  cmd->add_option("--validation-split", o->validation_split, "Fraction of the training data held out for validation")
+      ->capture_default_str()->check(CLI::Range(0.0, 0.99));
+  cmd->add_option("--train-samples", o->train_samples, "Use only the first N training samples (0: all)");
+  cmd->add_option("--out", o->out, "Where to write the trained model (.lbm)")->required();
+  cmd->add_flag("--json", o->json, "End with one JSON line of results");
+  add_threads_option(cmd, o->threads);
+  return [o] {
+    apply_threads(o->threads);
+    DatasetSplits data = load_dataset_dir(o->data);
+    if (o->train_samples > 0) data.train = data.train.head(o->train_samples);
+    Graph model = build_model(parse_arch(o->arch), data.train.sample_shape(), data.train.num_classes, o->seed);
+    TrainOptions options;
+    options.epochs = o->epochs;
+    options.batch_size = o->batch;
+    options.optimizer.name = o->optimizer;
+    options.optimizer.learning_rate = o->lr;
+    options.optimizer.momentum = o->momentum;
+    options.seed = o->seed;
+    options.validation_split = o->validation_split;
+    Progress progress(false);
+    options.on_progress = [&](const TrainProgress& p) { progress(p); };
+    fmt::print("training {} ({} parameters) on {} samples of '{}', {} thread(s)\n", model.name, model.parameter_count(),
+               data.train.size(), o->data, num_threads());
+    std::fflush(stdout);
+    TrainReport report = train(model, data.train, options);
+    model.metadata["trained_on"] = std::filesystem::path(o->data).filename().string();
+    save_model(model, o->out);
+    EvalReport test = evaluate(model, data.test);
+    fmt::print("test accuracy {:.4f}  test loss {:.4f}  train time {:.2f} s  saved {} ({} bytes)\n", test.accuracy,
+               test.loss, report.seconds, o->out, file_size(o->out));
+    if (o->json) {
+      json j = {{"command", "train"}, {"model", o->out}, {"arch", o->arch}, {"seed", o->seed},
+                {"threads", num_threads()}, {"epochs", o->epochs}, {"batch", o->batch},
+                {"parameters", model.parameter_count()}, {"file_bytes", file_size(o->out)},
+                {"train_seconds", report.seconds}, {"test_accuracy", test.accuracy}, {"test_loss", test.loss}};
+      j["history"] = json::array();
+      for (const auto& e : report.epochs) {
+        json h = {{"epoch", e.epoch}, {"loss", e.loss}, {"accuracy", e.accuracy}, {"seconds", e.seconds}};
+        if (e.val_accuracy >= 0) h["val_loss"] = e.val_loss, h["val_accuracy"] = e.val_accuracy;
+        j["history"].push_back(h);
+      }
+      std::puts(j.dump().c_str());
+    }
+  };
+}
+
+Command add_eval(CLI::App& app) {
+  auto* cmd = app.add_subcommand("eval", "Measure a model's accuracy on a dataset's test split");
+  struct Options {
+    std::string model, data = default_dataset_dir();
+    int threads = 0, batch = 256;
+    bool json = false;
+  };
+  auto o = std::make_shared<Options>();
+  cmd->add_option("--model", o->model, "Model file (.lbm)")->required();
+  cmd->add_option("--data", o->data, "Dataset directory with the four IDX files")->capture_default_str();
+  cmd->add_option("--batch", o->batch, "Batch size for inference")->capture_default_str()->check(CLI::Range(1, 1 << 20));
+  cmd->add_flag("--json", o->json, "End with one JSON line of results");
+  add_threads_option(cmd, o->threads);
+  return [o] {
+    apply_threads(o->threads);
+    Graph model = load_model(o->model);
+    DatasetSplits data = load_dataset_dir(o->data);
+    auto start = std::chrono::steady_clock::now();
+    EvalReport test = evaluate(model, data.test, o->batch);
+    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    fmt::print("{}: test accuracy {:.4f}  test loss {:.4f}  on {} samples in {:.3f} s\n", o->model, test.accuracy,
+               test.loss, test.count, seconds);
+    if (o->json) {
+      json j = {{"command", "eval"}, {"model", o->model}, {"data", o->data}, {"samples", test.count},
+                {"test_accuracy", test.accuracy}, {"test_loss", test.loss}, {"eval_seconds", seconds}};
+      std::puts(j.dump().c_str());
+    }
+  };
+}
+
+Command add_info(CLI::App& app) {
+  auto* cmd = app.add_subcommand("info", "Show a model's layers, shapes, parameters and sizes");
+  struct Options {
+    std::string model;
+    bool json = false;
+  };
+  auto o = std::make_shared<Options>();
+  cmd->add_option("--model", o->model, "Model file (.lbm)")->required();
+  cmd->add_flag("--json", o->json, "Print one JSON object instead of tables");
+  return [o] {
+    Graph model = load_model(o->model);
+    auto shapes = model.infer_shapes();
+    json layers = json::array();
+    int64_t total_bytes = 0;
+    for (const auto& node : model.nodes) {
+      int64_t params = 0, bytes = 0;
+      json tensors = json::array();
+      for (const auto& in : node.inputs) {
+        auto it = model.initializers.find(in);
+        if (it == model.initializers.end()) continue;
+        params += it->second.numel();
+        bytes += static_cast<int64_t>(it->second.nbytes());
+        tensors.push_back({{"name", in}, {"dtype", name_of(it->second.dtype())}, {"shape", it->second.shape()},
+                           {"bits", bits_of(it->second.dtype())}, {"bytes", it->second.nbytes()}});
+      }
+      total_bytes += bytes;
+      layers.push_back({{"name", node.name}, {"op", node.op}, {"output_shape", shapes.at(node.outputs[0]).shape},
+                        {"parameters", params}, {"bytes", bytes}, {"tensors", tensors}});
+    }
+    json j = {{"command", "info"}, {"model", o->model}, {"name", model.name}, {"format_version", kModelFormatVersion},
+              {"parameters", model.parameter_count()}, {"tensor_bytes", total_bytes}, {"file_bytes", file_size(o->model)},
+              {"metadata", model.metadata}, {"layers", layers}};
+    if (o->json) {
+      std::puts(j.dump().c_str());
+      return;
+    }
+    fmt::print("model {} ({}), format version {}\n", o->model, model.name, kModelFormatVersion);
+    for (const auto& in : model.inputs) fmt::print("input  {} {}{}\n", in.name, name_of(in.dtype), to_string(in.shape));
+    for (const auto& out : model.outputs) fmt::print("output {} {}\n", out, to_string(shapes.at(out).shape));
+    fmt::print("\n{:<12} {:<10} {:<14} {:>10} {:>10}  {}\n", "layer", "op", "output", "params", "bytes", "tensors");
+    for (const auto& l : layers) {
+      std::string tensors;
+      for (const auto& t : l["tensors"])
+        tensors += fmt::format("{}{} {}{}", tensors.empty() ? "" : ", ", t["name"].get<std::string>(),
+                               t["dtype"].get<std::string>(), to_string(t["shape"].get<Shape>()));
+      fmt::print("{:<12} {:<10} {:<14} {:>10} {:>10}  {}\n", l["name"].get<std::string>(), l["op"].get<std::string>(),
+                 to_string(l["output_shape"].get<Shape>()), l["parameters"].get<int64_t>(), l["bytes"].get<int64_t>(), tensors);
+    }
+    fmt::print("\ntotal: {} parameters, {} bytes of tensors, {} bytes on disk\n", model.parameter_count(), total_bytes,
+               file_size(o->model));
+  };
+}
+
+}  // namespace lowbit::cli

@@ -1,0 +1,15 @@
+// The lowbit subcommands. Each registers its options on the CLI11 app and returns the function
+// that runs it; errors propagate as lowbit::Error and main() turns them into one line on stderr.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+
+namespace lowbit::cli {
+
+using Command = std::function<void()>;
+Command add_train(CLI::App& app);
+Command add_eval(CLI::App& app);
+Command add_info(CLI::App& app);
+
+}  // namespace lowbit::cli

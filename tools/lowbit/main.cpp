@@ -1,0 +1,37 @@
+// lowbit: the command-line tool. `lowbit --help` lists the subcommands.
+#include <cstdio>
+#include <map>
+
+#include "commands.h"
+#include "lowbit/error.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"lowbit: train, quantize and run small neural networks"};
+  app.require_subcommand(1);
+  std::map<CLI::App*, lowbit::cli::Command> commands;
+  auto add = [&](lowbit::cli::Command (*make)(CLI::App&)) {
+    size_t before = app.get_subcommands({}).size();
+    lowbit::cli::Command run = make(app);
+    commands[app.get_subcommands({})[before]] = run;
+  };
+  add(lowbit::cli::add_train);
+  add(lowbit::cli::add_eval);
+  add(lowbit::cli::add_info);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    for (auto* sub : app.get_subcommands()) commands.at(sub)();
+  } catch (const lowbit::Error& e) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "lowbit: error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "lowbit: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
