@@ -19,8 +19,13 @@ int main(int argc, char** argv) {
   add(lowbit::cli::add_info);
   try {
     app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
+  } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "lowbit: error: %s (see lowbit --help)\n", e.what());
+    return 2;
   }
   try {
     for (auto* sub : app.get_subcommands()) commands.at(sub)();
