@@ -49,6 +49,7 @@ class Executor {
     const Op* op;
     std::vector<int> inputs, outputs;
     bool run_backward = false;
+    std::shared_ptr<const void> state;  // from Op::prepare
   };
   int id_of(const std::string& name) const;
 

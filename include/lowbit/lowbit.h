@@ -16,6 +16,7 @@
 // train.h (optimizers, training, evaluation), dataset.h (IDX data), model_io.h (files).
 #pragma once
 
+#include "lowbit/calibration.h"
 #include "lowbit/dataset.h"
 #include "lowbit/error.h"
 #include "lowbit/executor.h"
@@ -23,6 +24,10 @@
 #include "lowbit/graph.h"
 #include "lowbit/model_io.h"
 #include "lowbit/ops.h"
+#include "lowbit/qgemm.h"
+#include "lowbit/quant_params.h"
+#include "lowbit/quant_search.h"
+#include "lowbit/quantize.h"
 #include "lowbit/random.h"
 #include "lowbit/runtime_config.h"
 #include "lowbit/tensor.h"

@@ -14,7 +14,8 @@
 //   forward:      resizes each output (Tensor::resize) and fills it. Inputs are not modified.
 //   backward:     given inputs, outputs and the gradients of the outputs, writes (overwrites) the
 //                 gradient of every input whose slot in input_grads is not null.
-// Built-in ops: Dense, Relu, Softmax, Flatten, SoftmaxCrossEntropy (see docs/ops.md).
+// Built-in ops: Dense, Relu, Softmax, Flatten, SoftmaxCrossEntropy, and the quantized ops
+// QuantizeLinear, DequantizeLinear, QDense, DynamicQDense (see docs/ops.md).
 #pragma once
 
 #include <memory>
@@ -38,6 +39,20 @@ class Op {
                         std::span<Tensor* const> input_grads) const = 0;
   // False for inputs that are never differentiable (e.g. integer labels).
   virtual bool differentiable_input(int /*index*/) const { return true; }
+  // Output dtypes from input dtypes; by default every output is f32.
+  virtual std::vector<DType> infer_dtypes(const Node& node, std::span<const DType> inputs) const;
+
+  // Optional two-phase lifecycle (create once, run many times): prepare() validates the node and
+  // builds per-node state from its constant inputs (initializers; null for run-time inputs), e.g.
+  // packed weights and requantization multipliers. The executor calls it once and passes the
+  // state to forward_prepared(). Ops without state use the defaults.
+  virtual std::shared_ptr<const void> prepare(const Node& /*node*/, std::span<const Tensor* const> /*constants*/) const {
+    return nullptr;
+  }
+  virtual void forward_prepared(const Node& node, const void* /*state*/, std::span<const Tensor* const> inputs,
+                                std::span<Tensor* const> outputs) const {
+    forward(node, inputs, outputs);
+  }
 };
 
 // Throws Error(Format) for an unknown type, listing the known ones.

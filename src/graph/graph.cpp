@@ -105,19 +105,23 @@ std::map<std::string, ValueInfo> Graph::infer_shapes() const {
   for (const auto& [name, tensor] : initializers) info[name] = ValueInfo{name, tensor.dtype(), tensor.shape()};
   for (const auto& node : nodes) {
     std::vector<Shape> in_shapes;
+    std::vector<DType> in_dtypes;
     for (const auto& in : node.inputs) {
       auto it = info.find(in);
       if (it == info.end())
         throw Error(ErrorKind::Format, "node '" + node.name + "' reads value '" + in + "' before it is defined");
       in_shapes.push_back(it->second.shape);
+      in_dtypes.push_back(it->second.dtype);
     }
-    std::vector<Shape> out_shapes = find_op(node.op).infer_shapes(node, in_shapes);
+    const Op& op = find_op(node.op);
+    std::vector<Shape> out_shapes = op.infer_shapes(node, in_shapes);
+    std::vector<DType> out_dtypes = op.infer_dtypes(node, in_dtypes);
     if (out_shapes.size() != node.outputs.size())
       throw Error(ErrorKind::Format, "node '" + node.name + "' (" + node.op + ") declares " +
                                          std::to_string(node.outputs.size()) + " outputs, the op produces " +
                                          std::to_string(out_shapes.size()));
     for (size_t i = 0; i < out_shapes.size(); ++i)
-      info[node.outputs[i]] = ValueInfo{node.outputs[i], DType::F32, out_shapes[i]};
+      info[node.outputs[i]] = ValueInfo{node.outputs[i], out_dtypes.at(i), out_shapes[i]};
   }
   return info;
 }

@@ -5,6 +5,11 @@
 #include "lowbit/ops.h"
 
 namespace lowbit {
+
+std::vector<DType> Op::infer_dtypes(const Node& node, std::span<const DType>) const {
+  return std::vector<DType>(node.outputs.size(), DType::F32);
+}
+
 namespace {
 struct Registry {
   std::mutex mutex;

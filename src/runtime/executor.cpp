@@ -20,7 +20,7 @@ Executor::Executor(const Graph& graph, bool training) : graph_(graph) {
     if (training && tensor.dtype() == DType::F32) needs_grad_[id] = true;
   }
   for (const auto& node : graph.nodes) {
-    Step step{&node, &find_op(node.op), {}, {}};
+    Step step{&node, &find_op(node.op), {}, {}, false, nullptr};
     for (const auto& in : node.inputs) {
       auto it = ids_.find(in);
       if (it == ids_.end())
@@ -36,6 +36,12 @@ Executor::Executor(const Graph& graph, bool training) : graph_(graph) {
       needs_grad_[id] = any_grad;
     }
     step.run_backward = any_grad;
+    std::vector<const Tensor*> constants;
+    for (const auto& in : node.inputs) {
+      auto it = graph.initializers.find(in);
+      constants.push_back(it == graph.initializers.end() ? nullptr : &it->second);
+    }
+    step.state = step.op->prepare(node, constants);
     steps_.push_back(std::move(step));
   }
   grads_.resize(values_.size());
@@ -76,7 +82,7 @@ void Executor::forward() {
     outs.clear();
     for (int id : step.inputs) ins.push_back(&values_[id]);
     for (int id : step.outputs) outs.push_back(&values_[id]);
-    step.op->forward(*step.node, ins, outs);
+    step.op->forward_prepared(*step.node, step.state.get(), ins, outs);
   }
 }
 

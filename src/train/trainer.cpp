@@ -171,6 +171,27 @@ TrainReport train(Graph& model, const Dataset& all_data, const TrainOptions& opt
   return report;
 }
 
+std::vector<int32_t> predict(const Graph& model, const Dataset& data, int batch_size) {
+  check_compatible(model, data);
+  if (batch_size < 1) throw Error(ErrorKind::InvalidArgument, "batch size must be at least 1");
+  Executor run(model);
+  const std::string logits_name = logits_value(model);
+  Tensor& images = run.input(model.inputs[0].name);
+  std::vector<uint32_t> indices;
+  std::vector<int32_t> classes(static_cast<size_t>(data.size()));
+  for (int64_t begin = 0; begin < data.size(); begin += batch_size) {
+    const int64_t count = std::min<int64_t>(batch_size, data.size() - begin);
+    indices.resize(static_cast<size_t>(count));
+    std::iota(indices.begin(), indices.end(), static_cast<uint32_t>(begin));
+    gather_batch(data, indices, input_scale(model), images);
+    run.forward();
+    const Tensor& logits = run.value(logits_name);
+    for (int64_t i = 0; i < count; ++i)
+      classes[begin + i] = static_cast<int32_t>(argmax(logits.data<float>() + i * logits.dim(1), logits.dim(1)));
+  }
+  return classes;
+}
+
 EvalReport evaluate(const Graph& model, const Dataset& data, int batch_size) {
   check_compatible(model, data);
   if (batch_size < 1) throw Error(ErrorKind::InvalidArgument, "batch size must be at least 1");

@@ -11,5 +11,9 @@ using Command = std::function<void()>;
 Command add_train(CLI::App& app);
 Command add_eval(CLI::App& app);
 Command add_info(CLI::App& app);
+Command add_calibrate(CLI::App& app);
+Command add_quantize(CLI::App& app);
+Command add_dequantize(CLI::App& app);
+Command add_compare(CLI::App& app);
 
 }  // namespace lowbit::cli

@@ -17,6 +17,10 @@ int main(int argc, char** argv) {
   add(lowbit::cli::add_train);
   add(lowbit::cli::add_eval);
   add(lowbit::cli::add_info);
+  add(lowbit::cli::add_calibrate);
+  add(lowbit::cli::add_quantize);
+  add(lowbit::cli::add_dequantize);
+  add(lowbit::cli::add_compare);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -7,6 +7,7 @@ void register_builtin_ops(const Registrar& add) {
   register_activations(add);
   register_shape_ops(add);
   register_losses(add);
+  register_quantized(add);
 }
 
 void shape_error(const Node& node, const std::string& what) {
@@ -17,6 +18,13 @@ void expect_input_count(const Node& node, std::span<const Shape> inputs, size_t 
   if (inputs.size() < min || inputs.size() > max)
     shape_error(node, "expects " + (min == max ? std::to_string(min) : std::to_string(min) + " to " + std::to_string(max)) +
                           " inputs, got " + std::to_string(inputs.size()));
+}
+
+void prepare_output(Tensor& t, DType dtype, Shape shape) {
+  if (t.defined() && t.dtype() == dtype)
+    t.resize(std::move(shape));
+  else
+    t = Tensor(dtype, std::move(shape));
 }
 
 int64_t leading_rows(const Shape& shape) {

@@ -17,10 +17,13 @@ void register_dense(const Registrar& add);
 void register_activations(const Registrar& add);
 void register_shape_ops(const Registrar& add);
 void register_losses(const Registrar& add);
+void register_quantized(const Registrar& add);
 
 [[noreturn]] void shape_error(const Node& node, const std::string& what);
 void expect_input_count(const Node& node, std::span<const Shape> inputs, size_t min, size_t max);
 // Rows of a [rows, cols] view of `shape` collapsing all but the last dimension.
 int64_t leading_rows(const Shape& shape);
+// Makes `t` a tensor of `dtype` and `shape`, reusing its buffer when the dtype already matches.
+void prepare_output(Tensor& t, DType dtype, Shape shape);
 
 }  // namespace lowbit::ops

@@ -1,5 +1,5 @@
 // Ops that only change the shape: Flatten keeps the first `axis` dimensions and collapses the rest
-// (ONNX semantics, default axis 1). The output shares the input's buffer: no copy.
+// (ONNX semantics, default axis 1). The output shares the input's buffer (any dtype): no copy.
 #include "graph/ops/builtin_ops.h"
 
 namespace lowbit::ops {
@@ -11,6 +11,7 @@ class Flatten final : public Op {
     expect_input_count(node, in, 1, 1);
     return {flat_shape(node, in[0])};
   }
+  std::vector<DType> infer_dtypes(const Node&, std::span<const DType> in) const override { return {in[0]}; }
   void forward(const Node& node, std::span<const Tensor* const> in, std::span<Tensor* const> out) const override {
     *out[0] = *in[0];
     out[0]->reshape(flat_shape(node, in[0]->shape()));

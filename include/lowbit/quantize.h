@@ -1,0 +1,69 @@
+// lowbit/quantize.h - post-training quantization as a transform on the graph, and its inverse.
+//
+// quantize_model takes a float graph and a plan (which layers, how many bits, which granularity,
+// which calibration) and returns a graph whose chosen Dense layers are integer QDense nodes (full
+// and partial modes) or DynamicQDense nodes (dynamic mode), with packed weights and the
+// QuantizeLinear / DequantizeLinear nodes needed at the float/integer boundaries. The result is an
+// ordinary model: it saves, loads, runs and evaluates like any other. dequantize_model is the
+// inverse: a float graph with the same node names whose weights are the quantized values.
+//
+//   lowbit::Calibration ranges = lowbit::calibrate(model, data.train, {});
+//   lowbit::QuantPlan plan;                          // full int8, per-channel symmetric weights
+//   plan.defaults.weight_bits = 4;                   // 4-bit weights, 8-bit activations
+//   lowbit::Graph q = lowbit::quantize_model(model, plan, {{ranges.method, ranges}});
+//   lowbit::Graph back = lowbit::dequantize_model(q);
+//
+// Plans are JSON files (docs/quantization.md shows the schema) that a person can read and edit.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "lowbit/calibration.h"
+#include "lowbit/graph.h"
+#include "lowbit/quant_params.h"
+
+namespace lowbit {
+
+enum class QuantMode { Full, Partial, Dynamic };
+const char* name_of(QuantMode mode) noexcept;
+QuantMode quant_mode_from_name(const std::string& name);
+
+struct LayerRule {
+  bool quantize = true;
+  int weight_bits = 8;                          // 8, 6, 4, 3 or 2
+  bool per_channel = true;                      // one weight scale per output channel
+  QScheme weight_scheme = QScheme::Symmetric;
+  std::string calibration = "minmax";           // method whose ranges this layer's activations use
+};
+
+struct QuantPlan {
+  QuantMode mode = QuantMode::Full;
+  LayerRule defaults;                            // for layers not listed
+  std::map<std::string, LayerRule> layers;       // per-layer rules, by node name
+  std::string dynamic_granularity = "row";      // dynamic mode: activation range per "row" or "tensor"
+
+  // The rule for `layer`. In Partial mode a layer not listed stays float.
+  LayerRule rule_for(const std::string& layer) const;
+  nlohmann::json to_json() const;
+  // `source` names the file in error messages; unknown fields and bad values are errors.
+  static QuantPlan from_json(const nlohmann::json& j, const std::string& source);
+};
+void save_plan(const QuantPlan& plan, const std::string& path);
+QuantPlan load_plan(const std::string& path);
+
+// Layers quantize_model can quantize (Dense nodes), in graph order.
+std::vector<std::string> quantizable_layers(const Graph& model);
+// Names of `layers` matching a comma-separated list of names or glob patterns ("dense_*").
+// Throws Error(InvalidArgument) for a pattern that matches nothing.
+std::vector<std::string> select_layers(const Graph& model, const std::string& patterns);
+
+// `ranges` maps a calibration method name to its calibration (full and partial modes need the
+// methods the plan uses; dynamic mode needs none).
+Graph quantize_model(const Graph& model, const QuantPlan& plan, const std::map<std::string, Calibration>& ranges);
+Graph dequantize_model(const Graph& quantized);
+bool is_quantized(const Graph& model);
+
+}  // namespace lowbit

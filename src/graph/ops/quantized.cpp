@@ -1,0 +1,338 @@
+// Quantized ops: QuantizeLinear and DequantizeLinear (the boundaries between float and integer
+// values), QDense (static, integer-only dense layer) and DynamicQDense (weights quantized
+// offline, activations quantized per row at run time). docs/design/quantization.md derives the
+// arithmetic; docs/ops.md lists inputs and attributes.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "graph/ops/builtin_ops.h"
+#include "lowbit/qgemm.h"
+
+namespace lowbit::ops {
+namespace {
+
+// Activation parameters of a node: 8-bit signed affine, per tensor, from attributes.
+QuantParams activation_params(const Node& node, const char* scale_key, const char* zero_point_key) {
+  QuantParams p{8, true, QScheme::Affine, false, -1, {static_cast<float>(node.attr_float(scale_key, 0.0))},
+                {static_cast<int32_t>(node.attr_int(zero_point_key, 0))}};
+  p.validate("node '" + node.name + "' (" + node.op + ") " + scale_key);
+  return p;
+}
+
+void expect_dtype(const Node& node, DType actual, DType expected, const char* what) {
+  if (actual != expected)
+    shape_error(node, std::string(what) + " must be " + name_of(expected) + ", got " + name_of(actual));
+}
+
+bool is_weight_storage(DType d) {
+  return d == DType::S8 || d == DType::S4 || d == DType::U4 || d == DType::S2 || d == DType::U2;
+}
+
+class QuantizeLinear final : public Op {
+ public:
+  std::vector<Shape> infer_shapes(const Node& node, std::span<const Shape> in) const override {
+    expect_input_count(node, in, 1, 1);
+    activation_params(node, "scale", "zero_point");
+    return {in[0]};
+  }
+  std::vector<DType> infer_dtypes(const Node& node, std::span<const DType> in) const override {
+    expect_dtype(node, in[0], DType::F32, "input");
+    return {DType::S8};
+  }
+  void forward(const Node& node, std::span<const Tensor* const> in, std::span<Tensor* const> out) const override {
+    const QuantParams p = activation_params(node, "scale", "zero_point");
+    prepare_output(*out[0], DType::S8, in[0]->shape());
+    const float* x = in[0]->data<float>();
+    int8_t* q = out[0]->data<int8_t>();
+    for (int64_t i = 0; i < in[0]->numel(); ++i) q[i] = static_cast<int8_t>(p.quantize(x[i]));
+  }
+  void backward(const Node& node, std::span<const Tensor* const>, std::span<const Tensor* const>,
+                std::span<const Tensor* const>, std::span<Tensor* const>) const override {
+    shape_error(node, "quantized graphs are not trainable (use quantization-aware training)");
+  }
+};
+
+class DequantizeLinear final : public Op {
+ public:
+  std::vector<Shape> infer_shapes(const Node& node, std::span<const Shape> in) const override {
+    expect_input_count(node, in, 1, 1);
+    activation_params(node, "scale", "zero_point");
+    return {in[0]};
+  }
+  std::vector<DType> infer_dtypes(const Node& node, std::span<const DType> in) const override {
+    expect_dtype(node, in[0], DType::S8, "input");
+    return {DType::F32};
+  }
+  void forward(const Node& node, std::span<const Tensor* const> in, std::span<Tensor* const> out) const override {
+    const QuantParams p = activation_params(node, "scale", "zero_point");
+    prepare_output(*out[0], DType::F32, in[0]->shape());
+    const int8_t* q = in[0]->data<int8_t>();
+    float* y = out[0]->data<float>();
+    for (int64_t i = 0; i < in[0]->numel(); ++i) y[i] = p.dequantize(q[i]);
+  }
+  void backward(const Node& node, std::span<const Tensor* const>, std::span<const Tensor* const>,
+                std::span<const Tensor* const>, std::span<Tensor* const>) const override {
+    shape_error(node, "quantized graphs are not trainable (use quantization-aware training)");
+  }
+};
+
+// Shared checks for the weight inputs of QDense and DynamicQDense:
+// [x, weight codes [U, row_bytes * 8 / bits], weight_scale f32 [U], ...].
+int64_t check_weights(const Node& node, std::span<const Shape> in) {
+  const int64_t features = node.attr_int("in_features", -1);
+  if (features < 1) shape_error(node, "attribute 'in_features' must be a positive integer");
+  if (in[0].size() != 2 || (in[0][1] != features))
+    shape_error(node, "input must be [batch, " + std::to_string(features) + "], got " + to_string(in[0]));
+  if (in[1].size() != 2) shape_error(node, "weight codes must be [out, packed in], got " + to_string(in[1]));
+  if (in[2].size() != 1 || in[2][0] != in[1][0])
+    shape_error(node, "weight_scale must be [" + std::to_string(in[1][0]) + "], got " + to_string(in[2]));
+  return in[1][0];
+}
+
+void check_weight_tensor(const Node& node, const Tensor& codes, int64_t features) {
+  if (!is_weight_storage(codes.dtype()))
+    shape_error(node, std::string("weight codes must be s8, s4, u4, s2 or u2, got ") + name_of(codes.dtype()));
+  const int64_t need = codes.dim(0) * packed_row_bytes(codes.dtype(), features);
+  if (static_cast<int64_t>(codes.nbytes()) < need)
+    shape_error(node, "weight codes hold " + std::to_string(codes.nbytes()) + " bytes, " + std::to_string(need) + " needed");
+}
+
+// ---- QDense --------------------------------------------------------------------------------
+// Inputs: x s8 [N, K], weight codes [U, .], weight_scale f32 [U], weight_zero_point s32 [U],
+//         optional bias s32 [U] at scale input_scale * weight_scale[u].
+// Attributes: in_features, input_scale, input_zero_point, activation ("none"/"relu"),
+//             output ("s8" with output_scale, output_zero_point; or "f32").
+struct QDenseState {
+  QWeights weights;
+  std::vector<int32_t> column_offset, weight_zero_point;
+  std::vector<FixedPointMultiplier> multiplier;
+  std::vector<float> column_scale;
+  bool has_weight_zero_point = false;
+  bool f32_output = false, relu = false;
+  int32_t output_zero_point = 0, clamp_min = -128, clamp_max = 127;
+  int64_t features = 0;
+  int32_t input_zero_point = 0;
+};
+
+class QDense final : public Op {
+ public:
+  std::vector<Shape> infer_shapes(const Node& node, std::span<const Shape> in) const override {
+    expect_input_count(node, in, 4, 5);
+    const int64_t units = check_weights(node, in);
+    if (in[3].size() != 1 || in[3][0] != units) shape_error(node, "weight_zero_point must be [" + std::to_string(units) + "]");
+    if (in.size() == 5 && (in[4].size() != 1 || in[4][0] != units)) shape_error(node, "bias must be [" + std::to_string(units) + "]");
+    output_kind(node);
+    activation_params(node, "input_scale", "input_zero_point");
+    return {{in[0][0], units}};
+  }
+  std::vector<DType> infer_dtypes(const Node& node, std::span<const DType> in) const override {
+    expect_dtype(node, in[0], DType::S8, "input");
+    expect_dtype(node, in[2], DType::F32, "weight_scale");
+    expect_dtype(node, in[3], DType::S32, "weight_zero_point");
+    if (in.size() == 5) expect_dtype(node, in[4], DType::S32, "bias");
+    return {output_kind(node) ? DType::F32 : DType::S8};
+  }
+
+  std::shared_ptr<const void> prepare(const Node& node, std::span<const Tensor* const> c) const override {
+    for (size_t i = 1; i < c.size(); ++i)
+      if (!c[i]) return nullptr;  // weights fed at run time: prepared on every call
+    auto s = std::make_shared<QDenseState>();
+    const Tensor& codes = *c[1];
+    s->features = node.attr_int("in_features", -1);
+    check_weight_tensor(node, codes, s->features);
+    const int64_t units = codes.dim(0);
+    s->weights = QWeights::pack(codes, units, s->features);
+    const QuantParams in = activation_params(node, "input_scale", "input_zero_point");
+    s->input_zero_point = in.zero_point[0];
+    const float* w_scale = c[2]->data<float>();
+    const int32_t* w_zero = c[3]->data<int32_t>();
+    const int32_t* bias = c.size() == 5 ? c[4]->data<int32_t>() : nullptr;
+    s->relu = node.attr_string("activation", "none") == "relu";
+    s->f32_output = output_kind(node);
+    QuantParams out;
+    if (!s->f32_output) {
+      out = activation_params(node, "output_scale", "output_zero_point");
+      s->output_zero_point = out.zero_point[0];
+      s->clamp_min = s->relu ? std::max(out.zero_point[0], -128) : -128;
+    }
+    const int64_t za = in.zero_point[0];
+    for (int64_t n = 0; n < units; ++n) {
+      if (!(w_scale[n] > 0.0f) || !std::isfinite(w_scale[n]))
+        shape_error(node, "weight_scale[" + std::to_string(n) + "] must be positive and finite");
+      // acc = sum (a - za)(w - zw) + bias = raw - za*sum(w) - zw*sum(a) + K*za*zw + bias
+      const int64_t offset = (bias ? bias[n] : 0) - za * s->weights.row_sums()[n] + s->features * za * w_zero[n];
+      s->column_offset.push_back(static_cast<int32_t>(std::clamp<int64_t>(offset, INT32_MIN, INT32_MAX)));
+      s->weight_zero_point.push_back(w_zero[n]);
+      s->has_weight_zero_point |= w_zero[n] != 0;
+      const double real_scale = static_cast<double>(in.scale[0]) * w_scale[n];
+      if (s->f32_output) {
+        s->column_scale.push_back(static_cast<float>(real_scale));
+      } else {
+        s->multiplier.push_back(FixedPointMultiplier::from(real_scale / out.scale[0]));
+      }
+    }
+    return s;
+  }
+
+  void forward(const Node& node, std::span<const Tensor* const> in, std::span<Tensor* const> out) const override {
+    std::vector<const Tensor*> constants(in.begin(), in.end());
+    constants[0] = nullptr;
+    auto state = prepare(node, constants);
+    forward_prepared(node, state.get(), in, out);
+  }
+
+  void forward_prepared(const Node& node, const void* state, std::span<const Tensor* const> in,
+                        std::span<Tensor* const> out) const override {
+    if (!state) return forward(node, in, out);
+    const auto& s = *static_cast<const QDenseState*>(state);
+    const Tensor& x = *in[0];
+    const int64_t batch = x.dim(0), units = s.weights.n();
+    QOutputStage stage;
+    stage.column_offset = s.column_offset.data();
+    thread_local std::vector<int32_t> row_sums;
+    if (s.has_weight_zero_point) {
+      row_sums.resize(static_cast<size_t>(batch));
+      row_sums_s8(batch, s.features, x.data<int8_t>(), s.features, row_sums.data());
+      stage.weight_zero_point = s.weight_zero_point.data();
+      stage.row_offset = row_sums.data();
+    }
+    if (s.f32_output) {
+      prepare_output(*out[0], DType::F32, {batch, units});
+      stage.column_scale = s.column_scale.data();
+      stage.relu = s.relu;
+      qgemm_s8_f32(batch, x.data<int8_t>(), s.features, s.weights, stage, out[0]->data<float>(), units);
+    } else {
+      prepare_output(*out[0], DType::S8, {batch, units});
+      stage.multiplier = s.multiplier.data();
+      stage.output_zero_point = s.output_zero_point;
+      stage.clamp_min = s.clamp_min;
+      stage.clamp_max = s.clamp_max;
+      qgemm_s8(batch, x.data<int8_t>(), s.features, s.weights, stage, out[0]->data<int8_t>(), units);
+    }
+  }
+
+  void backward(const Node& node, std::span<const Tensor* const>, std::span<const Tensor* const>,
+                std::span<const Tensor* const>, std::span<Tensor* const>) const override {
+    shape_error(node, "quantized graphs are not trainable (use quantization-aware training)");
+  }
+
+ private:
+  static bool output_kind(const Node& node) {  // true: f32 output
+    const std::string kind = node.attr_string("output", "s8");
+    if (kind != "s8" && kind != "f32") shape_error(node, "attribute 'output' must be \"s8\" or \"f32\"");
+    if (kind == "s8") activation_params(node, "output_scale", "output_zero_point");
+    return kind == "f32";
+  }
+};
+
+// ---- DynamicQDense -------------------------------------------------------------------------
+// Inputs: x f32 [N, K], weight codes [U, .] (symmetric: zero point 0), weight_scale f32 [U],
+//         optional bias f32 [U]. Attributes: in_features, activation, granularity ("row" or
+//         "tensor": one activation range per row or per batch).
+struct DynamicState {
+  QWeights weights;
+  std::vector<int32_t> zero_column_offset;
+  std::vector<float> weight_scale, bias;
+  bool relu = false, per_row = true;
+  int64_t features = 0;
+};
+
+class DynamicQDense final : public Op {
+ public:
+  std::vector<Shape> infer_shapes(const Node& node, std::span<const Shape> in) const override {
+    expect_input_count(node, in, 3, 4);
+    const int64_t units = check_weights(node, in);
+    if (in.size() == 4 && (in[3].size() != 1 || in[3][0] != units)) shape_error(node, "bias must be [" + std::to_string(units) + "]");
+    granularity(node);
+    return {{in[0][0], units}};
+  }
+  std::vector<DType> infer_dtypes(const Node& node, std::span<const DType> in) const override {
+    expect_dtype(node, in[0], DType::F32, "input");
+    expect_dtype(node, in[2], DType::F32, "weight_scale");
+    if (in.size() == 4) expect_dtype(node, in[3], DType::F32, "bias");
+    return {DType::F32};
+  }
+  std::shared_ptr<const void> prepare(const Node& node, std::span<const Tensor* const> c) const override {
+    for (size_t i = 1; i < c.size(); ++i)
+      if (!c[i]) return nullptr;
+    auto s = std::make_shared<DynamicState>();
+    s->features = node.attr_int("in_features", -1);
+    check_weight_tensor(node, *c[1], s->features);
+    const int64_t units = c[1]->dim(0);
+    s->weights = QWeights::pack(*c[1], units, s->features);
+    s->zero_column_offset.assign(static_cast<size_t>(units), 0);
+    s->weight_scale.assign(c[2]->data<float>(), c[2]->data<float>() + units);
+    if (c.size() == 4) s->bias.assign(c[3]->data<float>(), c[3]->data<float>() + units);
+    s->relu = node.attr_string("activation", "none") == "relu";
+    s->per_row = granularity(node);
+    return s;
+  }
+  void forward(const Node& node, std::span<const Tensor* const> in, std::span<Tensor* const> out) const override {
+    std::vector<const Tensor*> constants(in.begin(), in.end());
+    constants[0] = nullptr;
+    auto state = prepare(node, constants);
+    forward_prepared(node, state.get(), in, out);
+  }
+  void forward_prepared(const Node& node, const void* state, std::span<const Tensor* const> in,
+                        std::span<Tensor* const> out) const override {
+    if (!state) return forward(node, in, out);
+    const auto& s = *static_cast<const DynamicState*>(state);
+    const Tensor& x = *in[0];
+    const int64_t batch = x.dim(0), units = s.weights.n(), k = s.features;
+    // Quantize the activations: affine s8 per row (or per batch) from their observed range.
+    thread_local std::vector<int8_t> codes;
+    thread_local std::vector<float> row_scale;
+    thread_local std::vector<int32_t> row_zero;
+    codes.resize(static_cast<size_t>(batch * k));
+    row_scale.resize(static_cast<size_t>(batch));
+    row_zero.resize(static_cast<size_t>(batch));
+    const float* xv = x.data<float>();
+    const int64_t groups = s.per_row ? batch : 1, rows_per_group = s.per_row ? 1 : batch;
+    for (int64_t g = 0; g < groups; ++g) {
+      const float* first = xv + g * rows_per_group * k;
+      const float* last = first + rows_per_group * k;
+      auto [lo, hi] = std::minmax_element(first, last);
+      const QuantParams p = choose_params(first == last ? 0.0f : *lo, first == last ? 0.0f : *hi, {8, QScheme::Affine});
+      for (int64_t i = 0; i < rows_per_group * k; ++i) codes[g * rows_per_group * k + i] = static_cast<int8_t>(p.quantize(first[i]));
+      for (int64_t r = 0; r < rows_per_group; ++r) {
+        row_scale[g * rows_per_group + r] = p.scale[0];
+        row_zero[g * rows_per_group + r] = p.zero_point[0];
+      }
+    }
+    // acc = sum (a - za[m]) * w = raw - za[m] * sum(w[n]): the row-sum hook of the output stage
+    // with the weights' row sums in the "weight zero point" slot.
+    QOutputStage stage;
+    stage.column_offset = s.zero_column_offset.data();
+    stage.weight_zero_point = s.weights.row_sums().data();
+    stage.row_offset = row_zero.data();
+    stage.row_scale = row_scale.data();
+    stage.column_scale = s.weight_scale.data();
+    stage.bias = s.bias.empty() ? nullptr : s.bias.data();
+    stage.relu = s.relu;
+    prepare_output(*out[0], DType::F32, {batch, units});
+    qgemm_s8_f32(batch, codes.data(), k, s.weights, stage, out[0]->data<float>(), units);
+  }
+  void backward(const Node& node, std::span<const Tensor* const>, std::span<const Tensor* const>,
+                std::span<const Tensor* const>, std::span<Tensor* const>) const override {
+    shape_error(node, "quantized graphs are not trainable (use quantization-aware training)");
+  }
+
+ private:
+  static bool granularity(const Node& node) {
+    const std::string g = node.attr_string("granularity", "row");
+    if (g != "row" && g != "tensor") shape_error(node, "attribute 'granularity' must be \"row\" or \"tensor\"");
+    return g == "row";
+  }
+};
+
+}  // namespace
+
+void register_quantized(const Registrar& add) {
+  add("QuantizeLinear", std::make_unique<QuantizeLinear>());
+  add("DequantizeLinear", std::make_unique<DequantizeLinear>());
+  add("QDense", std::make_unique<QDense>());
+  add("DynamicQDense", std::make_unique<DynamicQDense>());
+}
+
+}  // namespace lowbit::ops

@@ -1,0 +1,235 @@
+#include "lowbit/calibration.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <numeric>
+
+#include "io/file_util.h"
+#include "lowbit/executor.h"
+#include "lowbit/quant_params.h"
+#include "lowbit/train.h"
+
+namespace lowbit {
+
+const char* name_of(CalibrationMethod method) noexcept {
+  switch (method) {
+    case CalibrationMethod::MinMax: return "minmax";
+    case CalibrationMethod::MovingAverage: return "moving_average";
+    case CalibrationMethod::Percentile: return "percentile";
+    case CalibrationMethod::Mse: return "mse";
+    case CalibrationMethod::Kl: return "kl";
+  }
+  return "?";
+}
+
+CalibrationMethod calibration_method_from_name(const std::string& name) {
+  for (auto m : {CalibrationMethod::MinMax, CalibrationMethod::MovingAverage, CalibrationMethod::Percentile,
+                 CalibrationMethod::Mse, CalibrationMethod::Kl})
+    if (name == name_of(m)) return m;
+  throw Error(ErrorKind::InvalidArgument,
+              "unknown calibration method '" + name + "' (expected minmax, moving_average, percentile, mse or kl)");
+}
+
+namespace {
+
+constexpr int kBins = 2048;
+
+struct Observer {
+  float min = std::numeric_limits<float>::infinity(), max = -std::numeric_limits<float>::infinity();
+  double avg_min = 0, avg_max = 0;
+  bool first_batch = true;
+  std::vector<double> histogram;  // over [min, max] of pass 1
+
+  void observe_batch(const float* x, int64_t n) {
+    if (n == 0) return;
+    auto [lo, hi] = std::minmax_element(x, x + n);
+    min = std::min(min, *lo);
+    max = std::max(max, *hi);
+    if (first_batch) {
+      avg_min = *lo, avg_max = *hi, first_batch = false;
+    } else {
+      avg_min += 0.01 * (*lo - avg_min);
+      avg_max += 0.01 * (*hi - avg_max);
+    }
+  }
+  void histogram_batch(const float* x, int64_t n) {
+    if (histogram.empty()) histogram.assign(kBins, 0.0);
+    const double width = (static_cast<double>(max) - min) / kBins;
+    for (int64_t i = 0; i < n; ++i) {
+      int b = width > 0 ? static_cast<int>((x[i] - min) / width) : 0;
+      histogram[std::clamp(b, 0, kBins - 1)] += 1;
+    }
+  }
+  double bin_center(int b) const { return min + (b + 0.5) * ((static_cast<double>(max) - min) / kBins); }
+};
+
+ValueRange percentile_range(const Observer& o, double percentile) {
+  const double total = std::accumulate(o.histogram.begin(), o.histogram.end(), 0.0);
+  const double tail = total * (100.0 - percentile) / 100.0;
+  const double width = (static_cast<double>(o.max) - o.min) / kBins;
+  int lo = 0, hi = kBins - 1;
+  for (double cut = 0; lo < kBins - 1 && cut + o.histogram[lo] <= tail; ++lo) cut += o.histogram[lo];
+  for (double cut = 0; hi > lo && cut + o.histogram[hi] <= tail; --hi) cut += o.histogram[hi];
+  // Keep the observed bound where nothing was clipped at that end.
+  return {lo == 0 ? o.min : static_cast<float>(o.min + lo * width),
+          hi == kBins - 1 ? o.max : static_cast<float>(o.min + (hi + 1) * width)};
+}
+
+// Expected squared error of quantizing the histogram's values with parameters covering [lo, hi].
+double histogram_mse(const Observer& o, float lo, float hi, int bits) {
+  const QuantParams p = choose_params(lo, hi, {bits, QScheme::Affine});
+  double error = 0;
+  for (int b = 0; b < kBins; ++b) {
+    if (o.histogram[b] == 0) continue;
+    const float x = static_cast<float>(o.bin_center(b));
+    const double e = x - p.dequantize(p.quantize(x));
+    error += o.histogram[b] * e * e;
+  }
+  return error;
+}
+
+ValueRange mse_range(const Observer& o, int bits) {
+  ValueRange best{o.min, o.max};
+  double best_error = histogram_mse(o, o.min, o.max, bits);
+  for (int step = 1; step < 100; ++step) {
+    const float t = 1.0f - step / 100.0f;  // shrink both ends towards 0 by the same factor
+    const double e = histogram_mse(o, o.min * t, o.max * t, bits);
+    if (e < best_error) best_error = e, best = {o.min * t, o.max * t};
+  }
+  return best;
+}
+
+// TensorRT-style entropy calibration on the histogram of |x| (or x when x >= 0).
+ValueRange kl_range(const Observer& o, int bits) {
+  const bool nonnegative = o.min >= 0;
+  const double bound = std::max(std::fabs(o.min), std::fabs(o.max));
+  if (bound == 0) return {o.min, o.max};
+  std::vector<double> hist(kBins, 0.0);  // |x| over [0, bound]
+  for (int b = 0; b < kBins; ++b) {
+    const double a = std::fabs(o.bin_center(b));
+    hist[std::min(kBins - 1, static_cast<int>(a / bound * kBins))] += o.histogram[b];
+  }
+  const int levels = nonnegative ? (1 << bits) : (1 << (bits - 1));
+  double best_kl = std::numeric_limits<double>::infinity();
+  int best_i = kBins;
+  for (int i = std::min(levels, kBins); i <= kBins; ++i) {
+    std::vector<double> p(hist.begin(), hist.begin() + i);
+    p[i - 1] += std::accumulate(hist.begin() + i, hist.end(), 0.0);  // outliers fold into the last bin
+    std::vector<double> q(i, 0.0);
+    for (int l = 0; l < levels; ++l) {  // merge into `levels` groups, spread back over non-empty bins
+      const int start = static_cast<int>(static_cast<int64_t>(l) * i / levels);
+      const int end = static_cast<int>(static_cast<int64_t>(l + 1) * i / levels);
+      double mass = 0;
+      int nonzero = 0;
+      for (int j = start; j < end; ++j) mass += hist[j], nonzero += hist[j] > 0;
+      for (int j = start; j < end; ++j) q[j] = hist[j] > 0 ? mass / nonzero : 0.0;
+    }
+    const double p_sum = std::accumulate(p.begin(), p.end(), 0.0), q_sum = std::accumulate(q.begin(), q.end(), 0.0);
+    if (p_sum == 0 || q_sum == 0) continue;
+    double kl = 0;
+    for (int j = 0; j < i; ++j) {
+      if (p[j] == 0) continue;
+      const double pj = p[j] / p_sum, qj = std::max(q[j] / q_sum, 1e-12);
+      kl += pj * std::log(pj / qj);
+    }
+    if (kl < best_kl) best_kl = kl, best_i = i;
+  }
+  const float threshold = static_cast<float>(bound * best_i / kBins);
+  if (nonnegative) return {o.min, std::min(o.max, threshold)};
+  return {std::max(o.min, -threshold), std::min(o.max, threshold)};
+}
+
+}  // namespace
+
+Calibration calibrate(const Graph& model, const Dataset& data, const CalibrationOptions& options) {
+  if (options.samples < 1) throw Error(ErrorKind::InvalidArgument, "calibration needs at least one sample");
+  if (!(options.percentile > 50.0 && options.percentile <= 100.0))
+    throw Error(ErrorKind::InvalidArgument, "percentile must be in (50, 100]");
+  Executor run(model);
+  // Observe the graph input and every f32 value a node produces.
+  std::vector<std::string> names = {model.inputs.at(0).name};
+  const auto info = model.infer_shapes();
+  for (const auto& node : model.nodes)
+    for (const auto& out : node.outputs)
+      if (info.at(out).dtype == DType::F32) names.push_back(out);
+  std::map<std::string, Observer> observers;
+  const int64_t count = std::min(options.samples, data.size());
+  const float scale = input_scale(model);
+  std::vector<uint32_t> indices;
+  const bool needs_histogram = options.method == CalibrationMethod::Percentile || options.method == CalibrationMethod::Mse ||
+                               options.method == CalibrationMethod::Kl;
+  for (int pass = 0; pass < (needs_histogram ? 2 : 1); ++pass) {
+    for (int64_t begin = 0; begin < count; begin += options.batch_size) {
+      const int64_t n = std::min<int64_t>(options.batch_size, count - begin);
+      indices.resize(static_cast<size_t>(n));
+      std::iota(indices.begin(), indices.end(), static_cast<uint32_t>(begin));
+      gather_batch(data, indices, scale, run.input(model.inputs[0].name));
+      run.forward();
+      for (const auto& name : names) {
+        const Tensor& v = run.value(name);
+        if (pass == 0)
+          observers[name].observe_batch(v.data<float>(), v.numel());
+        else
+          observers[name].histogram_batch(v.data<float>(), v.numel());
+      }
+    }
+  }
+  Calibration result;
+  result.method = name_of(options.method);
+  result.samples = count;
+  for (const auto& name : names) {
+    const Observer& o = observers[name];
+    ValueRange r{o.min, o.max};
+    switch (options.method) {
+      case CalibrationMethod::MinMax: break;
+      case CalibrationMethod::MovingAverage: r = {static_cast<float>(o.avg_min), static_cast<float>(o.avg_max)}; break;
+      case CalibrationMethod::Percentile: r = percentile_range(o, options.percentile); break;
+      case CalibrationMethod::Mse: r = mse_range(o, options.bits); break;
+      case CalibrationMethod::Kl: r = kl_range(o, options.bits); break;
+    }
+    result.ranges[name] = r;
+  }
+  return result;
+}
+
+void save_calibration(const Calibration& c, const std::string& path) {
+  nlohmann::ordered_json j;
+  j["format"] = "lowbit-calibration";
+  j["version"] = 1;
+  j["method"] = c.method;
+  j["samples"] = c.samples;
+  j["ranges"] = nlohmann::ordered_json::object();
+  for (const auto& [name, r] : c.ranges) j["ranges"][name] = {{"min", r.min}, {"max", r.max}};
+  io::write_file_atomically(path, j.dump(2) + "\n");
+}
+
+Calibration load_calibration(const std::string& path) {
+  auto fail = [&](const std::string& what) { throw Error(ErrorKind::Format, "'" + path + "': " + what); };
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(io::read_file(path));
+  } catch (const nlohmann::json::parse_error& e) {
+    fail(std::string("not valid JSON (") + e.what() + ")");
+  }
+  if (!j.is_object() || j.value("format", "") != "lowbit-calibration")
+    fail("field 'format' must be \"lowbit-calibration\"");
+  if (!j.contains("version") || !j["version"].is_number_integer() || j["version"].get<int>() != 1)
+    fail("field 'version' must be 1");
+  if (!j.contains("ranges") || !j["ranges"].is_object()) fail("field 'ranges' must be an object of {\"min\", \"max\"}");
+  Calibration c;
+  c.method = j.value("method", "");
+  c.samples = j.value("samples", 0);
+  for (const auto& [name, r] : j["ranges"].items()) {
+    if (!r.is_object() || !r.contains("min") || !r.contains("max") || !r["min"].is_number() || !r["max"].is_number())
+      fail("ranges." + name + " must be {\"min\": number, \"max\": number}");
+    ValueRange v{r["min"].get<float>(), r["max"].get<float>()};
+    if (!std::isfinite(v.min) || !std::isfinite(v.max) || v.min > v.max)
+      fail("ranges." + name + ": min " + std::to_string(v.min) + " must be finite and not above max " + std::to_string(v.max));
+    c.ranges[name] = v;
+  }
+  return c;
+}
+
+}  // namespace lowbit

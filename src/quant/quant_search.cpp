@@ -1,0 +1,228 @@
+// Sensitivity analysis and the accuracy-driven search of quantization plans.
+#include "lowbit/quant_search.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <numeric>
+
+#include "lowbit/executor.h"
+#include "lowbit/train.h"
+
+namespace lowbit {
+
+int64_t initializer_bytes(const Graph& model) {
+  int64_t bytes = 0;
+  for (const auto& [name, t] : model.initializers) bytes += static_cast<int64_t>(t.nbytes());
+  return bytes;
+}
+
+Tensor value_as_float(const Graph& model, const Executor& run, const std::string& value) {
+  const Tensor& v = run.value(value);
+  if (v.dtype() == DType::F32) return v.clone();
+  const int p = model.producer(value);
+  if (v.dtype() != DType::S8 || p < 0)
+    throw Error(ErrorKind::InvalidArgument, "value '" + value + "' is neither f32 nor an s8 node output");
+  const Node& node = model.nodes[p];
+  const bool is_q = node.op == "QuantizeLinear";
+  const float scale = static_cast<float>(node.attr_float(is_q ? "scale" : "output_scale", 1.0));
+  const int32_t zero = static_cast<int32_t>(node.attr_int(is_q ? "zero_point" : "output_zero_point", 0));
+  Tensor out(DType::F32, v.shape());
+  for (int64_t i = 0; i < v.numel(); ++i) out.data<float>()[i] = scale * static_cast<float>(v.data<int8_t>()[i] - zero);
+  return out;
+}
+
+namespace {
+
+// Outputs of `layers` for the first batch of `data`.
+std::map<std::string, Tensor> layer_outputs(const Graph& model, const Dataset& data, const std::vector<std::string>& layers) {
+  Executor run(model);
+  std::vector<uint32_t> idx(static_cast<size_t>(std::min<int64_t>(256, data.size())));
+  std::iota(idx.begin(), idx.end(), 0u);
+  gather_batch(data, idx, input_scale(model), run.input(model.inputs.at(0).name));
+  run.forward();
+  std::map<std::string, Tensor> out;
+  for (const auto& l : layers) out[l] = value_as_float(model, run, model.nodes[model.producer(l)].outputs[0]);
+  return out;
+}
+
+QuantPlan single_layer_plan(const std::string& layer, const LayerRule& rule, QuantMode mode) {
+  QuantPlan p;
+  p.mode = mode == QuantMode::Dynamic ? QuantMode::Dynamic : QuantMode::Partial;
+  p.defaults = rule;
+  p.defaults.quantize = false;
+  p.layers[layer] = rule;
+  p.layers[layer].quantize = true;
+  return p;
+}
+
+}  // namespace
+
+std::vector<LayerSensitivity> analyze_sensitivity(const Graph& model, const Dataset& validation, const LayerRule& rule,
+                                                  QuantMode mode, const std::map<std::string, Calibration>& ranges) {
+  const double float_accuracy = evaluate(model, validation).accuracy;
+  const auto layers = quantizable_layers(model);
+  const auto reference = layer_outputs(model, validation, layers);
+  std::vector<LayerSensitivity> result;
+  for (const auto& layer : layers) {
+    QuantPlan plan = single_layer_plan(layer, rule, mode);
+    if (mode == QuantMode::Dynamic) {
+      // Dynamic mode: layers not in the plan are float because rule_for says quantize = false.
+      plan.defaults.quantize = false;
+    }
+    Graph q = quantize_model(model, plan, ranges);
+    LayerSensitivity s;
+    s.layer = layer;
+    const Node& node = model.nodes[model.producer(layer)];
+    for (const auto& in : node.inputs)
+      if (model.initializers.count(in)) s.parameters += model.initializers.at(in).numel();
+    s.accuracy = evaluate(q, validation).accuracy;
+    s.drop_points = (float_accuracy - s.accuracy) * 100.0;
+    const ErrorMetrics m = compare_tensors(reference.at(layer), layer_outputs(q, validation, {layer}).at(layer));
+    s.sqnr_db = m.sqnr_db, s.cosine = m.cosine;
+    result.push_back(s);
+  }
+  return result;
+}
+
+SearchResult search_plan(const Graph& model, const Dataset& validation, const std::map<std::string, Calibration>& ranges,
+                         const SearchOptions& options) {
+  using Clock = std::chrono::steady_clock;
+  const auto start = Clock::now();
+  auto elapsed = [&] { return std::chrono::duration<double>(Clock::now() - start).count(); };
+  auto log = [&](const std::string& line) {
+    if (options.log) options.log(line);
+  };
+  if (options.objective != "size" && options.objective != "speed")
+    throw Error(ErrorKind::InvalidArgument, "objective must be \"size\" or \"speed\", got \"" + options.objective + "\"");
+  if (options.mode == QuantMode::Partial) throw Error(ErrorKind::InvalidArgument, "search mode must be full or dynamic");
+
+  SearchResult r;
+  const std::vector<int32_t> float_predictions = predict(model, validation);
+  int64_t float_correct = 0;
+  for (int64_t i = 0; i < validation.size(); ++i) float_correct += float_predictions[i] == validation.labels[i];
+  r.float_accuracy = static_cast<double>(float_correct) / std::max<int64_t>(validation.size(), 1);
+  const auto layers = quantizable_layers(model);
+  std::vector<std::string> methods;
+  for (const char* m : {"minmax", "percentile", "mse", "kl", "moving_average"})
+    if (ranges.count(m)) methods.push_back(m);
+  if (options.mode == QuantMode::Full && methods.empty())
+    throw Error(ErrorKind::InvalidArgument, "the search needs calibration ranges for at least one method");
+
+  struct Candidate {
+    QuantPlan plan;
+    double accuracy = 0, drop = 1e9, margin = 0;
+    int64_t bytes = 0;
+    bool meets(double max_drop) const { return drop + margin <= max_drop; }
+  };
+  auto try_plan = [&](const QuantPlan& plan) {
+    Candidate c;
+    c.plan = plan;
+    Graph q = quantize_model(model, plan, ranges);
+    const std::vector<int32_t> predictions = predict(q, validation);
+    // Paired difference per sample: d = [float correct] - [quantized correct], in {-1, 0, 1}.
+    const double n = static_cast<double>(std::max<int64_t>(validation.size(), 1));
+    double sum = 0, sum_sq = 0, correct = 0;
+    for (int64_t i = 0; i < validation.size(); ++i) {
+      const int d = (float_predictions[i] == validation.labels[i]) - (predictions[i] == validation.labels[i]);
+      sum += d, sum_sq += d * d, correct += predictions[i] == validation.labels[i];
+    }
+    const double mean = sum / n;
+    c.accuracy = correct / n;
+    c.drop = mean * 100.0;
+    c.margin = options.confidence_z * std::sqrt(std::max(sum_sq / n - mean * mean, 0.0) / n) * 100.0;
+    c.bytes = initializer_bytes(q);
+    ++r.evaluations;
+    return c;
+  };
+  auto out_of_time = [&] {
+    if (elapsed() > options.time_budget_seconds) r.timed_out = true;
+    return r.timed_out;
+  };
+
+  // 1. Uniform 8-bit, per-channel symmetric weights, each calibration method; keep the best.
+  QuantPlan base;
+  base.mode = options.mode;
+  base.defaults = LayerRule{};
+  for (const auto& l : layers) base.layers[l] = base.defaults;
+  Candidate best = try_plan(base);
+  auto describe = [](const Candidate& c) {
+    char text[96];
+    std::snprintf(text, sizeof text, "drop %.2f +- %.2f points, %lld bytes", c.drop, c.margin, static_cast<long long>(c.bytes));
+    return std::string(text);
+  };
+  log("uniform int8, calibration " + base.defaults.calibration + ": " + describe(best));
+  if (options.mode == QuantMode::Full) {
+    for (const auto& m : methods) {
+      if (m == "minmax" || out_of_time()) continue;
+      QuantPlan p = base;
+      for (auto& [l, rule] : p.layers) rule.calibration = m;
+      p.defaults.calibration = m;
+      Candidate c = try_plan(p);
+      log("uniform int8, calibration " + m + ": " + describe(c));
+      if (c.drop + c.margin < best.drop + best.margin) best = c;
+    }
+  }
+
+  // 2. Per-layer sensitivity at 8 bits guides the next steps.
+  r.sensitivity = analyze_sensitivity(model, validation, best.plan.defaults, options.mode, ranges);
+  std::vector<LayerSensitivity> order = r.sensitivity;
+
+  // 3. If int8 everywhere loses too much, fall back to float for the most sensitive layers.
+  if (!best.meets(options.max_drop_points)) {
+    std::sort(order.begin(), order.end(), [](const auto& a, const auto& b) { return a.drop_points > b.drop_points; });
+    Candidate current = best;
+    for (const auto& s : order) {
+      if (current.meets(options.max_drop_points) || out_of_time()) break;
+      QuantPlan p = current.plan;
+      p.mode = options.mode == QuantMode::Dynamic ? QuantMode::Dynamic : QuantMode::Partial;
+      p.layers[s.layer].quantize = false;
+      current = try_plan(p);
+      log("keep " + s.layer + " in float: " + describe(current));
+      if (current.drop + current.margin < best.drop + best.margin) best = current;
+    }
+  }
+
+  // 4. Objective size: for each layer, least sensitive per parameter first, the fewest weight
+  //    bits (and so the smallest storage) that still meets the drop; symmetric, then affine.
+  if (options.objective == "size" && best.meets(options.max_drop_points)) {
+    order = r.sensitivity;
+    std::sort(order.begin(), order.end(), [](const auto& a, const auto& b) {
+      return a.drop_points / std::max<int64_t>(a.parameters, 1) < b.drop_points / std::max<int64_t>(b.parameters, 1);
+    });
+    std::vector<int> ascending = options.bits;
+    std::sort(ascending.begin(), ascending.end());
+    for (const auto& s : order) {
+      if (!best.plan.rule_for(s.layer).quantize) continue;
+      bool accepted = false;
+      for (int bits : ascending) {
+        if (accepted || bits >= best.plan.rule_for(s.layer).weight_bits || out_of_time()) break;
+        for (QScheme scheme : {QScheme::Symmetric, QScheme::Affine}) {
+          if (scheme == QScheme::Affine && options.mode == QuantMode::Dynamic) continue;
+          QuantPlan p = best.plan;
+          p.layers[s.layer].weight_bits = bits;
+          p.layers[s.layer].weight_scheme = scheme;
+          Candidate c = try_plan(p);
+          log(s.layer + " at " + std::to_string(bits) + " bits " + name_of(scheme) + ": " + describe(c));
+          if (c.meets(options.max_drop_points) && c.bytes <= best.bytes) {
+            best = c;
+            accepted = true;
+            break;
+          }
+        }
+      }
+    }
+  }
+
+  r.plan = best.plan;
+  r.accuracy = best.accuracy;
+  r.drop_points = best.drop;
+  r.margin_points = best.margin;
+  r.weight_bytes = best.bytes;
+  r.met = best.meets(options.max_drop_points);
+  r.seconds = elapsed();
+  return r;
+}
+
+}  // namespace lowbit

@@ -1,0 +1,432 @@
+// The quantization transform and its inverse; see include/lowbit/quantize.h and
+// docs/design/quantization.md.
+#include <fnmatch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+
+#include "io/file_util.h"
+#include "lowbit/quantize.h"
+
+namespace lowbit {
+
+const char* name_of(QuantMode mode) noexcept {
+  switch (mode) {
+    case QuantMode::Full: return "full";
+    case QuantMode::Partial: return "partial";
+    case QuantMode::Dynamic: return "dynamic";
+  }
+  return "?";
+}
+
+QuantMode quant_mode_from_name(const std::string& name) {
+  for (auto m : {QuantMode::Full, QuantMode::Partial, QuantMode::Dynamic})
+    if (name == name_of(m)) return m;
+  throw Error(ErrorKind::InvalidArgument, "unknown quantization mode '" + name + "' (expected full, partial or dynamic)");
+}
+
+LayerRule QuantPlan::rule_for(const std::string& layer) const {
+  auto it = layers.find(layer);
+  if (it != layers.end()) return it->second;
+  LayerRule r = defaults;
+  if (mode == QuantMode::Partial) r.quantize = false;
+  return r;
+}
+
+namespace {
+using json = nlohmann::json;
+
+json rule_json(const LayerRule& r) {
+  return {{"quantize", r.quantize}, {"weight_bits", r.weight_bits},
+          {"granularity", r.per_channel ? "per_channel" : "per_tensor"}, {"weight_scheme", name_of(r.weight_scheme)},
+          {"calibration", r.calibration}};
+}
+
+LayerRule rule_from_json(const json& j, const LayerRule& base, const std::string& where) {
+  auto fail = [&](const std::string& m) { throw Error(ErrorKind::Format, where + ": " + m); };
+  if (!j.is_object()) fail("expected an object");
+  LayerRule r = base;
+  for (const auto& [key, v] : j.items()) {
+    if (key == "quantize") {
+      if (!v.is_boolean()) fail("'quantize' must be true or false");
+      r.quantize = v.get<bool>();
+    } else if (key == "weight_bits") {
+      if (!v.is_number_integer()) fail("'weight_bits' must be an integer");
+      r.weight_bits = v.get<int>();
+      if (r.weight_bits < 2 || r.weight_bits > 8) fail("'weight_bits' must be 2..8, got " + v.dump());
+    } else if (key == "granularity") {
+      if (v != "per_channel" && v != "per_tensor") fail("'granularity' must be \"per_channel\" or \"per_tensor\"");
+      r.per_channel = v == "per_channel";
+    } else if (key == "weight_scheme") {
+      if (v != "symmetric" && v != "affine") fail("'weight_scheme' must be \"symmetric\" or \"affine\"");
+      r.weight_scheme = v == "symmetric" ? QScheme::Symmetric : QScheme::Affine;
+    } else if (key == "calibration") {
+      if (!v.is_string()) fail("'calibration' must be a string");
+      try {
+        calibration_method_from_name(v.get<std::string>());
+      } catch (const Error& e) {
+        fail(e.what());
+      }
+      r.calibration = v.get<std::string>();
+    } else {
+      fail("unknown field '" + key + "' (allowed: quantize, weight_bits, granularity, weight_scheme, calibration)");
+    }
+  }
+  return r;
+}
+}  // namespace
+
+json QuantPlan::to_json() const {
+  nlohmann::ordered_json j;
+  j["format"] = "lowbit-quantization-plan";
+  j["version"] = 1;
+  j["mode"] = name_of(mode);
+  j["defaults"] = rule_json(defaults);
+  j["layers"] = json::object();
+  for (const auto& [name, r] : layers) j["layers"][name] = rule_json(r);
+  if (mode == QuantMode::Dynamic) j["dynamic_granularity"] = dynamic_granularity;
+  return j;
+}
+
+QuantPlan QuantPlan::from_json(const json& j, const std::string& source) {
+  auto fail = [&](const std::string& m) { throw Error(ErrorKind::Format, "'" + source + "': " + m); };
+  if (!j.is_object() || j.value("format", "") != "lowbit-quantization-plan")
+    fail("field 'format' must be \"lowbit-quantization-plan\"");
+  if (!j.contains("version") || j["version"] != 1) fail("field 'version' must be 1");
+  QuantPlan p;
+  for (const auto& [key, v] : j.items()) {
+    if (key == "format" || key == "version" || key == "comment" || key == "search") continue;
+    if (key == "mode") {
+      if (!v.is_string()) fail("field 'mode' must be a string");
+      try {
+        p.mode = quant_mode_from_name(v.get<std::string>());
+      } catch (const Error& e) {
+        fail(std::string("field 'mode': ") + e.what());
+      }
+    } else if (key == "defaults") {
+      p.defaults = rule_from_json(v, p.defaults, "'" + source + "': defaults");
+    } else if (key == "layers") {
+      if (!v.is_object()) fail("field 'layers' must be an object of per-layer rules");
+    } else if (key == "dynamic_granularity") {
+      if (v != "row" && v != "tensor") fail("field 'dynamic_granularity' must be \"row\" or \"tensor\"");
+      p.dynamic_granularity = v.get<std::string>();
+    } else {
+      fail("unknown field '" + key + "'");
+    }
+  }
+  if (j.contains("layers"))
+    for (const auto& [name, v] : j["layers"].items())
+      p.layers[name] = rule_from_json(v, p.defaults, "'" + source + "': layers." + name);
+  return p;
+}
+
+void save_plan(const QuantPlan& plan, const std::string& path) { io::write_file_atomically(path, plan.to_json().dump(2) + "\n"); }
+
+QuantPlan load_plan(const std::string& path) {
+  json j;
+  try {
+    j = json::parse(io::read_file(path));
+  } catch (const json::parse_error& e) {
+    throw Error(ErrorKind::Format, "'" + path + "': not valid JSON (" + e.what() + ")");
+  }
+  return QuantPlan::from_json(j, path);
+}
+
+std::vector<std::string> quantizable_layers(const Graph& model) {
+  std::vector<std::string> names;
+  for (const auto& node : model.nodes)
+    if (node.op == "Dense") names.push_back(node.name);
+  return names;
+}
+
+std::vector<std::string> select_layers(const Graph& model, const std::string& patterns) {
+  const auto layers = quantizable_layers(model);
+  std::vector<std::string> selected;
+  size_t start = 0;
+  while (start <= patterns.size()) {
+    size_t comma = patterns.find(',', start);
+    if (comma == std::string::npos) comma = patterns.size();
+    const std::string pattern = patterns.substr(start, comma - start);
+    start = comma + 1;
+    if (pattern.empty()) continue;
+    bool matched = false;
+    for (const auto& l : layers)
+      if (fnmatch(pattern.c_str(), l.c_str(), 0) == 0) {
+        matched = true;
+        if (std::find(selected.begin(), selected.end(), l) == selected.end()) selected.push_back(l);
+      }
+    if (!matched) {
+      std::string known;
+      for (const auto& l : layers) known += (known.empty() ? "" : ", ") + l;
+      throw Error(ErrorKind::InvalidArgument, "--layers: '" + pattern + "' matches no quantizable layer (layers: " + known + ")");
+    }
+  }
+  return selected;
+}
+
+bool is_quantized(const Graph& model) {
+  for (const auto& node : model.nodes)
+    if (node.op == "QDense" || node.op == "DynamicQDense" || node.op == "QuantizeLinear") return true;
+  return false;
+}
+
+namespace {
+
+QuantParams activation_params_for(const ValueRange& r) { return choose_params(r.min, r.max, {8, QScheme::Affine}); }
+
+class Transform {
+ public:
+  Transform(const Graph& model, const QuantPlan& plan, const std::map<std::string, Calibration>& ranges)
+      : model_(model), plan_(plan), ranges_(ranges) {}
+
+  Graph run() {
+    out_.name = model_.name;
+    out_.inputs = model_.inputs;
+    out_.outputs = model_.outputs;
+    out_.metadata = model_.metadata;
+    for (const auto& node : model_.nodes) {
+      if (node.op == "Dense" && plan_.rule_for(node.name).quantize)
+        quantize_dense(node);
+      else if (node.op == "Flatten")
+        pass_through(node);
+      else
+        keep_float(node);
+    }
+    out_.metadata["quantization"] = plan_.to_json().dump();
+    out_.validate();
+    return std::move(out_);
+  }
+
+ private:
+  const ValueRange& range(const std::string& value, const std::string& method) const {
+    auto c = ranges_.find(method);
+    if (c == ranges_.end())
+      throw Error(ErrorKind::InvalidArgument, "no '" + method + "' calibration ranges were given (needed by the plan)");
+    auto r = c->second.ranges.find(value);
+    if (r == c->second.ranges.end())
+      throw Error(ErrorKind::InvalidArgument, "the calibration ranges have no entry for value '" + value +
+                                                  "' (were they computed for this model?)");
+    return r->second;
+  }
+
+  bool is_graph_output(const std::string& v) const {
+    return std::find(model_.outputs.begin(), model_.outputs.end(), v) != model_.outputs.end();
+  }
+
+  // Does some consumer of `value` (looking through Flatten) take integer input?
+  bool has_integer_consumer(const std::string& value) const {
+    for (const auto& node : model_.nodes) {
+      if (std::find(node.inputs.begin(), node.inputs.end(), value) == node.inputs.end()) continue;
+      if (node.op == "Dense" && node.inputs[0] == value && plan_.rule_for(node.name).quantize && plan_.mode != QuantMode::Dynamic)
+        return true;
+      if (node.op == "Flatten" && !is_graph_output(node.outputs[0]) && has_integer_consumer(node.outputs[0])) return true;
+    }
+    return false;
+  }
+
+  std::string as_integer(const std::string& value, const std::string& method, QuantParams& params) {
+    auto q = integer_.find(value);
+    if (q != integer_.end()) {
+      params = q->second;
+      return value;
+    }
+    const std::string name = value + "_quantized";
+    if (!integer_.count(name)) {
+      QuantParams p = activation_params_for(range(value, method));
+      out_.add_node({name, "QuantizeLinear", {value}, {name},
+                     {{"scale", p.scale[0]}, {"zero_point", p.zero_point[0]}}});
+      integer_[name] = p;
+    }
+    params = integer_[name];
+    return name;
+  }
+
+  std::string as_float(const std::string& value) {
+    auto q = integer_.find(value);
+    if (q == integer_.end()) return value;
+    const std::string name = value + "_dequantized";
+    if (!dequantized_.count(name)) {
+      out_.add_node({name, "DequantizeLinear", {value}, {name},
+                     {{"scale", q->second.scale[0]}, {"zero_point", q->second.zero_point[0]}}});
+      dequantized_.insert(name);
+    }
+    return name;
+  }
+
+  void copy_initializers(const Node& node) {
+    for (const auto& in : node.inputs) {
+      auto it = model_.initializers.find(in);
+      if (it != model_.initializers.end()) out_.initializers[in] = it->second;
+    }
+  }
+
+  void pass_through(const Node& node) {
+    Node n = node;
+    if (integer_.count(node.inputs[0]) && !is_graph_output(node.outputs[0])) {
+      integer_[node.outputs[0]] = integer_[node.inputs[0]];
+    } else {
+      n.inputs[0] = as_float(node.inputs[0]);
+    }
+    copy_initializers(n);
+    out_.add_node(std::move(n));
+  }
+
+  void keep_float(const Node& node) {
+    Node n = node;
+    for (auto& in : n.inputs) in = as_float(in);
+    copy_initializers(n);
+    out_.add_node(std::move(n));
+  }
+
+  void quantize_dense(const Node& node) {
+    const LayerRule rule = plan_.rule_for(node.name);
+    if (rule.weight_bits < 2 || rule.weight_bits > 8)
+      throw Error(ErrorKind::InvalidArgument, "layer '" + node.name + "': weight bits must be 2..8");
+    const Tensor& weight = model_.initializers.at(node.inputs.at(1));
+    const int64_t units = weight.dim(0), features = weight.dim(1);
+    const Tensor* bias = node.inputs.size() > 2 ? &model_.initializers.at(node.inputs[2]) : nullptr;
+    const bool dynamic = plan_.mode == QuantMode::Dynamic;
+    if (dynamic && rule.weight_scheme != QScheme::Symmetric)
+      throw Error(ErrorKind::InvalidArgument, "layer '" + node.name + "': dynamic quantization needs symmetric weights");
+    QuantSpec spec{rule.weight_bits, rule.weight_scheme, rule.per_channel, true, true};
+    const QuantParams wp = choose_weight_params(weight, spec);
+    const std::vector<int32_t> codes = quantize_values(weight, wp);
+    const std::string prefix = node.name + ".";
+    out_.initializers[prefix + "weight_codes"] = pack_codes(codes, {units, features}, wp.storage_dtype());
+    Tensor& packed = out_.initializers[prefix + "weight_codes"];
+    packed.reshape({units, static_cast<int64_t>(packed.numel() / units)});
+    Tensor scale(DType::F32, {units}), zero(DType::S32, {units});
+    for (int64_t n = 0; n < units; ++n) {
+      scale.data<float>()[n] = wp.scale[wp.per_channel() ? n : 0];
+      zero.data<int32_t>()[n] = wp.zero_point[wp.per_channel() ? n : 0];
+    }
+    out_.initializers[prefix + "weight_scale"] = scale;
+    const std::string activation = node.attr_string("activation", "none");
+    const std::string out_value = node.outputs[0];
+
+    if (dynamic) {
+      Node n{node.name, "DynamicQDense", {as_float(node.inputs[0]), prefix + "weight_codes", prefix + "weight_scale"},
+             {out_value}, {{"in_features", features}, {"activation", activation}, {"granularity", plan_.dynamic_granularity}}};
+      if (bias) {
+        n.inputs.push_back(node.inputs[2]);
+        out_.initializers[node.inputs[2]] = *bias;
+      }
+      out_.add_node(std::move(n));
+      return;
+    }
+    QuantParams in_params;
+    const std::string input = as_integer(node.inputs[0], rule.calibration, in_params);
+    out_.initializers[prefix + "weight_zero_point"] = zero;
+    Node n{node.name, "QDense", {input, prefix + "weight_codes", prefix + "weight_scale", prefix + "weight_zero_point"},
+           {out_value},
+           {{"in_features", features}, {"activation", activation}, {"input_scale", in_params.scale[0]},
+            {"input_zero_point", in_params.zero_point[0]}}};
+    if (bias) {
+      // int32 bias at scale input_scale * weight_scale[n], so it adds straight onto the accumulator.
+      Tensor q(DType::S32, {units});
+      for (int64_t u = 0; u < units; ++u) {
+        const double s = static_cast<double>(in_params.scale[0]) * scale.data<float>()[u];
+        q.data<int32_t>()[u] = static_cast<int32_t>(
+            std::clamp(std::nearbyint(bias->data<float>()[u] / s), -2147483647.0, 2147483647.0));
+      }
+      out_.initializers[prefix + "bias_q"] = q;
+      n.inputs.push_back(prefix + "bias_q");
+    }
+    if (has_integer_consumer(out_value) && !is_graph_output(out_value)) {
+      const QuantParams op = activation_params_for(range(out_value, rule.calibration));
+      n.attributes["output"] = "s8";
+      n.attributes["output_scale"] = op.scale[0];
+      n.attributes["output_zero_point"] = op.zero_point[0];
+      integer_[out_value] = op;
+    } else {
+      n.attributes["output"] = "f32";
+    }
+    out_.add_node(std::move(n));
+  }
+
+  const Graph& model_;
+  const QuantPlan& plan_;
+  const std::map<std::string, Calibration>& ranges_;
+  Graph out_;
+  std::map<std::string, QuantParams> integer_;  // s8 values and their parameters
+  std::set<std::string> dequantized_;
+};
+
+// Weight codes of a QDense/DynamicQDense node back to float [units, features].
+Tensor dequantized_weight(const Graph& q, const Node& node) {
+  const Tensor& codes = q.initializers.at(node.inputs[1]);
+  const Tensor& scale = q.initializers.at(node.inputs[2]);
+  const int64_t units = codes.dim(0), features = node.attr_int("in_features", 0);
+  const std::vector<int32_t> values = unpack_codes(codes, {units, features});
+  const int32_t* zero = node.op == "QDense" ? q.initializers.at(node.inputs[3]).data<int32_t>() : nullptr;
+  Tensor w(DType::F32, {units, features});
+  for (int64_t u = 0; u < units; ++u)
+    for (int64_t k = 0; k < features; ++k)
+      w.data<float>()[u * features + k] =
+          scale.data<float>()[u] * static_cast<float>(values[u * features + k] - (zero ? zero[u] : 0));
+  return w;
+}
+
+}  // namespace
+
+Graph quantize_model(const Graph& model, const QuantPlan& plan, const std::map<std::string, Calibration>& ranges) {
+  if (is_quantized(model)) throw Error(ErrorKind::InvalidArgument, "the model is already quantized (dequantize it first)");
+  for (const auto& [name, rule] : plan.layers) {
+    const auto layers = quantizable_layers(model);
+    if (std::find(layers.begin(), layers.end(), name) == layers.end())
+      throw Error(ErrorKind::InvalidArgument, "the plan names layer '" + name + "', which the model does not have as a Dense layer");
+  }
+  return Transform(model, plan, ranges).run();
+}
+
+Graph dequantize_model(const Graph& q) {
+  Graph g;
+  g.name = q.name;
+  g.inputs = q.inputs;
+  g.outputs = q.outputs;
+  g.metadata = q.metadata;
+  g.metadata.erase("quantization");
+  std::map<std::string, std::string> alias;  // skipped Q/DQ outputs -> their float source
+  auto resolve = [&](std::string v) {
+    while (alias.count(v)) v = alias[v];
+    return v;
+  };
+  for (const auto& node : q.nodes) {
+    if (node.op == "QuantizeLinear" || node.op == "DequantizeLinear") {
+      alias[node.outputs[0]] = node.inputs[0];
+      continue;
+    }
+    if (node.op == "QDense" || node.op == "DynamicQDense") {
+      const std::string prefix = node.name + ".";
+      Node n{node.name, "Dense", {resolve(node.inputs[0]), prefix + "weight", prefix + "bias"}, node.outputs,
+             {{"activation", node.attr_string("activation", "none")}}};
+      g.initializers[prefix + "weight"] = dequantized_weight(q, node);
+      const int64_t units = g.initializers[prefix + "weight"].dim(0);
+      Tensor bias(DType::F32, {units});
+      const size_t bias_index = node.op == "QDense" ? 4 : 3;
+      if (node.inputs.size() > bias_index) {
+        const Tensor& b = q.initializers.at(node.inputs[bias_index]);
+        const float* scale = q.initializers.at(node.inputs[2]).data<float>();
+        for (int64_t u = 0; u < units; ++u)
+          bias.data<float>()[u] = node.op == "QDense"
+                                      ? static_cast<float>(b.data<int32_t>()[u] * (node.attr_float("input_scale", 0) * scale[u]))
+                                      : b.data<float>()[u];
+      }
+      g.initializers[prefix + "bias"] = bias;
+      g.add_node(std::move(n));
+      continue;
+    }
+    Node n = node;
+    for (auto& in : n.inputs) {
+      in = resolve(in);
+      auto it = q.initializers.find(in);
+      if (it != q.initializers.end()) g.initializers[in] = it->second;
+    }
+    g.add_node(std::move(n));
+  }
+  g.validate();
+  return g;
+}
+
+}  // namespace lowbit
