@@ -12,7 +12,6 @@ import argparse
 import gzip
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -39,9 +38,19 @@ def run_lowbit(binary, data_dir, seed, threads, epochs):
     out = f"/tmp/lowbit-bench-seed{seed}.lbm"
     cmd = [binary, "train", "--data", data_dir, "--arch", "784-64-32-10", "--epochs", str(epochs), "--batch", "32",
            "--lr", "0.001", "--optimizer", "adam", "--seed", str(seed), "--threads", str(threads), "--out", out, "--json"]
-    result = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    with open(out + ".stdout", "w+") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        log.seek(0)
+        text = log.read()
+    os.remove(out + ".stdout")
+    if proc.returncode != 0:
+        sys.exit(f"lowbit train failed ({proc.returncode}):\n{text}")
     os.remove(out)
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    result = json.loads(text.strip().splitlines()[-1])
+    result["peak_rss_mib"] = usage.ru_maxrss / 1024
+    return result
 
 
 def run_pytorch(data_dir, seed, threads, epochs):
@@ -89,7 +98,7 @@ def main():
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")]:
         lb = run_lowbit(args.lowbit, args.data, seed, args.threads, args.epochs)
-        peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        peak_mib = lb["peak_rss_mib"]
         pt = run_pytorch(args.data, seed, args.threads, args.epochs)
         rows.append({"seed": seed, "threads": args.threads, "lowbit_seconds": lb["train_seconds"],
                      "lowbit_accuracy": lb["test_accuracy"], "lowbit_peak_rss_mib": peak_mib,

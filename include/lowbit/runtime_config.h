@@ -5,7 +5,8 @@
 //
 //   lowbit::set_num_threads(2);                     // or LOWBIT_NUM_THREADS=2
 //   lowbit::Isa isa = lowbit::active_isa();         // Avx2 on an AVX2+FMA machine
-//   // LOWBIT_ISA=reference forces the scalar reference kernels (tests run every path this way).
+//   // LOWBIT_ISA=reference forces the scalar reference kernels, LOWBIT_ISA=avx2 caps at AVX2
+//   // (tests run every path on one machine this way).
 //
 // Results never depend on the thread count: kernels split work only along output rows and
 // columns, never along a reduction, so 1 and 2 threads give bit-identical results.
@@ -16,21 +17,26 @@
 
 namespace lowbit {
 
-enum class Isa { Reference, Avx2 };
+// Ordered: each level implies the ones before it.
+enum class Isa { Reference, Avx2, Avx512Vnni };
 const char* name_of(Isa isa) noexcept;
 
 struct CpuFeatures {
   bool avx2 = false;
   bool fma = false;
   bool avx512f = false;
+  bool avx512bw = false;
+  bool avx512vl = false;
   bool avx512vnni = false;
   bool avxvnni = false;
 };
 const CpuFeatures& cpu_features() noexcept;
 
-// The best ISA this CPU supports, capped by LOWBIT_ISA (reference|avx2) and by set_max_isa().
+// The best ISA this CPU supports, capped by LOWBIT_ISA (reference|avx2|avx512vnni) and by
+// set_max_isa(). Avx512Vnni needs AVX-512 F/BW/VL and VNNI (int8 dot products); it is used only
+// by the integer kernels, the float kernels stay AVX2/FMA.
 Isa active_isa() noexcept;
-void set_max_isa(Isa isa) noexcept;  // for tests; Isa::Avx2 removes the cap
+void set_max_isa(Isa isa) noexcept;  // for tests; Isa::Avx512Vnni removes the cap
 
 int num_threads() noexcept;
 void set_num_threads(int threads);  // throws Error(InvalidArgument) for threads < 1

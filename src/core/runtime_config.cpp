@@ -12,7 +12,14 @@
 
 namespace lowbit {
 
-const char* name_of(Isa isa) noexcept { return isa == Isa::Avx2 ? "avx2" : "reference"; }
+const char* name_of(Isa isa) noexcept {
+  switch (isa) {
+    case Isa::Reference: return "reference";
+    case Isa::Avx2: return "avx2";
+    case Isa::Avx512Vnni: return "avx512vnni";
+  }
+  return "?";
+}
 
 const CpuFeatures& cpu_features() noexcept {
   static const CpuFeatures features = [] {
@@ -22,6 +29,8 @@ const CpuFeatures& cpu_features() noexcept {
     f.avx2 = __builtin_cpu_supports("avx2");
     f.fma = __builtin_cpu_supports("fma");
     f.avx512f = __builtin_cpu_supports("avx512f");
+    f.avx512bw = __builtin_cpu_supports("avx512bw");
+    f.avx512vl = __builtin_cpu_supports("avx512vl");
     f.avx512vnni = __builtin_cpu_supports("avx512vnni");
 #endif
     return f;
@@ -30,12 +39,13 @@ const CpuFeatures& cpu_features() noexcept {
 }
 
 namespace {
-std::atomic<int> g_max_isa{static_cast<int>(Isa::Avx2)};
+std::atomic<int> g_max_isa{static_cast<int>(Isa::Avx512Vnni)};
 
 Isa env_cap() noexcept {
   const char* v = std::getenv("LOWBIT_ISA");
   if (v && (std::strcmp(v, "reference") == 0 || std::strcmp(v, "ref") == 0)) return Isa::Reference;
-  return Isa::Avx2;
+  if (v && std::strcmp(v, "avx2") == 0) return Isa::Avx2;
+  return Isa::Avx512Vnni;
 }
 
 int initial_threads() noexcept {
@@ -49,7 +59,12 @@ std::atomic<int> g_threads{0};
 }  // namespace
 
 Isa active_isa() noexcept {
-  static const Isa hardware = (cpu_features().avx2 && cpu_features().fma) ? Isa::Avx2 : Isa::Reference;
+  static const Isa hardware = [] {
+    const CpuFeatures& f = cpu_features();
+    if (!(f.avx2 && f.fma)) return Isa::Reference;
+    if (f.avx512f && f.avx512bw && f.avx512vl && f.avx512vnni) return Isa::Avx512Vnni;
+    return Isa::Avx2;
+  }();
   static const Isa capped_by_env = std::min(hardware, env_cap());
   return std::min(capped_by_env, static_cast<Isa>(g_max_isa.load(std::memory_order_relaxed)));
 }

@@ -9,7 +9,7 @@ void gemm_f32(Transpose trans_a, Transpose trans_b, int64_t m, int64_t n, int64_
               const GemmEpilogue& epilogue) {
   if (m <= 0 || n <= 0) return;
 #if defined(LOWBIT_HAVE_X86)
-  if (active_isa() == Isa::Avx2) {
+  if (active_isa() >= Isa::Avx2) {
     kernels::gemm_f32_avx2(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, epilogue);
     return;
   }

@@ -61,5 +61,41 @@ fails "unwritable output" "cannot write" "$lowbit" train --data "$data" --train-
 check "nothing half-written" test ! -e "$work/x.lbm"
 check "no temporary files left" test "$(ls -A "$work" | grep -c tmp)" -eq 0
 
+# Quantization commands.
+"$lowbit" calibrate --model "$work/m.lbm" --data "$data" --method kl --samples 200 --out "$work/ranges.json" >/dev/null
+check "calibrate writes ranges" grep -q '"format": "lowbit-calibration"' "$work/ranges.json"
+"$lowbit" quantize --model "$work/m.lbm" --out "$work/q.lbm" --ranges "$work/ranges.json" --calib-data "$data" --json >"$work/q.out"
+check "quantize --ranges works" grep -q '"test_accuracy":0\.[0-9]' <(tail -n 1 "$work/q.out")
+check "quantize writes its plan" test -s "$work/q.lbm.plan.json"
+"$lowbit" info --model "$work/q.lbm" >"$work/qinfo.txt"
+check "info shows packed low-bit and int8 tensors" grep -q 'QDense' "$work/qinfo.txt"
+"$lowbit" quantize --model "$work/m.lbm" --out "$work/q4.lbm" --bits 4 --calib-data "$data" --calib-samples 200 >/dev/null
+check "4-bit weights are stored as s4" grep -q 's4\[' <("$lowbit" info --model "$work/q4.lbm")
+"$lowbit" dequantize --model "$work/q.lbm" --out "$work/dq.lbm" >/dev/null
+check "dequantize gives a float model" test "$(grep -c QDense <("$lowbit" info --model "$work/dq.lbm"))" -eq 0
+"$lowbit" compare --model "$work/q.lbm" --against "$work/m.lbm" --data "$data" --json >"$work/cmp.out"
+check "compare reports agreement" grep -q '"agreement":0\.9' <(tail -n 1 "$work/cmp.out")
+printf '{"format": "lowbit-calibration", "version": 1, "ranges": {"image": {"min": 1}}}' >"$work/bad-ranges.json"
+fails "bad ranges file" "bad-ranges.json': ranges.image must be" "$lowbit" quantize --model "$work/m.lbm" --out "$work/x.lbm" --ranges "$work/bad-ranges.json"
+printf '{"format": "lowbit-quantization-plan", "version": 1, "layers": {"dense_9": {}}}' >"$work/bad-plan.json"
+fails "plan naming a missing layer" "names layer 'dense_9'" "$lowbit" quantize --model "$work/m.lbm" --out "$work/x.lbm" --plan "$work/bad-plan.json" --ranges "$work/ranges.json"
+printf '{"format": "lowbit-quantization-plan", "version": 1, "layers": {"dense_1": {"weight_bits": 12}}}' >"$work/bad-plan2.json"
+fails "plan with bad bits" "'weight_bits' must be 2..8" "$lowbit" quantize --model "$work/m.lbm" --out "$work/x.lbm" --plan "$work/bad-plan2.json" --ranges "$work/ranges.json"
+check "nothing written for a bad plan" test ! -e "$work/x.lbm"
+# A dataset of 14x14 images: the model expects 28x28.
+mkdir -p "$work/small"
+{ printf '\x00\x00\x08\x03\x00\x00\x00\x02\x00\x00\x00\x0e\x00\x00\x00\x0e'; head -c 392 /dev/zero; } >"$work/small/t10k-images-idx3-ubyte"
+{ printf '\x00\x00\x08\x01\x00\x00\x00\x02'; head -c 2 /dev/zero; } >"$work/small/t10k-labels-idx1-ubyte"
+cp "$work/small/t10k-images-idx3-ubyte" "$work/small/train-images-idx3-ubyte"
+cp "$work/small/t10k-labels-idx1-ubyte" "$work/small/train-labels-idx1-ubyte"
+fails "model/data shape mismatch" "expects samples of shape [28, 28], the data has [14, 14]" "$lowbit" eval --model "$work/q.lbm" --data "$work/small"
+# An unreachable --max-drop still writes the best plan, warns, and exits 3.
+"$lowbit" quantize --model "$work/m.lbm" --out "$work/s.lbm" --calib-data "$data" --calib-samples 200 --validation-samples 500 \
+  --max-drop -50 --time-budget 20 >/dev/null 2>"$work/s.err"
+rc=$?
+check "unreachable --max-drop exits 3" test $rc -eq 3
+check "unreachable --max-drop warns" grep -q "warning: no plan met --max-drop" "$work/s.err"
+check "unreachable --max-drop still writes the model" test -s "$work/s.lbm"
+
 echo "cli: $passed passed, $failures failed"
 [[ $failures -eq 0 ]]

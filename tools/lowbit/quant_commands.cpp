@@ -151,7 +151,7 @@ Command add_quantize(CLI::App& app) {
   cmd->add_option("--layers", o->layers, "Partial mode: layer names or patterns to quantize, comma-separated");
   cmd->add_option("--keep-float", o->keep_float, "Partial mode without --layers: keep the N most sensitive layers in float")
       ->capture_default_str();
-  cmd->add_option("--max-drop", o->max_drop, "Search per-layer rules within this accuracy drop (percentage points)");
+  auto* max_drop = cmd->add_option("--max-drop", o->max_drop, "Search per-layer rules within this accuracy drop (percentage points)");
   cmd->add_option("--objective", o->objective, "With --max-drop: size or speed")->capture_default_str()->check(CLI::IsMember({"size", "speed"}));
   cmd->add_option("--time-budget", o->time_budget, "With --max-drop: seconds; the best plan so far is returned")->capture_default_str();
   cmd->add_option("--plan", o->plan, "Plan file (JSON) to apply, e.g. one written by an earlier search");
@@ -161,18 +161,18 @@ Command add_quantize(CLI::App& app) {
   cmd->add_option("--threads", o->threads, "Worker threads")->check(CLI::Range(1, 1024));
   cmd->add_flag("--json", o->json_out, "End with one JSON line of results");
   (void)ranges;
-  return [o] {
+  return [o, max_drop] {
     if (o->threads > 0) set_num_threads(o->threads);
     Graph model = load_model(o->model);
     if (is_quantized(model)) throw Error(ErrorKind::InvalidArgument, "'" + o->model + "' is already quantized");
     const QuantMode mode = quant_mode_from_name(o->mode);
-    const bool searching = o->max_drop >= 0;
+    const bool searching = max_drop->count() > 0;
     json report = {{"command", "quantize"}, {"model", o->model}, {"out", o->out}, {"mode", o->mode}};
 
     // Data: calibration (full/partial) and validation (search, sensitivity).
     const bool needs_validation = searching || (mode == QuantMode::Partial && o->layers.empty() && o->plan.empty());
     std::optional<DatasetSplits> data;
-    if ((mode != QuantMode::Dynamic && o->ranges.empty()) || needs_validation)
+    if ((mode != QuantMode::Dynamic && o->ranges.empty()) || needs_validation || !o->calib_data.empty())
       data = load_dataset_dir(o->calib_data.empty() ? default_dataset_dir() : o->calib_data);
     std::map<std::string, Calibration> ranges;
     if (!o->ranges.empty()) {

@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+"""Batch-256 inference of the reference MLP: lowbit fp32 / int8 (static, dynamic) / 4-bit against
+ONNX Runtime fp32 / int8 dynamic (quantize_dynamic) / int8 static (quantize_static, QDQ) on the
+same trained weights, at the same thread counts, in one run. Prints images/s, ratios and accuracy.
+
+    pip install onnxruntime onnx numpy
+    python3 bench/int8_vs_onnxruntime.py --lowbit build/release/tools/lowbit/lowbit --model out/reference/reference-mlp-seed0.lbm
+"""
+import argparse
+import gzip
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from lbm import read_lbm  # noqa: E402
+
+
+def read_idx(path):
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def load(data_dir, name):
+    for candidate in (name, name + ".gz"):
+        p = os.path.join(data_dir, candidate)
+        if os.path.exists(p):
+            return read_idx(p)
+    sys.exit(f"{data_dir}: no {name}")
+
+
+def onnx_mlp(graph, tensors, path):
+    """The float lowbit MLP (Flatten, Dense..., Softmax) as an ONNX model with Gemm(transB=1)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    nodes, inits = [], []
+    for node in graph["nodes"]:
+        if node["op"] == "Flatten":
+            nodes.append(helper.make_node("Flatten", node["inputs"], node["outputs"], axis=1))
+        elif node["op"] == "Dense":
+            for name in node["inputs"][1:]:
+                inits.append(numpy_helper.from_array(tensors[name].astype(np.float32), name))
+            if node["attributes"].get("activation") == "relu":
+                nodes.append(helper.make_node("Gemm", node["inputs"], [node["name"] + "_pre"], transB=1))
+                nodes.append(helper.make_node("Relu", [node["name"] + "_pre"], node["outputs"]))
+            else:
+                nodes.append(helper.make_node("Gemm", node["inputs"], node["outputs"], transB=1))
+        elif node["op"] == "Softmax":
+            nodes.append(helper.make_node("Softmax", node["inputs"], node["outputs"], axis=-1))
+        else:
+            sys.exit(f"unsupported op {node['op']}")
+    inp = graph["inputs"][0]
+    g = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info(inp["name"], TensorProto.FLOAT, ["N", 28, 28])],
+                          [helper.make_tensor_value_info(graph["outputs"][0], TensorProto.FLOAT, ["N", 10])], inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, path)
+
+
+def ort_session(path, threads):
+    import onnxruntime as ort
+    o = ort.SessionOptions()
+    o.intra_op_num_threads = threads
+    o.inter_op_num_threads = 1
+    o.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(path, o, providers=["CPUExecutionProvider"])
+
+
+def throughput(sess, x):
+    name = sess.get_inputs()[0].name
+    for _ in range(5):
+        sess.run(None, {name: x})
+    best = 1e30
+    for _ in range(5):
+        t = time.perf_counter()
+        for _ in range(20):
+            sess.run(None, {name: x})
+        best = min(best, (time.perf_counter() - t) / 20)
+    return x.shape[0] / best
+
+
+def accuracy(sess, x, y):
+    name = sess.get_inputs()[0].name
+    pred = np.concatenate([sess.run(None, {name: x[i:i + 1000]})[0].argmax(1) for i in range(0, len(x), 1000)])
+    return float((pred == y).mean())
+
+
+def lowbit_compare(binary, model, against, data, threads):
+    out = subprocess.run([binary, "compare", "--model", model, "--against", against, "--data", data, "--threads",
+                          str(threads), "--json"], check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--lowbit", default="build/release/tools/lowbit/lowbit")
+    p.add_argument("--model", required=True, help="trained float lowbit model (.lbm)")
+    p.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
+    p.add_argument("--threads", default="1,2")
+    args = p.parse_args()
+    from onnxruntime.quantization import CalibrationDataReader, QuantType, quantize_dynamic, quantize_static
+
+    work = tempfile.mkdtemp(prefix="lowbit-ort-")
+    graph, tensors = read_lbm(args.model)
+    fp32_onnx = os.path.join(work, "fp32.onnx")
+    onnx_mlp(graph, tensors, fp32_onnx)
+    x_train = load(args.data, "train-images-idx3-ubyte")[:1000].astype(np.float32) / 255.0
+    x_test = load(args.data, "t10k-images-idx3-ubyte").astype(np.float32) / 255.0
+    y_test = load(args.data, "t10k-labels-idx1-ubyte").astype(np.int64)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{graph["inputs"][0]["name"]: x_train[i:i + 100]} for i in range(0, 1000, 100)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    dyn_onnx, static_onnx = os.path.join(work, "dynamic.onnx"), os.path.join(work, "static.onnx")
+    quantize_dynamic(fp32_onnx, dyn_onnx, weight_type=QuantType.QInt8, per_channel=True)
+    quantize_static(fp32_onnx, static_onnx, Reader(), per_channel=True)
+
+    # lowbit variants from the same float model, calibrated on the same 1000 training images.
+    variants = {}
+    for name, extra in [("int8 static", ["--mode", "full"]), ("int8 dynamic", ["--mode", "dynamic"]),
+                        ("4-bit weights, int8 act.", ["--mode", "full", "--bits", "4"])]:
+        out = os.path.join(work, name.split()[0] + name.split()[1].strip(",") + ".lbm")
+        subprocess.run([args.lowbit, "quantize", "--model", args.model, "--out", out, "--calib-data", args.data,
+                        "--calib-samples", "1000"] + extra, check=True, capture_output=True)
+        variants[name] = out
+
+    batch = x_test[:256]
+    rows = []
+    for threads in [int(t) for t in args.threads.split(",")]:
+        ort_rows = {}
+        for name, path in [("fp32", fp32_onnx), ("int8 dynamic", dyn_onnx), ("int8 static QDQ", static_onnx)]:
+            sess = ort_session(path, threads)
+            ort_rows[name] = (throughput(sess, batch), accuracy(sess, x_test, y_test))
+        lb_fp32 = None
+        for name, path in variants.items():
+            c = lowbit_compare(args.lowbit, path, args.model, args.data, threads)
+            lb_fp32 = (c["against_batch256_images_per_second"], c["against_accuracy"])
+            rows.append(("lowbit", name, threads, c["model_batch256_images_per_second"], c["model_accuracy"]))
+        rows.append(("lowbit", "fp32", threads) + lb_fp32)
+        for name, (ips, acc) in ort_rows.items():
+            rows.append(("ONNX Runtime", name, threads, ips, acc))
+    import onnxruntime
+    print(f"\nbatch-256 inference, reference MLP, ONNX Runtime {onnxruntime.__version__}")
+    print("| system | variant | threads | images/s | vs lowbit fp32 | vs ORT int8 static | accuracy |")
+    print("|---|---|---|---|---|---|---|")
+    for system, variant, threads, ips, acc in rows:
+        base = next(r[3] for r in rows if r[0] == "lowbit" and r[1] == "fp32" and r[2] == threads)
+        ort8 = next(r[3] for r in rows if r[0] == "ONNX Runtime" and r[1] == "int8 static QDQ" and r[2] == threads)
+        print(f"| {system} | {variant} | {threads} | {ips / 1e6:.3f} M | {ips / base:.2f}x | {ips / ort8:.2f}x | {acc:.4f} |")
+
+
+if __name__ == "__main__":
+    main()

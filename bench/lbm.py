@@ -1,0 +1,43 @@
+"""Minimal reader of lowbit's native model file (docs/format.md), for benchmark scripts."""
+import json
+import struct
+import zlib
+
+import numpy as np
+
+_DTYPES = {1: np.float32, 2: np.int8, 3: np.uint8, 4: np.int32}
+
+
+def read_lbm(path):
+    """Returns (graph dict, {name: numpy array}); packed low-bit tensors come back as raw bytes."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if data[:8] != b"LOWBITM\0":
+        raise ValueError(f"{path}: not a lowbit model file")
+    version, sections = struct.unpack_from("<II", data, 8)
+    if version != 1:
+        raise ValueError(f"{path}: format version {version} is not supported")
+    pos, graph, tensors = 16, None, {}
+    for _ in range(sections):
+        tag, flags, size, crc, _ = struct.unpack_from("<4sIQII", data, pos)
+        pos += 24
+        payload = data[pos:pos + size]
+        pos += size
+        if zlib.crc32(payload) != crc:
+            raise ValueError(f"{path}: section {tag} is corrupted")
+        if tag == b"GRPH":
+            graph = json.loads(payload)
+        elif tag == b"TNSR":
+            (count,), p = struct.unpack_from("<I", payload, 0), 4
+            for _ in range(count):
+                (n,) = struct.unpack_from("<I", payload, p)
+                name = payload[p + 4:p + 4 + n].decode()
+                p += 4 + n
+                dtype, rank = struct.unpack_from("<II", payload, p)
+                dims = struct.unpack_from(f"<{rank}q", payload, p + 8)
+                (nbytes,) = struct.unpack_from("<Q", payload, p + 8 + 8 * rank)
+                p += 16 + 8 * rank
+                raw = payload[p:p + nbytes]
+                p += nbytes
+                tensors[name] = np.frombuffer(raw, dtype=_DTYPES[dtype]).reshape(dims) if dtype in _DTYPES else raw
+    return graph, tensors
