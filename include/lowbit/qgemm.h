@@ -18,8 +18,9 @@
 //   s8 output:  c = clamp(output_zero_point + multiplier[n].apply(acc), clamp_min, clamp_max)
 //   f32 output: c = acc * row_scale[m] * column_scale[n] + bias[n], then ReLU if relu
 // Activation codes are s8 in [-128, 127]; weight codes must lie in [-127, 127] (weights use the
-// narrow range), which keeps every pair of products inside s16 for AVX2's vpmaddubsw: the AVX2
-// path is bit-exact with the reference (see the design note, "16-bit saturation").
+// narrow range), which keeps every pair of products inside s16 (|pair| <= 32512): the AVX2 path
+// is bit-exact with the reference (see the design note, "16-bit saturation", and
+// src/kernels/x86/qgemm_avx2.cpp for how each weight storage avoids vpmaddubsw saturation).
 // Integer outputs are bit-exact across paths and thread counts; f32 outputs agree within
 // 1e-6 relative (the same float operations, possibly fused differently).
 // Precise rules (every path): raw, acc and the wzp*row_offset product wrap modulo 2^32 like s32
@@ -56,7 +57,8 @@ class QWeights {
   const Tensor& codes() const noexcept { return codes_; }    // as given (packed or s8)
   // U8 bytes, panels of kLayoutPanel = 16 output columns (the last one zero-padded), panel after
   // panel; inside a panel K is cut into groups, each group 64 bytes = 16 columns x 4 bytes:
-  //   s8:        group g holds w[n][4g .. 4g+3] (one code per byte, zero past K).
+  //   s8:        group g holds w[n][2g], w[n][2g+1] as two s16 (zero past K): the vpmaddwd
+  //              operand layout.
   //   s4/u4/s2/u2 (kept packed, 4x/2x smaller than s8): a group covers 4*P codes per column
   //              (P = 8/bits codes per byte); byte j of column n in group g holds, at bits
   //              [bits*t, bits*(t+1)), the code of k = 4*P*g + 4*t + j plus an offset making it
@@ -65,11 +67,14 @@ class QWeights {
   static constexpr int64_t kLayoutPanel = 16;
   int64_t layout_groups() const noexcept { return groups_; }  // groups per panel
   const Tensor& kernel_layout() const noexcept { return layout_; }
+  // On CPUs with AVX-512 VNNI (else empty): every storage unpacked to s8, panels of 16 columns,
+  // per panel ceil(K/4) groups of 16 columns x 4 consecutive k (the vpdpbusd operand layout).
+  const Tensor& vnni_layout() const noexcept { return vnni_layout_; }
 
  private:
   int64_t n_ = 0, k_ = 0, groups_ = 0;
   DType storage_ = DType::S8;
-  Tensor codes_, layout_;
+  Tensor codes_, layout_, vnni_layout_;
   std::vector<int32_t> row_sums_;
 };
 
@@ -94,6 +99,13 @@ void qgemm_s8(int64_t m, const int8_t* a, int64_t lda, const QWeights& w, const 
 // The same product finished in f32.
 void qgemm_s8_f32(int64_t m, const int8_t* a, int64_t lda, const QWeights& w, const QOutputStage& out, float* c,
                   int64_t ldc);
+// Activation quantization, element-wise over n values, 8-bit signed affine:
+//   q = clamp(round_half_even(x / scale) + zero_point, -128, 127)   (NaN gives -128)
+//   y = scale * (q - zero_point)
+// exactly QuantParams::quantize / dequantize for 8-bit signed affine parameters, on every path.
+void quantize_s8(int64_t n, const float* x, float scale, int32_t zero_point, int8_t* q);
+void dequantize_s8(int64_t n, const int8_t* q, float scale, int32_t zero_point, float* y);
+
 // Row sums of A, sum_k a[m][k], for the weight-zero-point correction.
 void row_sums_s8(int64_t m, int64_t k, const int8_t* a, int64_t lda, int32_t* sums);
 
@@ -104,6 +116,16 @@ void qgemm_s8_ref(int64_t m, const int8_t* a, int64_t lda, const QWeights& w, co
 void qgemm_s8_f32_ref(int64_t m, const int8_t* a, int64_t lda, const QWeights& w, const QOutputStage& out, float* c,
                       int64_t ldc);
 void row_sums_s8_ref(int64_t m, int64_t k, const int8_t* a, int64_t lda, int32_t* sums);
+void quantize_s8_ref(int64_t n, const float* x, float scale, int32_t zero_point, int8_t* q);
+void dequantize_s8_ref(int64_t n, const int8_t* q, float scale, int32_t zero_point, float* y);
+void quantize_s8_avx2(int64_t n, const float* x, float scale, int32_t zero_point, int8_t* q);
+void dequantize_s8_avx2(int64_t n, const int8_t* q, float scale, int32_t zero_point, float* y);
+// AVX-512 VNNI paths (x86 builds, CPUs with VNNI): return false, writing nothing, if they cannot
+// run (no buffer); the dispatcher then takes the next path.
+bool qgemm_s8_vnni(int64_t m, const int8_t* a, int64_t lda, const QWeights& w, const QOutputStage& out, int8_t* c,
+                   int64_t ldc);
+bool qgemm_s8_f32_vnni(int64_t m, const int8_t* a, int64_t lda, const QWeights& w, const QOutputStage& out, float* c,
+                       int64_t ldc);
 // AVX2 paths (defined only in x86 builds; call through the public functions, which check the CPU).
 // qgemm_s8_avx2 expects -2^31+128 <= output_zero_point <= 2^31-129 (qgemm_s8 routes other values
 // to the reference).

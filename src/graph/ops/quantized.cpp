@@ -43,9 +43,7 @@ class QuantizeLinear final : public Op {
   void forward(const Node& node, std::span<const Tensor* const> in, std::span<Tensor* const> out) const override {
     const QuantParams p = activation_params(node, "scale", "zero_point");
     prepare_output(*out[0], DType::S8, in[0]->shape());
-    const float* x = in[0]->data<float>();
-    int8_t* q = out[0]->data<int8_t>();
-    for (int64_t i = 0; i < in[0]->numel(); ++i) q[i] = static_cast<int8_t>(p.quantize(x[i]));
+    quantize_s8(in[0]->numel(), in[0]->data<float>(), p.scale[0], p.zero_point[0], out[0]->data<int8_t>());
   }
   void backward(const Node& node, std::span<const Tensor* const>, std::span<const Tensor* const>,
                 std::span<const Tensor* const>, std::span<Tensor* const>) const override {
@@ -67,9 +65,7 @@ class DequantizeLinear final : public Op {
   void forward(const Node& node, std::span<const Tensor* const> in, std::span<Tensor* const> out) const override {
     const QuantParams p = activation_params(node, "scale", "zero_point");
     prepare_output(*out[0], DType::F32, in[0]->shape());
-    const int8_t* q = in[0]->data<int8_t>();
-    float* y = out[0]->data<float>();
-    for (int64_t i = 0; i < in[0]->numel(); ++i) y[i] = p.dequantize(q[i]);
+    dequantize_s8(in[0]->numel(), in[0]->data<int8_t>(), p.scale[0], p.zero_point[0], out[0]->data<float>());
   }
   void backward(const Node& node, std::span<const Tensor* const>, std::span<const Tensor* const>,
                 std::span<const Tensor* const>, std::span<Tensor* const>) const override {
@@ -294,7 +290,7 @@ class DynamicQDense final : public Op {
       const float* last = first + rows_per_group * k;
       auto [lo, hi] = std::minmax_element(first, last);
       const QuantParams p = choose_params(first == last ? 0.0f : *lo, first == last ? 0.0f : *hi, {8, QScheme::Affine});
-      for (int64_t i = 0; i < rows_per_group * k; ++i) codes[g * rows_per_group * k + i] = static_cast<int8_t>(p.quantize(first[i]));
+      quantize_s8(rows_per_group * k, first, p.scale[0], p.zero_point[0], codes.data() + g * rows_per_group * k);
       for (int64_t r = 0; r < rows_per_group; ++r) {
         row_scale[g * rows_per_group + r] = p.scale[0];
         row_zero[g * rows_per_group + r] = p.zero_point[0];
