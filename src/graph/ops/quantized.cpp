@@ -8,6 +8,7 @@
 
 #include "graph/ops/builtin_ops.h"
 #include "lowbit/qgemm.h"
+#include "lowbit/runtime_config.h"
 
 namespace lowbit::ops {
 namespace {
@@ -43,7 +44,11 @@ class QuantizeLinear final : public Op {
   void forward(const Node& node, std::span<const Tensor* const> in, std::span<Tensor* const> out) const override {
     const QuantParams p = activation_params(node, "scale", "zero_point");
     prepare_output(*out[0], DType::S8, in[0]->shape());
-    quantize_s8(in[0]->numel(), in[0]->data<float>(), p.scale[0], p.zero_point[0], out[0]->data<int8_t>());
+    const float* x = in[0]->data<float>();
+    int8_t* q = out[0]->data<int8_t>();
+    parallel_for(in[0]->numel(), 1 << 16, [&](int64_t begin, int64_t end) {
+      quantize_s8(end - begin, x + begin, p.scale[0], p.zero_point[0], q + begin);
+    });
   }
   void backward(const Node& node, std::span<const Tensor* const>, std::span<const Tensor* const>,
                 std::span<const Tensor* const>, std::span<Tensor* const>) const override {

@@ -178,7 +178,7 @@ bool qgemm_vnni(int64_t m, const int8_t* a, int64_t lda, const QWeights& w, cons
       }
     }
   };
-  const int threads = (m * n * k < (int64_t{1} << 20)) ? 1 : num_threads();
+  const int threads = (m * n * k < (int64_t{1} << 18)) ? 1 : num_threads();
   if (threads <= 1) {
     work(0, row_tiles, 0, pairs);
     return true;
