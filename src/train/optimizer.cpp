@@ -1,5 +1,6 @@
 #include <cmath>
 
+#include "lowbit/elementwise.h"
 #include "lowbit/runtime_config.h"
 #include "lowbit/train.h"
 
@@ -41,7 +42,7 @@ void Adam::step(std::vector<Parameter>& parameters) {
   const double c2 = 1.0 - std::pow(static_cast<double>(beta2_), static_cast<double>(t_));
   const float step = static_cast<float>(lr_ / c1);
   const float inv_root = static_cast<float>(1.0 / std::sqrt(c2));
-  const float b1 = beta1_, b2 = beta2_, eps = epsilon_;
+  const AdamConstants constants{beta1_, beta2_, step, inv_root, epsilon_};
   for (size_t p = 0; p < parameters.size(); ++p) {
     float* w = parameters[p].value.data<float>();
     const float* g = parameters[p].grad->data<float>();
@@ -50,12 +51,8 @@ void Adam::step(std::vector<Parameter>& parameters) {
     v_[p].resize(static_cast<size_t>(n), 0.0f);
     float* m = m_[p].data();
     float* v = v_[p].data();
-    parallel_for(n, 16384, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        m[i] = b1 * m[i] + (1.0f - b1) * g[i];
-        v[i] = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
-        w[i] -= step * m[i] / (std::sqrt(v[i]) * inv_root + eps);
-      }
+    parallel_for(n, 1 << 15, [&](int64_t begin, int64_t end) {
+      adam_update_f32(end - begin, w + begin, g + begin, m + begin, v + begin, constants);
     });
   }
 }

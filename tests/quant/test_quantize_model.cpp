@@ -119,7 +119,7 @@ const Trained& trained() {
   static const Trained t = [] {
     Trained t;
     t.data = load_dataset_dir(testing::test_dataset_dir());
-    Dataset train = t.data.train.head(8000);
+    Dataset train = t.data.train.head(5000);
     t.model = build_model(parse_arch("784-64-32-10"), train.sample_shape(), 10, 0);
     TrainOptions o;
     o.epochs = 3;

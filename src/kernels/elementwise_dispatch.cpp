@@ -1,0 +1,13 @@
+#include "lowbit/elementwise.h"
+#include "lowbit/runtime_config.h"
+
+namespace lowbit {
+
+void adam_update_f32(int64_t n, float* w, const float* g, float* m, float* v, const AdamConstants& c) {
+#if defined(LOWBIT_HAVE_X86)
+  if (active_isa() >= Isa::Avx2) return kernels::adam_update_f32_avx2(n, w, g, m, v, c);
+#endif
+  kernels::adam_update_f32_ref(n, w, g, m, v, c);
+}
+
+}  // namespace lowbit

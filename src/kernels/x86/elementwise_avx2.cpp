@@ -1,0 +1,25 @@
+// AVX2 element-wise kernels: the reference's operations, 8 lanes at a time, same order.
+#include <immintrin.h>
+
+#include "lowbit/elementwise.h"
+
+namespace lowbit::kernels {
+
+void adam_update_f32_avx2(int64_t n, float* w, const float* g, float* m, float* v, const AdamConstants& c) {
+  const __m256 b1 = _mm256_set1_ps(c.beta1), b2 = _mm256_set1_ps(c.beta2);
+  const __m256 one_minus_b1 = _mm256_set1_ps(1.0f - c.beta1), one_minus_b2 = _mm256_set1_ps(1.0f - c.beta2);
+  const __m256 step = _mm256_set1_ps(c.step), inv_root = _mm256_set1_ps(c.inv_root), eps = _mm256_set1_ps(c.epsilon);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 gi = _mm256_loadu_ps(g + i);
+    const __m256 mi = _mm256_add_ps(_mm256_mul_ps(b1, _mm256_loadu_ps(m + i)), _mm256_mul_ps(one_minus_b1, gi));
+    const __m256 vi = _mm256_add_ps(_mm256_mul_ps(b2, _mm256_loadu_ps(v + i)), _mm256_mul_ps(_mm256_mul_ps(one_minus_b2, gi), gi));
+    _mm256_storeu_ps(m + i, mi);
+    _mm256_storeu_ps(v + i, vi);
+    const __m256 denominator = _mm256_add_ps(_mm256_mul_ps(_mm256_sqrt_ps(vi), inv_root), eps);
+    _mm256_storeu_ps(w + i, _mm256_sub_ps(_mm256_loadu_ps(w + i), _mm256_div_ps(_mm256_mul_ps(step, mi), denominator)));
+  }
+  adam_update_f32_ref(n - i, w + i, g + i, m + i, v + i, c);
+}
+
+}  // namespace lowbit::kernels

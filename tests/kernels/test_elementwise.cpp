@@ -1,0 +1,25 @@
+#include <cstring>
+
+#include "test_util.h"
+#include "lowbit/elementwise.h"
+
+namespace lowbit {
+namespace {
+
+TEST(Elementwise, AdamFastPathIsBitExactWithReference) {
+  for (int64_t n : {1, 7, 8, 17, 63, 65, 1000}) {
+    std::vector<float> w(n), g(n), m(n), v(n);
+    Rng rng(static_cast<uint64_t>(n));
+    for (int64_t i = 0; i < n; ++i) w[i] = rng.uniform(-1, 1), g[i] = rng.uniform(-1, 1), m[i] = rng.uniform(-0.1f, 0.1f), v[i] = rng.uniform(0, 0.01f);
+    auto w2 = w, m2 = m, v2 = v;
+    const AdamConstants c{0.9f, 0.999f, 0.01f, 1.3f, 1e-7f};
+    kernels::adam_update_f32_ref(n, w.data(), g.data(), m.data(), v.data(), c);
+    adam_update_f32(n, w2.data(), g.data(), m2.data(), v2.data(), c);
+    EXPECT_EQ(std::memcmp(w.data(), w2.data(), n * sizeof(float)), 0) << n;
+    EXPECT_EQ(std::memcmp(m.data(), m2.data(), n * sizeof(float)), 0) << n;
+    EXPECT_EQ(std::memcmp(v.data(), v2.data(), n * sizeof(float)), 0) << n;
+  }
+}
+
+}  // namespace
+}  // namespace lowbit
