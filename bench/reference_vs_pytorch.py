@@ -38,19 +38,16 @@ def run_lowbit(binary, data_dir, seed, threads, epochs):
     out = f"/tmp/lowbit-bench-seed{seed}.lbm"
     cmd = [binary, "train", "--data", data_dir, "--arch", "784-64-32-10", "--epochs", str(epochs), "--batch", "32",
            "--lr", "0.001", "--optimizer", "adam", "--seed", str(seed), "--threads", str(threads), "--out", out, "--json"]
-    with open(out + ".stdout", "w+") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        log.seek(0)
-        text = log.read()
-    os.remove(out + ".stdout")
-    if proc.returncode != 0:
-        sys.exit(f"lowbit train failed ({proc.returncode}):\n{text}")
+    # GNU time reports the peak RSS of lowbit itself (this Python process, with PyTorch loaded,
+    # would inflate a fork-based measurement).
+    result = subprocess.run(["/usr/bin/time", "-f", "peak_rss_kib %M"] + cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"lowbit train failed ({result.returncode}):\n{result.stdout}{result.stderr}")
     os.remove(out)
-    result = json.loads(text.strip().splitlines()[-1])
-    result["peak_rss_mib"] = usage.ru_maxrss / 1024
-    return result
+    parsed = json.loads(result.stdout.strip().splitlines()[-1])
+    rss = [line for line in result.stderr.splitlines() if line.startswith("peak_rss_kib")]
+    parsed["peak_rss_mib"] = int(rss[-1].split()[1]) / 1024
+    return parsed
 
 
 def run_pytorch(data_dir, seed, threads, epochs):

@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(cmake ninja-build g++ pkg-config zlib1g-dev libcli11-dev nlohmann-json3-dev libfmt-dev
           libgtest-dev libgmock-dev dataset-fashion-mnist jq)
 if [[ "${1:-}" == "--bench" ]]; then
-  packages+=(libbenchmark-dev libopenblas-dev python3-torch python3-numpy)
+  packages+=(libbenchmark-dev libopenblas-dev libdnnl-dev python3-torch python3-numpy time)
 fi
 missing=()
 for p in "${packages[@]}"; do

@@ -23,7 +23,7 @@ class GemmTest : public ::testing::Test {
   void SetUp() override { saved_threads_ = num_threads(); }
   void TearDown() override {
     set_num_threads(saved_threads_);
-    set_max_isa(Isa::Avx2);
+    set_max_isa(Isa::Avx512Vnni);
   }
 
  private:

@@ -1,0 +1,54 @@
+#!/usr/bin/env python3
+"""Runs lowbit_bench_qgemm and prints lowbit int8 GOP/s against its peers per shape and thread count.
+
+usage: bench/qgemm_ratios.py [path/to/lowbit_bench_qgemm] [extra benchmark flags...]
+e.g.   bench/qgemm_ratios.py build/bench/lowbit_bench_qgemm --benchmark_repetitions=3
+
+Columns: lowbit s8 (qgemm_s8, s8 weights), lowbit s4 (4-bit weights; GEMV shape only), the best of
+lowbit's fp32 gemm_f32 NN/NT, oneDNN u8s8s32 (AVX2 unless DNNL_MAX_CPU_ISA is set), and the ratios
+s8/f32, s8/oneDNN and s4/f32. With repetitions the best (highest) GOP/s of each benchmark is used.
+"""
+import json
+import os
+import subprocess
+import sys
+
+
+def main(argv):
+    binary = "build/bench/lowbit_bench_qgemm"
+    extra = argv[1:]
+    if len(argv) > 1 and not argv[1].startswith("-"):
+        binary, extra = argv[1], argv[2:]
+    if not os.path.exists(binary):
+        sys.exit(f"qgemm_ratios: no benchmark binary at {binary} (build the lowbit_bench_qgemm target)")
+    out = subprocess.run([binary, "--benchmark_format=json", *extra], check=True, stdout=subprocess.PIPE,
+                         text=True).stdout
+    results, order = {}, []  # (shape, threads) -> {variant: best GOP/s}
+    for bench in json.loads(out)["benchmarks"]:
+        if bench.get("run_type") == "aggregate" or "GOPS" not in bench:
+            continue
+        # name: <variant>/<M>x<N>x<K>/threads:<t>[/real_time]
+        parts = bench.get("run_name", bench["name"]).split("/")
+        variant, shape, threads = parts[0], parts[1], int(parts[2].split(":")[1])
+        key = (shape, threads)
+        if key not in results:
+            results[key] = {}
+            order.append(key)
+        gops = bench["GOPS"] / 1e9 if bench["GOPS"] > 1e6 else bench["GOPS"]
+        results[key][variant] = max(results[key].get(variant, 0.0), gops)
+
+    fmt = lambda v: f"{v:9.1f}" if v else "        -"
+    ratio = lambda a, b: f"{a / b:7.2f}" if a and b else "      -"
+    print(f"{'shape (MxNxK)':<16} {'thr':>3} {'lowbit s8':>9} {'lowbit s4':>9} {'f32 best':>9} {'oneDNN':>9}"
+          f" {'s8/f32':>7} {'s8/dnnl':>7} {'s4/f32':>7}")
+    for key in sorted(order, key=lambda k: (k[1], order.index(k))):
+        r = results[key]
+        s8, s4, dnnl = r.get("lowbit_s8"), r.get("lowbit_s4"), r.get("onednn_u8s8")
+        f32 = max(r.get("lowbit_f32NN", 0.0), r.get("lowbit_f32NT", 0.0)) or None
+        print(f"{key[0]:<16} {key[1]:>3} {fmt(s8)} {fmt(s4)} {fmt(f32)} {fmt(dnnl)}"
+              f" {ratio(s8, f32)} {ratio(s8, dnnl)} {ratio(s4, f32)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
