@@ -50,8 +50,8 @@ quantize() {  # quantize LABEL BITS NAME ARGS...
     >"$OUT/$name.log" || rc=$?
   [[ $rc -eq 0 || $rc -eq 3 ]] || { cat "$OUT/$name.log"; exit $rc; }
   "$lowbit" compare --model "$OUT/$name.lbm" --against "$fp32" --data "$DATA" --threads "$THREADS" --json >"$OUT/$name.compare"
-  jq -c --arg label "$label" --arg bits "$bits" --argjson q "$(tail -n 1 "$OUT/$name.log")" \
-    '{label: $label, bits: $bits, q: $q, c: .}' <(tail -n 1 "$OUT/$name.compare") >>"$quant"
+  jq -c --arg name "$label" --arg bits "$bits" --argjson q "$(tail -n 1 "$OUT/$name.log")" \
+    '{"name": $name, "bits": $bits, "q": $q, "c": .}' <(tail -n 1 "$OUT/$name.compare") >>"$quant"
 }
 quantize "full int8 (per-channel, minmax)" "w8 a8" int8-full --mode full
 quantize "dynamic int8" "w8 a8*" int8-dynamic --mode dynamic
@@ -65,7 +65,7 @@ echo "Quantization of seed $first ($(basename "$DATA"), $THREADS threads; latenc
   jq -rs '["model", "mode", "bits", "file bytes", "% of fp32", "accuracy", "drop (pts)", "latency us", "images/s", "speed vs fp32"] | @tsv' "$quant"
   jq -rs '.[0] | ["fp32", "float", "w32 a32", .c.against_file_bytes, "100.0", .c.against_accuracy,
       "0.00", (.c.against_batch1_latency_us * 10 | round / 10), (.c.against_batch256_images_per_second | round), "1.00x"] | @tsv' "$quant"
-  jq -rs '.[] | ["reference MLP", .label, .bits, .c.model_file_bytes, (.c.model_file_bytes / .c.against_file_bytes * 1000 | round / 10),
+  jq -rs '.[] | ["reference MLP", .name, .bits, .c.model_file_bytes, (.c.model_file_bytes / .c.against_file_bytes * 1000 | round / 10),
       .c.model_accuracy, ((.c.against_accuracy - .c.model_accuracy) * 10000 | round / 100),
       (.c.model_batch1_latency_us * 10 | round / 10), (.c.model_batch256_images_per_second | round),
       ((.c.model_batch256_images_per_second / .c.against_batch256_images_per_second * 100 | round / 100 | tostring) + "x")] | @tsv' "$quant"

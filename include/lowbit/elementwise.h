@@ -21,7 +21,12 @@ struct AdamConstants {
 // m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g g;  w -= step * m / (sqrt(v) * inv_root + eps)
 void adam_update_f32(int64_t n, float* w, const float* g, float* m, float* v, const AdamConstants& c);
 
+// Smallest and largest of n > 0 values; NaNs are ignored (both are NaN only if all are).
+void minmax_f32(int64_t n, const float* x, float* min, float* max);
+
 namespace kernels {
+void minmax_f32_ref(int64_t n, const float* x, float* min, float* max);
+void minmax_f32_avx2(int64_t n, const float* x, float* min, float* max);
 void adam_update_f32_ref(int64_t n, float* w, const float* g, float* m, float* v, const AdamConstants& c);
 void adam_update_f32_avx2(int64_t n, float* w, const float* g, float* m, float* v, const AdamConstants& c);
 }  // namespace kernels

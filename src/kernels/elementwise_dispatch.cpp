@@ -3,6 +3,13 @@
 
 namespace lowbit {
 
+void minmax_f32(int64_t n, const float* x, float* min, float* max) {
+#if defined(LOWBIT_HAVE_X86)
+  if (active_isa() >= Isa::Avx2) return kernels::minmax_f32_avx2(n, x, min, max);
+#endif
+  kernels::minmax_f32_ref(n, x, min, max);
+}
+
 void adam_update_f32(int64_t n, float* w, const float* g, float* m, float* v, const AdamConstants& c) {
 #if defined(LOWBIT_HAVE_X86)
   if (active_isa() >= Isa::Avx2) return kernels::adam_update_f32_avx2(n, w, g, m, v, c);

@@ -23,3 +23,28 @@ TEST(Elementwise, AdamFastPathIsBitExactWithReference) {
 
 }  // namespace
 }  // namespace lowbit
+
+namespace lowbit {
+namespace {
+
+TEST(Elementwise, MinMaxMatchesReferenceAndIgnoresNan) {
+  for (int64_t n : {1, 7, 15, 16, 17, 100, 1001}) {
+    std::vector<float> x(static_cast<size_t>(n));
+    Rng rng(static_cast<uint64_t>(n) + 5);
+    for (auto& v : x) v = rng.uniform(-3, 5);
+    if (n > 3) x[2] = NAN;
+    float lo_ref, hi_ref, lo, hi;
+    kernels::minmax_f32_ref(n, x.data(), &lo_ref, &hi_ref);
+    minmax_f32(n, x.data(), &lo, &hi);
+    EXPECT_EQ(lo, lo_ref) << n;
+    EXPECT_EQ(hi, hi_ref) << n;
+    float expect_lo = 1e9f, expect_hi = -1e9f;
+    for (float v : x)
+      if (!std::isnan(v)) expect_lo = std::min(expect_lo, v), expect_hi = std::max(expect_hi, v);
+    EXPECT_EQ(lo, expect_lo) << n;
+    EXPECT_EQ(hi, expect_hi) << n;
+  }
+}
+
+}  // namespace
+}  // namespace lowbit

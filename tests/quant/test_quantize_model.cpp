@@ -1,5 +1,7 @@
 // Calibration, the quantization transform, dequantization, sensitivity and search, on a small
 // trained model and on real data.
+#include <numeric>
+
 #include "test_util.h"
 
 namespace lowbit {
@@ -159,6 +161,39 @@ TEST(Quantize, FullInt8IsIntegerOnlyAndAccurate) {
   testing::TempDir dir;
   save_model(q, dir.file("q.lbm"));
   EXPECT_EQ(evaluate(load_model(dir.file("q.lbm")), t.test).accuracy, accuracy);
+}
+
+// The integer paths (scalar reference, AVX2, AVX-512 VNNI where the CPU has it) give the same
+// bytes for every value of the int8 model on the whole test set.
+TEST(Quantize, IntegerPathsAreBitExactOnTheWholeTestSet) {
+  const Trained& t = trained();
+  for (int bits : {8, 4}) {
+    QuantPlan plan;
+    plan.defaults.weight_bits = bits;
+    Graph q = quantize_model(t.model, plan, t.ranges);
+    std::vector<std::vector<uint8_t>> outputs;
+    for (Isa isa : {Isa::Reference, Isa::Avx2, Isa::Avx512Vnni}) {
+      set_max_isa(isa);
+      Executor run(q);
+      std::vector<uint8_t> bytes;
+      std::vector<uint32_t> idx;
+      for (int64_t begin = 0; begin < t.data.test.size(); begin += 1000) {
+        idx.resize(1000);
+        std::iota(idx.begin(), idx.end(), static_cast<uint32_t>(begin));
+        gather_batch(t.data.test, idx, input_scale(q), run.input("image"));
+        run.forward();
+        for (const char* value : {"dense_1", "dense_2", "dense_3"}) {
+          const Tensor& v = run.value(value);
+          const uint8_t* p = static_cast<const uint8_t*>(v.raw());
+          bytes.insert(bytes.end(), p, p + v.nbytes());
+        }
+      }
+      outputs.push_back(std::move(bytes));
+    }
+    set_max_isa(Isa::Avx512Vnni);
+    EXPECT_EQ(outputs[1], outputs[0]) << bits << "-bit weights: AVX2 differs from the reference";
+    EXPECT_EQ(outputs[2], outputs[0]) << bits << "-bit weights: VNNI differs from the reference";
+  }
 }
 
 TEST(Quantize, LowBitWeightsArePackedAndStillWork) {

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "graph/ops/builtin_ops.h"
+#include "lowbit/elementwise.h"
 #include "lowbit/qgemm.h"
 #include "lowbit/runtime_config.h"
 
@@ -289,18 +290,27 @@ class DynamicQDense final : public Op {
     row_scale.resize(static_cast<size_t>(batch));
     row_zero.resize(static_cast<size_t>(batch));
     const float* xv = x.data<float>();
+    // Plain pointers: the workers of parallel_for must not name the thread_local buffers (each
+    // thread would see its own, empty ones).
+    int8_t* code_data = codes.data();
+    float* scale_data = row_scale.data();
+    int32_t* zero_data = row_zero.data();
     const int64_t groups = s.per_row ? batch : 1, rows_per_group = s.per_row ? 1 : batch;
-    for (int64_t g = 0; g < groups; ++g) {
-      const float* first = xv + g * rows_per_group * k;
-      const float* last = first + rows_per_group * k;
-      auto [lo, hi] = std::minmax_element(first, last);
-      const QuantParams p = choose_params(first == last ? 0.0f : *lo, first == last ? 0.0f : *hi, {8, QScheme::Affine});
-      quantize_s8(rows_per_group * k, first, p.scale[0], p.zero_point[0], codes.data() + g * rows_per_group * k);
-      for (int64_t r = 0; r < rows_per_group; ++r) {
-        row_scale[g * rows_per_group + r] = p.scale[0];
-        row_zero[g * rows_per_group + r] = p.zero_point[0];
+    parallel_for(groups, 16, [&](int64_t g0, int64_t g1) {
+      for (int64_t g = g0; g < g1; ++g) {
+        const float* first = xv + g * rows_per_group * k;
+        const int64_t count = rows_per_group * k;
+        float lo = 0.0f, hi = 0.0f;
+        if (count > 0) minmax_f32(count, first, &lo, &hi);
+        if (std::isnan(lo)) lo = hi = 0.0f;  // an all-NaN row
+        const QuantParams p = choose_params(lo, hi, {8, QScheme::Affine});
+        quantize_s8(count, first, p.scale[0], p.zero_point[0], code_data + g * count);
+        for (int64_t r = 0; r < rows_per_group; ++r) {
+          scale_data[g * rows_per_group + r] = p.scale[0];
+          zero_data[g * rows_per_group + r] = p.zero_point[0];
+        }
       }
-    }
+    });
     // acc = sum (a - za[m]) * w = raw - za[m] * sum(w[n]): the row-sum hook of the output stage
     // with the weights' row sums in the "weight zero point" slot.
     QOutputStage stage;

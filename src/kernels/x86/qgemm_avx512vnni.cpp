@@ -15,8 +15,8 @@
 // batch >= 5 GEMMs are compute-bound, so bytes are cheaper than unpacking in the loop. Batch 1-4
 // GEMVs on packed low-bit weights stay on the AVX2 kernel, which streams the packed nibbles.
 //
-// Micro-kernel: 8 rows x 32 columns (two panels) in 16 zmm accumulators; per 4-k group 2 weight
-// loads and 8 broadcasts of 4 activation bytes feed 16 vpdpbusd (1024 multiply-adds). The output
+// Micro-kernel: 12 rows x 32 columns (two panels) in 24 zmm accumulators; per 4-k group 2 weight
+// loads and 12 broadcasts of 4 activation bytes feed 24 vpdpbusd (1536 multiply-adds). The output
 // stage is fused on the finished tile: column offset, weight-zero-point term, then either the
 // fixed-point requantization in 64-bit lanes (vpmuldq, variable arithmetic shift per column),
 // clamp and saturating pack to s8, or the float scaling (same operation order as the reference,
@@ -35,7 +35,7 @@ namespace lowbit::kernels {
 namespace {
 
 constexpr int kPanel = 16;
-constexpr int kRows = 8;
+constexpr int kRows = 12;
 
 // A grow-only, 64-byte aligned buffer. Internal linkage on purpose: nothing compiled here with
 // AVX-512 flags (no inline library template) may be picked by the linker for other files, which
@@ -130,6 +130,10 @@ template <bool kF32>
 void run_tile(int rows, const uint8_t* a, int64_t a_stride, int64_t groups, const int8_t* w0, const int8_t* w1, bool two,
               int64_t row0, int64_t col0, int64_t n, const QOutputStage& out, const Prepared& prep, void* c, int64_t ldc) {
   switch (rows) {
+    case 12: return tile<12, kF32>(a, a_stride, groups, w0, w1, two, row0, col0, n, out, prep, c, ldc);
+    case 11: return tile<11, kF32>(a, a_stride, groups, w0, w1, two, row0, col0, n, out, prep, c, ldc);
+    case 10: return tile<10, kF32>(a, a_stride, groups, w0, w1, two, row0, col0, n, out, prep, c, ldc);
+    case 9: return tile<9, kF32>(a, a_stride, groups, w0, w1, two, row0, col0, n, out, prep, c, ldc);
     case 8: return tile<8, kF32>(a, a_stride, groups, w0, w1, two, row0, col0, n, out, prep, c, ldc);
     case 7: return tile<7, kF32>(a, a_stride, groups, w0, w1, two, row0, col0, n, out, prep, c, ldc);
     case 6: return tile<6, kF32>(a, a_stride, groups, w0, w1, two, row0, col0, n, out, prep, c, ldc);
