@@ -93,8 +93,12 @@ def main():
     # control: pin it so the two pools do not oversubscribe the cores (see shared BASELINES.md).
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     rows = []
-    for seed in [int(s) for s in args.seeds.split(",")]:
-        lb = run_lowbit(args.lowbit, args.data, seed, args.threads, args.epochs)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    # All lowbit runs first, then all PyTorch runs: once PyTorch is loaded in this process its
+    # thread pools would compete with the lowbit child for the two cores.
+    lowbit = {seed: run_lowbit(args.lowbit, args.data, seed, args.threads, args.epochs) for seed in seeds}
+    for seed in seeds:
+        lb = lowbit[seed]
         peak_mib = lb["peak_rss_mib"]
         pt = run_pytorch(args.data, seed, args.threads, args.epochs)
         rows.append({"seed": seed, "threads": args.threads, "lowbit_seconds": lb["train_seconds"],
