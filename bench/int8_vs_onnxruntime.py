@@ -7,7 +7,6 @@ same trained weights, at the same thread counts, in one run. Prints images/s, ra
     python3 bench/int8_vs_onnxruntime.py --lowbit build/release/tools/lowbit/lowbit --model out/reference/reference-mlp-seed0.lbm
 """
 import argparse
-import gzip
 import json
 import os
 import subprocess
@@ -18,24 +17,11 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from lbm import read_lbm  # noqa: E402
-
-
-def read_idx(path):
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    ndim = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+from lbm import dataset_file, read_idx, read_lbm  # noqa: E402
 
 
 def load(data_dir, name):
-    for candidate in (name, name + ".gz"):
-        p = os.path.join(data_dir, candidate)
-        if os.path.exists(p):
-            return read_idx(p)
-    sys.exit(f"{data_dir}: no {name}")
+    return read_idx(dataset_file(data_dir, name))
 
 
 def onnx_mlp(graph, tensors, path):

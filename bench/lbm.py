@@ -1,5 +1,7 @@
-"""Minimal reader of lowbit's native model file (docs/format.md), for benchmark scripts."""
+"""Helpers for the benchmark scripts: IDX datasets and a minimal reader of lowbit's model file (docs/format.md)."""
+import gzip
 import json
+import os
 import struct
 import zlib
 
@@ -41,3 +43,22 @@ def read_lbm(path):
                 p += nbytes
                 tensors[name] = np.frombuffer(raw, dtype=_DTYPES[dtype]).reshape(dims) if dtype in _DTYPES else raw
     return graph, tensors
+
+
+def read_idx(path):
+    """An IDX file (plain or .gz) as a numpy array."""
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def dataset_file(data_dir, name):
+    """The path of `name` or `name.gz` in a dataset directory."""
+    for candidate in (name, name + ".gz"):
+        path = os.path.join(data_dir, candidate)
+        if os.path.exists(path):
+            return path
+    raise SystemExit(f"{data_dir}: no {name}[.gz]")

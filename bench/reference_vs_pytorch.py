@@ -9,29 +9,14 @@ epochs and data (IDX files scaled to [0, 1]). Training time is the training loop
 Run with Debian's PyTorch:  /usr/bin/python3 bench/reference_vs_pytorch.py --lowbit build/release/tools/lowbit/lowbit
 """
 import argparse
-import gzip
 import json
 import os
 import subprocess
 import sys
 import time
 
-
-def read_idx(path):
-    import numpy as np
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    ndim = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
-
-
-def find(data_dir, name):
-    for candidate in (name, name + ".gz"):
-        if os.path.exists(os.path.join(data_dir, candidate)):
-            return os.path.join(data_dir, candidate)
-    sys.exit(f"{data_dir}: no {name}[.gz]")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from lbm import dataset_file, read_idx  # noqa: E402
 
 
 def run_lowbit(binary, data_dir, seed, threads, epochs):
@@ -56,10 +41,10 @@ def run_pytorch(data_dir, seed, threads, epochs):
     from torch import nn
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    x_train = torch.from_numpy(read_idx(find(data_dir, "train-images-idx3-ubyte")).astype(np.float32) / 255.0)
-    y_train = torch.from_numpy(read_idx(find(data_dir, "train-labels-idx1-ubyte")).astype(np.int64))
-    x_test = torch.from_numpy(read_idx(find(data_dir, "t10k-images-idx3-ubyte")).astype(np.float32) / 255.0)
-    y_test = torch.from_numpy(read_idx(find(data_dir, "t10k-labels-idx1-ubyte")).astype(np.int64))
+    x_train = torch.from_numpy(read_idx(dataset_file(data_dir, "train-images-idx3-ubyte")).astype(np.float32) / 255.0)
+    y_train = torch.from_numpy(read_idx(dataset_file(data_dir, "train-labels-idx1-ubyte")).astype(np.int64))
+    x_test = torch.from_numpy(read_idx(dataset_file(data_dir, "t10k-images-idx3-ubyte")).astype(np.float32) / 255.0)
+    y_test = torch.from_numpy(read_idx(dataset_file(data_dir, "t10k-labels-idx1-ubyte")).astype(np.int64))
     model = nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
     for layer in model:
         if isinstance(layer, nn.Linear):

@@ -31,7 +31,27 @@ bool is_weight_storage(DType d) {
   return d == DType::S8 || d == DType::S4 || d == DType::U4 || d == DType::S2 || d == DType::U2;
 }
 
-class QuantizeLinear final : public Op {
+// Shared by the quantized ops: inference only.
+class InferenceOp : public Op {
+ public:
+  void backward(const Node& node, std::span<const Tensor* const>, std::span<const Tensor* const>,
+                std::span<const Tensor* const>, std::span<Tensor* const>) const override {
+    shape_error(node, "quantized graphs are not trainable (use quantization-aware training)");
+  }
+};
+
+// Ops with prepared state: a plain forward() (no executor) prepares on every call.
+class PreparedInferenceOp : public InferenceOp {
+ public:
+  void forward(const Node& node, std::span<const Tensor* const> in, std::span<Tensor* const> out) const override {
+    std::vector<const Tensor*> constants(in.begin(), in.end());
+    constants[0] = nullptr;  // the activations are never constant
+    auto state = prepare(node, constants);
+    forward_prepared(node, state.get(), in, out);
+  }
+};
+
+class QuantizeLinear final : public InferenceOp {
  public:
   std::vector<Shape> infer_shapes(const Node& node, std::span<const Shape> in) const override {
     expect_input_count(node, in, 1, 1);
@@ -51,13 +71,9 @@ class QuantizeLinear final : public Op {
       quantize_s8(end - begin, x + begin, p.scale[0], p.zero_point[0], q + begin);
     });
   }
-  void backward(const Node& node, std::span<const Tensor* const>, std::span<const Tensor* const>,
-                std::span<const Tensor* const>, std::span<Tensor* const>) const override {
-    shape_error(node, "quantized graphs are not trainable (use quantization-aware training)");
-  }
 };
 
-class DequantizeLinear final : public Op {
+class DequantizeLinear final : public InferenceOp {
  public:
   std::vector<Shape> infer_shapes(const Node& node, std::span<const Shape> in) const override {
     expect_input_count(node, in, 1, 1);
@@ -72,10 +88,6 @@ class DequantizeLinear final : public Op {
     const QuantParams p = activation_params(node, "scale", "zero_point");
     prepare_output(*out[0], DType::F32, in[0]->shape());
     dequantize_s8(in[0]->numel(), in[0]->data<int8_t>(), p.scale[0], p.zero_point[0], out[0]->data<float>());
-  }
-  void backward(const Node& node, std::span<const Tensor* const>, std::span<const Tensor* const>,
-                std::span<const Tensor* const>, std::span<Tensor* const>) const override {
-    shape_error(node, "quantized graphs are not trainable (use quantization-aware training)");
   }
 };
 
@@ -117,7 +129,7 @@ struct QDenseState {
   int32_t input_zero_point = 0;
 };
 
-class QDense final : public Op {
+class QDense final : public PreparedInferenceOp {
  public:
   std::vector<Shape> infer_shapes(const Node& node, std::span<const Shape> in) const override {
     expect_input_count(node, in, 4, 5);
@@ -177,13 +189,6 @@ class QDense final : public Op {
     return s;
   }
 
-  void forward(const Node& node, std::span<const Tensor* const> in, std::span<Tensor* const> out) const override {
-    std::vector<const Tensor*> constants(in.begin(), in.end());
-    constants[0] = nullptr;
-    auto state = prepare(node, constants);
-    forward_prepared(node, state.get(), in, out);
-  }
-
   void forward_prepared(const Node& node, const void* state, std::span<const Tensor* const> in,
                         std::span<Tensor* const> out) const override {
     if (!state) return forward(node, in, out);
@@ -214,10 +219,6 @@ class QDense final : public Op {
     }
   }
 
-  void backward(const Node& node, std::span<const Tensor* const>, std::span<const Tensor* const>,
-                std::span<const Tensor* const>, std::span<Tensor* const>) const override {
-    shape_error(node, "quantized graphs are not trainable (use quantization-aware training)");
-  }
 
  private:
   static bool output_kind(const Node& node) {  // true: f32 output
@@ -240,7 +241,7 @@ struct DynamicState {
   int64_t features = 0;
 };
 
-class DynamicQDense final : public Op {
+class DynamicQDense final : public PreparedInferenceOp {
  public:
   std::vector<Shape> infer_shapes(const Node& node, std::span<const Shape> in) const override {
     expect_input_count(node, in, 3, 4);
@@ -269,12 +270,6 @@ class DynamicQDense final : public Op {
     s->relu = node.attr_string("activation", "none") == "relu";
     s->per_row = granularity(node);
     return s;
-  }
-  void forward(const Node& node, std::span<const Tensor* const> in, std::span<Tensor* const> out) const override {
-    std::vector<const Tensor*> constants(in.begin(), in.end());
-    constants[0] = nullptr;
-    auto state = prepare(node, constants);
-    forward_prepared(node, state.get(), in, out);
   }
   void forward_prepared(const Node& node, const void* state, std::span<const Tensor* const> in,
                         std::span<Tensor* const> out) const override {
@@ -323,10 +318,6 @@ class DynamicQDense final : public Op {
     stage.relu = s.relu;
     prepare_output(*out[0], DType::F32, {batch, units});
     qgemm_s8_f32(batch, codes.data(), k, s.weights, stage, out[0]->data<float>(), units);
-  }
-  void backward(const Node& node, std::span<const Tensor* const>, std::span<const Tensor* const>,
-                std::span<const Tensor* const>, std::span<Tensor* const>) const override {
-    shape_error(node, "quantized graphs are not trainable (use quantization-aware training)");
   }
 
  private:

@@ -15,8 +15,9 @@
 // batch >= 5 GEMMs are compute-bound, so bytes are cheaper than unpacking in the loop. Batch 1-4
 // GEMVs on packed low-bit weights stay on the AVX2 kernel, which streams the packed nibbles.
 //
-// Micro-kernel: 12 rows x 32 columns (two panels) in 24 zmm accumulators; per 4-k group 2 weight
-// loads and 12 broadcasts of 4 activation bytes feed 24 vpdpbusd (1536 multiply-adds). The output
+// Micro-kernel: 8 rows x 32 columns (two panels) in 16 zmm accumulators; per 4-k group 2 weight
+// loads and 8 broadcasts of 4 activation bytes feed 16 vpdpbusd (1024 multiply-adds). (12-row
+// tiles measured 3% slower at 1024^3 and much slower for N = 10.) The output
 // stage is fused on the finished tile: column offset, weight-zero-point term, then either the
 // fixed-point requantization in 64-bit lanes (vpmuldq, variable arithmetic shift per column),
 // clamp and saturating pack to s8, or the float scaling (same operation order as the reference,
@@ -35,7 +36,7 @@ namespace lowbit::kernels {
 namespace {
 
 constexpr int kPanel = 16;
-constexpr int kRows = 12;
+constexpr int kRows = 8;
 
 // A grow-only, 64-byte aligned buffer. Internal linkage on purpose: nothing compiled here with
 // AVX-512 flags (no inline library template) may be picked by the linker for other files, which
@@ -60,22 +61,29 @@ struct Prepared {  // per call, per column
   Buffer<int32_t> column_offset, multiplier, shift;
 };
 
+template <int R, bool kTwo>
+void accumulate(const uint8_t* a, int64_t a_stride, int64_t groups, const int8_t* w0, const int8_t* w1, __m512i (&acc)[R][2]) {
+  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_si512();
+  for (int64_t g = 0; g < groups; ++g) {
+    const __m512i b0 = _mm512_load_si512(w0 + g * 64);
+    const __m512i b1 = kTwo ? _mm512_load_si512(w1 + g * 64) : _mm512_setzero_si512();
+    for (int r = 0; r < R; ++r) {
+      // One broadcast load of 4 activation bytes (vpbroadcastd from memory).
+      const __m512i av = _mm512_broadcastd_epi32(_mm_loadu_si32(a + r * a_stride + g * 4));
+      acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], av, b0);
+      if constexpr (kTwo) acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], av, b1);
+    }
+  }
+}
+
 template <int R, bool kF32>
 void tile(const uint8_t* a, int64_t a_stride, int64_t groups, const int8_t* w0, const int8_t* w1, bool two_panels,
           int64_t row0, int64_t col0, int64_t n, const QOutputStage& out, const Prepared& prep, void* c, int64_t ldc) {
   __m512i acc[R][2];
-  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_si512();
-  for (int64_t g = 0; g < groups; ++g) {
-    const __m512i b0 = _mm512_load_si512(w0 + g * 64);
-    const __m512i b1 = two_panels ? _mm512_load_si512(w1 + g * 64) : _mm512_setzero_si512();
-    for (int r = 0; r < R; ++r) {
-      int32_t word;
-      std::memcpy(&word, a + r * a_stride + g * 4, 4);
-      const __m512i av = _mm512_set1_epi32(word);
-      acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], av, b0);
-      if (two_panels) acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], av, b1);
-    }
-  }
+  if (two_panels)
+    accumulate<R, true>(a, a_stride, groups, w0, w1, acc);
+  else
+    accumulate<R, false>(a, a_stride, groups, w0, w1, acc);
   const int panels = two_panels ? 2 : 1;
   for (int p = 0; p < panels; ++p) {
     const int64_t col = col0 + p * kPanel;
@@ -130,10 +138,6 @@ template <bool kF32>
 void run_tile(int rows, const uint8_t* a, int64_t a_stride, int64_t groups, const int8_t* w0, const int8_t* w1, bool two,
               int64_t row0, int64_t col0, int64_t n, const QOutputStage& out, const Prepared& prep, void* c, int64_t ldc) {
   switch (rows) {
-    case 12: return tile<12, kF32>(a, a_stride, groups, w0, w1, two, row0, col0, n, out, prep, c, ldc);
-    case 11: return tile<11, kF32>(a, a_stride, groups, w0, w1, two, row0, col0, n, out, prep, c, ldc);
-    case 10: return tile<10, kF32>(a, a_stride, groups, w0, w1, two, row0, col0, n, out, prep, c, ldc);
-    case 9: return tile<9, kF32>(a, a_stride, groups, w0, w1, two, row0, col0, n, out, prep, c, ldc);
     case 8: return tile<8, kF32>(a, a_stride, groups, w0, w1, two, row0, col0, n, out, prep, c, ldc);
     case 7: return tile<7, kF32>(a, a_stride, groups, w0, w1, two, row0, col0, n, out, prep, c, ldc);
     case 6: return tile<6, kF32>(a, a_stride, groups, w0, w1, two, row0, col0, n, out, prep, c, ldc);
@@ -157,10 +161,15 @@ bool qgemm_vnni(int64_t m, const int8_t* a, int64_t lda, const QWeights& w, cons
       !prep.multiplier.reserve(columns) || !prep.shift.reserve(columns))
     return false;
   // A as u8 (a + 128), rows padded to whole groups; the padding meets zero weights.
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
   for (int64_t i = 0; i < m; ++i) {
     uint8_t* row = packed.data + i * stride;
-    for (int64_t p = 0; p < k; ++p) row[p] = static_cast<uint8_t>(a[i * lda + p]) ^ 0x80;
-    for (int64_t p = k; p < stride; ++p) row[p] = 0x80;
+    const int8_t* src = a + i * lda;
+    for (int64_t p = 0; p < stride; p += 64) {  // stride is a multiple of 64; bytes past K become 0x80
+      const int64_t valid = std::max<int64_t>(0, std::min<int64_t>(64, k - p));
+      const __mmask64 mask = valid == 64 ? ~__mmask64{0} : ((__mmask64{1} << valid) - 1);
+      _mm512_storeu_si512(row + p, _mm512_xor_si512(_mm512_maskz_loadu_epi8(mask, src + p), flip));
+    }
   }
   const int32_t* sums = w.row_sums().data();
   for (int64_t j = 0; j < n; ++j)
