@@ -61,6 +61,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "kernels/x86/avx2_util.h"
 #include "lowbit/qgemm.h"
 #include "lowbit/runtime_config.h"
 
@@ -332,30 +333,6 @@ LOWBIT_ALWAYS_INLINE void store_partial_bytes(int8_t* dst, __m128i v, int nv) no
   }
 }
 
-// Stores the first nv (< 16) floats of v0:v1, piecewise.
-LOWBIT_ALWAYS_INLINE void store_partial_floats(float* dst, __m256 v0, __m256 v1, int nv) noexcept {
-  __m256 v = v0;
-  if (nv >= 8) {
-    _mm256_storeu_ps(dst, v0);
-    dst += 8;
-    nv -= 8;
-    v = v1;
-  }
-  __m128 x = _mm256_castps256_ps128(v);
-  if (nv >= 4) {
-    _mm_storeu_ps(dst, x);
-    dst += 4;
-    nv -= 4;
-    x = _mm256_extractf128_ps(v, 1);
-  }
-  if (nv >= 2) {
-    _mm_storel_pi(reinterpret_cast<__m64*>(dst), x);
-    dst += 2;
-    nv -= 2;
-    x = _mm_movehl_ps(x, x);
-  }
-  if (nv >= 1) _mm_store_ss(dst, x);
-}
 
 // Column parameters of one panel: pointers into the caller's arrays, or (ragged last panel)
 // into padded copies.
@@ -452,7 +429,7 @@ __attribute__((noinline)) void finish(const Problem& p, __m256i (&acc)[MR][2], i
         _mm256_storeu_ps(dst, v0);
         _mm256_storeu_ps(dst + 8, v1);
       } else {
-        store_partial_floats(dst, v0, v1, nv);
+        avx2::store_partial(dst, v0, v1, nv);
       }
     }
     return;
