@@ -44,15 +44,7 @@ class Softmax final : public Op {
     const int64_t cols = in[0]->dim(-1), rows = leading_rows(in[0]->shape());
     const float* x = in[0]->data<float>();
     float* y = out[0]->data<float>();
-    for (int64_t r = 0; r < rows; ++r) {
-      const float* xr = x + r * cols;
-      float* yr = y + r * cols;
-      float peak = *std::max_element(xr, xr + cols);
-      float sum = 0.0f;
-      for (int64_t c = 0; c < cols; ++c) sum += (yr[c] = std::exp(xr[c] - peak));
-      float inv = 1.0f / sum;
-      for (int64_t c = 0; c < cols; ++c) yr[c] *= inv;
-    }
+    for (int64_t r = 0; r < rows; ++r) softmax_row(x + r * cols, y + r * cols, cols);
   }
   void backward(const Node&, std::span<const Tensor* const> in, std::span<const Tensor* const> out,
                 std::span<const Tensor* const> out_grad, std::span<Tensor* const> in_grad) const override {

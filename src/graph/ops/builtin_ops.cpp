@@ -1,5 +1,8 @@
 #include "graph/ops/builtin_ops.h"
 
+#include <algorithm>
+#include <cmath>
+
 namespace lowbit::ops {
 
 void register_builtin_ops(const Registrar& add) {
@@ -25,6 +28,21 @@ void prepare_output(Tensor& t, DType dtype, Shape shape) {
     t.resize(std::move(shape));
   else
     t = Tensor(dtype, std::move(shape));
+}
+
+void softmax_row(const float* x, float* y, int64_t n) {
+  const float peak = *std::max_element(x, x + n);
+  float sum = 0.0f;
+  for (int64_t c = 0; c < n; ++c) sum += (y[c] = std::exp(x[c] - peak));
+  const float inv = 1.0f / sum;
+  for (int64_t c = 0; c < n; ++c) y[c] *= inv;
+}
+
+float log_sum_exp(const float* x, int64_t n) {
+  const float peak = *std::max_element(x, x + n);
+  float sum = 0.0f;
+  for (int64_t c = 0; c < n; ++c) sum += std::exp(x[c] - peak);
+  return std::log(sum) + peak;
 }
 
 int64_t leading_rows(const Shape& shape) {

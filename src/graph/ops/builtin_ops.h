@@ -23,6 +23,11 @@ void register_quantized(const Registrar& add);
 void expect_input_count(const Node& node, std::span<const Shape> inputs, size_t min, size_t max);
 // Rows of a [rows, cols] view of `shape` collapsing all but the last dimension.
 int64_t leading_rows(const Shape& shape);
+// Row-wise softmax with the row maximum subtracted: y = exp(x - max) / sum. y may not alias x.
+// Shared by Softmax and SoftmaxCrossEntropy so both compute the same floats.
+void softmax_row(const float* x, float* y, int64_t n);
+// log(sum(exp(x))), computed as max + log(sum(exp(x - max))).
+float log_sum_exp(const float* x, int64_t n);
 // Makes `t` a tensor of `dtype` and `shape`, reusing its buffer when the dtype already matches.
 void prepare_output(Tensor& t, DType dtype, Shape shape);
 

@@ -30,10 +30,7 @@ class SoftmaxCrossEntropy final : public Op {
       int32_t label = labels[r];
       if (label < 0 || label >= classes)
         shape_error(node, "label " + std::to_string(label) + " is outside [0, " + std::to_string(classes) + ")");
-      float peak = *std::max_element(row, row + classes);
-      float sum = 0.0f;
-      for (int64_t c = 0; c < classes; ++c) sum += std::exp(row[c] - peak);
-      total += std::log(sum) + peak - row[label];
+      total += log_sum_exp(row, classes) - row[label];
     }
     out[0]->resize({1});
     out[0]->data<float>()[0] = static_cast<float>(total / static_cast<double>(batch));
@@ -51,11 +48,8 @@ class SoftmaxCrossEntropy final : public Op {
     for (int64_t r = 0; r < batch; ++r) {
       const float* row = logits + r * classes;
       float* drow = dx + r * classes;
-      float peak = *std::max_element(row, row + classes);
-      float sum = 0.0f;
-      for (int64_t c = 0; c < classes; ++c) sum += (drow[c] = std::exp(row[c] - peak));
-      float inv = 1.0f / sum;
-      for (int64_t c = 0; c < classes; ++c) drow[c] = drow[c] * inv * scale;
+      softmax_row(row, drow, classes);
+      for (int64_t c = 0; c < classes; ++c) drow[c] *= scale;
       drow[labels[r]] -= scale;
     }
   }

@@ -51,7 +51,10 @@ class PreparedInferenceOp : public InferenceOp {
   }
 };
 
-class QuantizeLinear final : public InferenceOp {
+// QuantizeLinear and DequantizeLinear: element-wise casts between `From` and `To` with the
+// activation parameters in the attributes `scale` and `zero_point`.
+template <DType From, DType To>
+class ActivationCast : public InferenceOp {
  public:
   std::vector<Shape> infer_shapes(const Node& node, std::span<const Shape> in) const override {
     expect_input_count(node, in, 1, 1);
@@ -59,9 +62,13 @@ class QuantizeLinear final : public InferenceOp {
     return {in[0]};
   }
   std::vector<DType> infer_dtypes(const Node& node, std::span<const DType> in) const override {
-    expect_dtype(node, in[0], DType::F32, "input");
-    return {DType::S8};
+    expect_dtype(node, in[0], From, "input");
+    return {To};
   }
+};
+
+class QuantizeLinear final : public ActivationCast<DType::F32, DType::S8> {
+ public:
   void forward(const Node& node, std::span<const Tensor* const> in, std::span<Tensor* const> out) const override {
     const QuantParams p = activation_params(node, "scale", "zero_point");
     prepare_output(*out[0], DType::S8, in[0]->shape());
@@ -73,17 +80,8 @@ class QuantizeLinear final : public InferenceOp {
   }
 };
 
-class DequantizeLinear final : public InferenceOp {
+class DequantizeLinear final : public ActivationCast<DType::S8, DType::F32> {
  public:
-  std::vector<Shape> infer_shapes(const Node& node, std::span<const Shape> in) const override {
-    expect_input_count(node, in, 1, 1);
-    activation_params(node, "scale", "zero_point");
-    return {in[0]};
-  }
-  std::vector<DType> infer_dtypes(const Node& node, std::span<const DType> in) const override {
-    expect_dtype(node, in[0], DType::S8, "input");
-    return {DType::F32};
-  }
   void forward(const Node& node, std::span<const Tensor* const> in, std::span<Tensor* const> out) const override {
     const QuantParams p = activation_params(node, "scale", "zero_point");
     prepare_output(*out[0], DType::F32, in[0]->shape());
