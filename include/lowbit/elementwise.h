@@ -3,6 +3,9 @@
 //   // One Adam step over n parameters (see lowbit::Adam for the formula):
 //   lowbit::adam_update_f32(n, w, g, m, v, {beta1, beta2, step, inv_root, epsilon});
 //
+//   // Fake quantization (quantize, then dequantize; the forward pass of quantization-aware training):
+//   lowbit::fake_quantize_f32(n, x, {scale, zero_point, -128, 127}, y);
+//
 // Every path performs the same IEEE operations in the same order (no FMA contraction), so the
 // results are bit-identical whatever the path or the thread count.
 #pragma once
@@ -24,7 +27,29 @@ void adam_update_f32(int64_t n, float* w, const float* g, float* m, float* v, co
 // Smallest and largest of n > 0 values; NaNs are ignored (both are NaN only if all are).
 void minmax_f32(int64_t n, const float* x, float* min, float* max);
 
+// One quantization grid: real = scale * (q - zero_point), q in [qmin, qmax].
+struct FakeQuantGrid {
+  float scale;
+  int32_t zero_point, qmin, qmax;
+};
+
+// y = scale * (clamp(nearbyint(x / scale) + zero_point, qmin, qmax) - zero_point): exactly
+// QuantParams::quantize followed by QuantParams::dequantize, the same floats as the integer runtime.
+void fake_quantize_f32(int64_t n, const float* x, const FakeQuantGrid& grid, float* y);
+// Gradients of fake_quantize_f32 with the straight-through estimator: dx = dy where
+// nearbyint(x / scale) + zero_point lies in [qmin, qmax], else 0 (dx may be null). Returns the
+// gradient with respect to the scale, sum_i dy_i * d y_i / d scale, where (LSQ, Esser et al. 2019)
+//   d y / d scale = nearbyint(x / scale) - x / scale    inside the grid,
+//                   qmin - zero_point or qmax - zero_point    below or above it,
+// accumulated in double. Reference and AVX2 paths give identical dx; the scale gradient agrees to
+// rounding (the summation order differs).
+double fake_quantize_backward_f32(int64_t n, const float* x, const float* dy, const FakeQuantGrid& grid, float* dx);
+
 namespace kernels {
+void fake_quantize_f32_ref(int64_t n, const float* x, const FakeQuantGrid& grid, float* y);
+void fake_quantize_f32_avx2(int64_t n, const float* x, const FakeQuantGrid& grid, float* y);
+double fake_quantize_backward_f32_ref(int64_t n, const float* x, const float* dy, const FakeQuantGrid& grid, float* dx);
+double fake_quantize_backward_f32_avx2(int64_t n, const float* x, const float* dy, const FakeQuantGrid& grid, float* dx);
 void minmax_f32_ref(int64_t n, const float* x, float* min, float* max);
 void minmax_f32_avx2(int64_t n, const float* x, float* min, float* max);
 void adam_update_f32_ref(int64_t n, float* w, const float* g, float* m, float* v, const AdamConstants& c);

@@ -27,11 +27,13 @@ struct Parameter {
   std::string name;
   Tensor value;  // shares storage with the graph's initializer
   Tensor* grad;  // owned by the executor, valid after backward()
+  float learning_rate_scale = 1.0f;  // the optimizers multiply their learning rate by this
 };
 
 class Executor {
  public:
-  // With training = true, every f32 initializer is a parameter that receives a gradient.
+  // With training = true, every f32 initializer that a node differentiates is a parameter that
+  // receives a gradient.
   explicit Executor(const Graph& graph, bool training = false);
   Executor(const Executor&) = delete;  // parameters() points into this object
   Executor& operator=(const Executor&) = delete;

@@ -60,9 +60,17 @@ std::vector<std::string> quantizable_layers(const Graph& model);
 // Throws Error(InvalidArgument) for a pattern that matches nothing.
 std::vector<std::string> select_layers(const Graph& model, const std::string& patterns);
 
+// Parameters decided in advance (quantization-aware training learned them, see qat.h): weight
+// parameters by layer name, activation parameters (8-bit affine, per tensor) by value name. They
+// take precedence over the plan's weight rule and over the calibration ranges.
+struct FixedQuantParams {
+  std::map<std::string, QuantParams> weights, activations;
+};
+
 // `ranges` maps a calibration method name to its calibration (full and partial modes need the
-// methods the plan uses; dynamic mode needs none).
-Graph quantize_model(const Graph& model, const QuantPlan& plan, const std::map<std::string, Calibration>& ranges);
+// methods the plan uses, except for values in `fixed`; dynamic mode needs none).
+Graph quantize_model(const Graph& model, const QuantPlan& plan, const std::map<std::string, Calibration>& ranges,
+                     const FixedQuantParams& fixed = {});
 Graph dequantize_model(const Graph& quantized);
 bool is_quantized(const Graph& model);
 

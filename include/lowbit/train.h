@@ -6,7 +6,7 @@
 //   lowbit::TrainReport report = lowbit::train(model, data.train, options);
 //   lowbit::EvalReport test = lowbit::evaluate(model, data.test);   // test.accuracy in [0, 1]
 //
-// Training minimises softmax cross-entropy. A model whose output comes from a Softmax node is
+// Training minimises softmax cross-entropy (or, given a teacher, the distillation loss). A model whose output comes from a Softmax node is
 // trained on that node's input (the logits) with the fused, numerically stable loss; the Softmax
 // stays in the saved model for inference. Images are scaled by the model's "input_scale" metadata
 // (1/255 by default) when batches are assembled.
@@ -86,6 +86,32 @@ struct TrainProgress {
   double val_loss = -1, val_accuracy = -1;  // set when epoch_done and a validation split exists
 };
 
+// Hooks into the training loop; quantization-aware training (qat.h) uses them to run its observers.
+// `step` counts optimizer steps from 0.
+class TrainHooks {
+ public:
+  virtual ~TrainHooks() = default;
+  // Once, before the first step: the parameters the optimizer will update (e.g. to set their
+  // learning_rate_scale).
+  virtual void on_start(std::vector<Parameter>& /*parameters*/) {}
+  virtual void before_forward(int64_t /*step*/) {}
+  // The training executor after the forward pass: every value of the batch can be read.
+  virtual void after_forward(const Executor& /*run*/, int64_t /*step*/) {}
+  virtual void after_update(int64_t /*step*/) {}
+};
+
+// Knowledge distillation (Hinton et al. 2015): the loss becomes the DistillationLoss op,
+//   alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) * CE(student, labels).
+// The teacher's logits come from `teacher_logits` (computed once, see distill.h) or, if that is null,
+// from running `teacher` on every batch.
+struct DistillSettings {
+  const Tensor* teacher_logits = nullptr;  // [training samples, classes]; row i belongs to sample i
+  const Graph* teacher = nullptr;
+  float temperature = 4.0f;
+  float alpha = 0.7f;
+  bool enabled() const { return teacher_logits || teacher; }
+};
+
 struct TrainOptions {
   int epochs = 10;
   int batch_size = 32;
@@ -93,6 +119,8 @@ struct TrainOptions {
   uint64_t seed = 0;               // shuffling; initial weights come from build_model's seed
   double validation_split = 0.0;   // the last fraction of the training data, held out (as Keras)
   std::function<void(const TrainProgress&)> on_progress;  // called after every batch
+  DistillSettings distill;         // off unless a teacher is given
+  TrainHooks* hooks = nullptr;
 };
 
 struct EpochReport {
@@ -113,6 +141,8 @@ struct EvalReport {
   int64_t count = 0;
 };
 EvalReport evaluate(const Graph& model, const Dataset& data, int batch_size = 256);
+// The logits (see logits_value) of every sample, [data.size(), classes].
+Tensor compute_logits(const Graph& model, const Dataset& data, int batch_size = 256);
 // Top-1 class of every sample.
 std::vector<int32_t> predict(const Graph& model, const Dataset& data, int batch_size = 256);
 

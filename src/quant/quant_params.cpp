@@ -1,4 +1,5 @@
 // Quantization parameters and tensor quantization; docs/design/quantization.md derives the maths.
+#include "lowbit/elementwise.h"
 #include "lowbit/quant_params.h"
 
 #include <algorithm>
@@ -96,10 +97,12 @@ QuantParams choose_weight_params(const Tensor& weight, const QuantSpec& spec) {
   QuantParams p{spec.bits, spec.is_signed, spec.scheme, spec.narrow_range, spec.per_channel ? 0 : -1,
                 std::vector<float>(channels, 1.0f), std::vector<int32_t>(channels, 0)};
   for (int64_t c = 0; c < channels; ++c) {
+    // The channel's extremes, widened to include 0 (NaNs ignored); vectorized, as quantization-aware
+    // training recomputes these for every step.
     float lo = 0.0f, hi = 0.0f;
-    for (int64_t i = 0; i < per; ++i) {
-      lo = std::min(lo, w[c * per + i]);
-      hi = std::max(hi, w[c * per + i]);
+    if (per > 0) {
+      minmax_f32(per, w + c * per, &lo, &hi);
+      lo = std::min(0.0f, lo), hi = std::max(0.0f, hi);  // std::min(0, NaN) is 0
     }
     fill_channel(p, static_cast<size_t>(c), lo, hi);
   }

@@ -177,8 +177,9 @@ QuantParams activation_params_for(const ValueRange& r) { return choose_params(r.
 
 class Transform {
  public:
-  Transform(const Graph& model, const QuantPlan& plan, const std::map<std::string, Calibration>& ranges)
-      : model_(model), plan_(plan), ranges_(ranges) {}
+  Transform(const Graph& model, const QuantPlan& plan, const std::map<std::string, Calibration>& ranges,
+            const FixedQuantParams& fixed)
+      : model_(model), plan_(plan), ranges_(ranges), fixed_(fixed) {}
 
   Graph run() {
     out_.name = model_.name;
@@ -199,6 +200,19 @@ class Transform {
   }
 
  private:
+  // 8-bit activation parameters of `value`: fixed in advance, or from the calibration ranges.
+  QuantParams activation_params(const std::string& value, const std::string& method) const {
+    auto f = fixed_.activations.find(value);
+    if (f != fixed_.activations.end()) {
+      const QuantParams& p = f->second;
+      if (p.bits != 8 || !p.is_signed || p.per_channel())
+        throw Error(ErrorKind::InvalidArgument, "fixed parameters of value '" + value + "' must be 8-bit signed per tensor");
+      p.validate("value '" + value + "'");
+      return p;
+    }
+    return activation_params_for(range(value, method));
+  }
+
   const ValueRange& range(const std::string& value, const std::string& method) const {
     auto c = ranges_.find(method);
     if (c == ranges_.end())
@@ -233,7 +247,7 @@ class Transform {
     }
     const std::string name = value + "_quantized";
     if (!integer_.count(name)) {
-      QuantParams p = activation_params_for(range(value, method));
+      QuantParams p = activation_params(value, method);
       out_.add_node({name, "QuantizeLinear", {value}, {name},
                      {{"scale", p.scale[0]}, {"zero_point", p.zero_point[0]}}});
       integer_[name] = p;
@@ -290,7 +304,16 @@ class Transform {
     if (dynamic && rule.weight_scheme != QScheme::Symmetric)
       throw Error(ErrorKind::InvalidArgument, "layer '" + node.name + "': dynamic quantization needs symmetric weights");
     QuantSpec spec{rule.weight_bits, rule.weight_scheme, rule.per_channel, true, true};
-    const QuantParams wp = choose_weight_params(weight, spec);
+    auto fixed_weight = fixed_.weights.find(node.name);
+    const QuantParams wp = fixed_weight != fixed_.weights.end() ? fixed_weight->second : choose_weight_params(weight, spec);
+    if (fixed_weight != fixed_.weights.end()) {
+      wp.validate("weights of layer '" + node.name + "'");
+      if (!wp.is_signed || (wp.per_channel() && (wp.axis != 0 || static_cast<int64_t>(wp.channels()) != units)) ||
+          (!wp.per_channel() && wp.channels() != 1))
+        throw Error(ErrorKind::InvalidArgument, "fixed weight parameters of layer '" + node.name +
+                                                    "' must be signed, per tensor or per output channel (" +
+                                                    std::to_string(units) + " channels)");
+    }
     const std::vector<int32_t> codes = quantize_values(weight, wp);
     const std::string prefix = node.name + ".";
     out_.initializers[prefix + "weight_codes"] = pack_codes(codes, {units, features}, wp.storage_dtype());
@@ -334,7 +357,7 @@ class Transform {
       n.inputs.push_back(prefix + "bias_q");
     }
     if (has_integer_consumer(out_value) && !is_graph_output(out_value)) {
-      const QuantParams op = activation_params_for(range(out_value, rule.calibration));
+      const QuantParams op = activation_params(out_value, rule.calibration);
       n.attributes["output"] = "s8";
       n.attributes["output_scale"] = op.scale[0];
       n.attributes["output_zero_point"] = op.zero_point[0];
@@ -348,6 +371,7 @@ class Transform {
   const Graph& model_;
   const QuantPlan& plan_;
   const std::map<std::string, Calibration>& ranges_;
+  const FixedQuantParams& fixed_;
   Graph out_;
   std::map<std::string, QuantParams> integer_;  // s8 values and their parameters
   std::set<std::string> dequantized_;
@@ -370,14 +394,15 @@ Tensor dequantized_weight(const Graph& q, const Node& node) {
 
 }  // namespace
 
-Graph quantize_model(const Graph& model, const QuantPlan& plan, const std::map<std::string, Calibration>& ranges) {
+Graph quantize_model(const Graph& model, const QuantPlan& plan, const std::map<std::string, Calibration>& ranges,
+                     const FixedQuantParams& fixed) {
   if (is_quantized(model)) throw Error(ErrorKind::InvalidArgument, "the model is already quantized (dequantize it first)");
   for (const auto& [name, rule] : plan.layers) {
     const auto layers = quantizable_layers(model);
     if (std::find(layers.begin(), layers.end(), name) == layers.end())
       throw Error(ErrorKind::InvalidArgument, "the plan names layer '" + name + "', which the model does not have as a Dense layer");
   }
-  return Transform(model, plan, ranges).run();
+  return Transform(model, plan, ranges, fixed).run();
 }
 
 Graph dequantize_model(const Graph& q) {

@@ -51,11 +51,13 @@ Executor::Executor(const Graph& graph, bool training) : graph_(graph) {
     for (size_t i = 0; i < step.inputs.size(); ++i)
       if (needs_grad_[step.inputs[i]] && step.op->differentiable_input(static_cast<int>(i))) ++consumers_[step.inputs[i]];
   }
+  // Parameters: f32 initializers that some node differentiates (a FakeQuantize scale set by an
+  // observer, say, is f32 but nobody asks for its gradient, so no optimizer touches it).
   for (const auto& [name, tensor] : graph.initializers) {
     int id = ids_.at(name);
-    if (needs_grad_[id]) {
+    if (needs_grad_[id] && consumers_[id] > 0) {
       grads_[id] = Tensor(DType::F32, tensor.shape());
-      parameters_.push_back({name, tensor, &grads_[id]});
+      parameters_.push_back({name, tensor, &grads_[id], 1.0f});
     }
   }
 }

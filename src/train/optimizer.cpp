@@ -19,14 +19,15 @@ void Sgd::step(std::vector<Parameter>& parameters) {
     float* w = parameters[p].value.data<float>();
     const float* g = parameters[p].grad->data<float>();
     const int64_t n = parameters[p].value.numel();
+    const float lr = lr_ * parameters[p].learning_rate_scale;
     if (momentum_ == 0.0f) {
-      for (int64_t i = 0; i < n; ++i) w[i] -= lr_ * g[i];
+      for (int64_t i = 0; i < n; ++i) w[i] -= lr * g[i];
       continue;
     }
     auto& v = velocity_[p];
     v.resize(static_cast<size_t>(n), 0.0f);
     for (int64_t i = 0; i < n; ++i) {
-      v[i] = momentum_ * v[i] - lr_ * g[i];
+      v[i] = momentum_ * v[i] - lr * g[i];
       w[i] += v[i];
     }
   }
@@ -42,8 +43,8 @@ void Adam::step(std::vector<Parameter>& parameters) {
   const double c2 = 1.0 - std::pow(static_cast<double>(beta2_), static_cast<double>(t_));
   const float step = static_cast<float>(lr_ / c1);
   const float inv_root = static_cast<float>(1.0 / std::sqrt(c2));
-  const AdamConstants constants{beta1_, beta2_, step, inv_root, epsilon_};
   for (size_t p = 0; p < parameters.size(); ++p) {
+    const AdamConstants constants{beta1_, beta2_, step * parameters[p].learning_rate_scale, inv_root, epsilon_};
     float* w = parameters[p].value.data<float>();
     const float* g = parameters[p].grad->data<float>();
     const int64_t n = parameters[p].value.numel();

@@ -1,6 +1,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <memory>
 #include <numeric>
 
 #include "lowbit/train.h"
@@ -17,7 +18,8 @@ int64_t argmax(const float* row, int64_t n) { return std::max_element(row, row +
 
 // The model graph with its trailing Softmax replaced by the fused SoftmaxCrossEntropy loss.
 // Initializers are shared with `model`, so training the copy trains the model.
-Graph training_graph(const Graph& model, std::string& logits) {
+// With distillation the loss is DistillationLoss, fed the teacher's logits as a graph input.
+Graph training_graph(const Graph& model, std::string& logits, const DistillSettings& distill) {
   Graph g = model;
   logits = logits_value(model);
   if (logits != model.outputs.at(0)) {
@@ -25,7 +27,14 @@ Graph training_graph(const Graph& model, std::string& logits) {
     g.nodes.erase(g.nodes.begin() + softmax);
   }
   g.inputs.push_back({"__labels", DType::S32, {-1}});
-  g.add_node({"__loss", "SoftmaxCrossEntropy", {logits, "__labels"}, {"__loss"}});
+  if (distill.enabled()) {
+    const int64_t classes = model.infer_shapes().at(logits).shape.at(1);
+    g.inputs.push_back({"__teacher_logits", DType::F32, {-1, classes}});
+    g.add_node({"__loss", "DistillationLoss", {logits, "__teacher_logits", "__labels"}, {"__loss"},
+                {{"temperature", distill.temperature}, {"alpha", distill.alpha}}});
+  } else {
+    g.add_node({"__loss", "SoftmaxCrossEntropy", {logits, "__labels"}, {"__loss"}});
+  }
   g.outputs = {"__loss"};
   g.validate();
   return g;
@@ -45,6 +54,25 @@ void check_compatible(const Graph& model, const Dataset& data) {
   if (out.size() != 2 || out[1] < data.num_classes)
     throw Error(ErrorKind::InvalidArgument, "the model's output " + to_string(out) + " has fewer classes than the data (" +
                                                 std::to_string(data.num_classes) + ")");
+}
+
+// The teacher's logits for one batch: rows of the cached tensor, or a forward pass of the teacher.
+void gather_teacher_logits(const DistillSettings& distill, Executor* teacher, const std::string& teacher_logits,
+                           const Dataset& data, std::span<const uint32_t> indices, Tensor& out) {
+  if (distill.teacher_logits) {
+    const Tensor& all = *distill.teacher_logits;
+    const int64_t classes = all.dim(1);
+    out.resize({static_cast<int64_t>(indices.size()), classes});
+    for (size_t i = 0; i < indices.size(); ++i)
+      std::copy_n(all.data<float>() + static_cast<int64_t>(indices[i]) * classes, classes,
+                  out.data<float>() + static_cast<int64_t>(i) * classes);
+    return;
+  }
+  gather_batch(data, indices, input_scale(*distill.teacher), teacher->input(distill.teacher->inputs[0].name));
+  teacher->forward();
+  const Tensor& logits = teacher->value(teacher_logits);
+  out.resize(logits.shape());
+  std::copy_n(logits.data<float>(), logits.numel(), out.data<float>());
 }
 
 }  // namespace
@@ -102,9 +130,32 @@ TrainReport train(Graph& model, const Dataset& all_data, const TrainOptions& opt
   if (data->size() == 0) throw Error(ErrorKind::InvalidArgument, "no training samples");
 
   std::string logits_name;
-  Graph graph = training_graph(model, logits_name);
+  Graph graph = training_graph(model, logits_name, options.distill);
   Executor run(graph, /*training=*/true);
+  // Distillation: the teacher's logits per batch, gathered from the cache or computed by the teacher.
+  const DistillSettings& distill = options.distill;
+  std::unique_ptr<Executor> teacher_run;
+  std::string teacher_logits_name;
+  if (distill.enabled()) {
+    const int64_t classes = graph.infer_shapes().at(logits_name).shape.at(1);
+    if (distill.teacher_logits) {
+      const Tensor& t = *distill.teacher_logits;
+      if (t.dtype() != DType::F32 || t.rank() != 2 || t.dim(0) != all_data.size() || t.dim(1) != classes)
+        throw Error(ErrorKind::InvalidArgument, "teacher logits are " + to_string(t.shape()) + ", expected [" +
+                                                    std::to_string(all_data.size()) + ", " + std::to_string(classes) +
+                                                    "] (one row per training sample)");
+    } else {
+      check_compatible(*distill.teacher, all_data);
+      teacher_logits_name = logits_value(*distill.teacher);
+      const int64_t teacher_classes = distill.teacher->infer_shapes().at(teacher_logits_name).shape.at(1);
+      if (teacher_classes != classes)
+        throw Error(ErrorKind::InvalidArgument, "the teacher predicts " + std::to_string(teacher_classes) +
+                                                    " classes, the student " + std::to_string(classes));
+      teacher_run = std::make_unique<Executor>(*distill.teacher);
+    }
+  }
   auto optimizer = Optimizer::create(options.optimizer);
+  if (options.hooks) options.hooks->on_start(run.parameters());
   Rng rng(options.seed ^ 0x5eed5eed5eed5eedULL);
   const float scale = input_scale(model);
   const std::string input_name = model.inputs[0].name;
@@ -124,10 +175,17 @@ TrainReport train(Graph& model, const Dataset& all_data, const TrainOptions& opt
     for (int64_t b = 0; b < batches; ++b) {
       const int64_t begin = b * options.batch_size;
       const int64_t count = std::min<int64_t>(options.batch_size, data->size() - begin);
-      gather_batch(*data, std::span<const uint32_t>(order).subspan(begin, count), scale, images, &labels);
+      const auto batch_indices = std::span<const uint32_t>(order).subspan(begin, count);
+      gather_batch(*data, batch_indices, scale, images, &labels);
+      if (distill.enabled()) gather_teacher_logits(distill, teacher_run.get(), teacher_logits_name, *data, batch_indices,
+                                                   run.input("__teacher_logits"));
+      const int64_t step = static_cast<int64_t>(epoch - 1) * batches + b;
+      if (options.hooks) options.hooks->before_forward(step);
       run.forward();
+      if (options.hooks) options.hooks->after_forward(run, step);
       run.backward("__loss");
       optimizer->step(run.parameters());
+      if (options.hooks) options.hooks->after_update(step);
 
       const float loss = run.value("__loss").data<float>()[0];
       if (!std::isfinite(loss))
@@ -188,6 +246,29 @@ std::vector<int32_t> predict(const Graph& model, const Dataset& data, int batch_
       classes[begin + i] = static_cast<int32_t>(argmax(logits.data<float>() + i * logits.dim(1), logits.dim(1)));
   }
   return classes;
+}
+
+Tensor compute_logits(const Graph& model, const Dataset& data, int batch_size) {
+  check_compatible(model, data);
+  if (batch_size < 1) throw Error(ErrorKind::InvalidArgument, "batch size must be at least 1");
+  Executor run(model);
+  const std::string logits_name = logits_value(model);
+  const float scale = input_scale(model);
+  Tensor& images = run.input(model.inputs[0].name);
+  std::vector<uint32_t> indices;
+  Tensor result;
+  for (int64_t begin = 0; begin < data.size(); begin += batch_size) {
+    const int64_t count = std::min<int64_t>(batch_size, data.size() - begin);
+    indices.resize(static_cast<size_t>(count));
+    std::iota(indices.begin(), indices.end(), static_cast<uint32_t>(begin));
+    gather_batch(data, indices, scale, images);
+    run.forward();
+    const Tensor& logits = run.value(logits_name);
+    if (!result.defined()) result = Tensor(DType::F32, {data.size(), logits.dim(1)});
+    std::copy_n(logits.data<float>(), logits.numel(), result.data<float>() + begin * logits.dim(1));
+  }
+  if (!result.defined()) result = Tensor(DType::F32, {0, 0});
+  return result;
 }
 
 EvalReport evaluate(const Graph& model, const Dataset& data, int batch_size) {

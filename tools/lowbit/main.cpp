@@ -39,6 +39,8 @@ int main(int argc, char** argv) {
   add(lowbit::cli::add_quantize);
   add(lowbit::cli::add_dequantize);
   add(lowbit::cli::add_compare);
+  add(lowbit::cli::add_qat);
+  add(lowbit::cli::add_distill);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -11,6 +11,7 @@ void register_builtin_ops(const Registrar& add) {
   register_shape_ops(add);
   register_losses(add);
   register_quantized(add);
+  register_fake_quant(add);
 }
 
 void shape_error(const Node& node, const std::string& what) {

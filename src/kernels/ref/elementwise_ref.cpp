@@ -22,4 +22,25 @@ void adam_update_f32_ref(int64_t n, float* w, const float* g, float* m, float* v
   }
 }
 
+void fake_quantize_f32_ref(int64_t n, const float* x, const FakeQuantGrid& g, float* y) {
+  const float zp = static_cast<float>(g.zero_point), lo = static_cast<float>(g.qmin), hi = static_cast<float>(g.qmax);
+  for (int64_t i = 0; i < n; ++i) {
+    const float q = std::fmin(std::fmax(std::nearbyint(x[i] / g.scale) + zp, lo), hi);
+    y[i] = g.scale * (q - zp);
+  }
+}
+
+double fake_quantize_backward_f32_ref(int64_t n, const float* x, const float* dy, const FakeQuantGrid& g, float* dx) {
+  const float zp = static_cast<float>(g.zero_point), lo = static_cast<float>(g.qmin), hi = static_cast<float>(g.qmax);
+  double dscale = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    const float t = x[i] / g.scale, r = std::nearbyint(t), q = r + zp;
+    const bool inside = q >= lo && q <= hi;
+    if (dx) dx[i] = inside ? dy[i] : 0.0f;
+    const float d = inside ? r - t : (q < lo ? lo - zp : hi - zp);
+    dscale += static_cast<double>(dy[i] * d);
+  }
+  return dscale;
+}
+
 }  // namespace lowbit::kernels

@@ -49,4 +49,41 @@ void adam_update_f32_avx2(int64_t n, float* w, const float* g, float* m, float* 
   adam_update_f32_ref(n - i, w + i, g + i, m + i, v + i, c);
 }
 
+void fake_quantize_f32_avx2(int64_t n, const float* x, const FakeQuantGrid& g, float* y) {
+  const __m256 s = _mm256_set1_ps(g.scale), zp = _mm256_set1_ps(static_cast<float>(g.zero_point));
+  const __m256 lo = _mm256_set1_ps(static_cast<float>(g.qmin)), hi = _mm256_set1_ps(static_cast<float>(g.qmax));
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 r = _mm256_round_ps(_mm256_div_ps(_mm256_loadu_ps(x + i), s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256 q = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(r, zp), lo), hi);
+    _mm256_storeu_ps(y + i, _mm256_mul_ps(s, _mm256_sub_ps(q, zp)));
+  }
+  fake_quantize_f32_ref(n - i, x + i, g, y + i);
+}
+
+double fake_quantize_backward_f32_avx2(int64_t n, const float* x, const float* dy, const FakeQuantGrid& g, float* dx) {
+  const __m256 s = _mm256_set1_ps(g.scale), zp = _mm256_set1_ps(static_cast<float>(g.zero_point));
+  const __m256 lo = _mm256_set1_ps(static_cast<float>(g.qmin)), hi = _mm256_set1_ps(static_cast<float>(g.qmax));
+  const __m256 below = _mm256_sub_ps(lo, zp), above = _mm256_sub_ps(hi, zp);
+  __m256d sum0 = _mm256_setzero_pd(), sum1 = _mm256_setzero_pd();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 t = _mm256_div_ps(_mm256_loadu_ps(x + i), s);
+    const __m256 r = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256 q = _mm256_add_ps(r, zp);
+    const __m256 is_low = _mm256_cmp_ps(q, lo, _CMP_LT_OQ), is_high = _mm256_cmp_ps(q, hi, _CMP_GT_OQ);
+    const __m256 inside = _mm256_andnot_ps(_mm256_or_ps(is_low, is_high), _mm256_cmp_ps(q, q, _CMP_ORD_Q));
+    const __m256 d = _mm256_loadu_ps(dy + i);
+    if (dx) _mm256_storeu_ps(dx + i, _mm256_and_ps(d, inside));
+    // Same selection as the reference: inside -> r - t, below -> qmin - zp, otherwise qmax - zp.
+    const __m256 outside = _mm256_blendv_ps(above, below, is_low);
+    const __m256 prod = _mm256_mul_ps(d, _mm256_blendv_ps(outside, _mm256_sub_ps(r, t), inside));
+    sum0 = _mm256_add_pd(sum0, _mm256_cvtps_pd(_mm256_castps256_ps128(prod)));
+    sum1 = _mm256_add_pd(sum1, _mm256_cvtps_pd(_mm256_extractf128_ps(prod, 1)));
+  }
+  alignas(32) double lanes[4];
+  _mm256_store_pd(lanes, _mm256_add_pd(sum0, sum1));
+  return (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]) + fake_quantize_backward_f32_ref(n - i, x + i, dy + i, g, dx ? dx + i : nullptr);
+}
+
 }  // namespace lowbit::kernels

@@ -1,0 +1,287 @@
+// Quantization-aware training: the fake-quantization graph transform, its observers, and the
+// conversion to the integer model. See include/lowbit/qat.h and docs/qat.md.
+//
+// Naming in a prepared graph (so conversion can find everything again):
+//   weights:     node "<layer>.weight_fq" over the weight, initializers "<layer>.weight_fq.scale"
+//                and "<layer>.weight_fq.zero_point"; attributes role "weight", layer, bits, scheme
+//   activations: node "<value>.fq" over a Dense layer's input value, initializers "<value>.fq.scale"
+//                and "<value>.fq.zero_point"; attributes role "activation", value
+#include "lowbit/qat.h"
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+
+#include "lowbit/elementwise.h"
+
+namespace lowbit {
+namespace {
+
+bool is_fake_quant(const Node& node) { return node.op == "FakeQuantize" || node.op == "LsqFakeQuantize"; }
+
+QuantSpec weight_spec(const LayerRule& rule) { return {rule.weight_bits, rule.weight_scheme, rule.per_channel, true, true}; }
+const QuantSpec kActivationSpec{8, QScheme::Affine, false, true, false};
+
+// LSQ's initial step size, 2 * mean(|w|) / sqrt(Q_P), per channel (symmetric weights).
+QuantParams lsq_initial_weight_params(const Tensor& weight, const QuantSpec& spec) {
+  QuantParams p = choose_weight_params(weight, spec);  // grid, channels and zero points
+  if (spec.scheme != QScheme::Symmetric) return p;
+  const int64_t channels = static_cast<int64_t>(p.channels()), per = weight.numel() / std::max<int64_t>(1, channels);
+  for (int64_t c = 0; c < channels; ++c) {
+    double sum = 0.0;
+    for (int64_t i = 0; i < per; ++i) sum += std::fabs(weight.data<float>()[c * per + i]);
+    const double mean = per ? sum / static_cast<double>(per) : 0.0;
+    if (mean > 0.0) p.scale[c] = static_cast<float>(2.0 * mean / std::sqrt(static_cast<double>(p.qmax())));
+  }
+  return p;
+}
+
+void store(const QuantParams& p, Tensor& scale, Tensor& zero_point) {
+  std::copy(p.scale.begin(), p.scale.end(), scale.data<float>());
+  std::copy(p.zero_point.begin(), p.zero_point.end(), zero_point.data<int32_t>());
+}
+
+Node fake_quant_node(const std::string& name, const std::string& input, const QuantParams& p, bool lsq, Graph& g) {
+  Tensor scale(DType::F32, {static_cast<int64_t>(p.channels())}), zero(DType::S32, {static_cast<int64_t>(p.channels())});
+  store(p, scale, zero);
+  g.initializers[name + ".scale"] = scale;
+  g.initializers[name + ".zero_point"] = zero;
+  return {name, lsq ? "LsqFakeQuantize" : "FakeQuantize", {input, name + ".scale", name + ".zero_point"}, {name},
+          {{"qmin", p.qmin()}, {"qmax", p.qmax()}, {"axis", p.axis}, {"bits", p.bits}, {"scheme", name_of(p.scheme)}}};
+}
+
+// Parameters stored in a fake-quantization node's initializers.
+QuantParams params_of(const Graph& g, const Node& node) {
+  const Tensor& scale = g.initializers.at(node.inputs[1]);
+  const Tensor& zero = g.initializers.at(node.inputs[2]);
+  QuantParams p;
+  p.bits = static_cast<int>(node.attr_int("bits", 8));
+  p.is_signed = true;
+  p.scheme = node.attr_string("scheme", "affine") == "symmetric" ? QScheme::Symmetric : QScheme::Affine;
+  p.narrow_range = node.attr_int("qmin", -128) == -node.attr_int("qmax", 127);
+  p.axis = static_cast<int>(node.attr_int("axis", -1));
+  p.scale.assign(scale.data<float>(), scale.data<float>() + scale.numel());
+  p.zero_point.assign(zero.data<int32_t>(), zero.data<int32_t>() + zero.numel());
+  p.validate("fake-quantization node '" + node.name + "'");
+  if (p.qmin() != node.attr_int("qmin", -128) || p.qmax() != node.attr_int("qmax", 127))
+    throw Error(ErrorKind::Format, "fake-quantization node '" + node.name + "': grid [" +
+                                       std::to_string(node.attr_int("qmin", -128)) + ", " +
+                                       std::to_string(node.attr_int("qmax", 127)) + "] is not a " + std::to_string(p.bits) +
+                                       "-bit grid");
+  return p;
+}
+
+// The training hooks: weight grids follow the weights, activation observers follow the batches
+// until they freeze, learned scales stay positive.
+class Observers final : public TrainHooks {
+ public:
+  Observers(Graph& model, const QatOptions& options, int64_t freeze_at)
+      : lsq_(options.lsq), averaging_(options.observer_averaging), freeze_at_(freeze_at) {
+    for (const auto& node : model.nodes) {
+      if (!is_fake_quant(node)) continue;
+      Tensor scale = model.initializers.at(node.inputs[1]), zero = model.initializers.at(node.inputs[2]);
+      scale_names_.insert(node.inputs[1]);
+      if (node.attr_string("role", "") == "weight") {
+        const QuantParams p = params_of(model, node);
+        weights_.push_back({model.initializers.at(node.inputs[0]), scale, zero,
+                            QuantSpec{p.bits, p.scheme, p.per_channel(), true, true}});
+      } else {
+        const QuantParams p = params_of(model, node);
+        activations_.push_back({node.inputs[0], scale, zero, p.dequantize(p.qmin()), p.dequantize(p.qmax())});
+      }
+    }
+  }
+
+  // LSQ scales are small (1e-3 to 1e-1) and Adam moves every parameter by about the learning rate
+  // per step, whatever its gradient's size. Scaling each scale's learning rate by its initial
+  // mean value makes that a relative step of about the learning rate, as for the weights.
+  void on_start(std::vector<Parameter>& parameters) override {
+    if (!lsq_) return;
+    for (auto& p : parameters) {
+      if (!scale_names_.count(p.name)) continue;
+      double sum = 0.0;
+      for (int64_t i = 0; i < p.value.numel(); ++i) sum += p.value.data<float>()[i];
+      p.learning_rate_scale = static_cast<float>(sum / static_cast<double>(std::max<int64_t>(1, p.value.numel())));
+    }
+  }
+
+  void before_forward(int64_t) override { refresh_weights(); }
+
+  void after_forward(const Executor& run, int64_t step) override {
+    if (lsq_ || step >= freeze_at_) return;
+    for (auto& a : activations_) {
+      const Tensor& v = run.value(a.value);
+      if (v.numel() == 0) continue;
+      float lo, hi;
+      minmax_f32(v.numel(), v.data<float>(), &lo, &hi);
+      if (!std::isfinite(lo) || !std::isfinite(hi)) continue;
+      a.min += averaging_ * (lo - a.min);
+      a.max += averaging_ * (hi - a.max);
+      store(choose_params(a.min, a.max, kActivationSpec), a.scale, a.zero_point);
+    }
+  }
+
+  void after_update(int64_t) override {
+    if (!lsq_) return;
+    auto keep_positive = [](Tensor& scale) {
+      for (int64_t i = 0; i < scale.numel(); ++i) {
+        float& s = scale.data<float>()[i];
+        if (!(s >= 1e-8f)) s = 1e-8f;  // also replaces NaN
+      }
+    };
+    for (auto& w : weights_) keep_positive(w.scale);
+    for (auto& a : activations_) keep_positive(a.scale);
+  }
+
+  // Min-max weight grids from the current weights (learned LSQ grids are left alone).
+  void refresh_weights() {
+    if (lsq_) return;
+    for (auto& w : weights_) store(choose_weight_params(w.weight, w.spec), w.scale, w.zero_point);
+  }
+
+ private:
+  struct WeightGrid {
+    Tensor weight, scale, zero_point;  // share storage with the model's initializers
+    QuantSpec spec;
+  };
+  struct ActivationGrid {
+    std::string value;
+    Tensor scale, zero_point;
+    float min, max;  // the observer's moving averages
+  };
+  bool lsq_;
+  float averaging_;
+  int64_t freeze_at_;
+  std::vector<WeightGrid> weights_;
+  std::vector<ActivationGrid> activations_;
+  std::set<std::string> scale_names_;
+};
+
+}  // namespace
+
+bool is_qat_model(const Graph& model) { return std::any_of(model.nodes.begin(), model.nodes.end(), is_fake_quant); }
+
+Graph prepare_qat(const Graph& model, const QatOptions& options, const Calibration& ranges) {
+  if (is_quantized(model)) throw Error(ErrorKind::InvalidArgument, "the model is already quantized (QAT starts from a float model)");
+  if (is_qat_model(model)) throw Error(ErrorKind::InvalidArgument, "the model already has fake quantization (it was prepared for QAT)");
+  if (options.activation_bits != 8)
+    throw Error(ErrorKind::InvalidArgument, "activation bits must be 8 (the integer runtime computes with 8-bit activations), got " +
+                                                std::to_string(options.activation_bits));
+  if (options.plan.mode == QuantMode::Dynamic)
+    throw Error(ErrorKind::InvalidArgument, "dynamic quantization has no activation grid to train; use mode full or partial");
+  const auto layers = quantizable_layers(model);
+  for (const auto& [name, rule] : options.plan.layers)
+    if (std::find(layers.begin(), layers.end(), name) == layers.end())
+      throw Error(ErrorKind::InvalidArgument, "the plan names layer '" + name + "', which the model does not have as a Dense layer");
+
+  Graph g;
+  g.name = model.name;
+  g.inputs = model.inputs;
+  g.outputs = model.outputs;
+  g.metadata = model.metadata;
+  for (const auto& [name, t] : model.initializers) g.initializers[name] = t.clone();  // `model` stays as it is
+  std::map<std::string, std::string> fake_quantized;  // activation value -> its fake-quantized value
+  for (const auto& node : model.nodes) {
+    const LayerRule rule = options.plan.rule_for(node.name);
+    if (node.op != "Dense" || !rule.quantize) {
+      g.add_node(node);
+      continue;
+    }
+    if (rule.weight_bits < 2 || rule.weight_bits > 8)
+      throw Error(ErrorKind::InvalidArgument, "layer '" + node.name + "': weight bits must be 2..8");
+    Node dense = node;
+    const std::string& input = node.inputs.at(0);
+    if (!fake_quantized.count(input)) {
+      auto r = ranges.ranges.find(input);
+      if (r == ranges.ranges.end())
+        throw Error(ErrorKind::InvalidArgument, "the calibration ranges have no entry for value '" + input +
+                                                    "' (were they computed for this model?)");
+      Node fq = fake_quant_node(input + ".fq", input, choose_params(r->second.min, r->second.max, kActivationSpec), options.lsq, g);
+      fq.attributes["role"] = "activation";
+      fake_quantized[input] = fq.outputs[0];
+      g.add_node(std::move(fq));
+    }
+    dense.inputs[0] = fake_quantized[input];
+    const Tensor& weight = model.initializers.at(node.inputs.at(1));
+    const QuantSpec spec = weight_spec(rule);
+    const QuantParams wp = options.lsq ? lsq_initial_weight_params(weight, spec) : choose_weight_params(weight, spec);
+    Node fq = fake_quant_node(node.name + ".weight_fq", node.inputs[1], wp, options.lsq, g);
+    fq.attributes["role"] = "weight";
+    fq.attributes["layer"] = node.name;
+    dense.inputs[1] = fq.outputs[0];
+    g.add_node(std::move(fq));
+    g.add_node(std::move(dense));
+  }
+  nlohmann::json info = {{"lsq", options.lsq}, {"activation_bits", options.activation_bits}, {"plan", options.plan.to_json()}};
+  g.metadata["qat"] = info.dump();
+  g.validate();
+  return g;
+}
+
+TrainReport train_qat(Graph& model, const Dataset& data, const TrainOptions& options, const QatOptions& qat) {
+  if (!is_qat_model(model)) throw Error(ErrorKind::InvalidArgument, "the model has no fake quantization (call prepare_qat first)");
+  if (options.hooks) throw Error(ErrorKind::InvalidArgument, "train_qat installs its own training hooks");
+  const int64_t samples = data.size() - static_cast<int64_t>(std::floor(data.size() * options.validation_split));
+  const int64_t steps = options.epochs * ((samples + options.batch_size - 1) / std::max(1, options.batch_size));
+  Observers observers(model, qat, qat.observer_steps >= 0 ? qat.observer_steps : steps / 2);
+  TrainOptions o = options;
+  o.hooks = &observers;
+  TrainReport report = train(model, data, o);
+  observers.refresh_weights();  // the grids of the final weights
+  return report;
+}
+
+QatParameters qat_parameters(const Graph& model) {
+  if (!is_qat_model(model)) throw Error(ErrorKind::InvalidArgument, "the model has no fake quantization (not a QAT model)");
+  QatParameters result;
+  Graph& g = result.float_model;
+  g.name = model.name;
+  g.inputs = model.inputs;
+  g.outputs = model.outputs;
+  g.metadata = model.metadata;
+  g.metadata.erase("qat");
+  std::map<std::string, std::string> source;  // fake-quantized value -> the value under it
+  std::map<std::string, LayerRule> rules;
+  for (const auto& node : model.nodes) {
+    if (!is_fake_quant(node)) continue;
+    source[node.outputs[0]] = node.inputs[0];
+    const QuantParams p = params_of(model, node);
+    if (node.attr_string("role", "") == "weight") {
+      const std::string layer = node.attr_string("layer", "");
+      result.fixed.weights[layer] = p;
+      rules[layer] = {true, p.bits, p.per_channel(), p.scheme, "minmax"};
+    } else {
+      if (p.bits != 8 || p.per_channel())
+        throw Error(ErrorKind::Format, "fake-quantization node '" + node.name + "': activations must be 8-bit per tensor");
+      result.fixed.activations[node.inputs[0]] = p;
+    }
+  }
+  for (const auto& node : model.nodes) {
+    if (is_fake_quant(node)) continue;
+    Node n = node;
+    for (auto& in : n.inputs) {
+      if (source.count(in)) in = source[in];
+      auto it = model.initializers.find(in);
+      if (it != model.initializers.end()) g.initializers[in] = it->second;
+    }
+    if (n.op == "Dense" && !rules.count(n.name) && source.count(node.inputs.at(0)))
+      throw Error(ErrorKind::Format, "layer '" + n.name + "' has fake-quantized input but float weights");
+    g.add_node(std::move(n));
+  }
+  g.validate();
+  const auto layers = quantizable_layers(g);
+  result.plan.mode = rules.size() == layers.size() ? QuantMode::Full : QuantMode::Partial;
+  result.plan.layers = rules;
+  if (!rules.empty()) result.plan.defaults = rules.begin()->second;
+  for (const auto& node : g.nodes)
+    if (rules.count(node.name) && !result.fixed.activations.count(node.inputs.at(0)))
+      throw Error(ErrorKind::Format, "layer '" + node.name + "' has fake-quantized weights but no fake-quantized input");
+  return result;
+}
+
+Graph convert_qat(const Graph& model) {
+  QatParameters p = qat_parameters(model);
+  return quantize_model(p.float_model, p.plan, {}, p.fixed);
+}
+
+}  // namespace lowbit

@@ -1,0 +1,285 @@
+// lowbit qat | distill: learning under compression.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "commands.h"
+#include "lowbit/lowbit.h"
+
+namespace lowbit::cli {
+namespace {
+
+using json = nlohmann::ordered_json;
+
+uint64_t file_bytes(const std::string& path) {
+  std::error_code ec;
+  auto size = std::filesystem::file_size(path, ec);
+  return ec ? 0 : size;
+}
+
+int64_t argmax(const float* row, int64_t n) { return std::max_element(row, row + n) - row; }
+
+void print_epoch(const TrainProgress& p, const char* phase) {
+  if (!p.epoch_done) return;
+  fmt::print("{} epoch {:>3}/{}  loss {:.4f}  accuracy {:.4f}  {:.1f} s\n", phase, p.epoch, p.epochs, p.loss, p.accuracy,
+             p.elapsed_seconds);
+  std::fflush(stdout);
+}
+
+json history_json(const TrainReport& r) {
+  json a = json::array();
+  for (const auto& e : r.epochs) a.push_back({{"epoch", e.epoch}, {"loss", e.loss}, {"accuracy", e.accuracy}, {"seconds", e.seconds}});
+  return a;
+}
+
+// Options shared by qat and distill for the quantization-aware phase.
+struct QatCli {
+  int bits = 4, act_bits = 8;
+  bool lsq = false, per_tensor = false, affine = false;
+  std::string plan;
+  int64_t observer_steps = -1, calib_samples = 1000;
+  void add(CLI::App* cmd, bool required_bits) {
+    auto* b = cmd->add_option("--bits", bits, "Weight bits of the quantized layers")->check(CLI::IsMember({8, 6, 4, 3, 2}));
+    if (!required_bits) b->capture_default_str();
+    cmd->add_option("--act-bits", act_bits, "Activation bits (the integer runtime computes with 8)")->capture_default_str()
+        ->check(CLI::IsMember({8}));
+    cmd->add_flag("--lsq", lsq, "Learn the step sizes (LSQ) instead of following min-max observers");
+    cmd->add_flag("--per-tensor", per_tensor, "One weight scale per layer (default: per output channel)");
+    cmd->add_flag("--affine", affine, "Affine weights with a zero point (default: symmetric)");
+    cmd->add_option("--plan", plan, "Per-layer rules (a plan file of lowbit quantize); overrides --bits");
+    cmd->add_option("--observer-steps", observer_steps, "Steps before the activation observers freeze (default: half the training)");
+    cmd->add_option("--calib-samples", calib_samples, "Samples for the initial activation ranges")->capture_default_str();
+  }
+  QatOptions options() const {
+    QatOptions q;
+    if (!plan.empty()) {
+      q.plan = load_plan(plan);
+    } else {
+      q.plan.defaults.weight_bits = bits;
+      q.plan.defaults.per_channel = !per_tensor;
+      q.plan.defaults.weight_scheme = affine ? QScheme::Affine : QScheme::Symmetric;
+    }
+    q.activation_bits = act_bits;
+    q.lsq = lsq;
+    q.observer_steps = observer_steps;
+    return q;
+  }
+};
+
+// Fine-tunes `float_model` with fake quantization and converts it. Writes the integer model to
+// `out` (and the fake-quantized model to `fake_quant_out` if set); returns the report.
+json run_qat(const Graph& float_model, const DatasetSplits& data, const QatOptions& qat, TrainOptions options,
+             const std::string& out, const std::string& fake_quant_out) {
+  CalibrationOptions c;
+  c.samples = 1000;
+  Graph fq = prepare_qat(float_model, qat, calibrate(float_model, data.train, c));
+  options.on_progress = [](const TrainProgress& p) { print_epoch(p, "qat"); };
+  TrainReport report = train_qat(fq, data.train, options, qat);
+  Graph q = convert_qat(fq);
+  save_model(q, out);
+  if (!fake_quant_out.empty()) save_model(fq, fake_quant_out);
+
+  // The fake-quantized model against the integer model, on the whole test set.
+  const Tensor a = compute_logits(fq, data.test), b = compute_logits(q, data.test);
+  const int64_t n = a.dim(0), classes = a.dim(1);
+  int64_t agree = 0, correct_fq = 0, correct_q = 0;
+  double max_diff = 0, sum_diff = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const float* ra = a.data<float>() + i * classes;
+    const float* rb = b.data<float>() + i * classes;
+    const int64_t pa = argmax(ra, classes), pb = argmax(rb, classes);
+    agree += pa == pb;
+    correct_fq += pa == data.test.labels[i];
+    correct_q += pb == data.test.labels[i];
+    for (int64_t k = 0; k < classes; ++k) {
+      const double d = std::fabs(static_cast<double>(ra[k]) - rb[k]);
+      max_diff = std::max(max_diff, d);
+      sum_diff += d;
+    }
+  }
+  const double denominator = std::max<int64_t>(n, 1);
+  fmt::print("fake-quantized accuracy {:.4f}, integer accuracy {:.4f}, predictions agree on {:.2f}% of {} test images, "
+             "logits differ by {:.5f} on average, {:.5f} at most\n",
+             correct_fq / denominator, correct_q / denominator, 100.0 * agree / denominator, n,
+             sum_diff / std::max<double>(1, static_cast<double>(n * classes)), max_diff);
+  return {{"qat_epochs", options.epochs},
+          {"qat_seconds", report.seconds},
+          {"qat_history", history_json(report)},
+          {"fake_quant_test_accuracy", correct_fq / denominator},
+          {"test_accuracy", correct_q / denominator},
+          {"agreement", agree / denominator},
+          {"max_logit_difference", max_diff},
+          {"mean_logit_difference", sum_diff / std::max<double>(1, static_cast<double>(n * classes))},
+          {"lsq", qat.lsq},
+          {"plan", qat.plan.to_json()}};
+}
+
+}  // namespace
+
+Command add_qat(CLI::App& app) {
+  auto* cmd = app.add_subcommand("qat", "Quantization-aware training: fine-tune a float model with fake quantization, then convert");
+  struct Options {
+    std::string model, data = default_dataset_dir(), out, fake_quant_out, teacher, teacher_cache;
+    int epochs = 3, batch = 32, threads = 0;
+    float lr = 1e-4f, temperature = 4.0f, alpha = 0.7f;
+    uint64_t seed = 0;
+    bool json_out = false;
+    QatCli qat;
+  };
+  auto o = std::make_shared<Options>();
+  cmd->add_option("--model", o->model, "Trained float model (.lbm)")->required();
+  cmd->add_option("--data", o->data, "Dataset directory")->capture_default_str();
+  cmd->add_option("--out", o->out, "Integer model to write (.lbm)")->required();
+  cmd->add_option("--save-fake-quant", o->fake_quant_out, "Also write the fake-quantized float model (.lbm)");
+  cmd->add_option("--epochs", o->epochs, "Fine-tuning epochs")->capture_default_str()->check(CLI::Range(1, 100000));
+  cmd->add_option("--batch", o->batch, "Mini-batch size")->capture_default_str()->check(CLI::Range(1, 1 << 20));
+  cmd->add_option("--lr", o->lr, "Learning rate (Adam)")->capture_default_str();
+  cmd->add_option("--seed", o->seed, "Seed for shuffling")->capture_default_str();
+  cmd->add_option("--teacher", o->teacher, "Distil from this model while training (QAT + distillation)");
+  cmd->add_option("--temperature", o->temperature, "With --teacher: softmax temperature T")->capture_default_str();
+  cmd->add_option("--alpha", o->alpha, "With --teacher: weight of the soft (teacher) term")->capture_default_str()->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--teacher-cache", o->teacher_cache, "With --teacher: logit cache file (default <teacher>.logits; none: no cache)");
+  cmd->add_flag("--json", o->json_out, "End with one JSON line of results");
+  o->qat.add(cmd, false);
+  cmd->add_option("--threads", o->threads, "Worker threads")->check(CLI::Range(1, 1024));
+  return [o] {
+    if (o->threads > 0) set_num_threads(o->threads);
+    Graph model = load_model(o->model);
+    if (is_quantized(model) || is_qat_model(model))
+      throw Error(ErrorKind::InvalidArgument, "'" + o->model + "' is not a float model (QAT starts from a trained float model)");
+    DatasetSplits data = load_dataset_dir(o->data);
+    TrainOptions options;
+    options.epochs = o->epochs;
+    options.batch_size = o->batch;
+    options.optimizer.learning_rate = o->lr;
+    options.seed = o->seed;
+    Graph teacher;
+    TeacherLogits logits;
+    if (!o->teacher.empty()) {
+      teacher = load_model(o->teacher);
+      const std::string cache = o->teacher_cache.empty() ? o->teacher + ".logits" : (o->teacher_cache == "none" ? "" : o->teacher_cache);
+      logits = teacher_logits(teacher, data.train, cache);
+      if (!logits.note.empty()) fmt::print("teacher logits: {}\n", logits.note);
+      options.distill.teacher_logits = &logits.logits;
+      options.distill.temperature = o->temperature;
+      options.distill.alpha = o->alpha;
+    }
+    const EvalReport float_test = evaluate(model, data.test);
+    fmt::print("float model {}: test accuracy {:.4f}; quantization-aware training for {} epoch(s), {} thread(s)\n", o->model,
+               float_test.accuracy, o->epochs, num_threads());
+    std::fflush(stdout);
+    json r = run_qat(model, data, o->qat.options(), options, o->out, o->fake_quant_out);
+    fmt::print("wrote {} ({} bytes, {:.1f}% of the float model's {} bytes)\n", o->out, file_bytes(o->out),
+               100.0 * file_bytes(o->out) / std::max<uint64_t>(1, file_bytes(o->model)), file_bytes(o->model));
+    if (o->json_out) {
+      json j = {{"command", "qat"}, {"model", o->model}, {"out", o->out}, {"threads", num_threads()},
+                {"float_test_accuracy", float_test.accuracy}, {"float_file_bytes", file_bytes(o->model)},
+                {"file_bytes", file_bytes(o->out)}, {"teacher", o->teacher}};
+      j.update(r);
+      std::puts(j.dump().c_str());
+    }
+  };
+}
+
+Command add_distill(CLI::App& app) {
+  auto* cmd = app.add_subcommand("distill", "Knowledge distillation: train a student on a teacher's soft predictions (optionally quantized)");
+  struct Options {
+    std::string teacher, student = "784-64-32-10", data = default_dataset_dir(), out, teacher_cache, fake_quant_out;
+    int epochs = 10, qat_epochs = 5, batch = 32, threads = 0;
+    float lr = 1e-3f, qat_lr = 1e-4f, temperature = 4.0f, alpha = 0.7f;
+    uint64_t seed = 0;
+    bool json_out = false;
+    QatCli qat;
+  };
+  auto o = std::make_shared<Options>();
+  cmd->add_option("--teacher", o->teacher, "Trained teacher model (.lbm), any architecture")->required();
+  cmd->add_option("--student", o->student, "Student: layer sizes like 784-64-32-10, a JSON description, or a model (.lbm) to fine-tune")
+      ->capture_default_str();
+  cmd->add_option("--data", o->data, "Dataset directory")->capture_default_str();
+  cmd->add_option("--out", o->out, "Student model to write (.lbm; integer if --bits is given)")->required();
+  cmd->add_option("--temperature", o->temperature, "Softmax temperature T")->capture_default_str();
+  cmd->add_option("--alpha", o->alpha, "Weight of the soft (teacher) term; 1 - alpha weighs the labels")->capture_default_str()->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--epochs", o->epochs, "Float distillation epochs")->capture_default_str()->check(CLI::Range(0, 100000));
+  cmd->add_option("--qat-epochs", o->qat_epochs, "With --bits: quantization-aware distillation epochs after the float ones")
+      ->capture_default_str()->check(CLI::Range(1, 100000));
+  cmd->add_option("--batch", o->batch, "Mini-batch size")->capture_default_str()->check(CLI::Range(1, 1 << 20));
+  cmd->add_option("--lr", o->lr, "Learning rate of the float epochs (Adam)")->capture_default_str();
+  cmd->add_option("--qat-lr", o->qat_lr, "Learning rate of the quantization-aware epochs")->capture_default_str();
+  cmd->add_option("--seed", o->seed, "Seed for the student's initial weights and shuffling")->capture_default_str();
+  cmd->add_option("--teacher-cache", o->teacher_cache, "Logit cache file (default <teacher>.logits; none: teacher runs every batch)");
+  cmd->add_option("--save-fake-quant", o->fake_quant_out, "With --bits: also write the fake-quantized model");
+  cmd->add_flag("--json", o->json_out, "End with one JSON line of results");
+  o->qat.add(cmd, true);
+  auto* bits = cmd->get_option("--bits");
+  cmd->add_option("--threads", o->threads, "Worker threads")->check(CLI::Range(1, 1024));
+  return [o, bits] {
+    if (o->threads > 0) set_num_threads(o->threads);
+    const bool quantized = bits->count() > 0 || !o->qat.plan.empty();
+    Graph teacher = load_model(o->teacher);
+    DatasetSplits data = load_dataset_dir(o->data);
+    Graph student;
+    const bool from_file = std::filesystem::path(o->student).extension() == ".lbm";
+    if (from_file) {
+      student = load_model(o->student);
+      if (is_quantized(student) || is_qat_model(student))
+        throw Error(ErrorKind::InvalidArgument, "student '" + o->student + "' is not a float model");
+    } else {
+      student = build_model(parse_arch(o->student), data.train.sample_shape(), data.train.num_classes, o->seed);
+    }
+    if (!from_file && o->epochs == 0) throw Error(ErrorKind::InvalidArgument, "--epochs 0 needs a trained student (.lbm)");
+    const std::string cache = o->teacher_cache.empty() ? o->teacher + ".logits" : (o->teacher_cache == "none" ? "" : o->teacher_cache);
+    TeacherLogits logits;
+    TrainOptions options;
+    options.batch_size = o->batch;
+    options.seed = o->seed;
+    options.distill.temperature = o->temperature;
+    options.distill.alpha = o->alpha;
+    if (cache.empty()) {
+      options.distill.teacher = &teacher;
+    } else {
+      logits = teacher_logits(teacher, data.train, cache);
+      fmt::print("teacher logits: {}\n", logits.from_cache ? "read from the cache " + cache : logits.note);
+      options.distill.teacher_logits = &logits.logits;
+    }
+    const EvalReport teacher_test = evaluate(teacher, data.test);
+    fmt::print("teacher {}: test accuracy {:.4f}; student {} ({} parameters), T = {}, alpha = {}, {} thread(s)\n", o->teacher,
+               teacher_test.accuracy, o->student, student.parameter_count(), o->temperature, o->alpha, num_threads());
+    std::fflush(stdout);
+    json j = {{"command", "distill"}, {"teacher", o->teacher}, {"student", o->student}, {"out", o->out},
+              {"seed", o->seed}, {"threads", num_threads()}, {"temperature", o->temperature}, {"alpha", o->alpha},
+              {"teacher_test_accuracy", teacher_test.accuracy}, {"teacher_cache", cache.empty() ? "none" : cache},
+              {"teacher_cache_hit", logits.from_cache}, {"parameters", student.parameter_count()}};
+    if (o->epochs > 0) {
+      options.epochs = o->epochs;
+      options.optimizer.learning_rate = o->lr;
+      options.on_progress = [](const TrainProgress& p) { print_epoch(p, "distill"); };
+      TrainReport report = train(student, data.train, options);
+      student.metadata["trained_on"] = std::filesystem::path(o->data).filename().string();
+      student.metadata["distilled_from"] = std::filesystem::path(o->teacher).filename().string();
+      j["epochs"] = o->epochs;
+      j["train_seconds"] = report.seconds;
+      j["history"] = history_json(report);
+    }
+    const EvalReport float_test = evaluate(student, data.test);
+    j["float_test_accuracy"] = float_test.accuracy;
+    if (!quantized) {
+      save_model(student, o->out);
+      j["test_accuracy"] = float_test.accuracy;
+      fmt::print("student test accuracy {:.4f}; wrote {} ({} bytes)\n", float_test.accuracy, o->out, file_bytes(o->out));
+    } else {
+      fmt::print("float student test accuracy {:.4f}; quantization-aware distillation for {} epoch(s)\n", float_test.accuracy,
+                 o->qat_epochs);
+      options.epochs = o->qat_epochs;
+      options.optimizer.learning_rate = o->qat_lr;
+      j.update(run_qat(student, data, o->qat.options(), options, o->out, o->fake_quant_out));
+      fmt::print("wrote {} ({} bytes)\n", o->out, file_bytes(o->out));
+    }
+    j["file_bytes"] = file_bytes(o->out);
+    if (o->json_out) std::puts(j.dump().c_str());
+  };
+}
+
+}  // namespace lowbit::cli
