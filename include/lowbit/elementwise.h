@@ -37,19 +37,23 @@ struct FakeQuantGrid {
 // QuantParams::quantize followed by QuantParams::dequantize, the same floats as the integer runtime.
 void fake_quantize_f32(int64_t n, const float* x, const FakeQuantGrid& grid, float* y);
 // Gradients of fake_quantize_f32 with the straight-through estimator: dx = dy where
-// nearbyint(x / scale) + zero_point lies in [qmin, qmax], else 0 (dx may be null). Returns the
-// gradient with respect to the scale, sum_i dy_i * d y_i / d scale, where (LSQ, Esser et al. 2019)
+// nearbyint(x / scale) + zero_point lies in [qmin, qmax], else 0 (dx may be null). With
+// `scale_gradient`, returns the gradient with respect to the scale (else 0),
+// sum_i dy_i * d y_i / d scale, where (LSQ, Esser et al. 2019)
 //   d y / d scale = nearbyint(x / scale) - x / scale    inside the grid,
 //                   qmin - zero_point or qmax - zero_point    below or above it,
 // accumulated in double. Reference and AVX2 paths give identical dx; the scale gradient agrees to
 // rounding (the summation order differs).
-double fake_quantize_backward_f32(int64_t n, const float* x, const float* dy, const FakeQuantGrid& grid, float* dx);
+double fake_quantize_backward_f32(int64_t n, const float* x, const float* dy, const FakeQuantGrid& grid, float* dx,
+                                  bool scale_gradient);
 
 namespace kernels {
 void fake_quantize_f32_ref(int64_t n, const float* x, const FakeQuantGrid& grid, float* y);
 void fake_quantize_f32_avx2(int64_t n, const float* x, const FakeQuantGrid& grid, float* y);
-double fake_quantize_backward_f32_ref(int64_t n, const float* x, const float* dy, const FakeQuantGrid& grid, float* dx);
-double fake_quantize_backward_f32_avx2(int64_t n, const float* x, const float* dy, const FakeQuantGrid& grid, float* dx);
+double fake_quantize_backward_f32_ref(int64_t n, const float* x, const float* dy, const FakeQuantGrid& grid, float* dx,
+                                      bool scale_gradient);
+double fake_quantize_backward_f32_avx2(int64_t n, const float* x, const float* dy, const FakeQuantGrid& grid, float* dx,
+                                       bool scale_gradient);
 void minmax_f32_ref(int64_t n, const float* x, float* min, float* max);
 void minmax_f32_avx2(int64_t n, const float* x, float* min, float* max);
 void adam_update_f32_ref(int64_t n, float* w, const float* g, float* m, float* v, const AdamConstants& c);

@@ -24,11 +24,12 @@ void fake_quantize_f32(int64_t n, const float* x, const FakeQuantGrid& grid, flo
   kernels::fake_quantize_f32_ref(n, x, grid, y);
 }
 
-double fake_quantize_backward_f32(int64_t n, const float* x, const float* dy, const FakeQuantGrid& grid, float* dx) {
+double fake_quantize_backward_f32(int64_t n, const float* x, const float* dy, const FakeQuantGrid& grid, float* dx,
+                                  bool scale_gradient) {
 #if defined(LOWBIT_HAVE_X86)
-  if (active_isa() >= Isa::Avx2) return kernels::fake_quantize_backward_f32_avx2(n, x, dy, grid, dx);
+  if (active_isa() >= Isa::Avx2) return kernels::fake_quantize_backward_f32_avx2(n, x, dy, grid, dx, scale_gradient);
 #endif
-  return kernels::fake_quantize_backward_f32_ref(n, x, dy, grid, dx);
+  return kernels::fake_quantize_backward_f32_ref(n, x, dy, grid, dx, scale_gradient);
 }
 
 }  // namespace lowbit

@@ -1,3 +1,4 @@
+#include <cmath>
 #include <cstring>
 
 #include "test_util.h"
@@ -44,6 +45,42 @@ TEST(Elementwise, MinMaxMatchesReferenceAndIgnoresNan) {
     EXPECT_EQ(lo, expect_lo) << n;
     EXPECT_EQ(hi, expect_hi) << n;
   }
+}
+
+}  // namespace
+}  // namespace lowbit
+
+namespace lowbit {
+namespace {
+
+// Fake quantization: the AVX2 path gives the reference's floats bit for bit (forward and the STE
+// mask), on awkward lengths, values beyond the grid, exact midpoints (ties to even) and NaN; the
+// LSQ scale gradient agrees to summation-order rounding (relative 1e-6).
+TEST(Elementwise, FakeQuantizeFastPathIsBitExactWithReference) {
+  const FakeQuantGrid grids[] = {{0.05f, 0, -7, 7}, {0.013f, -128, -128, 127}, {0.2f, 0, -1, 1}, {0.1f, 3, -8, 7}};
+  for (const FakeQuantGrid& g : grids)
+    for (int64_t n : {1, 7, 8, 17, 63, 65, 1000}) {
+      std::vector<float> x(n), dy(n), y_ref(n), y(n), dx_ref(n), dx(n);
+      Rng rng(static_cast<uint64_t>(n) * 31 + static_cast<uint64_t>(g.qmax));
+      const float span = g.scale * static_cast<float>(g.qmax - g.qmin + 6);
+      for (int64_t i = 0; i < n; ++i) x[i] = rng.uniform(-span, span), dy[i] = rng.uniform(-1, 1);
+      if (n > 5) x[3] = 2.5f * g.scale, x[4] = -0.5f * g.scale, x[5] = NAN;  // ties and NaN
+      kernels::fake_quantize_f32_ref(n, x.data(), g, y_ref.data());
+      fake_quantize_f32(n, x.data(), g, y.data());
+      EXPECT_EQ(std::memcmp(y.data(), y_ref.data(), n * sizeof(float)), 0) << n;
+      for (int64_t i = 0; i < n; ++i)
+        if (!std::isnan(x[i])) {
+          QuantParams p{8, true, QScheme::Affine, false, -1, {g.scale}, {g.zero_point}};
+          const float q = std::fmin(std::fmax(std::nearbyint(x[i] / g.scale) + g.zero_point, float(g.qmin)), float(g.qmax));
+          ASSERT_EQ(y[i], p.dequantize(static_cast<int32_t>(q))) << i;
+        }
+      const double ds_ref = kernels::fake_quantize_backward_f32_ref(n, x.data(), dy.data(), g, dx_ref.data(), true);
+      const double ds = fake_quantize_backward_f32(n, x.data(), dy.data(), g, dx.data(), true);
+      EXPECT_EQ(std::memcmp(dx.data(), dx_ref.data(), n * sizeof(float)), 0) << n;
+      EXPECT_NEAR(ds, ds_ref, 1e-6 * std::max(1.0, std::fabs(ds_ref))) << n;
+      EXPECT_EQ(fake_quantize_backward_f32(n, x.data(), dy.data(), g, dx.data(), false), 0.0);
+      EXPECT_EQ(std::memcmp(dx.data(), dx_ref.data(), n * sizeof(float)), 0) << n;
+    }
 }
 
 }  // namespace

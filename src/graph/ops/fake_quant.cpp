@@ -11,6 +11,7 @@
 // features per sample for activations), Q_P = qmax - zero_point (the positive levels).
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "graph/ops/builtin_ops.h"
 #include "lowbit/elementwise.h"
@@ -23,12 +24,16 @@ struct Layout {  // x viewed as [outer, channels, inner]; per tensor: channels =
   int64_t channels, inner, outer;
 };
 
-FakeQuantGrid grid_of(const Node& node, const Tensor& scale, const Tensor& zero_point, int64_t c) {
-  FakeQuantGrid g{scale.data<float>()[c], zero_point.data<int32_t>()[c], static_cast<int32_t>(node.attr_int("qmin", -128)),
-                  static_cast<int32_t>(node.attr_int("qmax", 127))};
-  if (!(g.scale > 0.0f) || !std::isfinite(g.scale))
-    shape_error(node, "scale[" + std::to_string(c) + "] must be positive and finite, got " + std::to_string(g.scale));
-  return g;
+// The grid of every channel, checked once per call (attributes are JSON lookups: never per row).
+std::vector<FakeQuantGrid> grids_of(const Node& node, const Tensor& scale, const Tensor& zero_point) {
+  const int32_t qmin = static_cast<int32_t>(node.attr_int("qmin", -128)), qmax = static_cast<int32_t>(node.attr_int("qmax", 127));
+  std::vector<FakeQuantGrid> grids(static_cast<size_t>(scale.numel()));
+  for (int64_t c = 0; c < scale.numel(); ++c) {
+    grids[c] = {scale.data<float>()[c], zero_point.data<int32_t>()[c], qmin, qmax};
+    if (!(grids[c].scale > 0.0f) || !std::isfinite(grids[c].scale))
+      shape_error(node, "scale[" + std::to_string(c) + "] must be positive and finite, got " + std::to_string(grids[c].scale));
+  }
+  return grids;
 }
 
 template <bool kLearnScale>
@@ -55,12 +60,12 @@ class FakeQuantizeOp final : public Op {
   void forward(const Node& node, std::span<const Tensor* const> in, std::span<Tensor* const> out) const override {
     const Tensor& x = *in[0];
     const Layout l = layout(node, x);
+    const std::vector<FakeQuantGrid> grids = grids_of(node, *in[1], *in[2]);
     out[0]->resize(x.shape());
     const float* src = x.data<float>();
     float* dst = out[0]->data<float>();
-    parallel_for(l.outer * l.channels, std::max<int64_t>(1, (1 << 14) / std::max<int64_t>(1, l.inner)), [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i)
-        fake_quantize_f32(l.inner, src + i * l.inner, grid_of(node, *in[1], *in[2], i % l.channels), dst + i * l.inner);
+    parallel_for(l.outer * l.channels, grain(l), [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) fake_quantize_f32(l.inner, src + i * l.inner, grids[i % l.channels], dst + i * l.inner);
     });
   }
 
@@ -75,13 +80,14 @@ class FakeQuantizeOp final : public Op {
     }
     const bool want_scale = kLearnScale && in_grad.size() > 1 && in_grad[1];
     if (!dx && !want_scale) return;
+    const std::vector<FakeQuantGrid> grids = grids_of(node, *in[1], *in[2]);
     std::vector<double> partial(static_cast<size_t>(l.outer * l.channels), 0.0);
     const float* src = x.data<float>();
     const float* dy = out_grad[0]->data<float>();
-    parallel_for(l.outer * l.channels, std::max<int64_t>(1, (1 << 14) / std::max<int64_t>(1, l.inner)), [&](int64_t begin, int64_t end) {
+    parallel_for(l.outer * l.channels, grain(l), [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i)
-        partial[i] = fake_quantize_backward_f32(l.inner, src + i * l.inner, dy + i * l.inner,
-                                                grid_of(node, *in[1], *in[2], i % l.channels), dx ? dx + i * l.inner : nullptr);
+        partial[i] = fake_quantize_backward_f32(l.inner, src + i * l.inner, dy + i * l.inner, grids[i % l.channels],
+                                                dx ? dx + i * l.inner : nullptr, want_scale);
     });
     if (!want_scale) return;
     // Reduced in a fixed order, whatever the thread count.
@@ -89,7 +95,7 @@ class FakeQuantizeOp final : public Op {
     ds.resize({l.channels});
     for (int64_t c = 0; c < l.channels; ++c) {
       // Q_P, the number of positive levels: qmax for symmetric grids, qmax - zero_point in general.
-      const int64_t levels = std::max<int64_t>(1, node.attr_int("qmax", 127) - in[2]->data<int32_t>()[c]);
+      const int64_t levels = std::max<int64_t>(1, int64_t{grids[c].qmax} - grids[c].zero_point);
       const double g = 1.0 / std::sqrt(static_cast<double>(std::max<int64_t>(1, l.inner)) * static_cast<double>(levels));
       double sum = 0.0;
       for (int64_t o = 0; o < l.outer; ++o) sum += partial[o * l.channels + c];
@@ -98,6 +104,8 @@ class FakeQuantizeOp final : public Op {
   }
 
  private:
+  // Rows per task: at least 32K values, so small tensors (an MLP's weights) run on one thread.
+  static int64_t grain(const Layout& l) { return std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, l.inner)); }
   static Layout layout(const Node& node, const Tensor& x) {
     if (node.attr_int("axis", -1) == 0) return {x.dim(0), x.numel() / std::max<int64_t>(1, x.dim(0)), 1};
     // Per tensor: one row per sample, so N (LSQ's features per sample) is the row length.

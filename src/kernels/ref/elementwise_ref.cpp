@@ -30,13 +30,15 @@ void fake_quantize_f32_ref(int64_t n, const float* x, const FakeQuantGrid& g, fl
   }
 }
 
-double fake_quantize_backward_f32_ref(int64_t n, const float* x, const float* dy, const FakeQuantGrid& g, float* dx) {
+double fake_quantize_backward_f32_ref(int64_t n, const float* x, const float* dy, const FakeQuantGrid& g, float* dx,
+                                      bool scale_gradient) {
   const float zp = static_cast<float>(g.zero_point), lo = static_cast<float>(g.qmin), hi = static_cast<float>(g.qmax);
   double dscale = 0.0;
   for (int64_t i = 0; i < n; ++i) {
     const float t = x[i] / g.scale, r = std::nearbyint(t), q = r + zp;
     const bool inside = q >= lo && q <= hi;
     if (dx) dx[i] = inside ? dy[i] : 0.0f;
+    if (!scale_gradient) continue;
     const float d = inside ? r - t : (q < lo ? lo - zp : hi - zp);
     dscale += static_cast<double>(dy[i] * d);
   }

@@ -61,7 +61,8 @@ void fake_quantize_f32_avx2(int64_t n, const float* x, const FakeQuantGrid& g, f
   fake_quantize_f32_ref(n - i, x + i, g, y + i);
 }
 
-double fake_quantize_backward_f32_avx2(int64_t n, const float* x, const float* dy, const FakeQuantGrid& g, float* dx) {
+double fake_quantize_backward_f32_avx2(int64_t n, const float* x, const float* dy, const FakeQuantGrid& g, float* dx,
+                                       bool scale_gradient) {
   const __m256 s = _mm256_set1_ps(g.scale), zp = _mm256_set1_ps(static_cast<float>(g.zero_point));
   const __m256 lo = _mm256_set1_ps(static_cast<float>(g.qmin)), hi = _mm256_set1_ps(static_cast<float>(g.qmax));
   const __m256 below = _mm256_sub_ps(lo, zp), above = _mm256_sub_ps(hi, zp);
@@ -75,6 +76,7 @@ double fake_quantize_backward_f32_avx2(int64_t n, const float* x, const float* d
     const __m256 inside = _mm256_andnot_ps(_mm256_or_ps(is_low, is_high), _mm256_cmp_ps(q, q, _CMP_ORD_Q));
     const __m256 d = _mm256_loadu_ps(dy + i);
     if (dx) _mm256_storeu_ps(dx + i, _mm256_and_ps(d, inside));
+    if (!scale_gradient) continue;
     // Same selection as the reference: inside -> r - t, below -> qmin - zp, otherwise qmax - zp.
     const __m256 outside = _mm256_blendv_ps(above, below, is_low);
     const __m256 prod = _mm256_mul_ps(d, _mm256_blendv_ps(outside, _mm256_sub_ps(r, t), inside));
@@ -83,7 +85,7 @@ double fake_quantize_backward_f32_avx2(int64_t n, const float* x, const float* d
   }
   alignas(32) double lanes[4];
   _mm256_store_pd(lanes, _mm256_add_pd(sum0, sum1));
-  return (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]) + fake_quantize_backward_f32_ref(n - i, x + i, dy + i, g, dx ? dx + i : nullptr);
+  return (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]) + fake_quantize_backward_f32_ref(n - i, x + i, dy + i, g, dx ? dx + i : nullptr, scale_gradient);
 }
 
 }  // namespace lowbit::kernels

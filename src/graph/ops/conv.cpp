@@ -1,0 +1,517 @@
+// Convolutional ops on NCHW activations: Conv2D, MaxPool2D, and Reshape (to turn [N, 28, 28]
+// images into [N, 1, 28, 28]). Attribute names and semantics follow ONNX Conv and MaxPool.
+//
+// Conv2D has two implementations, chosen like the kernels (runtime_config.h):
+//   - conv2d_f32_ref: the direct seven-loop convolution, one thread. The normative definition;
+//     used when the active ISA is Isa::Reference (LOWBIT_ISA=reference), so tests can compare.
+//   - conv2d_f32_im2col: im2col for a chunk of images, then one gemm_f32 per group:
+//       out[Cout/G, n*OH*OW] = W_g[Cout/G, Cin/G*kh*kw] * col_g[Cin/G*kh*kw, n*OH*OW]
+//     A whole chunk of the batch goes through one GEMM (large N, threaded inside gemm_f32) rather
+//     than one small GEMM per image. The chunk size depends only on the shapes, and nothing is
+//     split along a reduction, so results are bit-identical for any thread count.
+//   Both sum the products of one output in the same order (input channel, kernel row, kernel
+//   column), then add the bias, so they differ only by the GEMM's rounding (gemm.h bound, with
+//   K = Cin/G*kh*kw).
+// The backward pass recomputes im2col instead of keeping it from the forward pass (ops are
+// stateless), then dW = dY * col^T, dcol = W^T * dY and col2im scatters dcol back to dX.
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "graph/ops/builtin_ops.h"
+#include "lowbit/gemm.h"
+#include "lowbit/runtime_config.h"
+
+namespace lowbit::ops {
+namespace {
+
+// ---- Attributes --------------------------------------------------------------------------------
+
+// An attribute holding `count` integers, or `fallback` when absent.
+std::vector<int64_t> int_list(const Node& node, const std::string& key, size_t count, std::vector<int64_t> fallback) {
+  auto it = node.attributes.find(key);
+  if (it == node.attributes.end()) return fallback;
+  bool ok = it->is_array() && it->size() == count;
+  if (ok)
+    for (const auto& v : *it) ok &= v.is_number_integer();
+  if (!ok)
+    shape_error(node, "attribute '" + key + "' must be a list of " + std::to_string(count) + " integers, got " +
+                          it->dump());
+  return it->get<std::vector<int64_t>>();
+}
+
+Activation activation_of(const Node& node) {
+  std::string a = node.attr_string("activation", "none");
+  if (a == "none") return Activation::None;
+  if (a == "relu") return Activation::Relu;
+  shape_error(node, "attribute 'activation' must be \"none\" or \"relu\", got \"" + a + "\"");
+}
+
+std::string dims(int64_t a, int64_t b) { return std::to_string(a) + "x" + std::to_string(b); }
+
+// ---- Geometry shared by the convolution and pooling windows -------------------------------------
+
+struct Window {
+  int64_t kernel_h = 1, kernel_w = 1;
+  int64_t stride_h = 1, stride_w = 1;
+  int64_t pad_top = 0, pad_left = 0, pad_bottom = 0, pad_right = 0;
+  int64_t dilation_h = 1, dilation_w = 1;
+};
+
+// Reads strides, pads and dilations (ONNX names and order: pads = [top, left, bottom, right]).
+void read_window_attributes(const Node& node, Window& w, bool dilations) {
+  const auto strides = int_list(node, "strides", 2, {1, 1});
+  const auto pads = int_list(node, "pads", 4, {0, 0, 0, 0});
+  const auto dil = dilations ? int_list(node, "dilations", 2, {1, 1}) : std::vector<int64_t>{1, 1};
+  if (strides[0] < 1 || strides[1] < 1) shape_error(node, "attribute 'strides' must be positive");
+  if (dil[0] < 1 || dil[1] < 1) shape_error(node, "attribute 'dilations' must be positive");
+  for (int64_t p : pads)
+    if (p < 0) shape_error(node, "attribute 'pads' must not be negative");
+  if (node.attributes.contains("auto_pad") && node.attr_string("auto_pad", "NOTSET") != "NOTSET")
+    shape_error(node, "attribute 'auto_pad' is not supported: give explicit 'pads'");
+  w.stride_h = strides[0], w.stride_w = strides[1];
+  w.pad_top = pads[0], w.pad_left = pads[1], w.pad_bottom = pads[2], w.pad_right = pads[3];
+  w.dilation_h = dil[0], w.dilation_w = dil[1];
+}
+
+// Output extent along one axis; throws when the (dilated) kernel does not fit the padded input.
+int64_t output_extent(const Node& node, const char* axis, int64_t in, int64_t pad_a, int64_t pad_b, int64_t kernel,
+                      int64_t dilation, int64_t stride) {
+  const int64_t span = dilation * (kernel - 1) + 1;
+  if (in + pad_a + pad_b < span)
+    shape_error(node, std::string("the kernel spans ") + std::to_string(span) + " " + axis + " (kernel " +
+                          std::to_string(kernel) + ", dilation " + std::to_string(dilation) + ") but the padded input has " +
+                          std::to_string(in + pad_a + pad_b));
+  return (in + pad_a + pad_b - span) / stride + 1;
+}
+
+// Shapes and attributes of one Conv2D node, validated.
+struct ConvGeometry : Window {
+  int64_t batch = 0, in_channels = 0, in_h = 0, in_w = 0;
+  int64_t out_channels = 0, groups = 1, out_h = 0, out_w = 0;
+  int64_t group_in() const { return in_channels / groups; }
+  int64_t group_out() const { return out_channels / groups; }
+  int64_t patch() const { return group_in() * kernel_h * kernel_w; }  // the GEMM's K
+  int64_t out_spatial() const { return out_h * out_w; }
+  int64_t in_spatial() const { return in_h * in_w; }
+};
+
+ConvGeometry conv_geometry(const Node& node, const Shape& x, const Shape& w) {
+  if (x.size() != 4)
+    shape_error(node, "input must be NCHW [batch, channels, height, width], got " + to_string(x) +
+                          " (add a Reshape for single-channel images)");
+  if (x[1] < 1 || x[2] < 1 || x[3] < 1) shape_error(node, "input " + to_string(x) + " must have known, positive C, H, W");
+  if (w.size() != 4) shape_error(node, "weight must be [out_channels, in_channels/group, kh, kw], got " + to_string(w));
+  for (int64_t d : w)
+    if (d < 1) shape_error(node, "weight " + to_string(w) + " must have positive dimensions");
+  ConvGeometry g;
+  g.batch = x[0], g.in_channels = x[1], g.in_h = x[2], g.in_w = x[3];
+  g.out_channels = w[0], g.kernel_h = w[2], g.kernel_w = w[3];
+  g.groups = node.attr_int("group", 1);
+  if (g.groups < 1) shape_error(node, "attribute 'group' must be positive, got " + std::to_string(g.groups));
+  if (g.in_channels % g.groups || g.out_channels % g.groups)
+    shape_error(node, "group " + std::to_string(g.groups) + " must divide the input channels (" +
+                          std::to_string(g.in_channels) + ") and the output channels (" + std::to_string(g.out_channels) + ")");
+  if (w[1] != g.group_in())
+    shape_error(node, "weight " + to_string(w) + " expects " + std::to_string(w[1]) + " input channels per group, input " +
+                          to_string(x) + " with group " + std::to_string(g.groups) + " has " + std::to_string(g.group_in()));
+  const auto kernel_shape = int_list(node, "kernel_shape", 2, {w[2], w[3]});
+  if (kernel_shape[0] != w[2] || kernel_shape[1] != w[3])
+    shape_error(node, "attribute 'kernel_shape' " + dims(kernel_shape[0], kernel_shape[1]) +
+                          " does not match the weight's " + dims(w[2], w[3]));
+  read_window_attributes(node, g, true);
+  g.out_h = output_extent(node, "rows", g.in_h, g.pad_top, g.pad_bottom, g.kernel_h, g.dilation_h, g.stride_h);
+  g.out_w = output_extent(node, "columns", g.in_w, g.pad_left, g.pad_right, g.kernel_w, g.dilation_w, g.stride_w);
+  return g;
+}
+
+// Grain for parallel_for over planes of `plane` floats: at least ~16k floats per chunk.
+int64_t plane_grain(int64_t plane) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(plane, 1)); }
+
+// ---- Conv2D kernels ----------------------------------------------------------------------------
+
+// The normative definition: y[n, m, oy, ox] = act(b[m] + sum_{c, ki, kj} x[n, g*Cg + c, iy, ix] *
+// w[m, c, ki, kj]) with iy = oy*sh - pad_top + ki*dh, ix = ox*sw - pad_left + kj*dw (terms outside
+// the input are zero) and g = m / (Cout/G).
+void conv2d_f32_ref(const ConvGeometry& g, const float* x, const float* w, const float* bias, Activation act, float* y) {
+  const int64_t cg = g.group_in(), mg = g.group_out();
+  for (int64_t n = 0; n < g.batch; ++n)
+    for (int64_t m = 0; m < g.out_channels; ++m) {
+      const int64_t c0 = m / mg * cg;
+      for (int64_t oy = 0; oy < g.out_h; ++oy)
+        for (int64_t ox = 0; ox < g.out_w; ++ox) {
+          float acc = 0.0f;
+          for (int64_t c = 0; c < cg; ++c)
+            for (int64_t ki = 0; ki < g.kernel_h; ++ki)
+              for (int64_t kj = 0; kj < g.kernel_w; ++kj) {
+                const int64_t iy = oy * g.stride_h - g.pad_top + ki * g.dilation_h;
+                const int64_t ix = ox * g.stride_w - g.pad_left + kj * g.dilation_w;
+                if (iy < 0 || iy >= g.in_h || ix < 0 || ix >= g.in_w) continue;
+                acc += x[((n * g.in_channels + c0 + c) * g.in_h + iy) * g.in_w + ix] *
+                       w[((m * cg + c) * g.kernel_h + ki) * g.kernel_w + kj];
+              }
+          if (bias) acc += bias[m];
+          if (act == Activation::Relu) acc = std::max(acc, 0.0f);
+          y[((n * g.out_channels + m) * g.out_h + oy) * g.out_w + ox] = acc;
+        }
+    }
+}
+
+// Images per im2col chunk: the column buffer stays under ~16 MiB (depends only on the shapes).
+int64_t images_per_chunk(const ConvGeometry& g) {
+  const int64_t per_image = g.in_channels * g.kernel_h * g.kernel_w * g.out_spatial();
+  return std::clamp<int64_t>((int64_t{1} << 22) / std::max<int64_t>(per_image, 1), 1, std::max<int64_t>(g.batch, 1));
+}
+
+// The output columns ox whose input column ix = ox*sw - pad_left + kj*dw lies inside [0, in_w):
+// [lo, hi), possibly empty.
+void valid_range(int64_t offset, int64_t stride, int64_t in, int64_t out, int64_t& lo, int64_t& hi) {
+  // ix = ox*stride + offset
+  lo = offset >= 0 ? 0 : (-offset + stride - 1) / stride;
+  hi = in - 1 - offset < 0 ? 0 : (in - 1 - offset) / stride + 1;
+  lo = std::min(lo, out);
+  hi = std::clamp(hi, lo, out);
+}
+
+// col[(c*kh + ki)*kw + kj][i*OH*OW + oy*OW + ox] = x[i, c, iy, ix] (zero outside), for the `count`
+// images starting at x. Rows for all groups: group g's rows are the contiguous block g*K..(g+1)*K.
+void im2col(const ConvGeometry& g, const float* x, int64_t count, float* col) {
+  const int64_t kk = g.kernel_h * g.kernel_w, rows = g.in_channels * kk, cols = count * g.out_spatial();
+  parallel_for(rows, plane_grain(cols), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t c = r / kk, ki = r % kk / g.kernel_w, kj = r % g.kernel_w;
+      int64_t lo, hi;
+      const int64_t x_offset = kj * g.dilation_w - g.pad_left;
+      valid_range(x_offset, g.stride_w, g.in_w, g.out_w, lo, hi);
+      float* dst = col + r * cols;
+      for (int64_t i = 0; i < count; ++i) {
+        const float* plane = x + (i * g.in_channels + c) * g.in_spatial();
+        for (int64_t oy = 0; oy < g.out_h; ++oy, dst += g.out_w) {
+          const int64_t iy = oy * g.stride_h - g.pad_top + ki * g.dilation_h;
+          if (iy < 0 || iy >= g.in_h || lo == hi) {
+            std::fill(dst, dst + g.out_w, 0.0f);
+            continue;
+          }
+          const float* src = plane + iy * g.in_w + lo * g.stride_w + x_offset;  // input of column lo
+          std::fill(dst, dst + lo, 0.0f);
+          if (g.stride_w == 1)
+            std::memcpy(dst + lo, src, static_cast<size_t>(hi - lo) * sizeof(float));
+          else
+            for (int64_t j = 0; j < hi - lo; ++j) dst[lo + j] = src[j * g.stride_w];
+          std::fill(dst + hi, dst + g.out_w, 0.0f);
+        }
+      }
+    }
+  });
+}
+
+// The adjoint of im2col: dx[i, c, iy, ix] = sum of the col entries that im2col copied from it.
+// dx (the `count` images) is overwritten. Parallel over input channels: each owns its rows of col
+// and its planes of dx, so the additions per element happen in one fixed order.
+void col2im(const ConvGeometry& g, const float* col, int64_t count, float* dx) {
+  const int64_t kk = g.kernel_h * g.kernel_w, cols = count * g.out_spatial();
+  parallel_for(g.in_channels, plane_grain(kk * cols), [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      for (int64_t i = 0; i < count; ++i) std::fill_n(dx + (i * g.in_channels + c) * g.in_spatial(), g.in_spatial(), 0.0f);
+      for (int64_t r = c * kk; r < (c + 1) * kk; ++r) {
+        const int64_t ki = r % kk / g.kernel_w, kj = r % g.kernel_w;
+        int64_t lo, hi;
+        const int64_t x_offset = kj * g.dilation_w - g.pad_left;
+        valid_range(x_offset, g.stride_w, g.in_w, g.out_w, lo, hi);
+        const float* src = col + r * cols;
+        for (int64_t i = 0; i < count; ++i) {
+          float* plane = dx + (i * g.in_channels + c) * g.in_spatial();
+          for (int64_t oy = 0; oy < g.out_h; ++oy, src += g.out_w) {
+            const int64_t iy = oy * g.stride_h - g.pad_top + ki * g.dilation_h;
+            if (iy < 0 || iy >= g.in_h || lo == hi) continue;
+            float* dst = plane + iy * g.in_w + lo * g.stride_w + x_offset;
+            for (int64_t j = 0; j < hi - lo; ++j) dst[j * g.stride_w] += src[lo + j];
+          }
+        }
+      }
+    }
+  });
+}
+
+// Scratch reused across calls (grown on demand, per thread as the executor may run on several).
+struct ConvScratch {
+  std::vector<float> col, out;
+};
+ConvScratch& scratch() {
+  thread_local ConvScratch s;
+  return s;
+}
+
+void conv2d_f32_im2col(const ConvGeometry& g, const float* x, const float* w, const float* bias, Activation act,
+                       float* y) {
+  const int64_t chunk = images_per_chunk(g), spatial = g.out_spatial();
+  const int64_t k = g.patch(), mg = g.group_out();
+  ConvScratch& s = scratch();
+  for (int64_t n0 = 0; n0 < g.batch; n0 += chunk) {
+    const int64_t count = std::min(chunk, g.batch - n0), cols = count * spatial;
+    s.col.resize(static_cast<size_t>(g.in_channels * g.kernel_h * g.kernel_w * cols));
+    s.out.resize(static_cast<size_t>(g.out_channels * cols));
+    im2col(g, x + n0 * g.in_channels * g.in_spatial(), count, s.col.data());
+    for (int64_t grp = 0; grp < g.groups; ++grp)
+      gemm_f32(Transpose::No, Transpose::No, mg, cols, k, 1.0f, w + grp * mg * k, k, s.col.data() + grp * k * cols, cols,
+               0.0f, s.out.data() + grp * mg * cols, cols);
+    // [Cout, count*OH*OW] -> NCHW, adding the bias and applying the activation on the way.
+    const float* out = s.out.data();
+    parallel_for(count * g.out_channels, plane_grain(spatial), [&](int64_t p0, int64_t p1) {
+      for (int64_t p = p0; p < p1; ++p) {
+        const int64_t i = p / g.out_channels, m = p % g.out_channels;
+        const float* src = out + m * cols + i * spatial;
+        float* dst = y + ((n0 + i) * g.out_channels + m) * spatial;
+        const float b = bias ? bias[m] : 0.0f;
+        if (act == Activation::Relu)
+          for (int64_t q = 0; q < spatial; ++q) dst[q] = std::max(src[q] + b, 0.0f);
+        else
+          for (int64_t q = 0; q < spatial; ++q) dst[q] = src[q] + b;
+      }
+    });
+  }
+}
+
+class Conv2D final : public Op {
+ public:
+  std::vector<Shape> infer_shapes(const Node& node, std::span<const Shape> in) const override {
+    expect_input_count(node, in, 2, 3);
+    activation_of(node);
+    const ConvGeometry g = conv_geometry(node, in[0], in[1]);
+    if (in.size() == 3 && (in[2].size() != 1 || in[2][0] != g.out_channels))
+      shape_error(node, "bias must be [" + std::to_string(g.out_channels) + "], got " + to_string(in[2]));
+    return {{g.batch, g.out_channels, g.out_h, g.out_w}};
+  }
+
+  void forward(const Node& node, std::span<const Tensor* const> in, std::span<Tensor* const> out) const override {
+    const ConvGeometry g = conv_geometry(node, in[0]->shape(), in[1]->shape());
+    out[0]->resize({g.batch, g.out_channels, g.out_h, g.out_w});
+    const float* bias = in.size() == 3 ? in[2]->data<float>() : nullptr;
+    if (active_isa() == Isa::Reference)
+      conv2d_f32_ref(g, in[0]->data<float>(), in[1]->data<float>(), bias, activation_of(node), out[0]->data<float>());
+    else
+      conv2d_f32_im2col(g, in[0]->data<float>(), in[1]->data<float>(), bias, activation_of(node), out[0]->data<float>());
+  }
+
+  void backward(const Node& node, std::span<const Tensor* const> in, std::span<const Tensor* const> out,
+                std::span<const Tensor* const> out_grad, std::span<Tensor* const> in_grad) const override {
+    const ConvGeometry g = conv_geometry(node, in[0]->shape(), in[1]->shape());
+    Tensor* dx = in_grad[0];
+    Tensor* dw = in_grad.size() > 1 ? in_grad[1] : nullptr;
+    Tensor* db = in_grad.size() > 2 ? in_grad[2] : nullptr;
+    if (dx) dx->resize(in[0]->shape());
+    if (dw) dw->resize(in[1]->shape());
+    if (db) db->resize({g.out_channels});
+    if (!dx && !dw && !db) return;
+    const bool relu = activation_of(node) == Activation::Relu;
+    const int64_t chunk = images_per_chunk(g), spatial = g.out_spatial();
+    const int64_t k = g.patch(), mg = g.group_out();
+    const float* x = in[0]->data<float>();
+    const float* w = in[1]->data<float>();
+    const float* y = out[0]->data<float>();
+    const float* dy = out_grad[0]->data<float>();
+    std::vector<double> bias_sums(static_cast<size_t>(db ? g.out_channels : 0), 0.0);
+    ConvScratch& s = scratch();
+    for (int64_t n0 = 0; n0 < g.batch; n0 += chunk) {
+      const int64_t count = std::min(chunk, g.batch - n0), cols = count * spatial;
+      // dY of the chunk as [Cout, count*OH*OW], zero where the fused ReLU clipped.
+      s.out.resize(static_cast<size_t>(g.out_channels * cols));
+      float* dyc = s.out.data();
+      parallel_for(count * g.out_channels, plane_grain(spatial), [&](int64_t p0, int64_t p1) {
+        for (int64_t p = p0; p < p1; ++p) {
+          const int64_t i = p / g.out_channels, m = p % g.out_channels;
+          const int64_t offset = ((n0 + i) * g.out_channels + m) * spatial;
+          float* dst = dyc + m * cols + i * spatial;
+          if (relu)
+            for (int64_t q = 0; q < spatial; ++q) dst[q] = y[offset + q] > 0.0f ? dy[offset + q] : 0.0f;
+          else
+            std::memcpy(dst, dy + offset, static_cast<size_t>(spatial) * sizeof(float));
+        }
+      });
+      if (db)
+        for (int64_t m = 0; m < g.out_channels; ++m) {
+          double sum = 0;
+          for (int64_t q = 0; q < cols; ++q) sum += dyc[m * cols + q];
+          bias_sums[m] += sum;
+        }
+      if (!dw && !dx) continue;
+      s.col.resize(static_cast<size_t>(g.in_channels * g.kernel_h * g.kernel_w * cols));
+      if (dw) {  // dW_g[Cout/G, K] (+)= dY_g * col_g^T, accumulated over chunks
+        im2col(g, x + n0 * g.in_channels * g.in_spatial(), count, s.col.data());
+        for (int64_t grp = 0; grp < g.groups; ++grp)
+          gemm_f32(Transpose::No, Transpose::Yes, mg, k, cols, 1.0f, dyc + grp * mg * cols, cols,
+                   s.col.data() + grp * k * cols, cols, n0 == 0 ? 0.0f : 1.0f, dw->data<float>() + grp * mg * k, k);
+      }
+      if (dx) {  // dcol_g[K, cols] = W_g^T * dY_g, then scattered back to the images
+        for (int64_t grp = 0; grp < g.groups; ++grp)
+          gemm_f32(Transpose::Yes, Transpose::No, k, cols, mg, 1.0f, w + grp * mg * k, k, dyc + grp * mg * cols, cols,
+                   0.0f, s.col.data() + grp * k * cols, cols);
+        col2im(g, s.col.data(), count, dx->data<float>() + n0 * g.in_channels * g.in_spatial());
+      }
+    }
+    if (db)
+      for (int64_t m = 0; m < g.out_channels; ++m) db->data<float>()[m] = static_cast<float>(bias_sums[m]);
+    if (dw && g.batch == 0) dw->zero();
+  }
+};
+
+// ---- MaxPool2D ---------------------------------------------------------------------------------
+
+struct PoolGeometry : Window {
+  int64_t batch = 0, channels = 0, in_h = 0, in_w = 0, out_h = 0, out_w = 0;
+};
+
+PoolGeometry pool_geometry(const Node& node, const Shape& x) {
+  if (x.size() != 4) shape_error(node, "input must be NCHW [batch, channels, height, width], got " + to_string(x));
+  if (x[1] < 1 || x[2] < 1 || x[3] < 1) shape_error(node, "input " + to_string(x) + " must have known, positive C, H, W");
+  if (!node.attributes.contains("kernel_shape")) shape_error(node, "attribute 'kernel_shape' [kh, kw] is required");
+  const auto kernel = int_list(node, "kernel_shape", 2, {});
+  if (kernel[0] < 1 || kernel[1] < 1) shape_error(node, "attribute 'kernel_shape' must be positive");
+  if (node.attr_int("ceil_mode", 0) != 0) shape_error(node, "attribute 'ceil_mode' is not supported");
+  if (int_list(node, "dilations", 2, {1, 1}) != std::vector<int64_t>{1, 1})
+    shape_error(node, "attribute 'dilations' is not supported (must be [1, 1])");
+  PoolGeometry g;
+  g.kernel_h = kernel[0], g.kernel_w = kernel[1];
+  read_window_attributes(node, g, false);
+  // ONNX: padding smaller than the kernel, so every window holds at least one input element.
+  if (g.pad_top >= g.kernel_h || g.pad_bottom >= g.kernel_h || g.pad_left >= g.kernel_w || g.pad_right >= g.kernel_w)
+    shape_error(node, "attribute 'pads' must be smaller than the kernel " + dims(g.kernel_h, g.kernel_w));
+  g.batch = x[0], g.channels = x[1], g.in_h = x[2], g.in_w = x[3];
+  g.out_h = output_extent(node, "rows", g.in_h, g.pad_top, g.pad_bottom, g.kernel_h, 1, g.stride_h);
+  g.out_w = output_extent(node, "columns", g.in_w, g.pad_left, g.pad_right, g.kernel_w, 1, g.stride_w);
+  return g;
+}
+
+// Index (within the plane) of the window's maximum, the first in row-major order on ties.
+int64_t window_argmax(const PoolGeometry& g, const float* plane, int64_t oy, int64_t ox) {
+  const int64_t y0 = oy * g.stride_h - g.pad_top, x0 = ox * g.stride_w - g.pad_left;
+  const int64_t y_lo = std::max<int64_t>(y0, 0), y_hi = std::min(y0 + g.kernel_h, g.in_h);
+  const int64_t x_lo = std::max<int64_t>(x0, 0), x_hi = std::min(x0 + g.kernel_w, g.in_w);
+  int64_t best = y_lo * g.in_w + x_lo;
+  for (int64_t iy = y_lo; iy < y_hi; ++iy)
+    for (int64_t ix = x_lo; ix < x_hi; ++ix)
+      if (plane[iy * g.in_w + ix] > plane[best]) best = iy * g.in_w + ix;
+  return best;
+}
+
+class MaxPool2D final : public Op {
+ public:
+  std::vector<Shape> infer_shapes(const Node& node, std::span<const Shape> in) const override {
+    expect_input_count(node, in, 1, 1);
+    const PoolGeometry g = pool_geometry(node, in[0]);
+    return {{g.batch, g.channels, g.out_h, g.out_w}};
+  }
+
+  void forward(const Node& node, std::span<const Tensor* const> in, std::span<Tensor* const> out) const override {
+    const PoolGeometry g = pool_geometry(node, in[0]->shape());
+    out[0]->resize({g.batch, g.channels, g.out_h, g.out_w});
+    const float* x = in[0]->data<float>();
+    float* y = out[0]->data<float>();
+    const int64_t in_plane = g.in_h * g.in_w, out_plane = g.out_h * g.out_w;
+    parallel_for(g.batch * g.channels, plane_grain(in_plane), [&](int64_t p0, int64_t p1) {
+      for (int64_t p = p0; p < p1; ++p) {
+        const float* plane = x + p * in_plane;
+        float* dst = y + p * out_plane;
+        for (int64_t oy = 0; oy < g.out_h; ++oy)
+          for (int64_t ox = 0; ox < g.out_w; ++ox) dst[oy * g.out_w + ox] = plane[window_argmax(g, plane, oy, ox)];
+      }
+    });
+  }
+
+  void backward(const Node& node, std::span<const Tensor* const> in, std::span<const Tensor* const>,
+                std::span<const Tensor* const> out_grad, std::span<Tensor* const> in_grad) const override {
+    if (!in_grad[0]) return;
+    const PoolGeometry g = pool_geometry(node, in[0]->shape());
+    in_grad[0]->resize(in[0]->shape());
+    const float* x = in[0]->data<float>();
+    const float* dy = out_grad[0]->data<float>();
+    float* dx = in_grad[0]->data<float>();
+    const int64_t in_plane = g.in_h * g.in_w, out_plane = g.out_h * g.out_w;
+    // The gradient goes to the element forward() picked (recomputed: the op keeps no state).
+    parallel_for(g.batch * g.channels, plane_grain(in_plane), [&](int64_t p0, int64_t p1) {
+      for (int64_t p = p0; p < p1; ++p) {
+        const float* plane = x + p * in_plane;
+        const float* src = dy + p * out_plane;
+        float* dst = dx + p * in_plane;
+        std::fill_n(dst, in_plane, 0.0f);
+        for (int64_t oy = 0; oy < g.out_h; ++oy)
+          for (int64_t ox = 0; ox < g.out_w; ++ox) dst[window_argmax(g, plane, oy, ox)] += src[oy * g.out_w + ox];
+      }
+    });
+  }
+};
+
+// ---- Reshape -----------------------------------------------------------------------------------
+
+// Reshape keeps the batch dimension and gives each sample the shape of attribute "shape"; one
+// entry may be -1 (inferred). The output shares the input's buffer (any dtype): no copy.
+class Reshape final : public Op {
+ public:
+  std::vector<Shape> infer_shapes(const Node& node, std::span<const Shape> in) const override {
+    expect_input_count(node, in, 1, 1);
+    return {target_shape(node, in[0])};
+  }
+  std::vector<DType> infer_dtypes(const Node&, std::span<const DType> in) const override { return {in[0]}; }
+  void forward(const Node& node, std::span<const Tensor* const> in, std::span<Tensor* const> out) const override {
+    const Shape shape = target_shape(node, in[0]->shape());
+    *out[0] = *in[0];
+    out[0]->reshape(shape);
+  }
+  void backward(const Node&, std::span<const Tensor* const> in, std::span<const Tensor* const>,
+                std::span<const Tensor* const> out_grad, std::span<Tensor* const> in_grad) const override {
+    if (!in_grad[0]) return;
+    *in_grad[0] = *out_grad[0];
+    in_grad[0]->reshape(in[0]->shape());
+  }
+
+ private:
+  static Shape target_shape(const Node& node, const Shape& in) {
+    auto it = node.attributes.find("shape");
+    if (it == node.attributes.end()) shape_error(node, "attribute 'shape' (the shape of one sample) is required");
+    bool ok = it->is_array();
+    if (ok)
+      for (const auto& v : *it) ok &= v.is_number_integer();
+    if (!ok) shape_error(node, "attribute 'shape' must be a list of integers, got " + it->dump());
+    Shape sample = it->get<Shape>();
+    if (in.empty()) shape_error(node, "input must have a batch dimension, got " + to_string(in));
+    int64_t in_count = 1;
+    for (size_t i = 1; i < in.size(); ++i) {
+      if (in[i] < 0) shape_error(node, "input " + to_string(in) + " must have known sample dimensions");
+      in_count *= in[i];
+    }
+    int64_t known = 1, inferred = -1;
+    for (size_t i = 0; i < sample.size(); ++i) {
+      if (sample[i] == -1 && inferred < 0) {
+        inferred = static_cast<int64_t>(i);
+      } else if (sample[i] < 1) {
+        shape_error(node, "attribute 'shape' " + to_string(sample) + ": dimensions must be positive (one may be -1)");
+      } else {
+        known *= sample[i];
+      }
+    }
+    if (inferred >= 0) {
+      if (in_count % known)
+        shape_error(node, "cannot reshape samples of " + to_string(Shape(in.begin() + 1, in.end())) + " to " +
+                              to_string(sample));
+      sample[inferred] = in_count / known;
+      known = in_count;
+    }
+    if (known != in_count)
+      shape_error(node, "cannot reshape samples of " + to_string(Shape(in.begin() + 1, in.end())) + " (" +
+                            std::to_string(in_count) + " values) to " + to_string(sample) + " (" + std::to_string(known) +
+                            " values)");
+    sample.insert(sample.begin(), in[0]);
+    return sample;
+  }
+};
+
+}  // namespace
+
+void register_conv(const Registrar& add) {
+  add("Conv2D", std::make_unique<Conv2D>());
+  add("MaxPool2D", std::make_unique<MaxPool2D>());
+  add("Reshape", std::make_unique<Reshape>());
+}
+
+}  // namespace lowbit::ops
