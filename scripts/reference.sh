@@ -3,8 +3,11 @@
 # results tables. The reference pipeline: MLP 784-64-32-10 (ReLU, ReLU, softmax), Glorot-uniform
 # initialization, Adam 1e-3, batch 32, 10 epochs, images scaled to [0, 1]; then the first seed's
 # model quantized in every mode (full int8, dynamic int8, 4-bit weights, a --max-drop 0.5 search,
-# partial by sensitivity), each compared with the float model.
+# partial by sensitivity), each compared with the float model; then learning under compression for
+# every seed: a teacher (trained once, seed 0), the reference MLP distilled from it, 4-bit QAT of the
+# label-trained MLP, and 4-bit and 2-bit quantization-aware distillation of the distilled MLP.
 # Settings (environment): SEEDS="0 1 2"  THREADS=2  DATA=<dataset dir>  OUT=out/reference
+#   TEACHER=<arch or JSON description>  TEACHER_EPOCHS=10  SKIP_LEARN=1 (quantization only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SEEDS=${SEEDS:-"0 1 2"}
@@ -71,3 +74,56 @@ echo "Quantization of seed $first ($(basename "$DATA"), $THREADS threads; latenc
       ((.c.model_batch256_images_per_second / .c.against_batch256_images_per_second * 100 | round / 100 | tostring) + "x")] | @tsv' "$quant"
 } | column -t -s $'\t'
 echo "(a8*: activations quantized per row at run time)"
+
+[[ -n "${SKIP_LEARN:-}" ]] && exit 0
+
+# Learning under compression (docs/qat.md), every seed; one teacher for all students.
+TEACHER=${TEACHER:-examples/models/cnn-teacher.json}
+TEACHER_EPOCHS=${TEACHER_EPOCHS:-10}
+learn="$OUT/learning.jsonl"
+: >"$learn"
+teacher="$OUT/teacher.lbm"
+echo
+echo "== teacher $TEACHER, $TEACHER_EPOCHS epochs"
+"$lowbit" train --arch "$TEACHER" --data "$DATA" --epochs "$TEACHER_EPOCHS" --seed 0 --threads "$THREADS" --out "$teacher" --json \
+  | tee "$OUT/teacher.log" | tail -n 1 | jq -c '{"name": "teacher", "seed": .seed, "bits": "w32 a32", "file_bytes": .file_bytes,
+      "test_accuracy": .test_accuracy, "epochs": .epochs, "seconds": .train_seconds}' >>"$learn"
+distill=(--teacher "$teacher" --data "$DATA" --temperature "${TEMPERATURE:-4}" --alpha "${ALPHA:-0.7}" --threads "$THREADS" --json)
+record() {  # record NAME BITS SEED < json line
+  jq -c --arg name "$1" --arg bits "$2" --argjson seed "$3" \
+    '{"name": $name, "seed": $seed, "bits": $bits, "file_bytes": .file_bytes, "test_accuracy": .test_accuracy,
+      "epochs": ((.epochs // 0) + (.qat_epochs // 0)), "seconds": ((.train_seconds // 0) + (.qat_seconds // 0)),
+      "agreement": .agreement}' >>"$learn"
+}
+for seed in $SEEDS; do
+  fp32="$OUT/reference-mlp-seed$seed.lbm"
+  jq -c '.' <(grep "\"seed\":$seed," "$results" | tail -n 1) | record "reference MLP, labels" "w32 a32" "$seed"
+  echo "== seed $seed: distillation, QAT"
+  "$lowbit" distill "${distill[@]}" --student examples/models/reference-mlp.json --epochs 10 --seed "$seed" \
+    --out "$OUT/distilled-seed$seed.lbm" | tee "$OUT/distilled-seed$seed.log" | tail -n 1 | record "reference MLP, distilled" "w32 a32" "$seed"
+  "$lowbit" qat --model "$fp32" --data "$DATA" --bits 4 --epochs 3 --seed "$seed" --threads "$THREADS" --json \
+    --out "$OUT/qat-w4-seed$seed.lbm" | tee "$OUT/qat-w4-seed$seed.log" | tail -n 1 | record "QAT, 4-bit" "w4 a8" "$seed"
+  for bits in 4 2; do
+    "$lowbit" distill "${distill[@]}" --student "$OUT/distilled-seed$seed.lbm" --epochs 0 --bits "$bits" --lsq --qat-epochs 5 \
+      --seed "$seed" --out "$OUT/distilled-w$bits-seed$seed.lbm" | tee "$OUT/distilled-w$bits-seed$seed.log" | tail -n 1 \
+      | record "distilled + QAT (LSQ), $bits-bit" "w$bits a8" "$seed"
+  done
+done
+
+echo
+echo "Learning under compression ($(basename "$DATA"), $THREADS threads; teacher $(basename "$TEACHER"); accuracy per seed and mean):"
+jq -rs --arg seeds "$SEEDS" '
+  ($seeds | split(" ") | map(tonumber)) as $seeds
+  | (map(select(.name == "reference MLP, labels")) | map(.test_accuracy) | add / length) as $ref
+  | group_by(.name) as $groups
+  | (["model", "bits", "file bytes", "epochs"] + ($seeds | map("seed \(.)")) + ["mean", "vs float MLP (pts)", "int agrees"] | @tsv),
+    ( ["teacher", "reference MLP, labels", "reference MLP, distilled", "QAT, 4-bit", "distilled + QAT (LSQ), 4-bit", "distilled + QAT (LSQ), 2-bit"][] as $n
+      | ($groups[] | select(.[0].name == $n)) as $g
+      | ([$n, $g[0].bits, $g[0].file_bytes, $g[0].epochs]
+         + ($seeds | map(. as $s | ($g | map(select(.seed == $s)) | .[0].test_accuracy // null)
+                          | if . == null then "" else (. * 10000 | round / 100 | tostring + " %") end))
+         + [($g | map(.test_accuracy) | add / length * 10000 | round / 100 | tostring + " %"),
+            ((($g | map(.test_accuracy) | add / length) - $ref) * 10000 | round / 100),
+            (if $g[0].agreement then ($g | map(.agreement) | min * 10000 | round / 100 | tostring + " %") else "" end)]) | @tsv)
+' "$learn" | column -t -s $'\t'
+echo "(QAT rows are the converted integer models; 'int agrees': the least agreement of the integer model with its QAT model over the seeds)"

@@ -97,5 +97,32 @@ check "unreachable --max-drop exits 3" test $rc -eq 3
 check "unreachable --max-drop warns" grep -q "warning: no plan met --max-drop" "$work/s.err"
 check "unreachable --max-drop still writes the model" test -s "$work/s.lbm"
 
+# Learning under compression: qat and distill.
+"$lowbit" qat --model "$work/m.lbm" --data "$data" --bits 4 --epochs 1 --train-samples 2000 --threads 2 \
+  --out "$work/qat.lbm" --json >"$work/qat.out"
+check "qat exits 0" test $? -eq 0
+check "qat reports the integer model's agreement with the QAT model" grep -qE '"agreement":(1|0\.99[5-9])' <(tail -n 1 "$work/qat.out")
+check "qat writes an integer model with 4-bit weights" grep -q 's4\[' <("$lowbit" info --model "$work/qat.lbm")
+fails "qat on a quantized model" "is not a float model" "$lowbit" qat --model "$work/q.lbm" --data "$data" --out "$work/x.lbm"
+fails "qat --act-bits other than 8" "--act-bits" "$lowbit" qat --model "$work/m.lbm" --act-bits 4 --out "$work/x.lbm"
+check "nothing written by failed qat" test ! -e "$work/x.lbm"
+"$lowbit" distill --teacher "$work/m.lbm" --student 784-16-10 --data "$data" --epochs 1 --train-samples 2000 --threads 2 \
+  --out "$work/d.lbm" --json >"$work/d.out"
+check "distill exits 0" test $? -eq 0
+check "distill writes the teacher-logit cache" test -s "$work/m.lbm.logits"
+check "distill --json reports accuracy" grep -q '"test_accuracy":0\.[0-9]' <(tail -n 1 "$work/d.out")
+"$lowbit" distill --teacher "$work/m.lbm" --student 784-16-10 --data "$data" --epochs 1 --train-samples 2000 --out "$work/d2.lbm" >"$work/d2.out"
+check "distill reuses the cache" grep -q "read from the cache" "$work/d2.out"
+"$lowbit" train --data "$data" --train-samples 600 --epochs 1 --seed 2 --threads 2 --out "$work/m.lbm" >/dev/null
+"$lowbit" distill --teacher "$work/m.lbm" --student 784-16-10 --data "$data" --epochs 1 --train-samples 2000 --out "$work/d3.lbm" >"$work/d3.out"
+check "a retrained teacher invalidates the cache" grep -q "another teacher or other data" "$work/d3.out"
+"$lowbit" distill --teacher "$work/m.lbm" --student "$work/d.lbm" --data "$data" --epochs 0 --bits 2 --lsq --qat-epochs 1 \
+  --train-samples 2000 --out "$work/d2bit.lbm" --json >"$work/d2bit.out"
+check "distill --bits 2 writes a 2-bit integer model" grep -q 's2\[' <("$lowbit" info --model "$work/d2bit.lbm")
+fails "distill --epochs 0 needs a trained student" "needs a trained student" "$lowbit" distill --teacher "$work/m.lbm" --epochs 0 --out "$work/x.lbm"
+fails "distill with an unwritable cache" "cannot write" "$lowbit" distill --teacher "$work/m.lbm" --teacher-cache "$work/no/dir/c" \
+  --train-samples 100 --epochs 1 --out "$work/x.lbm"
+check "nothing written by failed distill" test ! -e "$work/x.lbm"
+
 echo "cli: $passed passed, $failures failed"
 [[ $failures -eq 0 ]]

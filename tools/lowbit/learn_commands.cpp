@@ -51,7 +51,8 @@ struct QatCli {
     cmd->add_flag("--affine", affine, "Affine weights with a zero point (default: symmetric)");
     cmd->add_option("--plan", plan, "Per-layer rules (a plan file of lowbit quantize); overrides --bits");
     cmd->add_option("--observer-steps", observer_steps, "Steps before the activation observers freeze (default: half the training)");
-    cmd->add_option("--calib-samples", calib_samples, "Samples for the initial activation ranges")->capture_default_str();
+    cmd->add_option("--calib-samples", calib_samples, "Samples for the initial activation ranges")->capture_default_str()
+        ->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
   }
   QatOptions options() const {
     QatOptions q;
@@ -71,10 +72,10 @@ struct QatCli {
 
 // Fine-tunes `float_model` with fake quantization and converts it. Writes the integer model to
 // `out` (and the fake-quantized model to `fake_quant_out` if set); returns the report.
-json run_qat(const Graph& float_model, const DatasetSplits& data, const QatOptions& qat, TrainOptions options,
-             const std::string& out, const std::string& fake_quant_out) {
+json run_qat(const Graph& float_model, const DatasetSplits& data, const QatOptions& qat, int64_t calib_samples,
+             TrainOptions options, const std::string& out, const std::string& fake_quant_out) {
   CalibrationOptions c;
-  c.samples = 1000;
+  c.samples = calib_samples;
   Graph fq = prepare_qat(float_model, qat, calibrate(float_model, data.train, c));
   options.on_progress = [](const TrainProgress& p) { print_epoch(p, "qat"); };
   TrainReport report = train_qat(fq, data.train, options, qat);
@@ -124,6 +125,7 @@ Command add_qat(CLI::App& app) {
   struct Options {
     std::string model, data = default_dataset_dir(), out, fake_quant_out, teacher, teacher_cache;
     int epochs = 3, batch = 32, threads = 0;
+    int64_t train_samples = 0;
     float lr = 1e-4f, temperature = 4.0f, alpha = 0.7f;
     uint64_t seed = 0;
     bool json_out = false;
@@ -138,6 +140,7 @@ Command add_qat(CLI::App& app) {
   cmd->add_option("--batch", o->batch, "Mini-batch size")->capture_default_str()->check(CLI::Range(1, 1 << 20));
   cmd->add_option("--lr", o->lr, "Learning rate (Adam)")->capture_default_str();
   cmd->add_option("--seed", o->seed, "Seed for shuffling")->capture_default_str();
+  cmd->add_option("--train-samples", o->train_samples, "Use only the first N training samples (0: all)");
   cmd->add_option("--teacher", o->teacher, "Distil from this model while training (QAT + distillation)");
   cmd->add_option("--temperature", o->temperature, "With --teacher: softmax temperature T")->capture_default_str();
   cmd->add_option("--alpha", o->alpha, "With --teacher: weight of the soft (teacher) term")->capture_default_str()->check(CLI::Range(0.0, 1.0));
@@ -151,6 +154,7 @@ Command add_qat(CLI::App& app) {
     if (is_quantized(model) || is_qat_model(model))
       throw Error(ErrorKind::InvalidArgument, "'" + o->model + "' is not a float model (QAT starts from a trained float model)");
     DatasetSplits data = load_dataset_dir(o->data);
+    if (o->train_samples > 0) data.train = data.train.head(o->train_samples);
     TrainOptions options;
     options.epochs = o->epochs;
     options.batch_size = o->batch;
@@ -171,7 +175,7 @@ Command add_qat(CLI::App& app) {
     fmt::print("float model {}: test accuracy {:.4f}; quantization-aware training for {} epoch(s), {} thread(s)\n", o->model,
                float_test.accuracy, o->epochs, num_threads());
     std::fflush(stdout);
-    json r = run_qat(model, data, o->qat.options(), options, o->out, o->fake_quant_out);
+    json r = run_qat(model, data, o->qat.options(), o->qat.calib_samples, options, o->out, o->fake_quant_out);
     fmt::print("wrote {} ({} bytes, {:.1f}% of the float model's {} bytes)\n", o->out, file_bytes(o->out),
                100.0 * file_bytes(o->out) / std::max<uint64_t>(1, file_bytes(o->model)), file_bytes(o->model));
     if (o->json_out) {
@@ -189,6 +193,7 @@ Command add_distill(CLI::App& app) {
   struct Options {
     std::string teacher, student = "784-64-32-10", data = default_dataset_dir(), out, teacher_cache, fake_quant_out;
     int epochs = 10, qat_epochs = 5, batch = 32, threads = 0;
+    int64_t train_samples = 0;
     float lr = 1e-3f, qat_lr = 1e-4f, temperature = 4.0f, alpha = 0.7f;
     uint64_t seed = 0;
     bool json_out = false;
@@ -209,6 +214,7 @@ Command add_distill(CLI::App& app) {
   cmd->add_option("--lr", o->lr, "Learning rate of the float epochs (Adam)")->capture_default_str();
   cmd->add_option("--qat-lr", o->qat_lr, "Learning rate of the quantization-aware epochs")->capture_default_str();
   cmd->add_option("--seed", o->seed, "Seed for the student's initial weights and shuffling")->capture_default_str();
+  cmd->add_option("--train-samples", o->train_samples, "Use only the first N training samples (0: all)");
   cmd->add_option("--teacher-cache", o->teacher_cache, "Logit cache file (default <teacher>.logits; none: teacher runs every batch)");
   cmd->add_option("--save-fake-quant", o->fake_quant_out, "With --bits: also write the fake-quantized model");
   cmd->add_flag("--json", o->json_out, "End with one JSON line of results");
@@ -220,6 +226,7 @@ Command add_distill(CLI::App& app) {
     const bool quantized = bits->count() > 0 || !o->qat.plan.empty();
     Graph teacher = load_model(o->teacher);
     DatasetSplits data = load_dataset_dir(o->data);
+    if (o->train_samples > 0) data.train = data.train.head(o->train_samples);
     Graph student;
     const bool from_file = std::filesystem::path(o->student).extension() == ".lbm";
     if (from_file) {
@@ -274,7 +281,7 @@ Command add_distill(CLI::App& app) {
                  o->qat_epochs);
       options.epochs = o->qat_epochs;
       options.optimizer.learning_rate = o->qat_lr;
-      j.update(run_qat(student, data, o->qat.options(), options, o->out, o->fake_quant_out));
+      j.update(run_qat(student, data, o->qat.options(), o->qat.calib_samples, options, o->out, o->fake_quant_out));
       fmt::print("wrote {} ({} bytes)\n", o->out, file_bytes(o->out));
     }
     j["file_bytes"] = file_bytes(o->out);
