@@ -104,8 +104,8 @@ class FakeQuantizeOp final : public Op {
   }
 
  private:
-  // Rows per task: at least 32K values, so small tensors (an MLP's weights) run on one thread.
-  static int64_t grain(const Layout& l) { return std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, l.inner)); }
+  // Rows per task: at least 8K values (a fork-join costs about a microsecond with bound, spinning threads).
+  static int64_t grain(const Layout& l) { return std::max<int64_t>(1, (int64_t{1} << 13) / std::max<int64_t>(1, l.inner)); }
   static Layout layout(const Node& node, const Tensor& x) {
     if (node.attr_int("axis", -1) == 0) return {x.dim(0), x.numel() / std::max<int64_t>(1, x.dim(0)), 1};
     // Per tensor: one row per sample, so N (LSQ's features per sample) is the row length.
