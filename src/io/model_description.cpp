@@ -1,4 +1,6 @@
 // The JSON model description (docs/model-description.md) and the "784-64-32-10" shorthand.
+#include <algorithm>
+#include <array>
 #include <regex>
 #include <set>
 
@@ -33,6 +35,61 @@ template <typename T> T field(const json& object, const std::string& where, cons
   } catch (const json::exception&) {
     fail(where, std::string("field '") + key + "' has the wrong type (" + it->dump() + ")");
   }
+}
+
+// A field that is an int n (meaning [n, n]) or a list [a, b] of ints, each at least `minimum`.
+std::array<int64_t, 2> int_pair(const json& object, const std::string& where, const char* key,
+                                std::array<int64_t, 2> fallback, int64_t minimum) {
+  auto it = object.find(key);
+  if (it == object.end()) return fallback;
+  std::array<int64_t, 2> v;
+  if (it->is_number_integer()) {
+    v = {it->get<int64_t>(), it->get<int64_t>()};
+  } else if (it->is_array() && it->size() == 2 && (*it)[0].is_number_integer() && (*it)[1].is_number_integer()) {
+    v = {(*it)[0].get<int64_t>(), (*it)[1].get<int64_t>()};
+  } else {
+    fail(where, std::string("field '") + key + "' must be an integer or a list of two integers (got " + it->dump() + ")");
+  }
+  if (v[0] < minimum || v[1] < minimum)
+    fail(where, std::string("field '") + key + "' must be at least " + std::to_string(minimum) + " (got " + it->dump() + ")");
+  return v;
+}
+
+// The shape of `value` from shape inference over the layers built so far.
+Shape shape_of(const Graph& g, const std::string& value) {
+  Graph partial = g;
+  partial.outputs = {value};
+  return partial.infer_shapes().at(value).shape;
+}
+
+// ONNX pads [top, left, bottom, right] for a "padding" field: an int, [ph, pw], "valid" (none) or
+// "same" (output = ceil(input / stride), the odd pixel at the bottom/right as in Keras and TF).
+json pads_of(const json& layer, const std::string& where, const Shape& in, std::array<int64_t, 2> kernel,
+             std::array<int64_t, 2> stride, std::array<int64_t, 2> dilation) {
+  auto it = layer.find("padding");
+  if (it != layer.end() && it->is_string()) {
+    const std::string mode = it->get<std::string>();
+    if (mode == "valid") return {0, 0, 0, 0};
+    if (mode != "same") fail(where, "field 'padding' must be an integer, [ph, pw], \"same\" or \"valid\" (got " + it->dump() + ")");
+    std::array<int64_t, 2> before{}, after{};
+    for (int a = 0; a < 2; ++a) {
+      const int64_t size = in[2 + a], out = (size + stride[a] - 1) / stride[a];
+      const int64_t total = std::max<int64_t>((out - 1) * stride[a] + dilation[a] * (kernel[a] - 1) + 1 - size, 0);
+      before[a] = total / 2, after[a] = total - total / 2;
+    }
+    return {before[0], before[1], after[0], after[1]};
+  }
+  const auto p = int_pair(layer, where, "padding", {0, 0}, 0);
+  return {p[0], p[1], p[0], p[1]};
+}
+
+// The input of a spatial layer must be NCHW.
+Shape spatial_input(const Graph& g, const std::string& where, const std::string& value) {
+  const Shape in = shape_of(g, value);
+  if (in.size() != 4)
+    fail(where, "input " + to_string(in) + " must be [batch, channels, height, width]: add a reshape layer, e.g. "
+                "{\"type\": \"reshape\", \"shape\": [1, 28, 28]}");
+  return in;
 }
 
 }  // namespace
@@ -127,9 +184,7 @@ Graph build_model(const json& d, const Shape& sample_shape, int num_classes, uin
         fail(where, e.what());
       }
       // The input width comes from shape inference over the layers built so far.
-      Graph partial = g;
-      partial.outputs = {inputs.at(0)};
-      const Shape in_shape = partial.infer_shapes().at(inputs.at(0)).shape;
+      const Shape in_shape = shape_of(g, inputs.at(0));
       if (in_shape.size() != 2) fail(where, "input " + to_string(in_shape) + " must be [batch, features]: add a flatten layer");
       const int64_t features = in_shape[1];
       Tensor weight(DType::F32, {units, features});
@@ -142,8 +197,62 @@ Graph build_model(const json& d, const Shape& sample_shape, int num_classes, uin
         g.initializers[name + ".bias"] = Tensor(DType::F32, {units});
       }
       node.attributes["activation"] = activation;
+    } else if (type == "reshape") {
+      check_keys(layer, where, {"type", "name", "inputs", "shape"});
+      if (!layer.contains("shape")) fail(where, "field 'shape' (the shape of one sample, e.g. [1, 28, 28]) is required");
+      node.op = "Reshape";
+      node.attributes["shape"] = field<Shape>(layer, where, "shape", {});
+    } else if (type == "conv2d") {
+      check_keys(layer, where,
+                 {"type", "name", "inputs", "filters", "kernel", "stride", "padding", "dilation", "groups", "bias",
+                  "activation", "init"});
+      const int64_t filters = field<int64_t>(layer, where, "filters", 0);
+      if (filters < 1) fail(where, "field 'filters' must be a positive integer");
+      if (!layer.contains("kernel")) fail(where, "field 'kernel' (an integer or [kh, kw]) is required");
+      const auto kernel = int_pair(layer, where, "kernel", {1, 1}, 1);
+      const auto stride = int_pair(layer, where, "stride", {1, 1}, 1);
+      const auto dilation = int_pair(layer, where, "dilation", {1, 1}, 1);
+      const int64_t groups = field<int64_t>(layer, where, "groups", 1);
+      const std::string activation = field<std::string>(layer, where, "activation", "none");
+      if (activation != "none" && activation != "relu") fail(where, "field 'activation' must be \"none\" or \"relu\"");
+      Init init;
+      try {
+        init = init_from_name(field<std::string>(layer, where, "init", "he_uniform"));
+      } catch (const Error& e) {
+        fail(where, e.what());
+      }
+      const Shape in_shape = spatial_input(g, where, inputs.at(0));
+      const int64_t channels = in_shape[1];
+      if (groups < 1 || channels % groups || filters % groups)
+        fail(where, "field 'groups' (" + std::to_string(groups) + ") must be positive and divide the input channels (" +
+                        std::to_string(channels) + ") and 'filters' (" + std::to_string(filters) + ")");
+      Tensor weight(DType::F32, {filters, channels / groups, kernel[0], kernel[1]});
+      // Receptive field times the channels feeding one output (fan_in) or fed by one input (fan_out).
+      initialize(weight, init, channels / groups * kernel[0] * kernel[1], filters * kernel[0] * kernel[1], rng);
+      node.op = "Conv2D";
+      node.inputs.push_back(name + ".weight");
+      g.initializers[name + ".weight"] = weight;
+      if (field<bool>(layer, where, "bias", true)) {
+        node.inputs.push_back(name + ".bias");
+        g.initializers[name + ".bias"] = Tensor(DType::F32, {filters});
+      }
+      node.attributes["strides"] = stride;
+      node.attributes["pads"] = pads_of(layer, where, in_shape, kernel, stride, dilation);
+      node.attributes["dilations"] = dilation;
+      node.attributes["group"] = groups;
+      node.attributes["activation"] = activation;
+    } else if (type == "maxpool2d") {
+      check_keys(layer, where, {"type", "name", "inputs", "kernel", "stride", "padding"});
+      if (!layer.contains("kernel")) fail(where, "field 'kernel' (an integer or [kh, kw]) is required");
+      const auto kernel = int_pair(layer, where, "kernel", {1, 1}, 1);
+      const auto stride = int_pair(layer, where, "stride", kernel, 1);
+      const Shape in_shape = spatial_input(g, where, inputs.at(0));
+      node.op = "MaxPool2D";
+      node.attributes["kernel_shape"] = kernel;
+      node.attributes["strides"] = stride;
+      node.attributes["pads"] = pads_of(layer, where, in_shape, kernel, stride, {1, 1});
     } else {
-      fail(where, "unknown layer type '" + type + "' (known: flatten, dense, relu, softmax)");
+      fail(where, "unknown layer type '" + type + "' (known: flatten, reshape, dense, conv2d, maxpool2d, relu, softmax)");
     }
     g.add_node(std::move(node));
     previous = name;

@@ -234,9 +234,25 @@ void col2im(const ConvGeometry& g, const float* col, int64_t count, float* dx) {
   });
 }
 
+// dst = src + bias, through the ReLU if asked (restrict: lets the compiler vectorize).
+void add_bias(const float* __restrict src, float bias, bool relu, float* __restrict dst, int64_t n) {
+  if (relu)
+    for (int64_t q = 0; q < n; ++q) dst[q] = std::max(src[q] + bias, 0.0f);
+  else
+    for (int64_t q = 0; q < n; ++q) dst[q] = src[q] + bias;
+}
+
+// dst = dy where the fused ReLU's output y is positive, else 0.
+void relu_mask(const float* __restrict y, const float* __restrict dy, float* __restrict dst, int64_t n) {
+  for (int64_t q = 0; q < n; ++q) {
+    const float g = dy[q];  // loaded unconditionally, so the select vectorizes
+    dst[q] = y[q] > 0.0f ? g : 0.0f;
+  }
+}
+
 // Scratch reused across calls (grown on demand, per thread as the executor may run on several).
 struct ConvScratch {
-  std::vector<float> col, out;
+  std::vector<float> col, out, plane_sums, weight_t;
 };
 ConvScratch& scratch() {
   thread_local ConvScratch s;
@@ -263,11 +279,7 @@ void conv2d_f32_im2col(const ConvGeometry& g, const float* x, const float* w, co
         const int64_t i = p / g.out_channels, m = p % g.out_channels;
         const float* src = out + m * cols + i * spatial;
         float* dst = y + ((n0 + i) * g.out_channels + m) * spatial;
-        const float b = bias ? bias[m] : 0.0f;
-        if (act == Activation::Relu)
-          for (int64_t q = 0; q < spatial; ++q) dst[q] = std::max(src[q] + b, 0.0f);
-        else
-          for (int64_t q = 0; q < spatial; ++q) dst[q] = src[q] + b;
+        add_bias(src, bias ? bias[m] : 0.0f, act == Activation::Relu, dst, spatial);
       }
     });
   }
@@ -315,33 +327,56 @@ class Conv2D final : public Op {
     ConvScratch& s = scratch();
     for (int64_t n0 = 0; n0 < g.batch; n0 += chunk) {
       const int64_t count = std::min(chunk, g.batch - n0), cols = count * spatial;
-      // dY of the chunk as [Cout, count*OH*OW], zero where the fused ReLU clipped.
+      // dY of the chunk as [Cout, count*OH*OW], zero where the fused ReLU clipped, and the sum of
+      // each plane for db (eight independent partial sums: vectorizable, same order every time).
       s.out.resize(static_cast<size_t>(g.out_channels * cols));
+      s.plane_sums.resize(static_cast<size_t>(count * g.out_channels));
       float* dyc = s.out.data();
+      float* plane_sums = s.plane_sums.data();
       parallel_for(count * g.out_channels, plane_grain(spatial), [&](int64_t p0, int64_t p1) {
         for (int64_t p = p0; p < p1; ++p) {
           const int64_t i = p / g.out_channels, m = p % g.out_channels;
-          const int64_t offset = ((n0 + i) * g.out_channels + m) * spatial;
+          const float* src = dy + ((n0 + i) * g.out_channels + m) * spatial;
+          const float* yp = y + ((n0 + i) * g.out_channels + m) * spatial;
           float* dst = dyc + m * cols + i * spatial;
           if (relu)
-            for (int64_t q = 0; q < spatial; ++q) dst[q] = y[offset + q] > 0.0f ? dy[offset + q] : 0.0f;
+            relu_mask(yp, src, dst, spatial);
           else
-            std::memcpy(dst, dy + offset, static_cast<size_t>(spatial) * sizeof(float));
+            std::memcpy(dst, src, static_cast<size_t>(spatial) * sizeof(float));
+          if (db) {
+            float lanes[8] = {};
+            int64_t q = 0;
+            for (; q + 8 <= spatial; q += 8)
+              for (int l = 0; l < 8; ++l) lanes[l] += dst[q + l];
+            for (; q < spatial; ++q) lanes[q % 8] += dst[q];
+            double sum = 0;
+            for (float v : lanes) sum += v;
+            plane_sums[p] = static_cast<float>(sum);
+          }
         }
       });
       if (db)
-        for (int64_t m = 0; m < g.out_channels; ++m) {
-          double sum = 0;
-          for (int64_t q = 0; q < cols; ++q) sum += dyc[m * cols + q];
-          bias_sums[m] += sum;
-        }
+        for (int64_t p = 0; p < count * g.out_channels; ++p) bias_sums[p % g.out_channels] += plane_sums[p];
       if (!dw && !dx) continue;
       s.col.resize(static_cast<size_t>(g.in_channels * g.kernel_h * g.kernel_w * cols));
       if (dw) {  // dW_g[Cout/G, K] (+)= dY_g * col_g^T, accumulated over chunks
         im2col(g, x + n0 * g.in_channels * g.in_spatial(), count, s.col.data());
+        // With K < Cout/G (e.g. a first layer on one channel) the transposed product
+        // dW_g^T[K, Cout/G] = col_g * dY_g^T suits the GEMM's tiles better; transposed back at the end.
+        const bool transposed = k < mg;
+        if (transposed) s.weight_t.resize(static_cast<size_t>(g.groups * k * mg));
         for (int64_t grp = 0; grp < g.groups; ++grp)
-          gemm_f32(Transpose::No, Transpose::Yes, mg, k, cols, 1.0f, dyc + grp * mg * cols, cols,
-                   s.col.data() + grp * k * cols, cols, n0 == 0 ? 0.0f : 1.0f, dw->data<float>() + grp * mg * k, k);
+          if (transposed)
+            gemm_f32(Transpose::No, Transpose::Yes, k, mg, cols, 1.0f, s.col.data() + grp * k * cols, cols,
+                     dyc + grp * mg * cols, cols, n0 == 0 ? 0.0f : 1.0f, s.weight_t.data() + grp * k * mg, mg);
+          else
+            gemm_f32(Transpose::No, Transpose::Yes, mg, k, cols, 1.0f, dyc + grp * mg * cols, cols,
+                     s.col.data() + grp * k * cols, cols, n0 == 0 ? 0.0f : 1.0f, dw->data<float>() + grp * mg * k, k);
+        if (transposed && n0 + count == g.batch)
+          for (int64_t grp = 0; grp < g.groups; ++grp)
+            for (int64_t m = 0; m < mg; ++m)
+              for (int64_t j = 0; j < k; ++j)
+                dw->data<float>()[(grp * mg + m) * k + j] = s.weight_t[static_cast<size_t>((grp * k + j) * mg + m)];
       }
       if (dx) {  // dcol_g[K, cols] = W_g^T * dY_g, then scattered back to the images
         for (int64_t grp = 0; grp < g.groups; ++grp)
@@ -383,16 +418,29 @@ PoolGeometry pool_geometry(const Node& node, const Shape& x) {
   return g;
 }
 
-// Index (within the plane) of the window's maximum, the first in row-major order on ties.
-int64_t window_argmax(const PoolGeometry& g, const float* plane, int64_t oy, int64_t ox) {
-  const int64_t y0 = oy * g.stride_h - g.pad_top, x0 = ox * g.stride_w - g.pad_left;
-  const int64_t y_lo = std::max<int64_t>(y0, 0), y_hi = std::min(y0 + g.kernel_h, g.in_h);
-  const int64_t x_lo = std::max<int64_t>(x0, 0), x_hi = std::min(x0 + g.kernel_w, g.in_w);
-  int64_t best = y_lo * g.in_w + x_lo;
-  for (int64_t iy = y_lo; iy < y_hi; ++iy)
-    for (int64_t ix = x_lo; ix < x_hi; ++ix)
-      if (plane[iy * g.in_w + ix] > plane[best]) best = iy * g.in_w + ix;
-  return best;
+// Calls visit(output index, input index, value) with the maximum of every window of one plane,
+// the first in row-major order on ties. Window bounds are clipped to the input once per row and
+// column, and the running maximum stays in a register.
+template <typename Visit> void for_each_window_max(const PoolGeometry& g, const float* plane, Visit&& visit) {
+  for (int64_t oy = 0; oy < g.out_h; ++oy) {
+    const int64_t y0 = oy * g.stride_h - g.pad_top;
+    const int64_t y_lo = std::max<int64_t>(y0, 0), y_hi = std::min(y0 + g.kernel_h, g.in_h);
+    for (int64_t ox = 0; ox < g.out_w; ++ox) {
+      const int64_t x0 = ox * g.stride_w - g.pad_left;
+      const int64_t x_lo = std::max<int64_t>(x0, 0), x_hi = std::min(x0 + g.kernel_w, g.in_w);
+      int64_t best = y_lo * g.in_w + x_lo;
+      float best_value = plane[best];
+      for (int64_t iy = y_lo; iy < y_hi; ++iy)
+        for (int64_t ix = x_lo; ix < x_hi; ++ix) {
+          // Branch-free (conditional moves): on real data the comparison is a coin flip.
+          const float v = plane[iy * g.in_w + ix];
+          const bool greater = v > best_value;
+          best = greater ? iy * g.in_w + ix : best;
+          best_value = greater ? v : best_value;
+        }
+      visit(oy * g.out_w + ox, best, best_value);
+    }
+  }
 }
 
 class MaxPool2D final : public Op {
@@ -413,8 +461,7 @@ class MaxPool2D final : public Op {
       for (int64_t p = p0; p < p1; ++p) {
         const float* plane = x + p * in_plane;
         float* dst = y + p * out_plane;
-        for (int64_t oy = 0; oy < g.out_h; ++oy)
-          for (int64_t ox = 0; ox < g.out_w; ++ox) dst[oy * g.out_w + ox] = plane[window_argmax(g, plane, oy, ox)];
+        for_each_window_max(g, plane, [dst](int64_t o, int64_t, float value) { dst[o] = value; });
       }
     });
   }
@@ -435,8 +482,7 @@ class MaxPool2D final : public Op {
         const float* src = dy + p * out_plane;
         float* dst = dx + p * in_plane;
         std::fill_n(dst, in_plane, 0.0f);
-        for (int64_t oy = 0; oy < g.out_h; ++oy)
-          for (int64_t ox = 0; ox < g.out_w; ++ox) dst[window_argmax(g, plane, oy, ox)] += src[oy * g.out_w + ox];
+        for_each_window_max(g, plane, [dst, src](int64_t o, int64_t i, float) { dst[i] += src[o]; });
       }
     });
   }
@@ -474,6 +520,9 @@ class Reshape final : public Op {
       for (const auto& v : *it) ok &= v.is_number_integer();
     if (!ok) shape_error(node, "attribute 'shape' must be a list of integers, got " + it->dump());
     Shape sample = it->get<Shape>();
+    std::string requested;  // as written: to_string() would print -1 as the batch marker N
+    for (int64_t d : sample) requested += (requested.empty() ? "" : ", ") + std::to_string(d);
+    requested = "[" + requested + "]";
     if (in.empty()) shape_error(node, "input must have a batch dimension, got " + to_string(in));
     int64_t in_count = 1;
     for (size_t i = 1; i < in.size(); ++i) {
@@ -485,15 +534,14 @@ class Reshape final : public Op {
       if (sample[i] == -1 && inferred < 0) {
         inferred = static_cast<int64_t>(i);
       } else if (sample[i] < 1) {
-        shape_error(node, "attribute 'shape' " + to_string(sample) + ": dimensions must be positive (one may be -1)");
+        shape_error(node, "attribute 'shape' " + requested + ": dimensions must be positive (one may be -1)");
       } else {
         known *= sample[i];
       }
     }
     if (inferred >= 0) {
       if (in_count % known)
-        shape_error(node, "cannot reshape samples of " + to_string(Shape(in.begin() + 1, in.end())) + " to " +
-                              to_string(sample));
+        shape_error(node, "cannot reshape samples of " + to_string(Shape(in.begin() + 1, in.end())) + " to " + requested);
       sample[inferred] = in_count / known;
       known = in_count;
     }
