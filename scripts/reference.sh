@@ -77,9 +77,12 @@ echo "(a8*: activations quantized per row at run time)"
 
 [[ -n "${SKIP_LEARN:-}" ]] && exit 0
 
-# Learning under compression (docs/qat.md), every seed; one teacher for all students.
+# Learning under compression (docs/qat.md), every seed; one teacher (seed 0) for all students.
+# Distillation is compared with label training at the same budget: DISTILL_EPOCHS epochs, cosine
+# learning-rate decay, for both.
 TEACHER=${TEACHER:-examples/models/cnn-teacher.json}
 TEACHER_EPOCHS=${TEACHER_EPOCHS:-10}
+DISTILL_EPOCHS=${DISTILL_EPOCHS:-20}
 learn="$OUT/learning.jsonl"
 : >"$learn"
 teacher="$OUT/teacher.lbm"
@@ -88,7 +91,8 @@ echo "== teacher $TEACHER, $TEACHER_EPOCHS epochs"
 "$lowbit" train --arch "$TEACHER" --data "$DATA" --epochs "$TEACHER_EPOCHS" --seed 0 --threads "$THREADS" --out "$teacher" --json \
   | tee "$OUT/teacher.log" | tail -n 1 | jq -c '{"name": "teacher", "seed": .seed, "bits": "w32 a32", "file_bytes": .file_bytes,
       "test_accuracy": .test_accuracy, "epochs": .epochs, "seconds": .train_seconds}' >>"$learn"
-distill=(--teacher "$teacher" --data "$DATA" --temperature "${TEMPERATURE:-4}" --alpha "${ALPHA:-0.7}" --threads "$THREADS" --json)
+distill=(--teacher "$teacher" --data "$DATA" --temperature "${TEMPERATURE:-1}" --alpha "${ALPHA:-0.9}" --lr-schedule cosine
+         --threads "$THREADS" --json)
 record() {  # record NAME BITS SEED < json line
   jq -c --arg name "$1" --arg bits "$2" --argjson seed "$3" \
     '{"name": $name, "seed": $seed, "bits": $bits, "file_bytes": .file_bytes, "test_accuracy": .test_accuracy,
@@ -97,9 +101,12 @@ record() {  # record NAME BITS SEED < json line
 }
 for seed in $SEEDS; do
   fp32="$OUT/reference-mlp-seed$seed.lbm"
-  jq -c '.' <(grep "\"seed\":$seed," "$results" | tail -n 1) | record "reference MLP, labels" "w32 a32" "$seed"
-  echo "== seed $seed: distillation, QAT"
-  "$lowbit" distill "${distill[@]}" --student examples/models/reference-mlp.json --epochs 10 --seed "$seed" \
+  grep "\"seed\":$seed," "$results" | tail -n 1 | record "reference MLP, labels" "w32 a32" "$seed"
+  echo "== seed $seed: labels and distillation at $DISTILL_EPOCHS epochs (cosine), QAT"
+  "$lowbit" train --arch examples/models/reference-mlp.json --data "$DATA" --epochs "$DISTILL_EPOCHS" --lr-schedule cosine \
+    --seed "$seed" --threads "$THREADS" --out "$OUT/labels-cosine-seed$seed.lbm" --json | tail -n 1 \
+    | record "reference MLP, labels, same budget" "w32 a32" "$seed"
+  "$lowbit" distill "${distill[@]}" --student examples/models/reference-mlp.json --epochs "$DISTILL_EPOCHS" --seed "$seed" \
     --out "$OUT/distilled-seed$seed.lbm" | tee "$OUT/distilled-seed$seed.log" | tail -n 1 | record "reference MLP, distilled" "w32 a32" "$seed"
   "$lowbit" qat --model "$fp32" --data "$DATA" --bits 4 --epochs 3 --seed "$seed" --threads "$THREADS" --json \
     --out "$OUT/qat-w4-seed$seed.lbm" | tee "$OUT/qat-w4-seed$seed.log" | tail -n 1 | record "QAT, 4-bit" "w4 a8" "$seed"
@@ -111,13 +118,15 @@ for seed in $SEEDS; do
 done
 
 echo
-echo "Learning under compression ($(basename "$DATA"), $THREADS threads; teacher $(basename "$TEACHER"); accuracy per seed and mean):"
+echo "Learning under compression ($(basename "$DATA"), $THREADS threads; teacher $(basename "$TEACHER"); test accuracy per seed and mean;"
+echo "'vs float MLP': against the mean of the reference MLP (10 epochs, labels)):"
 jq -rs --arg seeds "$SEEDS" '
   ($seeds | split(" ") | map(tonumber)) as $seeds
   | (map(select(.name == "reference MLP, labels")) | map(.test_accuracy) | add / length) as $ref
   | group_by(.name) as $groups
   | (["model", "bits", "file bytes", "epochs"] + ($seeds | map("seed \(.)")) + ["mean", "vs float MLP (pts)", "int agrees"] | @tsv),
-    ( ["teacher", "reference MLP, labels", "reference MLP, distilled", "QAT, 4-bit", "distilled + QAT (LSQ), 4-bit", "distilled + QAT (LSQ), 2-bit"][] as $n
+    ( ["teacher", "reference MLP, labels", "reference MLP, labels, same budget", "reference MLP, distilled", "QAT, 4-bit",
+       "distilled + QAT (LSQ), 4-bit", "distilled + QAT (LSQ), 2-bit"][] as $n
       | ($groups[] | select(.[0].name == $n)) as $g
       | ([$n, $g[0].bits, $g[0].file_bytes, $g[0].epochs]
          + ($seeds | map(. as $s | ($g | map(select(.seed == $s)) | .[0].test_accuracy // null)
@@ -126,4 +135,5 @@ jq -rs --arg seeds "$SEEDS" '
             ((($g | map(.test_accuracy) | add / length) - $ref) * 10000 | round / 100),
             (if $g[0].agreement then ($g | map(.agreement) | min * 10000 | round / 100 | tostring + " %") else "" end)]) | @tsv)
 ' "$learn" | column -t -s $'\t'
-echo "(QAT rows are the converted integer models; 'int agrees': the least agreement of the integer model with its QAT model over the seeds)"
+echo "(QAT rows are the converted integer models; 'int agrees': the lowest agreement of an integer model with its QAT model;"
+echo " distilled rows: T = ${TEMPERATURE:-1}, alpha = ${ALPHA:-0.9}, cosine decay; 'same budget': labels only, $DISTILL_EPOCHS epochs, cosine)"

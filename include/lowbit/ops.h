@@ -14,7 +14,8 @@
 //   forward:      resizes each output (Tensor::resize) and fills it. Inputs are not modified.
 //   backward:     given inputs, outputs and the gradients of the outputs, writes (overwrites) the
 //                 gradient of every input whose slot in input_grads is not null.
-// Built-in ops: Dense, Relu, Softmax, Flatten, SoftmaxCrossEntropy, and the quantized ops
+// Built-in ops: Dense, Relu, Softmax, Flatten, Reshape, Conv2D, MaxPool2D, SoftmaxCrossEntropy,
+// DistillationLoss, the training-time FakeQuantize and LsqFakeQuantize, and the quantized ops
 // QuantizeLinear, DequantizeLinear, QDense, DynamicQDense (see docs/ops.md).
 #pragma once
 

@@ -41,6 +41,10 @@ struct OptimizerOptions {
   float beta1 = 0.9f;         // adam, Keras defaults
   float beta2 = 0.999f;
   float epsilon = 1e-7f;
+  // Learning-rate schedule over the whole run: "constant", or "cosine" (decays from learning_rate
+  // to 0 along half a cosine, per step: lr_t = lr * (1 + cos(pi * t / T)) / 2, as PyTorch's
+  // CosineAnnealingLR with eta_min = 0 and T_max = all steps).
+  std::string schedule = "constant";
 };
 
 class Optimizer {
@@ -48,6 +52,7 @@ class Optimizer {
   virtual ~Optimizer() = default;
   // Applies one update to every parameter from its gradient.
   virtual void step(std::vector<Parameter>& parameters) = 0;
+  virtual void set_learning_rate(float learning_rate) = 0;  // used by schedules
   static std::unique_ptr<Optimizer> create(const OptimizerOptions& options);  // throws for an unknown name
 };
 
@@ -56,6 +61,7 @@ class Sgd final : public Optimizer {
  public:
   explicit Sgd(float learning_rate, float momentum = 0.0f) : lr_(learning_rate), momentum_(momentum) {}
   void step(std::vector<Parameter>& parameters) override;
+  void set_learning_rate(float learning_rate) override { lr_ = learning_rate; }
 
  private:
   float lr_, momentum_;
@@ -69,6 +75,7 @@ class Adam final : public Optimizer {
   Adam(float learning_rate, float beta1, float beta2, float epsilon)
       : lr_(learning_rate), beta1_(beta1), beta2_(beta2), epsilon_(epsilon) {}
   void step(std::vector<Parameter>& parameters) override;
+  void set_learning_rate(float learning_rate) override { lr_ = learning_rate; }
 
  private:
   float lr_, beta1_, beta2_, epsilon_;

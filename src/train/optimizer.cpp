@@ -8,6 +8,8 @@ namespace lowbit {
 
 std::unique_ptr<Optimizer> Optimizer::create(const OptimizerOptions& o) {
   if (!(o.learning_rate > 0.0f)) throw Error(ErrorKind::InvalidArgument, "learning rate must be positive");
+  if (o.schedule != "constant" && o.schedule != "cosine")
+    throw Error(ErrorKind::InvalidArgument, "unknown learning-rate schedule '" + o.schedule + "' (expected constant or cosine)");
   if (o.name == "adam") return std::make_unique<Adam>(o.learning_rate, o.beta1, o.beta2, o.epsilon);
   if (o.name == "sgd") return std::make_unique<Sgd>(o.learning_rate, o.momentum);
   throw Error(ErrorKind::InvalidArgument, "unknown optimizer '" + o.name + "' (expected adam or sgd)");

@@ -67,7 +67,7 @@ Command add_train(CLI::App& app) {
     std::string data = default_dataset_dir(), arch = "784-64-32-10", out;
     int epochs = 10, batch = 32, threads = 0;
     float lr = 1e-3f, momentum = 0.0f;
-    std::string optimizer = "adam";
+    std::string optimizer = "adam", schedule = "constant";
     uint64_t seed = 0;
     double validation_split = 0.0;
     int64_t train_samples = 0;
@@ -81,6 +81,8 @@ Command add_train(CLI::App& app) {
   cmd->add_option("--lr", o->lr, "Learning rate")->capture_default_str();
   cmd->add_option("--optimizer", o->optimizer, "adam or sgd")->capture_default_str()->check(CLI::IsMember({"adam", "sgd"}));
   cmd->add_option("--momentum", o->momentum, "Momentum for sgd")->capture_default_str();
+  cmd->add_option("--lr-schedule", o->schedule, "constant, or cosine (decay to 0 over the run)")->capture_default_str()
+      ->check(CLI::IsMember({"constant", "cosine"}));
   cmd->add_option("--seed", o->seed, "Seed for initial weights and shuffling")->capture_default_str();
   cmd->add_option("--validation-split", o->validation_split, "Fraction of the training data held out for validation")
       ->capture_default_str()->check(CLI::Range(0.0, 0.99));
@@ -99,6 +101,7 @@ Command add_train(CLI::App& app) {
     options.optimizer.name = o->optimizer;
     options.optimizer.learning_rate = o->lr;
     options.optimizer.momentum = o->momentum;
+    options.optimizer.schedule = o->schedule;
     options.seed = o->seed;
     options.validation_split = o->validation_split;
     Progress progress(false);

@@ -195,6 +195,7 @@ Command add_distill(CLI::App& app) {
     int epochs = 10, qat_epochs = 5, batch = 32, threads = 0;
     int64_t train_samples = 0;
     float lr = 1e-3f, qat_lr = 1e-4f, temperature = 4.0f, alpha = 0.7f;
+    std::string schedule = "constant";
     uint64_t seed = 0;
     bool json_out = false;
     QatCli qat;
@@ -213,6 +214,8 @@ Command add_distill(CLI::App& app) {
   cmd->add_option("--batch", o->batch, "Mini-batch size")->capture_default_str()->check(CLI::Range(1, 1 << 20));
   cmd->add_option("--lr", o->lr, "Learning rate of the float epochs (Adam)")->capture_default_str();
   cmd->add_option("--qat-lr", o->qat_lr, "Learning rate of the quantization-aware epochs")->capture_default_str();
+  cmd->add_option("--lr-schedule", o->schedule, "constant, or cosine (decay to 0 over each phase)")->capture_default_str()
+      ->check(CLI::IsMember({"constant", "cosine"}));
   cmd->add_option("--seed", o->seed, "Seed for the student's initial weights and shuffling")->capture_default_str();
   cmd->add_option("--train-samples", o->train_samples, "Use only the first N training samples (0: all)");
   cmd->add_option("--teacher-cache", o->teacher_cache, "Logit cache file (default <teacher>.logits; none: teacher runs every batch)");
@@ -244,6 +247,7 @@ Command add_distill(CLI::App& app) {
     options.seed = o->seed;
     options.distill.temperature = o->temperature;
     options.distill.alpha = o->alpha;
+    options.optimizer.schedule = o->schedule;
     if (cache.empty()) {
       options.distill.teacher = &teacher;
     } else {
