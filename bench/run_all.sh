@@ -15,3 +15,5 @@ python3 bench/gemm_ratios.py build/bench/bench/lowbit_bench_gemm --benchmark_rep
 python3 bench/qgemm_ratios.py build/bench/bench/lowbit_bench_qgemm | tee "$out/qgemm.txt"
 "$lowbit" train --seed 0 --threads 2 --out "$out/fp32.lbm" >/dev/null
 python3 bench/int8_vs_onnxruntime.py --lowbit "$lowbit" --model "$out/fp32.lbm" | tee "$out/onnxruntime.txt"
+bench/learn_epoch_cost.sh "$lowbit" | tee "$out/learn_epoch_cost.txt"
+/usr/bin/python3 bench/cnn_vs_pytorch.py --lowbit "$lowbit" --arch examples/models/cnn-teacher.json --epochs 2 | tee "$out/cnn_pytorch.txt"
