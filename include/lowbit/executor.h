@@ -12,7 +12,13 @@
 //   run.backward("loss");
 //   for (auto& p : run.parameters()) { /* p.value, *p.grad */ }
 //
-// Gradients of a value read by several nodes are summed.
+// Gradients of a value read by several nodes (or twice by one node, as Add(x, x)) are summed.
+//
+// A training executor runs every node through Op::forward_train with its RunContext: BatchNorm
+// normalizes with batch statistics and updates its running statistics in the graph, Dropout draws
+// a mask from (seed, step, node name). The step counts forward() calls from 0; set_seed() (the
+// trainer passes TrainOptions::seed) makes the masks of one run reproducible. A non-training
+// executor runs the inference forward (running statistics, no dropout).
 #pragma once
 
 #include <string>
@@ -41,6 +47,10 @@ class Executor {
   Tensor& input(const std::string& name);
   void forward();
   const Tensor& value(const std::string& name) const;
+  // Training executors: the seed of random ops (default 0) and the step of the next forward().
+  void set_seed(uint64_t seed) { context_.seed = seed; }
+  void set_step(int64_t step) { context_.step = step; }
+  const RunContext& context() const { return context_; }
   // Back-propagates from the scalar `loss` value (computed by the last forward()).
   void backward(const std::string& loss);
   std::vector<Parameter>& parameters() { return parameters_; }
@@ -62,7 +72,8 @@ class Executor {
   std::vector<int> consumers_;  // how many backward steps contribute to each value's gradient
   std::vector<Step> steps_;
   std::vector<Parameter> parameters_;
-  Tensor scratch_;
+  std::vector<Tensor> scratch_;  // one per input slot that adds to an already written gradient
+  RunContext context_;
 };
 
 }  // namespace lowbit

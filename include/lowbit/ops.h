@@ -13,12 +13,20 @@
 //                 Error(Format) naming node.name and the offending input.
 //   forward:      resizes each output (Tensor::resize) and fills it. Inputs are not modified.
 //   backward:     given inputs, outputs and the gradients of the outputs, writes (overwrites) the
-//                 gradient of every input whose slot in input_grads is not null.
-// Built-in ops: Dense, Relu, Softmax, Flatten, Reshape, Conv2D, MaxPool2D, SoftmaxCrossEntropy,
-// DistillationLoss, the training-time FakeQuantize and LsqFakeQuantize, and the quantized ops
-// QuantizeLinear, DequantizeLinear, QDense, DynamicQDense (see docs/ops.md).
+//                 gradient of every input whose slot in input_grads is not null. It is only called
+//                 after a training-mode forward (forward_train), so ops whose forward depends on the
+//                 mode differentiate the training-mode forward.
+//   forward_train: the forward pass of a training executor (see RunContext). Only ops whose
+//                 training forward differs (BatchNormalization, Dropout) override it; they may
+//                 update their *state inputs* in place (BatchNormalization's running statistics,
+//                 which are initializers shared with the graph, so the model sees the update).
+// Built-in ops: Dense, Relu, Softmax, Flatten, Reshape, Conv2D, MaxPool2D, AveragePool2D,
+// GlobalAveragePool, BatchNormalization, Dropout, Add, SoftmaxCrossEntropy, DistillationLoss, the
+// training-time FakeQuantize and LsqFakeQuantize, and the quantized ops QuantizeLinear,
+// DequantizeLinear, QDense, DynamicQDense (see docs/ops.md).
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <span>
 #include <string>
@@ -28,6 +36,16 @@
 #include "lowbit/tensor.h"
 
 namespace lowbit {
+
+// What a training-mode forward pass may depend on besides its inputs: the step (how many forward
+// passes the executor ran before this one, counting from 0) and a seed, so random ops (Dropout)
+// draw a different but reproducible mask every step: same seed, same steps -> same bytes, for any
+// thread count. A training Executor owns one and advances `step` on every forward().
+struct RunContext {
+  bool training = false;
+  uint64_t seed = 0;
+  int64_t step = 0;
+};
 
 class Op {
  public:
@@ -53,6 +71,14 @@ class Op {
   virtual void forward_prepared(const Node& node, const void* /*state*/, std::span<const Tensor* const> inputs,
                                 std::span<Tensor* const> outputs) const {
     forward(node, inputs, outputs);
+  }
+  // The forward pass of a training executor (context.training is true there). Inputs are mutable
+  // so that an op can update its state inputs (running statistics) in place; every other input
+  // must be left as it is. `state` is prepare()'s, as for forward_prepared, to which the default
+  // forwards: ops that behave the same in training need not override this.
+  virtual void forward_train(const Node& node, const void* state, const RunContext& /*context*/,
+                             std::span<Tensor* const> inputs, std::span<Tensor* const> outputs) const {
+    forward_prepared(node, state, std::span<const Tensor* const>(inputs.data(), inputs.size()), outputs);
   }
 };
 

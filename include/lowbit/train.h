@@ -123,7 +123,7 @@ struct TrainOptions {
   int epochs = 10;
   int batch_size = 32;
   OptimizerOptions optimizer;
-  uint64_t seed = 0;               // shuffling; initial weights come from build_model's seed
+  uint64_t seed = 0;               // shuffling and dropout masks; initial weights come from build_model's seed
   double validation_split = 0.0;   // the last fraction of the training data, held out (as Keras)
   std::function<void(const TrainProgress&)> on_progress;  // called after every batch
   DistillSettings distill;         // off unless a teacher is given

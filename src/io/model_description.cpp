@@ -251,8 +251,58 @@ Graph build_model(const json& d, const Shape& sample_shape, int num_classes, uin
       node.attributes["kernel_shape"] = kernel;
       node.attributes["strides"] = stride;
       node.attributes["pads"] = pads_of(layer, where, in_shape, kernel, stride, {1, 1});
+    } else if (type == "avgpool2d") {
+      check_keys(layer, where, {"type", "name", "inputs", "kernel", "stride", "padding", "count_include_pad"});
+      if (!layer.contains("kernel")) fail(where, "field 'kernel' (an integer or [kh, kw]) is required");
+      const auto kernel = int_pair(layer, where, "kernel", {1, 1}, 1);
+      const auto stride = int_pair(layer, where, "stride", kernel, 1);
+      const Shape in_shape = spatial_input(g, where, inputs.at(0));
+      node.op = "AveragePool2D";
+      node.attributes["kernel_shape"] = kernel;
+      node.attributes["strides"] = stride;
+      node.attributes["pads"] = pads_of(layer, where, in_shape, kernel, stride, {1, 1});
+      node.attributes["count_include_pad"] = field<bool>(layer, where, "count_include_pad", false) ? 1 : 0;
+    } else if (type == "globalavgpool") {
+      check_keys(layer, where, {"type", "name", "inputs"});
+      spatial_input(g, where, inputs.at(0));
+      node.op = "GlobalAveragePool";
+    } else if (type == "batchnorm") {
+      check_keys(layer, where, {"type", "name", "inputs", "momentum", "epsilon"});
+      const double momentum = field<double>(layer, where, "momentum", 0.9);
+      const double epsilon = field<double>(layer, where, "epsilon", 1e-5);
+      if (!(momentum >= 0.0 && momentum <= 1.0)) fail(where, "field 'momentum' must be in [0, 1]");
+      if (!(epsilon > 0.0)) fail(where, "field 'epsilon' must be positive");
+      const Shape in_shape = shape_of(g, inputs.at(0));
+      if (in_shape.size() != 2 && in_shape.size() != 4)
+        fail(where, "input " + to_string(in_shape) + " must be [batch, channels] or [batch, channels, height, width]");
+      const int64_t channels = in_shape[1];
+      // Identity at the start: scale 1, shift 0, running mean 0 and variance 1 (as PyTorch).
+      Tensor scale(DType::F32, {channels}), running_var(DType::F32, {channels});
+      std::fill_n(scale.data<float>(), channels, 1.0f);
+      std::fill_n(running_var.data<float>(), channels, 1.0f);
+      node.op = "BatchNormalization";
+      for (const char* suffix : {".scale", ".bias", ".running_mean", ".running_var"}) node.inputs.push_back(name + suffix);
+      g.initializers[name + ".scale"] = scale;
+      g.initializers[name + ".bias"] = Tensor(DType::F32, {channels});
+      g.initializers[name + ".running_mean"] = Tensor(DType::F32, {channels});
+      g.initializers[name + ".running_var"] = running_var;
+      node.attributes["momentum"] = momentum;
+      node.attributes["epsilon"] = epsilon;
+    } else if (type == "dropout") {
+      check_keys(layer, where, {"type", "name", "inputs", "rate"});
+      const double rate = field<double>(layer, where, "rate", 0.5);
+      if (!(rate >= 0.0 && rate < 1.0)) fail(where, "field 'rate' must be in [0, 1)");
+      node.op = "Dropout";
+      node.outputs.push_back(name + ".mask");  // kept for the backward pass
+      node.attributes["ratio"] = rate;
+    } else if (type == "add") {
+      check_keys(layer, where, {"type", "name", "inputs"});
+      if (inputs.size() != 2) fail(where, "field 'inputs' must name the two layers to add, e.g. [\"conv2d_2\", \"relu_1\"]");
+      node.op = "Add";
     } else {
-      fail(where, "unknown layer type '" + type + "' (known: flatten, reshape, dense, conv2d, maxpool2d, relu, softmax)");
+      fail(where, "unknown layer type '" + type +
+                      "' (known: flatten, reshape, dense, conv2d, maxpool2d, avgpool2d, globalavgpool, batchnorm, "
+                      "dropout, add, relu, softmax)");
     }
     g.add_node(std::move(node));
     previous = name;

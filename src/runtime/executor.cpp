@@ -1,10 +1,12 @@
 #include "lowbit/executor.h"
 
 #include <algorithm>
+#include <utility>
 
 namespace lowbit {
 
 Executor::Executor(const Graph& graph, bool training) : graph_(graph) {
+  context_.training = training;
   auto add_value = [&](const std::string& name) {
     auto [it, inserted] = ids_.emplace(name, static_cast<int>(values_.size()));
     if (inserted) {
@@ -45,6 +47,9 @@ Executor::Executor(const Graph& graph, bool training) : graph_(graph) {
     steps_.push_back(std::move(step));
   }
   grads_.resize(values_.size());
+  size_t max_inputs = 0;
+  for (const auto& step : steps_) max_inputs = std::max(max_inputs, step.inputs.size());
+  scratch_.resize(max_inputs);  // never resized again: backward() hands out pointers into it
   consumers_.assign(values_.size(), 0);
   for (const auto& step : steps_) {
     if (!step.run_backward) continue;
@@ -78,14 +83,21 @@ const Tensor& Executor::value(const std::string& name) const { return values_[id
 
 void Executor::forward() {
   std::vector<const Tensor*> ins;
-  std::vector<Tensor*> outs;
+  std::vector<Tensor*> mutable_ins, outs;
   for (const auto& step : steps_) {
     ins.clear();
+    mutable_ins.clear();
     outs.clear();
-    for (int id : step.inputs) ins.push_back(&values_[id]);
     for (int id : step.outputs) outs.push_back(&values_[id]);
-    step.op->forward_prepared(*step.node, step.state.get(), ins, outs);
+    if (context_.training) {
+      for (int id : step.inputs) mutable_ins.push_back(&values_[id]);
+      step.op->forward_train(*step.node, step.state.get(), context_, mutable_ins, outs);
+    } else {
+      for (int id : step.inputs) ins.push_back(&values_[id]);
+      step.op->forward_prepared(*step.node, step.state.get(), ins, outs);
+    }
   }
+  if (context_.training) ++context_.step;
 }
 
 void Executor::backward(const std::string& loss) {
@@ -106,8 +118,9 @@ void Executor::backward(const std::string& loss) {
       out_grads.push_back(&grads_[id]);
     }
     // The first contribution to a gradient is written in place; later ones go through scratch and
-    // are added, so a value read by several nodes gets the sum of their gradients.
-    std::vector<int> accumulate;
+    // are added, so a value read by several nodes gets the sum of their gradients. A node reading
+    // one value twice (Add(x, x)) gets one scratch tensor per extra slot, added in input order.
+    std::vector<std::pair<int, Tensor*>> accumulate;
     for (size_t i = 0; i < step.inputs.size(); ++i) {
       int id = step.inputs[i];
       if (!needs_grad_[id] || !step.op->differentiable_input(static_cast<int>(i))) {
@@ -115,15 +128,15 @@ void Executor::backward(const std::string& loss) {
       } else if (received[id]++ == 0) {
         in_grads.push_back(&grads_[id]);
       } else {
-        in_grads.push_back(&scratch_);
-        accumulate.push_back(id);
+        Tensor* scratch = &scratch_[accumulate.size()];
+        in_grads.push_back(scratch);
+        accumulate.emplace_back(id, scratch);
       }
     }
-    LOWBIT_CHECK(accumulate.size() <= 1, "a node reading the same value twice is not supported yet");
     step.op->backward(*step.node, ins, outs, out_grads, in_grads);
-    for (int id : accumulate) {
+    for (auto [id, scratch] : accumulate) {
       float* dst = grads_[id].data<float>();
-      const float* src = scratch_.data<float>();
+      const float* src = scratch->data<float>();
       for (int64_t i = 0; i < grads_[id].numel(); ++i) dst[i] += src[i];
     }
   }

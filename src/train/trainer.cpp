@@ -132,6 +132,7 @@ TrainReport train(Graph& model, const Dataset& all_data, const TrainOptions& opt
   std::string logits_name;
   Graph graph = training_graph(model, logits_name, options.distill);
   Executor run(graph, /*training=*/true);
+  run.set_seed(options.seed);  // dropout masks: a function of (seed, step, node name)
   // Distillation: the teacher's logits per batch, gathered from the cache or computed by the teacher.
   const DistillSettings& distill = options.distill;
   std::unique_ptr<Executor> teacher_run;

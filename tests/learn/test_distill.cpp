@@ -92,8 +92,8 @@ class DistillData : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     DatasetSplits all = load_dataset_dir(testing::test_dataset_dir());
-    data_ = new DatasetSplits{all.train.head(3000), all.test.head(1000)};
-    teacher_ = new Graph(build_model(parse_arch("784-128-10"), {28, 28}, 10, 3));
+    data_ = new DatasetSplits{all.train.head(1500), all.test.head(500)};
+    teacher_ = new Graph(build_model(parse_arch("784-64-10"), {28, 28}, 10, 3));
     TrainOptions o;
     o.epochs = 2;
     train(*teacher_, data_->train, o);
@@ -112,7 +112,7 @@ TEST_F(DistillData, CachedAndOnTheFlyTeacherLogitsTrainTheSameStudent) {
   testing::TempDir dir;
   TeacherLogits cached = teacher_logits(*teacher_, data_->train, dir.file("t.logits"));
   EXPECT_FALSE(cached.from_cache);
-  EXPECT_EQ(cached.logits.shape(), (Shape{3000, 10}));
+  EXPECT_EQ(cached.logits.shape(), (Shape{1500, 10}));
   auto student = [&](const DistillSettings& d) {
     Graph s = build_model(parse_arch("784-16-10"), {28, 28}, 10, 5);
     TrainOptions o;
@@ -162,13 +162,13 @@ TEST_F(DistillData, StaleOrDamagedCacheIsDetectedAndRebuilt) {
   const Tensor fresh = compute_logits(changed, data_->train);
   EXPECT_EQ(0, std::memcmp(stale.logits.raw(), fresh.raw(), fresh.nbytes()));
   // Other data: same.
-  TeacherLogits other = teacher_logits(changed, data_->train.head(2999), path);
+  TeacherLogits other = teacher_logits(changed, data_->train.head(1499), path);
   EXPECT_FALSE(other.from_cache);
   // A damaged file (a flipped data byte) is detected by its checksum.
   std::string bytes = testing::read_bytes(path);
   bytes[bytes.size() - 3] ^= 0x40;
   testing::write_bytes(path, bytes);
-  TeacherLogits damaged = teacher_logits(changed, data_->train.head(2999), path);
+  TeacherLogits damaged = teacher_logits(changed, data_->train.head(1499), path);
   EXPECT_FALSE(damaged.from_cache);
   EXPECT_NE(damaged.note.find("checksum"), std::string::npos) << damaged.note;
   // Not a cache at all.
@@ -183,7 +183,7 @@ TEST_F(DistillData, MismatchedTeacherIsAClearError) {
   Graph s = build_model(parse_arch("784-16-10"), {28, 28}, 10, 5);
   TrainOptions o;
   o.epochs = 1;
-  o.distill.teacher_logits = &logits;  // 10 rows for 3000 samples
+  o.distill.teacher_logits = &logits;  // 10 rows for 1500 samples
   EXPECT_LOWBIT_ERROR(train(s, data_->train, o), "one row per training sample");
 }
 

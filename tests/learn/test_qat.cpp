@@ -148,13 +148,14 @@ class QatData : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     DatasetSplits all = load_dataset_dir(testing::test_dataset_dir());
-    data_ = new DatasetSplits{all.train.head(6000), all.test.head(2000)};
-    model_ = new Graph(build_model(parse_arch("784-48-24-10"), {28, 28}, 10, 1));
+    // Small enough for the sanitizer build (every ctest process repeats this set-up).
+    data_ = new DatasetSplits{all.train.head(2500), all.test.head(1000)};
+    model_ = new Graph(build_model(parse_arch("784-32-16-10"), {28, 28}, 10, 1));
     TrainOptions o;
     o.epochs = 3;
     train(*model_, data_->train, o);
     CalibrationOptions c;
-    c.samples = 500;
+    c.samples = 300;
     ranges_ = new Calibration(calibrate(*model_, data_->train, c));
   }
   static void TearDownTestSuite() {

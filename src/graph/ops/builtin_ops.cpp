@@ -13,6 +13,7 @@ void register_builtin_ops(const Registrar& add) {
   register_quantized(add);
   register_fake_quant(add);
   register_conv(add);
+  register_norm(add);
 }
 
 void shape_error(const Node& node, const std::string& what) {

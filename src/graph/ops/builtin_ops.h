@@ -20,6 +20,7 @@ void register_losses(const Registrar& add);
 void register_quantized(const Registrar& add);
 void register_fake_quant(const Registrar& add);
 void register_conv(const Registrar& add);
+void register_norm(const Registrar& add);
 
 [[noreturn]] void shape_error(const Node& node, const std::string& what);
 void expect_input_count(const Node& node, std::span<const Shape> inputs, size_t min, size_t max);
