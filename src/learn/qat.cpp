@@ -13,6 +13,7 @@
 #include <set>
 
 #include "lowbit/elementwise.h"
+#include "lowbit/runtime_config.h"
 
 namespace lowbit {
 namespace {
@@ -71,6 +72,20 @@ QuantParams params_of(const Graph& g, const Node& node) {
   return p;
 }
 
+// Min and max of a tensor (NaNs ignored), in chunks on all threads; min/max do not depend on the
+// order, so neither does the result.
+void minmax_parallel(const Tensor& v, float& lo, float& hi) {
+  const int64_t n = v.numel(), chunk = int64_t{1} << 13, chunks = (n + chunk - 1) / chunk;
+  std::vector<float> los(static_cast<size_t>(chunks)), his(static_cast<size_t>(chunks));
+  parallel_for(chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t c = begin; c < end; ++c)
+      minmax_f32(std::min(chunk, n - c * chunk), v.data<float>() + c * chunk, &los[c], &his[c]);
+  });
+  float ignored;
+  minmax_f32(chunks, los.data(), &lo, &ignored);
+  minmax_f32(chunks, his.data(), &ignored, &hi);
+}
+
 // The training hooks: weight grids follow the weights, activation observers follow the batches
 // until they freeze, learned scales stay positive.
 class Observers final : public TrainHooks {
@@ -113,7 +128,7 @@ class Observers final : public TrainHooks {
       const Tensor& v = run.value(a.value);
       if (v.numel() == 0) continue;
       float lo, hi;
-      minmax_f32(v.numel(), v.data<float>(), &lo, &hi);
+      minmax_parallel(v, lo, hi);
       if (!std::isfinite(lo) || !std::isfinite(hi)) continue;
       a.min += averaging_ * (lo - a.min);
       a.max += averaging_ * (hi - a.max);

@@ -1,6 +1,7 @@
 // Quantization parameters and tensor quantization; docs/design/quantization.md derives the maths.
 #include "lowbit/elementwise.h"
 #include "lowbit/quant_params.h"
+#include "lowbit/runtime_config.h"
 
 #include <algorithm>
 #include <cstring>
@@ -96,16 +97,19 @@ QuantParams choose_weight_params(const Tensor& weight, const QuantSpec& spec) {
   const int64_t per = channels ? weight.numel() / channels : 0;
   QuantParams p{spec.bits, spec.is_signed, spec.scheme, spec.narrow_range, spec.per_channel ? 0 : -1,
                 std::vector<float>(channels, 1.0f), std::vector<int32_t>(channels, 0)};
-  for (int64_t c = 0; c < channels; ++c) {
-    // The channel's extremes, widened to include 0 (NaNs ignored); vectorized, as quantization-aware
-    // training recomputes these for every step.
-    float lo = 0.0f, hi = 0.0f;
-    if (per > 0) {
-      minmax_f32(per, w + c * per, &lo, &hi);
-      lo = std::min(0.0f, lo), hi = std::max(0.0f, hi);  // std::min(0, NaN) is 0
-    }
-    fill_channel(p, static_cast<size_t>(c), lo, hi);
-  }
+  // Each channel's extremes, widened to include 0 (NaNs ignored); vectorized and threaded over
+  // channels, as quantization-aware training recomputes these for every step. Channels are
+  // independent, so the result does not depend on the thread count.
+  // (fill_channel may throw, so it runs after the parallel part.)
+  std::vector<float> lo(static_cast<size_t>(channels), 0.0f), hi(static_cast<size_t>(channels), 0.0f);
+  parallel_for(channels, std::max<int64_t>(1, (int64_t{1} << 14) / std::max<int64_t>(1, per)), [&](int64_t begin, int64_t end) {
+    for (int64_t c = begin; c < end; ++c)
+      if (per > 0) {
+        minmax_f32(per, w + c * per, &lo[c], &hi[c]);
+        lo[c] = std::min(0.0f, lo[c]), hi[c] = std::max(0.0f, hi[c]);  // std::min(0, NaN) is 0
+      }
+  });
+  for (int64_t c = 0; c < channels; ++c) fill_channel(p, static_cast<size_t>(c), lo[c], hi[c]);
   return p;
 }
 

@@ -85,3 +85,35 @@ TEST(Elementwise, FakeQuantizeFastPathIsBitExactWithReference) {
 
 }  // namespace
 }  // namespace lowbit
+
+namespace lowbit {
+namespace {
+
+// The AVX2 path divides only near rounding ties (it multiplies by 1/scale elsewhere): a stress of
+// random scales with values at, just beside and away from half-integer multiples of the scale.
+TEST(Elementwise, FakeQuantizeAvoidsDivisionWithoutChangingOneBit) {
+  Rng rng(77);
+  std::vector<float> x(4099), y_ref(x.size()), y(x.size()), dy(x.size(), 1.0f), dx_ref(x.size()), dx(x.size());
+  for (int trial = 0; trial < 300; ++trial) {
+    const FakeQuantGrid g{std::ldexp(rng.uniform(1.0f, 2.0f), static_cast<int>(rng.below(30)) - 20),
+                          static_cast<int32_t>(rng.below(9)) - 4, -128, 127};
+    for (size_t i = 0; i < x.size(); ++i) {
+      const float k = std::floor(rng.uniform(-140.0f, 140.0f));
+      switch (i % 4) {
+        case 0: x[i] = (k + 0.5f) * g.scale; break;                                      // a tie, rounded to float
+        case 1: x[i] = std::nextafter((k + 0.5f) * g.scale, 1e30f); break;              // just beside it
+        case 2: x[i] = std::nextafter((k + 0.5f) * g.scale, -1e30f); break;
+        default: x[i] = rng.uniform(-150.0f, 150.0f) * g.scale;
+      }
+    }
+    kernels::fake_quantize_f32_ref(static_cast<int64_t>(x.size()), x.data(), g, y_ref.data());
+    fake_quantize_f32(static_cast<int64_t>(x.size()), x.data(), g, y.data());
+    ASSERT_EQ(std::memcmp(y.data(), y_ref.data(), x.size() * sizeof(float)), 0) << "scale " << g.scale;
+    kernels::fake_quantize_backward_f32_ref(static_cast<int64_t>(x.size()), x.data(), dy.data(), g, dx_ref.data(), false);
+    fake_quantize_backward_f32(static_cast<int64_t>(x.size()), x.data(), dy.data(), g, dx.data(), false);
+    ASSERT_EQ(std::memcmp(dx.data(), dx_ref.data(), x.size() * sizeof(float)), 0) << "scale " << g.scale;
+  }
+}
+
+}  // namespace
+}  // namespace lowbit

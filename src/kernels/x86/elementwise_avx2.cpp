@@ -49,12 +49,38 @@ void adam_update_f32_avx2(int64_t n, float* w, const float* g, float* m, float* 
   adam_update_f32_ref(n - i, w + i, g + i, m + i, v + i, c);
 }
 
+namespace {
+
+// nearbyint(x / s) without a division in the common case. y = x * (1/s) is within about
+// 2^-23 |x/s| of the correctly rounded quotient, so both round to the same integer unless a
+// half-integer lies within that distance; such lanes (exact ties like x = 2.5 s included) are
+// recomputed with the IEEE division the reference uses. The integer, and so every output, is
+// identical to the reference's; `t` (the quotient, for LSQ's gradient) may differ by an ulp.
+inline __m256 rounded_quotient(__m256 x, __m256 s, __m256 inv, __m256& t) {
+  constexpr int kNearest = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+  t = _mm256_mul_ps(x, inv);
+  __m256 r = _mm256_round_ps(t, kNearest);
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  const __m256 tie_distance = _mm256_and_ps(_mm256_sub_ps(_mm256_and_ps(_mm256_sub_ps(t, r), abs_mask), _mm256_set1_ps(0.5f)), abs_mask);
+  const __m256 tolerance = _mm256_add_ps(_mm256_mul_ps(_mm256_and_ps(t, abs_mask), _mm256_set1_ps(0x1p-20f)), _mm256_set1_ps(0x1p-20f));
+  const __m256 near_tie = _mm256_cmp_ps(tie_distance, tolerance, _CMP_LE_OQ);
+  if (_mm256_movemask_ps(near_tie)) {
+    const __m256 exact = _mm256_div_ps(x, s);
+    t = _mm256_blendv_ps(t, exact, near_tie);
+    r = _mm256_blendv_ps(r, _mm256_round_ps(exact, kNearest), near_tie);
+  }
+  return r;
+}
+
+}  // namespace
+
 void fake_quantize_f32_avx2(int64_t n, const float* x, const FakeQuantGrid& g, float* y) {
-  const __m256 s = _mm256_set1_ps(g.scale), zp = _mm256_set1_ps(static_cast<float>(g.zero_point));
+  const __m256 s = _mm256_set1_ps(g.scale), inv = _mm256_set1_ps(1.0f / g.scale), zp = _mm256_set1_ps(static_cast<float>(g.zero_point));
   const __m256 lo = _mm256_set1_ps(static_cast<float>(g.qmin)), hi = _mm256_set1_ps(static_cast<float>(g.qmax));
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    const __m256 r = _mm256_round_ps(_mm256_div_ps(_mm256_loadu_ps(x + i), s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 t;
+    const __m256 r = rounded_quotient(_mm256_loadu_ps(x + i), s, inv, t);
     const __m256 q = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(r, zp), lo), hi);
     _mm256_storeu_ps(y + i, _mm256_mul_ps(s, _mm256_sub_ps(q, zp)));
   }
@@ -63,14 +89,14 @@ void fake_quantize_f32_avx2(int64_t n, const float* x, const FakeQuantGrid& g, f
 
 double fake_quantize_backward_f32_avx2(int64_t n, const float* x, const float* dy, const FakeQuantGrid& g, float* dx,
                                        bool scale_gradient) {
-  const __m256 s = _mm256_set1_ps(g.scale), zp = _mm256_set1_ps(static_cast<float>(g.zero_point));
+  const __m256 s = _mm256_set1_ps(g.scale), inv = _mm256_set1_ps(1.0f / g.scale), zp = _mm256_set1_ps(static_cast<float>(g.zero_point));
   const __m256 lo = _mm256_set1_ps(static_cast<float>(g.qmin)), hi = _mm256_set1_ps(static_cast<float>(g.qmax));
   const __m256 below = _mm256_sub_ps(lo, zp), above = _mm256_sub_ps(hi, zp);
   __m256d sum0 = _mm256_setzero_pd(), sum1 = _mm256_setzero_pd();
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    const __m256 t = _mm256_div_ps(_mm256_loadu_ps(x + i), s);
-    const __m256 r = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 t;
+    const __m256 r = rounded_quotient(_mm256_loadu_ps(x + i), s, inv, t);
     const __m256 q = _mm256_add_ps(r, zp);
     const __m256 is_low = _mm256_cmp_ps(q, lo, _CMP_LT_OQ), is_high = _mm256_cmp_ps(q, hi, _CMP_GT_OQ);
     const __m256 inside = _mm256_andnot_ps(_mm256_or_ps(is_low, is_high), _mm256_cmp_ps(q, q, _CMP_ORD_Q));
@@ -85,7 +111,8 @@ double fake_quantize_backward_f32_avx2(int64_t n, const float* x, const float* d
   }
   alignas(32) double lanes[4];
   _mm256_store_pd(lanes, _mm256_add_pd(sum0, sum1));
-  return (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]) + fake_quantize_backward_f32_ref(n - i, x + i, dy + i, g, dx ? dx + i : nullptr, scale_gradient);
+  return (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]) +
+         fake_quantize_backward_f32_ref(n - i, x + i, dy + i, g, dx ? dx + i : nullptr, scale_gradient);
 }
 
 }  // namespace lowbit::kernels
