@@ -62,3 +62,15 @@ def dataset_file(data_dir, name):
         if os.path.exists(path):
             return path
     raise SystemExit(f"{data_dir}: no {name}[.gz]")
+
+
+def torch_splits(data_dir):
+    """The four IDX files as PyTorch tensors: images scaled to [0, 1] (float32), labels int64."""
+    import torch
+    def images(name):
+        return torch.from_numpy(read_idx(dataset_file(data_dir, name)).astype(np.float32) / 255.0)
+
+    def labels(name):
+        return torch.from_numpy(read_idx(dataset_file(data_dir, name)).astype(np.int64))
+    return (images("train-images-idx3-ubyte"), labels("train-labels-idx1-ubyte"),
+            images("t10k-images-idx3-ubyte"), labels("t10k-labels-idx1-ubyte"))

@@ -16,7 +16,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from lbm import dataset_file, read_idx  # noqa: E402
+from lbm import torch_splits  # noqa: E402
 
 
 def run_lowbit(binary, data_dir, seed, threads, epochs):
@@ -36,15 +36,11 @@ def run_lowbit(binary, data_dir, seed, threads, epochs):
 
 
 def run_pytorch(data_dir, seed, threads, epochs):
-    import numpy as np
     import torch
     from torch import nn
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    x_train = torch.from_numpy(read_idx(dataset_file(data_dir, "train-images-idx3-ubyte")).astype(np.float32) / 255.0)
-    y_train = torch.from_numpy(read_idx(dataset_file(data_dir, "train-labels-idx1-ubyte")).astype(np.int64))
-    x_test = torch.from_numpy(read_idx(dataset_file(data_dir, "t10k-images-idx3-ubyte")).astype(np.float32) / 255.0)
-    y_test = torch.from_numpy(read_idx(dataset_file(data_dir, "t10k-labels-idx1-ubyte")).astype(np.int64))
+    x_train, y_train, x_test, y_test = torch_splits(data_dir)
     model = nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
     for layer in model:
         if isinstance(layer, nn.Linear):

@@ -232,28 +232,11 @@ TrainReport train(Graph& model, const Dataset& all_data, const TrainOptions& opt
   return report;
 }
 
-std::vector<int32_t> predict(const Graph& model, const Dataset& data, int batch_size) {
-  check_compatible(model, data);
-  if (batch_size < 1) throw Error(ErrorKind::InvalidArgument, "batch size must be at least 1");
-  Executor run(model);
-  const std::string logits_name = logits_value(model);
-  Tensor& images = run.input(model.inputs[0].name);
-  std::vector<uint32_t> indices;
-  std::vector<int32_t> classes(static_cast<size_t>(data.size()));
-  for (int64_t begin = 0; begin < data.size(); begin += batch_size) {
-    const int64_t count = std::min<int64_t>(batch_size, data.size() - begin);
-    indices.resize(static_cast<size_t>(count));
-    std::iota(indices.begin(), indices.end(), static_cast<uint32_t>(begin));
-    gather_batch(data, indices, input_scale(model), images);
-    run.forward();
-    const Tensor& logits = run.value(logits_name);
-    for (int64_t i = 0; i < count; ++i)
-      classes[begin + i] = static_cast<int32_t>(argmax(logits.data<float>() + i * logits.dim(1), logits.dim(1)));
-  }
-  return classes;
-}
-
-Tensor compute_logits(const Graph& model, const Dataset& data, int batch_size) {
+namespace {
+// Runs an inference pass over `data` in batches and hands each batch's logits to `visit(begin,
+// count, logits)`. Shared by predict, compute_logits and evaluate.
+template <typename Visit>
+void for_each_batch(const Graph& model, const Dataset& data, int batch_size, Visit visit) {
   check_compatible(model, data);
   if (batch_size < 1) throw Error(ErrorKind::InvalidArgument, "batch size must be at least 1");
   Executor run(model);
@@ -261,39 +244,41 @@ Tensor compute_logits(const Graph& model, const Dataset& data, int batch_size) {
   const float scale = input_scale(model);
   Tensor& images = run.input(model.inputs[0].name);
   std::vector<uint32_t> indices;
-  Tensor result;
   for (int64_t begin = 0; begin < data.size(); begin += batch_size) {
     const int64_t count = std::min<int64_t>(batch_size, data.size() - begin);
     indices.resize(static_cast<size_t>(count));
     std::iota(indices.begin(), indices.end(), static_cast<uint32_t>(begin));
     gather_batch(data, indices, scale, images);
     run.forward();
-    const Tensor& logits = run.value(logits_name);
+    visit(begin, count, run.value(logits_name));
+  }
+}
+}  // namespace
+
+std::vector<int32_t> predict(const Graph& model, const Dataset& data, int batch_size) {
+  std::vector<int32_t> classes(static_cast<size_t>(data.size()));
+  for_each_batch(model, data, batch_size, [&](int64_t begin, int64_t count, const Tensor& logits) {
+    for (int64_t i = 0; i < count; ++i)
+      classes[begin + i] = static_cast<int32_t>(argmax(logits.data<float>() + i * logits.dim(1), logits.dim(1)));
+  });
+  return classes;
+}
+
+Tensor compute_logits(const Graph& model, const Dataset& data, int batch_size) {
+  Tensor result;
+  for_each_batch(model, data, batch_size, [&](int64_t begin, int64_t, const Tensor& logits) {
     if (!result.defined()) result = Tensor(DType::F32, {data.size(), logits.dim(1)});
     std::copy_n(logits.data<float>(), logits.numel(), result.data<float>() + begin * logits.dim(1));
-  }
+  });
   if (!result.defined()) result = Tensor(DType::F32, {0, 0});
   return result;
 }
 
 EvalReport evaluate(const Graph& model, const Dataset& data, int batch_size) {
-  check_compatible(model, data);
-  if (batch_size < 1) throw Error(ErrorKind::InvalidArgument, "batch size must be at least 1");
-  Executor run(model);
-  const std::string logits_name = logits_value(model);
-  const float scale = input_scale(model);
-  Tensor& images = run.input(model.inputs[0].name);
-  std::vector<uint32_t> indices;
   EvalReport report;
   double loss_sum = 0;
   int64_t correct = 0;
-  for (int64_t begin = 0; begin < data.size(); begin += batch_size) {
-    const int64_t count = std::min<int64_t>(batch_size, data.size() - begin);
-    indices.resize(static_cast<size_t>(count));
-    std::iota(indices.begin(), indices.end(), static_cast<uint32_t>(begin));
-    gather_batch(data, indices, scale, images);
-    run.forward();
-    const Tensor& logits = run.value(logits_name);
+  for_each_batch(model, data, batch_size, [&](int64_t begin, int64_t count, const Tensor& logits) {
     const int64_t classes = logits.dim(1);
     for (int64_t i = 0; i < count; ++i) {
       const float* row = logits.data<float>() + i * classes;
@@ -305,7 +290,7 @@ EvalReport evaluate(const Graph& model, const Dataset& data, int batch_size) {
       for (int64_t c = 0; c < classes; ++c) sum += std::exp(static_cast<double>(row[c] - peak));
       loss_sum += std::log(sum) + peak - row[label];
     }
-  }
+  });
   report.count = data.size();
   report.accuracy = data.size() ? static_cast<double>(correct) / data.size() : 0.0;
   report.loss = data.size() ? loss_sum / data.size() : 0.0;

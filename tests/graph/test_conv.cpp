@@ -5,12 +5,14 @@
 #include <cmath>
 #include <numeric>
 
-#include "test_util.h"
+#include "graph/gradcheck.h"
 
 namespace lowbit {
 namespace {
 
+using testing::check_gradients;
 using testing::fill_uniform;
+using testing::random;
 
 // Runs `node`'s op forward on `inputs`; returns the first output.
 Tensor run_forward(const Node& node, const std::vector<Tensor>& inputs) {
@@ -20,52 +22,6 @@ Tensor run_forward(const Node& node, const std::vector<Tensor>& inputs) {
   std::vector<Tensor*> out = {&y};
   find_op(node.op).forward(node, in, out);
   return y;
-}
-
-// As in tests/graph/test_gradcheck.cpp: L = sum_k r_k * output_k with fixed random r; dL/d(input)
-// from backward() must match central differences (eps = 1e-2 on O(1) values).
-void check_gradients(const Node& node, std::vector<Tensor> inputs, double tolerance = 2e-3) {
-  const Op& op = find_op(node.op);
-  std::vector<const Tensor*> in;
-  for (auto& t : inputs) in.push_back(&t);
-  Tensor y = run_forward(node, inputs);
-  Tensor weights(DType::F32, y.shape());
-  fill_uniform(weights, 100);
-  auto loss = [&]() {
-    Tensor o = run_forward(node, inputs);
-    double l = 0;
-    for (int64_t k = 0; k < o.numel(); ++k) l += double(o.data<float>()[k]) * weights.data<float>()[k];
-    return l;
-  };
-  std::vector<const Tensor*> out_c = {&y}, grad_out = {&weights};
-  std::vector<Tensor> grads(inputs.size(), Tensor(DType::F32, {1}));
-  std::vector<Tensor*> grad_in;
-  for (size_t i = 0; i < inputs.size(); ++i) grad_in.push_back(&grads[i]);
-  op.backward(node, in, out_c, grad_out, grad_in);
-
-  const float eps = 1e-2f;
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    ASSERT_EQ(grads[i].shape(), inputs[i].shape()) << node.op << " input " << i;
-    float* x = inputs[i].data<float>();
-    for (int64_t k = 0; k < inputs[i].numel(); ++k) {
-      const float saved = x[k];
-      x[k] = saved + eps;
-      double plus = loss();
-      x[k] = saved - eps;
-      double minus = loss();
-      x[k] = saved;
-      double numeric = (plus - minus) / (2.0 * eps);
-      double analytic = grads[i].data<float>()[k];
-      EXPECT_NEAR(analytic, numeric, tolerance * std::max(1.0, std::fabs(numeric)))
-          << node.op << " input " << i << " element " << k;
-    }
-  }
-}
-
-Tensor random(Shape shape, uint64_t seed, float lo = -1, float hi = 1) {
-  Tensor t(DType::F32, std::move(shape));
-  fill_uniform(t, seed, lo, hi);
-  return t;
 }
 
 Node conv(nlohmann::json attributes, bool bias = true) {

@@ -1,73 +1,14 @@
 // Finite-difference gradient check: every op with a backward must pass it (see lowbit/ops.h).
 #include <cmath>
 
-#include "test_util.h"
+#include "graph/gradcheck.h"
 
 namespace lowbit {
 namespace {
 
+using testing::check_gradients;
 using testing::fill_uniform;
-
-// L = sum_k r_k * output_k with fixed random r; dL/d(input) from backward() must match central
-// differences. Float32 with eps = 1e-2 on O(1) values: agreement to ~1e-3 relative is expected.
-void check_gradients(const Node& node, std::vector<Tensor> inputs, double tolerance = 2e-3) {
-  const Op& op = find_op(node.op);
-  std::vector<const Tensor*> in;
-  for (auto& t : inputs) in.push_back(&t);
-  std::vector<Tensor> outs(node.outputs.size(), Tensor(DType::F32, {1}));
-  std::vector<Tensor*> out;
-  for (auto& t : outs) out.push_back(&t);
-  op.forward(node, in, out);
-
-  std::vector<Tensor> weights;
-  for (size_t i = 0; i < outs.size(); ++i) {
-    weights.emplace_back(DType::F32, outs[i].shape());
-    fill_uniform(weights.back(), 100 + i);
-  }
-  auto loss = [&]() {
-    std::vector<Tensor> o(node.outputs.size(), Tensor(DType::F32, {1}));
-    std::vector<Tensor*> op_out;
-    for (auto& t : o) op_out.push_back(&t);
-    op.forward(node, in, op_out);
-    double l = 0;
-    for (size_t i = 0; i < o.size(); ++i)
-      for (int64_t k = 0; k < o[i].numel(); ++k) l += double(o[i].data<float>()[k]) * weights[i].data<float>()[k];
-    return l;
-  };
-  std::vector<const Tensor*> out_c(out.begin(), out.end());
-  std::vector<const Tensor*> grad_out;
-  for (auto& w : weights) grad_out.push_back(&w);
-  std::vector<Tensor> grads(inputs.size(), Tensor(DType::F32, {1}));
-  std::vector<Tensor*> grad_in;
-  for (size_t i = 0; i < inputs.size(); ++i)
-    grad_in.push_back(inputs[i].dtype() == DType::F32 && op.differentiable_input(int(i)) ? &grads[i] : nullptr);
-  op.backward(node, in, out_c, grad_out, grad_in);
-
-  const float eps = 1e-2f;
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    if (!grad_in[i]) continue;
-    ASSERT_EQ(grads[i].shape(), inputs[i].shape()) << node.op << " input " << i;
-    float* x = inputs[i].data<float>();
-    for (int64_t k = 0; k < inputs[i].numel(); ++k) {
-      const float saved = x[k];
-      x[k] = saved + eps;
-      double plus = loss();
-      x[k] = saved - eps;
-      double minus = loss();
-      x[k] = saved;
-      double numeric = (plus - minus) / (2.0 * eps);
-      double analytic = grads[i].data<float>()[k];
-      EXPECT_NEAR(analytic, numeric, tolerance * std::max(1.0, std::fabs(numeric)))
-          << node.op << " input " << i << " element " << k;
-    }
-  }
-}
-
-Tensor random(Shape shape, uint64_t seed, float lo = -1, float hi = 1) {
-  Tensor t(DType::F32, std::move(shape));
-  fill_uniform(t, seed, lo, hi);
-  return t;
-}
+using testing::random;
 
 // Values away from ReLU's kink, where the function is not differentiable.
 Tensor away_from_zero(Shape shape, uint64_t seed) {
