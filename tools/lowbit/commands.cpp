@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -200,14 +201,23 @@ Command add_info(CLI::App& app) {
     fmt::print("model {} ({}), format version {}\n", o->model, model.name, kModelFormatVersion);
     for (const auto& in : model.inputs) fmt::print("input  {} {}{}\n", in.name, name_of(in.dtype), to_string(in.shape));
     for (const auto& out : model.outputs) fmt::print("output {} {}\n", out, to_string(shapes.at(out).shape));
-    fmt::print("\n{:<12} {:<10} {:<14} {:>10} {:>10}  {}\n", "layer", "op", "output", "params", "bytes", "tensors");
+    // Column widths fit the longest name, op and shape (CNN op names and shapes are long).
+    size_t name_w = 5, op_w = 2, shape_w = 6;
+    for (const auto& l : layers) {
+      name_w = std::max(name_w, l["name"].get<std::string>().size());
+      op_w = std::max(op_w, l["op"].get<std::string>().size());
+      shape_w = std::max(shape_w, to_string(l["output_shape"].get<Shape>()).size());
+    }
+    fmt::print("\n{:<{}} {:<{}} {:<{}} {:>10} {:>10}  {}\n", "layer", name_w, "op", op_w, "output", shape_w, "params", "bytes",
+               "tensors");
     for (const auto& l : layers) {
       std::string tensors;
       for (const auto& t : l["tensors"])
         tensors += fmt::format("{}{} {}{}", tensors.empty() ? "" : ", ", t["name"].get<std::string>(),
                                t["dtype"].get<std::string>(), to_string(t["shape"].get<Shape>()));
-      fmt::print("{:<12} {:<10} {:<14} {:>10} {:>10}  {}\n", l["name"].get<std::string>(), l["op"].get<std::string>(),
-                 to_string(l["output_shape"].get<Shape>()), l["parameters"].get<int64_t>(), l["bytes"].get<int64_t>(), tensors);
+      fmt::print("{:<{}} {:<{}} {:<{}} {:>10} {:>10}  {}\n", l["name"].get<std::string>(), name_w, l["op"].get<std::string>(), op_w,
+                 to_string(l["output_shape"].get<Shape>()), shape_w, l["parameters"].get<int64_t>(), l["bytes"].get<int64_t>(),
+                 tensors);
     }
     fmt::print("\ntotal: {} parameters, {} bytes of tensors, {} bytes on disk\n", model.parameter_count(), total_bytes,
                file_size(o->model));
