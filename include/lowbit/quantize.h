@@ -54,7 +54,7 @@ struct QuantPlan {
 void save_plan(const QuantPlan& plan, const std::string& path);
 QuantPlan load_plan(const std::string& path);
 
-// Layers quantize_model can quantize (Dense nodes), in graph order.
+// Layers quantize_model can quantize (Dense and Conv2D nodes), in graph order.
 std::vector<std::string> quantizable_layers(const Graph& model);
 // Names of `layers` matching a comma-separated list of names or glob patterns ("dense_*").
 // Throws Error(InvalidArgument) for a pattern that matches nothing.
@@ -72,6 +72,15 @@ struct FixedQuantParams {
 Graph quantize_model(const Graph& model, const QuantPlan& plan, const std::map<std::string, Calibration>& ranges,
                      const FixedQuantParams& fixed = {});
 Graph dequantize_model(const Graph& quantized);
+
+// Folds every inference-mode BatchNormalization that directly follows a Conv2D or Dense layer
+// (no fused activation, the layer's output used only by the normalization, constant statistics)
+// into that layer: per output channel c, with a = scale[c] / sqrt(var[c] + epsilon),
+//   w'[c, ...] = w[c, ...] * a,   b'[c] = (b[c] - mean[c]) * a + B[c]
+// (computed in double, a bias created when the layer had none). The layer takes over the
+// normalization's output value name; the result computes the same function up to float rounding.
+// quantize_model calls it first.
+Graph fold_batchnorm(const Graph& model);
 bool is_quantized(const Graph& model);
 
 }  // namespace lowbit

@@ -36,15 +36,25 @@ Tensor value_as_float(const Graph& model, const Executor& run, const std::string
 namespace {
 
 // Outputs of `layers` for the first batch of `data`.
-std::map<std::string, Tensor> layer_outputs(const Graph& model, const Dataset& data, const std::vector<std::string>& layers) {
+// The given values (as float) on the first 256 samples of `data`.
+std::map<std::string, Tensor> value_outputs(const Graph& model, const Dataset& data, const std::vector<std::string>& values) {
   Executor run(model);
   std::vector<uint32_t> idx(static_cast<size_t>(std::min<int64_t>(256, data.size())));
   std::iota(idx.begin(), idx.end(), 0u);
   gather_batch(data, idx, input_scale(model), run.input(model.inputs.at(0).name));
   run.forward();
   std::map<std::string, Tensor> out;
-  for (const auto& l : layers) out[l] = value_as_float(model, run, model.nodes[model.producer(l)].outputs[0]);
+  for (const auto& v : values) out[v] = value_as_float(model, run, v);
   return out;
+}
+
+// The value the node named `layer` produces. In a quantized model a convolution folded with its
+// BatchNorm (and ReLU) produces what the last folded node produced in the float model, so
+// comparing that value compares like with like.
+std::string output_of(const Graph& model, const std::string& layer) {
+  for (const auto& node : model.nodes)
+    if (node.name == layer) return node.outputs.at(0);
+  throw Error(ErrorKind::InvalidArgument, "the model has no layer named '" + layer + "'");
 }
 
 QuantPlan single_layer_plan(const std::string& layer, const LayerRule& rule, QuantMode mode) {
@@ -63,7 +73,6 @@ std::vector<LayerSensitivity> analyze_sensitivity(const Graph& model, const Data
                                                   QuantMode mode, const std::map<std::string, Calibration>& ranges) {
   const double float_accuracy = evaluate(model, validation).accuracy;
   const auto layers = quantizable_layers(model);
-  const auto reference = layer_outputs(model, validation, layers);
   std::vector<LayerSensitivity> result;
   for (const auto& layer : layers) {
     QuantPlan plan = single_layer_plan(layer, rule, mode);
@@ -74,12 +83,13 @@ std::vector<LayerSensitivity> analyze_sensitivity(const Graph& model, const Data
     Graph q = quantize_model(model, plan, ranges);
     LayerSensitivity s;
     s.layer = layer;
-    const Node& node = model.nodes[model.producer(layer)];
+    const Node& node = model.nodes[model.producer(output_of(model, layer))];
     for (const auto& in : node.inputs)
       if (model.initializers.count(in)) s.parameters += model.initializers.at(in).numel();
     s.accuracy = evaluate(q, validation).accuracy;
     s.drop_points = (float_accuracy - s.accuracy) * 100.0;
-    const ErrorMetrics m = compare_tensors(reference.at(layer), layer_outputs(q, validation, {layer}).at(layer));
+    const std::string value = output_of(q, layer);
+    const ErrorMetrics m = compare_tensors(value_outputs(model, validation, {value}).at(value), value_outputs(q, validation, {value}).at(value));
     s.sqnr_db = m.sqnr_db, s.cosine = m.cosine;
     result.push_back(s);
   }

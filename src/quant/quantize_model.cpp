@@ -136,7 +136,7 @@ QuantPlan load_plan(const std::string& path) {
 std::vector<std::string> quantizable_layers(const Graph& model) {
   std::vector<std::string> names;
   for (const auto& node : model.nodes)
-    if (node.op == "Dense") names.push_back(node.name);
+    if (node.op == "Dense" || node.op == "Conv2D") names.push_back(node.name);
   return names;
 }
 
@@ -167,7 +167,7 @@ std::vector<std::string> select_layers(const Graph& model, const std::string& pa
 
 bool is_quantized(const Graph& model) {
   for (const auto& node : model.nodes)
-    if (node.op == "QDense" || node.op == "DynamicQDense" || node.op == "QuantizeLinear") return true;
+    if (node.op == "QDense" || node.op == "DynamicQDense" || node.op == "QConv2D" || node.op == "QuantizeLinear") return true;
   return false;
 }
 
@@ -189,7 +189,9 @@ class Transform {
     for (const auto& node : model_.nodes) {
       if (node.op == "Dense" && plan_.rule_for(node.name).quantize)
         quantize_dense(node);
-      else if (node.op == "Flatten")
+      else if (node.op == "Conv2D" && plan_.rule_for(node.name).quantize && plan_.mode != QuantMode::Dynamic)
+        quantize_conv(node);  // dynamic mode keeps convolutions float
+      else if (node.op == "Flatten" || node.op == "Reshape" || node.op == "MaxPool2D")
         pass_through(node);
       else
         keep_float(node);
@@ -228,13 +230,17 @@ class Transform {
     return std::find(model_.outputs.begin(), model_.outputs.end(), v) != model_.outputs.end();
   }
 
-  // Does some consumer of `value` (looking through Flatten) take integer input?
+  // Does some consumer of `value` (looking through Flatten, Reshape and MaxPool2D, which pass s8
+  // through) take integer input?
   bool has_integer_consumer(const std::string& value) const {
     for (const auto& node : model_.nodes) {
       if (std::find(node.inputs.begin(), node.inputs.end(), value) == node.inputs.end()) continue;
-      if (node.op == "Dense" && node.inputs[0] == value && plan_.rule_for(node.name).quantize && plan_.mode != QuantMode::Dynamic)
+      if ((node.op == "Dense" || node.op == "Conv2D") && node.inputs[0] == value && plan_.rule_for(node.name).quantize &&
+          plan_.mode != QuantMode::Dynamic)
         return true;
-      if (node.op == "Flatten" && !is_graph_output(node.outputs[0]) && has_integer_consumer(node.outputs[0])) return true;
+      if ((node.op == "Flatten" || node.op == "Reshape" || node.op == "MaxPool2D") && !is_graph_output(node.outputs[0]) &&
+          has_integer_consumer(node.outputs[0]))
+        return true;
     }
     return false;
   }
@@ -290,6 +296,97 @@ class Transform {
     Node n = node;
     for (auto& in : n.inputs) in = as_float(in);
     copy_initializers(n);
+    out_.add_node(std::move(n));
+  }
+
+  // Conv2D -> QConv2D: weights per output channel as rows [OC, IC*kh*kw] (group 1 only), s8 input,
+  // s8 output when an integer layer consumes it, else f32.
+  void quantize_conv(const Node& node) {
+    const LayerRule rule = plan_.rule_for(node.name);
+    if (rule.weight_bits < 2 || rule.weight_bits > 8)
+      throw Error(ErrorKind::InvalidArgument, "layer '" + node.name + "': weight bits must be 2..8");
+    if (node.attr_int("group", 1) != 1)
+      throw Error(ErrorKind::InvalidArgument, "layer '" + node.name +
+                                                  "': grouped/depthwise convolution cannot be quantized yet (keep it float "
+                                                  "with a partial plan)");
+    const Tensor& weight4 = model_.initializers.at(node.inputs.at(1));
+    const int64_t units = weight4.dim(0), in_channels = weight4.dim(1), features = weight4.numel() / units;
+    Tensor weight = weight4;
+    weight.reshape({units, features});
+    const Tensor* bias = node.inputs.size() > 2 ? &model_.initializers.at(node.inputs[2]) : nullptr;
+    const std::string prefix = node.name + ".";
+    Tensor scale;
+    quantize_weights(node, weight, rule, prefix, scale);
+    QuantParams in_params;
+    const std::string input = as_integer(node.inputs[0], rule.calibration, in_params);
+    Node n{node.name, "QConv2D", {input, prefix + "weight_codes", prefix + "weight_scale", prefix + "weight_zero_point"},
+           {node.outputs[0]},
+           {{"in_channels", in_channels},
+            {"kernel_shape", {weight4.dim(2), weight4.dim(3)}},
+            {"activation", node.attr_string("activation", "none")},
+            {"input_scale", in_params.scale[0]},
+            {"input_zero_point", in_params.zero_point[0]}}};
+    for (const char* key : {"strides", "pads", "dilations", "group"})
+      if (node.attributes.contains(key)) n.attributes[key] = node.attributes.at(key);
+    finish_integer_layer(node, n, bias, in_params, scale, rule);
+  }
+
+  // Quantizes `weight` [units, features] by the rule (or the fixed parameters) into the
+  // initializers prefix + weight_codes / weight_scale / weight_zero_point; `scale` gets the scales.
+  void quantize_weights(const Node& node, const Tensor& weight, const LayerRule& rule, const std::string& prefix,
+                        Tensor& scale) {
+    const int64_t units = weight.dim(0), features = weight.dim(1);
+    QuantSpec spec{rule.weight_bits, rule.weight_scheme, rule.per_channel, true, true};
+    auto fixed_weight = fixed_.weights.find(node.name);
+    const QuantParams wp = fixed_weight != fixed_.weights.end() ? fixed_weight->second : choose_weight_params(weight, spec);
+    if (fixed_weight != fixed_.weights.end()) {
+      wp.validate("weights of layer '" + node.name + "'");
+      if (!wp.is_signed || (wp.per_channel() && (wp.axis != 0 || static_cast<int64_t>(wp.channels()) != units)) ||
+          (!wp.per_channel() && wp.channels() != 1))
+        throw Error(ErrorKind::InvalidArgument, "fixed weight parameters of layer '" + node.name +
+                                                    "' must be signed, per tensor or per output channel (" +
+                                                    std::to_string(units) + " channels)");
+    }
+    const std::vector<int32_t> codes = quantize_values(weight, wp);
+    out_.initializers[prefix + "weight_codes"] = pack_codes(codes, {units, features}, wp.storage_dtype());
+    Tensor& packed = out_.initializers[prefix + "weight_codes"];
+    packed.reshape({units, static_cast<int64_t>(packed.numel() / units)});
+    scale = Tensor(DType::F32, {units});
+    Tensor zero(DType::S32, {units});
+    for (int64_t n = 0; n < units; ++n) {
+      scale.data<float>()[n] = wp.scale[wp.per_channel() ? n : 0];
+      zero.data<int32_t>()[n] = wp.zero_point[wp.per_channel() ? n : 0];
+    }
+    out_.initializers[prefix + "weight_scale"] = scale;
+    out_.initializers[prefix + "weight_zero_point"] = zero;
+  }
+
+  // The int32 bias and the output kind of an integer layer (QDense or QConv2D), then adds it.
+  void finish_integer_layer(const Node& node, Node& n, const Tensor* bias, const QuantParams& in_params,
+                            const Tensor& scale, const LayerRule& rule) {
+    const std::string prefix = node.name + ".";
+    const std::string out_value = node.outputs[0];
+    const int64_t units = scale.numel();
+    if (bias) {
+      // int32 bias at scale input_scale * weight_scale[n], so it adds straight onto the accumulator.
+      Tensor q(DType::S32, {units});
+      for (int64_t u = 0; u < units; ++u) {
+        const double s = static_cast<double>(in_params.scale[0]) * scale.data<float>()[u];
+        q.data<int32_t>()[u] = static_cast<int32_t>(
+            std::clamp(std::nearbyint(bias->data<float>()[u] / s), -2147483647.0, 2147483647.0));
+      }
+      out_.initializers[prefix + "bias_q"] = q;
+      n.inputs.push_back(prefix + "bias_q");
+    }
+    if (has_integer_consumer(out_value) && !is_graph_output(out_value)) {
+      const QuantParams op = activation_params(out_value, rule.calibration);
+      n.attributes["output"] = "s8";
+      n.attributes["output_scale"] = op.scale[0];
+      n.attributes["output_zero_point"] = op.zero_point[0];
+      integer_[out_value] = op;
+    } else {
+      n.attributes["output"] = "f32";
+    }
     out_.add_node(std::move(n));
   }
 
@@ -377,13 +474,42 @@ class Transform {
   std::set<std::string> dequantized_;
 };
 
-// Weight codes of a QDense/DynamicQDense node back to float [units, features].
+// Conv2D followed by a Relu that is the only consumer of its output: one Conv2D with the ReLU
+// fused (the same float function), producing the Relu's output value, so that the integer
+// convolution can apply the ReLU as its output clamp.
+Graph fuse_conv_relu(Graph g) {
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    const Node relu = g.nodes[i];
+    if (relu.op != "Relu" || relu.inputs.size() != 1) continue;
+    const std::string& v = relu.inputs[0];
+    int uses = 0;
+    for (const auto& n : g.nodes) uses += static_cast<int>(std::count(n.inputs.begin(), n.inputs.end(), v));
+    if (uses != 1 || std::find(g.outputs.begin(), g.outputs.end(), v) != g.outputs.end()) continue;
+    auto conv = std::find_if(g.nodes.begin(), g.nodes.end(), [&](const Node& n) {
+      return n.op == "Conv2D" && n.outputs.size() == 1 && n.outputs[0] == v;
+    });
+    if (conv == g.nodes.end() || conv->attr_string("activation", "none") != "none") continue;
+    conv->attributes["activation"] = "relu";
+    conv->outputs[0] = relu.outputs[0];
+    g.nodes.erase(g.nodes.begin() + static_cast<std::ptrdiff_t>(i));
+    --i;
+  }
+  g.validate();
+  return g;
+}
+
+// Weight codes of a QDense/DynamicQDense/QConv2D node back to float [units, features].
 Tensor dequantized_weight(const Graph& q, const Node& node) {
   const Tensor& codes = q.initializers.at(node.inputs[1]);
   const Tensor& scale = q.initializers.at(node.inputs[2]);
-  const int64_t units = codes.dim(0), features = node.attr_int("in_features", 0);
+  int64_t features = node.attr_int("in_features", 0);
+  if (node.op == "QConv2D") {
+    const auto& k = node.attributes.at("kernel_shape");
+    features = node.attr_int("in_channels", 0) * k[0].get<int64_t>() * k[1].get<int64_t>();
+  }
+  const int64_t units = codes.dim(0);
   const std::vector<int32_t> values = unpack_codes(codes, {units, features});
-  const int32_t* zero = node.op == "QDense" ? q.initializers.at(node.inputs[3]).data<int32_t>() : nullptr;
+  const int32_t* zero = node.op != "DynamicQDense" ? q.initializers.at(node.inputs[3]).data<int32_t>() : nullptr;
   Tensor w(DType::F32, {units, features});
   for (int64_t u = 0; u < units; ++u)
     for (int64_t k = 0; k < features; ++k)
@@ -400,9 +526,12 @@ Graph quantize_model(const Graph& model, const QuantPlan& plan, const std::map<s
   for (const auto& [name, rule] : plan.layers) {
     const auto layers = quantizable_layers(model);
     if (std::find(layers.begin(), layers.end(), name) == layers.end())
-      throw Error(ErrorKind::InvalidArgument, "the plan names layer '" + name + "', which the model does not have as a Dense layer");
+      throw Error(ErrorKind::InvalidArgument, "the plan names layer '" + name + "', which the model does not have as a Dense or Conv2D layer");
   }
-  return Transform(model, plan, ranges, fixed).run();
+  // BatchNorm folded into the layer before it, and a ReLU after a convolution fused into it: both
+  // keep the float function, and the layers' output values keep names the calibration knows.
+  const Graph prepared = fuse_conv_relu(fold_batchnorm(model));
+  return Transform(prepared, plan, ranges, fixed).run();
 }
 
 Graph dequantize_model(const Graph& q) {
@@ -420,6 +549,28 @@ Graph dequantize_model(const Graph& q) {
   for (const auto& node : q.nodes) {
     if (node.op == "QuantizeLinear" || node.op == "DequantizeLinear") {
       alias[node.outputs[0]] = node.inputs[0];
+      continue;
+    }
+    if (node.op == "QConv2D") {
+      const std::string prefix = node.name + ".";
+      Tensor w = dequantized_weight(q, node);
+      const auto& k = node.attributes.at("kernel_shape");
+      const int64_t units = w.dim(0);
+      w.reshape({units, node.attr_int("in_channels", 0), k[0].get<int64_t>(), k[1].get<int64_t>()});
+      Node n{node.name, "Conv2D", {resolve(node.inputs[0]), prefix + "weight", prefix + "bias"}, node.outputs,
+             {{"activation", node.attr_string("activation", "none")}}};
+      for (const char* key : {"strides", "pads", "dilations", "group"})
+        if (node.attributes.contains(key)) n.attributes[key] = node.attributes.at(key);
+      g.initializers[prefix + "weight"] = w;
+      Tensor bias(DType::F32, {units});
+      if (node.inputs.size() > 4) {
+        const int32_t* b = q.initializers.at(node.inputs[4]).data<int32_t>();
+        const float* scale = q.initializers.at(node.inputs[2]).data<float>();
+        for (int64_t u = 0; u < units; ++u)
+          bias.data<float>()[u] = static_cast<float>(b[u] * (node.attr_float("input_scale", 0) * scale[u]));
+      }
+      g.initializers[prefix + "bias"] = bias;
+      g.add_node(std::move(n));
       continue;
     }
     if (node.op == "QDense" || node.op == "DynamicQDense") {

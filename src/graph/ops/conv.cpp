@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "graph/ops/builtin_ops.h"
+#include "graph/ops/conv_geometry.h"
 #include "lowbit/gemm.h"
 #include "lowbit/runtime_config.h"
 
@@ -52,12 +53,7 @@ std::string dims(int64_t a, int64_t b) { return std::to_string(a) + "x" + std::t
 
 // ---- Geometry shared by the convolution and pooling windows -------------------------------------
 
-struct Window {
-  int64_t kernel_h = 1, kernel_w = 1;
-  int64_t stride_h = 1, stride_w = 1;
-  int64_t pad_top = 0, pad_left = 0, pad_bottom = 0, pad_right = 0;
-  int64_t dilation_h = 1, dilation_w = 1;
-};
+
 
 // Reads strides, pads and dilations (ONNX names and order: pads = [top, left, bottom, right]).
 void read_window_attributes(const Node& node, Window& w, bool dilations) {
@@ -86,16 +82,9 @@ int64_t output_extent(const Node& node, const char* axis, int64_t in, int64_t pa
   return (in + pad_a + pad_b - span) / stride + 1;
 }
 
-// Shapes and attributes of one Conv2D node, validated.
-struct ConvGeometry : Window {
-  int64_t batch = 0, in_channels = 0, in_h = 0, in_w = 0;
-  int64_t out_channels = 0, groups = 1, out_h = 0, out_w = 0;
-  int64_t group_in() const { return in_channels / groups; }
-  int64_t group_out() const { return out_channels / groups; }
-  int64_t patch() const { return group_in() * kernel_h * kernel_w; }  // the GEMM's K
-  int64_t out_spatial() const { return out_h * out_w; }
-  int64_t in_spatial() const { return in_h * in_w; }
-};
+
+
+}  // namespace
 
 ConvGeometry conv_geometry(const Node& node, const Shape& x, const Shape& w) {
   if (x.size() != 4)
@@ -125,6 +114,8 @@ ConvGeometry conv_geometry(const Node& node, const Shape& x, const Shape& w) {
   g.out_w = output_extent(node, "columns", g.in_w, g.pad_left, g.pad_right, g.kernel_w, g.dilation_w, g.stride_w);
   return g;
 }
+
+namespace {
 
 // Grain for parallel_for over planes of `plane` floats: at least ~16k floats per chunk.
 int64_t plane_grain(int64_t plane) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(plane, 1)); }
@@ -393,9 +384,9 @@ class Conv2D final : public Op {
 
 // ---- MaxPool2D ---------------------------------------------------------------------------------
 
-struct PoolGeometry : Window {
-  int64_t batch = 0, channels = 0, in_h = 0, in_w = 0, out_h = 0, out_w = 0;
-};
+
+
+}  // namespace
 
 PoolGeometry pool_geometry(const Node& node, const Shape& x) {
   if (x.size() != 4) shape_error(node, "input must be NCHW [batch, channels, height, width], got " + to_string(x));
@@ -418,10 +409,12 @@ PoolGeometry pool_geometry(const Node& node, const Shape& x) {
   return g;
 }
 
+namespace {
+
 // Calls visit(output index, input index, value) with the maximum of every window of one plane,
 // the first in row-major order on ties. Window bounds are clipped to the input once per row and
 // column, and the running maximum stays in a register.
-template <typename Visit> void for_each_window_max(const PoolGeometry& g, const float* plane, Visit&& visit) {
+template <typename T, typename Visit> void for_each_window_max(const PoolGeometry& g, const T* plane, Visit&& visit) {
   for (int64_t oy = 0; oy < g.out_h; ++oy) {
     const int64_t y0 = oy * g.stride_h - g.pad_top;
     const int64_t y_lo = std::max<int64_t>(y0, 0), y_hi = std::min(y0 + g.kernel_h, g.in_h);
@@ -429,11 +422,11 @@ template <typename Visit> void for_each_window_max(const PoolGeometry& g, const 
       const int64_t x0 = ox * g.stride_w - g.pad_left;
       const int64_t x_lo = std::max<int64_t>(x0, 0), x_hi = std::min(x0 + g.kernel_w, g.in_w);
       int64_t best = y_lo * g.in_w + x_lo;
-      float best_value = plane[best];
+      T best_value = plane[best];
       for (int64_t iy = y_lo; iy < y_hi; ++iy)
         for (int64_t ix = x_lo; ix < x_hi; ++ix) {
           // Branch-free (conditional moves): on real data the comparison is a coin flip.
-          const float v = plane[iy * g.in_w + ix];
+          const T v = plane[iy * g.in_w + ix];
           const bool greater = v > best_value;
           best = greater ? iy * g.in_w + ix : best;
           best_value = greater ? v : best_value;
@@ -443,6 +436,9 @@ template <typename Visit> void for_each_window_max(const PoolGeometry& g, const 
   }
 }
 
+// MaxPool2D takes f32 or s8 input (quantized graphs: the maximum commutes with the monotone
+// quantization, so the s8 output has the input's scale and zero point); the output has the
+// input's dtype. Training (backward) is f32 only.
 class MaxPool2D final : public Op {
  public:
   std::vector<Shape> infer_shapes(const Node& node, std::span<const Shape> in) const override {
@@ -450,20 +446,18 @@ class MaxPool2D final : public Op {
     const PoolGeometry g = pool_geometry(node, in[0]);
     return {{g.batch, g.channels, g.out_h, g.out_w}};
   }
+  std::vector<DType> infer_dtypes(const Node& node, std::span<const DType> in) const override {
+    if (in[0] != DType::F32 && in[0] != DType::S8)
+      shape_error(node, std::string("input must be f32 or s8, got ") + name_of(in[0]));
+    return {in[0]};
+  }
 
   void forward(const Node& node, std::span<const Tensor* const> in, std::span<Tensor* const> out) const override {
     const PoolGeometry g = pool_geometry(node, in[0]->shape());
-    out[0]->resize({g.batch, g.channels, g.out_h, g.out_w});
-    const float* x = in[0]->data<float>();
-    float* y = out[0]->data<float>();
-    const int64_t in_plane = g.in_h * g.in_w, out_plane = g.out_h * g.out_w;
-    parallel_for(g.batch * g.channels, plane_grain(in_plane), [&](int64_t p0, int64_t p1) {
-      for (int64_t p = p0; p < p1; ++p) {
-        const float* plane = x + p * in_plane;
-        float* dst = y + p * out_plane;
-        for_each_window_max(g, plane, [dst](int64_t o, int64_t, float value) { dst[o] = value; });
-      }
-    });
+    if (in[0]->dtype() == DType::S8)
+      forward_typed<int8_t>(g, *in[0], *out[0]);
+    else
+      forward_typed<float>(g, *in[0], *out[0]);
   }
 
   void backward(const Node& node, std::span<const Tensor* const> in, std::span<const Tensor* const>,
@@ -483,6 +477,21 @@ class MaxPool2D final : public Op {
         float* dst = dx + p * in_plane;
         std::fill_n(dst, in_plane, 0.0f);
         for_each_window_max(g, plane, [dst, src](int64_t o, int64_t i, float) { dst[i] += src[o]; });
+      }
+    });
+  }
+
+ private:
+  template <typename T> static void forward_typed(const PoolGeometry& g, const Tensor& x_tensor, Tensor& y_tensor) {
+    prepare_output(y_tensor, x_tensor.dtype(), {g.batch, g.channels, g.out_h, g.out_w});
+    const T* x = x_tensor.data<T>();
+    T* y = y_tensor.data<T>();
+    const int64_t in_plane = g.in_h * g.in_w, out_plane = g.out_h * g.out_w;
+    parallel_for(g.batch * g.channels, plane_grain(in_plane), [&](int64_t p0, int64_t p1) {
+      for (int64_t p = p0; p < p1; ++p) {
+        const T* plane = x + p * in_plane;
+        T* dst = y + p * out_plane;
+        for_each_window_max(g, plane, [dst](int64_t o, int64_t, T value) { dst[o] = value; });
       }
     });
   }

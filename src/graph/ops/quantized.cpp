@@ -328,7 +328,10 @@ class DynamicQDense final : public PreparedInferenceOp {
 
 }  // namespace
 
+void register_qconv(const Registrar& add);  // qconv.cpp: QConv2D
+
 void register_quantized(const Registrar& add) {
+  register_qconv(add);
   add("QuantizeLinear", std::make_unique<QuantizeLinear>());
   add("DequantizeLinear", std::make_unique<DequantizeLinear>());
   add("QDense", std::make_unique<QDense>());

@@ -1,0 +1,315 @@
+// Integer convolution (QConv2D: im2col + qgemm against the direct scalar reference), s8 max
+// pooling, BatchNorm folding and the quantization transform on a small CNN.
+#include <cmath>
+#include <numeric>
+
+#include "test_util.h"
+
+namespace lowbit {
+namespace {
+
+struct QConvCase {
+  int64_t n, c, h, w, oc, kh, kw, sh, sw;
+  std::vector<int64_t> pads;  // top, left, bottom, right
+  int64_t dh = 1, dw = 1;
+};
+
+Tensor random_s8(const Shape& shape, uint64_t seed, int lo, int hi) {
+  Tensor t(DType::S8, shape);
+  Rng rng(seed);
+  for (int64_t i = 0; i < t.numel(); ++i) t.data<int8_t>()[i] = static_cast<int8_t>(lo + static_cast<int>(rng.below(hi - lo + 1)));
+  return t;
+}
+
+// A one-node graph: QConv2D with random codes (`bits`-bit, symmetric unless `affine`).
+Graph qconv_graph(const QConvCase& k, int bits, bool affine, bool bias, bool relu, bool f32_out, uint64_t seed) {
+  Graph g;
+  g.inputs.push_back({"x", DType::S8, {-1, k.c, k.h, k.w}});
+  const int64_t kk = k.c * k.kh * k.kw;
+  const int qmax = (1 << (bits - 1)) - 1;
+  std::vector<int32_t> codes(static_cast<size_t>(k.oc * kk));
+  Rng rng(seed);
+  for (auto& v : codes) v = -qmax + static_cast<int32_t>(rng.below(2 * qmax + 1));
+  const DType storage = bits == 8 ? DType::S8 : bits == 4 ? DType::S4 : DType::S2;
+  Tensor packed = pack_codes(codes, {k.oc, kk}, storage);
+  packed.reshape({k.oc, packed.numel() / k.oc});
+  g.initializers["w"] = packed;
+  Tensor scale(DType::F32, {k.oc}), zero(DType::S32, {k.oc}), b(DType::S32, {k.oc});
+  for (int64_t o = 0; o < k.oc; ++o) {
+    scale.data<float>()[o] = 0.01f * (1.0f + rng.uniform());
+    zero.data<int32_t>()[o] = affine ? static_cast<int32_t>(rng.below(2 * qmax + 1)) - qmax : 0;
+    b.data<int32_t>()[o] = static_cast<int32_t>(rng.below(4001)) - 2000;
+  }
+  g.initializers["s"] = scale;
+  g.initializers["z"] = zero;
+  g.initializers["b"] = b;
+  Node n{"y", "QConv2D", {"x", "w", "s", "z"}, {"y"},
+         {{"in_channels", k.c}, {"kernel_shape", {k.kh, k.kw}}, {"strides", {k.sh, k.sw}}, {"pads", k.pads},
+          {"dilations", {k.dh, k.dw}}, {"group", 1}, {"activation", relu ? "relu" : "none"},
+          {"input_scale", 0.02}, {"input_zero_point", -7}}};
+  if (bias) n.inputs.push_back("b");
+  if (f32_out) {
+    n.attributes["output"] = "f32";
+  } else {
+    n.attributes["output"] = "s8";
+    n.attributes["output_scale"] = 0.05;
+    n.attributes["output_zero_point"] = 3;
+  }
+  g.add_node(std::move(n));
+  g.outputs = {"y"};
+  g.validate();
+  return g;
+}
+
+std::vector<uint8_t> run_bytes(const Graph& g, const Tensor& x) {
+  Executor run(g);
+  run.input("x") = x;
+  run.forward();
+  const Tensor& y = run.value("y");
+  const uint8_t* p = static_cast<const uint8_t*>(y.raw());
+  return std::vector<uint8_t>(p, p + y.nbytes());
+}
+
+TEST(QConv, Im2colPathIsBitIdenticalWithTheDirectReferenceOnAwkwardShapes) {
+  if (active_isa() == Isa::Reference) GTEST_SKIP() << "no fast path on this CPU (or LOWBIT_ISA=reference)";
+  const std::vector<QConvCase> cases = {
+      {2, 1, 1, 1, 3, 1, 1, 1, 1, {0, 0, 0, 0}},           // 1x1 image, 1 channel
+      {3, 1, 1, 1, 5, 3, 3, 1, 1, {1, 1, 1, 1}},           // 1x1 image, 3x3 kernel: all padding but the centre
+      {2, 3, 9, 7, 17, 3, 3, 2, 2, {1, 1, 1, 1}},          // stride 2, odd sizes
+      {1, 2, 11, 5, 4, 3, 2, 2, 1, {0, 1, 2, 0}},          // asymmetric pads, rectangular kernel
+      {2, 5, 8, 8, 33, 3, 3, 1, 1, {2, 2, 2, 2}, 2, 2},    // dilation 2
+      {4, 32, 14, 14, 64, 3, 3, 1, 1, {1, 1, 1, 1}},       // the reference CNN's second layer
+  };
+  const Isa best = active_isa();
+  int index = 0;
+  for (const auto& k : cases) {
+    const Tensor x = random_s8({k.n, k.c, k.h, k.w}, 100 + index, -128, 127);
+    for (int bits : {8, 4})
+      for (bool affine : {false, true})
+        for (bool f32_out : {false, true}) {
+          const bool relu = (index + bits) % 2 == 0, bias = !affine || f32_out;
+          const Graph g = qconv_graph(k, bits, affine, bias, relu, f32_out, 7 * index + bits);
+          set_max_isa(Isa::Reference);
+          const auto reference = run_bytes(g, x);
+          set_max_isa(best);
+          const auto fast = run_bytes(g, x);
+          EXPECT_EQ(fast, reference) << "case " << index << ", " << bits << "-bit, affine " << affine << ", f32 " << f32_out;
+        }
+    ++index;
+  }
+  set_max_isa(Isa::Avx512Vnni);
+}
+
+TEST(QConv, MatchesTheFloatConvolutionOfTheDequantizedValues) {
+  // Direct check of the arithmetic: f32 output = input_scale * weight_scale * sum (x - zx)(w - zw) + bias.
+  const QConvCase k{1, 2, 4, 3, 3, 3, 3, 1, 1, {1, 1, 1, 1}};
+  const Graph g = qconv_graph(k, 8, true, true, false, true, 3);
+  const Tensor x = random_s8({1, 2, 4, 3}, 5, -128, 127);
+  Executor run(g);
+  run.input("x") = x;
+  run.forward();
+  const Tensor& y = run.value("y");
+  const std::vector<int32_t> w = unpack_codes(g.initializers.at("w"), {3, 18});
+  for (int64_t m = 0; m < 3; ++m)
+    for (int64_t oy = 0; oy < 4; ++oy)
+      for (int64_t ox = 0; ox < 3; ++ox) {
+        double acc = g.initializers.at("b").data<int32_t>()[m];
+        for (int64_t c = 0; c < 2; ++c)
+          for (int64_t i = 0; i < 3; ++i)
+            for (int64_t j = 0; j < 3; ++j) {
+              const int64_t iy = oy - 1 + i, ix = ox - 1 + j;
+              if (iy < 0 || iy >= 4 || ix < 0 || ix >= 3) continue;
+              acc += (x.data<int8_t>()[(c * 4 + iy) * 3 + ix] + 7.0) *
+                     (w[m * 18 + (c * 3 + i) * 3 + j] - g.initializers.at("z").data<int32_t>()[m]);
+            }
+        const double expected = acc * 0.02 * g.initializers.at("s").data<float>()[m];
+        EXPECT_NEAR(y.data<float>()[(m * 4 + oy) * 3 + ox], expected, 1e-5 * std::max(1.0, std::abs(expected)));
+      }
+}
+
+TEST(QConv, RejectsGroupsAndBadInputs) {
+  QConvCase k{1, 2, 4, 4, 2, 3, 3, 1, 1, {1, 1, 1, 1}};
+  Graph g = qconv_graph(k, 8, false, true, false, false, 1);
+  g.nodes[0].attributes["group"] = 2;
+  EXPECT_LOWBIT_ERROR(g.infer_shapes(), "attribute 'group' must be 1");
+  g = qconv_graph(k, 8, false, true, false, false, 1);
+  g.inputs[0].shape = {-1, 3, 4, 4};
+  EXPECT_LOWBIT_ERROR(g.infer_shapes(), "must have 2 channels");
+}
+
+TEST(QConv, MaxPoolOnS8IsTheMaxOfTheCodes) {
+  Graph g;
+  g.inputs.push_back({"x", DType::S8, {-1, 2, 5, 5}});
+  g.add_node({"y", "MaxPool2D", {"x"}, {"y"}, {{"kernel_shape", {2, 2}}, {"strides", {2, 2}}, {"pads", {0, 0, 1, 1}}}});
+  g.outputs = {"y"};
+  g.validate();
+  EXPECT_EQ(g.infer_shapes().at("y").dtype, DType::S8);
+  const Tensor x = random_s8({3, 2, 5, 5}, 9, -128, 127);
+  Executor run(g);
+  run.input("x") = x;
+  run.forward();
+  const Tensor& y = run.value("y");
+  ASSERT_EQ(y.shape(), (Shape{3, 2, 3, 3}));
+  for (int64_t p = 0; p < 6; ++p)
+    for (int64_t oy = 0; oy < 3; ++oy)
+      for (int64_t ox = 0; ox < 3; ++ox) {
+        int best = -129;
+        for (int64_t iy = 2 * oy; iy < std::min<int64_t>(2 * oy + 2, 5); ++iy)
+          for (int64_t ix = 2 * ox; ix < std::min<int64_t>(2 * ox + 2, 5); ++ix)
+            best = std::max<int>(best, x.data<int8_t>()[p * 25 + iy * 5 + ix]);
+        EXPECT_EQ(y.data<int8_t>()[(p * 3 + oy) * 3 + ox], best);
+      }
+}
+
+// A small CNN in the reference CNN's pattern, trained briefly on real data.
+struct TrainedCnn {
+  DatasetSplits data;
+  Graph model;
+  Dataset test;
+  std::map<std::string, Calibration> ranges;
+  double float_accuracy = 0;
+};
+const TrainedCnn& trained_cnn() {
+  static const TrainedCnn t = [] {
+    TrainedCnn t;
+    t.data = load_dataset_dir(testing::test_dataset_dir());
+    const nlohmann::json arch = nlohmann::json::parse(R"({"layers": [
+      {"type": "reshape", "shape": [1, 28, 28]},
+      {"type": "conv2d", "filters": 8, "kernel": 3, "padding": "same", "bias": false},
+      {"type": "batchnorm"}, {"type": "relu"}, {"type": "maxpool2d", "kernel": 2},
+      {"type": "conv2d", "filters": 8, "kernel": 3, "stride": 2, "padding": "same"},
+      {"type": "batchnorm"}, {"type": "relu"}, {"type": "maxpool2d", "kernel": 2},
+      {"type": "flatten"}, {"type": "dense", "units": 32, "activation": "relu"}, {"type": "dense", "units": 10},
+      {"type": "softmax"}]})");
+    t.model = build_model(arch, {28, 28}, 10, 0);
+    TrainOptions o;
+    o.epochs = 1;
+    set_num_threads(2);
+    lowbit::train(t.model, t.data.train.head(4000), o);
+    t.test = t.data.test.head(2000);
+    CalibrationOptions c;
+    c.samples = 500;
+    t.ranges["minmax"] = calibrate(t.model, t.data.train, c);
+    t.float_accuracy = evaluate(t.model, t.test).accuracy;
+    return t;
+  }();
+  return t;
+}
+
+// Logits of `model` (its last node is the softmax: evaluated on the value before it).
+Tensor logits(const Graph& model, const Dataset& data, const std::string& value) {
+  Executor run(model);
+  std::vector<uint32_t> idx(static_cast<size_t>(data.size()));
+  std::iota(idx.begin(), idx.end(), 0u);
+  gather_batch(data, idx, input_scale(model), run.input("image"));
+  run.forward();
+  return run.value(value).clone();
+}
+
+TEST(FoldBatchNorm, PreservesTheOutputs) {
+  const TrainedCnn& t = trained_cnn();
+  // Non-trivial statistics after one epoch; make them more so.
+  Graph model = t.model;
+  for (auto& [name, tensor] : model.initializers) model.initializers[name] = tensor.clone();
+  Rng rng(4);
+  for (float& v : std::span(model.initializers.at("batchnorm_2.running_mean").data<float>(), 8)) v += rng.uniform(-0.5f, 0.5f);
+  for (float& v : std::span(model.initializers.at("batchnorm_2.scale").data<float>(), 8)) v *= rng.uniform(0.5f, 2.0f);
+  const Graph folded = fold_batchnorm(model);
+  int bn = 0;
+  for (const auto& node : folded.nodes) bn += node.op == "BatchNormalization";
+  EXPECT_EQ(bn, 0);
+  EXPECT_EQ(folded.nodes.size(), model.nodes.size() - 2);
+  EXPECT_EQ(folded.initializers.count("conv2d_1.bias"), 1u);  // created: the conv had none
+  EXPECT_EQ(folded.initializers.count("batchnorm_1.scale"), 0u);
+  const Dataset data = t.data.test.head(500);
+  const Tensor a = logits(model, data, "dense_2"), b = logits(folded, data, "dense_2");
+  float lo = 0, hi = 0, diff = 0;
+  for (int64_t i = 0; i < a.numel(); ++i) {
+    lo = std::min(lo, a.data<float>()[i]);
+    hi = std::max(hi, a.data<float>()[i]);
+    diff = std::max(diff, std::abs(a.data<float>()[i] - b.data<float>()[i]));
+  }
+  // The stated bound: max |logit difference| <= 1e-4 of the logit range (float rounding only).
+  EXPECT_LE(diff, 1e-4f * (hi - lo)) << "range " << hi - lo;
+  // The model itself is unchanged.
+  EXPECT_EQ(model.nodes.size(), t.model.nodes.size());
+}
+
+TEST(QuantizeCnn, FullInt8IsIntegerOnlyBitExactAndAccurate) {
+  const TrainedCnn& t = trained_cnn();
+  const auto layers = quantizable_layers(t.model);
+  EXPECT_EQ(layers, (std::vector<std::string>{"conv2d_1", "conv2d_2", "dense_1", "dense_2"}));
+  for (int bits : {8, 4}) {
+    QuantPlan plan;
+    plan.defaults.weight_bits = bits;
+    Graph q = quantize_model(t.model, plan, t.ranges);
+    int qconv = 0, quantize = 0, dequantize = 0;
+    for (const auto& node : q.nodes) {
+      EXPECT_NE(node.op, "Conv2D");
+      EXPECT_NE(node.op, "BatchNormalization");
+      EXPECT_NE(node.op, "Relu");
+      qconv += node.op == "QConv2D";
+      quantize += node.op == "QuantizeLinear";
+      dequantize += node.op == "DequantizeLinear";
+    }
+    EXPECT_EQ(qconv, 2);
+    EXPECT_EQ(quantize, 1);  // only at the graph input
+    EXPECT_EQ(dequantize, 0);
+    const auto info = q.infer_shapes();
+    EXPECT_EQ(info.at("maxpool2d_1").dtype, DType::S8);
+    EXPECT_EQ(info.at("flatten_1").dtype, DType::S8);
+    const double accuracy = evaluate(q, t.test).accuracy;
+    EXPECT_NEAR(accuracy, t.float_accuracy, bits == 8 ? 0.01 : 0.03) << bits << "-bit";
+    // Reference and fast integer paths agree byte for byte on every value.
+    std::vector<std::vector<uint8_t>> outputs;
+    const Isa best = active_isa();
+    for (Isa isa : {Isa::Reference, best}) {
+      set_max_isa(isa);
+      Executor run(q);
+      std::vector<uint32_t> idx(300);
+      std::iota(idx.begin(), idx.end(), 0u);
+      gather_batch(t.test, idx, input_scale(q), run.input("image"));
+      run.forward();
+      std::vector<uint8_t> bytes;
+      for (const char* value : {"relu_1", "maxpool2d_1", "relu_2", "dense_1", "dense_2"}) {
+        const Tensor& v = run.value(value);
+        const uint8_t* p = static_cast<const uint8_t*>(v.raw());
+        bytes.insert(bytes.end(), p, p + v.nbytes());
+      }
+      outputs.push_back(std::move(bytes));
+    }
+    set_max_isa(Isa::Avx512Vnni);
+    EXPECT_EQ(outputs[0], outputs[1]) << bits << "-bit";
+    // Saves, loads, and dequantizes to a float CNN with the same predictions (nearly).
+    testing::TempDir dir;
+    save_model(q, dir.file("q.lbm"));
+    EXPECT_EQ(evaluate(load_model(dir.file("q.lbm")), t.test).accuracy, accuracy);
+    const Graph back = dequantize_model(q);
+    EXPECT_FALSE(is_quantized(back));
+    EXPECT_NEAR(evaluate(back, t.test).accuracy, accuracy, 0.01);
+  }
+}
+
+TEST(QuantizeCnn, PartialAndDynamicModes) {
+  const TrainedCnn& t = trained_cnn();
+  QuantPlan partial;
+  partial.mode = QuantMode::Partial;
+  partial.layers["conv2d_2"] = LayerRule{};
+  Graph q = quantize_model(t.model, partial, t.ranges);
+  std::map<std::string, std::string> op;
+  for (const auto& node : q.nodes) op[node.name] = node.op;
+  EXPECT_EQ(op.at("conv2d_1"), "Conv2D");
+  EXPECT_EQ(op.at("conv2d_2"), "QConv2D");
+  EXPECT_EQ(op.at("dense_1"), "Dense");
+  EXPECT_EQ(q.infer_shapes().at("maxpool2d_1").dtype, DType::F32);  // float before the integer conv
+  EXPECT_EQ(q.infer_shapes().at("relu_2").dtype, DType::F32);       // no integer consumer: f32 output
+  EXPECT_NEAR(evaluate(q, t.test).accuracy, t.float_accuracy, 0.01);
+  QuantPlan dynamic;
+  dynamic.mode = QuantMode::Dynamic;
+  q = quantize_model(t.model, dynamic, {});
+  for (const auto& node : q.nodes) EXPECT_NE(node.op, "QConv2D");  // dynamic mode keeps convolutions float
+  EXPECT_NEAR(evaluate(q, t.test).accuracy, t.float_accuracy, 0.01);
+}
+
+}  // namespace
+}  // namespace lowbit
