@@ -7,7 +7,8 @@
 # every seed: a teacher (trained once, seed 0), the reference MLP distilled from it, 4-bit QAT of the
 # label-trained MLP, and 4-bit and 2-bit quantization-aware distillation of the distilled MLP.
 # Settings (environment): SEEDS="0 1 2"  THREADS=2  DATA=<dataset dir>  OUT=out/reference
-#   TEACHER=<arch or JSON description>  TEACHER_EPOCHS=10  SKIP_LEARN=1 (quantization only)
+#   TEACHER=<arch or JSON description>  TEACHER_EPOCHS=10  DISTILL_EPOCHS=20  CNN_EPOCHS=10
+#   SKIP_LEARN=1 (no learning-under-compression section)  SKIP_CNN=1 (no reference CNN section)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SEEDS=${SEEDS:-"0 1 2"}
@@ -75,8 +76,7 @@ echo "Quantization of seed $first ($(basename "$DATA"), $THREADS threads; latenc
 } | column -t -s $'\t'
 echo "(a8*: activations quantized per row at run time)"
 
-[[ -n "${SKIP_LEARN:-}" ]] && exit 0
-
+if [[ -z "${SKIP_LEARN:-}" ]]; then
 # Learning under compression (docs/qat.md), every seed; one teacher (seed 0) for all students.
 # Distillation is compared with label training at the same budget: DISTILL_EPOCHS epochs, cosine
 # learning-rate decay, for both.
@@ -137,3 +137,30 @@ jq -rs --arg seeds "$SEEDS" '
 ' "$learn" | column -t -s $'\t'
 echo "(QAT rows are the converted integer models; 'int agrees': the lowest agreement of an integer model with its QAT model;"
 echo " distilled rows: T = ${TEMPERATURE:-1}, alpha = ${ALPHA:-0.9}, cosine decay; 'same budget': labels only, $DISTILL_EPOCHS epochs, cosine)"
+fi
+
+# The reference CNN (examples/models/reference-cnn.json), first seed: float, full int8, 4-bit weights.
+if [[ -z "${SKIP_CNN:-}" ]]; then
+  CNN_EPOCHS=${CNN_EPOCHS:-10}
+  cnn="$OUT/reference-cnn-seed$first.lbm"
+  echo
+  echo "== reference CNN, seed $first, $CNN_EPOCHS epochs"
+  "$lowbit" train --arch examples/models/reference-cnn.json --data "$DATA" --epochs "$CNN_EPOCHS" --seed "$first" \
+    --threads "$THREADS" --out "$cnn" --json | tee "$OUT/cnn-train.log" | tail -n 1 >"$OUT/cnn-train.json"
+  for bits in 8 4; do
+    "$lowbit" quantize --model "$cnn" --out "$OUT/reference-cnn-w$bits.lbm" --mode full --bits "$bits" --calib-data "$DATA" \
+      --threads "$THREADS" --json >"$OUT/cnn-w$bits.log"
+  done
+  echo
+  echo "Reference CNN ($(basename "$DATA"), seed $first, $CNN_EPOCHS epochs, $THREADS threads):"
+  {
+    printf 'model\tbits (w, a)\tfile bytes\ttrain s\ttest accuracy\tdrop (pts)\n'
+    jq -r '["reference CNN fp32", "32, 32", .file_bytes, (.train_seconds | round), (.test_accuracy * 10000 | round / 100 | tostring + " %"), ""] | @tsv' \
+      "$OUT/cnn-train.json"
+    for bits in 8 4; do
+      tail -n 1 "$OUT/cnn-w$bits.log" | jq -r --arg bits "$bits" --argjson bytes "$(stat -c %s "$OUT/reference-cnn-w$bits.lbm")" \
+        '["reference CNN, full", ($bits + ", 8"), $bytes, "", (.test_accuracy * 10000 | round / 100 | tostring + " %"),
+          ((.float_test_accuracy - .test_accuracy) * 10000 | round / 100)] | @tsv'
+    done
+  } | column -t -s $'\t'
+fi
