@@ -395,37 +395,19 @@ class Transform {
     if (rule.weight_bits < 2 || rule.weight_bits > 8)
       throw Error(ErrorKind::InvalidArgument, "layer '" + node.name + "': weight bits must be 2..8");
     const Tensor& weight = model_.initializers.at(node.inputs.at(1));
-    const int64_t units = weight.dim(0), features = weight.dim(1);
+    const int64_t features = weight.dim(1);
     const Tensor* bias = node.inputs.size() > 2 ? &model_.initializers.at(node.inputs[2]) : nullptr;
     const bool dynamic = plan_.mode == QuantMode::Dynamic;
     if (dynamic && rule.weight_scheme != QScheme::Symmetric)
       throw Error(ErrorKind::InvalidArgument, "layer '" + node.name + "': dynamic quantization needs symmetric weights");
-    QuantSpec spec{rule.weight_bits, rule.weight_scheme, rule.per_channel, true, true};
-    auto fixed_weight = fixed_.weights.find(node.name);
-    const QuantParams wp = fixed_weight != fixed_.weights.end() ? fixed_weight->second : choose_weight_params(weight, spec);
-    if (fixed_weight != fixed_.weights.end()) {
-      wp.validate("weights of layer '" + node.name + "'");
-      if (!wp.is_signed || (wp.per_channel() && (wp.axis != 0 || static_cast<int64_t>(wp.channels()) != units)) ||
-          (!wp.per_channel() && wp.channels() != 1))
-        throw Error(ErrorKind::InvalidArgument, "fixed weight parameters of layer '" + node.name +
-                                                    "' must be signed, per tensor or per output channel (" +
-                                                    std::to_string(units) + " channels)");
-    }
-    const std::vector<int32_t> codes = quantize_values(weight, wp);
     const std::string prefix = node.name + ".";
-    out_.initializers[prefix + "weight_codes"] = pack_codes(codes, {units, features}, wp.storage_dtype());
-    Tensor& packed = out_.initializers[prefix + "weight_codes"];
-    packed.reshape({units, static_cast<int64_t>(packed.numel() / units)});
-    Tensor scale(DType::F32, {units}), zero(DType::S32, {units});
-    for (int64_t n = 0; n < units; ++n) {
-      scale.data<float>()[n] = wp.scale[wp.per_channel() ? n : 0];
-      zero.data<int32_t>()[n] = wp.zero_point[wp.per_channel() ? n : 0];
-    }
-    out_.initializers[prefix + "weight_scale"] = scale;
+    Tensor scale;
+    quantize_weights(node, weight, rule, prefix, scale);
     const std::string activation = node.attr_string("activation", "none");
     const std::string out_value = node.outputs[0];
 
     if (dynamic) {
+      out_.initializers.erase(prefix + "weight_zero_point");  // dynamic layers have symmetric weights
       Node n{node.name, "DynamicQDense", {as_float(node.inputs[0]), prefix + "weight_codes", prefix + "weight_scale"},
              {out_value}, {{"in_features", features}, {"activation", activation}, {"granularity", plan_.dynamic_granularity}}};
       if (bias) {
@@ -437,32 +419,11 @@ class Transform {
     }
     QuantParams in_params;
     const std::string input = as_integer(node.inputs[0], rule.calibration, in_params);
-    out_.initializers[prefix + "weight_zero_point"] = zero;
     Node n{node.name, "QDense", {input, prefix + "weight_codes", prefix + "weight_scale", prefix + "weight_zero_point"},
            {out_value},
            {{"in_features", features}, {"activation", activation}, {"input_scale", in_params.scale[0]},
             {"input_zero_point", in_params.zero_point[0]}}};
-    if (bias) {
-      // int32 bias at scale input_scale * weight_scale[n], so it adds straight onto the accumulator.
-      Tensor q(DType::S32, {units});
-      for (int64_t u = 0; u < units; ++u) {
-        const double s = static_cast<double>(in_params.scale[0]) * scale.data<float>()[u];
-        q.data<int32_t>()[u] = static_cast<int32_t>(
-            std::clamp(std::nearbyint(bias->data<float>()[u] / s), -2147483647.0, 2147483647.0));
-      }
-      out_.initializers[prefix + "bias_q"] = q;
-      n.inputs.push_back(prefix + "bias_q");
-    }
-    if (has_integer_consumer(out_value) && !is_graph_output(out_value)) {
-      const QuantParams op = activation_params(out_value, rule.calibration);
-      n.attributes["output"] = "s8";
-      n.attributes["output_scale"] = op.scale[0];
-      n.attributes["output_zero_point"] = op.zero_point[0];
-      integer_[out_value] = op;
-    } else {
-      n.attributes["output"] = "f32";
-    }
-    out_.add_node(std::move(n));
+    finish_integer_layer(node, n, bias, in_params, scale, rule);
   }
 
   const Graph& model_;
