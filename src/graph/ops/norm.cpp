@@ -20,6 +20,7 @@
 #include <cstring>
 
 #include "graph/ops/builtin_ops.h"
+#include "graph/ops/conv_geometry.h"
 #include "lowbit/random.h"
 #include "lowbit/runtime_config.h"
 
@@ -354,58 +355,19 @@ class Dropout final : public Op {
 
 // ---- AveragePool2D -----------------------------------------------------------------------------
 
-// The window attributes as conv.cpp's MaxPool2D reads them (ONNX names; pads = [top, left,
-// bottom, right], each smaller than the kernel so that every window holds an input element).
-struct AveragePoolGeometry {
-  int64_t batch = 0, channels = 0, in_h = 0, in_w = 0, out_h = 0, out_w = 0;
-  int64_t kernel_h = 1, kernel_w = 1, stride_h = 1, stride_w = 1, pad_top = 0, pad_left = 0;
+// MaxPool2D's window geometry (conv_geometry.h: ONNX names, pads = [top, left, bottom, right],
+// each smaller than the kernel so that every window holds an input element) plus ONNX's
+// count_include_pad.
+struct AveragePoolGeometry : PoolGeometry {
   bool count_include_pad = false;
 };
 
-std::vector<int64_t> int_pairs(const Node& node, const std::string& key, size_t count, std::vector<int64_t> fallback) {
-  auto it = node.attributes.find(key);
-  if (it == node.attributes.end()) return fallback;
-  bool ok = it->is_array() && it->size() == count;
-  if (ok)
-    for (const auto& v : *it) ok &= v.is_number_integer();
-  if (!ok)
-    shape_error(node, "attribute '" + key + "' must be a list of " + std::to_string(count) + " integers, got " +
-                          it->dump());
-  return it->get<std::vector<int64_t>>();
-}
-
 AveragePoolGeometry average_pool_geometry(const Node& node, const Shape& x) {
-  if (x.size() != 4) shape_error(node, "input must be NCHW [batch, channels, height, width], got " + to_string(x));
-  if (x[1] < 1 || x[2] < 1 || x[3] < 1) shape_error(node, "input " + to_string(x) + " must have known, positive C, H, W");
-  if (!node.attributes.contains("kernel_shape")) shape_error(node, "attribute 'kernel_shape' [kh, kw] is required");
-  const auto kernel = int_pairs(node, "kernel_shape", 2, {});
-  const auto strides = int_pairs(node, "strides", 2, {1, 1});
-  const auto pads = int_pairs(node, "pads", 4, {0, 0, 0, 0});
-  if (kernel[0] < 1 || kernel[1] < 1) shape_error(node, "attribute 'kernel_shape' must be positive");
-  if (strides[0] < 1 || strides[1] < 1) shape_error(node, "attribute 'strides' must be positive");
-  if (node.attr_int("ceil_mode", 0) != 0) shape_error(node, "attribute 'ceil_mode' is not supported");
-  if (int_pairs(node, "dilations", 2, {1, 1}) != std::vector<int64_t>{1, 1})
-    shape_error(node, "attribute 'dilations' is not supported (must be [1, 1])");
-  if (node.attributes.contains("auto_pad") && node.attr_string("auto_pad", "NOTSET") != "NOTSET")
-    shape_error(node, "attribute 'auto_pad' is not supported: give explicit 'pads'");
+  AveragePoolGeometry g;
+  static_cast<PoolGeometry&>(g) = pool_geometry(node, x);
   const int64_t include_pad = node.attr_int("count_include_pad", 0);
   if (include_pad != 0 && include_pad != 1) shape_error(node, "attribute 'count_include_pad' must be 0 or 1");
-  for (int64_t p : pads)
-    if (p < 0) shape_error(node, "attribute 'pads' must not be negative");
-  if (pads[0] >= kernel[0] || pads[2] >= kernel[0] || pads[1] >= kernel[1] || pads[3] >= kernel[1])
-    shape_error(node, "attribute 'pads' must be smaller than the kernel " + std::to_string(kernel[0]) + "x" +
-                          std::to_string(kernel[1]));
-  AveragePoolGeometry g;
-  g.batch = x[0], g.channels = x[1], g.in_h = x[2], g.in_w = x[3];
-  g.kernel_h = kernel[0], g.kernel_w = kernel[1], g.stride_h = strides[0], g.stride_w = strides[1];
-  g.pad_top = pads[0], g.pad_left = pads[1];
   g.count_include_pad = include_pad == 1;
-  const int64_t rows = g.in_h + pads[0] + pads[2], columns = g.in_w + pads[1] + pads[3];
-  if (rows < g.kernel_h) shape_error(node, "the kernel spans " + std::to_string(g.kernel_h) + " rows but the padded input has " + std::to_string(rows));
-  if (columns < g.kernel_w)
-    shape_error(node, "the kernel spans " + std::to_string(g.kernel_w) + " columns but the padded input has " + std::to_string(columns));
-  g.out_h = (rows - g.kernel_h) / g.stride_h + 1;
-  g.out_w = (columns - g.kernel_w) / g.stride_w + 1;
   return g;
 }
 
