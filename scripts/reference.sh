@@ -151,6 +151,8 @@ if [[ -z "${SKIP_CNN:-}" ]]; then
     "$lowbit" quantize --model "$cnn" --out "$OUT/reference-cnn-w$bits.lbm" --mode full --bits "$bits" --calib-data "$DATA" \
       --threads "$THREADS" --json >"$OUT/cnn-w$bits.log"
   done
+  "$lowbit" qat --model "$cnn" --data "$DATA" --bits 4 --epochs 1 --threads "$THREADS" --out "$OUT/reference-cnn-qat-w4.lbm" \
+    --json >"$OUT/cnn-qat-w4.log"
   echo
   echo "Reference CNN ($(basename "$DATA"), seed $first, $CNN_EPOCHS epochs, $THREADS threads):"
   {
@@ -162,5 +164,7 @@ if [[ -z "${SKIP_CNN:-}" ]]; then
         '["reference CNN, full", ($bits + ", 8"), $bytes, "", (.test_accuracy * 10000 | round / 100 | tostring + " %"),
           ((.float_test_accuracy - .test_accuracy) * 10000 | round / 100)] | @tsv'
     done
+    tail -n 1 "$OUT/cnn-qat-w4.log" | jq -r '["reference CNN, QAT 1 epoch", "4, 8", .file_bytes, (.qat_seconds | round),
+      (.test_accuracy * 10000 | round / 100 | tostring + " %"), ((.float_test_accuracy - .test_accuracy) * 10000 | round / 100)] | @tsv'
   } | column -t -s $'\t'
 fi

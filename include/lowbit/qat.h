@@ -1,7 +1,7 @@
 // lowbit/qat.h - quantization-aware training: train with the quantizer in the loop, then convert.
 //
 // prepare_qat inserts fake-quantization nodes (quantize then dequantize, the same parameters and
-// rounding as the integer runtime) on the weights of the chosen Dense layers and on their input
+// rounding as the integer runtime) on the weights of the chosen Dense and Conv2D layers and on their input
 // activations. Training such a graph (train_qat) lets the float weights adapt to the grid:
 // gradients pass the rounding straight through (STE) and stop where a value is clipped. Weight
 // grids follow the weights (per-channel min-max, recomputed every step); activation grids come from
@@ -32,8 +32,8 @@
 namespace lowbit {
 
 struct QatOptions {
-  // Which Dense layers, how many weight bits, which granularity and scheme. Mode full quantizes every
-  // Dense layer; partial only the listed ones. Dynamic mode is not a QAT target.
+  // Which Dense / Conv2D layers, how many weight bits, which granularity and scheme. Mode full quantizes every
+  // such layer; partial only the listed ones. Dynamic mode is not a QAT target.
   QuantPlan plan;
   int activation_bits = 8;            // the integer runtime computes with 8-bit activations
   bool lsq = false;                   // learn the scales (weights and activations)
@@ -53,7 +53,7 @@ bool is_qat_model(const Graph& model);
 // convert_qat's integer model computes.
 TrainReport train_qat(Graph& model, const Dataset& data, const TrainOptions& options, const QatOptions& qat);
 
-// The integer model (QDense layers, packed weights) with the fake-quantized model's parameters.
+// The integer model (QDense / QConv2D layers, packed weights) with the fake-quantized model's parameters.
 Graph convert_qat(const Graph& model);
 // The plan and the fixed parameters convert_qat uses, and the float model under the fake quantizers.
 struct QatParameters {

@@ -81,6 +81,10 @@ Graph dequantize_model(const Graph& quantized);
 // normalization's output value name; the result computes the same function up to float rounding.
 // quantize_model calls it first.
 Graph fold_batchnorm(const Graph& model);
+// What quantize_model quantizes: fold_batchnorm, then every Conv2D whose output only a Relu reads
+// gets that ReLU fused (taking over the Relu's output value). The same float function.
+// Quantization-aware training starts from this graph too, so both see the same layers.
+Graph prepare_for_quantization(const Graph& model);
 bool is_quantized(const Graph& model);
 
 }  // namespace lowbit

@@ -176,56 +176,86 @@ class Observers final : public TrainHooks {
 
 bool is_qat_model(const Graph& model) { return std::any_of(model.nodes.begin(), model.nodes.end(), is_fake_quant); }
 
-Graph prepare_qat(const Graph& model, const QatOptions& options, const Calibration& ranges) {
-  if (is_quantized(model)) throw Error(ErrorKind::InvalidArgument, "the model is already quantized (QAT starts from a float model)");
-  if (is_qat_model(model)) throw Error(ErrorKind::InvalidArgument, "the model already has fake quantization (it was prepared for QAT)");
+namespace {
+bool is_layer(const Node& node) { return node.op == "Dense" || node.op == "Conv2D"; }
+bool passes_integers(const Node& node) { return node.op == "MaxPool2D" || node.op == "Reshape" || node.op == "Flatten"; }
+
+// The value whose grid a quantized layer's input uses in the integer model: through max-pooling,
+// reshapes and flattens (which pass s8 values unchanged) back to a quantized layer's output, whose
+// requantization produces the codes; otherwise the input itself (a QuantizeLinear goes there).
+std::string grid_value(const Graph& g, const std::string& input, const QuantPlan& plan) {
+  std::string v = input;
+  for (;;) {
+    const int p = g.producer(v);
+    if (p < 0) return input;
+    const Node& node = g.nodes[p];
+    if (is_layer(node) && plan.rule_for(node.name).quantize) return v;
+    if (!passes_integers(node)) return input;
+    v = node.inputs.at(0);
+  }
+}
+}  // namespace
+
+Graph prepare_qat(const Graph& original, const QatOptions& options, const Calibration& ranges) {
+  if (is_quantized(original)) throw Error(ErrorKind::InvalidArgument, "the model is already quantized (QAT starts from a float model)");
+  if (is_qat_model(original)) throw Error(ErrorKind::InvalidArgument, "the model already has fake quantization (it was prepared for QAT)");
   if (options.activation_bits != 8)
     throw Error(ErrorKind::InvalidArgument, "activation bits must be 8 (the integer runtime computes with 8-bit activations), got " +
                                                 std::to_string(options.activation_bits));
   if (options.plan.mode == QuantMode::Dynamic)
     throw Error(ErrorKind::InvalidArgument, "dynamic quantization has no activation grid to train; use mode full or partial");
-  const auto layers = quantizable_layers(model);
+  const auto layers = quantizable_layers(original);
   for (const auto& [name, rule] : options.plan.layers)
     if (std::find(layers.begin(), layers.end(), name) == layers.end())
-      throw Error(ErrorKind::InvalidArgument, "the plan names layer '" + name + "', which the model does not have as a Dense layer");
+      throw Error(ErrorKind::InvalidArgument, "the plan names layer '" + name + "', which the model does not have as a Dense or Conv2D layer");
+  // BatchNorm folded and ReLUs fused as the quantization engine will: QAT trains those layers.
+  const Graph model = prepare_for_quantization(original);
 
   Graph g;
   g.name = model.name;
   g.inputs = model.inputs;
   g.outputs = model.outputs;
   g.metadata = model.metadata;
-  for (const auto& [name, t] : model.initializers) g.initializers[name] = t.clone();  // `model` stays as it is
-  std::map<std::string, std::string> fake_quantized;  // activation value -> its fake-quantized value
+  for (const auto& [name, t] : model.initializers) g.initializers[name] = t.clone();  // `original` stays as it is
+  // Activation grids: value -> its fake-quantized value. A grid on a layer's output is inserted right
+  // after that layer and every reader of the value reads the fake-quantized one (as in the integer
+  // model, where float readers get the dequantized codes).
+  std::map<std::string, std::string> fake_quantized;
+  std::set<std::string> grids;
+  for (const auto& node : model.nodes)
+    if (is_layer(node) && options.plan.rule_for(node.name).quantize) grids.insert(grid_value(model, node.inputs.at(0), options.plan));
+  auto add_activation_grid = [&](const std::string& value) {
+    auto r = ranges.ranges.find(value);
+    if (r == ranges.ranges.end())
+      throw Error(ErrorKind::InvalidArgument, "the calibration ranges have no entry for value '" + value +
+                                                  "' (were they computed for this model?)");
+    Node fq = fake_quant_node(value + ".fq", value, choose_params(r->second.min, r->second.max, kActivationSpec), options.lsq, g);
+    fq.attributes["role"] = "activation";
+    fake_quantized[value] = fq.outputs[0];
+    g.add_node(std::move(fq));
+  };
+  for (const auto& in : model.inputs)
+    if (grids.count(in.name)) add_activation_grid(in.name);
   for (const auto& node : model.nodes) {
+    Node n = node;
+    for (auto& in : n.inputs)
+      if (fake_quantized.count(in)) in = fake_quantized[in];
     const LayerRule rule = options.plan.rule_for(node.name);
-    if (node.op != "Dense" || !rule.quantize) {
-      g.add_node(node);
-      continue;
-    }
-    if (rule.weight_bits < 2 || rule.weight_bits > 8)
-      throw Error(ErrorKind::InvalidArgument, "layer '" + node.name + "': weight bits must be 2..8");
-    Node dense = node;
-    const std::string& input = node.inputs.at(0);
-    if (!fake_quantized.count(input)) {
-      auto r = ranges.ranges.find(input);
-      if (r == ranges.ranges.end())
-        throw Error(ErrorKind::InvalidArgument, "the calibration ranges have no entry for value '" + input +
-                                                    "' (were they computed for this model?)");
-      Node fq = fake_quant_node(input + ".fq", input, choose_params(r->second.min, r->second.max, kActivationSpec), options.lsq, g);
-      fq.attributes["role"] = "activation";
-      fake_quantized[input] = fq.outputs[0];
+    if (is_layer(node) && rule.quantize) {
+      if (rule.weight_bits < 2 || rule.weight_bits > 8)
+        throw Error(ErrorKind::InvalidArgument, "layer '" + node.name + "': weight bits must be 2..8");
+      const Tensor& weight = model.initializers.at(node.inputs.at(1));
+      const QuantSpec spec = weight_spec(rule);
+      const QuantParams wp = options.lsq ? lsq_initial_weight_params(weight, spec) : choose_weight_params(weight, spec);
+      Node fq = fake_quant_node(node.name + ".weight_fq", node.inputs[1], wp, options.lsq, g);
+      fq.attributes["role"] = "weight";
+      fq.attributes["layer"] = node.name;
+      n.inputs[1] = fq.outputs[0];
       g.add_node(std::move(fq));
     }
-    dense.inputs[0] = fake_quantized[input];
-    const Tensor& weight = model.initializers.at(node.inputs.at(1));
-    const QuantSpec spec = weight_spec(rule);
-    const QuantParams wp = options.lsq ? lsq_initial_weight_params(weight, spec) : choose_weight_params(weight, spec);
-    Node fq = fake_quant_node(node.name + ".weight_fq", node.inputs[1], wp, options.lsq, g);
-    fq.attributes["role"] = "weight";
-    fq.attributes["layer"] = node.name;
-    dense.inputs[1] = fq.outputs[0];
-    g.add_node(std::move(fq));
-    g.add_node(std::move(dense));
+    g.add_node(std::move(n));
+    for (const auto& out : node.outputs)
+      if (grids.count(out)) add_activation_grid(out);
   }
   nlohmann::json info = {{"lsq", options.lsq}, {"activation_bits", options.activation_bits}, {"plan", options.plan.to_json()}};
   g.metadata["qat"] = info.dump();
@@ -279,8 +309,6 @@ QatParameters qat_parameters(const Graph& model) {
       auto it = model.initializers.find(in);
       if (it != model.initializers.end()) g.initializers[in] = it->second;
     }
-    if (n.op == "Dense" && !rules.count(n.name) && source.count(node.inputs.at(0)))
-      throw Error(ErrorKind::Format, "layer '" + n.name + "' has fake-quantized input but float weights");
     g.add_node(std::move(n));
   }
   g.validate();
@@ -289,7 +317,7 @@ QatParameters qat_parameters(const Graph& model) {
   result.plan.layers = rules;
   if (!rules.empty()) result.plan.defaults = rules.begin()->second;
   for (const auto& node : g.nodes)
-    if (rules.count(node.name) && !result.fixed.activations.count(node.inputs.at(0)))
+    if (rules.count(node.name) && !result.fixed.activations.count(grid_value(g, node.inputs.at(0), result.plan)))
       throw Error(ErrorKind::Format, "layer '" + node.name + "' has fake-quantized weights but no fake-quantized input");
   return result;
 }

@@ -491,9 +491,10 @@ Graph quantize_model(const Graph& model, const QuantPlan& plan, const std::map<s
   }
   // BatchNorm folded into the layer before it, and a ReLU after a convolution fused into it: both
   // keep the float function, and the layers' output values keep names the calibration knows.
-  const Graph prepared = fuse_conv_relu(fold_batchnorm(model));
-  return Transform(prepared, plan, ranges, fixed).run();
+  return Transform(prepare_for_quantization(model), plan, ranges, fixed).run();
 }
+
+Graph prepare_for_quantization(const Graph& model) { return fuse_conv_relu(fold_batchnorm(model)); }
 
 Graph dequantize_model(const Graph& q) {
   Graph g;

@@ -302,3 +302,56 @@ TEST_F(QatData, PerLayerPlansAndErrors) {
 
 }  // namespace
 }  // namespace lowbit
+
+namespace lowbit {
+namespace {
+
+// QAT of a CNN: BatchNorm folded and ReLU fused before the fake quantizers go in (as the engine
+// quantizes), grids on the convolutions' outputs before max-pooling, and a converted model that is
+// integer end to end and agrees with the QAT model.
+TEST(QatCnn, ConvolutionsTrainAndConvertToIntegerConvolutions) {
+  DatasetSplits all = load_dataset_dir(testing::test_dataset_dir());
+  const Dataset train_data = all.train.head(2000), test_data = all.test.head(1000);
+  const nlohmann::json arch = {
+      {"name", "tiny-cnn"},
+      {"input", {{"shape", {28, 28}}}},
+      {"layers",
+       {{{"type", "reshape"}, {"shape", {1, 28, 28}}},
+        {{"type", "conv2d"}, {"filters", 4}, {"kernel", 3}, {"padding", "same"}, {"bias", false}},
+        {{"type", "batchnorm"}},
+        {{"type", "relu"}},
+        {{"type", "maxpool2d"}, {"kernel", 2}},
+        {{"type", "conv2d"}, {"filters", 6}, {"kernel", 3}, {"activation", "relu"}},
+        {{"type", "maxpool2d"}, {"kernel", 2}},
+        {{"type", "flatten"}},
+        {{"type", "dense"}, {"units", 10}},
+        {{"type", "softmax"}}}}};
+  Graph model = build_model(arch, {28, 28}, 10, 3);
+  TrainOptions o;
+  o.epochs = 2;
+  train(model, train_data, o);
+  CalibrationOptions c;
+  c.samples = 200;
+  QatOptions q;
+  q.plan.defaults.weight_bits = 4;
+  Graph fq = prepare_qat(model, q, calibrate(model, train_data, c));
+  int fake_quantizers = 0;
+  for (const auto& node : fq.nodes) {
+    EXPECT_NE(node.op, "BatchNormalization") << "folded before QAT";
+    fake_quantizers += node.op == "FakeQuantize";
+  }
+  EXPECT_EQ(fake_quantizers, 3 + 3);  // three weights; the input, conv 1's and conv 2's outputs
+  o.optimizer.learning_rate = 1e-4f;
+  train_qat(fq, train_data, o, q);
+  const Graph integer = convert_qat(fq);
+  int qconv = 0;
+  for (const auto& node : integer.nodes) {
+    qconv += node.op == "QConv2D";
+    EXPECT_NE(node.op, "DequantizeLinear") << "integer end to end";
+  }
+  EXPECT_EQ(qconv, 2);
+  expect_agreement(fq, integer, test_data);
+}
+
+}  // namespace
+}  // namespace lowbit
