@@ -23,6 +23,7 @@
 
 #include "graph/ops/builtin_ops.h"
 #include "graph/ops/conv_geometry.h"
+#include "graph/ops/integer_layer.h"
 #include "lowbit/qgemm.h"
 #include "lowbit/runtime_config.h"
 
@@ -64,15 +65,9 @@ ConvGeometry qconv_geometry(const Node& node, const Shape& x, int64_t out_channe
   return conv_geometry(node, x, {out_channels, in_channels, (*it)[0].get<int64_t>(), (*it)[1].get<int64_t>()});
 }
 
-struct QConvState {
-  QWeights weights;
+struct QConvState : IntegerLayerState {
   std::vector<int32_t> codes;  // unpacked [OC, K], for the reference
-  std::vector<int32_t> column_offset, weight_zero_point, bias;
-  std::vector<FixedPointMultiplier> multiplier;
-  std::vector<float> column_scale;
-  bool has_weight_zero_point = false;
-  bool f32_output = false, relu = false;
-  int32_t input_zero_point = 0, output_zero_point = 0, clamp_min = -128, clamp_max = 127;
+  std::vector<int32_t> bias;
   int64_t k = 0;
 };
 
@@ -212,33 +207,10 @@ class QConv2D final : public Op {
                             std::to_string(oc * packed_row_bytes(d, s->k)) + " needed");
     s->weights = QWeights::pack(codes, oc, s->k);
     s->codes = unpack_codes(codes, {oc, s->k});
-    const QuantParams in = activation_params(node, "input_scale", "input_zero_point");
-    s->input_zero_point = in.zero_point[0];
-    const float* w_scale = c[2]->data<float>();
-    const int32_t* w_zero = c[3]->data<int32_t>();
     if (c.size() == 5) s->bias.assign(c[4]->data<int32_t>(), c[4]->data<int32_t>() + oc);
     s->relu = relu_of(node);
     s->f32_output = f32_output(node);
-    QuantParams out;
-    if (!s->f32_output) {
-      out = activation_params(node, "output_scale", "output_zero_point");
-      s->output_zero_point = out.zero_point[0];
-      s->clamp_min = s->relu ? std::max(out.zero_point[0], -128) : -128;
-    }
-    const int64_t za = in.zero_point[0];
-    for (int64_t n = 0; n < oc; ++n) {
-      if (!(w_scale[n] > 0.0f) || !std::isfinite(w_scale[n]))
-        shape_error(node, "weight_scale[" + std::to_string(n) + "] must be positive and finite");
-      const int64_t offset = (s->bias.empty() ? 0 : s->bias[n]) - za * s->weights.row_sums()[n] + s->k * za * w_zero[n];
-      s->column_offset.push_back(static_cast<int32_t>(std::clamp<int64_t>(offset, INT32_MIN, INT32_MAX)));
-      s->weight_zero_point.push_back(w_zero[n]);
-      s->has_weight_zero_point |= w_zero[n] != 0;
-      const double real_scale = static_cast<double>(in.scale[0]) * w_scale[n];
-      if (s->f32_output)
-        s->column_scale.push_back(static_cast<float>(real_scale));
-      else
-        s->multiplier.push_back(FixedPointMultiplier::from(real_scale / out.scale[0]));
-    }
+    prepare_output_stage(node, c[2]->data<float>(), c[3]->data<int32_t>(), s->bias.empty() ? nullptr : s->bias.data(), s->k, *s);
     return s;
   }
 

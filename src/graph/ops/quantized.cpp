@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "graph/ops/builtin_ops.h"
+#include "graph/ops/integer_layer.h"
 #include "lowbit/elementwise.h"
 #include "lowbit/qgemm.h"
 #include "lowbit/runtime_config.h"
@@ -115,16 +116,8 @@ void check_weight_tensor(const Node& node, const Tensor& codes, int64_t features
 //         optional bias s32 [U] at scale input_scale * weight_scale[u].
 // Attributes: in_features, input_scale, input_zero_point, activation ("none"/"relu"),
 //             output ("s8" with output_scale, output_zero_point; or "f32").
-struct QDenseState {
-  QWeights weights;
-  std::vector<int32_t> column_offset, weight_zero_point;
-  std::vector<FixedPointMultiplier> multiplier;
-  std::vector<float> column_scale;
-  bool has_weight_zero_point = false;
-  bool f32_output = false, relu = false;
-  int32_t output_zero_point = 0, clamp_min = -128, clamp_max = 127;
+struct QDenseState : IntegerLayerState {
   int64_t features = 0;
-  int32_t input_zero_point = 0;
 };
 
 class QDense final : public PreparedInferenceOp {
@@ -155,35 +148,10 @@ class QDense final : public PreparedInferenceOp {
     check_weight_tensor(node, codes, s->features);
     const int64_t units = codes.dim(0);
     s->weights = QWeights::pack(codes, units, s->features);
-    const QuantParams in = activation_params(node, "input_scale", "input_zero_point");
-    s->input_zero_point = in.zero_point[0];
-    const float* w_scale = c[2]->data<float>();
-    const int32_t* w_zero = c[3]->data<int32_t>();
-    const int32_t* bias = c.size() == 5 ? c[4]->data<int32_t>() : nullptr;
     s->relu = node.attr_string("activation", "none") == "relu";
     s->f32_output = output_kind(node);
-    QuantParams out;
-    if (!s->f32_output) {
-      out = activation_params(node, "output_scale", "output_zero_point");
-      s->output_zero_point = out.zero_point[0];
-      s->clamp_min = s->relu ? std::max(out.zero_point[0], -128) : -128;
-    }
-    const int64_t za = in.zero_point[0];
-    for (int64_t n = 0; n < units; ++n) {
-      if (!(w_scale[n] > 0.0f) || !std::isfinite(w_scale[n]))
-        shape_error(node, "weight_scale[" + std::to_string(n) + "] must be positive and finite");
-      // acc = sum (a - za)(w - zw) + bias = raw - za*sum(w) - zw*sum(a) + K*za*zw + bias
-      const int64_t offset = (bias ? bias[n] : 0) - za * s->weights.row_sums()[n] + s->features * za * w_zero[n];
-      s->column_offset.push_back(static_cast<int32_t>(std::clamp<int64_t>(offset, INT32_MIN, INT32_MAX)));
-      s->weight_zero_point.push_back(w_zero[n]);
-      s->has_weight_zero_point |= w_zero[n] != 0;
-      const double real_scale = static_cast<double>(in.scale[0]) * w_scale[n];
-      if (s->f32_output) {
-        s->column_scale.push_back(static_cast<float>(real_scale));
-      } else {
-        s->multiplier.push_back(FixedPointMultiplier::from(real_scale / out.scale[0]));
-      }
-    }
+    prepare_output_stage(node, c[2]->data<float>(), c[3]->data<int32_t>(), c.size() == 5 ? c[4]->data<int32_t>() : nullptr,
+                         s->features, *s);
     return s;
   }
 
@@ -327,6 +295,32 @@ class DynamicQDense final : public PreparedInferenceOp {
 };
 
 }  // namespace
+
+void prepare_output_stage(const Node& node, const float* w_scale, const int32_t* w_zero, const int32_t* bias, int64_t k,
+                          IntegerLayerState& s) {
+  const QuantParams in = activation_params(node, "input_scale", "input_zero_point");
+  s.input_zero_point = in.zero_point[0];
+  QuantParams out;
+  if (!s.f32_output) {
+    out = activation_params(node, "output_scale", "output_zero_point");
+    s.output_zero_point = out.zero_point[0];
+    s.clamp_min = s.relu ? std::max(out.zero_point[0], -128) : -128;
+  }
+  const int64_t za = in.zero_point[0];
+  for (int64_t n = 0; n < s.weights.n(); ++n) {
+    if (!(w_scale[n] > 0.0f) || !std::isfinite(w_scale[n]))
+      shape_error(node, "weight_scale[" + std::to_string(n) + "] must be positive and finite");
+    const int64_t offset = (bias ? bias[n] : 0) - za * s.weights.row_sums()[n] + k * za * w_zero[n];
+    s.column_offset.push_back(static_cast<int32_t>(std::clamp<int64_t>(offset, INT32_MIN, INT32_MAX)));
+    s.weight_zero_point.push_back(w_zero[n]);
+    s.has_weight_zero_point |= w_zero[n] != 0;
+    const double real_scale = static_cast<double>(in.scale[0]) * w_scale[n];
+    if (s.f32_output)
+      s.column_scale.push_back(static_cast<float>(real_scale));
+    else
+      s.multiplier.push_back(FixedPointMultiplier::from(real_scale / out.scale[0]));
+  }
+}
 
 void register_qconv(const Registrar& add);  // qconv.cpp: QConv2D
 

@@ -1,0 +1,33 @@
+// Internal: the prepared output stage shared by the integer layers QDense and QConv2D.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "graph/ops/builtin_ops.h"
+#include "lowbit/qgemm.h"
+#include "lowbit/quant_params.h"
+
+namespace lowbit::ops {
+
+// Per output channel: the constant that folds the zero points and the int32 bias into the
+// accumulator (acc = sum (a - za)(w - zw) + bias = raw - za sum(w) - zw sum(a) + K za zw + bias),
+// and the requantization multiplier (s8 output) or the float scale (f32 output).
+struct IntegerLayerState {
+  QWeights weights;
+  std::vector<int32_t> column_offset, weight_zero_point;
+  std::vector<FixedPointMultiplier> multiplier;
+  std::vector<float> column_scale;
+  bool has_weight_zero_point = false;
+  bool f32_output = false, relu = false;
+  int32_t input_zero_point = 0, output_zero_point = 0, clamp_min = -128, clamp_max = 127;
+};
+
+// Fills the stage of `s` (whose weights are packed and whose relu / f32_output are set) from the
+// node's input_scale / input_zero_point (and output_scale / output_zero_point for s8 output), the
+// per-channel weight scales and zero points, the optional int32 bias and the reduction length K.
+// Throws a shape error naming the node for a scale that is not positive and finite.
+void prepare_output_stage(const Node& node, const float* weight_scale, const int32_t* weight_zero_point, const int32_t* bias,
+                          int64_t k, IntegerLayerState& s);
+
+}  // namespace lowbit::ops
