@@ -52,6 +52,20 @@ inline void fill_uniform(Tensor& t, uint64_t seed, float lo = -1.0f, float hi = 
   for (int64_t i = 0; i < t.numel(); ++i) p[i] = rng.uniform(lo, hi);
 }
 
+// A fixture that restores the thread count and lifts the ISA cap when a test ends, whatever happens
+// in it (for tests that switch paths with set_max_isa / set_num_threads).
+class RuntimeSettingsTest : public ::testing::Test {
+ protected:
+  void SetUp() override { saved_threads_ = num_threads(); }
+  void TearDown() override {
+    set_num_threads(saved_threads_);
+    set_max_isa(Isa::Avx512Vnni);
+  }
+
+ private:
+  int saved_threads_ = 1;
+};
+
 // Expects `statement` to throw lowbit::Error whose message contains `needle`.
 #define EXPECT_LOWBIT_ERROR(statement, needle)                                              \
   do {                                                                                      \

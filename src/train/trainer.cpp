@@ -157,6 +157,7 @@ TrainReport train(Graph& model, const Dataset& all_data, const TrainOptions& opt
   }
   auto optimizer = Optimizer::create(options.optimizer);
   if (options.hooks) options.hooks->on_start(run.parameters());
+  const bool cosine = options.optimizer.schedule == "cosine";
   Rng rng(options.seed ^ 0x5eed5eed5eed5eedULL);
   const float scale = input_scale(model);
   const std::string input_name = model.inputs[0].name;
@@ -181,7 +182,7 @@ TrainReport train(Graph& model, const Dataset& all_data, const TrainOptions& opt
       if (distill.enabled()) gather_teacher_logits(distill, teacher_run.get(), teacher_logits_name, *data, batch_indices,
                                                    run.input("__teacher_logits"));
       const int64_t step = static_cast<int64_t>(epoch - 1) * batches + b;
-      if (options.optimizer.schedule == "cosine")
+      if (cosine)
         optimizer->set_learning_rate(static_cast<float>(
             options.optimizer.learning_rate * 0.5 *
             (1.0 + std::cos(3.14159265358979323846 * static_cast<double>(step) / static_cast<double>(batches * options.epochs)))));

@@ -12,23 +12,13 @@
 #include <vector>
 
 #include "lowbit/gemm.h"
+#include "test_util.h"
 #include "lowbit/runtime_config.h"
 
 namespace lowbit {
 namespace {
 
-// Restores the thread count and the ISA cap when a test ends, whatever happens in it.
-class GemmTest : public ::testing::Test {
- protected:
-  void SetUp() override { saved_threads_ = num_threads(); }
-  void TearDown() override {
-    set_num_threads(saved_threads_);
-    set_max_isa(Isa::Avx512Vnni);
-  }
-
- private:
-  int saved_threads_ = 1;
-};
+using GemmTest = lowbit::testing::RuntimeSettingsTest;
 
 struct Case {
   Transpose ta = Transpose::No, tb = Transpose::No;

@@ -17,21 +17,12 @@
 
 #include "lowbit/qgemm.h"
 #include "lowbit/runtime_config.h"
+#include "test_util.h"
 
 namespace lowbit {
 namespace {
 
-class QGemmTest : public ::testing::Test {
- protected:
-  void SetUp() override { saved_threads_ = num_threads(); }
-  void TearDown() override {
-    set_num_threads(saved_threads_);
-    set_max_isa(Isa::Avx512Vnni);
-  }
-
- private:
-  int saved_threads_ = 1;
-};
+using QGemmTest = lowbit::testing::RuntimeSettingsTest;
 
 struct Range {
   int32_t lo, hi;

@@ -20,6 +20,12 @@ uint64_t file_bytes(const std::string& path) {
   return ec ? 0 : size;
 }
 
+// --teacher-cache: empty means <teacher>.logits, "none" means no cache (the teacher runs every batch).
+std::string cache_path(const std::string& teacher, const std::string& option) {
+  if (option.empty()) return teacher + ".logits";
+  return option == "none" ? "" : option;
+}
+
 int64_t argmax(const float* row, int64_t n) { return std::max_element(row, row + n) - row; }
 
 void print_epoch(const TrainProgress& p, const char* phase) {
@@ -164,7 +170,7 @@ Command add_qat(CLI::App& app) {
     TeacherLogits logits;
     if (!o->teacher.empty()) {
       teacher = load_model(o->teacher);
-      const std::string cache = o->teacher_cache.empty() ? o->teacher + ".logits" : (o->teacher_cache == "none" ? "" : o->teacher_cache);
+      const std::string cache = cache_path(o->teacher, o->teacher_cache);
       logits = teacher_logits(teacher, data.train, cache);
       if (!logits.note.empty()) fmt::print("teacher logits: {}\n", logits.note);
       options.distill.teacher_logits = &logits.logits;
@@ -240,7 +246,7 @@ Command add_distill(CLI::App& app) {
       student = build_model(parse_arch(o->student), data.train.sample_shape(), data.train.num_classes, o->seed);
     }
     if (!from_file && o->epochs == 0) throw Error(ErrorKind::InvalidArgument, "--epochs 0 needs a trained student (.lbm)");
-    const std::string cache = o->teacher_cache.empty() ? o->teacher + ".logits" : (o->teacher_cache == "none" ? "" : o->teacher_cache);
+    const std::string cache = cache_path(o->teacher, o->teacher_cache);
     TeacherLogits logits;
     TrainOptions options;
     options.batch_size = o->batch;

@@ -23,8 +23,16 @@ struct IntegerLayerState {
   int32_t input_zero_point = 0, output_zero_point = 0, clamp_min = -128, clamp_max = 127;
 };
 
-// Fills the stage of `s` (whose weights are packed and whose relu / f32_output are set) from the
-// node's input_scale / input_zero_point (and output_scale / output_zero_point for s8 output), the
+// Activation parameters of a node: 8-bit signed affine, per tensor, from the attributes
+// `scale_key` and `zero_point_key`; validated (the error names the node).
+QuantParams activation_params(const Node& node, const char* scale_key, const char* zero_point_key);
+// Attribute "output": "s8" (default; then output_scale / output_zero_point must be valid) or "f32".
+bool f32_output(const Node& node);
+// Attribute "activation": "none" (default) or "relu".
+bool relu_of(const Node& node);
+
+// Fills the stage of `s` (whose weights are packed) from the node's attributes (activation, output,
+// input_scale / input_zero_point, and output_scale / output_zero_point for s8 output), the
 // per-channel weight scales and zero points, the optional int32 bias and the reduction length K.
 // Throws a shape error naming the node for a scale that is not positive and finite.
 void prepare_output_stage(const Node& node, const float* weight_scale, const int32_t* weight_zero_point, const int32_t* bias,

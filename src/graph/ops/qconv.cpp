@@ -30,26 +30,6 @@
 namespace lowbit::ops {
 namespace {
 
-QuantParams activation_params(const Node& node, const char* scale_key, const char* zero_point_key) {
-  QuantParams p{8, true, QScheme::Affine, false, -1, {static_cast<float>(node.attr_float(scale_key, 0.0))},
-                {static_cast<int32_t>(node.attr_int(zero_point_key, 0))}};
-  p.validate("node '" + node.name + "' (" + node.op + ") " + scale_key);
-  return p;
-}
-
-bool f32_output(const Node& node) {
-  const std::string kind = node.attr_string("output", "s8");
-  if (kind != "s8" && kind != "f32") shape_error(node, "attribute 'output' must be \"s8\" or \"f32\"");
-  if (kind == "s8") activation_params(node, "output_scale", "output_zero_point");
-  return kind == "f32";
-}
-
-bool relu_of(const Node& node) {
-  const std::string a = node.attr_string("activation", "none");
-  if (a != "none" && a != "relu") shape_error(node, "attribute 'activation' must be \"none\" or \"relu\", got \"" + a + "\"");
-  return a == "relu";
-}
-
 // The geometry, from the input shape and the attributes (the weights are packed codes).
 ConvGeometry qconv_geometry(const Node& node, const Shape& x, int64_t out_channels) {
   if (node.attr_int("group", 1) != 1)
@@ -208,8 +188,6 @@ class QConv2D final : public Op {
     s->weights = QWeights::pack(codes, oc, s->k);
     s->codes = unpack_codes(codes, {oc, s->k});
     if (c.size() == 5) s->bias.assign(c[4]->data<int32_t>(), c[4]->data<int32_t>() + oc);
-    s->relu = relu_of(node);
-    s->f32_output = f32_output(node);
     prepare_output_stage(node, c[2]->data<float>(), c[3]->data<int32_t>(), s->bias.empty() ? nullptr : s->bias.data(), s->k, *s);
     return s;
   }

@@ -13,15 +13,28 @@
 #include "lowbit/runtime_config.h"
 
 namespace lowbit::ops {
-namespace {
 
-// Activation parameters of a node: 8-bit signed affine, per tensor, from attributes.
 QuantParams activation_params(const Node& node, const char* scale_key, const char* zero_point_key) {
   QuantParams p{8, true, QScheme::Affine, false, -1, {static_cast<float>(node.attr_float(scale_key, 0.0))},
                 {static_cast<int32_t>(node.attr_int(zero_point_key, 0))}};
   p.validate("node '" + node.name + "' (" + node.op + ") " + scale_key);
   return p;
 }
+
+bool f32_output(const Node& node) {
+  const std::string kind = node.attr_string("output", "s8");
+  if (kind != "s8" && kind != "f32") shape_error(node, "attribute 'output' must be \"s8\" or \"f32\"");
+  if (kind == "s8") activation_params(node, "output_scale", "output_zero_point");
+  return kind == "f32";
+}
+
+bool relu_of(const Node& node) {
+  const std::string a = node.attr_string("activation", "none");
+  if (a != "none" && a != "relu") shape_error(node, "attribute 'activation' must be \"none\" or \"relu\", got \"" + a + "\"");
+  return a == "relu";
+}
+
+namespace {
 
 void expect_dtype(const Node& node, DType actual, DType expected, const char* what) {
   if (actual != expected)
@@ -127,7 +140,7 @@ class QDense final : public PreparedInferenceOp {
     const int64_t units = check_weights(node, in);
     if (in[3].size() != 1 || in[3][0] != units) shape_error(node, "weight_zero_point must be [" + std::to_string(units) + "]");
     if (in.size() == 5 && (in[4].size() != 1 || in[4][0] != units)) shape_error(node, "bias must be [" + std::to_string(units) + "]");
-    output_kind(node);
+    f32_output(node);
     activation_params(node, "input_scale", "input_zero_point");
     return {{in[0][0], units}};
   }
@@ -136,7 +149,7 @@ class QDense final : public PreparedInferenceOp {
     expect_dtype(node, in[2], DType::F32, "weight_scale");
     expect_dtype(node, in[3], DType::S32, "weight_zero_point");
     if (in.size() == 5) expect_dtype(node, in[4], DType::S32, "bias");
-    return {output_kind(node) ? DType::F32 : DType::S8};
+    return {f32_output(node) ? DType::F32 : DType::S8};
   }
 
   std::shared_ptr<const void> prepare(const Node& node, std::span<const Tensor* const> c) const override {
@@ -148,8 +161,6 @@ class QDense final : public PreparedInferenceOp {
     check_weight_tensor(node, codes, s->features);
     const int64_t units = codes.dim(0);
     s->weights = QWeights::pack(codes, units, s->features);
-    s->relu = node.attr_string("activation", "none") == "relu";
-    s->f32_output = output_kind(node);
     prepare_output_stage(node, c[2]->data<float>(), c[3]->data<int32_t>(), c.size() == 5 ? c[4]->data<int32_t>() : nullptr,
                          s->features, *s);
     return s;
@@ -187,12 +198,6 @@ class QDense final : public PreparedInferenceOp {
 
 
  private:
-  static bool output_kind(const Node& node) {  // true: f32 output
-    const std::string kind = node.attr_string("output", "s8");
-    if (kind != "s8" && kind != "f32") shape_error(node, "attribute 'output' must be \"s8\" or \"f32\"");
-    if (kind == "s8") activation_params(node, "output_scale", "output_zero_point");
-    return kind == "f32";
-  }
 };
 
 // ---- DynamicQDense -------------------------------------------------------------------------
@@ -298,6 +303,8 @@ class DynamicQDense final : public PreparedInferenceOp {
 
 void prepare_output_stage(const Node& node, const float* w_scale, const int32_t* w_zero, const int32_t* bias, int64_t k,
                           IntegerLayerState& s) {
+  s.relu = relu_of(node);
+  s.f32_output = f32_output(node);
   const QuantParams in = activation_params(node, "input_scale", "input_zero_point");
   s.input_zero_point = in.zero_point[0];
   QuantParams out;
