@@ -299,18 +299,15 @@ class Transform {
     out_.add_node(std::move(n));
   }
 
-  // Conv2D -> QConv2D: weights per output channel as rows [OC, IC*kh*kw] (group 1 only), s8 input,
-  // s8 output when an integer layer consumes it, else f32.
+  // Conv2D -> QConv2D: weights per output channel as rows [OC, IC/group*kh*kw], s8 input, s8
+  // output when an integer layer consumes it, else f32.
   void quantize_conv(const Node& node) {
     const LayerRule rule = plan_.rule_for(node.name);
     if (rule.weight_bits < 2 || rule.weight_bits > 8)
       throw Error(ErrorKind::InvalidArgument, "layer '" + node.name + "': weight bits must be 2..8");
-    if (node.attr_int("group", 1) != 1)
-      throw Error(ErrorKind::InvalidArgument, "layer '" + node.name +
-                                                  "': grouped/depthwise convolution cannot be quantized yet (keep it float "
-                                                  "with a partial plan)");
     const Tensor& weight4 = model_.initializers.at(node.inputs.at(1));
-    const int64_t units = weight4.dim(0), in_channels = weight4.dim(1), features = weight4.numel() / units;
+    const int64_t units = weight4.dim(0), in_channels = weight4.dim(1) * node.attr_int("group", 1);
+    const int64_t features = weight4.numel() / units;
     Tensor weight = weight4;
     weight.reshape({units, features});
     const Tensor* bias = node.inputs.size() > 2 ? &model_.initializers.at(node.inputs[2]) : nullptr;
@@ -466,7 +463,7 @@ Tensor dequantized_weight(const Graph& q, const Node& node) {
   int64_t features = node.attr_int("in_features", 0);
   if (node.op == "QConv2D") {
     const auto& k = node.attributes.at("kernel_shape");
-    features = node.attr_int("in_channels", 0) * k[0].get<int64_t>() * k[1].get<int64_t>();
+    features = node.attr_int("in_channels", 0) / node.attr_int("group", 1) * k[0].get<int64_t>() * k[1].get<int64_t>();
   }
   const int64_t units = codes.dim(0);
   const std::vector<int32_t> values = unpack_codes(codes, {units, features});
@@ -518,7 +515,7 @@ Graph dequantize_model(const Graph& q) {
       Tensor w = dequantized_weight(q, node);
       const auto& k = node.attributes.at("kernel_shape");
       const int64_t units = w.dim(0);
-      w.reshape({units, node.attr_int("in_channels", 0), k[0].get<int64_t>(), k[1].get<int64_t>()});
+      w.reshape({units, node.attr_int("in_channels", 0) / node.attr_int("group", 1), k[0].get<int64_t>(), k[1].get<int64_t>()});
       Node n{node.name, "Conv2D", {resolve(node.inputs[0]), prefix + "weight", prefix + "bias"}, node.outputs,
              {{"activation", node.attr_string("activation", "none")}}};
       for (const char* key : {"strides", "pads", "dilations", "group"})

@@ -1,4 +1,5 @@
-// Integer convolution (QConv2D: im2col + qgemm against the direct scalar reference), s8 max
+// Integer convolution (QConv2D: its im2row + qgemm path and its direct VNNI kernel against the
+// scalar reference), s8 max
 // pooling, BatchNorm folding and the quantization transform on a small CNN.
 #include <cmath>
 #include <numeric>
@@ -11,7 +12,7 @@ namespace {
 struct QConvCase {
   int64_t n, c, h, w, oc, kh, kw, sh, sw;
   std::vector<int64_t> pads;  // top, left, bottom, right
-  int64_t dh = 1, dw = 1;
+  int64_t dh = 1, dw = 1, group = 1;
 };
 
 Tensor random_s8(const Shape& shape, uint64_t seed, int lo, int hi) {
@@ -25,7 +26,7 @@ Tensor random_s8(const Shape& shape, uint64_t seed, int lo, int hi) {
 Graph qconv_graph(const QConvCase& k, int bits, bool affine, bool bias, bool relu, bool f32_out, uint64_t seed) {
   Graph g;
   g.inputs.push_back({"x", DType::S8, {-1, k.c, k.h, k.w}});
-  const int64_t kk = k.c * k.kh * k.kw;
+  const int64_t kk = k.c / k.group * k.kh * k.kw;
   const int qmax = (1 << (bits - 1)) - 1;
   std::vector<int32_t> codes(static_cast<size_t>(k.oc * kk));
   Rng rng(seed);
@@ -45,7 +46,7 @@ Graph qconv_graph(const QConvCase& k, int bits, bool affine, bool bias, bool rel
   g.initializers["b"] = b;
   Node n{"y", "QConv2D", {"x", "w", "s", "z"}, {"y"},
          {{"in_channels", k.c}, {"kernel_shape", {k.kh, k.kw}}, {"strides", {k.sh, k.sw}}, {"pads", k.pads},
-          {"dilations", {k.dh, k.dw}}, {"group", 1}, {"activation", relu ? "relu" : "none"},
+          {"dilations", {k.dh, k.dw}}, {"group", k.group}, {"activation", relu ? "relu" : "none"},
           {"input_scale", 0.02}, {"input_zero_point", -7}}};
   if (bias) n.inputs.push_back("b");
   if (f32_out) {
@@ -70,15 +71,29 @@ std::vector<uint8_t> run_bytes(const Graph& g, const Tensor& x) {
   return std::vector<uint8_t>(p, p + y.nbytes());
 }
 
-TEST(QConv, Im2colPathIsBitIdenticalWithTheDirectReferenceOnAwkwardShapes) {
+// Every fast path against the reference, at each ISA level the CPU has (AVX2, AVX-512 VNNI):
+// shapes with stride_w 1 and K = C/group*kh*kw <= 32 take the direct kernel of that level (the
+// widths 1, 7, 17 and 33 leave partial 16-pixel vectors), the others im2row + its qgemm.
+TEST(QConv, FastPathsAreBitIdenticalWithTheReferenceOnAwkwardShapes) {
   if (active_isa() == Isa::Reference) GTEST_SKIP() << "no fast path on this CPU (or LOWBIT_ISA=reference)";
   const std::vector<QConvCase> cases = {
       {2, 1, 1, 1, 3, 1, 1, 1, 1, {0, 0, 0, 0}},           // 1x1 image, 1 channel
       {3, 1, 1, 1, 5, 3, 3, 1, 1, {1, 1, 1, 1}},           // 1x1 image, 3x3 kernel: all padding but the centre
       {2, 3, 9, 7, 17, 3, 3, 2, 2, {1, 1, 1, 1}},          // stride 2, odd sizes
-      {1, 2, 11, 5, 4, 3, 2, 2, 1, {0, 1, 2, 0}},          // asymmetric pads, rectangular kernel
+      {1, 2, 11, 5, 4, 3, 2, 2, 1, {0, 1, 2, 0}},          // asymmetric pads, rectangular kernel, stride_h 2 only
       {2, 5, 8, 8, 33, 3, 3, 1, 1, {2, 2, 2, 2}, 2, 2},    // dilation 2
       {4, 32, 14, 14, 64, 3, 3, 1, 1, {1, 1, 1, 1}},       // the reference CNN's second layer
+      {3, 1, 28, 28, 32, 3, 3, 1, 1, {1, 1, 1, 1}},        // the reference CNN's first layer (K = 9)
+      {2, 1, 7, 17, 7, 3, 3, 1, 1, {1, 1, 1, 1}},          // width 17: one full and one 1-pixel vector
+      {1, 1, 5, 33, 2, 5, 5, 1, 1, {2, 2, 2, 2}},          // width 33, K = 25
+      {2, 3, 9, 16, 9, 3, 3, 1, 1, {1, 1, 1, 1}},          // RGB-like, K = 27 (odd: a half pair)
+      {1, 2, 6, 9, 3, 4, 4, 1, 1, {0, 0, 0, 0}},           // K = 32, the direct kernel's longest
+      {1, 3, 6, 9, 3, 3, 4, 1, 1, {1, 1, 1, 2}},           // K = 36: im2row
+      {2, 4, 7, 7, 6, 3, 3, 1, 1, {1, 1, 1, 1}, 1, 1, 2},  // 2 groups
+      {2, 5, 9, 11, 5, 3, 3, 1, 1, {1, 1, 1, 1}, 1, 1, 5}, // depthwise
+      {1, 3, 8, 8, 6, 3, 3, 1, 1, {2, 2, 2, 2}, 2, 2, 3},  // depthwise, multiplier 2, dilation 2
+      {2, 6, 9, 9, 6, 3, 3, 2, 2, {1, 1, 1, 1}, 1, 1, 6},  // depthwise, stride 2 (im2row per group)
+      {1, 8, 5, 5, 4, 1, 1, 1, 1, {0, 0, 0, 0}, 1, 1, 4},  // grouped 1x1
   };
   const Isa best = active_isa();
   int index = 0;
@@ -91,9 +106,12 @@ TEST(QConv, Im2colPathIsBitIdenticalWithTheDirectReferenceOnAwkwardShapes) {
           const Graph g = qconv_graph(k, bits, affine, bias, relu, f32_out, 7 * index + bits);
           set_max_isa(Isa::Reference);
           const auto reference = run_bytes(g, x);
-          set_max_isa(best);
-          const auto fast = run_bytes(g, x);
-          EXPECT_EQ(fast, reference) << "case " << index << ", " << bits << "-bit, affine " << affine << ", f32 " << f32_out;
+          for (Isa isa : {Isa::Avx2, Isa::Avx512Vnni}) {
+            if (isa > best) continue;
+            set_max_isa(isa);
+            EXPECT_EQ(run_bytes(g, x), reference) << "case " << index << ", " << name_of(isa) << ", " << bits
+                                                  << "-bit, affine " << affine << ", f32 " << f32_out;
+          }
         }
     ++index;
   }
@@ -127,11 +145,13 @@ TEST(QConv, MatchesTheFloatConvolutionOfTheDequantizedValues) {
       }
 }
 
-TEST(QConv, RejectsGroupsAndBadInputs) {
+TEST(QConv, RejectsBadGroupsAndInputs) {
   QConvCase k{1, 2, 4, 4, 2, 3, 3, 1, 1, {1, 1, 1, 1}};
   Graph g = qconv_graph(k, 8, false, true, false, false, 1);
-  g.nodes[0].attributes["group"] = 2;
-  EXPECT_LOWBIT_ERROR(g.infer_shapes(), "attribute 'group' must be 1");
+  g.nodes[0].attributes["group"] = 3;
+  EXPECT_LOWBIT_ERROR(g.infer_shapes(), "group 3 must divide in_channels (2)");
+  g.nodes[0].attributes["group"] = 0;
+  EXPECT_LOWBIT_ERROR(g.infer_shapes(), "attribute 'group' must be positive");
   g = qconv_graph(k, 8, false, true, false, false, 1);
   g.inputs[0].shape = {-1, 3, 4, 4};
   EXPECT_LOWBIT_ERROR(g.infer_shapes(), "must have 2 channels");
@@ -161,7 +181,7 @@ TEST(QConv, MaxPoolOnS8IsTheMaxOfTheCodes) {
       }
 }
 
-// A small CNN in the reference CNN's pattern, trained briefly on real data.
+// A small CNN in the reference CNN's pattern (its second convolution grouped), trained briefly on real data.
 struct TrainedCnn {
   DatasetSplits data;
   Graph model;
@@ -177,7 +197,7 @@ const TrainedCnn& trained_cnn() {
       {"type": "reshape", "shape": [1, 28, 28]},
       {"type": "conv2d", "filters": 8, "kernel": 3, "padding": "same", "bias": false},
       {"type": "batchnorm"}, {"type": "relu"}, {"type": "maxpool2d", "kernel": 2},
-      {"type": "conv2d", "filters": 8, "kernel": 3, "stride": 2, "padding": "same"},
+      {"type": "conv2d", "filters": 8, "kernel": 3, "stride": 2, "padding": "same", "groups": 4},
       {"type": "batchnorm"}, {"type": "relu"}, {"type": "maxpool2d", "kernel": 2},
       {"type": "flatten"}, {"type": "dense", "units": 32, "activation": "relu"}, {"type": "dense", "units": 10},
       {"type": "softmax"}]})");

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "graph/ops/builtin_ops.h"
@@ -14,7 +15,6 @@ namespace lowbit::ops {
 // accumulator (acc = sum (a - za)(w - zw) + bias = raw - za sum(w) - zw sum(a) + K za zw + bias),
 // and the requantization multiplier (s8 output) or the float scale (f32 output).
 struct IntegerLayerState {
-  QWeights weights;
   std::vector<int32_t> column_offset, weight_zero_point;
   std::vector<FixedPointMultiplier> multiplier;
   std::vector<float> column_scale;
@@ -31,11 +31,12 @@ bool f32_output(const Node& node);
 // Attribute "activation": "none" (default) or "relu".
 bool relu_of(const Node& node);
 
-// Fills the stage of `s` (whose weights are packed) from the node's attributes (activation, output,
-// input_scale / input_zero_point, and output_scale / output_zero_point for s8 output), the
-// per-channel weight scales and zero points, the optional int32 bias and the reduction length K.
-// Throws a shape error naming the node for a scale that is not positive and finite.
-void prepare_output_stage(const Node& node, const float* weight_scale, const int32_t* weight_zero_point, const int32_t* bias,
-                          int64_t k, IntegerLayerState& s);
+// Fills the stage of `s` from the node's attributes (activation, output, input_scale /
+// input_zero_point, and output_scale / output_zero_point for s8 output) and, per output channel
+// (row_sums.size() of them), the sum of the weight codes, the weight scale and zero point and the
+// optional int32 bias; k is the reduction length. Throws a shape error naming the node for a scale
+// that is not positive and finite.
+void prepare_output_stage(const Node& node, std::span<const int32_t> row_sums, const float* weight_scale,
+                          const int32_t* weight_zero_point, const int32_t* bias, int64_t k, IntegerLayerState& s);
 
 }  // namespace lowbit::ops

@@ -1,22 +1,30 @@
 // QConv2D: integer convolution on NCHW s8 activations (docs/ops.md lists inputs and attributes,
-// docs/quantization.md the arithmetic; it is QDense's, with K = in_channels * kh * kw).
+// docs/quantization.md the arithmetic; it is QDense's, with K = in_channels / group * kh * kw).
 //
-// Inputs: x s8 [N, C, H, W]; weight codes [OC, .] (rows of K = C*kh*kw codes in (c, ki, kj) order,
-//         s8 or packed s4/u4/s2/u2 as QDense's); weight_scale f32 [OC]; weight_zero_point s32 [OC];
-//         optional bias s32 [OC] at scale input_scale * weight_scale[oc].
-// Attributes: in_channels, kernel_shape, strides, pads, dilations, group (must be 1), activation
-//             ("none"/"relu"), input_scale, input_zero_point, output ("s8" with output_scale and
-//             output_zero_point, or "f32").
+// Inputs: x s8 [N, C, H, W]; weight codes [OC, .] (rows of K = C/group*kh*kw codes in (c, ki, kj)
+//         order, s8 or packed s4/u4/s2/u2 as QDense's); weight_scale f32 [OC]; weight_zero_point
+//         s32 [OC]; optional bias s32 [OC] at scale input_scale * weight_scale[oc].
+// Attributes: in_channels (C), kernel_shape, strides, pads, dilations, group (output channel oc
+//             reads the C/group input channels of group oc / (OC/group); group = C is depthwise),
+//             activation ("none"/"relu"), input_scale, input_zero_point, output ("s8" with
+//             output_scale and output_zero_point, or "f32").
 //
-// Two implementations, chosen like Conv2D's:
+// Three implementations:
 //   - qconv2d_ref: direct loops over every output, exact int32 accumulation of
 //     (x - z_x)(w - z_w) (terms outside the input are zero, i.e. padding holds the real value 0),
 //     plus the bias, then the same output stage as the qgemm reference. Used when the active ISA
 //     is Isa::Reference.
-//   - im2col of a chunk of images into [count*OH*OW, K] s8 rows (padding is the input zero
-//     point, so padded entries stand for real zeros), one qgemm_s8 / qgemm_s8_f32 with the
-//     weights prepared once, then a transpose to NCHW.
-// Both produce identical bytes (the integer sums are exact; the output stage is qgemm's).
+//   - the fast path, per chunk of images: the chunk is copied once into a zero-padded NHWC buffer
+//     (the border holds the input zero point, i.e. real zeros), so that im2row is a few
+//     contiguous copies per output pixel (kw * C bytes per kernel row) with no bounds tests; the
+//     rows [count*OH*OW, K] are in (ki, kj, c) order, and the weights were permuted to the same
+//     order when prepared (a sum of exact integer products does not depend on the order). One
+//     qgemm_s8 / qgemm_s8_f32 per group writes the group's columns of an [pixels, OC] result,
+//     which is transposed to NCHW.
+//   - the direct kernel (kernels/qconv_direct.h), for stride_w 1 and K <= 32 (first layers on few
+//     channels, depthwise layers), which there beats im2row: it reads a zero-padded NCHW copy of
+//     the chunk and writes the NCHW output directly.
+// All produce identical bytes (the integer sums are exact; the output stage is qgemm's).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -24,6 +32,7 @@
 #include "graph/ops/builtin_ops.h"
 #include "graph/ops/conv_geometry.h"
 #include "graph/ops/integer_layer.h"
+#include "kernels/qconv_direct.h"
 #include "lowbit/qgemm.h"
 #include "lowbit/runtime_config.h"
 
@@ -32,8 +41,8 @@ namespace {
 
 // The geometry, from the input shape and the attributes (the weights are packed codes).
 ConvGeometry qconv_geometry(const Node& node, const Shape& x, int64_t out_channels) {
-  if (node.attr_int("group", 1) != 1)
-    shape_error(node, "attribute 'group' must be 1: grouped and depthwise integer convolution are not supported");
+  const int64_t groups = node.attr_int("group", 1);
+  if (groups < 1) shape_error(node, "attribute 'group' must be positive, got " + std::to_string(groups));
   const int64_t in_channels = node.attr_int("in_channels", -1);
   if (in_channels < 1) shape_error(node, "attribute 'in_channels' must be a positive integer");
   auto it = node.attributes.find("kernel_shape");
@@ -42,33 +51,37 @@ ConvGeometry qconv_geometry(const Node& node, const Shape& x, int64_t out_channe
     shape_error(node, "attribute 'kernel_shape' [kh, kw] is required");
   if (x.size() == 4 && x[1] != in_channels)
     shape_error(node, "input " + to_string(x) + " must have " + std::to_string(in_channels) + " channels (in_channels)");
-  return conv_geometry(node, x, {out_channels, in_channels, (*it)[0].get<int64_t>(), (*it)[1].get<int64_t>()});
+  if (in_channels % groups)
+    shape_error(node, "group " + std::to_string(groups) + " must divide in_channels (" + std::to_string(in_channels) + ")");
+  return conv_geometry(node, x, {out_channels, in_channels / groups, (*it)[0].get<int64_t>(), (*it)[1].get<int64_t>()});
 }
 
 struct QConvState : IntegerLayerState {
-  std::vector<int32_t> codes;  // unpacked [OC, K], for the reference
+  std::vector<int32_t> codes;  // unpacked [OC, K] in (c, ki, kj) order, for the reference
   std::vector<int32_t> bias;
-  int64_t k = 0;
+  int64_t k = 0;               // per group
+  std::vector<QWeights> group_weights;  // per group: [OC/group, K] in (ki, kj, c) order, for the fast path
 };
 
 // The normative definition (see the file comment). y is [N, OC, OH, OW].
 template <typename Out> void qconv2d_ref(const ConvGeometry& g, const QConvState& s, const int8_t* x, Out* y) {
-  const int64_t k = s.k;
+  const int64_t k = s.k, cg = g.group_in();
   for (int64_t n = 0; n < g.batch; ++n)
     for (int64_t m = 0; m < g.out_channels; ++m) {
       const int32_t* w = s.codes.data() + m * k;
       const int32_t zw = s.weight_zero_point[m];
+      const int64_t c0 = m / g.group_out() * cg;
       for (int64_t oy = 0; oy < g.out_h; ++oy)
         for (int64_t ox = 0; ox < g.out_w; ++ox) {
           int64_t acc = s.bias.empty() ? 0 : s.bias[m];
-          for (int64_t c = 0; c < g.in_channels; ++c)
+          for (int64_t c = c0; c < c0 + cg; ++c)
             for (int64_t ki = 0; ki < g.kernel_h; ++ki)
               for (int64_t kj = 0; kj < g.kernel_w; ++kj) {
                 const int64_t iy = oy * g.stride_h - g.pad_top + ki * g.dilation_h;
                 const int64_t ix = ox * g.stride_w - g.pad_left + kj * g.dilation_w;
                 if (iy < 0 || iy >= g.in_h || ix < 0 || ix >= g.in_w) continue;
                 const int32_t a = x[((n * g.in_channels + c) * g.in_h + iy) * g.in_w + ix];
-                acc += static_cast<int64_t>(a - s.input_zero_point) * (w[(c * g.kernel_h + ki) * g.kernel_w + kj] - zw);
+                acc += static_cast<int64_t>(a - s.input_zero_point) * (w[((c - c0) * g.kernel_h + ki) * g.kernel_w + kj] - zw);
               }
           const int32_t acc32 = static_cast<int32_t>(acc);
           Out& dst = y[((n * g.out_channels + m) * g.out_h + oy) * g.out_w + ox];
@@ -90,47 +103,190 @@ int64_t images_per_chunk(const ConvGeometry& g) {
   return std::clamp<int64_t>((int64_t{1} << 24) / std::max<int64_t>(per_image, 1), 1, std::max<int64_t>(g.batch, 1));
 }
 
-// rows[(i*OH + oy)*OW + ox][(c*kh + ki)*kw + kj] = x[i, c, iy, ix], or the zero point outside.
-void im2row_s8(const ConvGeometry& g, const int8_t* x, int64_t count, int8_t zero, int8_t* rows) {
-  const int64_t k = g.patch(), spatial = g.out_spatial();
-  parallel_for(count * g.out_h, std::max<int64_t>(1, 4096 / std::max<int64_t>(g.out_w * k, 1)), [&](int64_t r0, int64_t r1) {
+int64_t padded_h(const ConvGeometry& g) { return g.pad_top + g.in_h + g.pad_bottom; }
+int64_t padded_w(const ConvGeometry& g) { return g.pad_left + g.in_w + g.pad_right; }
+
+// The `count` NCHW images of x as NHWC with the padding materialized:
+// padded[i][y][x][c] = x[i, c, y - pad_top, x - pad_left], or `zero` outside the image.
+void to_padded_nhwc(const ConvGeometry& g, const int8_t* x, int64_t count, int8_t zero, int8_t* padded) {
+  const int64_t hp = padded_h(g), wp = padded_w(g), ch = g.in_channels;
+  parallel_for(count * hp, std::max<int64_t>(1, 16384 / std::max<int64_t>(wp * ch, 1)), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
-      const int64_t i = r / g.out_h, oy = r % g.out_h;
-      int8_t* dst = rows + (i * spatial + oy * g.out_w) * k;
-      for (int64_t ox = 0; ox < g.out_w; ++ox, dst += k) {
-        int8_t* d = dst;
-        for (int64_t c = 0; c < g.in_channels; ++c) {
-          const int8_t* plane = x + (i * g.in_channels + c) * g.in_spatial();
-          for (int64_t ki = 0; ki < g.kernel_h; ++ki) {
-            const int64_t iy = oy * g.stride_h - g.pad_top + ki * g.dilation_h;
-            if (iy < 0 || iy >= g.in_h) {
-              std::memset(d, static_cast<unsigned char>(zero), static_cast<size_t>(g.kernel_w));
-              d += g.kernel_w;
-              continue;
-            }
-            const int8_t* src = plane + iy * g.in_w;
-            for (int64_t kj = 0; kj < g.kernel_w; ++kj) {
-              const int64_t ix = ox * g.stride_w - g.pad_left + kj * g.dilation_w;
-              *d++ = ix < 0 || ix >= g.in_w ? zero : src[ix];
-            }
-          }
-        }
+      const int64_t i = r / hp, y = r % hp - g.pad_top;
+      int8_t* dst = padded + r * wp * ch;
+      if (y < 0 || y >= g.in_h) {
+        std::memset(dst, static_cast<unsigned char>(zero), static_cast<size_t>(wp * ch));
+        continue;
+      }
+      std::memset(dst, static_cast<unsigned char>(zero), static_cast<size_t>(g.pad_left * ch));
+      std::memset(dst + (g.pad_left + g.in_w) * ch, static_cast<unsigned char>(zero), static_cast<size_t>(g.pad_right * ch));
+      const int8_t* src = x + i * ch * g.in_spatial() + y * g.in_w;
+      int8_t* d = dst + g.pad_left * ch;
+      if (ch == 1) {
+        std::memcpy(d, src, static_cast<size_t>(g.in_w));
+        continue;
+      }
+      for (int64_t c = 0; c < ch; ++c) {
+        const int8_t* plane = src + c * g.in_spatial();
+        for (int64_t ix = 0; ix < g.in_w; ++ix) d[ix * ch + c] = plane[ix];
       }
     }
   });
 }
 
-// [count*OH*OW, OC] -> NCHW planes of the `count` images.
-template <typename T> void rows_to_nchw(const ConvGeometry& g, const T* src, int64_t count, T* y) {
-  const int64_t spatial = g.out_spatial(), oc = g.out_channels;
-  parallel_for(count * oc, std::max<int64_t>(1, 16384 / std::max<int64_t>(spatial, 1)), [&](int64_t p0, int64_t p1) {
+// The same padding, NCHW planes: padded[i][c][y][x] (the direct kernel's input).
+void to_padded_nchw(const ConvGeometry& g, const int8_t* x, int64_t count, int8_t zero, int8_t* padded) {
+  const int64_t hp = padded_h(g), wp = padded_w(g);
+  parallel_for(count * g.in_channels, std::max<int64_t>(1, 16384 / std::max<int64_t>(hp * wp, 1)), [&](int64_t p0, int64_t p1) {
     for (int64_t p = p0; p < p1; ++p) {
-      const int64_t i = p / oc, m = p % oc;
-      const T* s = src + i * spatial * oc + m;
-      T* d = y + p * spatial;
-      for (int64_t q = 0; q < spatial; ++q) d[q] = s[q * oc];
+      int8_t* dst = padded + p * hp * wp;
+      const int8_t* src = x + p * g.in_spatial();
+      std::memset(dst, static_cast<unsigned char>(zero), static_cast<size_t>(hp * wp));
+      for (int64_t y = 0; y < g.in_h; ++y) std::memcpy(dst + (y + g.pad_top) * wp + g.pad_left, src + y * g.in_w, static_cast<size_t>(g.in_w));
     }
   });
+}
+
+// Copies n bytes with fixed-size (inlined) moves, overlapping at the end rather than looping
+// byte by byte: a 3x3 kernel row of one channel is 3 bytes, of 32 channels 96.
+template <size_t Bytes> inline void move(int8_t* d, const int8_t* s) { std::memcpy(d, s, Bytes); }
+inline void copy_bytes(int8_t* __restrict d, const int8_t* __restrict s, int64_t n) {
+  if (n >= 16) {
+    int64_t j = 0;
+    for (; j + 16 <= n; j += 16) move<16>(d + j, s + j);
+    if (j < n) move<16>(d + n - 16, s + n - 16);
+  } else if (n >= 8) {
+    move<8>(d, s);
+    move<8>(d + n - 8, s + n - 8);
+  } else if (n >= 4) {
+    move<4>(d, s);
+    move<4>(d + n - 4, s + n - 4);
+  } else if (n >= 2) {
+    move<2>(d, s);
+    move<2>(d + n - 2, s + n - 2);
+  } else if (n == 1) {
+    *d = *s;
+  }
+}
+
+// rows[(i*OH + oy)*OW + ox][(ki*kw + kj)*cg + c] = padded[i][oy*sh + ki*dh][ox*sw + kj*dw][group*cg + c].
+void im2row_nhwc(const ConvGeometry& g, const int8_t* padded, int64_t count, int64_t group, int8_t* rows) {
+  const int64_t k = g.patch(), spatial = g.out_spatial(), ch = g.in_channels, cg = g.group_in();
+  const int64_t hp = padded_h(g), wp = padded_w(g);
+  const bool whole_rows = g.dilation_w == 1 && cg == ch;  // a kernel row is kw * C contiguous bytes
+  parallel_for(count * g.out_h, std::max<int64_t>(1, 4096 / std::max<int64_t>(g.out_w * k, 1)), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t i = r / g.out_h, oy = r % g.out_h;
+      int8_t* d = rows + (i * spatial + oy * g.out_w) * k;
+      for (int64_t ox = 0; ox < g.out_w; ++ox)
+        for (int64_t ki = 0; ki < g.kernel_h; ++ki) {
+          const int8_t* src = padded + ((i * hp + oy * g.stride_h + ki * g.dilation_h) * wp + ox * g.stride_w) * ch + group * cg;
+          if (whole_rows) {
+            copy_bytes(d, src, g.kernel_w * ch);
+            d += g.kernel_w * ch;
+          } else {
+            for (int64_t kj = 0; kj < g.kernel_w; ++kj, d += cg) copy_bytes(d, src + kj * g.dilation_w * ch, cg);
+          }
+        }
+    }
+  });
+}
+
+// Transposes the 8x8 byte block held as 8 little-endian rows: byte j of row i moves to byte i
+// of row j (three rounds of swapping 4x4, 2x2 and 1x1 sub-blocks across the diagonal).
+inline void transpose_8x8(uint64_t r[8]) {
+  for (int i = 0; i < 4; ++i) {
+    const uint64_t t = ((r[i] >> 32) ^ r[i + 4]) & 0x00000000FFFFFFFFull;
+    r[i] ^= t << 32;
+    r[i + 4] ^= t;
+  }
+  for (int i : {0, 1, 4, 5}) {
+    const uint64_t t = ((r[i] >> 16) ^ r[i + 2]) & 0x0000FFFF0000FFFFull;
+    r[i] ^= t << 16;
+    r[i + 2] ^= t;
+  }
+  for (int i : {0, 2, 4, 6}) {
+    const uint64_t t = ((r[i] >> 8) ^ r[i + 1]) & 0x00FF00FF00FF00FFull;
+    r[i] ^= t << 8;
+    r[i + 1] ^= t;
+  }
+}
+
+// [count*OH*OW, OC] -> NCHW planes of the `count` images: per image, the [spatial, OC] matrix
+// transposed, in 8x8 blocks for bytes (the edges and f32 element by element).
+template <typename T> void rows_to_nchw(const ConvGeometry& g, const T* src, int64_t count, T* y) {
+  const int64_t spatial = g.out_spatial(), oc = g.out_channels;
+  constexpr int64_t kBlock = 8;
+  const int64_t blocks = (spatial + kBlock - 1) / kBlock;  // of 8 pixels, per image
+  parallel_for(count * blocks, std::max<int64_t>(1, 2048 / std::max<int64_t>(oc * kBlock, 1)), [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t i = b / blocks, q0 = b % blocks * kBlock, q1 = std::min(q0 + kBlock, spatial);
+      const T* s = src + (i * spatial + q0) * oc;
+      T* d = y + i * oc * spatial + q0;
+      int64_t m = 0;
+      if constexpr (sizeof(T) == 1) {
+        if (q1 - q0 == kBlock)
+          for (; m + kBlock <= oc; m += kBlock) {
+            uint64_t r[8];
+            for (int j = 0; j < 8; ++j) std::memcpy(&r[j], s + j * oc + m, 8);
+            transpose_8x8(r);
+            for (int j = 0; j < 8; ++j) std::memcpy(d + (m + j) * spatial, &r[j], 8);
+          }
+      }
+      for (; m < oc; ++m)
+        for (int64_t q = q0; q < q1; ++q) d[m * spatial + q - q0] = s[(q - q0) * oc + m];
+    }
+  });
+}
+
+// Short reductions (K <= 32: first layers on few channels, depthwise layers) with stride_w 1: the
+// direct kernel (kernels/qconv_direct.h; AVX-512 VNNI or AVX2) reads the padded NCHW chunk and
+// writes NCHW, skipping im2row, the GEMM's packing and the transpose. Returns false if it does
+// not apply.
+bool forward_direct(const ConvGeometry& g, const QConvState& s, const int8_t* x, Tensor& y) {
+#if defined(LOWBIT_HAVE_X86)
+  const Isa isa = active_isa();
+  if (isa < Isa::Avx2 || g.stride_w != 1 || g.patch() > kernels::kDirectConvMaxK) return false;
+  const bool vnni = isa >= Isa::Avx512Vnni;
+  kernels::DirectConvShape d;
+  d.channels = g.in_channels, d.padded_h = padded_h(g), d.padded_w = padded_w(g);
+  d.out_channels = g.out_channels, d.groups = g.groups, d.kernel_h = g.kernel_h, d.kernel_w = g.kernel_w;
+  d.stride_h = g.stride_h, d.dilation_h = g.dilation_h, d.dilation_w = g.dilation_w, d.out_h = g.out_h, d.out_w = g.out_w;
+  QOutputStage stage;
+  stage.column_offset = s.column_offset.data();
+  if (s.has_weight_zero_point) stage.weight_zero_point = s.weight_zero_point.data();
+  if (s.f32_output) {
+    stage.column_scale = s.column_scale.data();
+    stage.relu = s.relu;
+  } else {
+    stage.multiplier = s.multiplier.data();
+    stage.output_zero_point = s.output_zero_point;
+    stage.clamp_min = s.clamp_min;
+    stage.clamp_max = s.clamp_max;
+  }
+  const int64_t in_image = g.in_channels * d.padded_h * d.padded_w, out_image = g.out_channels * g.out_spatial();
+  const int64_t chunk = std::clamp<int64_t>((int64_t{1} << 22) / std::max<int64_t>(in_image, 1), 1, std::max<int64_t>(g.batch, 1));
+  thread_local std::vector<int8_t> padded;
+  for (int64_t n0 = 0; n0 < g.batch; n0 += chunk) {
+    d.images = std::min(chunk, g.batch - n0);
+    padded.resize(static_cast<size_t>(d.images * in_image + kernels::kDirectConvSlack));
+    to_padded_nchw(g, x + n0 * g.in_channels * g.in_spatial(), d.images, static_cast<int8_t>(s.input_zero_point), padded.data());
+    float* y32 = s.f32_output ? y.data<float>() + n0 * out_image : nullptr;
+    int8_t* y8 = s.f32_output ? nullptr : y.data<int8_t>() + n0 * out_image;
+    const bool done = vnni ? (y32 ? kernels::qconv_direct_s8_f32_vnni(d, padded.data(), s.codes.data(), stage, y32)
+                                  : kernels::qconv_direct_s8_vnni(d, padded.data(), s.codes.data(), stage, y8))
+                           : (y32 ? kernels::qconv_direct_s8_f32_avx2(d, padded.data(), s.codes.data(), stage, y32)
+                                  : kernels::qconv_direct_s8_avx2(d, padded.data(), s.codes.data(), stage, y8));
+    if (!done) {
+      if (n0 == 0) return false;  // nothing written yet: the im2row path takes over
+      throw Error(ErrorKind::Internal, "QConv2D: the direct kernel stopped midway (out of memory)");
+    }
+  }
+  return true;
+#else
+  (void)g, (void)s, (void)x, (void)y;
+  return false;
+#endif
 }
 
 class QConv2D final : public Op {
@@ -178,17 +334,32 @@ class QConv2D final : public Op {
     const Tensor& codes = *c[1];
     const int64_t oc = codes.dim(0);
     auto ks = node.attributes.at("kernel_shape");
-    s->k = node.attr_int("in_channels", -1) * ks[0].get<int64_t>() * ks[1].get<int64_t>();
+    const int64_t kh = ks[0].get<int64_t>(), kw = ks[1].get<int64_t>(), groups = node.attr_int("group", 1);
+    const int64_t cg = node.attr_int("in_channels", -1) / groups, og = oc / groups;
+    s->k = cg * kh * kw;
     const DType d = codes.dtype();
     if (d != DType::S8 && d != DType::S4 && d != DType::U4 && d != DType::S2 && d != DType::U2)
       shape_error(node, std::string("weight codes must be s8, s4, u4, s2 or u2, got ") + name_of(d));
     if (static_cast<int64_t>(codes.nbytes()) < oc * packed_row_bytes(d, s->k))
       shape_error(node, "weight codes hold " + std::to_string(codes.nbytes()) + " bytes, " +
                             std::to_string(oc * packed_row_bytes(d, s->k)) + " needed");
-    s->weights = QWeights::pack(codes, oc, s->k);
     s->codes = unpack_codes(codes, {oc, s->k});
+    // The fast path's weights: per group, rows permuted from (c, ki, kj) to (ki, kj, c) order.
+    std::vector<int32_t> permuted(static_cast<size_t>(og * s->k)), row_sums(static_cast<size_t>(oc), 0);
+    for (int64_t grp = 0; grp < groups; ++grp) {
+      for (int64_t m = 0; m < og; ++m) {
+        const int32_t* src = s->codes.data() + (grp * og + m) * s->k;
+        for (int64_t ch = 0; ch < cg; ++ch)
+          for (int64_t t = 0; t < kh * kw; ++t) {
+            permuted[static_cast<size_t>(m * s->k + t * cg + ch)] = src[ch * kh * kw + t];
+            row_sums[static_cast<size_t>(grp * og + m)] += src[ch * kh * kw + t];
+          }
+      }
+      s->group_weights.push_back(QWeights::pack(pack_codes(permuted, {og, s->k}, d), og, s->k));
+    }
     if (c.size() == 5) s->bias.assign(c[4]->data<int32_t>(), c[4]->data<int32_t>() + oc);
-    prepare_output_stage(node, c[2]->data<float>(), c[3]->data<int32_t>(), s->bias.empty() ? nullptr : s->bias.data(), s->k, *s);
+    prepare_output_stage(node, row_sums, c[2]->data<float>(), c[3]->data<int32_t>(), s->bias.empty() ? nullptr : s->bias.data(),
+                         s->k, *s);
     return s;
   }
 
@@ -196,7 +367,7 @@ class QConv2D final : public Op {
                         std::span<Tensor* const> out) const override {
     if (!state) return forward(node, in, out);
     const auto& s = *static_cast<const QConvState*>(state);
-    const ConvGeometry g = qconv_geometry(node, in[0]->shape(), s.weights.n());
+    const ConvGeometry g = qconv_geometry(node, in[0]->shape(), static_cast<int64_t>(s.column_offset.size()));
     const Shape shape{g.batch, g.out_channels, g.out_h, g.out_w};
     prepare_output(*out[0], s.f32_output ? DType::F32 : DType::S8, shape);
     const int8_t* x = in[0]->data<int8_t>();
@@ -207,38 +378,49 @@ class QConv2D final : public Op {
         qconv2d_ref(g, s, x, out[0]->data<int8_t>());
       return;
     }
+    if (forward_direct(g, s, x, *out[0])) return;
     const int64_t chunk = images_per_chunk(g), k = g.patch(), spatial = g.out_spatial(), oc = g.out_channels;
-    thread_local std::vector<int8_t> rows;
+    const int64_t og = g.group_out();
+    thread_local std::vector<int8_t> padded, rows;
     thread_local std::vector<int32_t> row_sums;
     thread_local std::vector<int8_t> result_s8;
     thread_local std::vector<float> result_f32;
     for (int64_t n0 = 0; n0 < g.batch; n0 += chunk) {
       const int64_t count = std::min(chunk, g.batch - n0), m = count * spatial;
+      padded.resize(static_cast<size_t>(count * padded_h(g) * padded_w(g) * g.in_channels));
+      to_padded_nhwc(g, x + n0 * g.in_channels * g.in_spatial(), count, static_cast<int8_t>(s.input_zero_point), padded.data());
       rows.resize(static_cast<size_t>(m * k));
-      im2row_s8(g, x + n0 * g.in_channels * g.in_spatial(), count, static_cast<int8_t>(s.input_zero_point), rows.data());
-      QOutputStage stage;
-      stage.column_offset = s.column_offset.data();
-      if (s.has_weight_zero_point) {
-        row_sums.resize(static_cast<size_t>(m));
-        row_sums_s8(m, k, rows.data(), k, row_sums.data());
-        stage.weight_zero_point = s.weight_zero_point.data();
-        stage.row_offset = row_sums.data();
-      }
-      if (s.f32_output) {
+      if (s.f32_output)
         result_f32.resize(static_cast<size_t>(m * oc));
-        stage.column_scale = s.column_scale.data();
-        stage.relu = s.relu;
-        qgemm_s8_f32(m, rows.data(), k, s.weights, stage, result_f32.data(), oc);
-        rows_to_nchw(g, result_f32.data(), count, out[0]->data<float>() + n0 * oc * spatial);
-      } else {
+      else
         result_s8.resize(static_cast<size_t>(m * oc));
-        stage.multiplier = s.multiplier.data();
-        stage.output_zero_point = s.output_zero_point;
-        stage.clamp_min = s.clamp_min;
-        stage.clamp_max = s.clamp_max;
-        qgemm_s8(m, rows.data(), k, s.weights, stage, result_s8.data(), oc);
-        rows_to_nchw(g, result_s8.data(), count, out[0]->data<int8_t>() + n0 * oc * spatial);
+      for (int64_t grp = 0; grp < g.groups; ++grp) {
+        const int64_t c0 = grp * og;  // the group's first output channel
+        im2row_nhwc(g, padded.data(), count, grp, rows.data());
+        QOutputStage stage;
+        stage.column_offset = s.column_offset.data() + c0;
+        if (s.has_weight_zero_point) {
+          row_sums.resize(static_cast<size_t>(m));
+          row_sums_s8(m, k, rows.data(), k, row_sums.data());
+          stage.weight_zero_point = s.weight_zero_point.data() + c0;
+          stage.row_offset = row_sums.data();
+        }
+        if (s.f32_output) {
+          stage.column_scale = s.column_scale.data() + c0;
+          stage.relu = s.relu;
+          qgemm_s8_f32(m, rows.data(), k, s.group_weights[grp], stage, result_f32.data() + c0, oc);
+        } else {
+          stage.multiplier = s.multiplier.data() + c0;
+          stage.output_zero_point = s.output_zero_point;
+          stage.clamp_min = s.clamp_min;
+          stage.clamp_max = s.clamp_max;
+          qgemm_s8(m, rows.data(), k, s.group_weights[grp], stage, result_s8.data() + c0, oc);
+        }
       }
+      if (s.f32_output)
+        rows_to_nchw(g, result_f32.data(), count, out[0]->data<float>() + n0 * oc * spatial);
+      else
+        rows_to_nchw(g, result_s8.data(), count, out[0]->data<int8_t>() + n0 * oc * spatial);
     }
   }
 };

@@ -130,6 +130,7 @@ void check_weight_tensor(const Node& node, const Tensor& codes, int64_t features
 // Attributes: in_features, input_scale, input_zero_point, activation ("none"/"relu"),
 //             output ("s8" with output_scale, output_zero_point; or "f32").
 struct QDenseState : IntegerLayerState {
+  QWeights weights;
   int64_t features = 0;
 };
 
@@ -161,7 +162,7 @@ class QDense final : public PreparedInferenceOp {
     check_weight_tensor(node, codes, s->features);
     const int64_t units = codes.dim(0);
     s->weights = QWeights::pack(codes, units, s->features);
-    prepare_output_stage(node, c[2]->data<float>(), c[3]->data<int32_t>(), c.size() == 5 ? c[4]->data<int32_t>() : nullptr,
+    prepare_output_stage(node, s->weights.row_sums(), c[2]->data<float>(), c[3]->data<int32_t>(), c.size() == 5 ? c[4]->data<int32_t>() : nullptr,
                          s->features, *s);
     return s;
   }
@@ -301,8 +302,8 @@ class DynamicQDense final : public PreparedInferenceOp {
 
 }  // namespace
 
-void prepare_output_stage(const Node& node, const float* w_scale, const int32_t* w_zero, const int32_t* bias, int64_t k,
-                          IntegerLayerState& s) {
+void prepare_output_stage(const Node& node, std::span<const int32_t> row_sums, const float* w_scale,
+                          const int32_t* w_zero, const int32_t* bias, int64_t k, IntegerLayerState& s) {
   s.relu = relu_of(node);
   s.f32_output = f32_output(node);
   const QuantParams in = activation_params(node, "input_scale", "input_zero_point");
@@ -314,10 +315,10 @@ void prepare_output_stage(const Node& node, const float* w_scale, const int32_t*
     s.clamp_min = s.relu ? std::max(out.zero_point[0], -128) : -128;
   }
   const int64_t za = in.zero_point[0];
-  for (int64_t n = 0; n < s.weights.n(); ++n) {
+  for (size_t n = 0; n < row_sums.size(); ++n) {
     if (!(w_scale[n] > 0.0f) || !std::isfinite(w_scale[n]))
       shape_error(node, "weight_scale[" + std::to_string(n) + "] must be positive and finite");
-    const int64_t offset = (bias ? bias[n] : 0) - za * s.weights.row_sums()[n] + k * za * w_zero[n];
+    const int64_t offset = (bias ? bias[n] : 0) - za * row_sums[n] + k * za * w_zero[n];
     s.column_offset.push_back(static_cast<int32_t>(std::clamp<int64_t>(offset, INT32_MIN, INT32_MAX)));
     s.weight_zero_point.push_back(w_zero[n]);
     s.has_weight_zero_point |= w_zero[n] != 0;

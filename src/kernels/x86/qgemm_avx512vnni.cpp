@@ -45,49 +45,12 @@
 
 #include "lowbit/qgemm.h"
 #include "lowbit/runtime_config.h"
+#include "kernels/x86/avx512_common.h"
 
 namespace lowbit::kernels {
 namespace {
 
-constexpr int kPanel = 16;
 constexpr int kRows = 8;
-
-// A grow-only, 64-byte aligned buffer. Internal linkage on purpose: nothing compiled here with
-// AVX-512 flags (no inline library template) may be picked by the linker for other files, which
-// run on CPUs without AVX-512.
-template <typename T>
-struct Buffer {
-  T* data = nullptr;
-  size_t capacity = 0;
-  ~Buffer() { std::free(data); }
-  bool reserve(size_t count) {
-    if (count <= capacity) return true;
-    void* p = std::aligned_alloc(64, (count * sizeof(T) + 63) / 64 * 64);
-    if (!p) return false;
-    std::free(data);
-    data = static_cast<T*>(p);
-    capacity = count;
-    return true;
-  }
-};
-
-// vpdpbusd through inline asm. With the intrinsic, GCC 12 only allocates the accumulator to
-// zmm0-15 and, holding 16 accumulators plus operands, copies them between zmm16-31 and zmm0-15
-// around every multiply-add (2 extra moves per vpdpbusd, and stack spills): 0.95x -> 0.97x of
-// oneDNN at 1024^3 when fixed. "+v" lets the accumulators live in any of zmm0-31.
-inline __m512i dpbusd(__m512i acc, __m512i a, __m512i b) {
-  asm("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
-  return acc;
-}
-
-// Output-stage constants of one 16-column panel, built once per call (padding columns are 0).
-struct alignas(64) PanelConstants {
-  __m512i offset;                    // column offset - 128 * sum_k w, the accumulators' start value
-  __m512i mult, mult_odd;            // multiplier of the even / odd s32 lanes, in the low half of a 64-bit lane
-  __m512i shift_even, shift_odd;     // per 64-bit lane
-  __m512i round_even, round_odd;     // 2^(shift - 1)
-  bool fits_s32;                     // every requantized value of this panel fits s32 (see requantize)
-};
 
 // Accumulators start at the panel's offset (integer addition is associative, so this is the
 // reference's sum + offset exactly) and take 4 k per step for all R rows and one or two panels.
@@ -105,38 +68,6 @@ void accumulate(const uint8_t* a, int64_t a_stride, int64_t groups, const int8_t
       if constexpr (kTwo) acc[r][1] = dpbusd(acc[r][1], av, b1);
     }
   }
-}
-
-// Per-call clamp: kPlain when the zero point is 0 and [clamp_min, clamp_max] contains [-128, 127]
-// (the saturating s32 -> s8 pack is then the whole clamp); kS32 when clamp_min - zp and
-// clamp_max - zp fit s32; kS64 otherwise.
-enum class Clamp { kPlain, kS32, kS64 };
-
-struct ClampConstants {
-  __m512i lo64, hi64, lo32, hi32, zero_point;
-};
-
-// (v * m + 2^(s-1)) >> s per lane, then the clamp, zero point and saturating pack to 16 bytes.
-// vpmuldq multiplies the even s32 lanes to 64 bits; the odd lanes go through a 32-bit shift.
-// If the panel's results fit s32 (shift >= 32, or 31 with a multiplier other than -2^31, which
-// bounds |(v * m + 2^(s-1)) >> s| below 2^31) the two halves are merged at once (one vpshufd with
-// a merge mask) and clamped in s32; otherwise (kS64) they are clamped to [clamp_min - zp,
-// clamp_max - zp] in 64 bits before the merge. The final + zp wraps modulo 2^32 like the
-// reference's int64 sum of two values whose result is in [clamp_min, clamp_max], so it is exact.
-template <Clamp kClamp>
-inline __m128i requantize(__m512i v, const PanelConstants& pc, const ClampConstants& cc) {
-  __m512i even = _mm512_srav_epi64(_mm512_add_epi64(_mm512_mul_epi32(v, pc.mult), pc.round_even), pc.shift_even);
-  __m512i odd = _mm512_srav_epi64(_mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(v, 32), pc.mult_odd), pc.round_odd),
-                                  pc.shift_odd);
-  if constexpr (kClamp == Clamp::kS64) {
-    even = _mm512_min_epi64(_mm512_max_epi64(even, cc.lo64), cc.hi64);
-    odd = _mm512_min_epi64(_mm512_max_epi64(odd, cc.lo64), cc.hi64);
-  }
-  // Low 32 bits of even 64-bit lanes in the even s32 lanes, of odd ones (swapped down) in the odd.
-  __m512i y = _mm512_mask_shuffle_epi32(even, 0xAAAA, odd, _MM_PERM_CDAB);
-  if constexpr (kClamp == Clamp::kS32) y = _mm512_min_epi32(_mm512_max_epi32(y, cc.lo32), cc.hi32);
-  if constexpr (kClamp != Clamp::kPlain) y = _mm512_add_epi32(y, cc.zero_point);
-  return _mm512_cvtsepi32_epi8(y);
 }
 
 template <int R, bool kF32>
@@ -211,7 +142,8 @@ void run_tile(int rows, const uint8_t* a, int64_t a_stride, int64_t groups, cons
 template <bool kF32>
 bool qgemm_vnni(int64_t m, const int8_t* a, int64_t lda, const QWeights& w, const QOutputStage& out, void* c, int64_t ldc) {
   const int64_t n = w.n(), k = w.k(), groups = (k + 3) / 4, panels = (n + kPanel - 1) / kPanel;
-  const int64_t stride = (groups * 4 + 63) / 64 * 64;
+  // Packed rows of whole 4-byte groups; from K = 64 on, padded to whole cache lines.
+  const int64_t stride = groups * 4 < 64 ? groups * 4 : (groups * 4 + 63) / 64 * 64;
   thread_local Buffer<uint8_t> packed;
   thread_local Buffer<PanelConstants> constants;
   if (!packed.reserve(static_cast<size_t>(m * stride)) || !constants.reserve(static_cast<size_t>(panels))) return false;
@@ -220,41 +152,25 @@ bool qgemm_vnni(int64_t m, const int8_t* a, int64_t lda, const QWeights& w, cons
   for (int64_t i = 0; i < m; ++i) {
     uint8_t* row = packed.data + i * stride;
     const int8_t* src = a + i * lda;
-    for (int64_t p = 0; p < stride; p += 64) {  // stride is a multiple of 64; bytes past K become 0x80
-      const int64_t valid = std::max<int64_t>(0, std::min<int64_t>(64, k - p));
+    for (int64_t p = 0; p < stride; p += 64) {  // bytes past K become 0x80
+      const int64_t valid = std::max<int64_t>(0, std::min<int64_t>(64, k - p)), store = std::min<int64_t>(64, stride - p);
       const __mmask64 mask = valid == 64 ? ~__mmask64{0} : ((__mmask64{1} << valid) - 1);
-      _mm512_storeu_si512(row + p, _mm512_xor_si512(_mm512_maskz_loadu_epi8(mask, src + p), flip));
+      const __mmask64 store_mask = store == 64 ? ~__mmask64{0} : ((__mmask64{1} << store) - 1);
+      _mm512_mask_storeu_epi8(row + p, store_mask, _mm512_xor_si512(_mm512_maskz_loadu_epi8(mask, src + p), flip));
     }
   }
   const int32_t* sums = w.row_sums().data();
   for (int64_t q = 0; q < panels; ++q) {
     int32_t offset[kPanel] = {}, mult[kPanel] = {}, shift[kPanel] = {};
-    PanelConstants& pc = constants.data[q];
-    pc.fits_s32 = true;
     for (int64_t j = q * kPanel; j < std::min(n, (q + 1) * kPanel); ++j) {
       offset[j % kPanel] = static_cast<int32_t>(static_cast<uint32_t>(out.column_offset[j]) - 128u * static_cast<uint32_t>(sums[j]));
       if (kF32) continue;
       mult[j % kPanel] = out.multiplier[j].multiplier, shift[j % kPanel] = out.multiplier[j].shift;
-      pc.fits_s32 = pc.fits_s32 && (shift[j % kPanel] >= 32 || (shift[j % kPanel] == 31 && mult[j % kPanel] != INT32_MIN));
     }
-    pc.offset = _mm512_loadu_si512(offset);
-    const __m512i m32 = _mm512_loadu_si512(mult), s32 = _mm512_loadu_si512(shift);
-    const __m512i low32 = _mm512_set1_epi64(0xffffffffLL), one = _mm512_set1_epi64(1);
-    pc.mult = m32;
-    pc.mult_odd = _mm512_srli_epi64(m32, 32);
-    pc.shift_even = _mm512_and_si512(s32, low32);
-    pc.shift_odd = _mm512_srli_epi64(s32, 32);
-    pc.round_even = _mm512_sllv_epi64(one, _mm512_sub_epi64(pc.shift_even, one));
-    pc.round_odd = _mm512_sllv_epi64(one, _mm512_sub_epi64(pc.shift_odd, one));
+    constants.data[q] = panel_constants(offset, mult, shift);
   }
-  const int64_t zp = out.output_zero_point, lo = out.clamp_min - zp, hi = out.clamp_max - zp;
-  const Clamp clamp = zp == 0 && out.clamp_min <= -128 && out.clamp_max >= 127                  ? Clamp::kPlain
-                      : lo >= INT32_MIN && lo <= INT32_MAX && hi >= INT32_MIN && hi <= INT32_MAX ? Clamp::kS32
-                                                                                                 : Clamp::kS64;
-  const ClampConstants cc{_mm512_set1_epi64(lo), _mm512_set1_epi64(hi),
-                          _mm512_set1_epi32(static_cast<int32_t>(std::clamp<int64_t>(lo, INT32_MIN, INT32_MAX))),
-                          _mm512_set1_epi32(static_cast<int32_t>(std::clamp<int64_t>(hi, INT32_MIN, INT32_MAX))),
-                          _mm512_set1_epi32(out.output_zero_point)};
+  const Clamp clamp = clamp_kind(out);
+  const ClampConstants cc = clamp_constants(out);
   const int8_t* layout = static_cast<const int8_t*>(w.vnni_layout().raw());
   const int64_t row_tiles = (m + kRows - 1) / kRows, pairs = (panels + 1) / 2;
   const PanelConstants* pcs = constants.data;

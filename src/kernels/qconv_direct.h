@@ -1,0 +1,51 @@
+// Internal: direct integer convolution for short reductions (first layers on few input channels,
+// depthwise layers), called by QConv2D (src/graph/ops/qconv.cpp) before its im2row + qgemm path.
+//
+// Input: zero-padded NCHW s8 images (the border already holds the input zero point, so padding
+// stands for real zeros), planes of padded_h x padded_w. Output channel oc (group
+// oc / (out_channels / groups)) at (oy, ox) accumulates, exactly in s32 (wrapping like qgemm),
+//   raw = sum over its group's channels c and taps (ki, kj) of
+//         x[c][oy * stride_h + ki * dilation_h][ox + kj * dilation_w] * w[oc][(c, ki, kj)]
+// and finishes with qgemm's output stage (lowbit/qgemm.h), output channels in the role of GEMM
+// columns and pixels in the role of rows: acc = raw + column_offset[oc] - weight_zero_point[oc] *
+// (sum of the pixel's taps), then requantized to s8 or scaled to f32 (row_scale must be null).
+// The result is written as NCHW planes [out_channels][out_h][out_w] per image, so it is
+// bit-identical to QConv2D's reference.
+#pragma once
+
+#include <cstdint>
+
+#include "lowbit/qgemm.h"
+
+namespace lowbit::kernels {
+
+struct DirectConvShape {
+  int64_t images = 0, channels = 0, padded_h = 0, padded_w = 0;
+  int64_t out_channels = 0, groups = 1, kernel_h = 1, kernel_w = 1;
+  int64_t stride_h = 1, dilation_h = 1, dilation_w = 1;  // stride_w is 1
+  int64_t out_h = 0, out_w = 0;
+  int64_t group_k() const { return channels / groups * kernel_h * kernel_w; }
+};
+
+// The longest reduction (channels / groups * kh * kw) the direct kernels take.
+constexpr int64_t kDirectConvMaxK = 32;
+
+// AVX-512 VNNI (x86 builds, CPUs with VNNI; vpdpwssd on pairs of taps). `codes` are the weights
+// [out_channels][group_k] in (c, ki, kj) order, 8-bit values (s8 or unpacked low-bit). Return false, writing
+// nothing, when they cannot run (group_k > kDirectConvMaxK, row_scale set, no scratch memory);
+// the caller checks active_isa() >= Isa::Avx512Vnni first.
+// The output stage's zero point must lie in [-2^31 + 128, 2^31 - 129] (QConv2D's is 8-bit).
+bool qconv_direct_s8_vnni(const DirectConvShape& s, const int8_t* padded, const int32_t* codes, const QOutputStage& out,
+                          int8_t* y);
+bool qconv_direct_s8_f32_vnni(const DirectConvShape& s, const int8_t* padded, const int32_t* codes,
+                              const QOutputStage& out, float* y);
+
+// AVX2 (x86 builds; vpmaddwd on pairs of taps), the same contract, and `padded` must be readable
+// for kDirectConvSlack bytes past its last image (16-byte loads run past a row's last pixel).
+constexpr int64_t kDirectConvSlack = 16;
+bool qconv_direct_s8_avx2(const DirectConvShape& s, const int8_t* padded, const int32_t* codes, const QOutputStage& out,
+                          int8_t* y);
+bool qconv_direct_s8_f32_avx2(const DirectConvShape& s, const int8_t* padded, const int32_t* codes,
+                              const QOutputStage& out, float* y);
+
+}  // namespace lowbit::kernels

@@ -1,0 +1,187 @@
+// Direct integer convolution with AVX2 (see kernels/qconv_direct.h for the contract), the same
+// scheme as qconv_avx512vnni.cpp on 8-lane vectors: per 16-pixel segment of an output row, each
+// tap is one 16-byte load widened to 16 s16; two taps are interleaved (vpunpcklwd / vpunpckhwd,
+// within 128-bit lanes, so the s32 lanes hold pixels 0-3, 8-11 and 4-7, 12-15) and vpmaddwd
+// multiplies the pair by the output channel's broadcast weight pair (exact: |x w| <= 2^14, a pair
+// sum fits s16 x s16 -> s32). The requantization is the AVX2 GEMM's (avx2_util.h); vpackssdw of
+// the two halves restores pixel order, so the 16 bytes are stored straight into the NCHW plane.
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdlib>
+
+#include "kernels/qconv_direct.h"
+#include "kernels/x86/avx2_util.h"
+#include "lowbit/runtime_config.h"
+
+namespace lowbit::kernels {
+namespace {
+
+using avx2::Requant4;
+
+constexpr int64_t kPixels = 16;
+
+// A grow-only, 32-byte aligned array (internal linkage: no AVX2 code for other files).
+template <typename T>
+struct Scratch {
+  T* data = nullptr;
+  size_t capacity = 0;
+  ~Scratch() { std::free(data); }
+  bool reserve(size_t count) {
+    if (count <= capacity) return true;
+    void* p = std::aligned_alloc(64, (count * sizeof(T) + 63) / 64 * 64);
+    if (!p) return false;
+    std::free(data);
+    data = static_cast<T*>(p);
+    capacity = count;
+    return true;
+  }
+};
+
+struct alignas(32) Channel {
+  Requant4 even, odd;
+  __m256i add32;   // zero point - low 32 bits of the shift trick's bias
+  __m256i offset;  // column offset, broadcast
+};
+
+struct Prepared {
+  int64_t k = 0, pairs = 0;
+  Scratch<int32_t> weight_pairs;  // [out_channels][pairs]: w[2j] low 16 bits, w[2j+1] high
+  Scratch<Channel> channel;
+  Scratch<int64_t> tap_offset;    // [groups][k]
+};
+
+template <bool kF32>
+void conv_row(const DirectConvShape& s, const Prepared& p, const int8_t* image, int64_t group, int64_t oy,
+              const QOutputStage& out, void* y_image) {
+  const int64_t og = s.out_channels / s.groups, plane = s.out_h * s.out_w;
+  const int64_t* taps = p.tap_offset.data + group * p.k;
+  const int8_t* corner = image + oy * s.stride_h * s.padded_w;
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i x[kDirectConvMaxK / 2][2];
+  for (int64_t ox0 = 0; ox0 < s.out_w; ox0 += kPixels) {
+    const int valid = static_cast<int>(std::min<int64_t>(kPixels, s.out_w - ox0));
+    __m256i tap_sum[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+    for (int64_t j = 0; j < p.pairs; ++j) {
+      const __m256i a = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(corner + taps[2 * j] + ox0)));
+      const __m256i b = 2 * j + 1 < p.k
+                            ? _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(corner + taps[2 * j + 1] + ox0)))
+                            : _mm256_setzero_si256();
+      x[j][0] = _mm256_unpacklo_epi16(a, b);  // pixels 0-3, 8-11
+      x[j][1] = _mm256_unpackhi_epi16(a, b);  // pixels 4-7, 12-15
+      if (out.weight_zero_point)
+        for (int h = 0; h < 2; ++h) tap_sum[h] = _mm256_add_epi32(tap_sum[h], _mm256_madd_epi16(x[j][h], ones));
+    }
+    for (int64_t oc = group * og; oc < (group + 1) * og; ++oc) {
+      const Channel& ch = p.channel.data[oc];
+      const int32_t* w = p.weight_pairs.data + oc * p.pairs;
+      __m256i acc[2] = {ch.offset, ch.offset};
+      for (int64_t j = 0; j < p.pairs; ++j) {
+        const __m256i wj = _mm256_set1_epi32(w[j]);
+        acc[0] = _mm256_add_epi32(acc[0], _mm256_madd_epi16(x[j][0], wj));
+        acc[1] = _mm256_add_epi32(acc[1], _mm256_madd_epi16(x[j][1], wj));
+      }
+      if (out.weight_zero_point) {
+        const __m256i zw = _mm256_set1_epi32(out.weight_zero_point[oc]);
+        for (int h = 0; h < 2; ++h) acc[h] = _mm256_sub_epi32(acc[h], _mm256_mullo_epi32(zw, tap_sum[h]));
+      }
+      const int64_t at = oc * plane + oy * s.out_w + ox0;
+      if constexpr (kF32) {
+        const __m256 cs = _mm256_set1_ps(out.column_scale[oc]);
+        __m256 f[2];
+        for (int h = 0; h < 2; ++h) {
+          f[h] = _mm256_mul_ps(_mm256_cvtepi32_ps(acc[h]), cs);
+          if (out.bias) f[h] = _mm256_add_ps(f[h], _mm256_set1_ps(out.bias[oc]));
+          if (out.relu) f[h] = _mm256_max_ps(f[h], _mm256_setzero_ps());
+        }
+        const __m256 lo = _mm256_permute2f128_ps(f[0], f[1], 0x20), hi = _mm256_permute2f128_ps(f[0], f[1], 0x31);
+        float* dst = static_cast<float*>(y_image) + at;
+        if (valid == kPixels) {
+          _mm256_storeu_ps(dst, lo);
+          _mm256_storeu_ps(dst + 8, hi);
+        } else {
+          avx2::store_partial(dst, lo, hi, valid);
+        }
+      } else {
+        __m256i v[2];
+        for (int h = 0; h < 2; ++h) {
+          const __m256i ye = avx2::requant4(acc[h], ch.even);
+          const __m256i yo = avx2::requant4(_mm256_srli_epi64(acc[h], 32), ch.odd);
+          v[h] = _mm256_add_epi32(_mm256_blend_epi32(ye, _mm256_slli_epi64(yo, 32), 0xAA), ch.add32);
+        }
+        // [0-3 | 8-11] and [4-7 | 12-15] -> s16 [0-7 | 8-15] -> 16 bytes in pixel order.
+        const __m256i w16 = _mm256_packs_epi32(v[0], v[1]);
+        const __m128i b8 = _mm_packs_epi16(_mm256_castsi256_si128(w16), _mm256_extracti128_si256(w16, 1));
+        int8_t* dst = static_cast<int8_t*>(y_image) + at;
+        if (valid == kPixels)
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), b8);
+        else
+          avx2::store_partial_bytes(dst, b8, valid);
+      }
+    }
+  }
+}
+
+template <bool kF32>
+bool direct(const DirectConvShape& s, const int8_t* padded, const int32_t* codes, const QOutputStage& out, void* y) {
+  const int64_t k = s.group_k();
+  if (k < 1 || k > kDirectConvMaxK || out.row_scale || s.out_h < 1 || s.out_w < 1) return false;
+  thread_local Prepared p;
+  p.k = k;
+  p.pairs = (k + 1) / 2;
+  if (!p.weight_pairs.reserve(static_cast<size_t>(s.out_channels * p.pairs)) ||
+      !p.channel.reserve(static_cast<size_t>(s.out_channels)) || !p.tap_offset.reserve(static_cast<size_t>(s.groups * k)))
+    return false;
+  // As the AVX2 GEMM: c = zp + clamp(v, lo8 - zp, hi8 - zp), both bounds inside int32.
+  const int64_t hi8 = std::clamp<int64_t>(out.clamp_max, -128, 127);
+  const int64_t lo8 = std::clamp<int64_t>(std::min(out.clamp_min, out.clamp_max), -128, 127);
+  const int32_t zp = kF32 ? 0 : out.output_zero_point;
+  for (int64_t oc = 0; oc < s.out_channels; ++oc) {
+    const int32_t* w = codes + oc * k;
+    for (int64_t j = 0; j < p.pairs; ++j) {
+      const uint32_t lo = static_cast<uint16_t>(w[2 * j]), hi = 2 * j + 1 < k ? static_cast<uint16_t>(w[2 * j + 1]) : 0u;
+      p.weight_pairs.data[oc * p.pairs + j] = static_cast<int32_t>(lo | hi << 16);
+    }
+    Channel& ch = p.channel.data[oc];
+    ch.offset = _mm256_set1_epi32(out.column_offset[oc]);
+    if (!kF32) {
+      FixedPointMultiplier same[8];
+      std::fill(same, same + 8, out.multiplier[oc]);
+      avx2::load_requant8(same, static_cast<int32_t>(lo8 - zp), static_cast<int32_t>(hi8 - zp), zp, ch.even, ch.odd, ch.add32);
+    }
+  }
+  const int64_t cg = s.channels / s.groups;
+  for (int64_t g = 0; g < s.groups; ++g)
+    for (int64_t c = 0; c < cg; ++c)
+      for (int64_t ki = 0; ki < s.kernel_h; ++ki)
+        for (int64_t kj = 0; kj < s.kernel_w; ++kj)
+          p.tap_offset.data[g * k + (c * s.kernel_h + ki) * s.kernel_w + kj] =
+              ((g * cg + c) * s.padded_h + ki * s.dilation_h) * s.padded_w + kj * s.dilation_w;
+  const int64_t in_image = s.channels * s.padded_h * s.padded_w, out_image = s.out_channels * s.out_h * s.out_w;
+  const int64_t items = s.images * s.groups * s.out_h;
+  const int64_t macs = items * s.out_w * (s.out_channels / s.groups) * k;
+  const int threads = macs < (int64_t{1} << 18) ? 1 : num_threads();
+  const Prepared& prepared = p;
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (int64_t item = 0; item < items; ++item) {
+    const int64_t i = item / (s.groups * s.out_h), g = item / s.out_h % s.groups, oy = item % s.out_h;
+    void* y_image = kF32 ? static_cast<void*>(static_cast<float*>(y) + i * out_image)
+                         : static_cast<void*>(static_cast<int8_t*>(y) + i * out_image);
+    conv_row<kF32>(s, prepared, padded + i * in_image, g, oy, out, y_image);
+  }
+  return true;
+}
+
+}  // namespace
+
+bool qconv_direct_s8_avx2(const DirectConvShape& s, const int8_t* padded, const int32_t* codes, const QOutputStage& out,
+                          int8_t* y) {
+  return direct<false>(s, padded, codes, out, y);
+}
+
+bool qconv_direct_s8_f32_avx2(const DirectConvShape& s, const int8_t* padded, const int32_t* codes,
+                              const QOutputStage& out, float* y) {
+  return direct<true>(s, padded, codes, out, y);
+}
+
+}  // namespace lowbit::kernels

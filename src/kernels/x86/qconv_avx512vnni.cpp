@@ -1,0 +1,133 @@
+// Direct integer convolution with AVX-512 VNNI (see kernels/qconv_direct.h for the contract).
+//
+// For one output row segment of 16 pixels, every tap (c, ki, kj) of the group is one 16-byte load
+// from the padded input (stride_w is 1, so the 16 pixels' inputs are consecutive), sign-extended
+// to s32; taps are paired into s16 halves of each lane, and one vpdpwssd per pair multiplies them
+// by the output channel's broadcast weight pair and adds both products to the s32 accumulator
+// (exact: |x w| <= 2^14). The tap vectors are built once and serve every output channel of the
+// group, so the inner loop per channel is ceil(K/2) vpdpwssd, the output stage of qgemm's VNNI
+// kernel (requantize, same constants with one channel broadcast to all lanes) and one 16-byte
+// store into the NCHW output plane: no im2row buffer, no repacking, no transpose.
+//
+// Measured (bench/bench_conv.cpp, the reference CNN's first layer, 1 channel 28x28 -> 32, batch
+// 256, 1 thread, Zen 4): see bench/README.md.
+#include <omp.h>
+
+#include "kernels/qconv_direct.h"
+#include "kernels/x86/avx512_common.h"
+#include "lowbit/runtime_config.h"
+
+namespace lowbit::kernels {
+namespace {
+
+struct Prepared {
+  int64_t k = 0, pairs = 0;
+  Buffer<int32_t> weight_pairs;     // [out_channels][pairs]: w[2j] in the low 16 bits, w[2j+1] in the high
+  Buffer<PanelConstants> channel;   // per output channel, broadcast to 16 lanes
+  Buffer<int64_t> tap_offset;       // [groups][k]: offset of tap (c, ki, kj) from the window's corner
+};
+
+template <bool kF32>
+void conv_row(const DirectConvShape& s, const Prepared& p, const int8_t* image, int64_t group, int64_t oy,
+              const QOutputStage& out, Clamp clamp, const ClampConstants& cc, void* y_image) {
+  const int64_t og = s.out_channels / s.groups, plane = s.out_h * s.out_w;
+  const int64_t* taps = p.tap_offset.data + group * p.k;
+  const int8_t* corner = image + oy * s.stride_h * s.padded_w;
+  const __m512i low16 = _mm512_set1_epi32(0xffff);
+  alignas(64) __m512i x[kDirectConvMaxK / 2];
+  for (int64_t ox0 = 0; ox0 < s.out_w; ox0 += kPanel) {
+    const int64_t valid = std::min<int64_t>(kPanel, s.out_w - ox0);
+    const __mmask16 mask = static_cast<__mmask16>((1u << valid) - 1);
+    __m512i tap_sum = _mm512_setzero_si512();
+    for (int64_t j = 0; j < p.pairs; ++j) {
+      const __m512i a = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(mask, corner + taps[2 * j] + ox0));
+      const __m512i b = 2 * j + 1 < p.k ? _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(mask, corner + taps[2 * j + 1] + ox0))
+                                        : _mm512_setzero_si512();
+      if (out.weight_zero_point) tap_sum = _mm512_add_epi32(tap_sum, _mm512_add_epi32(a, b));
+      x[j] = _mm512_or_si512(_mm512_and_si512(a, low16), _mm512_slli_epi32(b, 16));
+    }
+    for (int64_t oc = group * og; oc < (group + 1) * og; ++oc) {
+      const PanelConstants& pc = p.channel.data[oc];
+      const int32_t* w = p.weight_pairs.data + oc * p.pairs;
+      __m512i acc = pc.offset;
+      for (int64_t j = 0; j < p.pairs; ++j) acc = dpwssd(acc, x[j], _mm512_set1_epi32(w[j]));
+      if (out.weight_zero_point) acc = _mm512_sub_epi32(acc, _mm512_mullo_epi32(_mm512_set1_epi32(out.weight_zero_point[oc]), tap_sum));
+      const int64_t at = oc * plane + oy * s.out_w + ox0;
+      if constexpr (kF32) {
+        __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_set1_ps(out.column_scale[oc]));
+        if (out.bias) f = _mm512_add_ps(f, _mm512_set1_ps(out.bias[oc]));
+        if (out.relu) f = _mm512_max_ps(f, _mm512_setzero_ps());
+        _mm512_mask_storeu_ps(static_cast<float*>(y_image) + at, mask, f);
+      } else {
+        int8_t* dst = static_cast<int8_t*>(y_image) + at;
+        switch (pc.fits_s32 ? clamp : Clamp::kS64) {
+          case Clamp::kPlain: _mm_mask_storeu_epi8(dst, mask, requantize<Clamp::kPlain>(acc, pc, cc)); break;
+          case Clamp::kS32: _mm_mask_storeu_epi8(dst, mask, requantize<Clamp::kS32>(acc, pc, cc)); break;
+          case Clamp::kS64: _mm_mask_storeu_epi8(dst, mask, requantize<Clamp::kS64>(acc, pc, cc)); break;
+        }
+      }
+    }
+  }
+}
+
+template <bool kF32>
+bool direct(const DirectConvShape& s, const int8_t* padded, const int32_t* codes, const QOutputStage& out, void* y) {
+  const int64_t k = s.group_k();
+  if (k < 1 || k > kDirectConvMaxK || out.row_scale || s.out_h < 1 || s.out_w < 1) return false;
+  thread_local Prepared p;
+  p.k = k;
+  p.pairs = (k + 1) / 2;
+  if (!p.weight_pairs.reserve(static_cast<size_t>(s.out_channels * p.pairs)) ||
+      !p.channel.reserve(static_cast<size_t>(s.out_channels)) || !p.tap_offset.reserve(static_cast<size_t>(s.groups * k)))
+    return false;
+  for (int64_t oc = 0; oc < s.out_channels; ++oc) {
+    const int32_t* w = codes + oc * k;
+    for (int64_t j = 0; j < p.pairs; ++j) {
+      const uint32_t lo = static_cast<uint16_t>(w[2 * j]), hi = 2 * j + 1 < k ? static_cast<uint16_t>(w[2 * j + 1]) : 0u;
+      p.weight_pairs.data[oc * p.pairs + j] = static_cast<int32_t>(lo | hi << 16);
+    }
+    int32_t offset[kPanel], mult[kPanel], shift[kPanel];
+    for (int j = 0; j < kPanel; ++j) {
+      offset[j] = out.column_offset[oc];
+      mult[j] = kF32 ? 0 : out.multiplier[oc].multiplier;
+      shift[j] = kF32 ? 0 : out.multiplier[oc].shift;
+    }
+    p.channel.data[oc] = panel_constants(offset, mult, shift);
+  }
+  const int64_t cg = s.channels / s.groups;
+  for (int64_t g = 0; g < s.groups; ++g)
+    for (int64_t c = 0; c < cg; ++c)
+      for (int64_t ki = 0; ki < s.kernel_h; ++ki)
+        for (int64_t kj = 0; kj < s.kernel_w; ++kj)
+          p.tap_offset.data[g * k + (c * s.kernel_h + ki) * s.kernel_w + kj] =
+              ((g * cg + c) * s.padded_h + ki * s.dilation_h) * s.padded_w + kj * s.dilation_w;
+  const Clamp clamp = kF32 ? Clamp::kPlain : clamp_kind(out);
+  const ClampConstants cc = clamp_constants(out);
+  const int64_t in_image = s.channels * s.padded_h * s.padded_w, out_image = s.out_channels * s.out_h * s.out_w;
+  const int64_t items = s.images * s.groups * s.out_h;
+  const int64_t macs = items * s.out_w * (s.out_channels / s.groups) * k;
+  const int threads = macs < (int64_t{1} << 18) ? 1 : num_threads();
+  const Prepared& prepared = p;  // read-only from here; the worker threads share it
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (int64_t item = 0; item < items; ++item) {
+    const int64_t i = item / (s.groups * s.out_h), g = item / s.out_h % s.groups, oy = item % s.out_h;
+    void* y_image = kF32 ? static_cast<void*>(static_cast<float*>(y) + i * out_image)
+                         : static_cast<void*>(static_cast<int8_t*>(y) + i * out_image);
+    conv_row<kF32>(s, prepared, padded + i * in_image, g, oy, out, clamp, cc, y_image);
+  }
+  return true;
+}
+
+}  // namespace
+
+bool qconv_direct_s8_vnni(const DirectConvShape& s, const int8_t* padded, const int32_t* codes, const QOutputStage& out,
+                          int8_t* y) {
+  return direct<false>(s, padded, codes, out, y);
+}
+
+bool qconv_direct_s8_f32_vnni(const DirectConvShape& s, const int8_t* padded, const int32_t* codes,
+                              const QOutputStage& out, float* y) {
+  return direct<true>(s, padded, codes, out, y);
+}
+
+}  // namespace lowbit::kernels
