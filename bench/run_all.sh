@@ -13,6 +13,7 @@ mkdir -p "$out"
 /usr/bin/python3 bench/reference_vs_pytorch.py --lowbit "$lowbit" --seeds 0,1,2 --threads 2 --json "$out/pytorch.json" | tee "$out/pytorch.txt"
 python3 bench/gemm_ratios.py build/bench/bench/lowbit_bench_gemm --benchmark_repetitions=3 | tee "$out/gemm.txt"
 python3 bench/qgemm_ratios.py build/bench/bench/lowbit_bench_qgemm | tee "$out/qgemm.txt"
+python3 bench/conv_ratios.py build/bench/bench/lowbit_bench_conv --benchmark_repetitions=3 | tee "$out/conv.txt"
 "$lowbit" train --seed 0 --threads 2 --out "$out/fp32.lbm" >/dev/null
 python3 bench/int8_vs_onnxruntime.py --lowbit "$lowbit" --model "$out/fp32.lbm" | tee "$out/onnxruntime.txt"
 bench/learn_epoch_cost.sh "$lowbit" | tee "$out/learn_epoch_cost.txt"
