@@ -139,7 +139,8 @@ echo "(QAT rows are the converted integer models; 'int agrees': the lowest agree
 echo " distilled rows: T = ${TEMPERATURE:-1}, alpha = ${ALPHA:-0.9}, cosine decay; 'same budget': labels only, $DISTILL_EPOCHS epochs, cosine)"
 fi
 
-# The reference CNN (examples/models/reference-cnn.json), first seed: float, full int8, 4-bit weights.
+# The reference CNN (examples/models/reference-cnn.json), first seed: float, full int8, 4-bit
+# weights, dynamic int8, 4-bit QAT.
 if [[ -z "${SKIP_CNN:-}" ]]; then
   CNN_EPOCHS=${CNN_EPOCHS:-10}
   cnn="$OUT/reference-cnn-seed$first.lbm"
@@ -147,9 +148,9 @@ if [[ -z "${SKIP_CNN:-}" ]]; then
   echo "== reference CNN, seed $first, $CNN_EPOCHS epochs"
   "$lowbit" train --arch examples/models/reference-cnn.json --data "$DATA" --epochs "$CNN_EPOCHS" --seed "$first" \
     --threads "$THREADS" --out "$cnn" --json | tee "$OUT/cnn-train.log" | tail -n 1 >"$OUT/cnn-train.json"
-  for bits in 8 4; do
-    "$lowbit" quantize --model "$cnn" --out "$OUT/reference-cnn-w$bits.lbm" --mode full --bits "$bits" --calib-data "$DATA" \
-      --threads "$THREADS" --json >"$OUT/cnn-w$bits.log"
+  for variant in full-8 full-4 dynamic-8; do
+    "$lowbit" quantize --model "$cnn" --out "$OUT/reference-cnn-$variant.lbm" --mode "${variant%-*}" --bits "${variant#*-}" \
+      --calib-data "$DATA" --threads "$THREADS" --json >"$OUT/cnn-$variant.log"
   done
   "$lowbit" qat --model "$cnn" --data "$DATA" --bits 4 --epochs 1 --threads "$THREADS" --out "$OUT/reference-cnn-qat-w4.lbm" \
     --json >"$OUT/cnn-qat-w4.log"
@@ -159,9 +160,12 @@ if [[ -z "${SKIP_CNN:-}" ]]; then
     printf 'model\tbits (w, a)\tfile bytes\ttrain s\ttest accuracy\tdrop (pts)\n'
     jq -r '["reference CNN fp32", "32, 32", .file_bytes, (.train_seconds | round), (.test_accuracy * 10000 | round / 100 | tostring + " %"), ""] | @tsv' \
       "$OUT/cnn-train.json"
-    for bits in 8 4; do
-      tail -n 1 "$OUT/cnn-w$bits.log" | jq -r --arg bits "$bits" --argjson bytes "$(stat -c %s "$OUT/reference-cnn-w$bits.lbm")" \
-        '["reference CNN, full", ($bits + ", 8"), $bytes, "", (.test_accuracy * 10000 | round / 100 | tostring + " %"),
+    for variant in full-8 full-4 dynamic-8; do
+      bits="${variant#*-}, 8"
+      [[ $variant == dynamic-* ]] && bits="$bits (run time)"
+      tail -n 1 "$OUT/cnn-$variant.log" | jq -r --arg mode "${variant%-*}" --arg bits "$bits" \
+        --argjson bytes "$(stat -c %s "$OUT/reference-cnn-$variant.lbm")" \
+        '["reference CNN, " + $mode, $bits, $bytes, "", (.test_accuracy * 10000 | round / 100 | tostring + " %"),
           ((.float_test_accuracy - .test_accuracy) * 10000 | round / 100)] | @tsv'
     done
     tail -n 1 "$OUT/cnn-qat-w4.log" | jq -r '["reference CNN, QAT 1 epoch", "4, 8", .file_bytes, (.qat_seconds | round),

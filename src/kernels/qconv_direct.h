@@ -8,7 +8,10 @@
 //         x[c][oy * stride_h + ki * dilation_h][ox + kj * dilation_w] * w[oc][(c, ki, kj)]
 // and finishes with qgemm's output stage (lowbit/qgemm.h), output channels in the role of GEMM
 // columns and pixels in the role of rows: acc = raw + column_offset[oc] - weight_zero_point[oc] *
-// (sum of the pixel's taps), then requantized to s8 or scaled to f32 (row_scale must be null).
+// r, where r is the sum of the pixel's taps, or, if out.row_offset is set, row_offset[image] (one
+// value per image: dynamic quantization puts the image's zero point there and the weights' row
+// sums in weight_zero_point); then requantized to s8, or scaled to f32 as
+// ((float(acc) * row_scale[image]) * column_scale[oc]) + bias[oc] (row_scale, bias optional).
 // The result is written as NCHW planes [out_channels][out_h][out_w] per image, so it is
 // bit-identical to QConv2D's reference.
 #pragma once
@@ -32,7 +35,7 @@ constexpr int64_t kDirectConvMaxK = 32;
 
 // AVX-512 VNNI (x86 builds, CPUs with VNNI; vpdpwssd on pairs of taps). `codes` are the weights
 // [out_channels][group_k] in (c, ki, kj) order, 8-bit values (s8 or unpacked low-bit). Return false, writing
-// nothing, when they cannot run (group_k > kDirectConvMaxK, row_scale set, no scratch memory);
+// nothing, when they cannot run (group_k > kDirectConvMaxK, no scratch memory);
 // the caller checks active_isa() >= Isa::Avx512Vnni first.
 // The output stage's zero point must lie in [-2^31 + 128, 2^31 - 129] (QConv2D's is 8-bit).
 bool qconv_direct_s8_vnni(const DirectConvShape& s, const int8_t* padded, const int32_t* codes, const QOutputStage& out,

@@ -167,7 +167,9 @@ std::vector<std::string> select_layers(const Graph& model, const std::string& pa
 
 bool is_quantized(const Graph& model) {
   for (const auto& node : model.nodes)
-    if (node.op == "QDense" || node.op == "DynamicQDense" || node.op == "QConv2D" || node.op == "QuantizeLinear") return true;
+    if (node.op == "QDense" || node.op == "DynamicQDense" || node.op == "QConv2D" || node.op == "DynamicQConv2D" ||
+        node.op == "QuantizeLinear")
+      return true;
   return false;
 }
 
@@ -189,8 +191,8 @@ class Transform {
     for (const auto& node : model_.nodes) {
       if (node.op == "Dense" && plan_.rule_for(node.name).quantize)
         quantize_dense(node);
-      else if (node.op == "Conv2D" && plan_.rule_for(node.name).quantize && plan_.mode != QuantMode::Dynamic)
-        quantize_conv(node);  // dynamic mode keeps convolutions float
+      else if (node.op == "Conv2D" && plan_.rule_for(node.name).quantize)
+        quantize_conv(node);
       else if (node.op == "Flatten" || node.op == "Reshape" || node.op == "MaxPool2D")
         pass_through(node);
       else
@@ -300,7 +302,8 @@ class Transform {
   }
 
   // Conv2D -> QConv2D: weights per output channel as rows [OC, IC/group*kh*kw], s8 input, s8
-  // output when an integer layer consumes it, else f32.
+  // output when an integer layer consumes it, else f32. Dynamic mode: DynamicQConv2D (f32 in and
+  // out, the input quantized at run time).
   void quantize_conv(const Node& node) {
     const LayerRule rule = plan_.rule_for(node.name);
     if (rule.weight_bits < 2 || rule.weight_bits > 8)
@@ -312,8 +315,28 @@ class Transform {
     weight.reshape({units, features});
     const Tensor* bias = node.inputs.size() > 2 ? &model_.initializers.at(node.inputs[2]) : nullptr;
     const std::string prefix = node.name + ".";
+    const bool dynamic = plan_.mode == QuantMode::Dynamic;
+    if (dynamic && rule.weight_scheme != QScheme::Symmetric)
+      throw Error(ErrorKind::InvalidArgument, "layer '" + node.name + "': dynamic quantization needs symmetric weights");
     Tensor scale;
     quantize_weights(node, weight, rule, prefix, scale);
+    if (dynamic) {
+      out_.initializers.erase(prefix + "weight_zero_point");  // dynamic layers have symmetric weights
+      Node n{node.name, "DynamicQConv2D", {as_float(node.inputs[0]), prefix + "weight_codes", prefix + "weight_scale"},
+             {node.outputs[0]},
+             {{"in_channels", in_channels},
+              {"kernel_shape", {weight4.dim(2), weight4.dim(3)}},
+              {"activation", node.attr_string("activation", "none")},
+              {"granularity", plan_.dynamic_granularity}}};
+      for (const char* key : {"strides", "pads", "dilations", "group"})
+        if (node.attributes.contains(key)) n.attributes[key] = node.attributes.at(key);
+      if (bias) {
+        n.inputs.push_back(node.inputs[2]);
+        out_.initializers[node.inputs[2]] = *bias;
+      }
+      out_.add_node(std::move(n));
+      return;
+    }
     QuantParams in_params;
     const std::string input = as_integer(node.inputs[0], rule.calibration, in_params);
     Node n{node.name, "QConv2D", {input, prefix + "weight_codes", prefix + "weight_scale", prefix + "weight_zero_point"},
@@ -456,18 +479,19 @@ Graph fuse_conv_relu(Graph g) {
   return g;
 }
 
-// Weight codes of a QDense/DynamicQDense/QConv2D node back to float [units, features].
+// Weight codes of a QDense/DynamicQDense/QConv2D/DynamicQConv2D node back to float [units, features].
 Tensor dequantized_weight(const Graph& q, const Node& node) {
   const Tensor& codes = q.initializers.at(node.inputs[1]);
   const Tensor& scale = q.initializers.at(node.inputs[2]);
   int64_t features = node.attr_int("in_features", 0);
-  if (node.op == "QConv2D") {
+  if (node.op == "QConv2D" || node.op == "DynamicQConv2D") {
     const auto& k = node.attributes.at("kernel_shape");
     features = node.attr_int("in_channels", 0) / node.attr_int("group", 1) * k[0].get<int64_t>() * k[1].get<int64_t>();
   }
   const int64_t units = codes.dim(0);
   const std::vector<int32_t> values = unpack_codes(codes, {units, features});
-  const int32_t* zero = node.op != "DynamicQDense" ? q.initializers.at(node.inputs[3]).data<int32_t>() : nullptr;
+  const bool dynamic = node.op == "DynamicQDense" || node.op == "DynamicQConv2D";  // symmetric: no zero points
+  const int32_t* zero = dynamic ? nullptr : q.initializers.at(node.inputs[3]).data<int32_t>();
   Tensor w(DType::F32, {units, features});
   for (int64_t u = 0; u < units; ++u)
     for (int64_t k = 0; k < features; ++k)
@@ -510,7 +534,7 @@ Graph dequantize_model(const Graph& q) {
       alias[node.outputs[0]] = node.inputs[0];
       continue;
     }
-    if (node.op == "QConv2D") {
+    if (node.op == "QConv2D" || node.op == "DynamicQConv2D") {
       const std::string prefix = node.name + ".";
       Tensor w = dequantized_weight(q, node);
       const auto& k = node.attributes.at("kernel_shape");
@@ -522,7 +546,9 @@ Graph dequantize_model(const Graph& q) {
         if (node.attributes.contains(key)) n.attributes[key] = node.attributes.at(key);
       g.initializers[prefix + "weight"] = w;
       Tensor bias(DType::F32, {units});
-      if (node.inputs.size() > 4) {
+      if (node.op == "DynamicQConv2D" && node.inputs.size() > 3) {
+        bias = q.initializers.at(node.inputs[3]);
+      } else if (node.op == "QConv2D" && node.inputs.size() > 4) {
         const int32_t* b = q.initializers.at(node.inputs[4]).data<int32_t>();
         const float* scale = q.initializers.at(node.inputs[2]).data<float>();
         for (int64_t u = 0; u < units; ++u)

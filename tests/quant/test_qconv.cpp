@@ -62,6 +62,25 @@ Graph qconv_graph(const QConvCase& k, int bits, bool affine, bool bias, bool rel
   return g;
 }
 
+// DynamicQConv2D over the same codes (symmetric), f32 bias, per-image or per-batch input ranges.
+Graph dynamic_qconv_graph(const QConvCase& k, int bits, bool relu, bool per_image, uint64_t seed) {
+  Graph g = qconv_graph(k, bits, false, false, relu, true, seed);
+  Node& n = g.nodes[0];
+  n.op = "DynamicQConv2D";
+  n.inputs = {"x", "w", "s", "bf"};
+  for (const char* key : {"input_scale", "input_zero_point", "output"}) n.attributes.erase(key);
+  n.attributes["granularity"] = per_image ? "row" : "tensor";
+  Tensor bias(DType::F32, {k.oc});
+  Rng rng(seed + 1);
+  for (int64_t o = 0; o < k.oc; ++o) bias.data<float>()[o] = rng.uniform(-1.0f, 1.0f);
+  g.initializers["bf"] = bias;
+  g.initializers.erase("z");
+  g.initializers.erase("b");
+  g.inputs[0].dtype = DType::F32;
+  g.validate();
+  return g;
+}
+
 std::vector<uint8_t> run_bytes(const Graph& g, const Tensor& x) {
   Executor run(g);
   run.input("x") = x;
@@ -113,6 +132,21 @@ TEST(QConv, FastPathsAreBitIdenticalWithTheReferenceOnAwkwardShapes) {
                                                   << "-bit, affine " << affine << ", f32 " << f32_out;
           }
         }
+    // Dynamic quantization of a float input, images with different ranges.
+    Tensor xf(DType::F32, {k.n, k.c, k.h, k.w});
+    Rng rng(200 + index);
+    const int64_t image = k.c * k.h * k.w;
+    for (int64_t i = 0; i < xf.numel(); ++i) xf.data<float>()[i] = rng.uniform(-1.0f, 2.0f) * static_cast<float>(1 + i / image);
+    for (bool per_image : {true, false}) {
+      const Graph g = dynamic_qconv_graph(k, index % 2 ? 4 : 8, index % 3 == 0, per_image, 11 * index);
+      set_max_isa(Isa::Reference);
+      const auto reference = run_bytes(g, xf);
+      for (Isa isa : {Isa::Avx2, Isa::Avx512Vnni}) {
+        if (isa > best) continue;
+        set_max_isa(isa);
+        EXPECT_EQ(run_bytes(g, xf), reference) << "dynamic, case " << index << ", " << name_of(isa) << ", per image " << per_image;
+      }
+    }
     ++index;
   }
   set_max_isa(Isa::Avx512Vnni);
@@ -324,11 +358,41 @@ TEST(QuantizeCnn, PartialAndDynamicModes) {
   EXPECT_EQ(q.infer_shapes().at("maxpool2d_1").dtype, DType::F32);  // float before the integer conv
   EXPECT_EQ(q.infer_shapes().at("relu_2").dtype, DType::F32);       // no integer consumer: f32 output
   EXPECT_NEAR(evaluate(q, t.test).accuracy, t.float_accuracy, 0.01);
-  QuantPlan dynamic;
-  dynamic.mode = QuantMode::Dynamic;
-  q = quantize_model(t.model, dynamic, {});
-  for (const auto& node : q.nodes) EXPECT_NE(node.op, "QConv2D");  // dynamic mode keeps convolutions float
-  EXPECT_NEAR(evaluate(q, t.test).accuracy, t.float_accuracy, 0.01);
+  // Dynamic: every convolution and dense layer quantizes its input at run time (per image or per
+  // batch); reference and fast paths agree bit for bit, and the model dequantizes back to float.
+  for (const char* granularity : {"row", "tensor"}) {
+    QuantPlan dynamic;
+    dynamic.mode = QuantMode::Dynamic;
+    dynamic.dynamic_granularity = granularity;
+    q = quantize_model(t.model, dynamic, {});
+    int dynamic_convs = 0;
+    for (const auto& node : q.nodes) {
+      EXPECT_NE(node.op, "Conv2D");
+      EXPECT_NE(node.op, "QConv2D");
+      dynamic_convs += node.op == "DynamicQConv2D";
+    }
+    EXPECT_EQ(dynamic_convs, 2);
+    EXPECT_NEAR(evaluate(q, t.test).accuracy, t.float_accuracy, 0.01) << granularity;
+    std::vector<std::vector<uint8_t>> outputs;
+    const Isa best = active_isa();
+    for (Isa isa : {Isa::Reference, Isa::Avx2, best}) {
+      if (isa > best) continue;
+      set_max_isa(isa);
+      Executor run(q);
+      std::vector<uint32_t> idx(70);
+      std::iota(idx.begin(), idx.end(), 0u);
+      gather_batch(t.test, idx, input_scale(q), run.input("image"));
+      run.forward();
+      const Tensor& v = run.value("dense_2");
+      const uint8_t* p = static_cast<const uint8_t*>(v.raw());
+      outputs.emplace_back(p, p + v.nbytes());
+    }
+    set_max_isa(Isa::Avx512Vnni);
+    for (size_t i = 1; i < outputs.size(); ++i) EXPECT_EQ(outputs[i], outputs[0]) << granularity << ", path " << i;
+    const Graph back = dequantize_model(q);
+    EXPECT_FALSE(is_quantized(back));
+    EXPECT_NEAR(evaluate(back, t.test).accuracy, evaluate(q, t.test).accuracy, 0.01);
+  }
 }
 
 }  // namespace

@@ -1,5 +1,7 @@
 // QConv2D: integer convolution on NCHW s8 activations (docs/ops.md lists inputs and attributes,
-// docs/quantization.md the arithmetic; it is QDense's, with K = in_channels / group * kh * kw).
+// docs/quantization.md the arithmetic; it is QDense's, with K = in_channels / group * kh * kw),
+// and DynamicQConv2D (f32 input quantized per image at run time, then the same integer
+// convolution; at the end of this file).
 //
 // Inputs: x s8 [N, C, H, W]; weight codes [OC, .] (rows of K = C/group*kh*kw codes in (c, ki, kj)
 //         order, s8 or packed s4/u4/s2/u2 as QDense's); weight_scale f32 [OC]; weight_zero_point
@@ -33,6 +35,7 @@
 #include "graph/ops/conv_geometry.h"
 #include "graph/ops/integer_layer.h"
 #include "kernels/qconv_direct.h"
+#include "lowbit/elementwise.h"
 #include "lowbit/qgemm.h"
 #include "lowbit/runtime_config.h"
 
@@ -58,18 +61,32 @@ ConvGeometry qconv_geometry(const Node& node, const Shape& x, int64_t out_channe
 
 struct QConvState : IntegerLayerState {
   std::vector<int32_t> codes;  // unpacked [OC, K] in (c, ki, kj) order, for the reference
-  std::vector<int32_t> bias;
+  std::vector<int32_t> bias;   // QConv2D: int32 bias
   int64_t k = 0;               // per group
   std::vector<QWeights> group_weights;  // per group: [OC/group, K] in (ki, kj, c) order, for the fast path
+  // DynamicQConv2D: activations quantized per call, weights symmetric.
+  bool dynamic = false, per_image = true;
+  std::vector<int32_t> weight_row_sums;    // sum of each output channel's codes
+  std::vector<float> weight_scale, bias_f32;
+};
+
+// The input grid of each image: the static QConv2D's attributes, or DynamicQConv2D's per-call
+// parameters (one per image).
+struct InputGrid {
+  int32_t zero_point = 0;
+  const int32_t* image_zero_point = nullptr;
+  const float* image_scale = nullptr;
+  int32_t zero(int64_t image) const { return image_zero_point ? image_zero_point[image] : zero_point; }
 };
 
 // The normative definition (see the file comment). y is [N, OC, OH, OW].
-template <typename Out> void qconv2d_ref(const ConvGeometry& g, const QConvState& s, const int8_t* x, Out* y) {
+template <typename Out>
+void qconv2d_ref(const ConvGeometry& g, const QConvState& s, const int8_t* x, const InputGrid& grid, Out* y) {
   const int64_t k = s.k, cg = g.group_in();
   for (int64_t n = 0; n < g.batch; ++n)
     for (int64_t m = 0; m < g.out_channels; ++m) {
       const int32_t* w = s.codes.data() + m * k;
-      const int32_t zw = s.weight_zero_point[m];
+      const int32_t zw = s.weight_zero_point[m], zx = grid.zero(n);
       const int64_t c0 = m / g.group_out() * cg;
       for (int64_t oy = 0; oy < g.out_h; ++oy)
         for (int64_t ox = 0; ox < g.out_w; ++ox) {
@@ -81,12 +98,16 @@ template <typename Out> void qconv2d_ref(const ConvGeometry& g, const QConvState
                 const int64_t ix = ox * g.stride_w - g.pad_left + kj * g.dilation_w;
                 if (iy < 0 || iy >= g.in_h || ix < 0 || ix >= g.in_w) continue;
                 const int32_t a = x[((n * g.in_channels + c) * g.in_h + iy) * g.in_w + ix];
-                acc += static_cast<int64_t>(a - s.input_zero_point) * (w[((c - c0) * g.kernel_h + ki) * g.kernel_w + kj] - zw);
+                acc += static_cast<int64_t>(a - zx) * (w[((c - c0) * g.kernel_h + ki) * g.kernel_w + kj] - zw);
               }
           const int32_t acc32 = static_cast<int32_t>(acc);
           Out& dst = y[((n * g.out_channels + m) * g.out_h + oy) * g.out_w + ox];
           if constexpr (std::is_same_v<Out, float>) {
-            const float v = static_cast<float>(acc32) * s.column_scale[m];
+            // qgemm's f32 output: ((float(acc) * row_scale) * column_scale) + bias.
+            float v = static_cast<float>(acc32);
+            if (grid.image_scale) v *= grid.image_scale[n];
+            v *= s.column_scale[m];
+            if (!s.bias_f32.empty()) v += s.bias_f32[m];
             dst = s.relu ? (v > 0.0f ? v : 0.0f) : v;
           } else {
             int64_t v = int64_t{s.output_zero_point} + s.multiplier[m].apply(acc32);
@@ -108,11 +129,13 @@ int64_t padded_w(const ConvGeometry& g) { return g.pad_left + g.in_w + g.pad_rig
 
 // The `count` NCHW images of x as NHWC with the padding materialized:
 // padded[i][y][x][c] = x[i, c, y - pad_top, x - pad_left], or `zero` outside the image.
-void to_padded_nhwc(const ConvGeometry& g, const int8_t* x, int64_t count, int8_t zero, int8_t* padded) {
+// `zero(i)`: the zero point of image i of the chunk.
+template <typename Zero> void to_padded_nhwc(const ConvGeometry& g, const int8_t* x, int64_t count, Zero zero_of, int8_t* padded) {
   const int64_t hp = padded_h(g), wp = padded_w(g), ch = g.in_channels;
   parallel_for(count * hp, std::max<int64_t>(1, 16384 / std::max<int64_t>(wp * ch, 1)), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t i = r / hp, y = r % hp - g.pad_top;
+      const int8_t zero = static_cast<int8_t>(zero_of(i));
       int8_t* dst = padded + r * wp * ch;
       if (y < 0 || y >= g.in_h) {
         std::memset(dst, static_cast<unsigned char>(zero), static_cast<size_t>(wp * ch));
@@ -135,13 +158,13 @@ void to_padded_nhwc(const ConvGeometry& g, const int8_t* x, int64_t count, int8_
 }
 
 // The same padding, NCHW planes: padded[i][c][y][x] (the direct kernel's input).
-void to_padded_nchw(const ConvGeometry& g, const int8_t* x, int64_t count, int8_t zero, int8_t* padded) {
+template <typename Zero> void to_padded_nchw(const ConvGeometry& g, const int8_t* x, int64_t count, Zero zero_of, int8_t* padded) {
   const int64_t hp = padded_h(g), wp = padded_w(g);
   parallel_for(count * g.in_channels, std::max<int64_t>(1, 16384 / std::max<int64_t>(hp * wp, 1)), [&](int64_t p0, int64_t p1) {
     for (int64_t p = p0; p < p1; ++p) {
       int8_t* dst = padded + p * hp * wp;
       const int8_t* src = x + p * g.in_spatial();
-      std::memset(dst, static_cast<unsigned char>(zero), static_cast<size_t>(hp * wp));
+      std::memset(dst, static_cast<unsigned char>(zero_of(p / g.in_channels)), static_cast<size_t>(hp * wp));
       for (int64_t y = 0; y < g.in_h; ++y) std::memcpy(dst + (y + g.pad_top) * wp + g.pad_left, src + y * g.in_w, static_cast<size_t>(g.in_w));
     }
   });
@@ -239,11 +262,34 @@ template <typename T> void rows_to_nchw(const ConvGeometry& g, const T* src, int
   });
 }
 
+// The output stage of output channels [c0, ...) (a group's): QConv2D's prepared constants, or
+// DynamicQConv2D's (acc = raw - zx * sum(w), through the row-offset hook with the weights' row
+// sums in the weight-zero-point slot; row_offset / row_scale are the caller's).
+QOutputStage output_stage(const QConvState& s, int64_t c0) {
+  QOutputStage stage;
+  stage.column_offset = s.column_offset.data() + c0;
+  if (s.dynamic)
+    stage.weight_zero_point = s.weight_row_sums.data() + c0;
+  else if (s.has_weight_zero_point)
+    stage.weight_zero_point = s.weight_zero_point.data() + c0;
+  if (s.f32_output) {
+    stage.column_scale = s.column_scale.data() + c0;
+    stage.bias = s.bias_f32.empty() ? nullptr : s.bias_f32.data() + c0;
+    stage.relu = s.relu;
+  } else {
+    stage.multiplier = s.multiplier.data() + c0;
+    stage.output_zero_point = s.output_zero_point;
+    stage.clamp_min = s.clamp_min;
+    stage.clamp_max = s.clamp_max;
+  }
+  return stage;
+}
+
 // Short reductions (K <= 32: first layers on few channels, depthwise layers) with stride_w 1: the
 // direct kernel (kernels/qconv_direct.h; AVX-512 VNNI or AVX2) reads the padded NCHW chunk and
 // writes NCHW, skipping im2row, the GEMM's packing and the transpose. Returns false if it does
 // not apply.
-bool forward_direct(const ConvGeometry& g, const QConvState& s, const int8_t* x, Tensor& y) {
+bool forward_direct(const ConvGeometry& g, const QConvState& s, const int8_t* x, const InputGrid& grid, Tensor& y) {
 #if defined(LOWBIT_HAVE_X86)
   const Isa isa = active_isa();
   if (isa < Isa::Avx2 || g.stride_w != 1 || g.patch() > kernels::kDirectConvMaxK) return false;
@@ -252,25 +298,18 @@ bool forward_direct(const ConvGeometry& g, const QConvState& s, const int8_t* x,
   d.channels = g.in_channels, d.padded_h = padded_h(g), d.padded_w = padded_w(g);
   d.out_channels = g.out_channels, d.groups = g.groups, d.kernel_h = g.kernel_h, d.kernel_w = g.kernel_w;
   d.stride_h = g.stride_h, d.dilation_h = g.dilation_h, d.dilation_w = g.dilation_w, d.out_h = g.out_h, d.out_w = g.out_w;
-  QOutputStage stage;
-  stage.column_offset = s.column_offset.data();
-  if (s.has_weight_zero_point) stage.weight_zero_point = s.weight_zero_point.data();
-  if (s.f32_output) {
-    stage.column_scale = s.column_scale.data();
-    stage.relu = s.relu;
-  } else {
-    stage.multiplier = s.multiplier.data();
-    stage.output_zero_point = s.output_zero_point;
-    stage.clamp_min = s.clamp_min;
-    stage.clamp_max = s.clamp_max;
-  }
   const int64_t in_image = g.in_channels * d.padded_h * d.padded_w, out_image = g.out_channels * g.out_spatial();
   const int64_t chunk = std::clamp<int64_t>((int64_t{1} << 22) / std::max<int64_t>(in_image, 1), 1, std::max<int64_t>(g.batch, 1));
   thread_local std::vector<int8_t> padded;
   for (int64_t n0 = 0; n0 < g.batch; n0 += chunk) {
     d.images = std::min(chunk, g.batch - n0);
     padded.resize(static_cast<size_t>(d.images * in_image + kernels::kDirectConvSlack));
-    to_padded_nchw(g, x + n0 * g.in_channels * g.in_spatial(), d.images, static_cast<int8_t>(s.input_zero_point), padded.data());
+    to_padded_nchw(g, x + n0 * g.in_channels * g.in_spatial(), d.images, [&](int64_t i) { return grid.zero(n0 + i); }, padded.data());
+    QOutputStage stage = output_stage(s, 0);
+    if (s.dynamic) {  // per image, as the kernel reads them
+      stage.row_offset = grid.image_zero_point + n0;
+      stage.row_scale = grid.image_scale + n0;
+    }
     float* y32 = s.f32_output ? y.data<float>() + n0 * out_image : nullptr;
     int8_t* y8 = s.f32_output ? nullptr : y.data<int8_t>() + n0 * out_image;
     const bool done = vnni ? (y32 ? kernels::qconv_direct_s8_f32_vnni(d, padded.data(), s.codes.data(), stage, y32)
@@ -284,9 +323,99 @@ bool forward_direct(const ConvGeometry& g, const QConvState& s, const int8_t* x,
   }
   return true;
 #else
-  (void)g, (void)s, (void)x, (void)y;
+  (void)g, (void)s, (void)x, (void)grid, (void)y;
   return false;
 #endif
+}
+
+// The integer convolution of s8 codes x (any implementation, see the file comment) into y, whose
+// dtype and shape are set.
+void integer_conv(const ConvGeometry& g, const QConvState& s, const int8_t* x, const InputGrid& grid, Tensor& y) {
+  if (active_isa() == Isa::Reference) {
+    if (s.f32_output)
+      qconv2d_ref(g, s, x, grid, y.data<float>());
+    else
+      qconv2d_ref(g, s, x, grid, y.data<int8_t>());
+    return;
+  }
+  if (forward_direct(g, s, x, grid, y)) return;
+  const int64_t chunk = images_per_chunk(g), k = g.patch(), spatial = g.out_spatial(), oc = g.out_channels;
+  const int64_t og = g.group_out();
+  thread_local std::vector<int8_t> padded, rows;
+  thread_local std::vector<int32_t> row_offset;
+  thread_local std::vector<float> row_scale;
+  thread_local std::vector<int8_t> result_s8;
+  thread_local std::vector<float> result_f32;
+  for (int64_t n0 = 0; n0 < g.batch; n0 += chunk) {
+    const int64_t count = std::min(chunk, g.batch - n0), m = count * spatial;
+    padded.resize(static_cast<size_t>(count * padded_h(g) * padded_w(g) * g.in_channels));
+    to_padded_nhwc(g, x + n0 * g.in_channels * g.in_spatial(), count, [&](int64_t i) { return grid.zero(n0 + i); }, padded.data());
+    rows.resize(static_cast<size_t>(m * k));
+    if (s.f32_output)
+      result_f32.resize(static_cast<size_t>(m * oc));
+    else
+      result_s8.resize(static_cast<size_t>(m * oc));
+    if (s.dynamic) {  // every row (pixel) of image i: its zero point and scale
+      row_offset.resize(static_cast<size_t>(m));
+      row_scale.resize(static_cast<size_t>(m));
+      for (int64_t r = 0; r < m; ++r) {
+        row_offset[static_cast<size_t>(r)] = grid.image_zero_point[n0 + r / spatial];
+        row_scale[static_cast<size_t>(r)] = grid.image_scale[n0 + r / spatial];
+      }
+    }
+    for (int64_t grp = 0; grp < g.groups; ++grp) {
+      const int64_t c0 = grp * og;  // the group's first output channel
+      im2row_nhwc(g, padded.data(), count, grp, rows.data());
+      QOutputStage stage = output_stage(s, c0);
+      if (s.dynamic) {
+        stage.row_offset = row_offset.data();
+        stage.row_scale = row_scale.data();
+      } else if (s.has_weight_zero_point) {
+        row_offset.resize(static_cast<size_t>(m));
+        row_sums_s8(m, k, rows.data(), k, row_offset.data());
+        stage.row_offset = row_offset.data();
+      }
+      if (s.f32_output)
+        qgemm_s8_f32(m, rows.data(), k, s.group_weights[grp], stage, result_f32.data() + c0, oc);
+      else
+        qgemm_s8(m, rows.data(), k, s.group_weights[grp], stage, result_s8.data() + c0, oc);
+    }
+    if (s.f32_output)
+      rows_to_nchw(g, result_f32.data(), count, y.data<float>() + n0 * oc * spatial);
+    else
+      rows_to_nchw(g, result_s8.data(), count, y.data<int8_t>() + n0 * oc * spatial);
+  }
+}
+
+// The weight codes of a QConv2D / DynamicQConv2D node, checked, unpacked for the reference and
+// prepared per group for the fast path; returns each output channel's code sum.
+std::vector<int32_t> prepare_weights(const Node& node, const Tensor& codes, QConvState& s) {
+  const int64_t oc = codes.dim(0);
+  auto ks = node.attributes.at("kernel_shape");
+  const int64_t kh = ks[0].get<int64_t>(), kw = ks[1].get<int64_t>(), groups = node.attr_int("group", 1);
+  const int64_t cg = node.attr_int("in_channels", -1) / groups, og = oc / groups;
+  s.k = cg * kh * kw;
+  const DType d = codes.dtype();
+  if (d != DType::S8 && d != DType::S4 && d != DType::U4 && d != DType::S2 && d != DType::U2)
+    shape_error(node, std::string("weight codes must be s8, s4, u4, s2 or u2, got ") + name_of(d));
+  if (static_cast<int64_t>(codes.nbytes()) < oc * packed_row_bytes(d, s.k))
+    shape_error(node, "weight codes hold " + std::to_string(codes.nbytes()) + " bytes, " +
+                          std::to_string(oc * packed_row_bytes(d, s.k)) + " needed");
+  s.codes = unpack_codes(codes, {oc, s.k});
+  // The fast path's weights: per group, rows permuted from (c, ki, kj) to (ki, kj, c) order.
+  std::vector<int32_t> permuted(static_cast<size_t>(og * s.k)), row_sums(static_cast<size_t>(oc), 0);
+  for (int64_t grp = 0; grp < groups; ++grp) {
+    for (int64_t m = 0; m < og; ++m) {
+      const int32_t* src = s.codes.data() + (grp * og + m) * s.k;
+      for (int64_t ch = 0; ch < cg; ++ch)
+        for (int64_t t = 0; t < kh * kw; ++t) {
+          permuted[static_cast<size_t>(m * s.k + t * cg + ch)] = src[ch * kh * kw + t];
+          row_sums[static_cast<size_t>(grp * og + m)] += src[ch * kh * kw + t];
+        }
+    }
+    s.group_weights.push_back(QWeights::pack(pack_codes(permuted, {og, s.k}, d), og, s.k));
+  }
+  return row_sums;
 }
 
 class QConv2D final : public Op {
@@ -331,32 +460,8 @@ class QConv2D final : public Op {
     for (size_t i = 1; i < c.size(); ++i)
       if (!c[i]) return nullptr;
     auto s = std::make_shared<QConvState>();
-    const Tensor& codes = *c[1];
-    const int64_t oc = codes.dim(0);
-    auto ks = node.attributes.at("kernel_shape");
-    const int64_t kh = ks[0].get<int64_t>(), kw = ks[1].get<int64_t>(), groups = node.attr_int("group", 1);
-    const int64_t cg = node.attr_int("in_channels", -1) / groups, og = oc / groups;
-    s->k = cg * kh * kw;
-    const DType d = codes.dtype();
-    if (d != DType::S8 && d != DType::S4 && d != DType::U4 && d != DType::S2 && d != DType::U2)
-      shape_error(node, std::string("weight codes must be s8, s4, u4, s2 or u2, got ") + name_of(d));
-    if (static_cast<int64_t>(codes.nbytes()) < oc * packed_row_bytes(d, s->k))
-      shape_error(node, "weight codes hold " + std::to_string(codes.nbytes()) + " bytes, " +
-                            std::to_string(oc * packed_row_bytes(d, s->k)) + " needed");
-    s->codes = unpack_codes(codes, {oc, s->k});
-    // The fast path's weights: per group, rows permuted from (c, ki, kj) to (ki, kj, c) order.
-    std::vector<int32_t> permuted(static_cast<size_t>(og * s->k)), row_sums(static_cast<size_t>(oc), 0);
-    for (int64_t grp = 0; grp < groups; ++grp) {
-      for (int64_t m = 0; m < og; ++m) {
-        const int32_t* src = s->codes.data() + (grp * og + m) * s->k;
-        for (int64_t ch = 0; ch < cg; ++ch)
-          for (int64_t t = 0; t < kh * kw; ++t) {
-            permuted[static_cast<size_t>(m * s->k + t * cg + ch)] = src[ch * kh * kw + t];
-            row_sums[static_cast<size_t>(grp * og + m)] += src[ch * kh * kw + t];
-          }
-      }
-      s->group_weights.push_back(QWeights::pack(pack_codes(permuted, {og, s->k}, d), og, s->k));
-    }
+    const int64_t oc = c[1]->dim(0);
+    const std::vector<int32_t> row_sums = prepare_weights(node, *c[1], *s);
     if (c.size() == 5) s->bias.assign(c[4]->data<int32_t>(), c[4]->data<int32_t>() + oc);
     prepare_output_stage(node, row_sums, c[2]->data<float>(), c[3]->data<int32_t>(), s->bias.empty() ? nullptr : s->bias.data(),
                          s->k, *s);
@@ -370,63 +475,122 @@ class QConv2D final : public Op {
     const ConvGeometry g = qconv_geometry(node, in[0]->shape(), static_cast<int64_t>(s.column_offset.size()));
     const Shape shape{g.batch, g.out_channels, g.out_h, g.out_w};
     prepare_output(*out[0], s.f32_output ? DType::F32 : DType::S8, shape);
-    const int8_t* x = in[0]->data<int8_t>();
-    if (active_isa() == Isa::Reference) {
-      if (s.f32_output)
-        qconv2d_ref(g, s, x, out[0]->data<float>());
-      else
-        qconv2d_ref(g, s, x, out[0]->data<int8_t>());
-      return;
-    }
-    if (forward_direct(g, s, x, *out[0])) return;
-    const int64_t chunk = images_per_chunk(g), k = g.patch(), spatial = g.out_spatial(), oc = g.out_channels;
-    const int64_t og = g.group_out();
-    thread_local std::vector<int8_t> padded, rows;
-    thread_local std::vector<int32_t> row_sums;
-    thread_local std::vector<int8_t> result_s8;
-    thread_local std::vector<float> result_f32;
-    for (int64_t n0 = 0; n0 < g.batch; n0 += chunk) {
-      const int64_t count = std::min(chunk, g.batch - n0), m = count * spatial;
-      padded.resize(static_cast<size_t>(count * padded_h(g) * padded_w(g) * g.in_channels));
-      to_padded_nhwc(g, x + n0 * g.in_channels * g.in_spatial(), count, static_cast<int8_t>(s.input_zero_point), padded.data());
-      rows.resize(static_cast<size_t>(m * k));
-      if (s.f32_output)
-        result_f32.resize(static_cast<size_t>(m * oc));
-      else
-        result_s8.resize(static_cast<size_t>(m * oc));
-      for (int64_t grp = 0; grp < g.groups; ++grp) {
-        const int64_t c0 = grp * og;  // the group's first output channel
-        im2row_nhwc(g, padded.data(), count, grp, rows.data());
-        QOutputStage stage;
-        stage.column_offset = s.column_offset.data() + c0;
-        if (s.has_weight_zero_point) {
-          row_sums.resize(static_cast<size_t>(m));
-          row_sums_s8(m, k, rows.data(), k, row_sums.data());
-          stage.weight_zero_point = s.weight_zero_point.data() + c0;
-          stage.row_offset = row_sums.data();
-        }
-        if (s.f32_output) {
-          stage.column_scale = s.column_scale.data() + c0;
-          stage.relu = s.relu;
-          qgemm_s8_f32(m, rows.data(), k, s.group_weights[grp], stage, result_f32.data() + c0, oc);
-        } else {
-          stage.multiplier = s.multiplier.data() + c0;
-          stage.output_zero_point = s.output_zero_point;
-          stage.clamp_min = s.clamp_min;
-          stage.clamp_max = s.clamp_max;
-          qgemm_s8(m, rows.data(), k, s.group_weights[grp], stage, result_s8.data() + c0, oc);
-        }
+    InputGrid grid;
+    grid.zero_point = s.input_zero_point;
+    integer_conv(g, s, in[0]->data<int8_t>(), grid, *out[0]);
+  }
+};
+
+// DynamicQConv2D: x f32 [N, C, H, W] quantized at run time (8-bit affine, one range per image or
+// per batch: attribute granularity "row" or "tensor", as DynamicQDense's), symmetric weight codes
+// [OC, .] with weight_scale f32 [OC], optional bias f32 [OC]; f32 output
+//   y = ((float(acc) * x_scale) * weight_scale[oc]) + bias[oc], then ReLU if activation is "relu",
+// acc = sum (x_q - x_zero_point) * w exactly (DynamicQDense's arithmetic with K = C/group*kh*kw).
+class DynamicQConv2D final : public Op {
+ public:
+  std::vector<Shape> infer_shapes(const Node& node, std::span<const Shape> in) const override {
+    expect_input_count(node, in, 3, 4);
+    if (in[1].size() != 2) shape_error(node, "weight codes must be [out_channels, packed K], got " + to_string(in[1]));
+    const int64_t oc = in[1][0];
+    for (size_t i = 2; i < in.size(); ++i)
+      if (in[i].size() != 1 || in[i][0] != oc)
+        shape_error(node, std::string(i == 2 ? "weight_scale" : "bias") + " must be [" + std::to_string(oc) + "], got " +
+                              to_string(in[i]));
+    relu_of(node);
+    per_image(node);
+    const ConvGeometry g = qconv_geometry(node, in[0], oc);
+    return {{g.batch, g.out_channels, g.out_h, g.out_w}};
+  }
+  std::vector<DType> infer_dtypes(const Node& node, std::span<const DType> in) const override {
+    auto expect = [&](DType actual, DType expected, const char* what) {
+      if (actual != expected) shape_error(node, std::string(what) + " must be " + name_of(expected) + ", got " + name_of(actual));
+    };
+    expect(in[0], DType::F32, "input");
+    expect(in[2], DType::F32, "weight_scale");
+    if (in.size() == 4) expect(in[3], DType::F32, "bias");
+    return {DType::F32};
+  }
+  void forward(const Node& node, std::span<const Tensor* const> in, std::span<Tensor* const> out) const override {
+    std::vector<const Tensor*> constants(in.begin(), in.end());
+    constants[0] = nullptr;
+    auto state = prepare(node, constants);
+    forward_prepared(node, state.get(), in, out);
+  }
+  void backward(const Node& node, std::span<const Tensor* const>, std::span<const Tensor* const>,
+                std::span<const Tensor* const>, std::span<Tensor* const>) const override {
+    shape_error(node, "quantized graphs are not trainable (use quantization-aware training)");
+  }
+
+  std::shared_ptr<const void> prepare(const Node& node, std::span<const Tensor* const> c) const override {
+    for (size_t i = 1; i < c.size(); ++i)
+      if (!c[i]) return nullptr;
+    auto s = std::make_shared<QConvState>();
+    const int64_t oc = c[1]->dim(0);
+    s->weight_row_sums = prepare_weights(node, *c[1], *s);
+    s->dynamic = true;
+    s->per_image = per_image(node);
+    s->f32_output = true;
+    s->relu = relu_of(node);
+    s->column_offset.assign(static_cast<size_t>(oc), 0);
+    s->weight_zero_point.assign(static_cast<size_t>(oc), 0);
+    s->column_scale.assign(c[2]->data<float>(), c[2]->data<float>() + oc);
+    for (int64_t m = 0; m < oc; ++m)
+      if (!(s->column_scale[m] > 0.0f) || !std::isfinite(s->column_scale[m]))
+        shape_error(node, "weight_scale[" + std::to_string(m) + "] must be positive and finite");
+    if (c.size() == 4) s->bias_f32.assign(c[3]->data<float>(), c[3]->data<float>() + oc);
+    return s;
+  }
+
+  void forward_prepared(const Node& node, const void* state, std::span<const Tensor* const> in,
+                        std::span<Tensor* const> out) const override {
+    if (!state) return forward(node, in, out);
+    const auto& s = *static_cast<const QConvState*>(state);
+    const ConvGeometry g = qconv_geometry(node, in[0]->shape(), static_cast<int64_t>(s.column_offset.size()));
+    prepare_output(*out[0], DType::F32, {g.batch, g.out_channels, g.out_h, g.out_w});
+    // Quantize the input: affine s8 per image (or per batch) from its observed range.
+    thread_local std::vector<int8_t> codes;
+    thread_local std::vector<int32_t> zero;
+    thread_local std::vector<float> scale;
+    const int64_t image = g.in_channels * g.in_spatial();
+    codes.resize(static_cast<size_t>(g.batch * image));
+    zero.resize(static_cast<size_t>(g.batch));
+    scale.resize(static_cast<size_t>(g.batch));
+    int8_t* code_data = codes.data();  // the workers must not name the thread_local buffers
+    int32_t* zero_data = zero.data();
+    float* scale_data = scale.data();
+    const float* xv = in[0]->data<float>();
+    const int64_t ranges = s.per_image ? g.batch : 1, per_range = s.per_image ? 1 : g.batch;
+    parallel_for(ranges, 1, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t count = per_range * image;
+        const float* first = xv + r * count;
+        float lo = 0.0f, hi = 0.0f;
+        if (count > 0) minmax_f32(count, first, &lo, &hi);
+        if (std::isnan(lo)) lo = hi = 0.0f;  // an all-NaN image
+        const QuantParams p = choose_params(lo, hi, {8, QScheme::Affine});
+        quantize_s8(count, first, p.scale[0], p.zero_point[0], code_data + r * count);
+        for (int64_t i = r * per_range; i < (r + 1) * per_range; ++i) zero_data[i] = p.zero_point[0], scale_data[i] = p.scale[0];
       }
-      if (s.f32_output)
-        rows_to_nchw(g, result_f32.data(), count, out[0]->data<float>() + n0 * oc * spatial);
-      else
-        rows_to_nchw(g, result_s8.data(), count, out[0]->data<int8_t>() + n0 * oc * spatial);
-    }
+    });
+    InputGrid grid;
+    grid.image_zero_point = zero.data();
+    grid.image_scale = scale.data();
+    integer_conv(g, s, codes.data(), grid, *out[0]);
+  }
+
+ private:
+  static bool per_image(const Node& node) {
+    const std::string g = node.attr_string("granularity", "row");
+    if (g != "row" && g != "tensor") shape_error(node, "attribute 'granularity' must be \"row\" (per image) or \"tensor\"");
+    return g == "row";
   }
 };
 
 }  // namespace
 
-void register_qconv(const Registrar& add) { add("QConv2D", std::make_unique<QConv2D>()); }
+void register_qconv(const Registrar& add) {
+  add("QConv2D", std::make_unique<QConv2D>());
+  add("DynamicQConv2D", std::make_unique<DynamicQConv2D>());
+}
 
 }  // namespace lowbit::ops

@@ -52,7 +52,7 @@ struct Prepared {
 };
 
 template <bool kF32>
-void conv_row(const DirectConvShape& s, const Prepared& p, const int8_t* image, int64_t group, int64_t oy,
+void conv_row(const DirectConvShape& s, const Prepared& p, const int8_t* image, int64_t index, int64_t group, int64_t oy,
               const QOutputStage& out, void* y_image) {
   const int64_t og = s.out_channels / s.groups, plane = s.out_h * s.out_w;
   const int64_t* taps = p.tap_offset.data + group * p.k;
@@ -69,7 +69,7 @@ void conv_row(const DirectConvShape& s, const Prepared& p, const int8_t* image, 
                             : _mm256_setzero_si256();
       x[j][0] = _mm256_unpacklo_epi16(a, b);  // pixels 0-3, 8-11
       x[j][1] = _mm256_unpackhi_epi16(a, b);  // pixels 4-7, 12-15
-      if (out.weight_zero_point)
+      if (out.weight_zero_point && !out.row_offset)
         for (int h = 0; h < 2; ++h) tap_sum[h] = _mm256_add_epi32(tap_sum[h], _mm256_madd_epi16(x[j][h], ones));
     }
     for (int64_t oc = group * og; oc < (group + 1) * og; ++oc) {
@@ -81,7 +81,11 @@ void conv_row(const DirectConvShape& s, const Prepared& p, const int8_t* image, 
         acc[0] = _mm256_add_epi32(acc[0], _mm256_madd_epi16(x[j][0], wj));
         acc[1] = _mm256_add_epi32(acc[1], _mm256_madd_epi16(x[j][1], wj));
       }
-      if (out.weight_zero_point) {
+      if (out.weight_zero_point && out.row_offset) {  // wraps modulo 2^32, as qgemm's product
+        const __m256i t = _mm256_set1_epi32(static_cast<int32_t>(static_cast<uint32_t>(out.weight_zero_point[oc]) *
+                                                                 static_cast<uint32_t>(out.row_offset[index])));
+        for (int h = 0; h < 2; ++h) acc[h] = _mm256_sub_epi32(acc[h], t);
+      } else if (out.weight_zero_point) {
         const __m256i zw = _mm256_set1_epi32(out.weight_zero_point[oc]);
         for (int h = 0; h < 2; ++h) acc[h] = _mm256_sub_epi32(acc[h], _mm256_mullo_epi32(zw, tap_sum[h]));
       }
@@ -90,7 +94,9 @@ void conv_row(const DirectConvShape& s, const Prepared& p, const int8_t* image, 
         const __m256 cs = _mm256_set1_ps(out.column_scale[oc]);
         __m256 f[2];
         for (int h = 0; h < 2; ++h) {
-          f[h] = _mm256_mul_ps(_mm256_cvtepi32_ps(acc[h]), cs);
+          f[h] = _mm256_cvtepi32_ps(acc[h]);
+          if (out.row_scale) f[h] = _mm256_mul_ps(f[h], _mm256_set1_ps(out.row_scale[index]));
+          f[h] = _mm256_mul_ps(f[h], cs);
           if (out.bias) f[h] = _mm256_add_ps(f[h], _mm256_set1_ps(out.bias[oc]));
           if (out.relu) f[h] = _mm256_max_ps(f[h], _mm256_setzero_ps());
         }
@@ -125,7 +131,7 @@ void conv_row(const DirectConvShape& s, const Prepared& p, const int8_t* image, 
 template <bool kF32>
 bool direct(const DirectConvShape& s, const int8_t* padded, const int32_t* codes, const QOutputStage& out, void* y) {
   const int64_t k = s.group_k();
-  if (k < 1 || k > kDirectConvMaxK || out.row_scale || s.out_h < 1 || s.out_w < 1) return false;
+  if (k < 1 || k > kDirectConvMaxK || s.out_h < 1 || s.out_w < 1) return false;
   thread_local Prepared p;
   p.k = k;
   p.pairs = (k + 1) / 2;
@@ -167,7 +173,7 @@ bool direct(const DirectConvShape& s, const int8_t* padded, const int32_t* codes
     const int64_t i = item / (s.groups * s.out_h), g = item / s.out_h % s.groups, oy = item % s.out_h;
     void* y_image = kF32 ? static_cast<void*>(static_cast<float*>(y) + i * out_image)
                          : static_cast<void*>(static_cast<int8_t*>(y) + i * out_image);
-    conv_row<kF32>(s, prepared, padded + i * in_image, g, oy, out, y_image);
+    conv_row<kF32>(s, prepared, padded + i * in_image, i, g, oy, out, y_image);
   }
   return true;
 }

@@ -28,7 +28,7 @@ struct Prepared {
 };
 
 template <bool kF32>
-void conv_row(const DirectConvShape& s, const Prepared& p, const int8_t* image, int64_t group, int64_t oy,
+void conv_row(const DirectConvShape& s, const Prepared& p, const int8_t* image, int64_t index, int64_t group, int64_t oy,
               const QOutputStage& out, Clamp clamp, const ClampConstants& cc, void* y_image) {
   const int64_t og = s.out_channels / s.groups, plane = s.out_h * s.out_w;
   const int64_t* taps = p.tap_offset.data + group * p.k;
@@ -43,7 +43,7 @@ void conv_row(const DirectConvShape& s, const Prepared& p, const int8_t* image, 
       const __m512i a = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(mask, corner + taps[2 * j] + ox0));
       const __m512i b = 2 * j + 1 < p.k ? _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(mask, corner + taps[2 * j + 1] + ox0))
                                         : _mm512_setzero_si512();
-      if (out.weight_zero_point) tap_sum = _mm512_add_epi32(tap_sum, _mm512_add_epi32(a, b));
+      if (out.weight_zero_point && !out.row_offset) tap_sum = _mm512_add_epi32(tap_sum, _mm512_add_epi32(a, b));
       x[j] = _mm512_or_si512(_mm512_and_si512(a, low16), _mm512_slli_epi32(b, 16));
     }
     for (int64_t oc = group * og; oc < (group + 1) * og; ++oc) {
@@ -51,10 +51,16 @@ void conv_row(const DirectConvShape& s, const Prepared& p, const int8_t* image, 
       const int32_t* w = p.weight_pairs.data + oc * p.pairs;
       __m512i acc = pc.offset;
       for (int64_t j = 0; j < p.pairs; ++j) acc = dpwssd(acc, x[j], _mm512_set1_epi32(w[j]));
-      if (out.weight_zero_point) acc = _mm512_sub_epi32(acc, _mm512_mullo_epi32(_mm512_set1_epi32(out.weight_zero_point[oc]), tap_sum));
+      if (out.weight_zero_point && out.row_offset)  // wraps modulo 2^32, as qgemm's product
+        acc = _mm512_sub_epi32(acc, _mm512_set1_epi32(static_cast<int32_t>(static_cast<uint32_t>(out.weight_zero_point[oc]) *
+                                                                           static_cast<uint32_t>(out.row_offset[index]))));
+      else if (out.weight_zero_point)
+        acc = _mm512_sub_epi32(acc, _mm512_mullo_epi32(_mm512_set1_epi32(out.weight_zero_point[oc]), tap_sum));
       const int64_t at = oc * plane + oy * s.out_w + ox0;
       if constexpr (kF32) {
-        __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_set1_ps(out.column_scale[oc]));
+        __m512 f = _mm512_cvtepi32_ps(acc);
+        if (out.row_scale) f = _mm512_mul_ps(f, _mm512_set1_ps(out.row_scale[index]));
+        f = _mm512_mul_ps(f, _mm512_set1_ps(out.column_scale[oc]));
         if (out.bias) f = _mm512_add_ps(f, _mm512_set1_ps(out.bias[oc]));
         if (out.relu) f = _mm512_max_ps(f, _mm512_setzero_ps());
         _mm512_mask_storeu_ps(static_cast<float*>(y_image) + at, mask, f);
@@ -73,7 +79,7 @@ void conv_row(const DirectConvShape& s, const Prepared& p, const int8_t* image, 
 template <bool kF32>
 bool direct(const DirectConvShape& s, const int8_t* padded, const int32_t* codes, const QOutputStage& out, void* y) {
   const int64_t k = s.group_k();
-  if (k < 1 || k > kDirectConvMaxK || out.row_scale || s.out_h < 1 || s.out_w < 1) return false;
+  if (k < 1 || k > kDirectConvMaxK || s.out_h < 1 || s.out_w < 1) return false;
   thread_local Prepared p;
   p.k = k;
   p.pairs = (k + 1) / 2;
@@ -113,7 +119,7 @@ bool direct(const DirectConvShape& s, const int8_t* padded, const int32_t* codes
     const int64_t i = item / (s.groups * s.out_h), g = item / s.out_h % s.groups, oy = item % s.out_h;
     void* y_image = kF32 ? static_cast<void*>(static_cast<float*>(y) + i * out_image)
                          : static_cast<void*>(static_cast<int8_t*>(y) + i * out_image);
-    conv_row<kF32>(s, prepared, padded + i * in_image, g, oy, out, clamp, cc, y_image);
+    conv_row<kF32>(s, prepared, padded + i * in_image, i, g, oy, out, clamp, cc, y_image);
   }
   return true;
 }
