@@ -72,6 +72,10 @@ struct QuantParams {
 // real 0 is exactly representable (zero padding, ReLU's zero); for Symmetric max(|min|, |max|).
 // A degenerate range (min == max == 0) gets scale 1.
 QuantParams choose_params(float min, float max, const QuantSpec& spec);
+// The scale and zero point that choose_params gives channel `channel` of `p` (whose bits, scheme
+// and range are set) for values in [min, max], both finite; the range is widened to include 0.
+// Never throws and never allocates (quantization-aware training calls it every step).
+void fit_channel(QuantParams& p, size_t channel, float min, float max) noexcept;
 // Weight parameters from a [out, in, ...] tensor: per output channel (axis 0) if spec.per_channel.
 QuantParams choose_weight_params(const Tensor& weight, const QuantSpec& spec);
 

@@ -72,26 +72,36 @@ QuantParams params_of(const Graph& g, const Node& node) {
   return p;
 }
 
-// Min and max of a tensor (NaNs ignored), in chunks on all threads; min/max do not depend on the
-// order, so neither does the result.
-void minmax_parallel(const Tensor& v, float& lo, float& hi) {
-  const int64_t n = v.numel(), chunk = int64_t{1} << 13, chunks = (n + chunk - 1) / chunk;
-  std::vector<float> los(static_cast<size_t>(chunks)), his(static_cast<size_t>(chunks));
-  parallel_for(chunks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t c = begin; c < end; ++c)
-      minmax_f32(std::min(chunk, n - c * chunk), v.data<float>() + c * chunk, &los[c], &his[c]);
-  });
-  float ignored;
-  minmax_f32(chunks, los.data(), &lo, &ignored);
-  minmax_f32(chunks, his.data(), &ignored, &hi);
+// Arms the observers of the fake-quantization nodes for training (FakeQuantize only; LSQ learns
+// its grids): weights follow their current range every step ("minmax"), activations a moving
+// average of the batch ranges ("moving_average", from the current grid's range, frozen from step
+// `freeze_at`). The ops do the work in their training forward pass (src/graph/ops/fake_quant.cpp).
+void arm_observers(Graph& model, const QatOptions& options, int64_t freeze_at) {
+  for (auto& node : model.nodes) {
+    if (node.op != "FakeQuantize") continue;
+    if (node.attr_string("role", "") == "weight") {
+      node.attributes["observer"] = "minmax";
+      continue;
+    }
+    const QuantParams p = params_of(model, node);
+    Tensor range(DType::F32, {2});
+    range.data<float>()[0] = p.dequantize(p.qmin());
+    range.data<float>()[1] = p.dequantize(p.qmax());
+    const std::string name = node.name + ".range";
+    model.initializers[name] = range;
+    node.inputs.resize(3);
+    node.inputs.push_back(name);
+    node.attributes["observer"] = "moving_average";
+    node.attributes["averaging"] = options.observer_averaging;
+    node.attributes["observer_steps"] = freeze_at;
+  }
 }
 
-// The training hooks: weight grids follow the weights, activation observers follow the batches
-// until they freeze, learned scales stay positive.
+// The training hooks of LSQ (learned scales get relative learning rates and stay positive) and,
+// for min-max observers, the grids of the final weights.
 class Observers final : public TrainHooks {
  public:
-  Observers(Graph& model, const QatOptions& options, int64_t freeze_at)
-      : lsq_(options.lsq), averaging_(options.observer_averaging), freeze_at_(freeze_at) {
+  Observers(Graph& model, const QatOptions& options) : lsq_(options.lsq) {
     for (const auto& node : model.nodes) {
       if (!is_fake_quant(node)) continue;
       Tensor scale = model.initializers.at(node.inputs[1]), zero = model.initializers.at(node.inputs[2]);
@@ -101,8 +111,7 @@ class Observers final : public TrainHooks {
         weights_.push_back({model.initializers.at(node.inputs[0]), scale, zero,
                             QuantSpec{p.bits, p.scheme, p.per_channel(), true, true}});
       } else {
-        const QuantParams p = params_of(model, node);
-        activations_.push_back({node.inputs[0], scale, zero, p.dequantize(p.qmin()), p.dequantize(p.qmax())});
+        activation_scales_.push_back(scale);
       }
     }
   }
@@ -120,22 +129,6 @@ class Observers final : public TrainHooks {
     }
   }
 
-  void before_forward(int64_t) override { refresh_weights(); }
-
-  void after_forward(const Executor& run, int64_t step) override {
-    if (lsq_ || step >= freeze_at_) return;
-    for (auto& a : activations_) {
-      const Tensor& v = run.value(a.value);
-      if (v.numel() == 0) continue;
-      float lo, hi;
-      minmax_parallel(v, lo, hi);
-      if (!std::isfinite(lo) || !std::isfinite(hi)) continue;
-      a.min += averaging_ * (lo - a.min);
-      a.max += averaging_ * (hi - a.max);
-      store(choose_params(a.min, a.max, kActivationSpec), a.scale, a.zero_point);
-    }
-  }
-
   void after_update(int64_t) override {
     if (!lsq_) return;
     auto keep_positive = [](Tensor& scale) {
@@ -145,10 +138,11 @@ class Observers final : public TrainHooks {
       }
     };
     for (auto& w : weights_) keep_positive(w.scale);
-    for (auto& a : activations_) keep_positive(a.scale);
+    for (auto& a : activation_scales_) keep_positive(a);
   }
 
-  // Min-max weight grids from the current weights (learned LSQ grids are left alone).
+  // Min-max weight grids from the current weights (learned LSQ grids are left alone): the ops fit
+  // them before each step's update, so the last update needs this.
   void refresh_weights() {
     if (lsq_) return;
     for (auto& w : weights_) store(choose_weight_params(w.weight, w.spec), w.scale, w.zero_point);
@@ -159,16 +153,9 @@ class Observers final : public TrainHooks {
     Tensor weight, scale, zero_point;  // share storage with the model's initializers
     QuantSpec spec;
   };
-  struct ActivationGrid {
-    std::string value;
-    Tensor scale, zero_point;
-    float min, max;  // the observer's moving averages
-  };
   bool lsq_;
-  float averaging_;
-  int64_t freeze_at_;
   std::vector<WeightGrid> weights_;
-  std::vector<ActivationGrid> activations_;
+  std::vector<Tensor> activation_scales_;
   std::set<std::string> scale_names_;
 };
 
@@ -268,7 +255,8 @@ TrainReport train_qat(Graph& model, const Dataset& data, const TrainOptions& opt
   if (options.hooks) throw Error(ErrorKind::InvalidArgument, "train_qat installs its own training hooks");
   const int64_t samples = data.size() - static_cast<int64_t>(std::floor(data.size() * options.validation_split));
   const int64_t steps = options.epochs * ((samples + options.batch_size - 1) / std::max(1, options.batch_size));
-  Observers observers(model, qat, qat.observer_steps >= 0 ? qat.observer_steps : steps / 2);
+  if (!qat.lsq) arm_observers(model, qat, qat.observer_steps >= 0 ? qat.observer_steps : steps / 2);
+  Observers observers(model, qat);
   TrainOptions o = options;
   o.hooks = &observers;
   TrainReport report = train(model, data, o);

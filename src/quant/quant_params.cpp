@@ -60,6 +60,11 @@ void fill_channel(QuantParams& p, size_t c, float min, float max) {
   if (!std::isfinite(min) || !std::isfinite(max))
     throw Error(ErrorKind::InvalidArgument, "cannot quantize a range that is not finite [" + std::to_string(min) + ", " +
                                                 std::to_string(max) + "]");
+  fit_channel(p, c, min, max);
+}
+}  // namespace
+
+void fit_channel(QuantParams& p, size_t c, float min, float max) noexcept {
   min = std::min(min, 0.0f);
   max = std::max(max, 0.0f);
   const double qmin = p.qmin(), qmax = p.qmax();
@@ -80,7 +85,6 @@ void fill_channel(QuantParams& p, size_t c, float min, float max) {
   const double zp = std::nearbyint(qmin - static_cast<double>(min) / p.scale[c]);
   p.zero_point[c] = static_cast<int32_t>(std::clamp(zp, qmin, qmax));
 }
-}  // namespace
 
 QuantParams choose_params(float min, float max, const QuantSpec& spec) {
   check_spec(spec);

@@ -57,6 +57,58 @@ TEST(FakeQuantize, ForwardIsQuantizeThenDequantize) {
     ASSERT_EQ(y.data<float>()[i], p.dequantize(codes[i], static_cast<size_t>(i / 33))) << i;
 }
 
+// The observers of the training forward pass (forward_train), against choose_weight_params /
+// choose_params and the moving-average rule, with the grid written in place.
+TEST(FakeQuantize, ObserversFitTheGridInTheTrainingForwardPass) {
+  const Op& op = find_op("FakeQuantize");
+  for (bool per_channel : {true, false})
+    for (bool affine : {false, true}) {
+      FakeQuantCase c = make_case(false, 6, 17, per_channel, affine ? -127 : -7, affine ? 127 : 7, false, 3);
+      c.node.attributes["observer"] = "minmax";
+      c.node.attributes["bits"] = affine ? 8 : 4;
+      c.node.attributes["scheme"] = affine ? "affine" : "symmetric";
+      Tensor y;
+      std::vector<Tensor*> in = {&c.x, &c.scale, &c.zero_point}, out = {&y};
+      op.forward_train(c.node, nullptr, RunContext{true, 0, 5}, in, out);
+      const QuantParams p = choose_weight_params(c.x, {affine ? 8 : 4, affine ? QScheme::Affine : QScheme::Symmetric, per_channel, true, true});
+      ASSERT_EQ(c.scale.numel(), static_cast<int64_t>(p.channels()));
+      for (size_t ch = 0; ch < p.channels(); ++ch) {
+        EXPECT_EQ(c.scale.data<float>()[ch], p.scale[ch]) << per_channel << affine << ch;
+        EXPECT_EQ(c.zero_point.data<int32_t>()[ch], p.zero_point[ch]);
+      }
+      const Tensor expected = fake_quantize(c.x, p);
+      for (int64_t i = 0; i < y.numel(); ++i) ASSERT_EQ(y.data<float>()[i], expected.data<float>()[i]) << i;
+      c.x.data<float>()[4] = INFINITY;  // (NaNs are ignored, as by choose_weight_params)
+      EXPECT_LOWBIT_ERROR(op.forward_train(c.node, nullptr, RunContext{true, 0, 6}, in, out), "not finite");
+    }
+  // Moving average: quantize with the current grid, then move the range by `averaging` and refit.
+  FakeQuantCase c = make_case(false, 4, 9, false, -128, 127, true, 5);
+  Tensor range(DType::F32, {2});
+  range.data<float>()[0] = -1.0f;
+  range.data<float>()[1] = 2.0f;
+  c.node.inputs.push_back("range");
+  c.node.attributes["observer"] = "moving_average";
+  c.node.attributes["averaging"] = 0.25;
+  c.node.attributes["observer_steps"] = 3;
+  Tensor y, plain;
+  std::vector<Tensor*> in = {&c.x, &c.scale, &c.zero_point, &range}, out = {&y}, plain_out = {&plain};
+  const std::vector<const Tensor*> plain_in = {&c.x, &c.scale, &c.zero_point, &range};
+  op.forward(c.node, plain_in, plain_out);
+  op.forward_train(c.node, nullptr, RunContext{true, 0, 2}, in, out);
+  for (int64_t i = 0; i < y.numel(); ++i) ASSERT_EQ(y.data<float>()[i], plain.data<float>()[i]) << "old grid";
+  float lo = c.x.data<float>()[0], hi = lo;
+  for (int64_t i = 0; i < c.x.numel(); ++i) lo = std::min(lo, c.x.data<float>()[i]), hi = std::max(hi, c.x.data<float>()[i]);
+  const float min = -1.0f + 0.25f * (lo - -1.0f), max = 2.0f + 0.25f * (hi - 2.0f);
+  EXPECT_EQ(range.data<float>()[0], min);
+  EXPECT_EQ(range.data<float>()[1], max);
+  const QuantParams p = choose_params(min, max, {8, QScheme::Affine});
+  EXPECT_EQ(c.scale.data<float>()[0], p.scale[0]);
+  EXPECT_EQ(c.zero_point.data<int32_t>()[0], p.zero_point[0]);
+  op.forward_train(c.node, nullptr, RunContext{true, 0, 3}, in, out);  // frozen from step 3
+  EXPECT_EQ(range.data<float>()[0], min);
+  EXPECT_EQ(c.scale.data<float>()[0], p.scale[0]);
+}
+
 // The straight-through estimator differentiates the surrogate in which rounding is the identity
 // plus a constant (its residual at the evaluation point): y~(x, s) = s * (clamp(x / s + r + zp) - zp),
 // r = nearbyint(x0 / s0) - x0 / s0. Its finite differences must match backward() exactly where the

@@ -9,12 +9,23 @@
 // LsqFakeQuantize multiplies the scale gradient by g = 1 / sqrt(N * Q_P) (LSQ's gradient scale),
 // N = the number of values sharing one scale in one sample (elements per channel for weights,
 // features per sample for activations), Q_P = qmax - zero_point (the positive levels).
+//
+// Observers (FakeQuantize only; they act in the training forward pass, like PyTorch's
+// FakeQuantize modules, and write the grid into the scale and zero_point initializers in place):
+//   observer "minmax": before quantizing, the grid of each channel (or of the tensor) is fitted to
+//     the current values' range widened to include 0 (fit_channel; weights, every step), in the
+//     same pass over each channel.
+//   observer "moving_average": quantizes with the current grid while taking the batch's min and
+//     max in the same pass, then moves the running range (4th input, f32 [2], updated in place) by
+//     `averaging` toward them and fits the grid for the next step; from step `observer_steps` on
+//     (when >= 0) the grid is frozen. Non-finite batch ranges are skipped.
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
 #include "graph/ops/builtin_ops.h"
 #include "lowbit/elementwise.h"
+#include "lowbit/quant_params.h"
 #include "lowbit/runtime_config.h"
 
 namespace lowbit::ops {
@@ -40,7 +51,12 @@ template <bool kLearnScale>
 class FakeQuantizeOp final : public Op {
  public:
   std::vector<Shape> infer_shapes(const Node& node, std::span<const Shape> in) const override {
-    expect_input_count(node, in, 3, 3);
+    expect_input_count(node, in, 3, kLearnScale ? 3 : 4);
+    const std::string observer = node.attr_string("observer", "none");
+    if (observer != "none" && observer != "minmax" && observer != "moving_average")
+      shape_error(node, "attribute 'observer' must be \"none\", \"minmax\" or \"moving_average\", got \"" + observer + "\"");
+    if (observer == "moving_average" && (in.size() != 4 || in[3] != Shape{2}))
+      shape_error(node, "the moving-average observer needs its running range as a 4th input f32 [2]");
     const int64_t axis = node.attr_int("axis", -1);
     if (axis != -1 && axis != 0) shape_error(node, "attribute 'axis' must be -1 (per tensor) or 0 (per channel)");
     if (node.attr_int("qmin", -128) >= node.attr_int("qmax", 127)) shape_error(node, "attribute 'qmin' must be below 'qmax'");
@@ -51,8 +67,8 @@ class FakeQuantizeOp final : public Op {
     return {in[0]};
   }
   std::vector<DType> infer_dtypes(const Node& node, std::span<const DType> in) const override {
-    if (in[0] != DType::F32 || in[1] != DType::F32 || in[2] != DType::S32)
-      shape_error(node, "inputs must be f32 x, f32 scale and s32 zero_point");
+    if (in[0] != DType::F32 || in[1] != DType::F32 || in[2] != DType::S32 || (in.size() == 4 && in[3] != DType::F32))
+      shape_error(node, "inputs must be f32 x, f32 scale, s32 zero_point (and f32 running range)");
     return {DType::F32};
   }
   bool differentiable_input(int index) const override { return index == 0 || (kLearnScale && index == 1); }
@@ -67,6 +83,17 @@ class FakeQuantizeOp final : public Op {
     parallel_for(l.outer * l.channels, grain(l), [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) fake_quantize_f32(l.inner, src + i * l.inner, grids[i % l.channels], dst + i * l.inner);
     });
+  }
+
+  void forward_train(const Node& node, const void* state, const RunContext& context, std::span<Tensor* const> in,
+                     std::span<Tensor* const> out) const override {
+    if constexpr (!kLearnScale) {
+      const std::string observer = node.attr_string("observer", "none");
+      if (observer == "minmax") return observe_minmax(node, in, *out[0]);
+      const int64_t freeze = node.attr_int("observer_steps", -1);
+      if (observer == "moving_average" && (freeze < 0 || context.step < freeze)) return observe_moving_average(node, in, *out[0]);
+    }
+    forward_prepared(node, state, std::span<const Tensor* const>(in.data(), in.size()), out);
   }
 
   void backward(const Node& node, std::span<const Tensor* const> in, std::span<const Tensor* const>,
@@ -104,6 +131,102 @@ class FakeQuantizeOp final : public Op {
   }
 
  private:
+  // The grid description of the node (bits, scheme, range) with `channels` channels to fit.
+  static QuantParams grid_params(const Node& node, int64_t channels) {
+    const int32_t qmin = static_cast<int32_t>(node.attr_int("qmin", -128)), qmax = static_cast<int32_t>(node.attr_int("qmax", 127));
+    QuantParams p;
+    p.bits = static_cast<int>(node.attr_int("bits", 8));
+    p.is_signed = qmin < 0;
+    p.scheme = node.attr_string("scheme", "affine") == "symmetric" ? QScheme::Symmetric : QScheme::Affine;
+    p.narrow_range = qmin == -qmax;
+    p.axis = static_cast<int>(node.attr_int("axis", -1));
+    p.scale.assign(static_cast<size_t>(channels), 1.0f);
+    p.zero_point.assign(static_cast<size_t>(channels), 0);
+    if (p.qmin() != qmin || p.qmax() != qmax)
+      shape_error(node, "attributes qmin/qmax [" + std::to_string(qmin) + ", " + std::to_string(qmax) + "] are not the " +
+                            std::to_string(p.bits) + "-bit " + node.attr_string("scheme", "affine") + " grid");
+    return p;
+  }
+  static void non_finite(const Node& node) {
+    shape_error(node, "the observed range is not finite (the values hold NaN or infinity: training diverged?)");
+  }
+
+  // observer "minmax": per channel, the range, the grid, then the fake quantization, in one pass.
+  static void observe_minmax(const Node& node, std::span<Tensor* const> in, Tensor& y) {
+    const Tensor& x = *in[0];
+    const Layout l = layout(node, x);
+    y.resize(x.shape());
+    const float* src = x.data<float>();
+    float* dst = y.data<float>();
+    const int32_t qmin = static_cast<int32_t>(node.attr_int("qmin", -128)), qmax = static_cast<int32_t>(node.attr_int("qmax", 127));
+    QuantParams p = grid_params(node, l.channels);
+    bool finite = true;
+    if (l.channels > 1 || l.outer == 1) {  // per channel (or a one-row tensor): rows are channels
+      std::vector<char> ok(static_cast<size_t>(l.channels), 1);
+      parallel_for(l.channels, grain(l), [&](int64_t begin, int64_t end) {
+        for (int64_t c = begin; c < end; ++c) {
+          float lo = 0.0f, hi = 0.0f;
+          if (l.inner > 0) minmax_f32(l.inner, src + c * l.inner, &lo, &hi);
+          lo = std::min(0.0f, lo), hi = std::max(0.0f, hi);  // std::min(0, NaN) is 0
+          if (!std::isfinite(lo) || !std::isfinite(hi)) {
+            ok[c] = 0;
+            continue;
+          }
+          fit_channel(p, static_cast<size_t>(c), lo, hi);
+          fake_quantize_f32(l.inner, src + c * l.inner, {p.scale[c], p.zero_point[c], qmin, qmax}, dst + c * l.inner);
+        }
+      });
+      finite = std::all_of(ok.begin(), ok.end(), [](char v) { return v != 0; });
+    } else {  // per tensor over several rows: the whole range first
+      float lo = 0.0f, hi = 0.0f;
+      if (x.numel() > 0) minmax_f32(x.numel(), src, &lo, &hi);
+      lo = std::min(0.0f, lo), hi = std::max(0.0f, hi);
+      finite = std::isfinite(lo) && std::isfinite(hi);
+      if (finite) {
+        fit_channel(p, 0, lo, hi);
+        const FakeQuantGrid grid{p.scale[0], p.zero_point[0], qmin, qmax};
+        parallel_for(l.outer, grain(l), [&](int64_t begin, int64_t end) {
+          for (int64_t i = begin; i < end; ++i) fake_quantize_f32(l.inner, src + i * l.inner, grid, dst + i * l.inner);
+        });
+      }
+    }
+    if (!finite) non_finite(node);
+    std::copy(p.scale.begin(), p.scale.end(), in[1]->data<float>());
+    std::copy(p.zero_point.begin(), p.zero_point.end(), in[2]->data<int32_t>());
+  }
+
+  // observer "moving_average" (per tensor): quantize with the current grid and take each row's
+  // range in the same pass; then move the running range and fit the grid for the next step.
+  static void observe_moving_average(const Node& node, std::span<Tensor* const> in, Tensor& y) {
+    const Tensor& x = *in[0];
+    const Layout l = layout(node, x);
+    const std::vector<FakeQuantGrid> grids = grids_of(node, *in[1], *in[2]);
+    y.resize(x.shape());
+    const float* src = x.data<float>();
+    float* dst = y.data<float>();
+    const int64_t rows = l.outer * l.channels;
+    std::vector<float> los(static_cast<size_t>(rows), 0.0f), his(static_cast<size_t>(rows), 0.0f);
+    parallel_for(rows, grain(l), [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        fake_quantize_f32(l.inner, src + i * l.inner, grids[i % l.channels], dst + i * l.inner);
+        if (l.inner > 0) minmax_f32(l.inner, src + i * l.inner, &los[i], &his[i]);
+      }
+    });
+    if (rows == 0 || l.inner == 0) return;
+    float lo, hi, ignored;  // min and max over the rows (NaN-free rows only, as minmax_f32 ignores NaN)
+    minmax_f32(rows, los.data(), &lo, &ignored);
+    minmax_f32(rows, his.data(), &ignored, &hi);
+    if (!std::isfinite(lo) || !std::isfinite(hi)) return;  // a bad batch does not move the observer
+    const float averaging = static_cast<float>(node.attr_float("averaging", 0.01));
+    float* range = in[3]->data<float>();
+    range[0] += averaging * (lo - range[0]);
+    range[1] += averaging * (hi - range[1]);
+    QuantParams p = grid_params(node, 1);
+    fit_channel(p, 0, range[0], range[1]);
+    in[1]->data<float>()[0] = p.scale[0];
+    in[2]->data<int32_t>()[0] = p.zero_point[0];
+  }
+
   // Rows per task: at least 8K values (a fork-join costs about a microsecond with bound, spinning threads).
   static int64_t grain(const Layout& l) { return std::max<int64_t>(1, (int64_t{1} << 13) / std::max<int64_t>(1, l.inner)); }
   static Layout layout(const Node& node, const Tensor& x) {
