@@ -147,18 +147,22 @@ bool qgemm_vnni(int64_t m, const int8_t* a, int64_t lda, const QWeights& w, cons
   thread_local Buffer<uint8_t> packed;
   thread_local Buffer<PanelConstants> constants;
   if (!packed.reserve(static_cast<size_t>(m * stride)) || !constants.reserve(static_cast<size_t>(panels))) return false;
-  // A as u8 (a + 128), rows padded to whole groups; the padding meets zero weights.
+  // A as u8 (a + 128), rows padded to whole groups; the padding meets zero weights. Rows are packed
+  // by the thread that computes them, just before their first tile (see work below).
   const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
-  for (int64_t i = 0; i < m; ++i) {
-    uint8_t* row = packed.data + i * stride;
-    const int8_t* src = a + i * lda;
-    for (int64_t p = 0; p < stride; p += 64) {  // bytes past K become 0x80
-      const int64_t valid = std::max<int64_t>(0, std::min<int64_t>(64, k - p)), store = std::min<int64_t>(64, stride - p);
-      const __mmask64 mask = valid == 64 ? ~__mmask64{0} : ((__mmask64{1} << valid) - 1);
-      const __mmask64 store_mask = store == 64 ? ~__mmask64{0} : ((__mmask64{1} << store) - 1);
-      _mm512_mask_storeu_epi8(row + p, store_mask, _mm512_xor_si512(_mm512_maskz_loadu_epi8(mask, src + p), flip));
+  uint8_t* const a_packed = packed.data;  // the workers must not name the thread_local buffer
+  auto pack_rows = [&](int64_t r0, int64_t r1) {
+    for (int64_t i = r0; i < r1; ++i) {
+      uint8_t* row = a_packed + i * stride;
+      const int8_t* src = a + i * lda;
+      for (int64_t p = 0; p < stride; p += 64) {  // bytes past K become 0x80
+        const int64_t valid = std::max<int64_t>(0, std::min<int64_t>(64, k - p)), store = std::min<int64_t>(64, stride - p);
+        const __mmask64 mask = valid == 64 ? ~__mmask64{0} : ((__mmask64{1} << valid) - 1);
+        const __mmask64 store_mask = store == 64 ? ~__mmask64{0} : ((__mmask64{1} << store) - 1);
+        _mm512_mask_storeu_epi8(row + p, store_mask, _mm512_xor_si512(_mm512_maskz_loadu_epi8(mask, src + p), flip));
+      }
     }
-  }
+  };
   const int32_t* sums = w.row_sums().data();
   for (int64_t q = 0; q < panels; ++q) {
     int32_t offset[kPanel] = {}, mult[kPanel] = {}, shift[kPanel] = {};
@@ -174,13 +178,14 @@ bool qgemm_vnni(int64_t m, const int8_t* a, int64_t lda, const QWeights& w, cons
   const int8_t* layout = static_cast<const int8_t*>(w.vnni_layout().raw());
   const int64_t row_tiles = (m + kRows - 1) / kRows, pairs = (panels + 1) / 2;
   const PanelConstants* pcs = constants.data;
-  const uint8_t* a_packed = packed.data;
-  auto work = [&](int64_t t0, int64_t t1, int64_t q0, int64_t q1) {
+  // pack: this worker owns rows [t0, t1) tiles and packs them during its first pair of panels.
+  auto work = [&](int64_t t0, int64_t t1, int64_t q0, int64_t q1, bool pack) {
     for (int64_t q = q0; q < q1; ++q) {  // a pair of panels stays in L1 while the row tiles pass
       const int8_t* w0 = layout + (2 * q) * groups * 64;
       const bool two = 2 * q + 1 < panels;
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t row0 = t * kRows;
+        if (pack && q == q0) pack_rows(row0, std::min<int64_t>(m, row0 + kRows));
         run_tile<kF32>(static_cast<int>(std::min<int64_t>(kRows, m - row0)), a_packed + row0 * stride, stride, groups, w0,
                        w0 + groups * 64, two, pcs + 2 * q, row0, 2 * q * kPanel, n, out, clamp, cc, c, ldc);
       }
@@ -188,17 +193,18 @@ bool qgemm_vnni(int64_t m, const int8_t* a, int64_t lda, const QWeights& w, cons
   };
   const int threads = (m * n * k < (int64_t{1} << 18)) ? 1 : num_threads();
   if (threads <= 1) {
-    work(0, row_tiles, 0, pairs);
+    work(0, row_tiles, 0, pairs, true);
     return true;
   }
   const bool split_rows = row_tiles >= 2 * threads || row_tiles >= pairs;
+  if (!split_rows) pack_rows(0, m);  // every thread reads every row: pack them first (few rows)
 #pragma omp parallel num_threads(threads)
   {
     const int64_t id = omp_get_thread_num(), count = omp_get_num_threads();
     if (split_rows)
-      work(row_tiles * id / count, row_tiles * (id + 1) / count, 0, pairs);
+      work(row_tiles * id / count, row_tiles * (id + 1) / count, 0, pairs, true);
     else
-      work(0, row_tiles, pairs * id / count, pairs * (id + 1) / count);
+      work(0, row_tiles, pairs * id / count, pairs * (id + 1) / count, false);
   }
   return true;
 }
