@@ -17,6 +17,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "lowbit/qgemm.h"
 
@@ -33,22 +34,30 @@ struct DirectConvShape {
 // The longest reduction (channels / groups * kh * kw) the direct kernels take.
 constexpr int64_t kDirectConvMaxK = 32;
 
-// AVX-512 VNNI (x86 builds, CPUs with VNNI; vpdpwssd on pairs of taps). `codes` are the weights
-// [out_channels][group_k] in (c, ki, kj) order, 8-bit values (s8 or unpacked low-bit). Return false, writing
-// nothing, when they cannot run (group_k > kDirectConvMaxK, no scratch memory);
-// the caller checks active_isa() >= Isa::Avx512Vnni first.
+// The weights and window of a call, in the form every direct kernel reads (plan_direct_conv).
+struct DirectConvPlan {
+  int64_t k = 0, pairs = 0;          // group_k and ceil(k / 2)
+  std::vector<int32_t> weight_pairs;  // [out_channels][pairs]: w[2j] in the low 16 bits, w[2j + 1] (or 0) in the high
+  std::vector<int64_t> tap_offset;    // [groups][k]: where tap (c, ki, kj) sits from a window's corner in a padded image
+};
+// `codes`: the weights [out_channels][group_k] in (c, ki, kj) order, 8-bit values (s8 or unpacked
+// low-bit). Returns false if the shape is not for the direct kernels (group_k > kDirectConvMaxK).
+bool plan_direct_conv(const DirectConvShape& s, const int32_t* codes, DirectConvPlan& plan);
+
+// AVX-512 VNNI (x86 builds, CPUs with VNNI; vpdpwssd on pairs of taps). Return false, writing
+// nothing, when they cannot run (no scratch memory); the caller checks active_isa() first.
 // The output stage's zero point must lie in [-2^31 + 128, 2^31 - 129] (QConv2D's is 8-bit).
-bool qconv_direct_s8_vnni(const DirectConvShape& s, const int8_t* padded, const int32_t* codes, const QOutputStage& out,
-                          int8_t* y);
-bool qconv_direct_s8_f32_vnni(const DirectConvShape& s, const int8_t* padded, const int32_t* codes,
+bool qconv_direct_s8_vnni(const DirectConvShape& s, const DirectConvPlan& plan, const int8_t* padded,
+                          const QOutputStage& out, int8_t* y);
+bool qconv_direct_s8_f32_vnni(const DirectConvShape& s, const DirectConvPlan& plan, const int8_t* padded,
                               const QOutputStage& out, float* y);
 
 // AVX2 (x86 builds; vpmaddwd on pairs of taps), the same contract, and `padded` must be readable
 // for kDirectConvSlack bytes past its last image (16-byte loads run past a row's last pixel).
 constexpr int64_t kDirectConvSlack = 16;
-bool qconv_direct_s8_avx2(const DirectConvShape& s, const int8_t* padded, const int32_t* codes, const QOutputStage& out,
-                          int8_t* y);
-bool qconv_direct_s8_f32_avx2(const DirectConvShape& s, const int8_t* padded, const int32_t* codes,
+bool qconv_direct_s8_avx2(const DirectConvShape& s, const DirectConvPlan& plan, const int8_t* padded,
+                          const QOutputStage& out, int8_t* y);
+bool qconv_direct_s8_f32_avx2(const DirectConvShape& s, const DirectConvPlan& plan, const int8_t* padded,
                               const QOutputStage& out, float* y);
 
 }  // namespace lowbit::kernels

@@ -1,8 +1,10 @@
-// Internal: the prepared output stage shared by the integer layers QDense and QConv2D.
+// Internal: what the quantized ops share (inference-only base classes) and the prepared output
+// stage of the integer layers QDense and QConv2D.
 #pragma once
 
 #include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "graph/ops/builtin_ops.h"
@@ -22,6 +24,29 @@ struct IntegerLayerState {
   bool f32_output = false, relu = false;
   int32_t input_zero_point = 0, output_zero_point = 0, clamp_min = -128, clamp_max = 127;
 };
+
+// The quantized ops are inference only; ops with prepared state run a plain forward() (no
+// executor) by preparing on every call.
+class InferenceOp : public Op {
+ public:
+  void backward(const Node& node, std::span<const Tensor* const>, std::span<const Tensor* const>,
+                std::span<const Tensor* const>, std::span<Tensor* const>) const override {
+    shape_error(node, "quantized graphs are not trainable (use quantization-aware training)");
+  }
+};
+class PreparedInferenceOp : public InferenceOp {
+ public:
+  void forward(const Node& node, std::span<const Tensor* const> in, std::span<Tensor* const> out) const override {
+    std::vector<const Tensor*> constants(in.begin(), in.end());
+    constants[0] = nullptr;  // the activations are never constant
+    auto state = prepare(node, constants);
+    forward_prepared(node, state.get(), in, out);
+  }
+};
+
+inline void expect_dtype(const Node& node, DType actual, DType expected, const char* what) {
+  if (actual != expected) shape_error(node, std::string(what) + " must be " + name_of(expected) + ", got " + name_of(actual));
+}
 
 // Activation parameters of a node: 8-bit signed affine, per tensor, from the attributes
 // `scale_key` and `zero_point_key`; validated (the error names the node).

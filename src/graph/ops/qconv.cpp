@@ -298,6 +298,8 @@ bool forward_direct(const ConvGeometry& g, const QConvState& s, const int8_t* x,
   d.channels = g.in_channels, d.padded_h = padded_h(g), d.padded_w = padded_w(g);
   d.out_channels = g.out_channels, d.groups = g.groups, d.kernel_h = g.kernel_h, d.kernel_w = g.kernel_w;
   d.stride_h = g.stride_h, d.dilation_h = g.dilation_h, d.dilation_w = g.dilation_w, d.out_h = g.out_h, d.out_w = g.out_w;
+  thread_local kernels::DirectConvPlan plan;
+  if (!kernels::plan_direct_conv(d, s.codes.data(), plan)) return false;
   const int64_t in_image = g.in_channels * d.padded_h * d.padded_w, out_image = g.out_channels * g.out_spatial();
   const int64_t chunk = std::clamp<int64_t>((int64_t{1} << 22) / std::max<int64_t>(in_image, 1), 1, std::max<int64_t>(g.batch, 1));
   thread_local std::vector<int8_t> padded;
@@ -312,10 +314,10 @@ bool forward_direct(const ConvGeometry& g, const QConvState& s, const int8_t* x,
     }
     float* y32 = s.f32_output ? y.data<float>() + n0 * out_image : nullptr;
     int8_t* y8 = s.f32_output ? nullptr : y.data<int8_t>() + n0 * out_image;
-    const bool done = vnni ? (y32 ? kernels::qconv_direct_s8_f32_vnni(d, padded.data(), s.codes.data(), stage, y32)
-                                  : kernels::qconv_direct_s8_vnni(d, padded.data(), s.codes.data(), stage, y8))
-                           : (y32 ? kernels::qconv_direct_s8_f32_avx2(d, padded.data(), s.codes.data(), stage, y32)
-                                  : kernels::qconv_direct_s8_avx2(d, padded.data(), s.codes.data(), stage, y8));
+    const bool done = vnni ? (y32 ? kernels::qconv_direct_s8_f32_vnni(d, plan, padded.data(), stage, y32)
+                                  : kernels::qconv_direct_s8_vnni(d, plan, padded.data(), stage, y8))
+                           : (y32 ? kernels::qconv_direct_s8_f32_avx2(d, plan, padded.data(), stage, y32)
+                                  : kernels::qconv_direct_s8_avx2(d, plan, padded.data(), stage, y8));
     if (!done) {
       if (n0 == 0) return false;  // nothing written yet: the im2row path takes over
       throw Error(ErrorKind::Internal, "QConv2D: the direct kernel stopped midway (out of memory)");
@@ -418,7 +420,7 @@ std::vector<int32_t> prepare_weights(const Node& node, const Tensor& codes, QCon
   return row_sums;
 }
 
-class QConv2D final : public Op {
+class QConv2D final : public PreparedInferenceOp {
  public:
   std::vector<Shape> infer_shapes(const Node& node, std::span<const Shape> in) const override {
     expect_input_count(node, in, 4, 5);
@@ -435,25 +437,11 @@ class QConv2D final : public Op {
     return {{g.batch, g.out_channels, g.out_h, g.out_w}};
   }
   std::vector<DType> infer_dtypes(const Node& node, std::span<const DType> in) const override {
-    auto expect = [&](DType actual, DType expected, const char* what) {
-      if (actual != expected) shape_error(node, std::string(what) + " must be " + name_of(expected) + ", got " + name_of(actual));
-    };
-    expect(in[0], DType::S8, "input");
-    expect(in[2], DType::F32, "weight_scale");
-    expect(in[3], DType::S32, "weight_zero_point");
-    if (in.size() == 5) expect(in[4], DType::S32, "bias");
+    expect_dtype(node, in[0], DType::S8, "input");
+    expect_dtype(node, in[2], DType::F32, "weight_scale");
+    expect_dtype(node, in[3], DType::S32, "weight_zero_point");
+    if (in.size() == 5) expect_dtype(node, in[4], DType::S32, "bias");
     return {f32_output(node) ? DType::F32 : DType::S8};
-  }
-
-  void forward(const Node& node, std::span<const Tensor* const> in, std::span<Tensor* const> out) const override {
-    std::vector<const Tensor*> constants(in.begin(), in.end());
-    constants[0] = nullptr;
-    auto state = prepare(node, constants);
-    forward_prepared(node, state.get(), in, out);
-  }
-  void backward(const Node& node, std::span<const Tensor* const>, std::span<const Tensor* const>,
-                std::span<const Tensor* const>, std::span<Tensor* const>) const override {
-    shape_error(node, "quantized graphs are not trainable (use quantization-aware training)");
   }
 
   std::shared_ptr<const void> prepare(const Node& node, std::span<const Tensor* const> c) const override {
@@ -486,7 +474,7 @@ class QConv2D final : public Op {
 // [OC, .] with weight_scale f32 [OC], optional bias f32 [OC]; f32 output
 //   y = ((float(acc) * x_scale) * weight_scale[oc]) + bias[oc], then ReLU if activation is "relu",
 // acc = sum (x_q - x_zero_point) * w exactly (DynamicQDense's arithmetic with K = C/group*kh*kw).
-class DynamicQConv2D final : public Op {
+class DynamicQConv2D final : public PreparedInferenceOp {
  public:
   std::vector<Shape> infer_shapes(const Node& node, std::span<const Shape> in) const override {
     expect_input_count(node, in, 3, 4);
@@ -502,25 +490,11 @@ class DynamicQConv2D final : public Op {
     return {{g.batch, g.out_channels, g.out_h, g.out_w}};
   }
   std::vector<DType> infer_dtypes(const Node& node, std::span<const DType> in) const override {
-    auto expect = [&](DType actual, DType expected, const char* what) {
-      if (actual != expected) shape_error(node, std::string(what) + " must be " + name_of(expected) + ", got " + name_of(actual));
-    };
-    expect(in[0], DType::F32, "input");
-    expect(in[2], DType::F32, "weight_scale");
-    if (in.size() == 4) expect(in[3], DType::F32, "bias");
+    expect_dtype(node, in[0], DType::F32, "input");
+    expect_dtype(node, in[2], DType::F32, "weight_scale");
+    if (in.size() == 4) expect_dtype(node, in[3], DType::F32, "bias");
     return {DType::F32};
   }
-  void forward(const Node& node, std::span<const Tensor* const> in, std::span<Tensor* const> out) const override {
-    std::vector<const Tensor*> constants(in.begin(), in.end());
-    constants[0] = nullptr;
-    auto state = prepare(node, constants);
-    forward_prepared(node, state.get(), in, out);
-  }
-  void backward(const Node& node, std::span<const Tensor* const>, std::span<const Tensor* const>,
-                std::span<const Tensor* const>, std::span<Tensor* const>) const override {
-    shape_error(node, "quantized graphs are not trainable (use quantization-aware training)");
-  }
-
   std::shared_ptr<const void> prepare(const Node& node, std::span<const Tensor* const> c) const override {
     for (size_t i = 1; i < c.size(); ++i)
       if (!c[i]) return nullptr;

@@ -36,34 +36,9 @@ bool relu_of(const Node& node) {
 
 namespace {
 
-void expect_dtype(const Node& node, DType actual, DType expected, const char* what) {
-  if (actual != expected)
-    shape_error(node, std::string(what) + " must be " + name_of(expected) + ", got " + name_of(actual));
-}
-
 bool is_weight_storage(DType d) {
   return d == DType::S8 || d == DType::S4 || d == DType::U4 || d == DType::S2 || d == DType::U2;
 }
-
-// Shared by the quantized ops: inference only.
-class InferenceOp : public Op {
- public:
-  void backward(const Node& node, std::span<const Tensor* const>, std::span<const Tensor* const>,
-                std::span<const Tensor* const>, std::span<Tensor* const>) const override {
-    shape_error(node, "quantized graphs are not trainable (use quantization-aware training)");
-  }
-};
-
-// Ops with prepared state: a plain forward() (no executor) prepares on every call.
-class PreparedInferenceOp : public InferenceOp {
- public:
-  void forward(const Node& node, std::span<const Tensor* const> in, std::span<Tensor* const> out) const override {
-    std::vector<const Tensor*> constants(in.begin(), in.end());
-    constants[0] = nullptr;  // the activations are never constant
-    auto state = prepare(node, constants);
-    forward_prepared(node, state.get(), in, out);
-  }
-};
 
 // QuantizeLinear and DequantizeLinear: element-wise casts between `From` and `To` with the
 // activation parameters in the attributes `scale` and `zero_point`.

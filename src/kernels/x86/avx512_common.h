@@ -1,9 +1,14 @@
-// Internal to the AVX-512 VNNI kernels (*_avx512vnni.cpp, compiled with AVX-512 flags): the
-// aligned scratch buffer, vpdpbusd / vpdpwssd wrappers and the fixed-point requantization of 16
+// Internal to the AVX-512 VNNI kernels (*_avx512vnni.cpp, compiled with AVX-512 flags):
+// vpdpbusd / vpdpwssd wrappers and the fixed-point requantization of 16
 // s32 lanes shared by the integer GEMM and the direct integer convolution. Everything here has
 // internal linkage on purpose: nothing compiled with AVX-512 flags (no inline library template)
 // may be picked by the linker for other files, which run on CPUs without AVX-512.
 #pragma once
+
+// GCC 12 flags the "undefined" pass-through operand of its own AVX-512 intrinsic wrappers
+// (avx512fintrin.h: _mm512_mul_epi32, _mm512_srav_epi64, _mm512_cvtepi8_epi32, ...) as possibly
+// uninitialized once they are inlined into loops; every lane the kernels use is computed.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
 #include <immintrin.h>
 
@@ -11,29 +16,13 @@
 #include <cstdint>
 #include <cstdlib>
 
+#include "kernels/x86/scratch.h"
 #include "lowbit/qgemm.h"
 
 namespace lowbit::kernels {
 namespace {
 
 constexpr int kPanel = 16;  // output columns (GEMM) or pixels (convolution) per 16-lane vector
-
-// A grow-only, 64-byte aligned buffer.
-template <typename T>
-struct Buffer {
-  T* data = nullptr;
-  size_t capacity = 0;
-  ~Buffer() { std::free(data); }
-  bool reserve(size_t count) {
-    if (count <= capacity) return true;
-    void* p = std::aligned_alloc(64, (count * sizeof(T) + 63) / 64 * 64);
-    if (!p) return false;
-    std::free(data);
-    data = static_cast<T*>(p);
-    capacity = count;
-    return true;
-  }
-};
 
 // vpdpbusd (4 u8 x s8 products per s32 lane) and vpdpwssd (2 s16 x s16 products per lane), both
 // without saturation, through inline asm. With the intrinsics, GCC 12 only allocates the

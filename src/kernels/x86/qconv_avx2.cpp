@@ -12,6 +12,7 @@
 
 #include "kernels/qconv_direct.h"
 #include "kernels/x86/avx2_util.h"
+#include "kernels/x86/scratch.h"
 #include "lowbit/runtime_config.h"
 
 namespace lowbit::kernels {
@@ -21,41 +22,17 @@ using avx2::Requant4;
 
 constexpr int64_t kPixels = 16;
 
-// A grow-only, 32-byte aligned array (internal linkage: no AVX2 code for other files).
-template <typename T>
-struct Scratch {
-  T* data = nullptr;
-  size_t capacity = 0;
-  ~Scratch() { std::free(data); }
-  bool reserve(size_t count) {
-    if (count <= capacity) return true;
-    void* p = std::aligned_alloc(64, (count * sizeof(T) + 63) / 64 * 64);
-    if (!p) return false;
-    std::free(data);
-    data = static_cast<T*>(p);
-    capacity = count;
-    return true;
-  }
-};
-
 struct alignas(32) Channel {
   Requant4 even, odd;
   __m256i add32;   // zero point - low 32 bits of the shift trick's bias
   __m256i offset;  // column offset, broadcast
 };
 
-struct Prepared {
-  int64_t k = 0, pairs = 0;
-  Scratch<int32_t> weight_pairs;  // [out_channels][pairs]: w[2j] low 16 bits, w[2j+1] high
-  Scratch<Channel> channel;
-  Scratch<int64_t> tap_offset;    // [groups][k]
-};
-
 template <bool kF32>
-void conv_row(const DirectConvShape& s, const Prepared& p, const int8_t* image, int64_t index, int64_t group, int64_t oy,
-              const QOutputStage& out, void* y_image) {
+void conv_row(const DirectConvShape& s, const DirectConvPlan& p, const Channel* channel, const int8_t* image, int64_t index,
+              int64_t group, int64_t oy, const QOutputStage& out, void* y_image) {
   const int64_t og = s.out_channels / s.groups, plane = s.out_h * s.out_w;
-  const int64_t* taps = p.tap_offset.data + group * p.k;
+  const int64_t* taps = p.tap_offset.data() + group * p.k;
   const int8_t* corner = image + oy * s.stride_h * s.padded_w;
   const __m256i ones = _mm256_set1_epi16(1);
   __m256i x[kDirectConvMaxK / 2][2];
@@ -73,8 +50,8 @@ void conv_row(const DirectConvShape& s, const Prepared& p, const int8_t* image, 
         for (int h = 0; h < 2; ++h) tap_sum[h] = _mm256_add_epi32(tap_sum[h], _mm256_madd_epi16(x[j][h], ones));
     }
     for (int64_t oc = group * og; oc < (group + 1) * og; ++oc) {
-      const Channel& ch = p.channel.data[oc];
-      const int32_t* w = p.weight_pairs.data + oc * p.pairs;
+      const Channel& ch = channel[oc];
+      const int32_t* w = p.weight_pairs.data() + oc * p.pairs;
       __m256i acc[2] = {ch.offset, ch.offset};
       for (int64_t j = 0; j < p.pairs; ++j) {
         const __m256i wj = _mm256_set1_epi32(w[j]);
@@ -129,26 +106,16 @@ void conv_row(const DirectConvShape& s, const Prepared& p, const int8_t* image, 
 }
 
 template <bool kF32>
-bool direct(const DirectConvShape& s, const int8_t* padded, const int32_t* codes, const QOutputStage& out, void* y) {
-  const int64_t k = s.group_k();
-  if (k < 1 || k > kDirectConvMaxK || s.out_h < 1 || s.out_w < 1) return false;
-  thread_local Prepared p;
-  p.k = k;
-  p.pairs = (k + 1) / 2;
-  if (!p.weight_pairs.reserve(static_cast<size_t>(s.out_channels * p.pairs)) ||
-      !p.channel.reserve(static_cast<size_t>(s.out_channels)) || !p.tap_offset.reserve(static_cast<size_t>(s.groups * k)))
-    return false;
+bool direct(const DirectConvShape& s, const DirectConvPlan& plan, const int8_t* padded, const QOutputStage& out, void* y) {
+  if (plan.k != s.group_k() || s.out_h < 1 || s.out_w < 1) return false;
+  thread_local Buffer<Channel> channels;
+  if (!channels.reserve(static_cast<size_t>(s.out_channels))) return false;
   // As the AVX2 GEMM: c = zp + clamp(v, lo8 - zp, hi8 - zp), both bounds inside int32.
   const int64_t hi8 = std::clamp<int64_t>(out.clamp_max, -128, 127);
   const int64_t lo8 = std::clamp<int64_t>(std::min(out.clamp_min, out.clamp_max), -128, 127);
   const int32_t zp = kF32 ? 0 : out.output_zero_point;
   for (int64_t oc = 0; oc < s.out_channels; ++oc) {
-    const int32_t* w = codes + oc * k;
-    for (int64_t j = 0; j < p.pairs; ++j) {
-      const uint32_t lo = static_cast<uint16_t>(w[2 * j]), hi = 2 * j + 1 < k ? static_cast<uint16_t>(w[2 * j + 1]) : 0u;
-      p.weight_pairs.data[oc * p.pairs + j] = static_cast<int32_t>(lo | hi << 16);
-    }
-    Channel& ch = p.channel.data[oc];
+    Channel& ch = channels.data[oc];
     ch.offset = _mm256_set1_epi32(out.column_offset[oc]);
     if (!kF32) {
       FixedPointMultiplier same[8];
@@ -156,38 +123,31 @@ bool direct(const DirectConvShape& s, const int8_t* padded, const int32_t* codes
       avx2::load_requant8(same, static_cast<int32_t>(lo8 - zp), static_cast<int32_t>(hi8 - zp), zp, ch.even, ch.odd, ch.add32);
     }
   }
-  const int64_t cg = s.channels / s.groups;
-  for (int64_t g = 0; g < s.groups; ++g)
-    for (int64_t c = 0; c < cg; ++c)
-      for (int64_t ki = 0; ki < s.kernel_h; ++ki)
-        for (int64_t kj = 0; kj < s.kernel_w; ++kj)
-          p.tap_offset.data[g * k + (c * s.kernel_h + ki) * s.kernel_w + kj] =
-              ((g * cg + c) * s.padded_h + ki * s.dilation_h) * s.padded_w + kj * s.dilation_w;
   const int64_t in_image = s.channels * s.padded_h * s.padded_w, out_image = s.out_channels * s.out_h * s.out_w;
   const int64_t items = s.images * s.groups * s.out_h;
-  const int64_t macs = items * s.out_w * (s.out_channels / s.groups) * k;
+  const int64_t macs = items * s.out_w * (s.out_channels / s.groups) * plan.k;
   const int threads = macs < (int64_t{1} << 18) ? 1 : num_threads();
-  const Prepared& prepared = p;
+  const Channel* channel = channels.data;  // the workers must not name the thread_local buffer
 #pragma omp parallel for schedule(static) num_threads(threads)
   for (int64_t item = 0; item < items; ++item) {
     const int64_t i = item / (s.groups * s.out_h), g = item / s.out_h % s.groups, oy = item % s.out_h;
     void* y_image = kF32 ? static_cast<void*>(static_cast<float*>(y) + i * out_image)
                          : static_cast<void*>(static_cast<int8_t*>(y) + i * out_image);
-    conv_row<kF32>(s, prepared, padded + i * in_image, i, g, oy, out, y_image);
+    conv_row<kF32>(s, plan, channel, padded + i * in_image, i, g, oy, out, y_image);
   }
   return true;
 }
 
 }  // namespace
 
-bool qconv_direct_s8_avx2(const DirectConvShape& s, const int8_t* padded, const int32_t* codes, const QOutputStage& out,
-                          int8_t* y) {
-  return direct<false>(s, padded, codes, out, y);
+bool qconv_direct_s8_avx2(const DirectConvShape& s, const DirectConvPlan& plan, const int8_t* padded,
+                          const QOutputStage& out, int8_t* y) {
+  return direct<false>(s, plan, padded, out, y);
 }
 
-bool qconv_direct_s8_f32_avx2(const DirectConvShape& s, const int8_t* padded, const int32_t* codes,
+bool qconv_direct_s8_f32_avx2(const DirectConvShape& s, const DirectConvPlan& plan, const int8_t* padded,
                               const QOutputStage& out, float* y) {
-  return direct<true>(s, padded, codes, out, y);
+  return direct<true>(s, plan, padded, out, y);
 }
 
 }  // namespace lowbit::kernels

@@ -13,10 +13,6 @@
 // 256, 1 thread, Zen 4): see bench/README.md.
 #include <omp.h>
 
-// GCC 12 reports the tap array below (written for j < pairs, read for j < pairs) as possibly
-// uninitialized inside the AVX-512 intrinsics; it cannot see that both loops have the same bound.
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-
 #include "kernels/qconv_direct.h"
 #include "kernels/x86/avx512_common.h"
 #include "lowbit/runtime_config.h"
@@ -24,18 +20,12 @@
 namespace lowbit::kernels {
 namespace {
 
-struct Prepared {
-  int64_t k = 0, pairs = 0;
-  Buffer<int32_t> weight_pairs;     // [out_channels][pairs]: w[2j] in the low 16 bits, w[2j+1] in the high
-  Buffer<PanelConstants> channel;   // per output channel, broadcast to 16 lanes
-  Buffer<int64_t> tap_offset;       // [groups][k]: offset of tap (c, ki, kj) from the window's corner
-};
-
 template <bool kF32>
-void conv_row(const DirectConvShape& s, const Prepared& p, const int8_t* image, int64_t index, int64_t group, int64_t oy,
-              const QOutputStage& out, Clamp clamp, const ClampConstants& cc, void* y_image) {
+void conv_row(const DirectConvShape& s, const DirectConvPlan& p, const PanelConstants* channel, const int8_t* image,
+              int64_t index, int64_t group, int64_t oy, const QOutputStage& out, Clamp clamp, const ClampConstants& cc,
+              void* y_image) {
   const int64_t og = s.out_channels / s.groups, plane = s.out_h * s.out_w;
-  const int64_t* taps = p.tap_offset.data + group * p.k;
+  const int64_t* taps = p.tap_offset.data() + group * p.k;
   const int8_t* corner = image + oy * s.stride_h * s.padded_w;
   const __m512i low16 = _mm512_set1_epi32(0xffff);
   alignas(64) __m512i x[kDirectConvMaxK / 2];
@@ -51,8 +41,8 @@ void conv_row(const DirectConvShape& s, const Prepared& p, const int8_t* image, 
       x[j] = _mm512_or_si512(_mm512_and_si512(a, low16), _mm512_slli_epi32(b, 16));
     }
     for (int64_t oc = group * og; oc < (group + 1) * og; ++oc) {
-      const PanelConstants& pc = p.channel.data[oc];
-      const int32_t* w = p.weight_pairs.data + oc * p.pairs;
+      const PanelConstants& pc = channel[oc];
+      const int32_t* w = p.weight_pairs.data() + oc * p.pairs;
       __m512i acc = pc.offset;
       for (int64_t j = 0; j < p.pairs; ++j) acc = dpwssd(acc, x[j], _mm512_set1_epi32(w[j]));
       if (out.weight_zero_point && out.row_offset)  // wraps modulo 2^32, as qgemm's product
@@ -81,63 +71,46 @@ void conv_row(const DirectConvShape& s, const Prepared& p, const int8_t* image, 
 }
 
 template <bool kF32>
-bool direct(const DirectConvShape& s, const int8_t* padded, const int32_t* codes, const QOutputStage& out, void* y) {
-  const int64_t k = s.group_k();
-  if (k < 1 || k > kDirectConvMaxK || s.out_h < 1 || s.out_w < 1) return false;
-  thread_local Prepared p;
-  p.k = k;
-  p.pairs = (k + 1) / 2;
-  if (!p.weight_pairs.reserve(static_cast<size_t>(s.out_channels * p.pairs)) ||
-      !p.channel.reserve(static_cast<size_t>(s.out_channels)) || !p.tap_offset.reserve(static_cast<size_t>(s.groups * k)))
-    return false;
+bool direct(const DirectConvShape& s, const DirectConvPlan& plan, const int8_t* padded, const QOutputStage& out, void* y) {
+  if (plan.k != s.group_k() || s.out_h < 1 || s.out_w < 1) return false;
+  thread_local Buffer<PanelConstants> channels;
+  if (!channels.reserve(static_cast<size_t>(s.out_channels))) return false;
   for (int64_t oc = 0; oc < s.out_channels; ++oc) {
-    const int32_t* w = codes + oc * k;
-    for (int64_t j = 0; j < p.pairs; ++j) {
-      const uint32_t lo = static_cast<uint16_t>(w[2 * j]), hi = 2 * j + 1 < k ? static_cast<uint16_t>(w[2 * j + 1]) : 0u;
-      p.weight_pairs.data[oc * p.pairs + j] = static_cast<int32_t>(lo | hi << 16);
-    }
     int32_t offset[kPanel], mult[kPanel], shift[kPanel];
     for (int j = 0; j < kPanel; ++j) {
       offset[j] = out.column_offset[oc];
       mult[j] = kF32 ? 0 : out.multiplier[oc].multiplier;
       shift[j] = kF32 ? 0 : out.multiplier[oc].shift;
     }
-    p.channel.data[oc] = panel_constants(offset, mult, shift);
+    channels.data[oc] = panel_constants(offset, mult, shift);
   }
-  const int64_t cg = s.channels / s.groups;
-  for (int64_t g = 0; g < s.groups; ++g)
-    for (int64_t c = 0; c < cg; ++c)
-      for (int64_t ki = 0; ki < s.kernel_h; ++ki)
-        for (int64_t kj = 0; kj < s.kernel_w; ++kj)
-          p.tap_offset.data[g * k + (c * s.kernel_h + ki) * s.kernel_w + kj] =
-              ((g * cg + c) * s.padded_h + ki * s.dilation_h) * s.padded_w + kj * s.dilation_w;
   const Clamp clamp = kF32 ? Clamp::kPlain : clamp_kind(out);
   const ClampConstants cc = clamp_constants(out);
   const int64_t in_image = s.channels * s.padded_h * s.padded_w, out_image = s.out_channels * s.out_h * s.out_w;
   const int64_t items = s.images * s.groups * s.out_h;
-  const int64_t macs = items * s.out_w * (s.out_channels / s.groups) * k;
+  const int64_t macs = items * s.out_w * (s.out_channels / s.groups) * plan.k;
   const int threads = macs < (int64_t{1} << 18) ? 1 : num_threads();
-  const Prepared& prepared = p;  // read-only from here; the worker threads share it
+  const PanelConstants* channel = channels.data;  // the workers must not name the thread_local buffer
 #pragma omp parallel for schedule(static) num_threads(threads)
   for (int64_t item = 0; item < items; ++item) {
     const int64_t i = item / (s.groups * s.out_h), g = item / s.out_h % s.groups, oy = item % s.out_h;
     void* y_image = kF32 ? static_cast<void*>(static_cast<float*>(y) + i * out_image)
                          : static_cast<void*>(static_cast<int8_t*>(y) + i * out_image);
-    conv_row<kF32>(s, prepared, padded + i * in_image, i, g, oy, out, clamp, cc, y_image);
+    conv_row<kF32>(s, plan, channel, padded + i * in_image, i, g, oy, out, clamp, cc, y_image);
   }
   return true;
 }
 
 }  // namespace
 
-bool qconv_direct_s8_vnni(const DirectConvShape& s, const int8_t* padded, const int32_t* codes, const QOutputStage& out,
-                          int8_t* y) {
-  return direct<false>(s, padded, codes, out, y);
+bool qconv_direct_s8_vnni(const DirectConvShape& s, const DirectConvPlan& plan, const int8_t* padded,
+                          const QOutputStage& out, int8_t* y) {
+  return direct<false>(s, plan, padded, out, y);
 }
 
-bool qconv_direct_s8_f32_vnni(const DirectConvShape& s, const int8_t* padded, const int32_t* codes,
+bool qconv_direct_s8_f32_vnni(const DirectConvShape& s, const DirectConvPlan& plan, const int8_t* padded,
                               const QOutputStage& out, float* y) {
-  return direct<true>(s, padded, codes, out, y);
+  return direct<true>(s, plan, padded, out, y);
 }
 
 }  // namespace lowbit::kernels
