@@ -7,7 +7,7 @@
 # every seed: a teacher (trained once, seed 0), the reference MLP distilled from it, 4-bit QAT of the
 # label-trained MLP, and 4-bit and 2-bit quantization-aware distillation of the distilled MLP.
 # Settings (environment): SEEDS="0 1 2"  THREADS=2  DATA=<dataset dir>  OUT=out/reference
-#   TEACHER=<arch or JSON description>  TEACHER_EPOCHS=10  DISTILL_EPOCHS=20  CNN_EPOCHS=10
+#   TEACHER=<arch or JSON description>  TEACHER_EPOCHS=10  DISTILL_EPOCHS=50  CNN_EPOCHS=10
 #   SKIP_LEARN=1 (no learning-under-compression section)  SKIP_CNN=1 (no reference CNN section)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -80,18 +80,19 @@ if [[ -z "${SKIP_LEARN:-}" ]]; then
 # Learning under compression (docs/qat.md), every seed; one teacher (seed 0) for all students.
 # Distillation is compared with label training at the same budget: DISTILL_EPOCHS epochs, cosine
 # learning-rate decay, for both.
-TEACHER=${TEACHER:-examples/models/cnn-teacher.json}
+TEACHER=${TEACHER:-examples/models/cnn-teacher-dropout.json}
 TEACHER_EPOCHS=${TEACHER_EPOCHS:-10}
-DISTILL_EPOCHS=${DISTILL_EPOCHS:-20}
+DISTILL_EPOCHS=${DISTILL_EPOCHS:-50}
 learn="$OUT/learning.jsonl"
 : >"$learn"
 teacher="$OUT/teacher.lbm"
 echo
 echo "== teacher $TEACHER, $TEACHER_EPOCHS epochs"
-"$lowbit" train --arch "$TEACHER" --data "$DATA" --epochs "$TEACHER_EPOCHS" --seed 0 --threads "$THREADS" --out "$teacher" --json \
+"$lowbit" train --arch "$TEACHER" --data "$DATA" --epochs "$TEACHER_EPOCHS" --lr-schedule cosine --seed 0 --threads "$THREADS" \
+  --out "$teacher" --json \
   | tee "$OUT/teacher.log" | tail -n 1 | jq -c '{"name": "teacher", "seed": .seed, "bits": "w32 a32", "file_bytes": .file_bytes,
       "test_accuracy": .test_accuracy, "epochs": .epochs, "seconds": .train_seconds}' >>"$learn"
-distill=(--teacher "$teacher" --data "$DATA" --temperature "${TEMPERATURE:-1}" --alpha "${ALPHA:-0.9}" --lr-schedule cosine
+distill=(--teacher "$teacher" --data "$DATA" --temperature "${TEMPERATURE:-2}" --alpha "${ALPHA:-0.5}" --lr-schedule cosine
          --threads "$THREADS" --json)
 record() {  # record NAME BITS SEED < json line
   jq -c --arg name "$1" --arg bits "$2" --argjson seed "$3" \
@@ -136,7 +137,7 @@ jq -rs --arg seeds "$SEEDS" '
             (if $g[0].agreement then ($g | map(.agreement) | min * 10000 | round / 100 | tostring + " %") else "" end)]) | @tsv)
 ' "$learn" | column -t -s $'\t'
 echo "(QAT rows are the converted integer models; 'int agrees': the lowest agreement of an integer model with its QAT model;"
-echo " distilled rows: T = ${TEMPERATURE:-1}, alpha = ${ALPHA:-0.9}, cosine decay; 'same budget': labels only, $DISTILL_EPOCHS epochs, cosine)"
+echo " distilled rows: T = ${TEMPERATURE:-2}, alpha = ${ALPHA:-0.5}, cosine decay; 'same budget': labels only, $DISTILL_EPOCHS epochs, cosine)"
 fi
 
 # The reference CNN (examples/models/reference-cnn.json), first seed: float, full int8, 4-bit

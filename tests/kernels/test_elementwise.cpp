@@ -29,11 +29,12 @@ namespace lowbit {
 namespace {
 
 TEST(Elementwise, MinMaxMatchesReferenceAndIgnoresNan) {
-  for (int64_t n : {1, 7, 15, 16, 17, 100, 1001}) {
+  for (int64_t n : {1, 7, 15, 16, 17, 31, 32, 33, 63, 65, 100, 1001}) {
     std::vector<float> x(static_cast<size_t>(n));
     Rng rng(static_cast<uint64_t>(n) + 5);
     for (auto& v : x) v = rng.uniform(-3, 5);
     if (n > 3) x[2] = NAN;
+    if (n > 40) x[static_cast<size_t>(n - 1)] = NAN, x[33] = -INFINITY;  // NaN in the tail, -inf in the vectors
     float lo_ref, hi_ref, lo, hi;
     kernels::minmax_f32_ref(n, x.data(), &lo_ref, &hi_ref);
     minmax_f32(n, x.data(), &lo, &hi);
@@ -44,6 +45,21 @@ TEST(Elementwise, MinMaxMatchesReferenceAndIgnoresNan) {
       if (!std::isnan(v)) expect_lo = std::min(expect_lo, v), expect_hi = std::max(expect_hi, v);
     EXPECT_EQ(lo, expect_lo) << n;
     EXPECT_EQ(hi, expect_hi) << n;
+  }
+  // All NaN gives NaN; NaN everywhere but the tail (or but the vectors) gives the others' range.
+  for (int64_t n : {40, 64, 71}) {
+    std::vector<float> x(static_cast<size_t>(n), NAN);
+    float lo, hi;
+    minmax_f32(n, x.data(), &lo, &hi);
+    EXPECT_TRUE(std::isnan(lo) && std::isnan(hi)) << n;
+    x[static_cast<size_t>(n - 1)] = 2.0f;
+    minmax_f32(n, x.data(), &lo, &hi);
+    EXPECT_EQ(lo, 2.0f) << n;
+    EXPECT_EQ(hi, 2.0f) << n;
+    x[3] = -1.0f;
+    minmax_f32(n, x.data(), &lo, &hi);
+    EXPECT_EQ(lo, -1.0f) << n;
+    EXPECT_EQ(hi, 2.0f) << n;
   }
 }
 

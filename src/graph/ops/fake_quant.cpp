@@ -100,12 +100,12 @@ class FakeQuantizeOp final : public Op {
                 std::span<const Tensor* const> out_grad, std::span<Tensor* const> in_grad) const override {
     const Tensor& x = *in[0];
     const Layout l = layout(node, x);
+    const bool want_scale = kLearnScale && in_grad.size() > 1 && in_grad[1];
     float* dx = nullptr;
     if (in_grad[0]) {
       in_grad[0]->resize(x.shape());
       dx = in_grad[0]->data<float>();
     }
-    const bool want_scale = kLearnScale && in_grad.size() > 1 && in_grad[1];
     if (!dx && !want_scale) return;
     const std::vector<FakeQuantGrid> grids = grids_of(node, *in[1], *in[2]);
     std::vector<double> partial(static_cast<size_t>(l.outer * l.channels), 0.0);

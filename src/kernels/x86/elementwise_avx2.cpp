@@ -8,28 +8,37 @@
 namespace lowbit::kernels {
 
 void minmax_f32_avx2(int64_t n, const float* x, float* min, float* max) {
-  if (n < 16) return minmax_f32_ref(n, x, min, max);
-  // min_ps(v, acc) returns acc when v is NaN: NaNs never enter the accumulators once they hold a
-  // number; lanes still NaN at the end (all their values NaN) are dropped by the final reduction.
-  __m256 lo = _mm256_set1_ps(NAN), hi = _mm256_set1_ps(NAN);
+  if (n < 32) return minmax_f32_ref(n, x, min, max);
+  // min_ps(v, acc) returns acc when v is NaN, so NaNs never enter accumulators that start at
+  // +inf / -inf; four independent pairs keep the loop throughput-bound (one dependent min per
+  // 32 values instead of a compare-blend chain per 8). Min and max do not depend on the order,
+  // except that a result of zero may come out as -0 where the reference gives +0 or the reverse.
+  __m256 lo[4], hi[4];
+  for (int j = 0; j < 4; ++j) lo[j] = _mm256_set1_ps(INFINITY), hi[j] = _mm256_set1_ps(-INFINITY);
   int64_t i = 0;
+  for (; i + 32 <= n; i += 32)
+    for (int j = 0; j < 4; ++j) {
+      const __m256 v = _mm256_loadu_ps(x + i + 8 * j);
+      lo[j] = _mm256_min_ps(v, lo[j]);
+      hi[j] = _mm256_max_ps(v, hi[j]);
+    }
   for (; i + 8 <= n; i += 8) {
     const __m256 v = _mm256_loadu_ps(x + i);
-    const __m256 lo_nan = _mm256_cmp_ps(lo, lo, _CMP_UNORD_Q), hi_nan = _mm256_cmp_ps(hi, hi, _CMP_UNORD_Q);
-    lo = _mm256_blendv_ps(_mm256_min_ps(v, lo), v, lo_nan);
-    hi = _mm256_blendv_ps(_mm256_max_ps(v, hi), v, hi_nan);
+    lo[0] = _mm256_min_ps(v, lo[0]);
+    hi[0] = _mm256_max_ps(v, hi[0]);
   }
+  const __m256 l4 = _mm256_min_ps(_mm256_min_ps(lo[0], lo[1]), _mm256_min_ps(lo[2], lo[3]));
+  const __m256 h4 = _mm256_max_ps(_mm256_max_ps(hi[0], hi[1]), _mm256_max_ps(hi[2], hi[3]));
   alignas(32) float l[8], h[8];
-  _mm256_store_ps(l, lo);
-  _mm256_store_ps(h, hi);
-  float rl, rh, tl, th;
-  minmax_f32_ref(8, l, &rl, &tl);
-  minmax_f32_ref(8, h, &th, &rh);
-  minmax_f32_ref(n - i, x + i, &tl, &th);
-  *min = (n - i == 0 || std::isnan(tl) || rl <= tl) ? rl : tl;
-  *max = (n - i == 0 || std::isnan(th) || rh >= th) ? rh : th;
-  if (std::isnan(*min)) *min = tl;
-  if (std::isnan(*max)) *max = th;
+  _mm256_store_ps(l, l4);
+  _mm256_store_ps(h, h4);
+  float rl = l[0], rh = h[0];
+  for (int j = 1; j < 8; ++j) rl = std::min(rl, l[j]), rh = std::max(rh, h[j]);
+  if (rl > rh) rl = rh = NAN;  // every vector value was NaN
+  float tl = NAN, th = NAN;
+  if (i < n) minmax_f32_ref(n - i, x + i, &tl, &th);
+  *min = std::isnan(rl) || tl < rl ? tl : rl;
+  *max = std::isnan(rh) || th > rh ? th : rh;
 }
 
 void adam_update_f32_avx2(int64_t n, float* w, const float* g, float* m, float* v, const AdamConstants& c) {
