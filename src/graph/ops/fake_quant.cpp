@@ -21,6 +21,7 @@
 //     (when >= 0) the grid is frozen. Non-finite batch ranges are skipped.
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <vector>
 
 #include "graph/ops/builtin_ops.h"
@@ -35,12 +36,41 @@ struct Layout {  // x viewed as [outer, channels, inner]; per tensor: channels =
   int64_t channels, inner, outer;
 };
 
-// The grid of every channel, checked once per call (attributes are JSON lookups: never per row).
-std::vector<FakeQuantGrid> grids_of(const Node& node, const Tensor& scale, const Tensor& zero_point) {
-  const int32_t qmin = static_cast<int32_t>(node.attr_int("qmin", -128)), qmax = static_cast<int32_t>(node.attr_int("qmax", 127));
+// The node's attributes, parsed once per executor (Op::prepare; they are JSON lookups) or, without
+// an executor, once per call.
+struct Attrs {
+  int64_t axis = -1;
+  int32_t qmin = -128, qmax = 127;
+  enum class Observer { None, MinMax, MovingAverage } observer = Observer::None;
+  int64_t freeze = -1;       // observer_steps
+  float averaging = 0.01f;
+  QuantParams grid;          // bits, scheme and range of the grid (scales and zero points unset)
+  static Attrs of(const Node& node) {
+    Attrs a;
+    a.axis = node.attr_int("axis", -1);
+    a.qmin = static_cast<int32_t>(node.attr_int("qmin", -128));
+    a.qmax = static_cast<int32_t>(node.attr_int("qmax", 127));
+    const std::string observer = node.attr_string("observer", "none");
+    a.observer = observer == "minmax" ? Observer::MinMax : observer == "moving_average" ? Observer::MovingAverage : Observer::None;
+    a.freeze = node.attr_int("observer_steps", -1);
+    a.averaging = static_cast<float>(node.attr_float("averaging", 0.01));
+    a.grid.bits = static_cast<int>(node.attr_int("bits", 8));
+    a.grid.is_signed = a.qmin < 0;
+    a.grid.scheme = node.attr_string("scheme", "affine") == "symmetric" ? QScheme::Symmetric : QScheme::Affine;
+    a.grid.narrow_range = a.qmin == -a.qmax;
+    a.grid.axis = static_cast<int>(a.axis);
+    if (a.observer != Observer::None && (a.grid.qmin() != a.qmin || a.grid.qmax() != a.qmax))
+      shape_error(node, "attributes qmin/qmax [" + std::to_string(a.qmin) + ", " + std::to_string(a.qmax) + "] are not the " +
+                            std::to_string(a.grid.bits) + "-bit " + node.attr_string("scheme", "affine") + " grid");
+    return a;
+  }
+};
+
+// The grid of every channel, checked once per call.
+std::vector<FakeQuantGrid> grids_of(const Node& node, const Attrs& a, const Tensor& scale, const Tensor& zero_point) {
   std::vector<FakeQuantGrid> grids(static_cast<size_t>(scale.numel()));
   for (int64_t c = 0; c < scale.numel(); ++c) {
-    grids[c] = {scale.data<float>()[c], zero_point.data<int32_t>()[c], qmin, qmax};
+    grids[c] = {scale.data<float>()[c], zero_point.data<int32_t>()[c], a.qmin, a.qmax};
     if (!(grids[c].scale > 0.0f) || !std::isfinite(grids[c].scale))
       shape_error(node, "scale[" + std::to_string(c) + "] must be positive and finite, got " + std::to_string(grids[c].scale));
   }
@@ -73,10 +103,19 @@ class FakeQuantizeOp final : public Op {
   }
   bool differentiable_input(int index) const override { return index == 0 || (kLearnScale && index == 1); }
 
+  std::shared_ptr<const void> prepare(const Node& node, std::span<const Tensor* const>) const override {
+    return std::make_shared<Attrs>(Attrs::of(node));
+  }
   void forward(const Node& node, std::span<const Tensor* const> in, std::span<Tensor* const> out) const override {
+    forward_prepared(node, nullptr, in, out);
+  }
+  void forward_prepared(const Node& node, const void* state, std::span<const Tensor* const> in,
+                        std::span<Tensor* const> out) const override {
+    const Attrs parsed = state ? Attrs{} : Attrs::of(node);
+    const Attrs& a = state ? *static_cast<const Attrs*>(state) : parsed;
     const Tensor& x = *in[0];
-    const Layout l = layout(node, x);
-    const std::vector<FakeQuantGrid> grids = grids_of(node, *in[1], *in[2]);
+    const Layout l = layout(a, x);
+    const std::vector<FakeQuantGrid> grids = grids_of(node, a, *in[1], *in[2]);
     out[0]->resize(x.shape());
     const float* src = x.data<float>();
     float* dst = out[0]->data<float>();
@@ -88,10 +127,11 @@ class FakeQuantizeOp final : public Op {
   void forward_train(const Node& node, const void* state, const RunContext& context, std::span<Tensor* const> in,
                      std::span<Tensor* const> out) const override {
     if constexpr (!kLearnScale) {
-      const std::string observer = node.attr_string("observer", "none");
-      if (observer == "minmax") return observe_minmax(node, in, *out[0]);
-      const int64_t freeze = node.attr_int("observer_steps", -1);
-      if (observer == "moving_average" && (freeze < 0 || context.step < freeze)) return observe_moving_average(node, in, *out[0]);
+      const Attrs parsed = state ? Attrs{} : Attrs::of(node);
+      const Attrs& a = state ? *static_cast<const Attrs*>(state) : parsed;
+      if (a.observer == Attrs::Observer::MinMax) return observe_minmax(node, a, in, *out[0]);
+      if (a.observer == Attrs::Observer::MovingAverage && (a.freeze < 0 || context.step < a.freeze))
+        return observe_moving_average(node, a, in, *out[0]);
     }
     forward_prepared(node, state, std::span<const Tensor* const>(in.data(), in.size()), out);
   }
@@ -99,7 +139,8 @@ class FakeQuantizeOp final : public Op {
   void backward(const Node& node, std::span<const Tensor* const> in, std::span<const Tensor* const>,
                 std::span<const Tensor* const> out_grad, std::span<Tensor* const> in_grad) const override {
     const Tensor& x = *in[0];
-    const Layout l = layout(node, x);
+    const Attrs a = Attrs::of(node);
+    const Layout l = layout(a, x);
     const bool want_scale = kLearnScale && in_grad.size() > 1 && in_grad[1];
     float* dx = nullptr;
     if (in_grad[0]) {
@@ -107,7 +148,7 @@ class FakeQuantizeOp final : public Op {
       dx = in_grad[0]->data<float>();
     }
     if (!dx && !want_scale) return;
-    const std::vector<FakeQuantGrid> grids = grids_of(node, *in[1], *in[2]);
+    const std::vector<FakeQuantGrid> grids = grids_of(node, a, *in[1], *in[2]);
     std::vector<double> partial(static_cast<size_t>(l.outer * l.channels), 0.0);
     const float* src = x.data<float>();
     const float* dy = out_grad[0]->data<float>();
@@ -131,35 +172,21 @@ class FakeQuantizeOp final : public Op {
   }
 
  private:
-  // The grid description of the node (bits, scheme, range) with `channels` channels to fit.
-  static QuantParams grid_params(const Node& node, int64_t channels) {
-    const int32_t qmin = static_cast<int32_t>(node.attr_int("qmin", -128)), qmax = static_cast<int32_t>(node.attr_int("qmax", 127));
-    QuantParams p;
-    p.bits = static_cast<int>(node.attr_int("bits", 8));
-    p.is_signed = qmin < 0;
-    p.scheme = node.attr_string("scheme", "affine") == "symmetric" ? QScheme::Symmetric : QScheme::Affine;
-    p.narrow_range = qmin == -qmax;
-    p.axis = static_cast<int>(node.attr_int("axis", -1));
-    p.scale.assign(static_cast<size_t>(channels), 1.0f);
-    p.zero_point.assign(static_cast<size_t>(channels), 0);
-    if (p.qmin() != qmin || p.qmax() != qmax)
-      shape_error(node, "attributes qmin/qmax [" + std::to_string(qmin) + ", " + std::to_string(qmax) + "] are not the " +
-                            std::to_string(p.bits) + "-bit " + node.attr_string("scheme", "affine") + " grid");
-    return p;
-  }
   static void non_finite(const Node& node) {
     shape_error(node, "the observed range is not finite (the values hold NaN or infinity: training diverged?)");
   }
 
   // observer "minmax": per channel, the range, the grid, then the fake quantization, in one pass.
-  static void observe_minmax(const Node& node, std::span<Tensor* const> in, Tensor& y) {
+  static void observe_minmax(const Node& node, const Attrs& a, std::span<Tensor* const> in, Tensor& y) {
     const Tensor& x = *in[0];
-    const Layout l = layout(node, x);
+    const Layout l = layout(a, x);
     y.resize(x.shape());
     const float* src = x.data<float>();
     float* dst = y.data<float>();
-    const int32_t qmin = static_cast<int32_t>(node.attr_int("qmin", -128)), qmax = static_cast<int32_t>(node.attr_int("qmax", 127));
-    QuantParams p = grid_params(node, l.channels);
+    const int32_t qmin = a.qmin, qmax = a.qmax;
+    QuantParams p = a.grid;
+    p.scale.assign(static_cast<size_t>(l.channels), 1.0f);
+    p.zero_point.assign(static_cast<size_t>(l.channels), 0);
     bool finite = true;
     if (l.channels > 1 || l.outer == 1) {  // per channel (or a one-row tensor): rows are channels
       std::vector<char> ok(static_cast<size_t>(l.channels), 1);
@@ -197,10 +224,10 @@ class FakeQuantizeOp final : public Op {
 
   // observer "moving_average" (per tensor): quantize with the current grid and take each row's
   // range in the same pass; then move the running range and fit the grid for the next step.
-  static void observe_moving_average(const Node& node, std::span<Tensor* const> in, Tensor& y) {
+  static void observe_moving_average(const Node& node, const Attrs& a, std::span<Tensor* const> in, Tensor& y) {
     const Tensor& x = *in[0];
-    const Layout l = layout(node, x);
-    const std::vector<FakeQuantGrid> grids = grids_of(node, *in[1], *in[2]);
+    const Layout l = layout(a, x);
+    const std::vector<FakeQuantGrid> grids = grids_of(node, a, *in[1], *in[2]);
     y.resize(x.shape());
     const float* src = x.data<float>();
     float* dst = y.data<float>();
@@ -217,11 +244,12 @@ class FakeQuantizeOp final : public Op {
     minmax_f32(rows, los.data(), &lo, &ignored);
     minmax_f32(rows, his.data(), &ignored, &hi);
     if (!std::isfinite(lo) || !std::isfinite(hi)) return;  // a bad batch does not move the observer
-    const float averaging = static_cast<float>(node.attr_float("averaging", 0.01));
     float* range = in[3]->data<float>();
-    range[0] += averaging * (lo - range[0]);
-    range[1] += averaging * (hi - range[1]);
-    QuantParams p = grid_params(node, 1);
+    range[0] += a.averaging * (lo - range[0]);
+    range[1] += a.averaging * (hi - range[1]);
+    QuantParams p = a.grid;
+    p.scale.assign(1, 1.0f);
+    p.zero_point.assign(1, 0);
     fit_channel(p, 0, range[0], range[1]);
     in[1]->data<float>()[0] = p.scale[0];
     in[2]->data<int32_t>()[0] = p.zero_point[0];
@@ -229,8 +257,8 @@ class FakeQuantizeOp final : public Op {
 
   // Rows per task: at least 8K values (a fork-join costs about a microsecond with bound, spinning threads).
   static int64_t grain(const Layout& l) { return std::max<int64_t>(1, (int64_t{1} << 13) / std::max<int64_t>(1, l.inner)); }
-  static Layout layout(const Node& node, const Tensor& x) {
-    if (node.attr_int("axis", -1) == 0) return {x.dim(0), x.numel() / std::max<int64_t>(1, x.dim(0)), 1};
+  static Layout layout(const Attrs& a, const Tensor& x) {
+    if (a.axis == 0) return {x.dim(0), x.numel() / std::max<int64_t>(1, x.dim(0)), 1};
     // Per tensor: one row per sample, so N (LSQ's features per sample) is the row length.
     const int64_t batch = x.rank() > 0 ? x.dim(0) : 1;
     return {1, batch > 0 ? x.numel() / batch : 0, batch};
