@@ -9,25 +9,15 @@ s8 weights) and 4-bit weights, and the throughput ratios int8/fp32 and 4-bit/fp3
 "reference CNN (conv1 + conv2)" add the two convolutions of examples/models/reference-cnn.json.
 With repetitions the fastest run of each benchmark is used.
 """
-import json
-import os
-import subprocess
 import sys
+
+from gbench import run_benchmarks
 
 
 def main(argv):
-    binary = "build/bench/lowbit_bench_conv"
-    extra = argv[1:]
-    if len(argv) > 1 and not argv[1].startswith("-"):
-        binary, extra = argv[1], argv[2:]
-    if not os.path.exists(binary):
-        sys.exit(f"conv_ratios: no benchmark binary at {binary} (build the lowbit_bench_conv target)")
-    out = subprocess.run([binary, "--benchmark_format=json", *extra], check=True, stdout=subprocess.PIPE,
-                         text=True).stdout
+    runs = run_benchmarks(argv, "build/bench/lowbit_bench_conv", "lowbit_bench_conv")
     results, order = {}, []  # (layer, threads) -> {variant: best ms}
-    for bench in json.loads(out)["benchmarks"]:
-        if bench.get("run_type") == "aggregate":
-            continue
+    for bench in runs:
         # name: <variant>/<layer>/batch:<n>/threads:<t>/real_time
         parts = bench.get("run_name", bench["name"]).split("/")
         variant, layer = parts[0], parts[1]
@@ -39,10 +29,9 @@ def main(argv):
         ms = bench["real_time"] * {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3}[bench["time_unit"]]
         results[key][variant] = min(results[key].get(variant, float("inf")), ms)
     for threads in sorted({t for _, t in order}):
-        total = {}
-        for layer in ("conv1_1x28x28_to32", "conv2_32x14x14_to64"):
-            for variant, ms in results.get((layer, threads), {}).items():
-                total[variant] = total.get(variant, 0.0) + ms
+        layers = [results.get((layer, threads), {}) for layer in ("conv1_1x28x28_to32", "conv2_32x14x14_to64")]
+        total = {v: layers[0][v] + layers[1][v] for v in ("lowbit_f32", "lowbit_s8", "lowbit_s4")
+                 if v in layers[0] and v in layers[1]}
         if len(total) == 3:
             key = ("reference CNN (conv1 + conv2)", threads)
             results[key] = total

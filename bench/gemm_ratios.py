@@ -7,28 +7,17 @@ e.g.   bench/gemm_ratios.py build/bench/lowbit_bench_gemm --benchmark_repetition
 With repetitions the best (highest) GFLOP/s of each benchmark is used: on a shared machine the
 slow runs measure the neighbours, not the code. Exit status 0; the table is the result.
 """
-import json
-import os
-import subprocess
 import sys
+
+from gbench import run_benchmarks
 
 
 def main(argv):
-    binary = "build/bench/lowbit_bench_gemm"
-    extra = []
-    if len(argv) > 1 and not argv[1].startswith("-"):
-        binary = argv[1]
-        extra = argv[2:]
-    else:
-        extra = argv[1:]
-    if not os.path.exists(binary):
-        sys.exit(f"gemm_ratios: no benchmark binary at {binary} (build the lowbit_bench_gemm target)")
-    out = subprocess.run([binary, "--benchmark_format=json", *extra], check=True, stdout=subprocess.PIPE,
-                         text=True).stdout
+    runs = run_benchmarks(argv, "build/bench/lowbit_bench_gemm", "lowbit_bench_gemm")
     results = {}  # (shape, trans, threads) -> {library: best GFLOP/s}
     order = []
-    for bench in json.loads(out)["benchmarks"]:
-        if bench.get("run_type") == "aggregate" or "GFLOPS" not in bench:
+    for bench in runs:
+        if "GFLOPS" not in bench:
             continue
         # name: <library>/<M>x<N>x<K>/<ta><tb>/threads:<t>[/real_time]
         parts = bench["run_name"].split("/") if "run_name" in bench else bench["name"].split("/")

@@ -8,24 +8,16 @@ Columns: lowbit s8 (qgemm_s8, s8 weights), lowbit s4 (4-bit weights; GEMV shape 
 lowbit's fp32 gemm_f32 NN/NT, oneDNN u8s8s32 (AVX2 unless DNNL_MAX_CPU_ISA is set), and the ratios
 s8/f32, s8/oneDNN and s4/f32. With repetitions the best (highest) GOP/s of each benchmark is used.
 """
-import json
-import os
-import subprocess
 import sys
+
+from gbench import run_benchmarks
 
 
 def main(argv):
-    binary = "build/bench/lowbit_bench_qgemm"
-    extra = argv[1:]
-    if len(argv) > 1 and not argv[1].startswith("-"):
-        binary, extra = argv[1], argv[2:]
-    if not os.path.exists(binary):
-        sys.exit(f"qgemm_ratios: no benchmark binary at {binary} (build the lowbit_bench_qgemm target)")
-    out = subprocess.run([binary, "--benchmark_format=json", *extra], check=True, stdout=subprocess.PIPE,
-                         text=True).stdout
+    runs = run_benchmarks(argv, "build/bench/lowbit_bench_qgemm", "lowbit_bench_qgemm")
     results, order = {}, []  # (shape, threads) -> {variant: best GOP/s}
-    for bench in json.loads(out)["benchmarks"]:
-        if bench.get("run_type") == "aggregate" or "GOPS" not in bench:
+    for bench in runs:
+        if "GOPS" not in bench:
             continue
         # name: <variant>/<M>x<N>x<K>/threads:<t>[/real_time]
         parts = bench.get("run_name", bench["name"]).split("/")

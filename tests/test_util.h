@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <vector>
 
 #include "lowbit/lowbit.h"
 
@@ -43,6 +44,12 @@ inline std::string read_bytes(const std::string& path) {
 inline std::string test_dataset_dir() {
   const char* env = std::getenv("LOWBIT_TEST_DATA");
   return env ? env : default_dataset_dir();
+}
+
+// A tensor's bytes, appended to `bytes` (bit-exactness checks compare these).
+inline void append_bytes(const Tensor& t, std::vector<uint8_t>& bytes) {
+  const uint8_t* p = static_cast<const uint8_t*>(t.raw());
+  bytes.insert(bytes.end(), p, p + t.nbytes());
 }
 
 // Fills a tensor with uniform values in [lo, hi) from a fixed seed.

@@ -241,27 +241,21 @@ Graph build_model(const json& d, const Shape& sample_shape, int num_classes, uin
       node.attributes["dilations"] = dilation;
       node.attributes["group"] = groups;
       node.attributes["activation"] = activation;
-    } else if (type == "maxpool2d") {
-      check_keys(layer, where, {"type", "name", "inputs", "kernel", "stride", "padding"});
+    } else if (type == "maxpool2d" || type == "avgpool2d") {
+      const bool average = type == "avgpool2d";
+      if (average)
+        check_keys(layer, where, {"type", "name", "inputs", "kernel", "stride", "padding", "count_include_pad"});
+      else
+        check_keys(layer, where, {"type", "name", "inputs", "kernel", "stride", "padding"});
       if (!layer.contains("kernel")) fail(where, "field 'kernel' (an integer or [kh, kw]) is required");
       const auto kernel = int_pair(layer, where, "kernel", {1, 1}, 1);
       const auto stride = int_pair(layer, where, "stride", kernel, 1);
       const Shape in_shape = spatial_input(g, where, inputs.at(0));
-      node.op = "MaxPool2D";
+      node.op = average ? "AveragePool2D" : "MaxPool2D";
       node.attributes["kernel_shape"] = kernel;
       node.attributes["strides"] = stride;
       node.attributes["pads"] = pads_of(layer, where, in_shape, kernel, stride, {1, 1});
-    } else if (type == "avgpool2d") {
-      check_keys(layer, where, {"type", "name", "inputs", "kernel", "stride", "padding", "count_include_pad"});
-      if (!layer.contains("kernel")) fail(where, "field 'kernel' (an integer or [kh, kw]) is required");
-      const auto kernel = int_pair(layer, where, "kernel", {1, 1}, 1);
-      const auto stride = int_pair(layer, where, "stride", kernel, 1);
-      const Shape in_shape = spatial_input(g, where, inputs.at(0));
-      node.op = "AveragePool2D";
-      node.attributes["kernel_shape"] = kernel;
-      node.attributes["strides"] = stride;
-      node.attributes["pads"] = pads_of(layer, where, in_shape, kernel, stride, {1, 1});
-      node.attributes["count_include_pad"] = field<bool>(layer, where, "count_include_pad", false) ? 1 : 0;
+      if (average) node.attributes["count_include_pad"] = field<bool>(layer, where, "count_include_pad", false) ? 1 : 0;
     } else if (type == "globalavgpool") {
       check_keys(layer, where, {"type", "name", "inputs"});
       spatial_input(g, where, inputs.at(0));

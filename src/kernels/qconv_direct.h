@@ -34,15 +34,19 @@ struct DirectConvShape {
 // The longest reduction (channels / groups * kh * kw) the direct kernels take.
 constexpr int64_t kDirectConvMaxK = 32;
 
-// The weights and window of a call, in the form every direct kernel reads (plan_direct_conv).
+// The weights in the form every direct kernel reads, built once when the layer is prepared:
+// [out_channels][ceil(k / 2)] pairs, w[2j] in the low 16 bits, w[2j + 1] (or 0) in the high.
+// `codes`: [out_channels][k] in (c, ki, kj) order, 8-bit values (s8 or unpacked low-bit).
+std::vector<int32_t> direct_conv_weight_pairs(const int32_t* codes, int64_t out_channels, int64_t k);
+
+// The weights and window of a call (plan_direct_conv).
 struct DirectConvPlan {
-  int64_t k = 0, pairs = 0;          // group_k and ceil(k / 2)
-  std::vector<int32_t> weight_pairs;  // [out_channels][pairs]: w[2j] in the low 16 bits, w[2j + 1] (or 0) in the high
-  std::vector<int64_t> tap_offset;    // [groups][k]: where tap (c, ki, kj) sits from a window's corner in a padded image
+  int64_t k = 0, pairs = 0;                // group_k and ceil(k / 2)
+  const int32_t* weight_pairs = nullptr;  // from direct_conv_weight_pairs
+  std::vector<int64_t> tap_offset;        // [groups][k]: where tap (c, ki, kj) sits from a window's corner in a padded image
 };
-// `codes`: the weights [out_channels][group_k] in (c, ki, kj) order, 8-bit values (s8 or unpacked
-// low-bit). Returns false if the shape is not for the direct kernels (group_k > kDirectConvMaxK).
-bool plan_direct_conv(const DirectConvShape& s, const int32_t* codes, DirectConvPlan& plan);
+// Returns false if the shape is not for the direct kernels (group_k > kDirectConvMaxK).
+bool plan_direct_conv(const DirectConvShape& s, const int32_t* weight_pairs, DirectConvPlan& plan);
 
 // AVX-512 VNNI (x86 builds, CPUs with VNNI; vpdpwssd on pairs of taps). Return false, writing
 // nothing, when they cannot run (no scratch memory); the caller checks active_isa() first.

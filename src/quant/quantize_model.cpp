@@ -175,6 +175,14 @@ bool is_quantized(const Graph& model) {
 
 namespace {
 
+// The window attributes a convolution keeps through quantization and back.
+void copy_window_attributes(const Node& from, Node& to) {
+  for (const char* key : {"strides", "pads", "dilations", "group"})
+    if (from.attributes.contains(key)) to.attributes[key] = from.attributes.at(key);
+}
+
+bool is_dynamic_layer(const Node& node) { return node.op == "DynamicQDense" || node.op == "DynamicQConv2D"; }
+
 QuantParams activation_params_for(const ValueRange& r) { return choose_params(r.min, r.max, {8, QScheme::Affine}); }
 
 class Transform {
@@ -305,9 +313,7 @@ class Transform {
   // output when an integer layer consumes it, else f32. Dynamic mode: DynamicQConv2D (f32 in and
   // out, the input quantized at run time).
   void quantize_conv(const Node& node) {
-    const LayerRule rule = plan_.rule_for(node.name);
-    if (rule.weight_bits < 2 || rule.weight_bits > 8)
-      throw Error(ErrorKind::InvalidArgument, "layer '" + node.name + "': weight bits must be 2..8");
+    const LayerRule rule = checked_rule(node);
     const Tensor& weight4 = model_.initializers.at(node.inputs.at(1));
     const int64_t units = weight4.dim(0), in_channels = weight4.dim(1) * node.attr_int("group", 1);
     const int64_t features = weight4.numel() / units;
@@ -315,40 +321,47 @@ class Transform {
     weight.reshape({units, features});
     const Tensor* bias = node.inputs.size() > 2 ? &model_.initializers.at(node.inputs[2]) : nullptr;
     const std::string prefix = node.name + ".";
-    const bool dynamic = plan_.mode == QuantMode::Dynamic;
-    if (dynamic && rule.weight_scheme != QScheme::Symmetric)
-      throw Error(ErrorKind::InvalidArgument, "layer '" + node.name + "': dynamic quantization needs symmetric weights");
     Tensor scale;
     quantize_weights(node, weight, rule, prefix, scale);
-    if (dynamic) {
-      out_.initializers.erase(prefix + "weight_zero_point");  // dynamic layers have symmetric weights
+    nlohmann::json attributes = {{"in_channels", in_channels},
+                                 {"kernel_shape", {weight4.dim(2), weight4.dim(3)}},
+                                 {"activation", node.attr_string("activation", "none")}};
+    if (plan_.mode == QuantMode::Dynamic) {
+      attributes["granularity"] = plan_.dynamic_granularity;
       Node n{node.name, "DynamicQConv2D", {as_float(node.inputs[0]), prefix + "weight_codes", prefix + "weight_scale"},
-             {node.outputs[0]},
-             {{"in_channels", in_channels},
-              {"kernel_shape", {weight4.dim(2), weight4.dim(3)}},
-              {"activation", node.attr_string("activation", "none")},
-              {"granularity", plan_.dynamic_granularity}}};
-      for (const char* key : {"strides", "pads", "dilations", "group"})
-        if (node.attributes.contains(key)) n.attributes[key] = node.attributes.at(key);
-      if (bias) {
-        n.inputs.push_back(node.inputs[2]);
-        out_.initializers[node.inputs[2]] = *bias;
-      }
-      out_.add_node(std::move(n));
-      return;
+             {node.outputs[0]}, attributes};
+      copy_window_attributes(node, n);
+      return add_dynamic_layer(node, std::move(n));
     }
     QuantParams in_params;
     const std::string input = as_integer(node.inputs[0], rule.calibration, in_params);
+    attributes["input_scale"] = in_params.scale[0];
+    attributes["input_zero_point"] = in_params.zero_point[0];
     Node n{node.name, "QConv2D", {input, prefix + "weight_codes", prefix + "weight_scale", prefix + "weight_zero_point"},
-           {node.outputs[0]},
-           {{"in_channels", in_channels},
-            {"kernel_shape", {weight4.dim(2), weight4.dim(3)}},
-            {"activation", node.attr_string("activation", "none")},
-            {"input_scale", in_params.scale[0]},
-            {"input_zero_point", in_params.zero_point[0]}}};
-    for (const char* key : {"strides", "pads", "dilations", "group"})
-      if (node.attributes.contains(key)) n.attributes[key] = node.attributes.at(key);
+           {node.outputs[0]}, attributes};
+    copy_window_attributes(node, n);
     finish_integer_layer(node, n, bias, in_params, scale, rule);
+  }
+
+  // The layer's rule, checked against what the layer can take.
+  LayerRule checked_rule(const Node& node) const {
+    const LayerRule rule = plan_.rule_for(node.name);
+    if (rule.weight_bits < 2 || rule.weight_bits > 8)
+      throw Error(ErrorKind::InvalidArgument, "layer '" + node.name + "': weight bits must be 2..8");
+    if (plan_.mode == QuantMode::Dynamic && rule.weight_scheme != QScheme::Symmetric)
+      throw Error(ErrorKind::InvalidArgument, "layer '" + node.name + "': dynamic quantization needs symmetric weights");
+    return rule;
+  }
+
+  // Adds the dynamic layer `n` made from `node`: its weights are symmetric (no zero points) and
+  // it keeps node's float bias (input 2), if any, as its last input.
+  void add_dynamic_layer(const Node& node, Node n) {
+    out_.initializers.erase(node.name + ".weight_zero_point");
+    if (node.inputs.size() > 2) {
+      n.inputs.push_back(node.inputs[2]);
+      out_.initializers[node.inputs[2]] = model_.initializers.at(node.inputs[2]);
+    }
+    out_.add_node(std::move(n));
   }
 
   // Quantizes `weight` [units, features] by the rule (or the fixed parameters) into the
@@ -411,32 +424,20 @@ class Transform {
   }
 
   void quantize_dense(const Node& node) {
-    const LayerRule rule = plan_.rule_for(node.name);
-    if (rule.weight_bits < 2 || rule.weight_bits > 8)
-      throw Error(ErrorKind::InvalidArgument, "layer '" + node.name + "': weight bits must be 2..8");
+    const LayerRule rule = checked_rule(node);
     const Tensor& weight = model_.initializers.at(node.inputs.at(1));
     const int64_t features = weight.dim(1);
     const Tensor* bias = node.inputs.size() > 2 ? &model_.initializers.at(node.inputs[2]) : nullptr;
-    const bool dynamic = plan_.mode == QuantMode::Dynamic;
-    if (dynamic && rule.weight_scheme != QScheme::Symmetric)
-      throw Error(ErrorKind::InvalidArgument, "layer '" + node.name + "': dynamic quantization needs symmetric weights");
     const std::string prefix = node.name + ".";
     Tensor scale;
     quantize_weights(node, weight, rule, prefix, scale);
     const std::string activation = node.attr_string("activation", "none");
     const std::string out_value = node.outputs[0];
 
-    if (dynamic) {
-      out_.initializers.erase(prefix + "weight_zero_point");  // dynamic layers have symmetric weights
-      Node n{node.name, "DynamicQDense", {as_float(node.inputs[0]), prefix + "weight_codes", prefix + "weight_scale"},
-             {out_value}, {{"in_features", features}, {"activation", activation}, {"granularity", plan_.dynamic_granularity}}};
-      if (bias) {
-        n.inputs.push_back(node.inputs[2]);
-        out_.initializers[node.inputs[2]] = *bias;
-      }
-      out_.add_node(std::move(n));
-      return;
-    }
+    if (plan_.mode == QuantMode::Dynamic)
+      return add_dynamic_layer(
+          node, {node.name, "DynamicQDense", {as_float(node.inputs[0]), prefix + "weight_codes", prefix + "weight_scale"},
+                 {out_value}, {{"in_features", features}, {"activation", activation}, {"granularity", plan_.dynamic_granularity}}});
     QuantParams in_params;
     const std::string input = as_integer(node.inputs[0], rule.calibration, in_params);
     Node n{node.name, "QDense", {input, prefix + "weight_codes", prefix + "weight_scale", prefix + "weight_zero_point"},
@@ -490,8 +491,7 @@ Tensor dequantized_weight(const Graph& q, const Node& node) {
   }
   const int64_t units = codes.dim(0);
   const std::vector<int32_t> values = unpack_codes(codes, {units, features});
-  const bool dynamic = node.op == "DynamicQDense" || node.op == "DynamicQConv2D";  // symmetric: no zero points
-  const int32_t* zero = dynamic ? nullptr : q.initializers.at(node.inputs[3]).data<int32_t>();
+  const int32_t* zero = is_dynamic_layer(node) ? nullptr : q.initializers.at(node.inputs[3]).data<int32_t>();  // symmetric
   Tensor w(DType::F32, {units, features});
   for (int64_t u = 0; u < units; ++u)
     for (int64_t k = 0; k < features; ++k)
@@ -500,6 +500,20 @@ Tensor dequantized_weight(const Graph& q, const Node& node) {
   return w;
 }
 
+// The float bias [units] of an integer layer: QDense / QConv2D hold it as int32 at scale
+// input_scale * weight_scale (input 4), the dynamic layers as f32 (input 3); zeros if it has none.
+Tensor float_bias(const Graph& q, const Node& node, int64_t units) {
+  Tensor bias(DType::F32, {units});
+  const size_t index = is_dynamic_layer(node) ? 3 : 4;
+  if (node.inputs.size() <= index) return bias;
+  const Tensor& b = q.initializers.at(node.inputs[index]);
+  const float* scale = q.initializers.at(node.inputs[2]).data<float>();
+  for (int64_t u = 0; u < units; ++u)
+    bias.data<float>()[u] = is_dynamic_layer(node)
+                                ? b.data<float>()[u]
+                                : static_cast<float>(b.data<int32_t>()[u] * (node.attr_float("input_scale", 0) * scale[u]));
+  return bias;
+}
 }  // namespace
 
 Graph quantize_model(const Graph& model, const QuantPlan& plan, const std::map<std::string, Calibration>& ranges,
@@ -542,19 +556,9 @@ Graph dequantize_model(const Graph& q) {
       w.reshape({units, node.attr_int("in_channels", 0) / node.attr_int("group", 1), k[0].get<int64_t>(), k[1].get<int64_t>()});
       Node n{node.name, "Conv2D", {resolve(node.inputs[0]), prefix + "weight", prefix + "bias"}, node.outputs,
              {{"activation", node.attr_string("activation", "none")}}};
-      for (const char* key : {"strides", "pads", "dilations", "group"})
-        if (node.attributes.contains(key)) n.attributes[key] = node.attributes.at(key);
+      copy_window_attributes(node, n);
       g.initializers[prefix + "weight"] = w;
-      Tensor bias(DType::F32, {units});
-      if (node.op == "DynamicQConv2D" && node.inputs.size() > 3) {
-        bias = q.initializers.at(node.inputs[3]);
-      } else if (node.op == "QConv2D" && node.inputs.size() > 4) {
-        const int32_t* b = q.initializers.at(node.inputs[4]).data<int32_t>();
-        const float* scale = q.initializers.at(node.inputs[2]).data<float>();
-        for (int64_t u = 0; u < units; ++u)
-          bias.data<float>()[u] = static_cast<float>(b[u] * (node.attr_float("input_scale", 0) * scale[u]));
-      }
-      g.initializers[prefix + "bias"] = bias;
+      g.initializers[prefix + "bias"] = float_bias(q, node, units);
       g.add_node(std::move(n));
       continue;
     }
@@ -563,18 +567,7 @@ Graph dequantize_model(const Graph& q) {
       Node n{node.name, "Dense", {resolve(node.inputs[0]), prefix + "weight", prefix + "bias"}, node.outputs,
              {{"activation", node.attr_string("activation", "none")}}};
       g.initializers[prefix + "weight"] = dequantized_weight(q, node);
-      const int64_t units = g.initializers[prefix + "weight"].dim(0);
-      Tensor bias(DType::F32, {units});
-      const size_t bias_index = node.op == "QDense" ? 4 : 3;
-      if (node.inputs.size() > bias_index) {
-        const Tensor& b = q.initializers.at(node.inputs[bias_index]);
-        const float* scale = q.initializers.at(node.inputs[2]).data<float>();
-        for (int64_t u = 0; u < units; ++u)
-          bias.data<float>()[u] = node.op == "QDense"
-                                      ? static_cast<float>(b.data<int32_t>()[u] * (node.attr_float("input_scale", 0) * scale[u]))
-                                      : b.data<float>()[u];
-      }
-      g.initializers[prefix + "bias"] = bias;
+      g.initializers[prefix + "bias"] = float_bias(q, node, g.initializers[prefix + "weight"].dim(0));
       g.add_node(std::move(n));
       continue;
     }

@@ -451,6 +451,18 @@ TEST(Training, CnnWithBatchNormAndDropoutIsReproducible) {
 
 // ---- Model descriptions ------------------------------------------------------------------------
 
+// The distillation teacher of scripts/reference.sh: the reference CNN with two dropout layers.
+TEST(Norm, DropoutTeacherIsTheReferenceCnnWithDropout) {
+  const Graph teacher = build_model(parse_arch(LOWBIT_SOURCE_DIR "/examples/models/cnn-teacher-dropout.json"), {28, 28}, 10, 0);
+  const Graph cnn = build_model(parse_arch(LOWBIT_SOURCE_DIR "/examples/models/reference-cnn.json"), {28, 28}, 10, 0);
+  EXPECT_EQ(teacher.parameter_count(), cnn.parameter_count());
+  int dropouts = 0;
+  for (const auto& node : teacher.nodes) dropouts += node.op == "Dropout";
+  EXPECT_EQ(dropouts, 2);
+  EXPECT_EQ(teacher.nodes.size(), cnn.nodes.size() + 2);
+  EXPECT_EQ(teacher.infer_shapes().at("dense_2").shape, (Shape{-1, 10}));
+}
+
 TEST(Norm, ReferenceCnnBuilds) {
   Graph model = build_model(parse_arch(LOWBIT_SOURCE_DIR "/examples/models/reference-cnn.json"), {28, 28}, 10, 0);
   const auto shapes = model.infer_shapes();

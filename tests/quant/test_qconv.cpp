@@ -85,9 +85,9 @@ std::vector<uint8_t> run_bytes(const Graph& g, const Tensor& x) {
   Executor run(g);
   run.input("x") = x;
   run.forward();
-  const Tensor& y = run.value("y");
-  const uint8_t* p = static_cast<const uint8_t*>(y.raw());
-  return std::vector<uint8_t>(p, p + y.nbytes());
+  std::vector<uint8_t> bytes;
+  testing::append_bytes(run.value("y"), bytes);
+  return bytes;
 }
 
 // Every fast path against the reference, at each ISA level the CPU has (AVX2, AVX-512 VNNI):
@@ -260,6 +260,18 @@ Tensor logits(const Graph& model, const Dataset& data, const std::string& value)
   return run.value(value).clone();
 }
 
+// The bytes of `values` after running `model` on the first `count` images of `data`.
+std::vector<uint8_t> value_bytes(const Graph& model, const Dataset& data, uint32_t count, std::initializer_list<const char*> values) {
+  Executor run(model);
+  std::vector<uint32_t> idx(count);
+  std::iota(idx.begin(), idx.end(), 0u);
+  gather_batch(data, idx, input_scale(model), run.input("image"));
+  run.forward();
+  std::vector<uint8_t> bytes;
+  for (const char* value : values) testing::append_bytes(run.value(value), bytes);
+  return bytes;
+}
+
 TEST(FoldBatchNorm, PreservesTheOutputs) {
   const TrainedCnn& t = trained_cnn();
   // Non-trivial statistics after one epoch; make them more so.
@@ -319,18 +331,7 @@ TEST(QuantizeCnn, FullInt8IsIntegerOnlyBitExactAndAccurate) {
     const Isa best = active_isa();
     for (Isa isa : {Isa::Reference, best}) {
       set_max_isa(isa);
-      Executor run(q);
-      std::vector<uint32_t> idx(300);
-      std::iota(idx.begin(), idx.end(), 0u);
-      gather_batch(t.test, idx, input_scale(q), run.input("image"));
-      run.forward();
-      std::vector<uint8_t> bytes;
-      for (const char* value : {"relu_1", "maxpool2d_1", "relu_2", "dense_1", "dense_2"}) {
-        const Tensor& v = run.value(value);
-        const uint8_t* p = static_cast<const uint8_t*>(v.raw());
-        bytes.insert(bytes.end(), p, p + v.nbytes());
-      }
-      outputs.push_back(std::move(bytes));
+      outputs.push_back(value_bytes(q, t.test, 300, {"relu_1", "maxpool2d_1", "relu_2", "dense_1", "dense_2"}));
     }
     set_max_isa(Isa::Avx512Vnni);
     EXPECT_EQ(outputs[0], outputs[1]) << bits << "-bit";
@@ -378,14 +379,7 @@ TEST(QuantizeCnn, PartialAndDynamicModes) {
     for (Isa isa : {Isa::Reference, Isa::Avx2, best}) {
       if (isa > best) continue;
       set_max_isa(isa);
-      Executor run(q);
-      std::vector<uint32_t> idx(70);
-      std::iota(idx.begin(), idx.end(), 0u);
-      gather_batch(t.test, idx, input_scale(q), run.input("image"));
-      run.forward();
-      const Tensor& v = run.value("dense_2");
-      const uint8_t* p = static_cast<const uint8_t*>(v.raw());
-      outputs.emplace_back(p, p + v.nbytes());
+      outputs.push_back(value_bytes(q, t.test, 70, {"dense_2"}));
     }
     set_max_isa(Isa::Avx512Vnni);
     for (size_t i = 1; i < outputs.size(); ++i) EXPECT_EQ(outputs[i], outputs[0]) << granularity << ", path " << i;

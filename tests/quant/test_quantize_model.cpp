@@ -183,9 +183,7 @@ TEST(Quantize, IntegerPathsAreBitExactOnTheWholeTestSet) {
         gather_batch(t.data.test, idx, input_scale(q), run.input("image"));
         run.forward();
         for (const char* value : {"dense_1", "dense_2", "dense_3"}) {
-          const Tensor& v = run.value(value);
-          const uint8_t* p = static_cast<const uint8_t*>(v.raw());
-          bytes.insert(bytes.end(), p, p + v.nbytes());
+          testing::append_bytes(run.value(value), bytes);
         }
       }
       outputs.push_back(std::move(bytes));

@@ -117,8 +117,6 @@ ConvGeometry conv_geometry(const Node& node, const Shape& x, const Shape& w) {
 
 namespace {
 
-// Grain for parallel_for over planes of `plane` floats: at least ~16k floats per chunk.
-int64_t plane_grain(int64_t plane) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(plane, 1)); }
 
 // ---- Conv2D kernels ----------------------------------------------------------------------------
 

@@ -45,11 +45,16 @@ struct Attrs {
   int64_t freeze = -1;       // observer_steps
   float averaging = 0.01f;
   QuantParams grid;          // bits, scheme and range of the grid (scales and zero points unset)
-  static Attrs of(const Node& node) {
+  // Only axis, qmin and qmax: what the backward pass needs (it gets no prepared state).
+  static Attrs grid_of(const Node& node) {
     Attrs a;
     a.axis = node.attr_int("axis", -1);
     a.qmin = static_cast<int32_t>(node.attr_int("qmin", -128));
     a.qmax = static_cast<int32_t>(node.attr_int("qmax", 127));
+    return a;
+  }
+  static Attrs of(const Node& node) {
+    Attrs a = grid_of(node);
     const std::string observer = node.attr_string("observer", "none");
     a.observer = observer == "minmax" ? Observer::MinMax : observer == "moving_average" ? Observer::MovingAverage : Observer::None;
     a.freeze = node.attr_int("observer_steps", -1);
@@ -139,7 +144,7 @@ class FakeQuantizeOp final : public Op {
   void backward(const Node& node, std::span<const Tensor* const> in, std::span<const Tensor* const>,
                 std::span<const Tensor* const> out_grad, std::span<Tensor* const> in_grad) const override {
     const Tensor& x = *in[0];
-    const Attrs a = Attrs::of(node);
+    const Attrs a = Attrs::grid_of(node);
     const Layout l = layout(a, x);
     const bool want_scale = kLearnScale && in_grad.size() > 1 && in_grad[1];
     float* dx = nullptr;
@@ -256,7 +261,7 @@ class FakeQuantizeOp final : public Op {
   }
 
   // Rows per task: at least 8K values (a fork-join costs about a microsecond with bound, spinning threads).
-  static int64_t grain(const Layout& l) { return std::max<int64_t>(1, (int64_t{1} << 13) / std::max<int64_t>(1, l.inner)); }
+  static int64_t grain(const Layout& l) { return plane_grain(l.inner, int64_t{1} << 13); }
   static Layout layout(const Attrs& a, const Tensor& x) {
     if (a.axis == 0) return {x.dim(0), x.numel() / std::max<int64_t>(1, x.dim(0)), 1};
     // Per tensor: one row per sample, so N (LSQ's features per sample) is the row length.

@@ -48,6 +48,18 @@ inline void expect_dtype(const Node& node, DType actual, DType expected, const c
   if (actual != expected) shape_error(node, std::string(what) + " must be " + name_of(expected) + ", got " + name_of(actual));
 }
 
+// Weight codes [units, packed K] of an integer layer: a weight storage dtype (s8, s4, u4, s2, u2)
+// holding at least units packed rows of k codes. Throws a shape error naming the node.
+void check_weight_tensor(const Node& node, const Tensor& codes, int64_t k);
+// Output dtype of QDense / QConv2D from their input dtypes [x s8, codes, weight_scale f32,
+// weight_zero_point s32, optional bias s32] and attribute "output"; the errors name the node.
+DType integer_layer_dtype(const Node& node, std::span<const DType> in);
+// DynamicQDense / DynamicQConv2D: inputs [x f32, codes, weight_scale f32, optional bias f32], f32
+// output; and their attribute "granularity": true for "row" (default: one activation range per
+// sample), false for "tensor" (one per batch).
+DType dynamic_layer_dtype(const Node& node, std::span<const DType> in);
+bool per_row_ranges(const Node& node);
+
 // Activation parameters of a node: 8-bit signed affine, per tensor, from the attributes
 // `scale_key` and `zero_point_key`; validated (the error names the node).
 QuantParams activation_params(const Node& node, const char* scale_key, const char* zero_point_key);

@@ -27,9 +27,6 @@
 namespace lowbit::ops {
 namespace {
 
-// Grain for parallel_for over units of `size` floats: at least ~16k floats per chunk.
-int64_t grain_for(int64_t size) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(size, 1)); }
-
 // sum(x[0..n)) in eight float lanes (vectorizable, one fixed order), the lanes added in double.
 double sum_run(const float* __restrict x, int64_t n) {
   float lanes[8] = {};
@@ -117,7 +114,7 @@ void batch_statistics(const NormGeometry& g, const float* x, std::vector<float>&
   mean.assign(static_cast<size_t>(g.channels), 0.0f);
   variance.assign(static_cast<size_t>(g.channels), 0.0);
   const double count = static_cast<double>(g.per_channel());
-  parallel_for(g.channels, grain_for(g.per_channel()), [&](int64_t c0, int64_t c1) {
+  parallel_for(g.channels, plane_grain(g.per_channel()), [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
       double sum = 0;
       for (int64_t n = 0; n < g.batch; ++n) sum += sum_run(x + g.plane(n, c), g.spatial);
@@ -133,7 +130,7 @@ void batch_statistics(const NormGeometry& g, const float* x, std::vector<float>&
 // y[n, c, ...] = x[n, c, ...] * a[c] + b[c], in parallel over planes.
 void apply_per_channel(const NormGeometry& g, const float* x, const std::vector<float>& a, const std::vector<float>& b,
                        float* y) {
-  parallel_for(g.batch * g.channels, grain_for(g.spatial), [&](int64_t p0, int64_t p1) {
+  parallel_for(g.batch * g.channels, plane_grain(g.spatial), [&](int64_t p0, int64_t p1) {
     for (int64_t p = p0; p < p1; ++p) {
       const int64_t c = p % g.channels;
       scale_shift(x + p * g.spatial, a[c], b[c], y + p * g.spatial, g.spatial);
@@ -236,7 +233,7 @@ class BatchNormalization final : public Op {
     std::vector<double> variance;
     batch_statistics(g, x, mean, variance);
     const double m = static_cast<double>(g.per_channel());
-    parallel_for(g.channels, grain_for(2 * g.per_channel()), [&](int64_t c0, int64_t c1) {
+    parallel_for(g.channels, plane_grain(2 * g.per_channel()), [&](int64_t c0, int64_t c1) {
       for (int64_t c = c0; c < c1; ++c) {
         double sum_dy = 0, sum_dy_centered = 0;
         for (int64_t n = 0; n < g.batch; ++n) {
@@ -402,7 +399,7 @@ class AveragePool2D final : public Op {
     const float* x = in[0]->data<float>();
     float* y = out[0]->data<float>();
     const int64_t in_plane = g.in_h * g.in_w, out_plane = g.out_h * g.out_w;
-    parallel_for(g.batch * g.channels, grain_for(in_plane), [&](int64_t p0, int64_t p1) {
+    parallel_for(g.batch * g.channels, plane_grain(in_plane), [&](int64_t p0, int64_t p1) {
       for (int64_t p = p0; p < p1; ++p) {
         const float* plane = x + p * in_plane;
         float* dst = y + p * out_plane;
@@ -424,7 +421,7 @@ class AveragePool2D final : public Op {
     const float* dy = out_grad[0]->data<float>();
     float* dx = in_grad[0]->data<float>();
     const int64_t in_plane = g.in_h * g.in_w, out_plane = g.out_h * g.out_w;
-    parallel_for(g.batch * g.channels, grain_for(in_plane), [&](int64_t p0, int64_t p1) {
+    parallel_for(g.batch * g.channels, plane_grain(in_plane), [&](int64_t p0, int64_t p1) {
       for (int64_t p = p0; p < p1; ++p) {
         const float* src = dy + p * out_plane;
         float* dst = dx + p * in_plane;
@@ -457,7 +454,7 @@ class GlobalAveragePool final : public Op {
     const int64_t plane = shape[2] * shape[3];
     const float* x = in[0]->data<float>();
     float* y = out[0]->data<float>();
-    parallel_for(shape[0] * shape[1], grain_for(plane), [&](int64_t p0, int64_t p1) {
+    parallel_for(shape[0] * shape[1], plane_grain(plane), [&](int64_t p0, int64_t p1) {
       for (int64_t p = p0; p < p1; ++p) y[p] = static_cast<float>(sum_run(x + p * plane, plane) / static_cast<double>(plane));
     });
   }
@@ -473,7 +470,7 @@ class GlobalAveragePool final : public Op {
     const float inv = 1.0f / static_cast<float>(plane);
     const float* dy = out_grad[0]->data<float>();
     float* dx = in_grad[0]->data<float>();
-    parallel_for(shape[0] * shape[1], grain_for(plane), [&](int64_t p0, int64_t p1) {
+    parallel_for(shape[0] * shape[1], plane_grain(plane), [&](int64_t p0, int64_t p1) {
       for (int64_t p = p0; p < p1; ++p) std::fill_n(dx + p * plane, plane, dy[p] * inv);
     });
   }

@@ -30,6 +30,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <initializer_list>
 
 #include "graph/ops/builtin_ops.h"
 #include "graph/ops/conv_geometry.h"
@@ -64,6 +65,7 @@ struct QConvState : IntegerLayerState {
   std::vector<int32_t> bias;   // QConv2D: int32 bias
   int64_t k = 0;               // per group
   std::vector<QWeights> group_weights;  // per group: [OC/group, K] in (ki, kj, c) order, for the fast path
+  std::vector<int32_t> direct_weights;  // K <= kDirectConvMaxK: the direct kernels' weight pairs
   // DynamicQConv2D: activations quantized per call, weights symmetric.
   bool dynamic = false, per_image = true;
   std::vector<int32_t> weight_row_sums;    // sum of each output channel's codes
@@ -132,7 +134,7 @@ int64_t padded_w(const ConvGeometry& g) { return g.pad_left + g.in_w + g.pad_rig
 // `zero(i)`: the zero point of image i of the chunk.
 template <typename Zero> void to_padded_nhwc(const ConvGeometry& g, const int8_t* x, int64_t count, Zero zero_of, int8_t* padded) {
   const int64_t hp = padded_h(g), wp = padded_w(g), ch = g.in_channels;
-  parallel_for(count * hp, std::max<int64_t>(1, 16384 / std::max<int64_t>(wp * ch, 1)), [&](int64_t r0, int64_t r1) {
+  parallel_for(count * hp, plane_grain(wp * ch), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t i = r / hp, y = r % hp - g.pad_top;
       const int8_t zero = static_cast<int8_t>(zero_of(i));
@@ -160,7 +162,7 @@ template <typename Zero> void to_padded_nhwc(const ConvGeometry& g, const int8_t
 // The same padding, NCHW planes: padded[i][c][y][x] (the direct kernel's input).
 template <typename Zero> void to_padded_nchw(const ConvGeometry& g, const int8_t* x, int64_t count, Zero zero_of, int8_t* padded) {
   const int64_t hp = padded_h(g), wp = padded_w(g);
-  parallel_for(count * g.in_channels, std::max<int64_t>(1, 16384 / std::max<int64_t>(hp * wp, 1)), [&](int64_t p0, int64_t p1) {
+  parallel_for(count * g.in_channels, plane_grain(hp * wp), [&](int64_t p0, int64_t p1) {
     for (int64_t p = p0; p < p1; ++p) {
       int8_t* dst = padded + p * hp * wp;
       const int8_t* src = x + p * g.in_spatial();
@@ -197,7 +199,7 @@ void im2row_nhwc(const ConvGeometry& g, const int8_t* padded, int64_t count, int
   const int64_t k = g.patch(), spatial = g.out_spatial(), ch = g.in_channels, cg = g.group_in();
   const int64_t hp = padded_h(g), wp = padded_w(g);
   const bool whole_rows = g.dilation_w == 1 && cg == ch;  // a kernel row is kw * C contiguous bytes
-  parallel_for(count * g.out_h, std::max<int64_t>(1, 4096 / std::max<int64_t>(g.out_w * k, 1)), [&](int64_t r0, int64_t r1) {
+  parallel_for(count * g.out_h, plane_grain(g.out_w * k, 4096), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t i = r / g.out_h, oy = r % g.out_h;
       int8_t* d = rows + (i * spatial + oy * g.out_w) * k;
@@ -241,7 +243,7 @@ template <typename T> void rows_to_nchw(const ConvGeometry& g, const T* src, int
   const int64_t spatial = g.out_spatial(), oc = g.out_channels;
   constexpr int64_t kBlock = 8;
   const int64_t blocks = (spatial + kBlock - 1) / kBlock;  // of 8 pixels, per image
-  parallel_for(count * blocks, std::max<int64_t>(1, 2048 / std::max<int64_t>(oc * kBlock, 1)), [&](int64_t b0, int64_t b1) {
+  parallel_for(count * blocks, plane_grain(oc * kBlock, 2048), [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t i = b / blocks, q0 = b % blocks * kBlock, q1 = std::min(q0 + kBlock, spatial);
       const T* s = src + (i * spatial + q0) * oc;
@@ -299,7 +301,7 @@ bool forward_direct(const ConvGeometry& g, const QConvState& s, const int8_t* x,
   d.out_channels = g.out_channels, d.groups = g.groups, d.kernel_h = g.kernel_h, d.kernel_w = g.kernel_w;
   d.stride_h = g.stride_h, d.dilation_h = g.dilation_h, d.dilation_w = g.dilation_w, d.out_h = g.out_h, d.out_w = g.out_w;
   thread_local kernels::DirectConvPlan plan;
-  if (!kernels::plan_direct_conv(d, s.codes.data(), plan)) return false;
+  if (s.direct_weights.empty() || !kernels::plan_direct_conv(d, s.direct_weights.data(), plan)) return false;
   const int64_t in_image = g.in_channels * d.padded_h * d.padded_w, out_image = g.out_channels * g.out_spatial();
   const int64_t chunk = std::clamp<int64_t>((int64_t{1} << 22) / std::max<int64_t>(in_image, 1), 1, std::max<int64_t>(g.batch, 1));
   thread_local std::vector<int8_t> padded;
@@ -397,12 +399,8 @@ std::vector<int32_t> prepare_weights(const Node& node, const Tensor& codes, QCon
   const int64_t kh = ks[0].get<int64_t>(), kw = ks[1].get<int64_t>(), groups = node.attr_int("group", 1);
   const int64_t cg = node.attr_int("in_channels", -1) / groups, og = oc / groups;
   s.k = cg * kh * kw;
+  check_weight_tensor(node, codes, s.k);
   const DType d = codes.dtype();
-  if (d != DType::S8 && d != DType::S4 && d != DType::U4 && d != DType::S2 && d != DType::U2)
-    shape_error(node, std::string("weight codes must be s8, s4, u4, s2 or u2, got ") + name_of(d));
-  if (static_cast<int64_t>(codes.nbytes()) < oc * packed_row_bytes(d, s.k))
-    shape_error(node, "weight codes hold " + std::to_string(codes.nbytes()) + " bytes, " +
-                          std::to_string(oc * packed_row_bytes(d, s.k)) + " needed");
   s.codes = unpack_codes(codes, {oc, s.k});
   // The fast path's weights: per group, rows permuted from (c, ki, kj) to (ki, kj, c) order.
   std::vector<int32_t> permuted(static_cast<size_t>(og * s.k)), row_sums(static_cast<size_t>(oc), 0);
@@ -417,19 +415,27 @@ std::vector<int32_t> prepare_weights(const Node& node, const Tensor& codes, QCon
     }
     s.group_weights.push_back(QWeights::pack(pack_codes(permuted, {og, s.k}, d), og, s.k));
   }
+  if (s.k <= kernels::kDirectConvMaxK) s.direct_weights = kernels::direct_conv_weight_pairs(s.codes.data(), oc, s.k);
   return row_sums;
+}
+
+// The output channels of QConv2D / DynamicQConv2D from the weight codes [OC, packed K]; in[2], ...
+// (named by `vectors`) must be per-channel vectors [OC].
+int64_t out_channels(const Node& node, std::span<const Shape> in, std::initializer_list<const char*> vectors) {
+  if (in[1].size() != 2) shape_error(node, "weight codes must be [out_channels, packed K], got " + to_string(in[1]));
+  const int64_t oc = in[1][0];
+  auto name = vectors.begin();
+  for (size_t i = 2; i < in.size() && name != vectors.end(); ++i, ++name)
+    if (in[i].size() != 1 || in[i][0] != oc)
+      shape_error(node, std::string(*name) + " must be [" + std::to_string(oc) + "], got " + to_string(in[i]));
+  return oc;
 }
 
 class QConv2D final : public PreparedInferenceOp {
  public:
   std::vector<Shape> infer_shapes(const Node& node, std::span<const Shape> in) const override {
     expect_input_count(node, in, 4, 5);
-    if (in[1].size() != 2) shape_error(node, "weight codes must be [out_channels, packed K], got " + to_string(in[1]));
-    const int64_t oc = in[1][0];
-    for (size_t i = 2; i < in.size(); ++i)
-      if (in[i].size() != 1 || in[i][0] != oc)
-        shape_error(node, std::string(i == 2 ? "weight_scale" : i == 3 ? "weight_zero_point" : "bias") + " must be [" +
-                              std::to_string(oc) + "], got " + to_string(in[i]));
+    const int64_t oc = out_channels(node, in, {"weight_scale", "weight_zero_point", "bias"});
     relu_of(node);
     f32_output(node);
     activation_params(node, "input_scale", "input_zero_point");
@@ -437,11 +443,7 @@ class QConv2D final : public PreparedInferenceOp {
     return {{g.batch, g.out_channels, g.out_h, g.out_w}};
   }
   std::vector<DType> infer_dtypes(const Node& node, std::span<const DType> in) const override {
-    expect_dtype(node, in[0], DType::S8, "input");
-    expect_dtype(node, in[2], DType::F32, "weight_scale");
-    expect_dtype(node, in[3], DType::S32, "weight_zero_point");
-    if (in.size() == 5) expect_dtype(node, in[4], DType::S32, "bias");
-    return {f32_output(node) ? DType::F32 : DType::S8};
+    return {integer_layer_dtype(node, in)};
   }
 
   std::shared_ptr<const void> prepare(const Node& node, std::span<const Tensor* const> c) const override {
@@ -478,22 +480,14 @@ class DynamicQConv2D final : public PreparedInferenceOp {
  public:
   std::vector<Shape> infer_shapes(const Node& node, std::span<const Shape> in) const override {
     expect_input_count(node, in, 3, 4);
-    if (in[1].size() != 2) shape_error(node, "weight codes must be [out_channels, packed K], got " + to_string(in[1]));
-    const int64_t oc = in[1][0];
-    for (size_t i = 2; i < in.size(); ++i)
-      if (in[i].size() != 1 || in[i][0] != oc)
-        shape_error(node, std::string(i == 2 ? "weight_scale" : "bias") + " must be [" + std::to_string(oc) + "], got " +
-                              to_string(in[i]));
+    const int64_t oc = out_channels(node, in, {"weight_scale", "bias"});
     relu_of(node);
-    per_image(node);
+    per_row_ranges(node);
     const ConvGeometry g = qconv_geometry(node, in[0], oc);
     return {{g.batch, g.out_channels, g.out_h, g.out_w}};
   }
   std::vector<DType> infer_dtypes(const Node& node, std::span<const DType> in) const override {
-    expect_dtype(node, in[0], DType::F32, "input");
-    expect_dtype(node, in[2], DType::F32, "weight_scale");
-    if (in.size() == 4) expect_dtype(node, in[3], DType::F32, "bias");
-    return {DType::F32};
+    return {dynamic_layer_dtype(node, in)};
   }
   std::shared_ptr<const void> prepare(const Node& node, std::span<const Tensor* const> c) const override {
     for (size_t i = 1; i < c.size(); ++i)
@@ -502,7 +496,7 @@ class DynamicQConv2D final : public PreparedInferenceOp {
     const int64_t oc = c[1]->dim(0);
     s->weight_row_sums = prepare_weights(node, *c[1], *s);
     s->dynamic = true;
-    s->per_image = per_image(node);
+    s->per_image = per_row_ranges(node);  // a row is an image
     s->f32_output = true;
     s->relu = relu_of(node);
     s->column_offset.assign(static_cast<size_t>(oc), 0);
@@ -550,13 +544,6 @@ class DynamicQConv2D final : public PreparedInferenceOp {
     grid.image_zero_point = zero.data();
     grid.image_scale = scale.data();
     integer_conv(g, s, codes.data(), grid, *out[0]);
-  }
-
- private:
-  static bool per_image(const Node& node) {
-    const std::string g = node.attr_string("granularity", "row");
-    if (g != "row" && g != "tensor") shape_error(node, "attribute 'granularity' must be \"row\" (per image) or \"tensor\"");
-    return g == "row";
   }
 };
 

@@ -36,9 +36,6 @@ bool relu_of(const Node& node) {
 
 namespace {
 
-bool is_weight_storage(DType d) {
-  return d == DType::S8 || d == DType::S4 || d == DType::U4 || d == DType::S2 || d == DType::U2;
-}
 
 // QuantizeLinear and DequantizeLinear: element-wise casts between `From` and `To` with the
 // activation parameters in the attributes `scale` and `zero_point`.
@@ -91,13 +88,6 @@ int64_t check_weights(const Node& node, std::span<const Shape> in) {
   return in[1][0];
 }
 
-void check_weight_tensor(const Node& node, const Tensor& codes, int64_t features) {
-  if (!is_weight_storage(codes.dtype()))
-    shape_error(node, std::string("weight codes must be s8, s4, u4, s2 or u2, got ") + name_of(codes.dtype()));
-  const int64_t need = codes.dim(0) * packed_row_bytes(codes.dtype(), features);
-  if (static_cast<int64_t>(codes.nbytes()) < need)
-    shape_error(node, "weight codes hold " + std::to_string(codes.nbytes()) + " bytes, " + std::to_string(need) + " needed");
-}
 
 // ---- QDense --------------------------------------------------------------------------------
 // Inputs: x s8 [N, K], weight codes [U, .], weight_scale f32 [U], weight_zero_point s32 [U],
@@ -121,11 +111,7 @@ class QDense final : public PreparedInferenceOp {
     return {{in[0][0], units}};
   }
   std::vector<DType> infer_dtypes(const Node& node, std::span<const DType> in) const override {
-    expect_dtype(node, in[0], DType::S8, "input");
-    expect_dtype(node, in[2], DType::F32, "weight_scale");
-    expect_dtype(node, in[3], DType::S32, "weight_zero_point");
-    if (in.size() == 5) expect_dtype(node, in[4], DType::S32, "bias");
-    return {f32_output(node) ? DType::F32 : DType::S8};
+    return {integer_layer_dtype(node, in)};
   }
 
   std::shared_ptr<const void> prepare(const Node& node, std::span<const Tensor* const> c) const override {
@@ -171,9 +157,6 @@ class QDense final : public PreparedInferenceOp {
       qgemm_s8(batch, x.data<int8_t>(), s.features, s.weights, stage, out[0]->data<int8_t>(), units);
     }
   }
-
-
- private:
 };
 
 // ---- DynamicQDense -------------------------------------------------------------------------
@@ -194,14 +177,11 @@ class DynamicQDense final : public PreparedInferenceOp {
     expect_input_count(node, in, 3, 4);
     const int64_t units = check_weights(node, in);
     if (in.size() == 4 && (in[3].size() != 1 || in[3][0] != units)) shape_error(node, "bias must be [" + std::to_string(units) + "]");
-    granularity(node);
+    per_row_ranges(node);
     return {{in[0][0], units}};
   }
   std::vector<DType> infer_dtypes(const Node& node, std::span<const DType> in) const override {
-    expect_dtype(node, in[0], DType::F32, "input");
-    expect_dtype(node, in[2], DType::F32, "weight_scale");
-    if (in.size() == 4) expect_dtype(node, in[3], DType::F32, "bias");
-    return {DType::F32};
+    return {dynamic_layer_dtype(node, in)};
   }
   std::shared_ptr<const void> prepare(const Node& node, std::span<const Tensor* const> c) const override {
     for (size_t i = 1; i < c.size(); ++i)
@@ -215,7 +195,7 @@ class DynamicQDense final : public PreparedInferenceOp {
     s->weight_scale.assign(c[2]->data<float>(), c[2]->data<float>() + units);
     if (c.size() == 4) s->bias.assign(c[3]->data<float>(), c[3]->data<float>() + units);
     s->relu = node.attr_string("activation", "none") == "relu";
-    s->per_row = granularity(node);
+    s->per_row = per_row_ranges(node);
     return s;
   }
   void forward_prepared(const Node& node, const void* state, std::span<const Tensor* const> in,
@@ -266,16 +246,39 @@ class DynamicQDense final : public PreparedInferenceOp {
     prepare_output(*out[0], DType::F32, {batch, units});
     qgemm_s8_f32(batch, codes.data(), k, s.weights, stage, out[0]->data<float>(), units);
   }
-
- private:
-  static bool granularity(const Node& node) {
-    const std::string g = node.attr_string("granularity", "row");
-    if (g != "row" && g != "tensor") shape_error(node, "attribute 'granularity' must be \"row\" or \"tensor\"");
-    return g == "row";
-  }
 };
 
 }  // namespace
+
+void check_weight_tensor(const Node& node, const Tensor& codes, int64_t k) {
+  const DType d = codes.dtype();
+  if (d != DType::S8 && d != DType::S4 && d != DType::U4 && d != DType::S2 && d != DType::U2)
+    shape_error(node, std::string("weight codes must be s8, s4, u4, s2 or u2, got ") + name_of(d));
+  const int64_t need = codes.dim(0) * packed_row_bytes(d, k);
+  if (static_cast<int64_t>(codes.nbytes()) < need)
+    shape_error(node, "weight codes hold " + std::to_string(codes.nbytes()) + " bytes, " + std::to_string(need) + " needed");
+}
+
+DType integer_layer_dtype(const Node& node, std::span<const DType> in) {
+  expect_dtype(node, in[0], DType::S8, "input");
+  expect_dtype(node, in[2], DType::F32, "weight_scale");
+  expect_dtype(node, in[3], DType::S32, "weight_zero_point");
+  if (in.size() == 5) expect_dtype(node, in[4], DType::S32, "bias");
+  return f32_output(node) ? DType::F32 : DType::S8;
+}
+
+DType dynamic_layer_dtype(const Node& node, std::span<const DType> in) {
+  expect_dtype(node, in[0], DType::F32, "input");
+  expect_dtype(node, in[2], DType::F32, "weight_scale");
+  if (in.size() == 4) expect_dtype(node, in[3], DType::F32, "bias");
+  return DType::F32;
+}
+
+bool per_row_ranges(const Node& node) {
+  const std::string g = node.attr_string("granularity", "row");
+  if (g != "row" && g != "tensor") shape_error(node, "attribute 'granularity' must be \"row\" or \"tensor\"");
+  return g == "row";
+}
 
 void prepare_output_stage(const Node& node, std::span<const int32_t> row_sums, const float* w_scale,
                           const int32_t* w_zero, const int32_t* bias, int64_t k, IntegerLayerState& s) {

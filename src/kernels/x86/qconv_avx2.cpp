@@ -8,7 +8,6 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <cstdlib>
 
 #include "kernels/qconv_direct.h"
 #include "kernels/x86/avx2_util.h"
@@ -51,7 +50,7 @@ void conv_row(const DirectConvShape& s, const DirectConvPlan& p, const Channel* 
     }
     for (int64_t oc = group * og; oc < (group + 1) * og; ++oc) {
       const Channel& ch = channel[oc];
-      const int32_t* w = p.weight_pairs.data() + oc * p.pairs;
+      const int32_t* w = p.weight_pairs + oc * p.pairs;
       __m256i acc[2] = {ch.offset, ch.offset};
       for (int64_t j = 0; j < p.pairs; ++j) {
         const __m256i wj = _mm256_set1_epi32(w[j]);

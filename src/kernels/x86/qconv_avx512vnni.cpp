@@ -42,7 +42,7 @@ void conv_row(const DirectConvShape& s, const DirectConvPlan& p, const PanelCons
     }
     for (int64_t oc = group * og; oc < (group + 1) * og; ++oc) {
       const PanelConstants& pc = channel[oc];
-      const int32_t* w = p.weight_pairs.data() + oc * p.pairs;
+      const int32_t* w = p.weight_pairs + oc * p.pairs;
       __m512i acc = pc.offset;
       for (int64_t j = 0; j < p.pairs; ++j) acc = dpwssd(acc, x[j], _mm512_set1_epi32(w[j]));
       if (out.weight_zero_point && out.row_offset)  // wraps modulo 2^32, as qgemm's product

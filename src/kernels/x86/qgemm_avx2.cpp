@@ -62,6 +62,7 @@
 #include <cstring>
 
 #include "kernels/x86/avx2_util.h"
+#include "kernels/x86/scratch.h"
 #include "lowbit/qgemm.h"
 #include "lowbit/runtime_config.h"
 
@@ -77,28 +78,9 @@ constexpr int64_t kABlockBytes = 192 * 1024;
 // ------------------------------------------------------------------------------------------------
 // Buffers
 
-struct AlignedBytes {
-  uint8_t* data = nullptr;
-  size_t capacity = 0;
-  AlignedBytes() = default;
-  AlignedBytes(const AlignedBytes&) = delete;
-  AlignedBytes& operator=(const AlignedBytes&) = delete;
-  ~AlignedBytes() { std::free(data); }
-  uint8_t* get(size_t bytes) noexcept {
-    bytes = (bytes + 64 + 63) / 64 * 64;
-    if (bytes > capacity) {
-      std::free(data);
-      capacity = 0;
-      data = static_cast<uint8_t*>(std::aligned_alloc(64, bytes));
-      if (!data) return nullptr;
-      capacity = bytes;
-    }
-    return data;
-  }
-};
-
-AlignedBytes& a_buffer() noexcept {
-  thread_local AlignedBytes buffer;
+// Packed A and its row sums, per thread (kernels/x86/scratch.h).
+Buffer<uint8_t>& a_buffer() noexcept {
+  thread_local Buffer<uint8_t> buffer;
   return buffer;
 }
 
@@ -523,8 +505,9 @@ bool run(int64_t m, const int8_t* a, int64_t lda, const QWeights& w, const QOutp
 
   // Packed A: [m][kp] codes, then m row sums (offset != 0).
   const size_t a_bytes = static_cast<size_t>(m * p.kp);
-  uint8_t* buf = a_buffer().get(a_bytes + static_cast<size_t>(m) * 4 + 64);
-  if (!buf) return false;
+  Buffer<uint8_t>& buffer = a_buffer();
+  if (!buffer.reserve(a_bytes + static_cast<size_t>(m) * 4 + 128)) return false;  // + alignment of the sums, + 64 spare
+  uint8_t* buf = buffer.data;
   p.ap = reinterpret_cast<int8_t*>(buf);
   p.asum = p.offset ? reinterpret_cast<int32_t*>(buf + (a_bytes + 63) / 64 * 64) : nullptr;
 
