@@ -211,12 +211,22 @@ Graph prepare_qat(const Graph& original, const QatOptions& options, const Calibr
   std::set<std::string> grids;
   for (const auto& node : model.nodes)
     if (is_layer(node) && options.plan.rule_for(node.name).quantize) grids.insert(grid_value(model, node.inputs.at(0), options.plan));
+  // Values computed from the model's input alone (the input, a flattened input) keep their
+  // calibrated grid under LSQ (observers still track them without it): the data's range is known,
+  // and a learned step there would cost the first layer's input gradient, the largest product of
+  // the backward pass, which nothing else needs.
+  std::set<std::string> data_only;
+  for (const auto& in : model.inputs) data_only.insert(in.name);
+  for (const auto& node : model.nodes)
+    if (std::all_of(node.inputs.begin(), node.inputs.end(), [&](const std::string& v) { return data_only.count(v) > 0; }))
+      data_only.insert(node.outputs.begin(), node.outputs.end());
   auto add_activation_grid = [&](const std::string& value) {
     auto r = ranges.ranges.find(value);
     if (r == ranges.ranges.end())
       throw Error(ErrorKind::InvalidArgument, "the calibration ranges have no entry for value '" + value +
                                                   "' (were they computed for this model?)");
-    Node fq = fake_quant_node(value + ".fq", value, choose_params(r->second.min, r->second.max, kActivationSpec), options.lsq, g);
+    const bool learned = options.lsq && !data_only.count(value);
+    Node fq = fake_quant_node(value + ".fq", value, choose_params(r->second.min, r->second.max, kActivationSpec), learned, g);
     fq.attributes["role"] = "activation";
     fake_quantized[value] = fq.outputs[0];
     g.add_node(std::move(fq));

@@ -1,6 +1,7 @@
 // AVX2 element-wise kernels: the reference's operations, 8 lanes at a time, same order.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "lowbit/elementwise.h"
@@ -60,60 +61,70 @@ void adam_update_f32_avx2(int64_t n, float* w, const float* g, float* m, float* 
 
 namespace {
 
-// nearbyint(x / s) without a division in the common case. y = x * (1/s) is within about
-// 2^-23 |x/s| of the correctly rounded quotient, so both round to the same integer unless a
-// half-integer lies within that distance; such lanes (exact ties like x = 2.5 s included) are
+// nearbyint(x / s) without a division in the common case. t = x * (1/s) is within 3 * 2^-24 |x/s|
+// of the correctly rounded quotient the reference rounds, so both round to the same integer
+// unless a half-integer lies within that distance. Only lanes with |x/s| <= `reach` (the grid's
+// farthest level from zero, plus one) can change an output: beyond it every candidate integer is
+// clamped to the same bound. For those lanes the distance is below reach * 2^-22, so a lane whose
+// fraction |t - r| is at least 0.5 - reach * 2^-20 (exact ties like x = 2.5 s included) is
 // recomputed with the IEEE division the reference uses. The integer, and so every output, is
 // identical to the reference's; `t` (the quotient, for LSQ's gradient) may differ by an ulp.
-inline __m256 rounded_quotient(__m256 x, __m256 s, __m256 inv, __m256& t) {
-  constexpr int kNearest = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-  t = _mm256_mul_ps(x, inv);
-  __m256 r = _mm256_round_ps(t, kNearest);
-  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-  const __m256 tie_distance = _mm256_and_ps(_mm256_sub_ps(_mm256_and_ps(_mm256_sub_ps(t, r), abs_mask), _mm256_set1_ps(0.5f)), abs_mask);
-  const __m256 tolerance = _mm256_add_ps(_mm256_mul_ps(_mm256_and_ps(t, abs_mask), _mm256_set1_ps(0x1p-20f)), _mm256_set1_ps(0x1p-20f));
-  const __m256 near_tie = _mm256_cmp_ps(tie_distance, tolerance, _CMP_LE_OQ);
-  if (_mm256_movemask_ps(near_tie)) {
-    const __m256 exact = _mm256_div_ps(x, s);
-    t = _mm256_blendv_ps(t, exact, near_tie);
-    r = _mm256_blendv_ps(r, _mm256_round_ps(exact, kNearest), near_tie);
+struct Grid8 {
+  __m256 s, inv, low, high, near_tie;  // low, high: qmin - zp, qmax - zp
+  explicit Grid8(const FakeQuantGrid& g) {
+    const float lo = static_cast<float>(g.qmin - g.zero_point), hi = static_cast<float>(g.qmax - g.zero_point);
+    const float reach = std::max(std::fabs(lo), std::fabs(hi)) + 1.0f;
+    s = _mm256_set1_ps(g.scale), inv = _mm256_set1_ps(1.0f / g.scale);
+    low = _mm256_set1_ps(lo), high = _mm256_set1_ps(hi), near_tie = _mm256_set1_ps(0.5f - reach * 0x1p-20f);
   }
-  return r;
-}
+  // Rounds x / s to the nearest integer (ties to even); t receives the quotient.
+  __m256 round(__m256 x, __m256& t) const {
+    constexpr int kNearest = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    t = _mm256_mul_ps(x, inv);
+    __m256 r = _mm256_round_ps(t, kNearest);
+    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    const __m256 near = _mm256_cmp_ps(_mm256_and_ps(_mm256_sub_ps(t, r), abs_mask), near_tie, _CMP_GE_OQ);  // NaN: false
+    if (_mm256_movemask_ps(near)) {
+      const __m256 exact = _mm256_div_ps(x, s);
+      t = _mm256_blendv_ps(t, exact, near);
+      r = _mm256_blendv_ps(r, _mm256_round_ps(exact, kNearest), near);
+    }
+    return r;
+  }
+};
 
 }  // namespace
 
+// clamp(r + zp, qmin, qmax) - zp is clamp(r, qmin - zp, qmax - zp) + 0 exactly (small integers in
+// float; the reference's subtraction turns a -0 into +0, here the added zero does), and max_ps
+// returns its second operand for a NaN lane, as fmax does in the reference.
 void fake_quantize_f32_avx2(int64_t n, const float* x, const FakeQuantGrid& g, float* y) {
-  const __m256 s = _mm256_set1_ps(g.scale), inv = _mm256_set1_ps(1.0f / g.scale), zp = _mm256_set1_ps(static_cast<float>(g.zero_point));
-  const __m256 lo = _mm256_set1_ps(static_cast<float>(g.qmin)), hi = _mm256_set1_ps(static_cast<float>(g.qmax));
+  const Grid8 grid(g);
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
     __m256 t;
-    const __m256 r = rounded_quotient(_mm256_loadu_ps(x + i), s, inv, t);
-    const __m256 q = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(r, zp), lo), hi);
-    _mm256_storeu_ps(y + i, _mm256_mul_ps(s, _mm256_sub_ps(q, zp)));
+    const __m256 r = grid.round(_mm256_loadu_ps(x + i), t);
+    const __m256 q = _mm256_min_ps(_mm256_max_ps(r, grid.low), grid.high);
+    _mm256_storeu_ps(y + i, _mm256_mul_ps(grid.s, _mm256_add_ps(q, _mm256_setzero_ps())));  // -0 (from r) becomes +0
   }
   fake_quantize_f32_ref(n - i, x + i, g, y + i);
 }
 
 double fake_quantize_backward_f32_avx2(int64_t n, const float* x, const float* dy, const FakeQuantGrid& g, float* dx,
                                        bool scale_gradient) {
-  const __m256 s = _mm256_set1_ps(g.scale), inv = _mm256_set1_ps(1.0f / g.scale), zp = _mm256_set1_ps(static_cast<float>(g.zero_point));
-  const __m256 lo = _mm256_set1_ps(static_cast<float>(g.qmin)), hi = _mm256_set1_ps(static_cast<float>(g.qmax));
-  const __m256 below = _mm256_sub_ps(lo, zp), above = _mm256_sub_ps(hi, zp);
+  const Grid8 grid(g);
   __m256d sum0 = _mm256_setzero_pd(), sum1 = _mm256_setzero_pd();
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
     __m256 t;
-    const __m256 r = rounded_quotient(_mm256_loadu_ps(x + i), s, inv, t);
-    const __m256 q = _mm256_add_ps(r, zp);
-    const __m256 is_low = _mm256_cmp_ps(q, lo, _CMP_LT_OQ), is_high = _mm256_cmp_ps(q, hi, _CMP_GT_OQ);
-    const __m256 inside = _mm256_andnot_ps(_mm256_or_ps(is_low, is_high), _mm256_cmp_ps(q, q, _CMP_ORD_Q));
+    const __m256 r = grid.round(_mm256_loadu_ps(x + i), t);
+    // Ordered compares: a NaN lane is neither inside nor low, as in the reference.
+    const __m256 inside = _mm256_and_ps(_mm256_cmp_ps(r, grid.low, _CMP_GE_OQ), _mm256_cmp_ps(r, grid.high, _CMP_LE_OQ));
     const __m256 d = _mm256_loadu_ps(dy + i);
     if (dx) _mm256_storeu_ps(dx + i, _mm256_and_ps(d, inside));
     if (!scale_gradient) continue;
     // Same selection as the reference: inside -> r - t, below -> qmin - zp, otherwise qmax - zp.
-    const __m256 outside = _mm256_blendv_ps(above, below, is_low);
+    const __m256 outside = _mm256_blendv_ps(grid.high, grid.low, _mm256_cmp_ps(r, grid.low, _CMP_LT_OQ));
     const __m256 prod = _mm256_mul_ps(d, _mm256_blendv_ps(outside, _mm256_sub_ps(r, t), inside));
     sum0 = _mm256_add_pd(sum0, _mm256_cvtps_pd(_mm256_castps256_ps128(prod)));
     sum1 = _mm256_add_pd(sum1, _mm256_cvtps_pd(_mm256_extractf128_ps(prod, 1)));
