@@ -3,6 +3,7 @@
 // integer model it converts to on real data, and the training behaviour (observers, LSQ, bits).
 #include <cmath>
 
+#include "lowbit/elementwise.h"
 #include "test_util.h"
 
 namespace lowbit {
@@ -107,6 +108,42 @@ TEST(FakeQuantize, ObserversFitTheGridInTheTrainingForwardPass) {
   op.forward_train(c.node, nullptr, RunContext{true, 0, 3}, in, out);  // frozen from step 3
   EXPECT_EQ(range.data<float>()[0], min);
   EXPECT_EQ(c.scale.data<float>()[0], p.scale[0]);
+}
+
+// With a min-max observer the weights' grid is fitted to the very values it quantizes, so for a
+// symmetric grid every value is inside and the backward pass hands dy through untouched (without
+// computing the mask); for an affine grid it computes the mask. Either way dx is the reference
+// kernel's mask applied to dy, bit for bit.
+TEST(FakeQuantize, MinMaxObservedGridsGiveTheReferenceMask) {
+  const Op& op = find_op("FakeQuantize");
+  struct Grid { int32_t qmin, qmax; int bits; bool affine; };
+  for (const Grid& g : {Grid{-7, 7, 4, false}, Grid{-127, 127, 8, false}, Grid{-31, 31, 6, false}, Grid{-1, 1, 2, false},
+                        Grid{-128, 127, 8, true}, Grid{-8, 7, 4, true}})
+    for (bool per_channel : {true, false}) {
+      FakeQuantCase c = make_case(false, 7, 65, per_channel, g.qmin, g.qmax, false, 11);
+      Rng rng(static_cast<uint64_t>(g.qmax) * 7 + per_channel);
+      for (int64_t i = 0; i < c.x.numel(); ++i) c.x.data<float>()[i] = rng.uniform(-1.0f, 1.0f) * std::ldexp(1.0f, static_cast<int>(rng.below(20)) - 10);
+      c.node.attributes["observer"] = "minmax";
+      c.node.attributes["bits"] = g.bits;
+      c.node.attributes["scheme"] = g.affine ? "affine" : "symmetric";
+      Tensor y, dx, dy(DType::F32, c.x.shape());
+      fill_uniform(dy, 5);
+      std::vector<Tensor*> in = {&c.x, &c.scale, &c.zero_point}, out = {&y};
+      op.forward_train(c.node, nullptr, RunContext{true, 0, 0}, in, out);
+      std::vector<const Tensor*> cin = {&c.x, &c.scale, &c.zero_point}, outs = {&y}, grads_out = {&dy};
+      std::vector<Tensor*> grads_in = {&dx, nullptr, nullptr};
+      op.backward(c.node, cin, outs, grads_out, grads_in);
+      const int64_t rows = per_channel ? 7 : 1, cols = c.x.numel() / rows;
+      std::vector<float> expected(static_cast<size_t>(c.x.numel()));
+      for (int64_t r = 0; r < rows; ++r)
+        kernels::fake_quantize_backward_f32_ref(cols, c.x.data<float>() + r * cols, dy.data<float>() + r * cols,
+                                                {c.scale.data<float>()[r], c.zero_point.data<int32_t>()[r], g.qmin, g.qmax},
+                                                expected.data() + r * cols, false);
+      ASSERT_EQ(dx.numel(), c.x.numel());
+      for (int64_t i = 0; i < c.x.numel(); ++i) ASSERT_EQ(dx.data<float>()[i], expected[i]) << g.qmax << " " << g.affine << " " << i;
+      if (!g.affine)
+        for (int64_t i = 0; i < c.x.numel(); ++i) ASSERT_EQ(dx.data<float>()[i], dy.data<float>()[i]) << i;
+    }
 }
 
 // The straight-through estimator differentiates the surrogate in which rounding is the identity

@@ -21,6 +21,7 @@
 //     (when >= 0) the grid is frozen. Non-finite batch ranges are skipped.
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <memory>
 #include <vector>
 
@@ -147,12 +148,16 @@ class FakeQuantizeOp final : public Op {
     const Attrs a = Attrs::grid_of(node);
     const Layout l = layout(a, x);
     const bool want_scale = kLearnScale && in_grad.size() > 1 && in_grad[1];
+    if (!in_grad[0] && !want_scale) return;
+    if (!kLearnScale && all_inside(node, a, *in[1])) {  // the mask is all ones: dx is dy, shared, not copied
+      *in_grad[0] = *out_grad[0];
+      return;
+    }
     float* dx = nullptr;
     if (in_grad[0]) {
       in_grad[0]->resize(x.shape());
       dx = in_grad[0]->data<float>();
     }
-    if (!dx && !want_scale) return;
     const std::vector<FakeQuantGrid> grids = grids_of(node, a, *in[1], *in[2]);
     std::vector<double> partial(static_cast<size_t>(l.outer * l.channels), 0.0);
     const float* src = x.data<float>();
@@ -177,6 +182,18 @@ class FakeQuantizeOp final : public Op {
   }
 
  private:
+  // True when the straight-through mask is all ones by construction: a symmetric grid that the
+  // min-max observer fitted to these very values in this step's forward pass (weights; the
+  // optimizer has not run since). The largest |x| then has x / scale = qmax (1 + e), |e| <= 2^-23
+  // for a normal scale, which rounds to qmax, and every other value lies within [-qmax, qmax];
+  // qmin <= -qmax. A subnormal scale (the bound itself tiny) takes the general path.
+  static bool all_inside(const Node& node, const Attrs& a, const Tensor& scale) {
+    if (a.qmin > -a.qmax || node.attr_string("observer", "none") != "minmax" || node.attr_string("scheme", "affine") != "symmetric")
+      return false;
+    const float* s = scale.data<float>();
+    return std::all_of(s, s + scale.numel(), [](float v) { return v >= std::numeric_limits<float>::min(); });
+  }
+
   static void non_finite(const Node& node) {
     shape_error(node, "the observed range is not finite (the values hold NaN or infinity: training diverged?)");
   }
