@@ -26,7 +26,9 @@
 //
 // Measured on Zen 4 (2 vCPUs), 1024^3, 1 thread, lowbit vs oneDNN u8s8s32 with AVX-512 VNNI,
 // each variant alternating with oneDNN in the same process: 0.93-0.95x before this revision;
-// + asm vpdpbusd 0.96-0.97x; + cheaper output stage (below) 0.96-0.98x. The requantization used to
+// + asm vpdpbusd 0.96-0.97x; + cheaper output stage (below) 0.96-0.98x; + the output stage of
+// full tiles interleaved into the next tile's k loop (full_tile_deferred) 400-421 -> 426-430
+// GOP/s, 0.96x-1.03x (this core's vpdpbusd peak: 468 GOP/s). The requantization used to
 // cost ~4% of the whole GEMM (about 18 vector operations per 16 outputs, on the pipes vpdpbusd
 // needs); it is now 9 when every result of a panel fits s32 and the clamp is the plain s8 one,
 // 12 with another clamp or zero point, 15 in the general case (see requantize). Tried and
@@ -41,6 +43,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstddef>
 #include <cstring>
 
 #include "lowbit/qgemm.h"
@@ -120,6 +123,112 @@ void tile(const uint8_t* a, int64_t a_stride, int64_t groups, const int8_t* w0, 
   }
 }
 
+// Full 8 x 32 tiles with the plain s8 output stage (the bulk of a large GEMM): the k loop is written
+// in asm, one 4-k group per statement, so that the 16 accumulators stay pinned in registers while
+// the previous tile's requantization is interleaved into the loop, one 16-lane vector between
+// groups. Issued after the loop (as `tile` does), those ~200 operations leave the multiply-add
+// pipes idle for part of every tile; interleaved, the out-of-order core runs them alongside.
+// Same operations as requantize<Clamp::kPlain>, so the results are identical.
+struct Deferred {
+  alignas(64) int32_t sums[kRows * 2][kPanel];
+  int8_t* dst[kRows * 2];
+  const PanelConstants* pc[kRows * 2];
+  int count = 0;
+};
+
+// One pending vector: (v * m + 2^(s-1)) >> s in 64-bit lanes, merged, saturated to s8, stored.
+inline void flush_vector(const int32_t* sums, const PanelConstants* pc, int8_t* dst, __mmask16 odd) {
+  asm volatile(
+      "vmovdqa64 (%[v]), %%zmm3\n\t"
+      "vpmuldq 64(%[pc]), %%zmm3, %%zmm4\n\t"
+      "vpaddq 320(%[pc]), %%zmm4, %%zmm4\n\t"
+      "vpsravq 192(%[pc]), %%zmm4, %%zmm4\n\t"
+      "vpsrlq $32, %%zmm3, %%zmm5\n\t"
+      "vpmuldq 128(%[pc]), %%zmm5, %%zmm5\n\t"
+      "vpaddq 384(%[pc]), %%zmm5, %%zmm5\n\t"
+      "vpsravq 256(%[pc]), %%zmm5, %%zmm5\n\t"
+      "vpshufd $0xB1, %%zmm5, %%zmm4%{%[odd]%}\n\t"
+      "vpmovsdb %%zmm4, (%[dst])\n\t"
+      :
+      : [v] "r"(sums), [pc] "r"(pc), [dst] "r"(dst), [odd] "Yk"(odd)
+      : "xmm3", "xmm4", "xmm5", "memory");
+}
+
+void full_tile_deferred(const uint8_t* a, int64_t a_stride, int64_t groups, const int8_t* w0, const int8_t* w1,
+                        const PanelConstants* pc, int8_t* dst, int64_t ldc, Deferred& d) {
+  static_assert(offsetof(PanelConstants, mult) == 64 && offsetof(PanelConstants, mult_odd) == 128 &&
+                offsetof(PanelConstants, shift_even) == 192 && offsetof(PanelConstants, shift_odd) == 256 &&
+                offsetof(PanelConstants, round_even) == 320 && offsetof(PanelConstants, round_odd) == 384);
+  const __mmask16 odd = 0xAAAA;
+  __m512i c00 = pc[0].offset, c01 = pc[1].offset, c10 = c00, c11 = c01, c20 = c00, c21 = c01, c30 = c00, c31 = c01,
+          c40 = c00, c41 = c01, c50 = c00, c51 = c01, c60 = c00, c61 = c01, c70 = c00, c71 = c01;
+  const int64_t s1 = a_stride, s3 = 3 * a_stride;
+  const uint8_t* a4 = a + 4 * a_stride;
+  // Two statements of 8 accumulators each (an asm statement takes at most 30 operands); the
+  // weights travel from the first to the second as operands.
+  auto step = [&](int64_t g) __attribute__((always_inline)) {
+    __m512i b0, b1;
+    asm volatile(
+        "vmovdqa64 (%[w0]), %[b0]\n\t"
+        "vmovdqa64 (%[w1]), %[b1]\n\t"
+        "vpbroadcastd (%[p]), %%zmm2\n\t"
+        "vpdpbusd %[b0], %%zmm2, %[c00]\n\t"
+        "vpdpbusd %[b1], %%zmm2, %[c01]\n\t"
+        "vpbroadcastd (%[p],%[s1]), %%zmm2\n\t"
+        "vpdpbusd %[b0], %%zmm2, %[c10]\n\t"
+        "vpdpbusd %[b1], %%zmm2, %[c11]\n\t"
+        "vpbroadcastd (%[p],%[s1],2), %%zmm2\n\t"
+        "vpdpbusd %[b0], %%zmm2, %[c20]\n\t"
+        "vpdpbusd %[b1], %%zmm2, %[c21]\n\t"
+        "vpbroadcastd (%[p],%[s3]), %%zmm2\n\t"
+        "vpdpbusd %[b0], %%zmm2, %[c30]\n\t"
+        "vpdpbusd %[b1], %%zmm2, %[c31]\n\t"
+        : [c00] "+v"(c00), [c01] "+v"(c01), [c10] "+v"(c10), [c11] "+v"(c11), [c20] "+v"(c20), [c21] "+v"(c21),
+          [c30] "+v"(c30), [c31] "+v"(c31), [b0] "=&v"(b0), [b1] "=&v"(b1)
+        : [w0] "r"(w0 + g * 64), [w1] "r"(w1 + g * 64), [p] "r"(a + g * 4), [s1] "r"(s1), [s3] "r"(s3)
+        : "xmm2", "memory");
+    asm volatile(
+        "vpbroadcastd (%[p]), %%zmm2\n\t"
+        "vpdpbusd %[b0], %%zmm2, %[c40]\n\t"
+        "vpdpbusd %[b1], %%zmm2, %[c41]\n\t"
+        "vpbroadcastd (%[p],%[s1]), %%zmm2\n\t"
+        "vpdpbusd %[b0], %%zmm2, %[c50]\n\t"
+        "vpdpbusd %[b1], %%zmm2, %[c51]\n\t"
+        "vpbroadcastd (%[p],%[s1],2), %%zmm2\n\t"
+        "vpdpbusd %[b0], %%zmm2, %[c60]\n\t"
+        "vpdpbusd %[b1], %%zmm2, %[c61]\n\t"
+        "vpbroadcastd (%[p],%[s3]), %%zmm2\n\t"
+        "vpdpbusd %[b0], %%zmm2, %[c70]\n\t"
+        "vpdpbusd %[b1], %%zmm2, %[c71]\n\t"
+        : [c40] "+v"(c40), [c41] "+v"(c41), [c50] "+v"(c50), [c51] "+v"(c51), [c60] "+v"(c60), [c61] "+v"(c61),
+          [c70] "+v"(c70), [c71] "+v"(c71)
+        : [b0] "v"(b0), [b1] "v"(b1), [p] "r"(a4 + g * 4), [s1] "r"(s1), [s3] "r"(s3)
+        : "xmm2", "memory");
+  };
+  const int pending = d.count;
+  int64_t g = 0;
+  for (int j = 0; j < pending; ++j) {
+    for (const int64_t end = groups * (j + 1) / (pending + 1); g < end; ++g) step(g);
+    flush_vector(d.sums[j], d.pc[j], d.dst[j], odd);
+  }
+  for (; g < groups; ++g) step(g);
+  // This tile's sums wait for the next tile (or the final flush).
+  const __m512i results[kRows][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31},
+                                     {c40, c41}, {c50, c51}, {c60, c61}, {c70, c71}};
+  d.count = 0;
+  for (int r = 0; r < kRows; ++r)
+    for (int p = 0; p < 2; ++p) {
+      _mm512_store_si512(d.sums[d.count], results[r][p]);
+      d.dst[d.count] = dst + r * ldc + p * kPanel, d.pc[d.count] = pc + p;
+      ++d.count;
+    }
+}
+
+void flush_all(Deferred& d) {
+  for (int j = 0; j < d.count; ++j) flush_vector(d.sums[j], d.pc[j], d.dst[j], 0xAAAA);
+  d.count = 0;
+}
+
 template <bool kF32>
 void run_tile(int rows, const uint8_t* a, int64_t a_stride, int64_t groups, const int8_t* w0, const int8_t* w1, bool two,
               const PanelConstants* pc, int64_t row0, int64_t col0, int64_t n, const QOutputStage& out, Clamp clamp,
@@ -179,17 +288,27 @@ bool qgemm_vnni(int64_t m, const int8_t* a, int64_t lda, const QWeights& w, cons
   const int64_t row_tiles = (m + kRows - 1) / kRows, pairs = (panels + 1) / 2;
   const PanelConstants* pcs = constants.data;
   // pack: this worker owns rows [t0, t1) tiles and packs them during its first pair of panels.
+  // Full tiles defer their output stage (see full_tile_deferred) when it is the plain s8 one.
+  const bool defer = !kF32 && clamp == Clamp::kPlain && !out.weight_zero_point;
   auto work = [&](int64_t t0, int64_t t1, int64_t q0, int64_t q1, bool pack) {
+    Deferred deferred;
     for (int64_t q = q0; q < q1; ++q) {  // a pair of panels stays in L1 while the row tiles pass
       const int8_t* w0 = layout + (2 * q) * groups * 64;
       const bool two = 2 * q + 1 < panels;
+      const bool full_pair = defer && 2 * q * kPanel + 2 * kPanel <= n && pcs[2 * q].fits_s32 && pcs[2 * q + 1].fits_s32;
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t row0 = t * kRows;
         if (pack && q == q0) pack_rows(row0, std::min<int64_t>(m, row0 + kRows));
+        if (full_pair && row0 + kRows <= m) {
+          full_tile_deferred(a_packed + row0 * stride, stride, groups, w0, w0 + groups * 64, pcs + 2 * q,
+                             static_cast<int8_t*>(c) + row0 * ldc + 2 * q * kPanel, ldc, deferred);
+          continue;
+        }
         run_tile<kF32>(static_cast<int>(std::min<int64_t>(kRows, m - row0)), a_packed + row0 * stride, stride, groups, w0,
                        w0 + groups * 64, two, pcs + 2 * q, row0, 2 * q * kPanel, n, out, clamp, cc, c, ldc);
       }
     }
+    flush_all(deferred);
   };
   const int threads = (m * n * k < (int64_t{1} << 18)) ? 1 : num_threads();
   if (threads <= 1) {
