@@ -67,8 +67,8 @@ class QWeights {
   static constexpr int64_t kLayoutPanel = 16;
   int64_t layout_groups() const noexcept { return groups_; }  // groups per panel
   const Tensor& kernel_layout() const noexcept { return layout_; }
-  // On CPUs with AVX-512 VNNI (else empty): every storage unpacked to s8, panels of 16 columns,
-  // per panel ceil(K/4) groups of 16 columns x 4 consecutive k (the vpdpbusd operand layout).
+  // On CPUs with AVX-512 VNNI (else empty): every storage unpacked to u8 codes + 128, panels of 16
+  // columns, per panel ceil(K/4) groups of 16 columns x 4 consecutive k (vpdpbusd's unsigned operand).
   const Tensor& vnni_layout() const noexcept { return vnni_layout_; }
 
  private:

@@ -31,14 +31,16 @@ bool is_signed_storage(DType t) { return t == DType::S8 || t == DType::S4 || t =
 }  // namespace
 
 namespace {
-// See QWeights::vnni_layout: 16-column panels of ceil(K/4) groups of [16 columns][4 k] s8.
+// See QWeights::vnni_layout: 16-column panels of ceil(K/4) groups of [16 columns][4 k] u8, each
+// the code + 128 (vpdpbusd's unsigned operand), padding 0.
 Tensor vnni_layout_of(const QWeights& w) {
   const int64_t n = w.n(), k = w.k(), groups = (k + 3) / 4, panels = (n + 15) / 16;
   const std::vector<int32_t> codes = unpack_codes(w.codes(), {n, k});
-  Tensor layout(DType::S8, {std::max<int64_t>(panels * groups * 64, 1)});
-  int8_t* dst = layout.data<int8_t>();
+  Tensor layout(DType::U8, {std::max<int64_t>(panels * groups * 64, 1)});
+  uint8_t* dst = layout.data<uint8_t>();
   for (int64_t j = 0; j < n; ++j)
-    for (int64_t p = 0; p < k; ++p) dst[((j / 16) * groups + p / 4) * 64 + (j % 16) * 4 + p % 4] = static_cast<int8_t>(codes[j * k + p]);
+    for (int64_t p = 0; p < k; ++p)
+      dst[((j / 16) * groups + p / 4) * 64 + (j % 16) * 4 + p % 4] = static_cast<uint8_t>(codes[j * k + p] + 128);
   return layout;
 }
 }  // namespace

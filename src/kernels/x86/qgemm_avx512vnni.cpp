@@ -3,22 +3,24 @@
 // with them.
 //
 // vpdpbusd multiplies 4 unsigned bytes by 4 signed bytes and adds the 4 products to an s32 lane,
-// with no intermediate saturation (unlike AVX2's vpmaddubsw). Activations are s8, so they are
-// offset into u8 (a + 128, one XOR while A is packed) and the offset is removed afterwards:
-//   sum_k a w = sum_k (a + 128) w - 128 * sum_k w[n][k]
-// where the second term is a per-column constant folded into the column offset. Every step wraps
-// modulo 2^32 exactly as the reference's s32 sum does, so results are identical.
+// with no intermediate saturation (unlike AVX2's vpmaddubsw). The weights are the unsigned operand,
+// stored offset (w + 128, once, at pack time), and the s8 activations the signed one, read where
+// they are (no copy of A when K is a multiple of 4); the offset is removed per row:
+//   sum_k a w = sum_k a (w + 128) - 128 * sum_k a[m][k]
+// (the row sums take one read of A). Every step wraps modulo 2^32 exactly as the reference's s32
+// sum does, so results are identical.
 //
 // Layout (QWeights::vnni_layout, built at pack time when the CPU has VNNI): panels of 16 output
 // columns; per panel, ceil(K/4) groups of 16 columns x 4 consecutive k (64 bytes, one zmm load),
-// zero-padded in K and N. All weight storages (s8, s4, s2, ...) are unpacked to s8 in this layout:
+// zero-padded in K and N. All weight storages (s8, s4, s2, ...) are unpacked to u8 in this layout:
 // batch >= 5 GEMMs are compute-bound, so bytes are cheaper than unpacking in the loop. Batch 1-4
 // GEMVs on packed low-bit weights stay on the AVX2 kernel, which streams the packed nibbles.
 //
 // Micro-kernel: 8 rows x 32 columns (two panels) in 16 zmm accumulators; per 4-k group 2 weight
 // loads and 8 broadcasts of 4 activation bytes feed 16 vpdpbusd (1024 multiply-adds). vpdpbusd
 // is issued through inline asm (see dpbusd: GCC 12's intrinsic cost ~2% at 1024^3). The
-// accumulators start at the column offset, so the output stage does not add it. The output
+// accumulators start at the column offset minus the row's 128 * sum_k a, so the output stage
+// adds neither. The output
 // stage is fused on the finished tile: weight-zero-point term, then either the fixed-point
 // requantization in 64-bit lanes (vpmuldq, variable arithmetic shift per column) with a
 // saturating pack to s8, or the float scaling (same operation order as the reference, no FMA
@@ -28,7 +30,8 @@
 // each variant alternating with oneDNN in the same process: 0.93-0.95x before this revision;
 // + asm vpdpbusd 0.96-0.97x; + cheaper output stage (below) 0.96-0.98x; + the output stage of
 // full tiles interleaved into the next tile's k loop (full_tile_deferred) 400-421 -> 426-430
-// GOP/s, 0.96x-1.03x (this core's vpdpbusd peak: 468 GOP/s). The requantization used to
+// GOP/s, 0.96x-1.03x; + weights as the unsigned operand (A read in place, broadcast inside
+// vpdpbusd) 430-433 GOP/s, best of 3 against oneDNN's 412-434 (this core's vpdpbusd peak: 468). The requantization used to
 // cost ~4% of the whole GEMM (about 18 vector operations per 16 outputs, on the pipes vpdpbusd
 // needs); it is now 9 when every result of a panel fits s32 and the clamp is the plain s8 one,
 // 12 with another clamp or zero point, 15 in the general case (see requantize). Tried and
@@ -58,30 +61,35 @@ constexpr int kRows = 8;
 // Accumulators start at the panel's offset (integer addition is associative, so this is the
 // reference's sum + offset exactly) and take 4 k per step for all R rows and one or two panels.
 template <int R, bool kTwo>
-void accumulate(const uint8_t* a, int64_t a_stride, int64_t groups, const int8_t* w0, const int8_t* w1, __m512i offset0,
-                __m512i offset1, __m512i (&acc)[R][2]) {
-  for (int r = 0; r < R; ++r) acc[r][0] = offset0, acc[r][1] = offset1;
+void accumulate(const int8_t* a, int64_t a_stride, int64_t groups, const uint8_t* w0, const uint8_t* w1, __m512i offset0,
+                __m512i offset1, const int32_t* row_correction, __m512i (&acc)[R][2]) {
+  for (int r = 0; r < R; ++r) {
+    const __m512i corr = _mm512_set1_epi32(row_correction[r]);
+    acc[r][0] = _mm512_sub_epi32(offset0, corr), acc[r][1] = _mm512_sub_epi32(offset1, corr);
+  }
   for (int64_t g = 0; g < groups; ++g) {
     const __m512i b0 = _mm512_load_si512(w0 + g * 64);
     const __m512i b1 = kTwo ? _mm512_load_si512(w1 + g * 64) : _mm512_setzero_si512();
     for (int r = 0; r < R; ++r) {
       // One broadcast load of 4 activation bytes (vpbroadcastd from memory).
-      const __m512i av = _mm512_set1_epi32(*reinterpret_cast<const int32_t*>(a + r * a_stride + g * 4));
-      acc[r][0] = dpbusd(acc[r][0], av, b0);
-      if constexpr (kTwo) acc[r][1] = dpbusd(acc[r][1], av, b1);
+      int32_t four;
+      std::memcpy(&four, a + r * a_stride + g * 4, 4);
+      const __m512i av = _mm512_set1_epi32(four);
+      acc[r][0] = dpbusd(acc[r][0], b0, av);
+      if constexpr (kTwo) acc[r][1] = dpbusd(acc[r][1], b1, av);
     }
   }
 }
 
 template <int R, bool kF32>
-void tile(const uint8_t* a, int64_t a_stride, int64_t groups, const int8_t* w0, const int8_t* w1, bool two_panels,
-          const PanelConstants* pc, int64_t row0, int64_t col0, int64_t n, const QOutputStage& out, Clamp clamp,
-          const ClampConstants& cc, void* c, int64_t ldc) {
+void tile(const int8_t* a, int64_t a_stride, int64_t groups, const uint8_t* w0, const uint8_t* w1, bool two_panels,
+          const PanelConstants* pc, const int32_t* row_correction, int64_t row0, int64_t col0, int64_t n,
+          const QOutputStage& out, Clamp clamp, const ClampConstants& cc, void* c, int64_t ldc) {
   __m512i acc[R][2];
   if (two_panels)
-    accumulate<R, true>(a, a_stride, groups, w0, w1, pc[0].offset, pc[1].offset, acc);
+    accumulate<R, true>(a, a_stride, groups, w0, w1, pc[0].offset, pc[1].offset, row_correction, acc);
   else
-    accumulate<R, false>(a, a_stride, groups, w0, w1, pc[0].offset, _mm512_setzero_si512(), acc);
+    accumulate<R, false>(a, a_stride, groups, w0, w1, pc[0].offset, _mm512_setzero_si512(), row_correction, acc);
   const int panels = two_panels ? 2 : 1;
   for (int p = 0; p < panels; ++p) {
     const int64_t col = col0 + p * kPanel;
@@ -154,16 +162,18 @@ inline void flush_vector(const int32_t* sums, const PanelConstants* pc, int8_t* 
       : "xmm3", "xmm4", "xmm5", "memory");
 }
 
-void full_tile_deferred(const uint8_t* a, int64_t a_stride, int64_t groups, const int8_t* w0, const int8_t* w1,
-                        const PanelConstants* pc, int8_t* dst, int64_t ldc, Deferred& d) {
+void full_tile_deferred(const int8_t* a, int64_t a_stride, int64_t groups, const uint8_t* w0, const uint8_t* w1,
+                        const PanelConstants* pc, const int32_t* row_correction, int8_t* dst, int64_t ldc, Deferred& d) {
   static_assert(offsetof(PanelConstants, mult) == 64 && offsetof(PanelConstants, mult_odd) == 128 &&
                 offsetof(PanelConstants, shift_even) == 192 && offsetof(PanelConstants, shift_odd) == 256 &&
                 offsetof(PanelConstants, round_even) == 320 && offsetof(PanelConstants, round_odd) == 384);
   const __mmask16 odd = 0xAAAA;
-  __m512i c00 = pc[0].offset, c01 = pc[1].offset, c10 = c00, c11 = c01, c20 = c00, c21 = c01, c30 = c00, c31 = c01,
-          c40 = c00, c41 = c01, c50 = c00, c51 = c01, c60 = c00, c61 = c01, c70 = c00, c71 = c01;
+  auto start = [&](int r, int p) { return _mm512_sub_epi32(pc[p].offset, _mm512_set1_epi32(row_correction[r])); };
+  __m512i c00 = start(0, 0), c01 = start(0, 1), c10 = start(1, 0), c11 = start(1, 1), c20 = start(2, 0), c21 = start(2, 1),
+          c30 = start(3, 0), c31 = start(3, 1), c40 = start(4, 0), c41 = start(4, 1), c50 = start(5, 0), c51 = start(5, 1),
+          c60 = start(6, 0), c61 = start(6, 1), c70 = start(7, 0), c71 = start(7, 1);
   const int64_t s1 = a_stride, s3 = 3 * a_stride;
-  const uint8_t* a4 = a + 4 * a_stride;
+  const int8_t* a4 = a + 4 * a_stride;
   // Two statements of 8 accumulators each (an asm statement takes at most 30 operands); the
   // weights travel from the first to the second as operands.
   auto step = [&](int64_t g) __attribute__((always_inline)) {
@@ -171,39 +181,31 @@ void full_tile_deferred(const uint8_t* a, int64_t a_stride, int64_t groups, cons
     asm volatile(
         "vmovdqa64 (%[w0]), %[b0]\n\t"
         "vmovdqa64 (%[w1]), %[b1]\n\t"
-        "vpbroadcastd (%[p]), %%zmm2\n\t"
-        "vpdpbusd %[b0], %%zmm2, %[c00]\n\t"
-        "vpdpbusd %[b1], %%zmm2, %[c01]\n\t"
-        "vpbroadcastd (%[p],%[s1]), %%zmm2\n\t"
-        "vpdpbusd %[b0], %%zmm2, %[c10]\n\t"
-        "vpdpbusd %[b1], %%zmm2, %[c11]\n\t"
-        "vpbroadcastd (%[p],%[s1],2), %%zmm2\n\t"
-        "vpdpbusd %[b0], %%zmm2, %[c20]\n\t"
-        "vpdpbusd %[b1], %%zmm2, %[c21]\n\t"
-        "vpbroadcastd (%[p],%[s3]), %%zmm2\n\t"
-        "vpdpbusd %[b0], %%zmm2, %[c30]\n\t"
-        "vpdpbusd %[b1], %%zmm2, %[c31]\n\t"
+        "vpdpbusd (%[p])%{1to16%}, %[b0], %[c00]\n\t"
+        "vpdpbusd (%[p])%{1to16%}, %[b1], %[c01]\n\t"
+        "vpdpbusd (%[p],%[s1])%{1to16%}, %[b0], %[c10]\n\t"
+        "vpdpbusd (%[p],%[s1])%{1to16%}, %[b1], %[c11]\n\t"
+        "vpdpbusd (%[p],%[s1],2)%{1to16%}, %[b0], %[c20]\n\t"
+        "vpdpbusd (%[p],%[s1],2)%{1to16%}, %[b1], %[c21]\n\t"
+        "vpdpbusd (%[p],%[s3])%{1to16%}, %[b0], %[c30]\n\t"
+        "vpdpbusd (%[p],%[s3])%{1to16%}, %[b1], %[c31]\n\t"
         : [c00] "+v"(c00), [c01] "+v"(c01), [c10] "+v"(c10), [c11] "+v"(c11), [c20] "+v"(c20), [c21] "+v"(c21),
           [c30] "+v"(c30), [c31] "+v"(c31), [b0] "=&v"(b0), [b1] "=&v"(b1)
         : [w0] "r"(w0 + g * 64), [w1] "r"(w1 + g * 64), [p] "r"(a + g * 4), [s1] "r"(s1), [s3] "r"(s3)
-        : "xmm2", "memory");
+        : "memory");
     asm volatile(
-        "vpbroadcastd (%[p]), %%zmm2\n\t"
-        "vpdpbusd %[b0], %%zmm2, %[c40]\n\t"
-        "vpdpbusd %[b1], %%zmm2, %[c41]\n\t"
-        "vpbroadcastd (%[p],%[s1]), %%zmm2\n\t"
-        "vpdpbusd %[b0], %%zmm2, %[c50]\n\t"
-        "vpdpbusd %[b1], %%zmm2, %[c51]\n\t"
-        "vpbroadcastd (%[p],%[s1],2), %%zmm2\n\t"
-        "vpdpbusd %[b0], %%zmm2, %[c60]\n\t"
-        "vpdpbusd %[b1], %%zmm2, %[c61]\n\t"
-        "vpbroadcastd (%[p],%[s3]), %%zmm2\n\t"
-        "vpdpbusd %[b0], %%zmm2, %[c70]\n\t"
-        "vpdpbusd %[b1], %%zmm2, %[c71]\n\t"
+        "vpdpbusd (%[p])%{1to16%}, %[b0], %[c40]\n\t"
+        "vpdpbusd (%[p])%{1to16%}, %[b1], %[c41]\n\t"
+        "vpdpbusd (%[p],%[s1])%{1to16%}, %[b0], %[c50]\n\t"
+        "vpdpbusd (%[p],%[s1])%{1to16%}, %[b1], %[c51]\n\t"
+        "vpdpbusd (%[p],%[s1],2)%{1to16%}, %[b0], %[c60]\n\t"
+        "vpdpbusd (%[p],%[s1],2)%{1to16%}, %[b1], %[c61]\n\t"
+        "vpdpbusd (%[p],%[s3])%{1to16%}, %[b0], %[c70]\n\t"
+        "vpdpbusd (%[p],%[s3])%{1to16%}, %[b1], %[c71]\n\t"
         : [c40] "+v"(c40), [c41] "+v"(c41), [c50] "+v"(c50), [c51] "+v"(c51), [c60] "+v"(c60), [c61] "+v"(c61),
           [c70] "+v"(c70), [c71] "+v"(c71)
         : [b0] "v"(b0), [b1] "v"(b1), [p] "r"(a4 + g * 4), [s1] "r"(s1), [s3] "r"(s3)
-        : "xmm2", "memory");
+        : "memory");
   };
   const int pending = d.count;
   int64_t g = 0;
@@ -230,10 +232,10 @@ void flush_all(Deferred& d) {
 }
 
 template <bool kF32>
-void run_tile(int rows, const uint8_t* a, int64_t a_stride, int64_t groups, const int8_t* w0, const int8_t* w1, bool two,
-              const PanelConstants* pc, int64_t row0, int64_t col0, int64_t n, const QOutputStage& out, Clamp clamp,
-              const ClampConstants& cc, void* c, int64_t ldc) {
-#define LOWBIT_TILE(R) tile<R, kF32>(a, a_stride, groups, w0, w1, two, pc, row0, col0, n, out, clamp, cc, c, ldc)
+void run_tile(int rows, const int8_t* a, int64_t a_stride, int64_t groups, const uint8_t* w0, const uint8_t* w1, bool two,
+              const PanelConstants* pc, const int32_t* row_correction, int64_t row0, int64_t col0, int64_t n,
+              const QOutputStage& out, Clamp clamp, const ClampConstants& cc, void* c, int64_t ldc) {
+#define LOWBIT_TILE(R) tile<R, kF32>(a, a_stride, groups, w0, w1, two, pc, row_correction, row0, col0, n, out, clamp, cc, c, ldc)
   switch (rows) {
     case 8: return LOWBIT_TILE(8);
     case 7: return LOWBIT_TILE(7);
@@ -251,32 +253,47 @@ void run_tile(int rows, const uint8_t* a, int64_t a_stride, int64_t groups, cons
 template <bool kF32>
 bool qgemm_vnni(int64_t m, const int8_t* a, int64_t lda, const QWeights& w, const QOutputStage& out, void* c, int64_t ldc) {
   const int64_t n = w.n(), k = w.k(), groups = (k + 3) / 4, panels = (n + kPanel - 1) / kPanel;
-  // Packed rows of whole 4-byte groups; from K = 64 on, padded to whole cache lines.
-  const int64_t stride = groups * 4 < 64 ? groups * 4 : (groups * 4 + 63) / 64 * 64;
-  thread_local Buffer<uint8_t> packed;
+  // A is read in place when its rows are whole 4-byte groups; otherwise rows are copied with zero
+  // padding to whole groups (from K = 64 on, to whole cache lines); the padding meets zero weights.
+  const bool in_place = k % 4 == 0;
+  const int64_t stride = in_place ? lda : groups * 4 < 64 ? groups * 4 : (groups * 4 + 63) / 64 * 64;
+  thread_local Buffer<int8_t> packed;
+  thread_local Buffer<int32_t> corrections;
   thread_local Buffer<PanelConstants> constants;
-  if (!packed.reserve(static_cast<size_t>(m * stride)) || !constants.reserve(static_cast<size_t>(panels))) return false;
-  // A as u8 (a + 128), rows padded to whole groups; the padding meets zero weights. Rows are packed
-  // by the thread that computes them, just before their first tile (see work below).
-  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
-  uint8_t* const a_packed = packed.data;  // the workers must not name the thread_local buffer
-  auto pack_rows = [&](int64_t r0, int64_t r1) {
+  if ((!in_place && !packed.reserve(static_cast<size_t>(m * stride))) || !corrections.reserve(static_cast<size_t>(m)) ||
+      !constants.reserve(static_cast<size_t>(panels)))
+    return false;
+  // The workers must not name the thread_local buffers.
+  const int8_t* const a_rows = in_place ? a : packed.data;
+  int8_t* const a_packed = packed.data;
+  int32_t* const row_correction = corrections.data;
+  // Per row: 128 * sum_k a (modulo 2^32), and the copy when A is not read in place. Done by the
+  // thread that computes the rows, just before their first tile (see work below).
+  const __m512i ones = _mm512_set1_epi8(1);
+  auto prepare_rows = [&](int64_t r0, int64_t r1) {
     for (int64_t i = r0; i < r1; ++i) {
-      uint8_t* row = a_packed + i * stride;
       const int8_t* src = a + i * lda;
-      for (int64_t p = 0; p < stride; p += 64) {  // bytes past K become 0x80
+      __m512i sum = _mm512_setzero_si512();
+      for (int64_t p = 0; p < k; p += 64) {
+        const int64_t valid = std::min<int64_t>(64, k - p);
+        const __mmask64 mask = valid == 64 ? ~__mmask64{0} : ((__mmask64{1} << valid) - 1);
+        sum = dpbusd(sum, ones, _mm512_maskz_loadu_epi8(mask, src + p));
+      }
+      row_correction[i] = static_cast<int32_t>(128u * static_cast<uint32_t>(_mm512_reduce_add_epi32(sum)));
+      if (in_place) continue;
+      int8_t* row = a_packed + i * stride;
+      for (int64_t p = 0; p < stride; p += 64) {  // bytes past K become 0
         const int64_t valid = std::max<int64_t>(0, std::min<int64_t>(64, k - p)), store = std::min<int64_t>(64, stride - p);
         const __mmask64 mask = valid == 64 ? ~__mmask64{0} : ((__mmask64{1} << valid) - 1);
         const __mmask64 store_mask = store == 64 ? ~__mmask64{0} : ((__mmask64{1} << store) - 1);
-        _mm512_mask_storeu_epi8(row + p, store_mask, _mm512_xor_si512(_mm512_maskz_loadu_epi8(mask, src + p), flip));
+        _mm512_mask_storeu_epi8(row + p, store_mask, _mm512_maskz_loadu_epi8(mask, src + p));
       }
     }
   };
-  const int32_t* sums = w.row_sums().data();
   for (int64_t q = 0; q < panels; ++q) {
     int32_t offset[kPanel] = {}, mult[kPanel] = {}, shift[kPanel] = {};
     for (int64_t j = q * kPanel; j < std::min(n, (q + 1) * kPanel); ++j) {
-      offset[j % kPanel] = static_cast<int32_t>(static_cast<uint32_t>(out.column_offset[j]) - 128u * static_cast<uint32_t>(sums[j]));
+      offset[j % kPanel] = out.column_offset[j];
       if (kF32) continue;
       mult[j % kPanel] = out.multiplier[j].multiplier, shift[j % kPanel] = out.multiplier[j].shift;
     }
@@ -284,28 +301,29 @@ bool qgemm_vnni(int64_t m, const int8_t* a, int64_t lda, const QWeights& w, cons
   }
   const Clamp clamp = clamp_kind(out);
   const ClampConstants cc = clamp_constants(out);
-  const int8_t* layout = static_cast<const int8_t*>(w.vnni_layout().raw());
+  const uint8_t* layout = static_cast<const uint8_t*>(w.vnni_layout().raw());
   const int64_t row_tiles = (m + kRows - 1) / kRows, pairs = (panels + 1) / 2;
   const PanelConstants* pcs = constants.data;
-  // pack: this worker owns rows [t0, t1) tiles and packs them during its first pair of panels.
+  // prepare: this worker owns rows [t0, t1) tiles and prepares them during its first pair of panels.
   // Full tiles defer their output stage (see full_tile_deferred) when it is the plain s8 one.
   const bool defer = !kF32 && clamp == Clamp::kPlain && !out.weight_zero_point;
-  auto work = [&](int64_t t0, int64_t t1, int64_t q0, int64_t q1, bool pack) {
+  auto work = [&](int64_t t0, int64_t t1, int64_t q0, int64_t q1, bool prepare) {
     Deferred deferred;
     for (int64_t q = q0; q < q1; ++q) {  // a pair of panels stays in L1 while the row tiles pass
-      const int8_t* w0 = layout + (2 * q) * groups * 64;
+      const uint8_t* w0 = layout + (2 * q) * groups * 64;
       const bool two = 2 * q + 1 < panels;
       const bool full_pair = defer && 2 * q * kPanel + 2 * kPanel <= n && pcs[2 * q].fits_s32 && pcs[2 * q + 1].fits_s32;
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t row0 = t * kRows;
-        if (pack && q == q0) pack_rows(row0, std::min<int64_t>(m, row0 + kRows));
+        if (prepare && q == q0) prepare_rows(row0, std::min<int64_t>(m, row0 + kRows));
         if (full_pair && row0 + kRows <= m) {
-          full_tile_deferred(a_packed + row0 * stride, stride, groups, w0, w0 + groups * 64, pcs + 2 * q,
+          full_tile_deferred(a_rows + row0 * stride, stride, groups, w0, w0 + groups * 64, pcs + 2 * q, row_correction + row0,
                              static_cast<int8_t*>(c) + row0 * ldc + 2 * q * kPanel, ldc, deferred);
           continue;
         }
-        run_tile<kF32>(static_cast<int>(std::min<int64_t>(kRows, m - row0)), a_packed + row0 * stride, stride, groups, w0,
-                       w0 + groups * 64, two, pcs + 2 * q, row0, 2 * q * kPanel, n, out, clamp, cc, c, ldc);
+        run_tile<kF32>(static_cast<int>(std::min<int64_t>(kRows, m - row0)), a_rows + row0 * stride, stride, groups, w0,
+                       w0 + groups * 64, two, pcs + 2 * q, row_correction + row0, row0, 2 * q * kPanel, n, out, clamp, cc, c,
+                       ldc);
       }
     }
     flush_all(deferred);
@@ -316,7 +334,7 @@ bool qgemm_vnni(int64_t m, const int8_t* a, int64_t lda, const QWeights& w, cons
     return true;
   }
   const bool split_rows = row_tiles >= 2 * threads || row_tiles >= pairs;
-  if (!split_rows) pack_rows(0, m);  // every thread reads every row: pack them first (few rows)
+  if (!split_rows) prepare_rows(0, m);  // every thread reads every row: prepare them first (few rows)
 #pragma omp parallel num_threads(threads)
   {
     const int64_t id = omp_get_thread_num(), count = omp_get_num_threads();
