@@ -17,30 +17,30 @@
 // GEMVs on packed low-bit weights stay on the AVX2 kernel, which streams the packed nibbles.
 //
 // Micro-kernel: 8 rows x 32 columns (two panels) in 16 zmm accumulators; per 4-k group 2 weight
-// loads and 8 broadcasts of 4 activation bytes feed 16 vpdpbusd (1024 multiply-adds). vpdpbusd
-// is issued through inline asm (see dpbusd: GCC 12's intrinsic cost ~2% at 1024^3). The
-// accumulators start at the column offset minus the row's 128 * sum_k a, so the output stage
-// adds neither. The output
-// stage is fused on the finished tile: weight-zero-point term, then either the fixed-point
-// requantization in 64-bit lanes (vpmuldq, variable arithmetic shift per column) with a
-// saturating pack to s8, or the float scaling (same operation order as the reference, no FMA
-// contraction). Threads split rows (or columns for short batches), never K.
+// loads and 8 broadcasts of 4 activation bytes feed 16 vpdpbusd (1024 multiply-adds). Full tiles
+// (full_tile_deferred) run this loop as asm with the broadcasts inside vpdpbusd ({1to16}); the
+// others use the dpbusd wrapper (inline asm too: GCC 12's intrinsic cost ~2% at 1024^3). The
+// accumulators start at the column offset minus the row's 128 * sum_k a, so the output stage adds
+// neither. The output stage: weight-zero-point term, then either the fixed-point requantization in
+// 64-bit lanes (vpmuldq, variable arithmetic shift per column) with a saturating pack to s8, or the
+// float scaling (same operation order as the reference, no FMA contraction). Full tiles with the
+// plain s8 stage defer it into the next tile's k loop. Threads split rows (or columns for short
+// batches), never K.
 //
-// Measured on Zen 4 (2 vCPUs), 1024^3, 1 thread, lowbit vs oneDNN u8s8s32 with AVX-512 VNNI,
-// each variant alternating with oneDNN in the same process: 0.93-0.95x before this revision;
-// + asm vpdpbusd 0.96-0.97x; + cheaper output stage (below) 0.96-0.98x; + the output stage of
-// full tiles interleaved into the next tile's k loop (full_tile_deferred) 400-421 -> 426-430
-// GOP/s, 0.96x-1.03x; + weights as the unsigned operand (A read in place, broadcast inside
-// vpdpbusd) 430-433 GOP/s, best of 3 against oneDNN's 412-434 (this core's vpdpbusd peak: 468). The requantization used to
-// cost ~4% of the whole GEMM (about 18 vector operations per 16 outputs, on the pipes vpdpbusd
-// needs); it is now 9 when every result of a panel fits s32 and the clamp is the plain s8 one,
-// 12 with another clamp or zero point, 15 in the general case (see requantize). Tried and
-// dropped, all slower or no better at 1024^3: K blocking (kc = 256 or 512 k, s32 partial tiles
-// kept between blocks, so that a two-panel weight slice fits the 32 KiB L1D): 8% / 4% slower, the
-// per-tile start-up and partial loads/stores cost more than the L2 traffic they save; blocking
-// rows so that A stays in L2: no change; 12x32, 6x64 and 8x48 tiles (one generic R x P
-// template): 0-3% slower than 8x32 built the same way; software prefetch of the weights 8 or 16
-// groups ahead: no gain; unrolling the k loop by 2: 3% slower.
+// Measured on Zen 4 (2 vCPUs), 1024^3, 1 thread, lowbit vs oneDNN u8s8s32 with AVX-512 VNNI, each
+// variant alternating with oneDNN in the same process: 0.93-0.95x at first; + asm vpdpbusd
+// 0.96-0.97x; + cheaper requantization 0.96-0.98x (it cost ~4% of the GEMM at about 18 vector
+// operations per 16 outputs; now 9 when every result of a panel fits s32 and the clamp is the plain
+// s8 one, 12 with another clamp or zero point, 15 in the general case, see requantize); + the output
+// stage of full tiles interleaved into the next tile's k loop 400-421 -> 426-430 GOP/s; + weights as
+// the unsigned operand (A read in place) 430-433 GOP/s best of 3, against oneDNN's 412-434: parity
+// within noise (this core's vpdpbusd peak: 468). Tried and dropped, all slower or no better at
+// 1024^3: K blocking (kc = 256 or 512 k, s32 partial tiles kept between blocks, so that a
+// two-panel weight slice fits the 32 KiB L1D): 8% / 4% slower, the per-tile start-up and partial
+// loads/stores cost more than the L2 traffic they save; blocking rows so that A stays in L2 (8 to
+// 32 tiles): no change; 12x32, 6x64 and 8x48 tiles (one generic R x P template): 0-3% slower than
+// 8x32 built the same way; software prefetch of the weights 8 or 16 groups ahead: no gain;
+// unrolling the k loop by 2: 3% slower; padding A's rows by 64 or 128 bytes: no change.
 #include <immintrin.h>
 #include <omp.h>
 
