@@ -80,6 +80,13 @@ class Op {
                              std::span<Tensor* const> inputs, std::span<Tensor* const> outputs) const {
     forward_prepared(node, state, std::span<const Tensor* const>(inputs.data(), inputs.size()), outputs);
   }
+  // The backward pass with prepare()'s state (the executor calls this one); the default forwards
+  // to backward(), so only ops that read their state when differentiating override it.
+  virtual void backward_prepared(const Node& node, const void* /*state*/, std::span<const Tensor* const> inputs,
+                                 std::span<const Tensor* const> outputs, std::span<const Tensor* const> output_grads,
+                                 std::span<Tensor* const> input_grads) const {
+    backward(node, inputs, outputs, output_grads, input_grads);
+  }
 };
 
 // Throws Error(Format) for an unknown type, listing the known ones.

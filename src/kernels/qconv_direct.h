@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "lowbit/qgemm.h"
+#include "lowbit/runtime_config.h"
 
 namespace lowbit::kernels {
 
@@ -47,6 +48,19 @@ struct DirectConvPlan {
 };
 // Returns false if the shape is not for the direct kernels (group_k > kDirectConvMaxK).
 bool plan_direct_conv(const DirectConvShape& s, const int32_t* weight_pairs, DirectConvPlan& plan);
+
+// The kernels' work items: body(image, group, output row) for every output row of every image and
+// group, split statically over the threads when the convolution has enough multiply-adds to pay
+// for them. (Each kernel passes its own lambda, so no instantiation is shared between files
+// compiled for different instruction sets.)
+template <class Body>
+void for_each_output_row(const DirectConvShape& s, const DirectConvPlan& plan, const Body& body) {
+  const int64_t items = s.images * s.groups * s.out_h;
+  const int64_t macs = items * s.out_w * (s.out_channels / s.groups) * plan.k;
+  const int threads = macs < (int64_t{1} << 18) ? 1 : num_threads();
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (int64_t item = 0; item < items; ++item) body(item / (s.groups * s.out_h), item / s.out_h % s.groups, item % s.out_h);
+}
 
 // AVX-512 VNNI (x86 builds, CPUs with VNNI; vpdpwssd on pairs of taps). Return false, writing
 // nothing, when they cannot run (no scratch memory); the caller checks active_isa() first.

@@ -212,9 +212,9 @@ Graph prepare_qat(const Graph& original, const QatOptions& options, const Calibr
   for (const auto& node : model.nodes)
     if (is_layer(node) && options.plan.rule_for(node.name).quantize) grids.insert(grid_value(model, node.inputs.at(0), options.plan));
   // Values computed from the model's input alone (the input, a flattened input) keep their
-  // calibrated grid under LSQ (observers still track them without it): the data's range is known,
-  // and a learned step there would cost the first layer's input gradient, the largest product of
-  // the backward pass, which nothing else needs.
+  // calibrated grid under LSQ (with min-max observers they are observed like any activation): the
+  // data's range is known, and a learned step there would cost the first layer's input gradient,
+  // the largest product of the backward pass, which nothing else needs.
   std::set<std::string> data_only;
   for (const auto& in : model.inputs) data_only.insert(in.name);
   for (const auto& node : model.nodes)

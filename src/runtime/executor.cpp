@@ -133,7 +133,7 @@ void Executor::backward(const std::string& loss) {
         accumulate.emplace_back(id, scratch);
       }
     }
-    step.op->backward(*step.node, ins, outs, out_grads, in_grads);
+    step.op->backward_prepared(*step.node, step.state.get(), ins, outs, out_grads, in_grads);
     for (auto [id, scratch] : accumulate) {
       float* dst = grads_[id].data<float>();
       const float* src = scratch->data<float>();

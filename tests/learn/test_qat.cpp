@@ -143,6 +143,13 @@ TEST(FakeQuantize, MinMaxObservedGridsGiveTheReferenceMask) {
       for (int64_t i = 0; i < c.x.numel(); ++i) ASSERT_EQ(dx.data<float>()[i], expected[i]) << g.qmax << " " << g.affine << " " << i;
       if (!g.affine)
         for (int64_t i = 0; i < c.x.numel(); ++i) ASSERT_EQ(dx.data<float>()[i], dy.data<float>()[i]) << i;
+      // The executor's path: the attributes prepared once, the same gradient.
+      const std::shared_ptr<const void> state = op.prepare(c.node, {});
+      Tensor dx_prepared;
+      std::vector<Tensor*> prepared_in = {&dx_prepared, nullptr, nullptr};
+      op.backward_prepared(c.node, state.get(), cin, outs, grads_out, prepared_in);
+      ASSERT_EQ(dx_prepared.numel(), c.x.numel());
+      for (int64_t i = 0; i < c.x.numel(); ++i) ASSERT_EQ(dx_prepared.data<float>()[i], expected[i]) << i;
     }
 }
 

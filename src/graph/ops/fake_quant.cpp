@@ -38,7 +38,7 @@ struct Layout {  // x viewed as [outer, channels, inner]; per tensor: channels =
 };
 
 // The node's attributes, parsed once per executor (Op::prepare; they are JSON lookups) or, without
-// an executor, once per call.
+// an executor, once per call (see parsed()).
 struct Attrs {
   int64_t axis = -1;
   int32_t qmin = -128, qmax = 127;
@@ -46,16 +46,11 @@ struct Attrs {
   int64_t freeze = -1;       // observer_steps
   float averaging = 0.01f;
   QuantParams grid;          // bits, scheme and range of the grid (scales and zero points unset)
-  // Only axis, qmin and qmax: what the backward pass needs (it gets no prepared state).
-  static Attrs grid_of(const Node& node) {
+  static Attrs of(const Node& node) {
     Attrs a;
     a.axis = node.attr_int("axis", -1);
     a.qmin = static_cast<int32_t>(node.attr_int("qmin", -128));
     a.qmax = static_cast<int32_t>(node.attr_int("qmax", 127));
-    return a;
-  }
-  static Attrs of(const Node& node) {
-    Attrs a = grid_of(node);
     const std::string observer = node.attr_string("observer", "none");
     a.observer = observer == "minmax" ? Observer::MinMax : observer == "moving_average" ? Observer::MovingAverage : Observer::None;
     a.freeze = node.attr_int("observer_steps", -1);
@@ -69,6 +64,11 @@ struct Attrs {
       shape_error(node, "attributes qmin/qmax [" + std::to_string(a.qmin) + ", " + std::to_string(a.qmax) + "] are not the " +
                             std::to_string(a.grid.bits) + "-bit " + node.attr_string("scheme", "affine") + " grid");
     return a;
+  }
+  // The prepared attributes, or `storage` filled from the node when there is no state.
+  static const Attrs& parsed(const Node& node, const void* state, Attrs& storage) {
+    if (state) return *static_cast<const Attrs*>(state);
+    return storage = of(node);
   }
 };
 
@@ -117,8 +117,8 @@ class FakeQuantizeOp final : public Op {
   }
   void forward_prepared(const Node& node, const void* state, std::span<const Tensor* const> in,
                         std::span<Tensor* const> out) const override {
-    const Attrs parsed = state ? Attrs{} : Attrs::of(node);
-    const Attrs& a = state ? *static_cast<const Attrs*>(state) : parsed;
+    Attrs storage;
+    const Attrs& a = Attrs::parsed(node, state, storage);
     const Tensor& x = *in[0];
     const Layout l = layout(a, x);
     const std::vector<FakeQuantGrid> grids = grids_of(node, a, *in[1], *in[2]);
@@ -132,24 +132,30 @@ class FakeQuantizeOp final : public Op {
 
   void forward_train(const Node& node, const void* state, const RunContext& context, std::span<Tensor* const> in,
                      std::span<Tensor* const> out) const override {
+    Attrs storage;
+    const Attrs& a = Attrs::parsed(node, state, storage);
     if constexpr (!kLearnScale) {
-      const Attrs parsed = state ? Attrs{} : Attrs::of(node);
-      const Attrs& a = state ? *static_cast<const Attrs*>(state) : parsed;
       if (a.observer == Attrs::Observer::MinMax) return observe_minmax(node, a, in, *out[0]);
       if (a.observer == Attrs::Observer::MovingAverage && (a.freeze < 0 || context.step < a.freeze))
         return observe_moving_average(node, a, in, *out[0]);
     }
-    forward_prepared(node, state, std::span<const Tensor* const>(in.data(), in.size()), out);
+    forward_prepared(node, &a, std::span<const Tensor* const>(in.data(), in.size()), out);
   }
 
-  void backward(const Node& node, std::span<const Tensor* const> in, std::span<const Tensor* const>,
+  void backward(const Node& node, std::span<const Tensor* const> in, std::span<const Tensor* const> out,
                 std::span<const Tensor* const> out_grad, std::span<Tensor* const> in_grad) const override {
+    backward_prepared(node, nullptr, in, out, out_grad, in_grad);
+  }
+  void backward_prepared(const Node& node, const void* state, std::span<const Tensor* const> in,
+                         std::span<const Tensor* const>, std::span<const Tensor* const> out_grad,
+                         std::span<Tensor* const> in_grad) const override {
+    Attrs storage;
+    const Attrs& a = Attrs::parsed(node, state, storage);
     const Tensor& x = *in[0];
-    const Attrs a = Attrs::grid_of(node);
     const Layout l = layout(a, x);
     const bool want_scale = kLearnScale && in_grad.size() > 1 && in_grad[1];
     if (!in_grad[0] && !want_scale) return;
-    if (!kLearnScale && all_inside(node, a, *in[1])) {  // the mask is all ones: dx is dy, shared, not copied
+    if (!kLearnScale && all_inside(a, *in[1])) {  // the mask is all ones: dx is dy, shared, not copied
       *in_grad[0] = *out_grad[0];
       return;
     }
@@ -187,9 +193,8 @@ class FakeQuantizeOp final : public Op {
   // optimizer has not run since). The largest |x| then has x / scale = qmax (1 + e), |e| <= 2^-23
   // for a normal scale, which rounds to qmax, and every other value lies within [-qmax, qmax];
   // qmin <= -qmax. A subnormal scale (the bound itself tiny) takes the general path.
-  static bool all_inside(const Node& node, const Attrs& a, const Tensor& scale) {
-    if (a.qmin > -a.qmax || node.attr_string("observer", "none") != "minmax" || node.attr_string("scheme", "affine") != "symmetric")
-      return false;
+  static bool all_inside(const Attrs& a, const Tensor& scale) {
+    if (a.qmin > -a.qmax || a.observer != Attrs::Observer::MinMax || a.grid.scheme != QScheme::Symmetric) return false;
     const float* s = scale.data<float>();
     return std::all_of(s, s + scale.numel(), [](float v) { return v >= std::numeric_limits<float>::min(); });
   }

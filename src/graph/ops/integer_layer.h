@@ -2,6 +2,7 @@
 // stage of the integer layers QDense and QConv2D.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -41,6 +42,13 @@ class PreparedInferenceOp : public InferenceOp {
     constants[0] = nullptr;  // the activations are never constant
     auto state = prepare(node, constants);
     forward_prepared(node, state.get(), in, out);
+  }
+
+ protected:
+  // prepare() builds state only when every input but the activations (weights, scales, bias) is a
+  // constant; otherwise it returns null and forward() prepares on every call.
+  static bool constants_known(std::span<const Tensor* const> c) {
+    return c.size() < 2 || std::all_of(c.begin() + 1, c.end(), [](const Tensor* t) { return t != nullptr; });
   }
 };
 

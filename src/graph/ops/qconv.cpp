@@ -447,8 +447,7 @@ class QConv2D final : public PreparedInferenceOp {
   }
 
   std::shared_ptr<const void> prepare(const Node& node, std::span<const Tensor* const> c) const override {
-    for (size_t i = 1; i < c.size(); ++i)
-      if (!c[i]) return nullptr;
+    if (!constants_known(c)) return nullptr;
     auto s = std::make_shared<QConvState>();
     const int64_t oc = c[1]->dim(0);
     const std::vector<int32_t> row_sums = prepare_weights(node, *c[1], *s);
@@ -490,8 +489,7 @@ class DynamicQConv2D final : public PreparedInferenceOp {
     return {dynamic_layer_dtype(node, in)};
   }
   std::shared_ptr<const void> prepare(const Node& node, std::span<const Tensor* const> c) const override {
-    for (size_t i = 1; i < c.size(); ++i)
-      if (!c[i]) return nullptr;
+    if (!constants_known(c)) return nullptr;
     auto s = std::make_shared<QConvState>();
     const int64_t oc = c[1]->dim(0);
     s->weight_row_sums = prepare_weights(node, *c[1], *s);

@@ -115,8 +115,7 @@ class QDense final : public PreparedInferenceOp {
   }
 
   std::shared_ptr<const void> prepare(const Node& node, std::span<const Tensor* const> c) const override {
-    for (size_t i = 1; i < c.size(); ++i)
-      if (!c[i]) return nullptr;  // weights fed at run time: prepared on every call
+    if (!constants_known(c)) return nullptr;
     auto s = std::make_shared<QDenseState>();
     const Tensor& codes = *c[1];
     s->features = node.attr_int("in_features", -1);
@@ -184,8 +183,7 @@ class DynamicQDense final : public PreparedInferenceOp {
     return {dynamic_layer_dtype(node, in)};
   }
   std::shared_ptr<const void> prepare(const Node& node, std::span<const Tensor* const> c) const override {
-    for (size_t i = 1; i < c.size(); ++i)
-      if (!c[i]) return nullptr;
+    if (!constants_known(c)) return nullptr;
     auto s = std::make_shared<DynamicState>();
     s->features = node.attr_int("in_features", -1);
     check_weight_tensor(node, *c[1], s->features);

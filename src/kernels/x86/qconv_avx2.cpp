@@ -5,14 +5,12 @@
 // multiplies the pair by the output channel's broadcast weight pair (exact: |x w| <= 2^14, a pair
 // sum fits s16 x s16 -> s32). The requantization is the AVX2 GEMM's (avx2_util.h); vpackssdw of
 // the two halves restores pixel order, so the 16 bytes are stored straight into the NCHW plane.
-#include <omp.h>
 
 #include <algorithm>
 
 #include "kernels/qconv_direct.h"
 #include "kernels/x86/avx2_util.h"
 #include "kernels/x86/scratch.h"
-#include "lowbit/runtime_config.h"
 
 namespace lowbit::kernels {
 namespace {
@@ -123,17 +121,12 @@ bool direct(const DirectConvShape& s, const DirectConvPlan& plan, const int8_t* 
     }
   }
   const int64_t in_image = s.channels * s.padded_h * s.padded_w, out_image = s.out_channels * s.out_h * s.out_w;
-  const int64_t items = s.images * s.groups * s.out_h;
-  const int64_t macs = items * s.out_w * (s.out_channels / s.groups) * plan.k;
-  const int threads = macs < (int64_t{1} << 18) ? 1 : num_threads();
   const Channel* channel = channels.data;  // the workers must not name the thread_local buffer
-#pragma omp parallel for schedule(static) num_threads(threads)
-  for (int64_t item = 0; item < items; ++item) {
-    const int64_t i = item / (s.groups * s.out_h), g = item / s.out_h % s.groups, oy = item % s.out_h;
+  for_each_output_row(s, plan, [&](int64_t i, int64_t g, int64_t oy) {
     void* y_image = kF32 ? static_cast<void*>(static_cast<float*>(y) + i * out_image)
                          : static_cast<void*>(static_cast<int8_t*>(y) + i * out_image);
     conv_row<kF32>(s, plan, channel, padded + i * in_image, i, g, oy, out, y_image);
-  }
+  });
   return true;
 }
 

@@ -11,11 +11,9 @@
 //
 // Measured (bench/bench_conv.cpp, the reference CNN's first layer, 1 channel 28x28 -> 32, batch
 // 256, 1 thread, Zen 4): see bench/README.md.
-#include <omp.h>
 
 #include "kernels/qconv_direct.h"
 #include "kernels/x86/avx512_common.h"
-#include "lowbit/runtime_config.h"
 
 namespace lowbit::kernels {
 namespace {
@@ -87,17 +85,12 @@ bool direct(const DirectConvShape& s, const DirectConvPlan& plan, const int8_t* 
   const Clamp clamp = kF32 ? Clamp::kPlain : clamp_kind(out);
   const ClampConstants cc = clamp_constants(out);
   const int64_t in_image = s.channels * s.padded_h * s.padded_w, out_image = s.out_channels * s.out_h * s.out_w;
-  const int64_t items = s.images * s.groups * s.out_h;
-  const int64_t macs = items * s.out_w * (s.out_channels / s.groups) * plan.k;
-  const int threads = macs < (int64_t{1} << 18) ? 1 : num_threads();
   const PanelConstants* channel = channels.data;  // the workers must not name the thread_local buffer
-#pragma omp parallel for schedule(static) num_threads(threads)
-  for (int64_t item = 0; item < items; ++item) {
-    const int64_t i = item / (s.groups * s.out_h), g = item / s.out_h % s.groups, oy = item % s.out_h;
+  for_each_output_row(s, plan, [&](int64_t i, int64_t g, int64_t oy) {
     void* y_image = kF32 ? static_cast<void*>(static_cast<float*>(y) + i * out_image)
                          : static_cast<void*>(static_cast<int8_t*>(y) + i * out_image);
     conv_row<kF32>(s, plan, channel, padded + i * in_image, i, g, oy, out, clamp, cc, y_image);
-  }
+  });
   return true;
 }
 

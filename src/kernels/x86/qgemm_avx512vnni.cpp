@@ -34,7 +34,7 @@
 // s8 one, 12 with another clamp or zero point, 15 in the general case, see requantize); + the output
 // stage of full tiles interleaved into the next tile's k loop 400-421 -> 426-430 GOP/s; + weights as
 // the unsigned operand (A read in place) 430-433 GOP/s best of 3, against oneDNN's 412-434: parity
-// within noise (this core's vpdpbusd peak: 468). Tried and dropped, all slower or no better at
+// within noise. Tried and dropped, all slower or no better at
 // 1024^3: K blocking (kc = 256 or 512 k, s32 partial tiles kept between blocks, so that a
 // two-panel weight slice fits the 32 KiB L1D): 8% / 4% slower, the per-tile start-up and partial
 // loads/stores cost more than the L2 traffic they save; blocking rows so that A stays in L2 (8 to
@@ -46,7 +46,6 @@
 
 #include <algorithm>
 #include <cstdlib>
-#include <cstddef>
 #include <cstring>
 
 #include "lowbit/qgemm.h"
@@ -58,8 +57,9 @@ namespace {
 
 constexpr int kRows = 8;
 
-// Accumulators start at the panel's offset (integer addition is associative, so this is the
-// reference's sum + offset exactly) and take 4 k per step for all R rows and one or two panels.
+// Accumulators start at the panel's offset minus the row's 128 * sum_k a (integer addition is
+// associative, so this ends as the reference's sum + offset exactly) and take 4 k per step for all
+// R rows and one or two panels.
 template <int R, bool kTwo>
 void accumulate(const int8_t* a, int64_t a_stride, int64_t groups, const uint8_t* w0, const uint8_t* w1, __m512i offset0,
                 __m512i offset1, const int32_t* row_correction, __m512i (&acc)[R][2]) {
@@ -132,42 +132,25 @@ void tile(const int8_t* a, int64_t a_stride, int64_t groups, const uint8_t* w0, 
 }
 
 // Full 8 x 32 tiles with the plain s8 output stage (the bulk of a large GEMM): the k loop is written
-// in asm, one 4-k group per statement, so that the 16 accumulators stay pinned in registers while
-// the previous tile's requantization is interleaved into the loop, one 16-lane vector between
-// groups. Issued after the loop (as `tile` does), those ~200 operations leave the multiply-add
-// pipes idle for part of every tile; interleaved, the out-of-order core runs them alongside.
-// Same operations as requantize<Clamp::kPlain>, so the results are identical.
+// in asm, one 4-k group per two statements, so that the 16 accumulators stay pinned in registers
+// while the previous tile's requantization (requantize<Clamp::kPlain>, as `tile` uses) is
+// interleaved into the loop, one 16-lane vector between groups. Issued after the loop (as `tile`
+// does), those ~200 operations leave the multiply-add pipes idle for part of every tile;
+// interleaved, the out-of-order core runs them alongside. (With the k loop in intrinsics, GCC
+// spilled the accumulators around the interleaved code.)
 struct Deferred {
   alignas(64) int32_t sums[kRows * 2][kPanel];
   int8_t* dst[kRows * 2];
   const PanelConstants* pc[kRows * 2];
   int count = 0;
+  const ClampConstants* cc = nullptr;
+  void flush(int j) const {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst[j]), requantize<Clamp::kPlain>(_mm512_load_si512(sums[j]), *pc[j], *cc));
+  }
 };
-
-// One pending vector: (v * m + 2^(s-1)) >> s in 64-bit lanes, merged, saturated to s8, stored.
-inline void flush_vector(const int32_t* sums, const PanelConstants* pc, int8_t* dst, __mmask16 odd) {
-  asm volatile(
-      "vmovdqa64 (%[v]), %%zmm3\n\t"
-      "vpmuldq 64(%[pc]), %%zmm3, %%zmm4\n\t"
-      "vpaddq 320(%[pc]), %%zmm4, %%zmm4\n\t"
-      "vpsravq 192(%[pc]), %%zmm4, %%zmm4\n\t"
-      "vpsrlq $32, %%zmm3, %%zmm5\n\t"
-      "vpmuldq 128(%[pc]), %%zmm5, %%zmm5\n\t"
-      "vpaddq 384(%[pc]), %%zmm5, %%zmm5\n\t"
-      "vpsravq 256(%[pc]), %%zmm5, %%zmm5\n\t"
-      "vpshufd $0xB1, %%zmm5, %%zmm4%{%[odd]%}\n\t"
-      "vpmovsdb %%zmm4, (%[dst])\n\t"
-      :
-      : [v] "r"(sums), [pc] "r"(pc), [dst] "r"(dst), [odd] "Yk"(odd)
-      : "xmm3", "xmm4", "xmm5", "memory");
-}
 
 void full_tile_deferred(const int8_t* a, int64_t a_stride, int64_t groups, const uint8_t* w0, const uint8_t* w1,
                         const PanelConstants* pc, const int32_t* row_correction, int8_t* dst, int64_t ldc, Deferred& d) {
-  static_assert(offsetof(PanelConstants, mult) == 64 && offsetof(PanelConstants, mult_odd) == 128 &&
-                offsetof(PanelConstants, shift_even) == 192 && offsetof(PanelConstants, shift_odd) == 256 &&
-                offsetof(PanelConstants, round_even) == 320 && offsetof(PanelConstants, round_odd) == 384);
-  const __mmask16 odd = 0xAAAA;
   auto start = [&](int r, int p) { return _mm512_sub_epi32(pc[p].offset, _mm512_set1_epi32(row_correction[r])); };
   __m512i c00 = start(0, 0), c01 = start(0, 1), c10 = start(1, 0), c11 = start(1, 1), c20 = start(2, 0), c21 = start(2, 1),
           c30 = start(3, 0), c31 = start(3, 1), c40 = start(4, 0), c41 = start(4, 1), c50 = start(5, 0), c51 = start(5, 1),
@@ -211,7 +194,7 @@ void full_tile_deferred(const int8_t* a, int64_t a_stride, int64_t groups, const
   int64_t g = 0;
   for (int j = 0; j < pending; ++j) {
     for (const int64_t end = groups * (j + 1) / (pending + 1); g < end; ++g) step(g);
-    flush_vector(d.sums[j], d.pc[j], d.dst[j], odd);
+    d.flush(j);
   }
   for (; g < groups; ++g) step(g);
   // This tile's sums wait for the next tile (or the final flush).
@@ -227,7 +210,7 @@ void full_tile_deferred(const int8_t* a, int64_t a_stride, int64_t groups, const
 }
 
 void flush_all(Deferred& d) {
-  for (int j = 0; j < d.count; ++j) flush_vector(d.sums[j], d.pc[j], d.dst[j], 0xAAAA);
+  for (int j = 0; j < d.count; ++j) d.flush(j);
   d.count = 0;
 }
 
@@ -309,6 +292,7 @@ bool qgemm_vnni(int64_t m, const int8_t* a, int64_t lda, const QWeights& w, cons
   const bool defer = !kF32 && clamp == Clamp::kPlain && !out.weight_zero_point;
   auto work = [&](int64_t t0, int64_t t1, int64_t q0, int64_t q1, bool prepare) {
     Deferred deferred;
+    deferred.cc = &cc;
     for (int64_t q = q0; q < q1; ++q) {  // a pair of panels stays in L1 while the row tiles pass
       const uint8_t* w0 = layout + (2 * q) * groups * 64;
       const bool two = 2 * q + 1 < panels;
