@@ -1,6 +1,7 @@
 // The AVX-512 VNNI integer GEMM against the reference: bit-exact on awkward shapes, every weight
 // storage, zero points, saturation extremes and both output stages. Skipped on CPUs without VNNI
 // (the AVX2 path is covered by test_qgemm.cpp).
+#include <cmath>
 #include <cstring>
 
 #include "test_util.h"
@@ -92,6 +93,55 @@ TEST(QGemmVnni, ExtremeCodesAndModelShapesWithThreads) {
     expect_vnni_matches_reference(make(256, 64, 784, DType::S8, 6, false, false), "256x64x784");
     expect_vnni_matches_reference(make(256, 32, 64, DType::S4, 7, true, false), "256x32x64 s4");
     expect_vnni_matches_reference(make(300, 10, 32, DType::S2, 8, false, false), "300x10x32 s2");
+  }
+  set_num_threads(saved);
+}
+
+TEST(QGemmVnni, S8OutputWithoutWeightZeroPointsOnEveryTilePath) {
+  // s8 output without weight zero points (plain, or with an output zero point and a ReLU clamp)
+  // takes the 6-row tiles that keep their sums in registers (FullTiles), with rows past whole
+  // tiles, pairs with a column whose result may not fit s32 (multiplier >= 1) and partial pairs
+  // on the other path; with 2 threads the row tiles are claimed dynamically. K = 4096 gives
+  // several blocks of pairs; K = 63 a copied A; lda > K a strided one.
+  if (!has_vnni()) GTEST_SKIP() << "no AVX-512 VNNI on this CPU";
+  const int saved = num_threads();
+  uint64_t seed = 100;
+  struct Shape { int64_t m, n, k, lda; };
+  const Shape shapes[] = {{1, 32, 64, 64},     {5, 64, 64, 64},      {6, 32, 4, 4},        {7, 48, 64, 70},
+                          {12, 100, 63, 63},   {13, 64, 1000, 1000}, {37, 96, 256, 260},   {100, 100, 64, 64},
+                          {100, 288, 4096, 4096}, {64, 544, 1024, 1024}};
+  for (int threads : {1, 2}) {
+    set_num_threads(threads);
+    for (const Shape& s : shapes)
+      for (int variant = 0; variant < 4; ++variant) {
+        const bool slow_column = variant & 1, relu = variant & 2;
+        Rng rng(++seed);
+        std::vector<int32_t> codes(static_cast<size_t>(s.n * s.k));
+        for (auto& v : codes) v = static_cast<int32_t>(rng.below(255)) - 127;
+        const QWeights w = QWeights::pack(pack_codes(codes, {s.n, s.k}, DType::S8), s.n, s.k);
+        std::vector<int8_t> a(static_cast<size_t>(s.m * s.lda));
+        for (auto& v : a) v = static_cast<int8_t>(static_cast<int>(rng.below(256)) - 128);
+        std::vector<int32_t> offset(static_cast<size_t>(s.n));
+        std::vector<FixedPointMultiplier> mult(static_cast<size_t>(s.n));
+        for (int64_t j = 0; j < s.n; ++j) {
+          offset[j] = static_cast<int32_t>(rng.below(200001)) - 100000;
+          // Scales around 1/(64 sqrt(K)) so that outputs spread over the s8 range and saturate.
+          mult[j] = FixedPointMultiplier::from((0.5 + rng.uniform()) / (64.0 * std::sqrt(static_cast<double>(s.k))));
+        }
+        if (slow_column) mult[static_cast<size_t>(s.n / 3)] = FixedPointMultiplier::from(1.5);
+        QOutputStage out;
+        out.column_offset = offset.data();
+        out.multiplier = mult.data();
+        if (relu) out.output_zero_point = -7, out.clamp_min = -7;
+        std::vector<int8_t> ref(static_cast<size_t>(s.m * s.n)), fast(ref.size(), 0x55);
+        kernels::qgemm_s8_ref(s.m, a.data(), s.lda, w, out, ref.data(), s.n);
+        ASSERT_TRUE(kernels::qgemm_s8_vnni(s.m, a.data(), s.lda, w, out, fast.data(), s.n));
+        EXPECT_EQ(fast, ref) << s.m << "x" << s.n << "x" << s.k << " lda " << s.lda << " threads " << threads
+                             << (slow_column ? " with a slow column" : "") << (relu ? " relu" : "");
+        int saturated = 0;
+        for (int8_t v : ref) saturated += v == -128 || v == 127;
+        EXPECT_LT(saturated, static_cast<int>(ref.size())) << "every output saturated: the test would be weak";
+      }
   }
   set_num_threads(saved);
 }

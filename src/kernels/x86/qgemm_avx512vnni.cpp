@@ -16,37 +16,46 @@
 // batch >= 5 GEMMs are compute-bound, so bytes are cheaper than unpacking in the loop. Batch 1-4
 // GEMVs on packed low-bit weights stay on the AVX2 kernel, which streams the packed nibbles.
 //
-// Micro-kernel: 8 rows x 32 columns (two panels) in 16 zmm accumulators; per 4-k group 2 weight
-// loads and 8 broadcasts of 4 activation bytes feed 16 vpdpbusd (1024 multiply-adds). Full tiles
-// (full_tile_deferred) run this loop as asm with the broadcasts inside vpdpbusd ({1to16}); the
-// others use the dpbusd wrapper (inline asm too: GCC 12's intrinsic cost ~2% at 1024^3). The
-// accumulators start at the column offset minus the row's 128 * sum_k a, so the output stage adds
-// neither. The output stage: weight-zero-point term, then either the fixed-point requantization in
-// 64-bit lanes (vpmuldq, variable arithmetic shift per column) with a saturating pack to s8, or the
-// float scaling (same operation order as the reference, no FMA contraction). Full tiles with the
-// plain s8 stage defer it into the next tile's k loop. Threads split rows (or columns for short
-// batches), never K.
+// Micro-kernels, two panels (32 columns) wide. The bulk of a GEMM with s8 output and no weight
+// zero points (quantized Linear and Conv layers with symmetric weights) runs through FullTiles: 6 rows x 32 columns in 12 zmm accumulators, per 4-k group 2 weight loads and 6
+// broadcasts of 4 activation bytes feed 12 vpdpbusd; the k loop is asm, and each tile's sums stay
+// in registers to be requantized and stored inside the next tile's k loop. Everything else (other
+// output stages, f32 output, rows past whole 6-row tiles, partial pairs) takes `tile`: 8 rows x 32
+// columns in 16 accumulators (the dpbusd wrapper is inline asm too: GCC 12's intrinsic cost ~2% at
+// 1024^3), then the output stage. The accumulators start at the column offset minus the row's
+// 128 * sum_k a, so the output stage adds neither. The output stage: weight-zero-point term, then
+// either the fixed-point requantization in 64-bit lanes (vpmuldq, variable arithmetic shift per
+// column) with a saturating pack to s8, or the float scaling (same operation order as the
+// reference, no FMA contraction). Loop order: blocks of pairs whose weights fill half the L2;
+// within a block, each row tile visits every pair while its rows stay in L1. Threads split rows
+// (FullTiles' row tiles claimed one at a time), or columns for short batches; never K.
 //
-// Measured on Zen 4 (2 vCPUs), 1024^3, 1 thread, lowbit vs oneDNN u8s8s32 with AVX-512 VNNI, each
-// variant alternating with oneDNN in the same process: 0.93-0.95x at first; + asm vpdpbusd
-// 0.96-0.97x; + cheaper requantization 0.96-0.98x (it cost ~4% of the GEMM at about 18 vector
-// operations per 16 outputs; now 9 when every result of a panel fits s32 and the clamp is the plain
-// s8 one, 12 with another clamp or zero point, 15 in the general case, see requantize); + the output
-// stage of full tiles interleaved into the next tile's k loop 400-421 -> 426-430 GOP/s; + weights as
-// the unsigned operand (A read in place) 430-433 GOP/s best of 3, against oneDNN's 412-434: parity
-// within noise. Tried and dropped, all slower or no better at
-// 1024^3: K blocking (kc = 256 or 512 k, s32 partial tiles kept between blocks, so that a
-// two-panel weight slice fits the 32 KiB L1D): 8% / 4% slower, the per-tile start-up and partial
-// loads/stores cost more than the L2 traffic they save; blocking rows so that A stays in L2 (8 to
-// 32 tiles): no change; 12x32, 6x64 and 8x48 tiles (one generic R x P template): 0-3% slower than
-// 8x32 built the same way; software prefetch of the weights 8 or 16 groups ahead: no gain;
-// unrolling the k loop by 2: 3% slower; padding A's rows by 64 or 128 bytes: no change.
+// Measured on Zen 4 (2 vCPUs; vpdpbusd peak 468 GOP/s per core, 925-931 on both), 1024^3, lowbit
+// vs oneDNN u8s8s32 with AVX-512 VNNI, alternating in one process: 0.93-0.95x at first; + asm
+// vpdpbusd 0.96-0.97x; + cheaper requantization 0.96-0.98x (9 vector operations per 16 outputs
+// when every result of a panel fits s32 and the clamp is the plain s8 one, 12 with another clamp
+// or zero point, 15 in the general case, see requantize); + the output stage of 8x32 tiles
+// interleaved into the next tile's k loop (sums parked in memory); + weights as the unsigned
+// operand (A read in place): about parity (0.99-1.00x median). Then, measured with scratch loops:
+// the multiply-add pipe is also fed by nothing else than vpmuldq and vmulps (one slot each; shifts,
+// shuffles, adds, packs, loads and single stores are free alongside), but a burst of 16 stores
+// (parking 16 sums) costs ~2%; hence 6x32 tiles with the sums kept in registers (+1.5%), blocks of
+// pairs (+1%), dynamic row tiles on 2 threads: 1.02-1.04x at 1 thread, 1.00-1.02x at 2 (oneDNN
+// reaches ~97% of peak there). Tried and dropped, all slower or no better at 1024^3: K blocking
+// (kc = 256 or 512 k, s32 partial tiles kept between blocks): 8% / 4% slower; 12x32, 6x64 and 8x48
+// tiles with sums parked in memory: 0-3% slower than 8x32; software prefetch of the weights: no
+// gain; unrolling the k loop by 2: 3% slower; padding A's rows: no change; broadcasts as vpdpbusd
+// memory operands ({1to16}) instead of vpbroadcastd: ~1% slower; preparing the row sums lazily
+// instead of in one pass: no change; streaming (non-temporal) output stores: no gain.
 #include <immintrin.h>
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
+#include <new>
 
 #include "lowbit/qgemm.h"
 #include "lowbit/runtime_config.h"
@@ -131,87 +140,124 @@ void tile(const int8_t* a, int64_t a_stride, int64_t groups, const uint8_t* w0, 
   }
 }
 
-// Full 8 x 32 tiles with the plain s8 output stage (the bulk of a large GEMM): the k loop is written
-// in asm, one 4-k group per two statements, so that the 16 accumulators stay pinned in registers
-// while the previous tile's requantization (requantize<Clamp::kPlain>, as `tile` uses) is
-// interleaved into the loop, one 16-lane vector between groups. Issued after the loop (as `tile`
-// does), those ~200 operations leave the multiply-add pipes idle for part of every tile;
-// interleaved, the out-of-order core runs them alongside. (With the k loop in intrinsics, GCC
-// spilled the accumulators around the interleaved code.)
-struct Deferred {
-  alignas(64) int32_t sums[kRows * 2][kPanel];
-  int8_t* dst[kRows * 2];
-  const PanelConstants* pc[kRows * 2];
-  int count = 0;
-  const ClampConstants* cc = nullptr;
-  void flush(int j) const {
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst[j]), requantize<Clamp::kPlain>(_mm512_load_si512(sums[j]), *pc[j], *cc));
-  }
+// Full 6 x 32 tiles with an s8 output stage without weight zero points (the bulk of a large GEMM
+// or of a quantized layer), run back to back by one function so that each tile's 12 accumulators
+// stay in registers after its k loop: they are requantized (requantize<kPlain or kS32>, as `tile`
+// uses) inside the next tile's k loop, one
+// 16-lane vector between two stretches of groups, and stored there as 16 s8 results. The k loop
+// is asm so that the accumulators stay pinned: 12 accumulators + 12 pending sums + 2 weight
+// vectors + 3 broadcasts = 29 of the 32 zmm registers (the requantization's temporaries reuse the
+// broadcasts'). Why: anything issued as a burst between two k loops idles the multiply-add pipe
+// (measured: 16 zmm stores in a row cost ~2% of a 1024^3 GEMM, the same 16 stores spread over the
+// loop nothing), and an 8-row tile has no registers left to keep its sums in.
+constexpr int kFullRows = 6;
+constexpr int64_t kPairBlockBytes = int64_t{512} << 10;  // see `block` in qgemm_vnni
+
+struct FullTiles {
+  const int8_t* a;                      // row r at a + r * a_stride, whole 4-byte groups
+  int64_t a_stride, groups;
+  const uint8_t* layout;                // QWeights::vnni_layout
+  const PanelConstants* pcs;            // per panel
+  const int32_t* row_correction;        // per row
+  int8_t* c;
+  int64_t ldc;
+  // `tiles` row tiles of kFullRows rows from row r0, panel pairs [q0, q1), visited as
+  //   for each block of `pair_block` pairs: for each row tile: for each pair of the block
+  // (the block's weights stay in L2 while the rows pass; each row tile's activations are
+  // reused from L1 across the block's pairs). Pairs with fast[q] false are skipped.
+  // With `next` (one counter per block, shared by the threads, starting at 0), the row tiles of
+  // each block are claimed one at a time instead: dynamic scheduling across threads.
+  // The output stage: kPlain or kS32 (see requantize), with cc from clamp_constants.
+  template <Clamp kClamp>
+  void run(int64_t r0, int64_t tiles, int64_t q0, int64_t q1, int64_t pair_block, const bool* fast,
+           const ClampConstants& cc, std::atomic<int64_t>* next = nullptr) const;
 };
 
-void full_tile_deferred(const int8_t* a, int64_t a_stride, int64_t groups, const uint8_t* w0, const uint8_t* w1,
-                        const PanelConstants* pc, const int32_t* row_correction, int8_t* dst, int64_t ldc, Deferred& d) {
-  auto start = [&](int r, int p) { return _mm512_sub_epi32(pc[p].offset, _mm512_set1_epi32(row_correction[r])); };
-  __m512i c00 = start(0, 0), c01 = start(0, 1), c10 = start(1, 0), c11 = start(1, 1), c20 = start(2, 0), c21 = start(2, 1),
-          c30 = start(3, 0), c31 = start(3, 1), c40 = start(4, 0), c41 = start(4, 1), c50 = start(5, 0), c51 = start(5, 1),
-          c60 = start(6, 0), c61 = start(6, 1), c70 = start(7, 0), c71 = start(7, 1);
-  const int64_t s1 = a_stride, s3 = 3 * a_stride;
-  const int8_t* a4 = a + 4 * a_stride;
-  // Two statements of 8 accumulators each (an asm statement takes at most 30 operands); the
-  // weights travel from the first to the second as operands.
-  auto step = [&](int64_t g) __attribute__((always_inline)) {
-    __m512i b0, b1;
-    asm volatile(
-        "vmovdqa64 (%[w0]), %[b0]\n\t"
-        "vmovdqa64 (%[w1]), %[b1]\n\t"
-        "vpdpbusd (%[p])%{1to16%}, %[b0], %[c00]\n\t"
-        "vpdpbusd (%[p])%{1to16%}, %[b1], %[c01]\n\t"
-        "vpdpbusd (%[p],%[s1])%{1to16%}, %[b0], %[c10]\n\t"
-        "vpdpbusd (%[p],%[s1])%{1to16%}, %[b1], %[c11]\n\t"
-        "vpdpbusd (%[p],%[s1],2)%{1to16%}, %[b0], %[c20]\n\t"
-        "vpdpbusd (%[p],%[s1],2)%{1to16%}, %[b1], %[c21]\n\t"
-        "vpdpbusd (%[p],%[s3])%{1to16%}, %[b0], %[c30]\n\t"
-        "vpdpbusd (%[p],%[s3])%{1to16%}, %[b1], %[c31]\n\t"
-        : [c00] "+v"(c00), [c01] "+v"(c01), [c10] "+v"(c10), [c11] "+v"(c11), [c20] "+v"(c20), [c21] "+v"(c21),
-          [c30] "+v"(c30), [c31] "+v"(c31), [b0] "=&v"(b0), [b1] "=&v"(b1)
-        : [w0] "r"(w0 + g * 64), [w1] "r"(w1 + g * 64), [p] "r"(a + g * 4), [s1] "r"(s1), [s3] "r"(s3)
-        : "memory");
-    asm volatile(
-        "vpdpbusd (%[p])%{1to16%}, %[b0], %[c40]\n\t"
-        "vpdpbusd (%[p])%{1to16%}, %[b1], %[c41]\n\t"
-        "vpdpbusd (%[p],%[s1])%{1to16%}, %[b0], %[c50]\n\t"
-        "vpdpbusd (%[p],%[s1])%{1to16%}, %[b1], %[c51]\n\t"
-        "vpdpbusd (%[p],%[s1],2)%{1to16%}, %[b0], %[c60]\n\t"
-        "vpdpbusd (%[p],%[s1],2)%{1to16%}, %[b1], %[c61]\n\t"
-        "vpdpbusd (%[p],%[s3])%{1to16%}, %[b0], %[c70]\n\t"
-        "vpdpbusd (%[p],%[s3])%{1to16%}, %[b1], %[c71]\n\t"
-        : [c40] "+v"(c40), [c41] "+v"(c41), [c50] "+v"(c50), [c51] "+v"(c51), [c60] "+v"(c60), [c61] "+v"(c61),
-          [c70] "+v"(c70), [c71] "+v"(c71)
-        : [b0] "v"(b0), [b1] "v"(b1), [p] "r"(a4 + g * 4), [s1] "r"(s1), [s3] "r"(s3)
-        : "memory");
+template <Clamp kClamp>
+void FullTiles::run(int64_t r0, int64_t tiles, int64_t q0, int64_t q1, int64_t pair_block, const bool* fast,
+                    const ClampConstants& cc, std::atomic<int64_t>* next) const {
+  const int64_t s1 = a_stride;
+  int64_t ends[2 * kFullRows];  // the pending vector j is flushed after group ends[j]
+  for (int j = 0; j < 2 * kFullRows; ++j) ends[j] = groups * (j + 1) / (2 * kFullRows + 1);
+  __m512i p00, p01, p10, p11, p20, p21, p30, p31, p40, p41, p50, p51;  // the previous tile's sums
+  const PanelConstants* ppc = nullptr;  // its panel constants (null: nothing pending)
+  int8_t* pdst = nullptr;               // and output
+  auto flush = [&](__m512i v, int j) __attribute__((always_inline)) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(pdst + (j >> 1) * ldc + (j & 1) * kPanel),
+                     requantize<kClamp>(v, ppc[j & 1], cc));
   };
-  const int pending = d.count;
-  int64_t g = 0;
-  for (int j = 0; j < pending; ++j) {
-    for (const int64_t end = groups * (j + 1) / (pending + 1); g < end; ++g) step(g);
-    d.flush(j);
-  }
-  for (; g < groups; ++g) step(g);
-  // This tile's sums wait for the next tile (or the final flush).
-  const __m512i results[kRows][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31},
-                                     {c40, c41}, {c50, c51}, {c60, c61}, {c70, c71}};
-  d.count = 0;
-  for (int r = 0; r < kRows; ++r)
-    for (int p = 0; p < 2; ++p) {
-      _mm512_store_si512(d.sums[d.count], results[r][p]);
-      d.dst[d.count] = dst + r * ldc + p * kPanel, d.pc[d.count] = pc + p;
-      ++d.count;
+  for (int64_t qb = q0, b = 0; qb < q1; qb += pair_block, ++b)
+    for (int64_t i = 0;; ++i) {
+      const int64_t t = next != nullptr ? next[b].fetch_add(1, std::memory_order_relaxed) : i;
+      if (t >= tiles) break;
+      for (int64_t q = qb; q < std::min(q1, qb + pair_block); ++q) {
+        if (!fast[q]) continue;
+        const int64_t row0 = r0 + t * kFullRows;
+        const int8_t* a0 = a + row0 * a_stride;
+        const int8_t* a3 = a0 + 3 * a_stride;
+        const uint8_t* w0 = layout + 2 * q * groups * 64;
+        const uint8_t* w1 = w0 + groups * 64;
+        const PanelConstants* pc = pcs + 2 * q;
+        const int32_t* corr = row_correction + row0;
+        auto start = [&](int r, int p) { return _mm512_sub_epi32(pc[p].offset, _mm512_set1_epi32(corr[r])); };
+        __m512i c00 = start(0, 0), c01 = start(0, 1), c10 = start(1, 0), c11 = start(1, 1), c20 = start(2, 0),
+                c21 = start(2, 1), c30 = start(3, 0), c31 = start(3, 1), c40 = start(4, 0), c41 = start(4, 1),
+                c50 = start(5, 0), c51 = start(5, 1);
+        // Two statements (an asm statement takes at most 30 operands); the weights travel from the
+        // first to the second as operands.
+        auto step = [&](int64_t g) __attribute__((always_inline)) {
+          __m512i b0, b1, x0, x1, x2;
+          asm volatile(
+              "vmovdqa64 (%[w0]), %[b0]\n\t"
+              "vmovdqa64 (%[w1]), %[b1]\n\t"
+              "vpbroadcastd (%[p]), %[x0]\n\t"
+              "vpbroadcastd (%[p],%[s1]), %[x1]\n\t"
+              "vpbroadcastd (%[p],%[s1],2), %[x2]\n\t"
+              "vpdpbusd %[x0], %[b0], %[c00]\n\t"
+              "vpdpbusd %[x0], %[b1], %[c01]\n\t"
+              "vpdpbusd %[x1], %[b0], %[c10]\n\t"
+              "vpdpbusd %[x1], %[b1], %[c11]\n\t"
+              "vpdpbusd %[x2], %[b0], %[c20]\n\t"
+              "vpdpbusd %[x2], %[b1], %[c21]\n\t"
+              : [c00] "+v"(c00), [c01] "+v"(c01), [c10] "+v"(c10), [c11] "+v"(c11), [c20] "+v"(c20), [c21] "+v"(c21),
+                [b0] "=&v"(b0), [b1] "=&v"(b1), [x0] "=&v"(x0), [x1] "=&v"(x1), [x2] "=&v"(x2)
+              : [w0] "r"(w0 + g * 64), [w1] "r"(w1 + g * 64), [p] "r"(a0 + g * 4), [s1] "r"(s1)
+              : "memory");
+          asm volatile(
+              "vpbroadcastd (%[p]), %[x0]\n\t"
+              "vpbroadcastd (%[p],%[s1]), %[x1]\n\t"
+              "vpbroadcastd (%[p],%[s1],2), %[x2]\n\t"
+              "vpdpbusd %[x0], %[b0], %[c30]\n\t"
+              "vpdpbusd %[x0], %[b1], %[c31]\n\t"
+              "vpdpbusd %[x1], %[b0], %[c40]\n\t"
+              "vpdpbusd %[x1], %[b1], %[c41]\n\t"
+              "vpdpbusd %[x2], %[b0], %[c50]\n\t"
+              "vpdpbusd %[x2], %[b1], %[c51]\n\t"
+              : [c30] "+v"(c30), [c31] "+v"(c31), [c40] "+v"(c40), [c41] "+v"(c41), [c50] "+v"(c50), [c51] "+v"(c51),
+                [x0] "=&v"(x0), [x1] "=&v"(x1), [x2] "=&v"(x2)
+              : [b0] "v"(b0), [b1] "v"(b1), [p] "r"(a3 + g * 4), [s1] "r"(s1)
+              : "memory");
+        };
+        int64_t g = 0;
+        if (ppc != nullptr) {
+#define LOWBIT_CHUNK(J, P) \
+  for (; g < ends[J]; ++g) step(g); \
+  flush(P, J);
+          LOWBIT_CHUNK(0, p00) LOWBIT_CHUNK(1, p01) LOWBIT_CHUNK(2, p10) LOWBIT_CHUNK(3, p11)
+          LOWBIT_CHUNK(4, p20) LOWBIT_CHUNK(5, p21) LOWBIT_CHUNK(6, p30) LOWBIT_CHUNK(7, p31)
+          LOWBIT_CHUNK(8, p40) LOWBIT_CHUNK(9, p41) LOWBIT_CHUNK(10, p50) LOWBIT_CHUNK(11, p51)
+#undef LOWBIT_CHUNK
+        }
+        for (; g < groups; ++g) step(g);
+        p00 = c00, p01 = c01, p10 = c10, p11 = c11, p20 = c20, p21 = c21;
+        p30 = c30, p31 = c31, p40 = c40, p41 = c41, p50 = c50, p51 = c51;
+        ppc = pc, pdst = c + row0 * ldc + 2 * q * kPanel;
+      }
     }
-}
-
-void flush_all(Deferred& d) {
-  for (int j = 0; j < d.count; ++j) d.flush(j);
-  d.count = 0;
+  if (ppc != nullptr) {
+    flush(p00, 0), flush(p01, 1), flush(p10, 2), flush(p11, 3), flush(p20, 4), flush(p21, 5);
+    flush(p30, 6), flush(p31, 7), flush(p40, 8), flush(p41, 9), flush(p50, 10), flush(p51, 11);
+  }
 }
 
 template <bool kF32>
@@ -243,15 +289,16 @@ bool qgemm_vnni(int64_t m, const int8_t* a, int64_t lda, const QWeights& w, cons
   thread_local Buffer<int8_t> packed;
   thread_local Buffer<int32_t> corrections;
   thread_local Buffer<PanelConstants> constants;
+  thread_local Buffer<bool> fast_pairs;
   if ((!in_place && !packed.reserve(static_cast<size_t>(m * stride))) || !corrections.reserve(static_cast<size_t>(m)) ||
-      !constants.reserve(static_cast<size_t>(panels)))
+      !constants.reserve(static_cast<size_t>(panels)) || !fast_pairs.reserve(static_cast<size_t>((panels + 1) / 2)))
     return false;
   // The workers must not name the thread_local buffers.
   const int8_t* const a_rows = in_place ? a : packed.data;
   int8_t* const a_packed = packed.data;
   int32_t* const row_correction = corrections.data;
   // Per row: 128 * sum_k a (modulo 2^32), and the copy when A is not read in place. Done by the
-  // thread that computes the rows, just before their first tile (see work below).
+  // threads that compute the rows (see work and the parallel region below).
   const __m512i ones = _mm512_set1_epi8(1);
   auto prepare_rows = [&](int64_t r0, int64_t r1) {
     for (int64_t i = r0; i < r1; ++i) {
@@ -285,47 +332,79 @@ bool qgemm_vnni(int64_t m, const int8_t* a, int64_t lda, const QWeights& w, cons
   const Clamp clamp = clamp_kind(out);
   const ClampConstants cc = clamp_constants(out);
   const uint8_t* layout = static_cast<const uint8_t*>(w.vnni_layout().raw());
-  const int64_t row_tiles = (m + kRows - 1) / kRows, pairs = (panels + 1) / 2;
   const PanelConstants* pcs = constants.data;
-  // prepare: this worker owns rows [t0, t1) tiles and prepares them during its first pair of panels.
-  // Full tiles defer their output stage (see full_tile_deferred) when it is the plain s8 one.
-  const bool defer = !kF32 && clamp == Clamp::kPlain && !out.weight_zero_point;
-  auto work = [&](int64_t t0, int64_t t1, int64_t q0, int64_t q1, bool prepare) {
-    Deferred deferred;
-    deferred.cc = &cc;
-    for (int64_t q = q0; q < q1; ++q) {  // a pair of panels stays in L1 while the row tiles pass
-      const uint8_t* w0 = layout + (2 * q) * groups * 64;
-      const bool two = 2 * q + 1 < panels;
-      const bool full_pair = defer && 2 * q * kPanel + 2 * kPanel <= n && pcs[2 * q].fits_s32 && pcs[2 * q + 1].fits_s32;
-      for (int64_t t = t0; t < t1; ++t) {
-        const int64_t row0 = t * kRows;
-        if (prepare && q == q0) prepare_rows(row0, std::min<int64_t>(m, row0 + kRows));
-        if (full_pair && row0 + kRows <= m) {
-          full_tile_deferred(a_rows + row0 * stride, stride, groups, w0, w0 + groups * 64, pcs + 2 * q, row_correction + row0,
-                             static_cast<int8_t*>(c) + row0 * ldc + 2 * q * kPanel, ldc, deferred);
-          continue;
-        }
-        run_tile<kF32>(static_cast<int>(std::min<int64_t>(kRows, m - row0)), a_rows + row0 * stride, stride, groups, w0,
-                       w0 + groups * 64, two, pcs + 2 * q, row_correction + row0, row0, 2 * q * kPanel, n, out, clamp, cc, c,
-                       ldc);
-      }
+  // s8 output without weight zero points (and with a sane output zero point) runs full 6-row tiles
+  // of full pairs through FullTiles (the output stage interleaved into the k loops); everything
+  // else goes through `tile`, 8 rows at a time.
+  const bool defer = !kF32 && clamp != Clamp::kS64 && !out.weight_zero_point;
+  const int64_t row_tiles = (m + kRows - 1) / kRows, pairs = (panels + 1) / 2;
+  bool* const fast = fast_pairs.data;
+  for (int64_t q = 0; q < pairs; ++q)
+    fast[q] = defer && 2 * q * kPanel + 2 * kPanel <= n && pcs[2 * q].fits_s32 && pcs[2 * q + 1].fits_s32;
+  const FullTiles full{a_rows, stride, groups, layout, pcs, row_correction, static_cast<int8_t*>(c), ldc};
+  // Pairs per block: their weights fill about half of a 1 MiB L2 (16 pairs at K = 1024).
+  const int64_t block =
+      std::clamp<int64_t>(kPairBlockBytes / (std::max<int64_t>(groups, 1) * 128), 1, std::max<int64_t>(pairs, 1));
+  auto run_full = [&](int64_t r0, int64_t tiles, int64_t q0, int64_t q1, std::atomic<int64_t>* next) {
+    if (clamp == Clamp::kPlain)
+      full.run<Clamp::kPlain>(r0, tiles, q0, q1, block, fast, cc, next);
+    else
+      full.run<Clamp::kS32>(r0, tiles, q0, q1, block, fast, cc, next);
+  };
+  // Tiles that FullTiles does not take (all rows of the other pairs, the rows past whole 6-row
+  // tiles of the fast ones), 8 rows at a time: rows [r0, r1) of pair q, of which the first
+  // `full_rows` are done if the pair is fast. With `prepare`, each tile's rows are prepared
+  // just before it (the caller's first pair).
+  auto rest = [&](int64_t r0, int64_t r1, int64_t full_rows, int64_t q, bool prepare) {
+    const uint8_t* w0 = layout + (2 * q) * groups * 64;
+    for (int64_t row0 = r0 + (fast[q] ? full_rows : 0); row0 < r1; row0 += kRows) {
+      const int64_t rows = std::min<int64_t>(kRows, r1 - row0);
+      if (prepare) prepare_rows(row0, row0 + rows);
+      run_tile<kF32>(static_cast<int>(rows), a_rows + row0 * stride, stride, groups, w0, w0 + groups * 64, 2 * q + 1 < panels,
+                     pcs + 2 * q, row_correction + row0, row0, 2 * q * kPanel, n, out, clamp, cc, c, ldc);
     }
-    flush_all(deferred);
+  };
+  // Rows [r0, r1) x pairs [q0, q1) by one thread; `prepare`: those rows are not prepared yet.
+  auto work = [&](int64_t r0, int64_t r1, int64_t q0, int64_t q1, bool prepare) {
+    int64_t full_rows = 0;
+    if (defer) {
+      if (prepare) prepare_rows(r0, r1);
+      prepare = false;
+      const int64_t tiles = (r1 - r0) / kFullRows;
+      run_full(r0, tiles, q0, q1, nullptr);
+      full_rows = tiles * kFullRows;
+    }
+    for (int64_t q = q0; q < q1; ++q) rest(r0, r1, full_rows, q, prepare && q == q0);  // a pair stays in L1 while rows pass
   };
   const int threads = (m * n * k < (int64_t{1} << 18)) ? 1 : num_threads();
   if (threads <= 1) {
-    work(0, row_tiles, 0, pairs, true);
+    work(0, m, 0, pairs, true);
     return true;
   }
   const bool split_rows = row_tiles >= 2 * threads || row_tiles >= pairs;
+  // Rows split with FullTiles: the threads prepare their share of the rows, then claim FullTiles'
+  // row tiles one at a time (per block of pairs), so that a thread slowed down by something else
+  // on the machine does not hold up the call; the leftover tiles are split by pairs.
+  const int64_t blocks = (pairs + block - 1) / block;
+  std::unique_ptr<std::atomic<int64_t>[]> next;
+  if (defer && split_rows) next.reset(new (std::nothrow) std::atomic<int64_t>[static_cast<size_t>(blocks)]());
+  const bool dynamic = next != nullptr;
   if (!split_rows) prepare_rows(0, m);  // every thread reads every row: prepare them first (few rows)
 #pragma omp parallel num_threads(threads)
   {
     const int64_t id = omp_get_thread_num(), count = omp_get_num_threads();
-    if (split_rows)
-      work(row_tiles * id / count, row_tiles * (id + 1) / count, 0, pairs, true);
-    else
-      work(0, row_tiles, pairs * id / count, pairs * (id + 1) / count, false);
+    if (dynamic) {
+      prepare_rows(m * id / count, m * (id + 1) / count);
+#pragma omp barrier
+      const int64_t full_tiles = m / kFullRows;
+      run_full(0, full_tiles, 0, pairs, next.get());
+      for (int64_t q = id; q < pairs; q += count) rest(0, m, full_tiles * kFullRows, q, false);
+    } else if (split_rows) {  // whole 8-row tiles (any row range would do for FullTiles)
+      auto bound = [&](int64_t i) { return std::min(m, row_tiles * i / count * kRows); };
+      work(bound(id), bound(id + 1), 0, pairs, true);
+    } else {
+      work(0, m, pairs * id / count, pairs * (id + 1) / count, false);
+    }
   }
   return true;
 }
