@@ -13,6 +13,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 
@@ -48,13 +49,15 @@ struct alignas(64) PanelConstants {
 };
 
 // From 16 offsets, multipliers and shifts (shift 0 in unused lanes: f32 output or padding).
-inline PanelConstants panel_constants(const int32_t* offset, const int32_t* mult, const int32_t* shift) {
+inline PanelConstants panel_constants(__m512i offset, __m512i m32, __m512i s32) {
   PanelConstants pc;
-  pc.fits_s32 = true;
-  for (int j = 0; j < kPanel; ++j)
-    pc.fits_s32 = pc.fits_s32 && (shift[j] == 0 || shift[j] >= 32 || (shift[j] == 31 && mult[j] != INT32_MIN));
-  pc.offset = _mm512_loadu_si512(offset);
-  const __m512i m32 = _mm512_loadu_si512(mult), s32 = _mm512_loadu_si512(shift);
+  // Per lane: shift 0, shift >= 32, or shift 31 with a multiplier other than -2^31.
+  const __mmask16 fits = _mm512_cmpeq_epi32_mask(s32, _mm512_setzero_si512()) |
+                         _mm512_cmpge_epi32_mask(s32, _mm512_set1_epi32(32)) |
+                         (_mm512_cmpeq_epi32_mask(s32, _mm512_set1_epi32(31)) &
+                          _mm512_cmpneq_epi32_mask(m32, _mm512_set1_epi32(INT32_MIN)));
+  pc.fits_s32 = fits == 0xFFFF;
+  pc.offset = offset;
   const __m512i low32 = _mm512_set1_epi64(0xffffffffLL), one = _mm512_set1_epi64(1);
   pc.mult = m32;
   pc.mult_odd = _mm512_srli_epi64(m32, 32);
@@ -63,6 +66,27 @@ inline PanelConstants panel_constants(const int32_t* offset, const int32_t* mult
   pc.round_even = _mm512_sllv_epi64(one, _mm512_sub_epi64(pc.shift_even, one));
   pc.round_odd = _mm512_sllv_epi64(one, _mm512_sub_epi64(pc.shift_odd, one));
   return pc;
+}
+inline PanelConstants panel_constants(const int32_t* offset, const int32_t* mult, const int32_t* shift) {
+  return panel_constants(_mm512_loadu_si512(offset), _mm512_loadu_si512(mult), _mm512_loadu_si512(shift));
+}
+
+// The GEMM's columns [col, col + valid) (valid <= 16; the other lanes 0): offsets, and unless f32
+// output, the multipliers and shifts of FixedPointMultiplier pairs.
+inline PanelConstants panel_constants(const QOutputStage& out, int64_t col, int64_t valid, bool f32) {
+  const __mmask16 mask = static_cast<__mmask16>((1u << valid) - 1);
+  const __m512i offset = _mm512_maskz_loadu_epi32(mask, out.column_offset + col);
+  if (f32) return panel_constants(offset, _mm512_setzero_si512(), _mm512_setzero_si512());
+  // 16 {multiplier, shift} pairs: two loads, then the even / odd 32-bit lanes of both.
+  static_assert(sizeof(FixedPointMultiplier) == 8 && offsetof(FixedPointMultiplier, shift) == 4,
+                "FixedPointMultiplier is {int32 multiplier, int32 shift}");
+  const char* pairs = reinterpret_cast<const char*>(out.multiplier + col);
+  const __mmask16 lo = static_cast<__mmask16>(valid >= 8 ? 0xFFFF : (1u << (2 * valid)) - 1);
+  const __mmask16 hi = static_cast<__mmask16>(valid <= 8 ? 0 : (1u << (2 * (valid - 8))) - 1);
+  const __m512i p0 = _mm512_maskz_loadu_epi32(lo, pairs), p1 = _mm512_maskz_loadu_epi32(hi, pairs + 64);
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+  return panel_constants(offset, _mm512_permutex2var_epi32(p0, even, p1), _mm512_permutex2var_epi32(p0, odd, p1));
 }
 
 // Per-call clamp: kPlain when the zero point is 0 and [clamp_min, clamp_max] contains [-128, 127]

@@ -320,15 +320,8 @@ bool qgemm_vnni(int64_t m, const int8_t* a, int64_t lda, const QWeights& w, cons
       }
     }
   };
-  for (int64_t q = 0; q < panels; ++q) {
-    int32_t offset[kPanel] = {}, mult[kPanel] = {}, shift[kPanel] = {};
-    for (int64_t j = q * kPanel; j < std::min(n, (q + 1) * kPanel); ++j) {
-      offset[j % kPanel] = out.column_offset[j];
-      if (kF32) continue;
-      mult[j % kPanel] = out.multiplier[j].multiplier, shift[j % kPanel] = out.multiplier[j].shift;
-    }
-    constants.data[q] = panel_constants(offset, mult, shift);
-  }
+  for (int64_t q = 0; q < panels; ++q)
+    constants.data[q] = panel_constants(out, q * kPanel, std::min<int64_t>(kPanel, n - q * kPanel), kF32);
   const Clamp clamp = clamp_kind(out);
   const ClampConstants cc = clamp_constants(out);
   const uint8_t* layout = static_cast<const uint8_t*>(w.vnni_layout().raw());
