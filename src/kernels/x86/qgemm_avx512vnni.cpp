@@ -143,13 +143,13 @@ void tile(const int8_t* a, int64_t a_stride, int64_t groups, const uint8_t* w0, 
 // Full 6 x 32 tiles with an s8 output stage without weight zero points (the bulk of a large GEMM
 // or of a quantized layer), run back to back by one function so that each tile's 12 accumulators
 // stay in registers after its k loop: they are requantized (requantize<kPlain or kS32>, as `tile`
-// uses) inside the next tile's k loop, one
-// 16-lane vector between two stretches of groups, and stored there as 16 s8 results. The k loop
-// is asm so that the accumulators stay pinned: 12 accumulators + 12 pending sums + 2 weight
-// vectors + 3 broadcasts = 29 of the 32 zmm registers (the requantization's temporaries reuse the
-// broadcasts'). Why: anything issued as a burst between two k loops idles the multiply-add pipe
-// (measured: 16 zmm stores in a row cost ~2% of a 1024^3 GEMM, the same 16 stores spread over the
-// loop nothing), and an 8-row tile has no registers left to keep its sums in.
+// uses) inside the next tile's k loop, one 16-lane vector between two stretches of groups, and
+// stored there as 16 s8 results. The k loop is asm so that the accumulators stay pinned: 12
+// accumulators + 12 pending sums + 2 weight vectors + 3 broadcasts = 29 of the 32 zmm registers
+// (the requantization's temporaries reuse the broadcasts'). Why: anything issued as a burst
+// between two k loops idles the multiply-add pipe (measured: 16 zmm stores in a row cost ~2% of a
+// 1024^3 GEMM, the same 16 stores spread over the loop nothing), and an 8-row tile has no
+// registers left to keep its sums in.
 constexpr int kFullRows = 6;
 constexpr int64_t kPairBlockBytes = int64_t{512} << 10;  // see `block` in qgemm_vnni
 
