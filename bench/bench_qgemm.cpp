@@ -7,10 +7,17 @@
 //   lowbit_s4    the same with packed 4-bit weights (kept packed, unpacked in registers).
 //   lowbit_f32NN gemm_f32, B stored [K, N];  lowbit_f32NT  gemm_f32, B stored [N, K] (X W^T).
 //   onednn_u8s8  oneDNN matmul u8 x s8 -> s32, weights reordered once to the layout oneDNN
-//                prefers (the fair, prepared-weights setting), plain s32 output. Capped at AVX2
-//                unless DNNL_MAX_CPU_ISA is set (see main).
+//                prefers (the fair, prepared-weights setting), plain s32 output. Capped at the
+//                instruction set lowbit runs (AVX2, or AVX-512 VNNI) unless DNNL_MAX_CPU_ISA is
+//                set (see main).
+//   peak_vpdpbusd/threads:<t>  on CPUs where lowbit runs AVX-512 VNNI: 12 independent chains of
+//                register-only vpdpbusd per thread, the multiply-add ceiling of every int8 kernel
+//                here (GOPS counts 2 x 64 per vpdpbusd).
 // bench/qgemm_ratios.py runs this binary and tabulates the ratios.
 #include <benchmark/benchmark.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 #include <omp.h>
 
 #include <algorithm>
@@ -127,6 +134,40 @@ struct DnnlOperands {
 };
 #endif
 
+#if defined(__x86_64__)
+// 12 independent vpdpbusd chains, register operands only: `iters` x 12 instructions.
+__attribute__((target("avx512f,avx512bw,avx512vnni"), noinline)) int32_t vpdpbusd_chains(int64_t iters) {
+  __m512i c0 = _mm512_setzero_si512(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0, c8 = c0, c9 = c0,
+          c10 = c0, c11 = c0;
+  const __m512i b0 = _mm512_set1_epi8(1), b1 = _mm512_set1_epi8(2), x = _mm512_set1_epi8(3);
+  for (int64_t i = 0; i < iters; ++i)
+    asm volatile(
+        "vpdpbusd %[x], %[b0], %[c0]\n\tvpdpbusd %[x], %[b1], %[c1]\n\tvpdpbusd %[x], %[b0], %[c2]\n\t"
+        "vpdpbusd %[x], %[b1], %[c3]\n\tvpdpbusd %[x], %[b0], %[c4]\n\tvpdpbusd %[x], %[b1], %[c5]\n\t"
+        "vpdpbusd %[x], %[b0], %[c6]\n\tvpdpbusd %[x], %[b1], %[c7]\n\tvpdpbusd %[x], %[b0], %[c8]\n\t"
+        "vpdpbusd %[x], %[b1], %[c9]\n\tvpdpbusd %[x], %[b0], %[c10]\n\tvpdpbusd %[x], %[b1], %[c11]\n\t"
+        : [c0] "+v"(c0), [c1] "+v"(c1), [c2] "+v"(c2), [c3] "+v"(c3), [c4] "+v"(c4), [c5] "+v"(c5), [c6] "+v"(c6),
+          [c7] "+v"(c7), [c8] "+v"(c8), [c9] "+v"(c9), [c10] "+v"(c10), [c11] "+v"(c11)
+        : [x] "v"(x), [b0] "v"(b0), [b1] "v"(b1));
+  const __m512i s = _mm512_add_epi32(_mm512_add_epi32(_mm512_add_epi32(c0, c1), _mm512_add_epi32(c2, c3)),
+                                     _mm512_add_epi32(_mm512_add_epi32(c4, c5), _mm512_add_epi32(c6, c7)));
+  return _mm512_reduce_add_epi32(
+      _mm512_add_epi32(s, _mm512_add_epi32(_mm512_add_epi32(c8, c9), _mm512_add_epi32(c10, c11))));
+}
+
+void peak(benchmark::State& state, int threads) {
+  constexpr int64_t kIters = 1 << 20;
+  for (auto _ : state) {
+    int32_t sink = 0;
+#pragma omp parallel num_threads(threads) reduction(+ : sink)
+    sink += vpdpbusd_chains(kIters);
+    benchmark::DoNotOptimize(sink);
+  }
+  state.counters["GOPS"] = benchmark::Counter(2e-9 * 64 * 12 * static_cast<double>(kIters * threads),
+                                              benchmark::Counter::kIsIterationInvariantRate);
+}
+#endif
+
 // Idle OpenMP workers of the previous benchmark keep spinning for a while; let them sleep.
 void settle() { std::this_thread::sleep_for(std::chrono::milliseconds(100)); }
 
@@ -196,13 +237,22 @@ int main(int argc, char** argv) {
           run(st, v, s, threads);
         })->UseRealTime();
       }
+  const bool vnni = lowbit::active_isa() >= lowbit::Isa::Avx512Vnni;
+#if defined(__x86_64__)
+  if (vnni)
+    for (int threads : {1, 2})
+      benchmark::RegisterBenchmark(("peak_vpdpbusd/threads:" + std::to_string(threads)).c_str(), [threads](benchmark::State& st) {
+        peak(st, threads);
+      })->UseRealTime();
+#endif
 #if defined(LOWBIT_BENCH_ONEDNN)
-  // This machine may have AVX-512 VNNI (vpdpbusd), which lowbit does not use; by default oneDNN is
-  // capped at AVX2, the instruction set lowbit's kernels use, for a like-for-like comparison.
-  // DNNL_MAX_CPU_ISA=ALL (or any oneDNN value) overrides the cap and shows oneDNN's best.
+  // Like for like by default: oneDNN capped at the instruction set lowbit's kernels run here
+  // (AVX2, or AVX-512 with VNNI). DNNL_MAX_CPU_ISA=ALL (or any oneDNN value) overrides the cap.
   const char* isa_env = std::getenv("DNNL_MAX_CPU_ISA");
-  if (!isa_env) dnnl::set_max_cpu_isa(dnnl::cpu_isa::avx2);
-  benchmark::AddCustomContext("onednn_max_isa", isa_env ? isa_env : "avx2 (set DNNL_MAX_CPU_ISA to change)");
+  if (!isa_env) dnnl::set_max_cpu_isa(vnni ? dnnl::cpu_isa::avx512_core_vnni : dnnl::cpu_isa::avx2);
+  benchmark::AddCustomContext("onednn_max_isa", isa_env ? isa_env
+                                                        : vnni ? "avx512_core_vnni (set DNNL_MAX_CPU_ISA to change)"
+                                                               : "avx2 (set DNNL_MAX_CPU_ISA to change)");
 #endif
   // lowbit's integer kernels follow lowbit::active_isa(): LOWBIT_ISA=avx2 measures the AVX2 path
   // on a machine that also has AVX-512 VNNI.

@@ -5,8 +5,10 @@ usage: bench/qgemm_ratios.py [path/to/lowbit_bench_qgemm] [extra benchmark flags
 e.g.   bench/qgemm_ratios.py build/bench/lowbit_bench_qgemm --benchmark_repetitions=3
 
 Columns: lowbit s8 (qgemm_s8, s8 weights), lowbit s4 (4-bit weights; GEMV shape only), the best of
-lowbit's fp32 gemm_f32 NN/NT, oneDNN u8s8s32 (AVX2 unless DNNL_MAX_CPU_ISA is set), and the ratios
-s8/f32, s8/oneDNN and s4/f32. With repetitions the best (highest) GOP/s of each benchmark is used.
+lowbit's fp32 gemm_f32 NN/NT, oneDNN u8s8s32 (capped at lowbit's instruction set unless
+DNNL_MAX_CPU_ISA is set), and the ratios s8/f32, s8/oneDNN and s4/f32. With repetitions the best
+(highest) GOP/s of each benchmark is used. On AVX-512 VNNI CPUs a last line gives the vpdpbusd peak
+and the share of it that lowbit and oneDNN reach at 1024^3.
 """
 import sys
 
@@ -16,11 +18,16 @@ from gbench import run_benchmarks
 def main(argv):
     runs = run_benchmarks(argv, "build/bench/lowbit_bench_qgemm", "lowbit_bench_qgemm")
     results, order = {}, []  # (shape, threads) -> {variant: best GOP/s}
+    peak = {}  # threads -> best vpdpbusd GOP/s
     for bench in runs:
         if "GOPS" not in bench:
             continue
-        # name: <variant>/<M>x<N>x<K>/threads:<t>[/real_time]
+        # name: <variant>/<M>x<N>x<K>/threads:<t>[/real_time], or peak_vpdpbusd/threads:<t>[/real_time]
         parts = bench.get("run_name", bench["name"]).split("/")
+        if parts[0] == "peak_vpdpbusd":
+            threads = int(parts[1].split(":")[1])
+            peak[threads] = max(peak.get(threads, 0.0), bench["GOPS"] / 1e9 if bench["GOPS"] > 1e6 else bench["GOPS"])
+            continue
         variant, shape, threads = parts[0], parts[1], int(parts[2].split(":")[1])
         key = (shape, threads)
         if key not in results:
@@ -39,6 +46,13 @@ def main(argv):
         f32 = max(r.get("lowbit_f32NN", 0.0), r.get("lowbit_f32NT", 0.0)) or None
         print(f"{key[0]:<16} {key[1]:>3} {fmt(s8)} {fmt(s4)} {fmt(f32)} {fmt(dnnl)}"
               f" {ratio(s8, f32)} {ratio(s8, dnnl)} {ratio(s4, f32)}")
+    for threads in sorted(peak):
+        line = f"vpdpbusd peak, {threads} thread{'s' if threads > 1 else ''}: {peak[threads]:.1f} GOP/s"
+        r = results.get(("1024x1024x1024", threads), {})
+        for name, variant in (("lowbit s8", "lowbit_s8"), ("oneDNN", "onednn_u8s8")):
+            if r.get(variant):
+                line += f"; {name} at 1024^3: {100 * r[variant] / peak[threads]:.1f} %"
+        print(line)
     return 0
 
 
