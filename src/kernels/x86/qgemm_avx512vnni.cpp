@@ -37,16 +37,18 @@
 // or zero point, 15 in the general case, see requantize); + the output stage of 8x32 tiles
 // interleaved into the next tile's k loop (sums parked in memory); + weights as the unsigned
 // operand (A read in place): about parity (0.99-1.00x median). Then, measured with scratch loops:
-// the multiply-add pipe is also fed by nothing else than vpmuldq and vmulps (one slot each; shifts,
-// shuffles, adds, packs, loads and single stores are free alongside), but a burst of 16 stores
+// of the other vector operations only vpmuldq and vmulps take vpdpbusd slots (one each; shifts,
+// shuffles, adds, packs, loads and single stores run alongside for free), but a burst of 16 stores
 // (parking 16 sums) costs ~2%; hence 6x32 tiles with the sums kept in registers (+1.5%), blocks of
-// pairs (+1%), dynamic row tiles on 2 threads: 1.02-1.04x at 1 thread, 1.00-1.02x at 2 (oneDNN
-// reaches ~97% of peak there). Tried and dropped, all slower or no better at 1024^3: K blocking
-// (kc = 256 or 512 k, s32 partial tiles kept between blocks): 8% / 4% slower; 12x32, 6x64 and 8x48
-// tiles with sums parked in memory: 0-3% slower than 8x32; software prefetch of the weights: no
-// gain; unrolling the k loop by 2: 3% slower; padding A's rows: no change; broadcasts as vpdpbusd
-// memory operands ({1to16}) instead of vpbroadcastd: ~1% slower; preparing the row sums lazily
-// instead of in one pass: no change; streaming (non-temporal) output stores: no gain.
+// pairs (+1%), dynamic row tiles on 2 threads: median 1.03x at 1 thread, 1.04x at 2 over 21 runs
+// of bench/qgemm_ratios.py (95-97% and 97-99% of the vpdpbusd peak; oneDNN 94-97%, see the
+// README). Tried and dropped, all slower or no better at 1024^3: K blocking (kc = 256 or 512 k,
+// s32 partial tiles kept between blocks): 8% / 4% slower; 12x32, 6x64 and 8x48 tiles with sums
+// parked in memory: 0-3% slower than 8x32; software prefetch of the weights: no gain; unrolling
+// the k loop by 2: 3% slower; padding A's rows: no change; broadcasts as vpdpbusd memory operands
+// ({1to16}) instead of vpbroadcastd: ~1% slower; preparing the row sums lazily (per row tile, on
+// its first visit) instead of in one pass: no change; streaming (non-temporal) output stores: no
+// gain.
 #include <immintrin.h>
 #include <omp.h>
 
