@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Batch-256 inference of the reference MLP: lowbit fp32 / int8 (static, dynamic) / 4-bit against
 ONNX Runtime fp32 / int8 dynamic (quantize_dynamic) / int8 static (quantize_static, QDQ) on the
-same trained weights, at the same thread counts, in one run. Prints images/s, ratios and accuracy.
+same trained weights, at the same thread counts, in one run (each variant measured --rounds times,
+interleaved, best kept). Prints images/s, ratios and accuracy.
 
     pip install onnxruntime onnx numpy
     python3 bench/int8_vs_onnxruntime.py --lowbit build/release/tools/lowbit/lowbit --model out/reference/reference-mlp-seed0.lbm
@@ -66,7 +67,7 @@ def throughput(sess, x):
     for _ in range(5):
         sess.run(None, {name: x})
     best = 1e30
-    for _ in range(5):
+    for _ in range(15):  # best of 15 x 20 batches, as `lowbit compare` times lowbit
         t = time.perf_counter()
         for _ in range(20):
             sess.run(None, {name: x})
@@ -92,6 +93,7 @@ def main():
     p.add_argument("--model", required=True, help="trained float lowbit model (.lbm)")
     p.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
     p.add_argument("--threads", default="1,2")
+    p.add_argument("--rounds", type=int, default=3, help="times each variant is measured (interleaved); the best counts")
     args = p.parse_args()
     from onnxruntime.quantization import CalibrationDataReader, QuantType, quantize_dynamic, quantize_static
 
@@ -126,18 +128,26 @@ def main():
     batch = x_test[:256]
     rows = []
     for threads in [int(t) for t in args.threads.split(",")]:
-        ort_rows = {}
-        for name, path in [("fp32", fp32_onnx), ("int8 dynamic", dyn_onnx), ("int8 static QDQ", static_onnx)]:
-            sess = ort_session(path, threads)
-            ort_rows[name] = (throughput(sess, batch), accuracy(sess, x_test, y_test))
-        lb_fp32 = None
-        for name, path in variants.items():
-            c = lowbit_compare(args.lowbit, path, args.model, args.data, threads)
-            lb_fp32 = (c["against_batch256_images_per_second"], c["against_accuracy"])
-            rows.append(("lowbit", name, threads, c["model_batch256_images_per_second"], c["model_accuracy"]))
-        rows.append(("lowbit", "fp32", threads) + lb_fp32)
-        for name, (ips, acc) in ort_rows.items():
-            rows.append(("ONNX Runtime", name, threads, ips, acc))
+        # Every variant measured `rounds` times, lowbit and ONNX Runtime alternating, the best kept:
+        # a few seconds of load from elsewhere on the machine then cannot decide a comparison.
+        best = {}  # (system, variant) -> (images/s, accuracy)
+
+        def keep(key, ips, acc):
+            if key not in best or ips > best[key][0]:
+                best[key] = (ips, acc)
+
+        ort = [("fp32", fp32_onnx), ("int8 dynamic", dyn_onnx), ("int8 static QDQ", static_onnx)]
+        sessions = {name: ort_session(path, threads) for name, path in ort}
+        ort_accuracy = {name: accuracy(sess, x_test, y_test) for name, sess in sessions.items()}
+        for _ in range(args.rounds):
+            for name, sess in sessions.items():
+                keep(("ONNX Runtime", name), throughput(sess, batch), ort_accuracy[name])
+            for name, path in variants.items():
+                c = lowbit_compare(args.lowbit, path, args.model, args.data, threads)
+                keep(("lowbit", name), c["model_batch256_images_per_second"], c["model_accuracy"])
+                keep(("lowbit", "fp32"), c["against_batch256_images_per_second"], c["against_accuracy"])
+        keys = [("lowbit", name) for name in variants] + [("lowbit", "fp32")] + [("ONNX Runtime", name) for name, _ in ort]
+        rows += [(system, variant, threads) + best[(system, variant)] for system, variant in keys]
     import onnxruntime
     print(f"\nbatch-256 inference, reference MLP, ONNX Runtime {onnxruntime.__version__}")
     print("| system | variant | threads | images/s | vs lowbit fp32 | vs ORT int8 static | accuracy |")
