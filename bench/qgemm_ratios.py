@@ -15,6 +15,11 @@ import sys
 from gbench import run_benchmarks
 
 
+def gops(bench):
+    """The GOPS counter in GOP/s (Google Benchmark reports a rate counter per second)."""
+    return bench["GOPS"] / 1e9 if bench["GOPS"] > 1e6 else bench["GOPS"]
+
+
 def main(argv):
     runs = run_benchmarks(argv, "build/bench/lowbit_bench_qgemm", "lowbit_bench_qgemm")
     results, order = {}, []  # (shape, threads) -> {variant: best GOP/s}
@@ -26,15 +31,14 @@ def main(argv):
         parts = bench.get("run_name", bench["name"]).split("/")
         if parts[0] == "peak_vpdpbusd":
             threads = int(parts[1].split(":")[1])
-            peak[threads] = max(peak.get(threads, 0.0), bench["GOPS"] / 1e9 if bench["GOPS"] > 1e6 else bench["GOPS"])
+            peak[threads] = max(peak.get(threads, 0.0), gops(bench))
             continue
         variant, shape, threads = parts[0], parts[1], int(parts[2].split(":")[1])
         key = (shape, threads)
         if key not in results:
             results[key] = {}
             order.append(key)
-        gops = bench["GOPS"] / 1e9 if bench["GOPS"] > 1e6 else bench["GOPS"]
-        results[key][variant] = max(results[key].get(variant, 0.0), gops)
+        results[key][variant] = max(results[key].get(variant, 0.0), gops(bench))
 
     fmt = lambda v: f"{v:9.1f}" if v else "        -"
     ratio = lambda a, b: f"{a / b:7.2f}" if a and b else "      -"

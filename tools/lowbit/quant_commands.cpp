@@ -78,7 +78,7 @@ Timing measure_speed(const Graph& model, const Dataset& data) {
   std::iota(batch.begin(), batch.end(), 0u);
   gather_batch(data, batch, scale, input);
   run.forward();
-  double best = 1e30;  // best of 15 x 20 batches: one burst of load elsewhere cannot move it
+  double best = 1e30;  // best of 15 x 20 batches: a short stall from elsewhere on the machine does not count
   for (int rep = 0; rep < 15; ++rep) {
     auto s = Clock::now();
     for (int i = 0; i < 20; ++i) run.forward();

@@ -39,6 +39,11 @@ inline __m512i dpwssd(__m512i acc, __m512i a, __m512i b) {
   return acc;
 }
 
+// The mask of the first n bytes of a 64-byte vector (n <= 0: none, n >= 64: all).
+inline __mmask64 first_bytes(int64_t n) {
+  return n >= 64 ? ~__mmask64{0} : n <= 0 ? __mmask64{0} : (__mmask64{1} << n) - 1;
+}
+
 // Output-stage constants of 16 lanes (16 GEMM columns, or one output channel broadcast).
 struct alignas(64) PanelConstants {
   __m512i offset;                    // GEMM: column offset - 128 * sum_k w, the accumulators' start value

@@ -17,9 +17,10 @@
 // GEMVs on packed low-bit weights stay on the AVX2 kernel, which streams the packed nibbles.
 //
 // Micro-kernels, two panels (32 columns) wide. The bulk of a GEMM with s8 output and no weight
-// zero points (quantized Linear and Conv layers with symmetric weights) runs through FullTiles: 6 rows x 32 columns in 12 zmm accumulators, per 4-k group 2 weight loads and 6
-// broadcasts of 4 activation bytes feed 12 vpdpbusd; the k loop is asm, and each tile's sums stay
-// in registers to be requantized and stored inside the next tile's k loop. Everything else (other
+// zero points (quantized Linear and Conv layers with symmetric weights) runs through FullTiles:
+// 6 rows x 32 columns in 12 zmm accumulators, per 4-k group 2 weight loads and 6 broadcasts of 4
+// activation bytes feed 12 vpdpbusd; the k loop is asm, and each tile's sums stay in registers to
+// be requantized and stored inside the next tile's k loop. Everything else (other
 // output stages, f32 output, rows past whole 6-row tiles, partial pairs) takes `tile`: 8 rows x 32
 // columns in 16 accumulators (the dpbusd wrapper is inline asm too: GCC 12's intrinsic cost ~2% at
 // 1024^3), then the output stage. The accumulators start at the column offset minus the row's
@@ -30,25 +31,25 @@
 // within a block, each row tile visits every pair while its rows stay in L1. Threads split rows
 // (FullTiles' row tiles claimed one at a time), or columns for short batches; never K.
 //
-// Measured on Zen 4 (2 vCPUs; vpdpbusd peak 468 GOP/s per core, 925-931 on both), 1024^3, lowbit
-// vs oneDNN u8s8s32 with AVX-512 VNNI, alternating in one process: 0.93-0.95x at first; + asm
-// vpdpbusd 0.96-0.97x; + cheaper requantization 0.96-0.98x (9 vector operations per 16 outputs
-// when every result of a panel fits s32 and the clamp is the plain s8 one, 12 with another clamp
-// or zero point, 15 in the general case, see requantize); + the output stage of 8x32 tiles
-// interleaved into the next tile's k loop (sums parked in memory); + weights as the unsigned
-// operand (A read in place): about parity (0.99-1.00x median). Then, measured with scratch loops:
-// of the other vector operations only vpmuldq and vmulps take vpdpbusd slots (one each; shifts,
-// shuffles, adds, packs, loads and single stores run alongside for free), but a burst of 16 stores
-// (parking 16 sums) costs ~2%; hence 6x32 tiles with the sums kept in registers (+1.5%), blocks of
-// pairs (+1%), dynamic row tiles on 2 threads: median 1.03x at 1 thread, 1.04x at 2 over 21 runs
-// of bench/qgemm_ratios.py (95-97% and 97-99% of the vpdpbusd peak; oneDNN 94-97%, see the
-// README). Tried and dropped, all slower or no better at 1024^3: K blocking (kc = 256 or 512 k,
-// s32 partial tiles kept between blocks): 8% / 4% slower; 12x32, 6x64 and 8x48 tiles with sums
-// parked in memory: 0-3% slower than 8x32; software prefetch of the weights: no gain; unrolling
-// the k loop by 2: 3% slower; padding A's rows: no change; broadcasts as vpdpbusd memory operands
-// ({1to16}) instead of vpbroadcastd: ~1% slower; preparing the row sums lazily (per row tile, on
-// its first visit) instead of in one pass: no change; streaming (non-temporal) output stores: no
-// gain.
+// Measured on Zen 4 (2 vCPUs; vpdpbusd peak 458-466 GOP/s on one core, 902-926 on both, from
+// peak_vpdpbusd in bench/bench_qgemm.cpp), 1024^3, lowbit vs oneDNN u8s8s32 with AVX-512 VNNI,
+// alternating in one process: 0.93-0.95x at first; + asm vpdpbusd 0.96-0.97x; + cheaper
+// requantization 0.96-0.98x (9 vector operations per 16 outputs when every result of a panel fits
+// s32 and the clamp is the plain s8 one, 12 with another clamp or zero point, 15 in the general
+// case, see requantize); + the output stage of 8x32 tiles interleaved into the next tile's k loop
+// (sums parked in memory); + weights as the unsigned operand (A read in place): about parity
+// (0.99-1.00x median). Then, measured with scratch loops: of the other vector operations only
+// vpmuldq and vmulps take vpdpbusd slots (one each; shifts, shuffles, adds, packs, loads and single
+// stores run alongside for free), but a burst of 16 stores (parking 16 sums) costs ~2%; hence 6x32
+// tiles with the sums kept in registers (+1.5%), blocks of pairs (+1%), dynamic row tiles on 2
+// threads: median 1.03x at 1 thread, 1.04x at 2 over 21 runs of bench/qgemm_ratios.py (median 95%
+// and 97.5% of the vpdpbusd peak; oneDNN 94% and 95%; see the README). Tried and dropped, all slower or no
+// better at 1024^3: K blocking (kc = 256 or 512 k, s32 partial tiles kept between blocks): 8% / 4%
+// slower; 12x32, 6x64 and 8x48 tiles with sums parked in memory: 0-3% slower than 8x32; software
+// prefetch of the weights: no gain; unrolling the k loop by 2: 3% slower; padding A's rows: no
+// change; broadcasts as vpdpbusd memory operands ({1to16}) instead of vpbroadcastd: ~1% slower;
+// preparing the row sums lazily (per row tile, on its first visit) instead of in one pass: no
+// change; streaming (non-temporal) output stores: no gain.
 #include <immintrin.h>
 #include <omp.h>
 
@@ -56,8 +57,6 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
-#include <memory>
-#include <new>
 
 #include "lowbit/qgemm.h"
 #include "lowbit/runtime_config.h"
@@ -167,8 +166,8 @@ struct FullTiles {
   //   for each block of `pair_block` pairs: for each row tile: for each pair of the block
   // (the block's weights stay in L2 while the rows pass; each row tile's activations are
   // reused from L1 across the block's pairs). Pairs with fast[q] false are skipped.
-  // With `next` (one counter per block, shared by the threads, starting at 0), the row tiles of
-  // each block are claimed one at a time instead: dynamic scheduling across threads.
+  // With `next` (shared by the threads, starting at 0), the (block, row tile) items are claimed
+  // one at a time in that order instead: dynamic scheduling across threads.
   // The output stage: kPlain or kS32 (see requantize), with cc from clamp_constants.
   template <Clamp kClamp>
   void run(int64_t r0, int64_t tiles, int64_t q0, int64_t q1, int64_t pair_block, const bool* fast,
@@ -188,74 +187,75 @@ void FullTiles::run(int64_t r0, int64_t tiles, int64_t q0, int64_t q1, int64_t p
     _mm_storeu_si128(reinterpret_cast<__m128i*>(pdst + (j >> 1) * ldc + (j & 1) * kPanel),
                      requantize<kClamp>(v, ppc[j & 1], cc));
   };
-  for (int64_t qb = q0, b = 0; qb < q1; qb += pair_block, ++b)
-    for (int64_t i = 0;; ++i) {
-      const int64_t t = next != nullptr ? next[b].fetch_add(1, std::memory_order_relaxed) : i;
-      if (t >= tiles) break;
-      for (int64_t q = qb; q < std::min(q1, qb + pair_block); ++q) {
-        if (!fast[q]) continue;
-        const int64_t row0 = r0 + t * kFullRows;
-        const int8_t* a0 = a + row0 * a_stride;
-        const int8_t* a3 = a0 + 3 * a_stride;
-        const uint8_t* w0 = layout + 2 * q * groups * 64;
-        const uint8_t* w1 = w0 + groups * 64;
-        const PanelConstants* pc = pcs + 2 * q;
-        const int32_t* corr = row_correction + row0;
-        auto start = [&](int r, int p) { return _mm512_sub_epi32(pc[p].offset, _mm512_set1_epi32(corr[r])); };
-        __m512i c00 = start(0, 0), c01 = start(0, 1), c10 = start(1, 0), c11 = start(1, 1), c20 = start(2, 0),
-                c21 = start(2, 1), c30 = start(3, 0), c31 = start(3, 1), c40 = start(4, 0), c41 = start(4, 1),
-                c50 = start(5, 0), c51 = start(5, 1);
-        // Two statements (an asm statement takes at most 30 operands); the weights travel from the
-        // first to the second as operands.
-        auto step = [&](int64_t g) __attribute__((always_inline)) {
-          __m512i b0, b1, x0, x1, x2;
-          asm volatile(
-              "vmovdqa64 (%[w0]), %[b0]\n\t"
-              "vmovdqa64 (%[w1]), %[b1]\n\t"
-              "vpbroadcastd (%[p]), %[x0]\n\t"
-              "vpbroadcastd (%[p],%[s1]), %[x1]\n\t"
-              "vpbroadcastd (%[p],%[s1],2), %[x2]\n\t"
-              "vpdpbusd %[x0], %[b0], %[c00]\n\t"
-              "vpdpbusd %[x0], %[b1], %[c01]\n\t"
-              "vpdpbusd %[x1], %[b0], %[c10]\n\t"
-              "vpdpbusd %[x1], %[b1], %[c11]\n\t"
-              "vpdpbusd %[x2], %[b0], %[c20]\n\t"
-              "vpdpbusd %[x2], %[b1], %[c21]\n\t"
-              : [c00] "+v"(c00), [c01] "+v"(c01), [c10] "+v"(c10), [c11] "+v"(c11), [c20] "+v"(c20), [c21] "+v"(c21),
-                [b0] "=&v"(b0), [b1] "=&v"(b1), [x0] "=&v"(x0), [x1] "=&v"(x1), [x2] "=&v"(x2)
-              : [w0] "r"(w0 + g * 64), [w1] "r"(w1 + g * 64), [p] "r"(a0 + g * 4), [s1] "r"(s1)
-              : "memory");
-          asm volatile(
-              "vpbroadcastd (%[p]), %[x0]\n\t"
-              "vpbroadcastd (%[p],%[s1]), %[x1]\n\t"
-              "vpbroadcastd (%[p],%[s1],2), %[x2]\n\t"
-              "vpdpbusd %[x0], %[b0], %[c30]\n\t"
-              "vpdpbusd %[x0], %[b1], %[c31]\n\t"
-              "vpdpbusd %[x1], %[b0], %[c40]\n\t"
-              "vpdpbusd %[x1], %[b1], %[c41]\n\t"
-              "vpdpbusd %[x2], %[b0], %[c50]\n\t"
-              "vpdpbusd %[x2], %[b1], %[c51]\n\t"
-              : [c30] "+v"(c30), [c31] "+v"(c31), [c40] "+v"(c40), [c41] "+v"(c41), [c50] "+v"(c50), [c51] "+v"(c51),
-                [x0] "=&v"(x0), [x1] "=&v"(x1), [x2] "=&v"(x2)
-              : [b0] "v"(b0), [b1] "v"(b1), [p] "r"(a3 + g * 4), [s1] "r"(s1)
-              : "memory");
-        };
-        int64_t g = 0;
-        if (ppc != nullptr) {
+  const int64_t items = (q1 - q0 + pair_block - 1) / pair_block * tiles;
+  for (int64_t i = 0;; ++i) {
+    const int64_t item = next != nullptr ? next->fetch_add(1, std::memory_order_relaxed) : i;
+    if (item >= items) break;
+    const int64_t qb = q0 + item / tiles * pair_block, t = item % tiles;
+    for (int64_t q = qb; q < std::min(q1, qb + pair_block); ++q) {
+      if (!fast[q]) continue;
+      const int64_t row0 = r0 + t * kFullRows;
+      const int8_t* a0 = a + row0 * a_stride;
+      const int8_t* a3 = a0 + 3 * a_stride;
+      const uint8_t* w0 = layout + 2 * q * groups * 64;
+      const uint8_t* w1 = w0 + groups * 64;
+      const PanelConstants* pc = pcs + 2 * q;
+      const int32_t* corr = row_correction + row0;
+      auto start = [&](int r, int p) { return _mm512_sub_epi32(pc[p].offset, _mm512_set1_epi32(corr[r])); };
+      __m512i c00 = start(0, 0), c01 = start(0, 1), c10 = start(1, 0), c11 = start(1, 1), c20 = start(2, 0),
+              c21 = start(2, 1), c30 = start(3, 0), c31 = start(3, 1), c40 = start(4, 0), c41 = start(4, 1),
+              c50 = start(5, 0), c51 = start(5, 1);
+      // Two statements (an asm statement takes at most 30 operands); the weights travel from the
+      // first to the second as operands.
+      auto step = [&](int64_t g) __attribute__((always_inline)) {
+        __m512i b0, b1, x0, x1, x2;
+        asm volatile(
+            "vmovdqa64 (%[w0]), %[b0]\n\t"
+            "vmovdqa64 (%[w1]), %[b1]\n\t"
+            "vpbroadcastd (%[p]), %[x0]\n\t"
+            "vpbroadcastd (%[p],%[s1]), %[x1]\n\t"
+            "vpbroadcastd (%[p],%[s1],2), %[x2]\n\t"
+            "vpdpbusd %[x0], %[b0], %[c00]\n\t"
+            "vpdpbusd %[x0], %[b1], %[c01]\n\t"
+            "vpdpbusd %[x1], %[b0], %[c10]\n\t"
+            "vpdpbusd %[x1], %[b1], %[c11]\n\t"
+            "vpdpbusd %[x2], %[b0], %[c20]\n\t"
+            "vpdpbusd %[x2], %[b1], %[c21]\n\t"
+            : [c00] "+v"(c00), [c01] "+v"(c01), [c10] "+v"(c10), [c11] "+v"(c11), [c20] "+v"(c20), [c21] "+v"(c21),
+              [b0] "=&v"(b0), [b1] "=&v"(b1), [x0] "=&v"(x0), [x1] "=&v"(x1), [x2] "=&v"(x2)
+            : [w0] "r"(w0 + g * 64), [w1] "r"(w1 + g * 64), [p] "r"(a0 + g * 4), [s1] "r"(s1)
+            : "memory");
+        asm volatile(
+            "vpbroadcastd (%[p]), %[x0]\n\t"
+            "vpbroadcastd (%[p],%[s1]), %[x1]\n\t"
+            "vpbroadcastd (%[p],%[s1],2), %[x2]\n\t"
+            "vpdpbusd %[x0], %[b0], %[c30]\n\t"
+            "vpdpbusd %[x0], %[b1], %[c31]\n\t"
+            "vpdpbusd %[x1], %[b0], %[c40]\n\t"
+            "vpdpbusd %[x1], %[b1], %[c41]\n\t"
+            "vpdpbusd %[x2], %[b0], %[c50]\n\t"
+            "vpdpbusd %[x2], %[b1], %[c51]\n\t"
+            : [c30] "+v"(c30), [c31] "+v"(c31), [c40] "+v"(c40), [c41] "+v"(c41), [c50] "+v"(c50), [c51] "+v"(c51),
+              [x0] "=&v"(x0), [x1] "=&v"(x1), [x2] "=&v"(x2)
+            : [b0] "v"(b0), [b1] "v"(b1), [p] "r"(a3 + g * 4), [s1] "r"(s1)
+            : "memory");
+      };
+      int64_t g = 0;
+      if (ppc != nullptr) {
 #define LOWBIT_CHUNK(J, P) \
   for (; g < ends[J]; ++g) step(g); \
   flush(P, J);
-          LOWBIT_CHUNK(0, p00) LOWBIT_CHUNK(1, p01) LOWBIT_CHUNK(2, p10) LOWBIT_CHUNK(3, p11)
-          LOWBIT_CHUNK(4, p20) LOWBIT_CHUNK(5, p21) LOWBIT_CHUNK(6, p30) LOWBIT_CHUNK(7, p31)
-          LOWBIT_CHUNK(8, p40) LOWBIT_CHUNK(9, p41) LOWBIT_CHUNK(10, p50) LOWBIT_CHUNK(11, p51)
+        LOWBIT_CHUNK(0, p00) LOWBIT_CHUNK(1, p01) LOWBIT_CHUNK(2, p10) LOWBIT_CHUNK(3, p11)
+        LOWBIT_CHUNK(4, p20) LOWBIT_CHUNK(5, p21) LOWBIT_CHUNK(6, p30) LOWBIT_CHUNK(7, p31)
+        LOWBIT_CHUNK(8, p40) LOWBIT_CHUNK(9, p41) LOWBIT_CHUNK(10, p50) LOWBIT_CHUNK(11, p51)
 #undef LOWBIT_CHUNK
-        }
-        for (; g < groups; ++g) step(g);
-        p00 = c00, p01 = c01, p10 = c10, p11 = c11, p20 = c20, p21 = c21;
-        p30 = c30, p31 = c31, p40 = c40, p41 = c41, p50 = c50, p51 = c51;
-        ppc = pc, pdst = c + row0 * ldc + 2 * q * kPanel;
       }
+      for (; g < groups; ++g) step(g);
+      p00 = c00, p01 = c01, p10 = c10, p11 = c11, p20 = c20, p21 = c21;
+      p30 = c30, p31 = c31, p40 = c40, p41 = c41, p50 = c50, p51 = c51;
+      ppc = pc, pdst = c + row0 * ldc + 2 * q * kPanel;
     }
+  }
   if (ppc != nullptr) {
     flush(p00, 0), flush(p01, 1), flush(p10, 2), flush(p11, 3), flush(p20, 4), flush(p21, 5);
     flush(p30, 6), flush(p31, 7), flush(p40, 8), flush(p41, 9), flush(p50, 10), flush(p51, 11);
@@ -307,19 +307,13 @@ bool qgemm_vnni(int64_t m, const int8_t* a, int64_t lda, const QWeights& w, cons
       const int8_t* src = a + i * lda;
       __m512i sum = _mm512_setzero_si512();
       for (int64_t p = 0; p < k; p += 64) {
-        const int64_t valid = std::min<int64_t>(64, k - p);
-        const __mmask64 mask = valid == 64 ? ~__mmask64{0} : ((__mmask64{1} << valid) - 1);
-        sum = dpbusd(sum, ones, _mm512_maskz_loadu_epi8(mask, src + p));
+        sum = dpbusd(sum, ones, _mm512_maskz_loadu_epi8(first_bytes(k - p), src + p));
       }
       row_correction[i] = static_cast<int32_t>(128u * static_cast<uint32_t>(_mm512_reduce_add_epi32(sum)));
       if (in_place) continue;
       int8_t* row = a_packed + i * stride;
-      for (int64_t p = 0; p < stride; p += 64) {  // bytes past K become 0
-        const int64_t valid = std::max<int64_t>(0, std::min<int64_t>(64, k - p)), store = std::min<int64_t>(64, stride - p);
-        const __mmask64 mask = valid == 64 ? ~__mmask64{0} : ((__mmask64{1} << valid) - 1);
-        const __mmask64 store_mask = store == 64 ? ~__mmask64{0} : ((__mmask64{1} << store) - 1);
-        _mm512_mask_storeu_epi8(row + p, store_mask, _mm512_maskz_loadu_epi8(mask, src + p));
-      }
+      for (int64_t p = 0; p < stride; p += 64)  // bytes past K become 0
+        _mm512_mask_storeu_epi8(row + p, first_bytes(stride - p), _mm512_maskz_loadu_epi8(first_bytes(k - p), src + p));
     }
   };
   for (int64_t q = 0; q < panels; ++q)
@@ -380,10 +374,8 @@ bool qgemm_vnni(int64_t m, const int8_t* a, int64_t lda, const QWeights& w, cons
   // Rows split with FullTiles: the threads prepare their share of the rows, then claim FullTiles'
   // row tiles one at a time (per block of pairs), so that a thread slowed down by something else
   // on the machine does not hold up the call; the leftover tiles are split by pairs.
-  const int64_t blocks = (pairs + block - 1) / block;
-  std::unique_ptr<std::atomic<int64_t>[]> next;
-  if (defer && split_rows) next.reset(new (std::nothrow) std::atomic<int64_t>[static_cast<size_t>(blocks)]());
-  const bool dynamic = next != nullptr;
+  const bool dynamic = defer && split_rows;
+  std::atomic<int64_t> next{0};
   if (!split_rows) prepare_rows(0, m);  // every thread reads every row: prepare them first (few rows)
 #pragma omp parallel num_threads(threads)
   {
@@ -392,9 +384,9 @@ bool qgemm_vnni(int64_t m, const int8_t* a, int64_t lda, const QWeights& w, cons
       prepare_rows(m * id / count, m * (id + 1) / count);
 #pragma omp barrier
       const int64_t full_tiles = m / kFullRows;
-      run_full(0, full_tiles, 0, pairs, next.get());
+      run_full(0, full_tiles, 0, pairs, &next);
       for (int64_t q = id; q < pairs; q += count) rest(0, m, full_tiles * kFullRows, q, false);
-    } else if (split_rows) {  // whole 8-row tiles (any row range would do for FullTiles)
+    } else if (split_rows) {  // whole 8-row tiles
       auto bound = [&](int64_t i) { return std::min(m, row_tiles * i / count * kRows); };
       work(bound(id), bound(id + 1), 0, pairs, true);
     } else {
