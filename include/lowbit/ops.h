@@ -20,6 +20,8 @@
 //                 training forward differs (BatchNormalization, Dropout) override it; they may
 //                 update their *state inputs* in place (BatchNormalization's running statistics,
 //                 which are initializers shared with the graph, so the model sees the update).
+// traits:        what the op *is* for the graph passes (quantize, fold, fuse, QAT, the trainer): each
+//                op states them in its own definition; no pass keeps a list of op names.
 // Built-in ops: Dense, Relu, Softmax, Flatten, Reshape, Conv2D, MaxPool2D, AveragePool2D,
 // GlobalAveragePool, BatchNormalization, Dropout, Add, SoftmaxCrossEntropy, DistillationLoss, the
 // training-time FakeQuantize and LsqFakeQuantize, and the quantized ops QuantizeLinear,
@@ -47,9 +49,51 @@ struct RunContext {
   int64_t step = 0;
 };
 
+// What an op is, for the graph passes. Set once by each op's constructor; the passes ask
+// `traits_of(node)` instead of comparing op names.
+struct OpTraits {
+  int version = 1;   // the op's version: bumped when its attributes or meaning change
+  std::string onnx = "";  // the ONNX op it corresponds to ("" when there is none)
+  // Float layers that post-training quantization and QAT turn into integer layers, and how: the
+  // weights are a matrix [out, in] (Dense) or a convolution kernel [out, in/group, kh, kw].
+  enum class Quantizable { No, MatrixWeights, ConvWeights };
+  Quantizable quantizable = Quantizable::No;
+  std::string quantized_op = "";  // its static integer counterpart (Dense -> QDense)
+  std::string dynamic_op = "";    // its dynamic counterpart (Dense -> DynamicQDense)
+  // Integer layers: the float op they replace (dequantization maps them back); dynamic layers
+  // take and produce f32 and quantize their input at run time.
+  std::string float_op = "";
+  bool dynamic = false;
+  // Where values change representation: QuantizeLinear (f32 -> s8), DequantizeLinear (s8 -> f32).
+  enum class Boundary { None, Quantize, Dequantize };
+  Boundary boundary = Boundary::None;
+  // Passes quantized (s8) values through unchanged, so an integer layer may consume its output
+  // (max-pooling, reshapes).
+  bool passes_quantized = false;
+  // Only moves or relabels values (Flatten, Reshape): its output holds its input's numbers.
+  bool layout_only = false;
+  // An activation that a preceding layer with an "activation" attribute can absorb, by that
+  // attribute's value (Relu -> "relu"); `fuses_activation`: the layer that absorbs it.
+  std::string fusable_as = "";
+  bool fuses_activation = false;
+  // BatchNormalization: folds into the weights of a preceding layer with `absorbs_batchnorm`
+  // (weights one row per output channel, a bias per channel, no fused activation).
+  bool folds_into_layer = false;
+  bool absorbs_batchnorm = false;
+  // Training-time fake quantization (QAT).
+  bool fake_quantize = false;
+  bool learns_scale = false;  // LSQ: the grid's scale is a trained parameter, not observed
+  // Softmax over logits: the trainer replaces it by a loss on its input (the logits).
+  bool probabilities_of_logits = false;
+
+  bool is_quantizable() const { return quantizable != Quantizable::No; }
+  bool is_integer_layer() const { return !float_op.empty(); }
+};
+
 class Op {
  public:
   virtual ~Op() = default;
+  const OpTraits& traits() const { return traits_; }
   virtual std::vector<Shape> infer_shapes(const Node& node, std::span<const Shape> inputs) const = 0;
   virtual void forward(const Node& node, std::span<const Tensor* const> inputs,
                        std::span<Tensor* const> outputs) const = 0;
@@ -87,11 +131,16 @@ class Op {
                                  std::span<Tensor* const> input_grads) const {
     backward(node, inputs, outputs, output_grads, input_grads);
   }
+
+ protected:
+  OpTraits traits_;  // set by the op's constructor
 };
 
 // Throws Error(Format) for an unknown type, listing the known ones.
 const Op& find_op(const std::string& type);
 bool has_op(const std::string& type);
+// The traits of a node's op (throws like find_op for an unknown type).
+const OpTraits& traits_of(const Node& node);
 void register_op(const std::string& type, std::unique_ptr<Op> op);
 std::vector<std::string> registered_ops();
 

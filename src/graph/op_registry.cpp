@@ -37,6 +37,8 @@ const Op& find_op(const std::string& type) {
   return *it->second;
 }
 
+const OpTraits& traits_of(const Node& node) { return find_op(node.op).traits(); }
+
 bool has_op(const std::string& type) {
   Registry& r = registry();
   std::lock_guard lock(r.mutex);

@@ -7,6 +7,7 @@
 //   activations: node "<value>.fq" over a Dense layer's input value, initializers "<value>.fq.scale"
 //                and "<value>.fq.zero_point"; attributes role "activation", value
 #include "lowbit/qat.h"
+#include "lowbit/ops.h"
 
 #include <algorithm>
 #include <cmath>
@@ -18,7 +19,7 @@
 namespace lowbit {
 namespace {
 
-bool is_fake_quant(const Node& node) { return node.op == "FakeQuantize" || node.op == "LsqFakeQuantize"; }
+bool is_fake_quant(const Node& node) { return traits_of(node).fake_quantize; }
 
 QuantSpec weight_spec(const LayerRule& rule) { return {rule.weight_bits, rule.weight_scheme, rule.per_channel, true, true}; }
 const QuantSpec kActivationSpec{8, QScheme::Affine, false, true, false};
@@ -78,7 +79,7 @@ QuantParams params_of(const Graph& g, const Node& node) {
 // `freeze_at`). The ops do the work in their training forward pass (src/graph/ops/fake_quant.cpp).
 void arm_observers(Graph& model, const QatOptions& options, int64_t freeze_at) {
   for (auto& node : model.nodes) {
-    if (node.op != "FakeQuantize") continue;
+    if (!is_fake_quant(node) || traits_of(node).learns_scale) continue;
     if (node.attr_string("role", "") == "weight") {
       node.attributes["observer"] = "minmax";
       continue;
@@ -164,8 +165,8 @@ class Observers final : public TrainHooks {
 bool is_qat_model(const Graph& model) { return std::any_of(model.nodes.begin(), model.nodes.end(), is_fake_quant); }
 
 namespace {
-bool is_layer(const Node& node) { return node.op == "Dense" || node.op == "Conv2D"; }
-bool passes_integers(const Node& node) { return node.op == "MaxPool2D" || node.op == "Reshape" || node.op == "Flatten"; }
+bool is_layer(const Node& node) { return traits_of(node).is_quantizable(); }
+bool passes_integers(const Node& node) { return traits_of(node).passes_quantized; }
 
 // The value whose grid a quantized layer's input uses in the integer model: through max-pooling,
 // reshapes and flattens (which pass s8 values unchanged) back to a quantized layer's output, whose

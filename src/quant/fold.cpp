@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "lowbit/quantize.h"
+#include "lowbit/ops.h"
 
 namespace lowbit {
 namespace {
@@ -24,12 +25,12 @@ Graph fold_batchnorm(const Graph& model) {
   for (const auto& [name, t] : model.initializers) g.initializers[name] = t.clone();  // `model` stays as it is
   for (size_t i = 0; i < g.nodes.size(); ++i) {
     const Node bn = g.nodes[i];
-    if (bn.op != "BatchNormalization" || bn.inputs.size() != 5) continue;
+    if (!traits_of(bn).folds_into_layer || bn.inputs.size() != 5) continue;
     // The producer of its input: a Conv2D or Dense without fused activation, feeding only this node.
     auto producer = std::find_if(g.nodes.begin(), g.nodes.end(), [&](const Node& n) {
       return std::find(n.outputs.begin(), n.outputs.end(), bn.inputs[0]) != n.outputs.end();
     });
-    if (producer == g.nodes.end() || (producer->op != "Conv2D" && producer->op != "Dense")) continue;
+    if (producer == g.nodes.end() || !traits_of(*producer).absorbs_batchnorm) continue;
     Node& layer = *producer;
     if (layer.attr_string("activation", "none") != "none" || layer.outputs.size() != 1 ||
         consumers(g, bn.inputs[0]) != 1 || is_output(g, bn.inputs[0]))

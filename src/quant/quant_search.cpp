@@ -8,6 +8,7 @@
 #include <numeric>
 
 #include "lowbit/executor.h"
+#include "lowbit/ops.h"
 #include "lowbit/train.h"
 
 namespace lowbit {
@@ -25,7 +26,7 @@ Tensor value_as_float(const Graph& model, const Executor& run, const std::string
   if (v.dtype() != DType::S8 || p < 0)
     throw Error(ErrorKind::InvalidArgument, "value '" + value + "' is neither f32 nor an s8 node output");
   const Node& node = model.nodes[p];
-  const bool is_q = node.op == "QuantizeLinear";
+  const bool is_q = traits_of(node).boundary == OpTraits::Boundary::Quantize;
   const float scale = static_cast<float>(node.attr_float(is_q ? "scale" : "output_scale", 1.0));
   const int32_t zero = static_cast<int32_t>(node.attr_int(is_q ? "zero_point" : "output_zero_point", 0));
   Tensor out(DType::F32, v.shape());

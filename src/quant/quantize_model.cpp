@@ -7,6 +7,7 @@
 #include <set>
 
 #include "io/file_util.h"
+#include "lowbit/ops.h"
 #include "lowbit/quantize.h"
 
 namespace lowbit {
@@ -136,7 +137,7 @@ QuantPlan load_plan(const std::string& path) {
 std::vector<std::string> quantizable_layers(const Graph& model) {
   std::vector<std::string> names;
   for (const auto& node : model.nodes)
-    if (node.op == "Dense" || node.op == "Conv2D") names.push_back(node.name);
+    if (traits_of(node).is_quantizable()) names.push_back(node.name);
   return names;
 }
 
@@ -167,9 +168,7 @@ std::vector<std::string> select_layers(const Graph& model, const std::string& pa
 
 bool is_quantized(const Graph& model) {
   for (const auto& node : model.nodes)
-    if (node.op == "QDense" || node.op == "DynamicQDense" || node.op == "QConv2D" || node.op == "DynamicQConv2D" ||
-        node.op == "QuantizeLinear")
-      return true;
+    if (traits_of(node).is_integer_layer() || traits_of(node).boundary == OpTraits::Boundary::Quantize) return true;
   return false;
 }
 
@@ -181,7 +180,12 @@ void copy_window_attributes(const Node& from, Node& to) {
     if (from.attributes.contains(key)) to.attributes[key] = from.attributes.at(key);
 }
 
-bool is_dynamic_layer(const Node& node) { return node.op == "DynamicQDense" || node.op == "DynamicQConv2D"; }
+bool is_dynamic_layer(const Node& node) { return traits_of(node).dynamic; }
+// An integer layer made from a convolution (its weights are a kernel, its geometry attributes).
+bool is_conv_layer(const Node& node) {
+  const OpTraits& t = traits_of(node);
+  return (t.is_integer_layer() ? find_op(t.float_op).traits() : t).quantizable == OpTraits::Quantizable::ConvWeights;
+}
 
 QuantParams activation_params_for(const ValueRange& r) { return choose_params(r.min, r.max, {8, QScheme::Affine}); }
 
@@ -197,11 +201,10 @@ class Transform {
     out_.outputs = model_.outputs;
     out_.metadata = model_.metadata;
     for (const auto& node : model_.nodes) {
-      if (node.op == "Dense" && plan_.rule_for(node.name).quantize)
-        quantize_dense(node);
-      else if (node.op == "Conv2D" && plan_.rule_for(node.name).quantize)
-        quantize_conv(node);
-      else if (node.op == "Flatten" || node.op == "Reshape" || node.op == "MaxPool2D")
+      const OpTraits& traits = traits_of(node);
+      if (traits.is_quantizable() && plan_.rule_for(node.name).quantize)
+        traits.quantizable == OpTraits::Quantizable::ConvWeights ? quantize_conv(node, traits) : quantize_dense(node, traits);
+      else if (traits.passes_quantized)
         pass_through(node);
       else
         keep_float(node);
@@ -240,16 +243,16 @@ class Transform {
     return std::find(model_.outputs.begin(), model_.outputs.end(), v) != model_.outputs.end();
   }
 
-  // Does some consumer of `value` (looking through Flatten, Reshape and MaxPool2D, which pass s8
-  // through) take integer input?
+  // Does some consumer of `value` (looking through ops that pass s8 through: reshapes,
+  // max-pooling) take integer input?
   bool has_integer_consumer(const std::string& value) const {
     for (const auto& node : model_.nodes) {
       if (std::find(node.inputs.begin(), node.inputs.end(), value) == node.inputs.end()) continue;
-      if ((node.op == "Dense" || node.op == "Conv2D") && node.inputs[0] == value && plan_.rule_for(node.name).quantize &&
+      const OpTraits& traits = traits_of(node);
+      if (traits.is_quantizable() && node.inputs[0] == value && plan_.rule_for(node.name).quantize &&
           plan_.mode != QuantMode::Dynamic)
         return true;
-      if ((node.op == "Flatten" || node.op == "Reshape" || node.op == "MaxPool2D") && !is_graph_output(node.outputs[0]) &&
-          has_integer_consumer(node.outputs[0]))
+      if (traits.passes_quantized && !is_graph_output(node.outputs[0]) && has_integer_consumer(node.outputs[0]))
         return true;
     }
     return false;
@@ -312,7 +315,7 @@ class Transform {
   // Conv2D -> QConv2D: weights per output channel as rows [OC, IC/group*kh*kw], s8 input, s8
   // output when an integer layer consumes it, else f32. Dynamic mode: DynamicQConv2D (f32 in and
   // out, the input quantized at run time).
-  void quantize_conv(const Node& node) {
+  void quantize_conv(const Node& node, const OpTraits& traits) {
     const LayerRule rule = checked_rule(node);
     const Tensor& weight4 = model_.initializers.at(node.inputs.at(1));
     const int64_t units = weight4.dim(0), in_channels = weight4.dim(1) * node.attr_int("group", 1);
@@ -328,7 +331,7 @@ class Transform {
                                  {"activation", node.attr_string("activation", "none")}};
     if (plan_.mode == QuantMode::Dynamic) {
       attributes["granularity"] = plan_.dynamic_granularity;
-      Node n{node.name, "DynamicQConv2D", {as_float(node.inputs[0]), prefix + "weight_codes", prefix + "weight_scale"},
+      Node n{node.name, traits.dynamic_op, {as_float(node.inputs[0]), prefix + "weight_codes", prefix + "weight_scale"},
              {node.outputs[0]}, attributes};
       copy_window_attributes(node, n);
       return add_dynamic_layer(node, std::move(n));
@@ -337,7 +340,7 @@ class Transform {
     const std::string input = as_integer(node.inputs[0], rule.calibration, in_params);
     attributes["input_scale"] = in_params.scale[0];
     attributes["input_zero_point"] = in_params.zero_point[0];
-    Node n{node.name, "QConv2D", {input, prefix + "weight_codes", prefix + "weight_scale", prefix + "weight_zero_point"},
+    Node n{node.name, traits.quantized_op, {input, prefix + "weight_codes", prefix + "weight_scale", prefix + "weight_zero_point"},
            {node.outputs[0]}, attributes};
     copy_window_attributes(node, n);
     finish_integer_layer(node, n, bias, in_params, scale, rule);
@@ -423,7 +426,7 @@ class Transform {
     out_.add_node(std::move(n));
   }
 
-  void quantize_dense(const Node& node) {
+  void quantize_dense(const Node& node, const OpTraits& traits) {
     const LayerRule rule = checked_rule(node);
     const Tensor& weight = model_.initializers.at(node.inputs.at(1));
     const int64_t features = weight.dim(1);
@@ -436,11 +439,11 @@ class Transform {
 
     if (plan_.mode == QuantMode::Dynamic)
       return add_dynamic_layer(
-          node, {node.name, "DynamicQDense", {as_float(node.inputs[0]), prefix + "weight_codes", prefix + "weight_scale"},
+          node, {node.name, traits.dynamic_op, {as_float(node.inputs[0]), prefix + "weight_codes", prefix + "weight_scale"},
                  {out_value}, {{"in_features", features}, {"activation", activation}, {"granularity", plan_.dynamic_granularity}}});
     QuantParams in_params;
     const std::string input = as_integer(node.inputs[0], rule.calibration, in_params);
-    Node n{node.name, "QDense", {input, prefix + "weight_codes", prefix + "weight_scale", prefix + "weight_zero_point"},
+    Node n{node.name, traits.quantized_op, {input, prefix + "weight_codes", prefix + "weight_scale", prefix + "weight_zero_point"},
            {out_value},
            {{"in_features", features}, {"activation", activation}, {"input_scale", in_params.scale[0]},
             {"input_zero_point", in_params.zero_point[0]}}};
@@ -456,22 +459,25 @@ class Transform {
   std::set<std::string> dequantized_;
 };
 
-// Conv2D followed by a Relu that is the only consumer of its output: one Conv2D with the ReLU
-// fused (the same float function), producing the Relu's output value, so that the integer
-// convolution can apply the ReLU as its output clamp.
+// A convolution followed by an activation it can absorb (a Relu) that is the only consumer of its
+// output: one convolution with the activation fused (the same float function), producing the
+// activation's output value, so that the integer convolution can apply it as its output clamp.
 Graph fuse_conv_relu(Graph g) {
   for (size_t i = 0; i < g.nodes.size(); ++i) {
     const Node relu = g.nodes[i];
-    if (relu.op != "Relu" || relu.inputs.size() != 1) continue;
+    const std::string fused = traits_of(relu).fusable_as;
+    if (fused.empty() || relu.inputs.size() != 1) continue;
     const std::string& v = relu.inputs[0];
     int uses = 0;
     for (const auto& n : g.nodes) uses += static_cast<int>(std::count(n.inputs.begin(), n.inputs.end(), v));
     if (uses != 1 || std::find(g.outputs.begin(), g.outputs.end(), v) != g.outputs.end()) continue;
     auto conv = std::find_if(g.nodes.begin(), g.nodes.end(), [&](const Node& n) {
-      return n.op == "Conv2D" && n.outputs.size() == 1 && n.outputs[0] == v;
+      const OpTraits& t = traits_of(n);
+      return t.quantizable == OpTraits::Quantizable::ConvWeights && t.fuses_activation && n.outputs.size() == 1 &&
+             n.outputs[0] == v;
     });
     if (conv == g.nodes.end() || conv->attr_string("activation", "none") != "none") continue;
-    conv->attributes["activation"] = "relu";
+    conv->attributes["activation"] = fused;
     conv->outputs[0] = relu.outputs[0];
     g.nodes.erase(g.nodes.begin() + static_cast<std::ptrdiff_t>(i));
     --i;
@@ -480,12 +486,12 @@ Graph fuse_conv_relu(Graph g) {
   return g;
 }
 
-// Weight codes of a QDense/DynamicQDense/QConv2D/DynamicQConv2D node back to float [units, features].
+// Weight codes of an integer layer (static or dynamic, dense or convolution) back to float [units, features].
 Tensor dequantized_weight(const Graph& q, const Node& node) {
   const Tensor& codes = q.initializers.at(node.inputs[1]);
   const Tensor& scale = q.initializers.at(node.inputs[2]);
   int64_t features = node.attr_int("in_features", 0);
-  if (node.op == "QConv2D" || node.op == "DynamicQConv2D") {
+  if (is_conv_layer(node)) {
     const auto& k = node.attributes.at("kernel_shape");
     features = node.attr_int("in_channels", 0) / node.attr_int("group", 1) * k[0].get<int64_t>() * k[1].get<int64_t>();
   }
@@ -544,17 +550,18 @@ Graph dequantize_model(const Graph& q) {
     return v;
   };
   for (const auto& node : q.nodes) {
-    if (node.op == "QuantizeLinear" || node.op == "DequantizeLinear") {
+    const OpTraits& traits = traits_of(node);
+    if (traits.boundary != OpTraits::Boundary::None) {
       alias[node.outputs[0]] = node.inputs[0];
       continue;
     }
-    if (node.op == "QConv2D" || node.op == "DynamicQConv2D") {
+    if (traits.is_integer_layer() && is_conv_layer(node)) {
       const std::string prefix = node.name + ".";
       Tensor w = dequantized_weight(q, node);
       const auto& k = node.attributes.at("kernel_shape");
       const int64_t units = w.dim(0);
       w.reshape({units, node.attr_int("in_channels", 0) / node.attr_int("group", 1), k[0].get<int64_t>(), k[1].get<int64_t>()});
-      Node n{node.name, "Conv2D", {resolve(node.inputs[0]), prefix + "weight", prefix + "bias"}, node.outputs,
+      Node n{node.name, traits.float_op, {resolve(node.inputs[0]), prefix + "weight", prefix + "bias"}, node.outputs,
              {{"activation", node.attr_string("activation", "none")}}};
       copy_window_attributes(node, n);
       g.initializers[prefix + "weight"] = w;
@@ -562,9 +569,9 @@ Graph dequantize_model(const Graph& q) {
       g.add_node(std::move(n));
       continue;
     }
-    if (node.op == "QDense" || node.op == "DynamicQDense") {
+    if (traits.is_integer_layer()) {
       const std::string prefix = node.name + ".";
-      Node n{node.name, "Dense", {resolve(node.inputs[0]), prefix + "weight", prefix + "bias"}, node.outputs,
+      Node n{node.name, traits.float_op, {resolve(node.inputs[0]), prefix + "weight", prefix + "bias"}, node.outputs,
              {{"activation", node.attr_string("activation", "none")}}};
       g.initializers[prefix + "weight"] = dequantized_weight(q, node);
       g.initializers[prefix + "bias"] = float_bias(q, node, g.initializers[prefix + "weight"].dim(0));

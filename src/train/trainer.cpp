@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "lowbit/train.h"
+#include "lowbit/ops.h"
 
 namespace lowbit {
 namespace {
@@ -80,7 +81,7 @@ void gather_teacher_logits(const DistillSettings& distill, Executor* teacher, co
 std::string logits_value(const Graph& model) {
   if (model.outputs.empty()) throw Error(ErrorKind::InvalidArgument, "the model has no output");
   int p = model.producer(model.outputs[0]);
-  if (p >= 0 && model.nodes[p].op == "Softmax") return model.nodes[p].inputs.at(0);
+  if (p >= 0 && traits_of(model.nodes[p]).probabilities_of_logits) return model.nodes[p].inputs.at(0);
   return model.outputs[0];
 }
 

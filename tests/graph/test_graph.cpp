@@ -74,5 +74,41 @@ TEST(OpRegistry, ListsBuiltins) {
     EXPECT_NE(std::find(ops.begin(), ops.end(), name), ops.end()) << name;
 }
 
+// The traits that link ops to each other must agree: a quantizable layer's integer counterparts
+// name it as their float op, and so on; the passes rely on these links instead of name lists.
+TEST(OpTraits, CounterpartsAreRegisteredAndLinkBack) {
+  int quantizable = 0, integer = 0;
+  for (const auto& type : registered_ops()) {
+    const OpTraits& t = find_op(type).traits();
+    EXPECT_GE(t.version, 1) << type;
+    if (t.is_quantizable()) {
+      ++quantizable;
+      ASSERT_TRUE(has_op(t.quantized_op)) << type;
+      ASSERT_TRUE(has_op(t.dynamic_op)) << type;
+      EXPECT_EQ(find_op(t.quantized_op).traits().float_op, type);
+      EXPECT_FALSE(find_op(t.quantized_op).traits().dynamic);
+      EXPECT_EQ(find_op(t.dynamic_op).traits().float_op, type);
+      EXPECT_TRUE(find_op(t.dynamic_op).traits().dynamic);
+    }
+    if (t.is_integer_layer()) {
+      ++integer;
+      ASSERT_TRUE(has_op(t.float_op)) << type;
+      const OpTraits& f = find_op(t.float_op).traits();
+      EXPECT_EQ(t.dynamic ? f.dynamic_op : f.quantized_op, type);
+    }
+    if (!t.fusable_as.empty()) {  // the fused form must be an activation the layers accept
+      Node n{"n", "Dense", {"x", "w"}, {"y"}, {{"activation", t.fusable_as}}};
+      const std::vector<Shape> shapes = {{2, 4}, {3, 4}};
+      EXPECT_NO_THROW(find_op("Dense").infer_shapes(n, shapes)) << type;
+    }
+    if (t.layout_only) EXPECT_TRUE(t.passes_quantized) << type;
+    if (t.learns_scale) EXPECT_TRUE(t.fake_quantize) << type;
+  }
+  EXPECT_EQ(quantizable, 2);  // Dense, Conv2D
+  EXPECT_EQ(integer, 4);      // their static and dynamic integer forms
+  EXPECT_EQ(traits_of(Node{"q", "QuantizeLinear"}).boundary, OpTraits::Boundary::Quantize);
+  EXPECT_LOWBIT_ERROR(traits_of(Node{"x", "NoSuchOp"}), "unknown op type 'NoSuchOp'");
+}
+
 }  // namespace
 }  // namespace lowbit

@@ -341,7 +341,7 @@ Command add_compare(CLI::App& app) {
     fmt::print("{:<12} {:>9} {:>9}  {}\n", "layer", "SQNR dB", "cosine", "ops");
     for (const auto& node : a.nodes) {
       const int pb = b.producer(node.outputs[0]);
-      if (pb < 0 || node.op == "Flatten") continue;
+      if (pb < 0 || traits_of(node).layout_only) continue;
       const ErrorMetrics m = compare_tensors(value_as_float(a, ra, node.outputs[0]), value_as_float(b, rb, node.outputs[0]));
       fmt::print("{:<12} {:>9.1f} {:>9.5f}  {} / {}\n", node.name, m.sqnr_db, m.cosine, node.op, b.nodes[pb].op);
       layers.push_back({{"layer", node.name}, {"sqnr_db", std::isfinite(m.sqnr_db) ? m.sqnr_db : 999.0}, {"cosine", m.cosine},

@@ -9,6 +9,7 @@ namespace {
 
 class Relu final : public Op {
  public:
+  Relu() { traits_ = {.onnx = "Relu", .fusable_as = "relu"}; }
   std::vector<Shape> infer_shapes(const Node& node, std::span<const Shape> in) const override {
     expect_input_count(node, in, 1, 1);
     return {in[0]};
@@ -32,6 +33,7 @@ class Relu final : public Op {
 
 class Softmax final : public Op {
  public:
+  Softmax() { traits_ = {.onnx = "Softmax", .probabilities_of_logits = true}; }
   std::vector<Shape> infer_shapes(const Node& node, std::span<const Shape> in) const override {
     expect_input_count(node, in, 1, 1);
     if (in[0].empty()) shape_error(node, "input must have at least one dimension");

@@ -48,6 +48,13 @@ float log_sum_exp(const float* x, int64_t n) {
   return std::log(sum) + peak;
 }
 
+Activation activation_of(const Node& node) {
+  const std::string a = node.attr_string("activation", "none");
+  if (a == "none") return Activation::None;
+  if (a == "relu") return Activation::Relu;
+  shape_error(node, "attribute 'activation' must be \"none\" or \"relu\", got \"" + a + "\"");
+}
+
 int64_t leading_rows(const Shape& shape) {
   int64_t rows = 1;
   for (size_t i = 0; i + 1 < shape.size(); ++i) rows *= shape[i];

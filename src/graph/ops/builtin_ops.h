@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 
+#include "lowbit/gemm.h"
 #include "lowbit/ops.h"
 
 namespace lowbit::ops {
@@ -26,6 +27,9 @@ void register_norm(const Registrar& add);
 
 [[noreturn]] void shape_error(const Node& node, const std::string& what);
 void expect_input_count(const Node& node, std::span<const Shape> inputs, size_t min, size_t max);
+// The fused activation of a layer (attribute "activation": "none" or "relu"): the one parser and
+// validator of that attribute for every layer that takes it.
+Activation activation_of(const Node& node);
 // Rows of a [rows, cols] view of `shape` collapsing all but the last dimension.
 int64_t leading_rows(const Shape& shape);
 // Row-wise softmax with the row maximum subtracted: y = exp(x - max) / sum. y may not alias x.

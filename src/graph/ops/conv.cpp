@@ -42,13 +42,6 @@ std::vector<int64_t> int_list(const Node& node, const std::string& key, size_t c
   return it->get<std::vector<int64_t>>();
 }
 
-Activation activation_of(const Node& node) {
-  std::string a = node.attr_string("activation", "none");
-  if (a == "none") return Activation::None;
-  if (a == "relu") return Activation::Relu;
-  shape_error(node, "attribute 'activation' must be \"none\" or \"relu\", got \"" + a + "\"");
-}
-
 std::string dims(int64_t a, int64_t b) { return std::to_string(a) + "x" + std::to_string(b); }
 
 // ---- Geometry shared by the convolution and pooling windows -------------------------------------
@@ -276,6 +269,7 @@ void conv2d_f32_im2col(const ConvGeometry& g, const float* x, const float* w, co
 
 class Conv2D final : public Op {
  public:
+  Conv2D() { traits_ = {.onnx = "Conv", .quantizable = OpTraits::Quantizable::ConvWeights, .quantized_op = "QConv2D", .dynamic_op = "DynamicQConv2D", .fuses_activation = true, .absorbs_batchnorm = true}; }
   std::vector<Shape> infer_shapes(const Node& node, std::span<const Shape> in) const override {
     expect_input_count(node, in, 2, 3);
     activation_of(node);
@@ -439,6 +433,7 @@ template <typename T, typename Visit> void for_each_window_max(const PoolGeometr
 // input's dtype. Training (backward) is f32 only.
 class MaxPool2D final : public Op {
  public:
+  MaxPool2D() { traits_ = {.onnx = "MaxPool", .passes_quantized = true}; }
   std::vector<Shape> infer_shapes(const Node& node, std::span<const Shape> in) const override {
     expect_input_count(node, in, 1, 1);
     const PoolGeometry g = pool_geometry(node, in[0]);
@@ -501,6 +496,7 @@ class MaxPool2D final : public Op {
 // entry may be -1 (inferred). The output shares the input's buffer (any dtype): no copy.
 class Reshape final : public Op {
  public:
+  Reshape() { traits_ = {.onnx = "Reshape", .passes_quantized = true, .layout_only = true}; }
   std::vector<Shape> infer_shapes(const Node& node, std::span<const Shape> in) const override {
     expect_input_count(node, in, 1, 1);
     return {target_shape(node, in[0])};

@@ -10,15 +10,9 @@
 namespace lowbit::ops {
 namespace {
 
-Activation activation_of(const Node& node) {
-  std::string a = node.attr_string("activation", "none");
-  if (a == "none") return Activation::None;
-  if (a == "relu") return Activation::Relu;
-  shape_error(node, "attribute 'activation' must be \"none\" or \"relu\", got \"" + a + "\"");
-}
-
 class Dense final : public Op {
  public:
+  Dense() { traits_ = {.onnx = "Gemm", .quantizable = OpTraits::Quantizable::MatrixWeights, .quantized_op = "QDense", .dynamic_op = "DynamicQDense", .fuses_activation = true, .absorbs_batchnorm = true}; }
   std::vector<Shape> infer_shapes(const Node& node, std::span<const Shape> in) const override {
     expect_input_count(node, in, 2, 3);
     activation_of(node);

@@ -86,6 +86,7 @@ std::vector<FakeQuantGrid> grids_of(const Node& node, const Attrs& a, const Tens
 template <bool kLearnScale>
 class FakeQuantizeOp final : public Op {
  public:
+  FakeQuantizeOp() { traits_ = {.fake_quantize = true, .learns_scale = kLearnScale}; }
   std::vector<Shape> infer_shapes(const Node& node, std::span<const Shape> in) const override {
     expect_input_count(node, in, 3, kLearnScale ? 3 : 4);
     const std::string observer = node.attr_string("observer", "none");

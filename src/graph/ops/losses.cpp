@@ -18,6 +18,7 @@ namespace {
 
 class SoftmaxCrossEntropy final : public Op {
  public:
+  SoftmaxCrossEntropy() { traits_ = {.onnx = "SoftmaxCrossEntropyLoss"}; }
   std::vector<Shape> infer_shapes(const Node& node, std::span<const Shape> in) const override {
     expect_input_count(node, in, 2, 2);
     if (in[0].size() != 2) shape_error(node, "logits must be [batch, classes], got " + to_string(in[0]));

@@ -149,6 +149,7 @@ void apply_per_channel(const NormGeometry& g, const float* x, const std::vector<
 // Both compute y = x * a[c] + b[c] with a = scale / sqrt(var + epsilon), b = B - mean * a.
 class BatchNormalization final : public Op {
  public:
+  BatchNormalization() { traits_ = {.onnx = "BatchNormalization", .folds_into_layer = true}; }
   std::vector<Shape> infer_shapes(const Node& node, std::span<const Shape> in) const override {
     expect_input_count(node, in, 5, 5);
     norm_attributes(node);
@@ -290,6 +291,7 @@ float dropout_ratio(const Node& node) {
 // Backward (training only): dx = dy * mask / (1 - ratio), so training needs the mask output.
 class Dropout final : public Op {
  public:
+  Dropout() { traits_ = {.onnx = "Dropout"}; }
   std::vector<Shape> infer_shapes(const Node& node, std::span<const Shape> in) const override {
     expect_input_count(node, in, 1, 1);
     dropout_ratio(node);
@@ -386,6 +388,7 @@ template <typename Visit> void for_each_average_window(const AveragePoolGeometry
 
 class AveragePool2D final : public Op {
  public:
+  AveragePool2D() { traits_ = {.onnx = "AveragePool"}; }
   std::vector<Shape> infer_shapes(const Node& node, std::span<const Shape> in) const override {
     expect_input_count(node, in, 1, 1);
     const AveragePoolGeometry g = average_pool_geometry(node, in[0]);
@@ -441,6 +444,7 @@ class AveragePool2D final : public Op {
 // [N, C, H, W] -> [N, C, 1, 1], the mean of every plane (summed as sum_run, in double).
 class GlobalAveragePool final : public Op {
  public:
+  GlobalAveragePool() { traits_ = {.onnx = "GlobalAveragePool"}; }
   std::vector<Shape> infer_shapes(const Node& node, std::span<const Shape> in) const override {
     expect_input_count(node, in, 1, 1);
     check_input(node, in[0]);
@@ -489,6 +493,7 @@ class GlobalAveragePool final : public Op {
 // either gradient). Add(x, x) works: the executor sums the two contributions.
 class Add final : public Op {
  public:
+  Add() { traits_ = {.onnx = "Add"}; }
   std::vector<Shape> infer_shapes(const Node& node, std::span<const Shape> in) const override {
     expect_input_count(node, in, 2, 2);
     bool same = in[0].size() == in[1].size();

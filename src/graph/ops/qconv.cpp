@@ -433,6 +433,7 @@ int64_t out_channels(const Node& node, std::span<const Shape> in, std::initializ
 
 class QConv2D final : public PreparedInferenceOp {
  public:
+  QConv2D() { traits_ = {.onnx = "QLinearConv", .float_op = "Conv2D"}; }
   std::vector<Shape> infer_shapes(const Node& node, std::span<const Shape> in) const override {
     expect_input_count(node, in, 4, 5);
     const int64_t oc = out_channels(node, in, {"weight_scale", "weight_zero_point", "bias"});
@@ -477,6 +478,7 @@ class QConv2D final : public PreparedInferenceOp {
 // acc = sum (x_q - x_zero_point) * w exactly (DynamicQDense's arithmetic with K = C/group*kh*kw).
 class DynamicQConv2D final : public PreparedInferenceOp {
  public:
+  DynamicQConv2D() { traits_ = {.onnx = "ConvInteger", .float_op = "Conv2D", .dynamic = true}; }
   std::vector<Shape> infer_shapes(const Node& node, std::span<const Shape> in) const override {
     expect_input_count(node, in, 3, 4);
     const int64_t oc = out_channels(node, in, {"weight_scale", "bias"});

@@ -28,17 +28,13 @@ bool f32_output(const Node& node) {
   return kind == "f32";
 }
 
-bool relu_of(const Node& node) {
-  const std::string a = node.attr_string("activation", "none");
-  if (a != "none" && a != "relu") shape_error(node, "attribute 'activation' must be \"none\" or \"relu\", got \"" + a + "\"");
-  return a == "relu";
-}
+bool relu_of(const Node& node) { return activation_of(node) == Activation::Relu; }
 
 namespace {
 
 
 // QuantizeLinear and DequantizeLinear: element-wise casts between `From` and `To` with the
-// activation parameters in the attributes `scale` and `zero_point`.
+// activation parameters in the attributes `scale` and `zero_point`, read once by prepare().
 template <DType From, DType To>
 class ActivationCast : public InferenceOp {
  public:
@@ -51,16 +47,31 @@ class ActivationCast : public InferenceOp {
     expect_dtype(node, in[0], From, "input");
     return {To};
   }
+  std::shared_ptr<const void> prepare(const Node& node, std::span<const Tensor* const>) const override {
+    return std::make_shared<QuantParams>(activation_params(node, "scale", "zero_point"));
+  }
+  void forward(const Node& node, std::span<const Tensor* const> in, std::span<Tensor* const> out) const override {
+    cast(activation_params(node, "scale", "zero_point"), *in[0], *out[0]);
+  }
+  void forward_prepared(const Node&, const void* state, std::span<const Tensor* const> in,
+                        std::span<Tensor* const> out) const override {
+    cast(*static_cast<const QuantParams*>(state), *in[0], *out[0]);
+  }
+
+ protected:
+  virtual void cast(const QuantParams& p, const Tensor& x, Tensor& y) const = 0;
 };
 
 class QuantizeLinear final : public ActivationCast<DType::F32, DType::S8> {
  public:
-  void forward(const Node& node, std::span<const Tensor* const> in, std::span<Tensor* const> out) const override {
-    const QuantParams p = activation_params(node, "scale", "zero_point");
-    prepare_output(*out[0], DType::S8, in[0]->shape());
-    const float* x = in[0]->data<float>();
-    int8_t* q = out[0]->data<int8_t>();
-    parallel_for(in[0]->numel(), 1 << 16, [&](int64_t begin, int64_t end) {
+  QuantizeLinear() { traits_ = {.onnx = "QuantizeLinear", .boundary = OpTraits::Boundary::Quantize}; }
+
+ private:
+  void cast(const QuantParams& p, const Tensor& in, Tensor& out) const override {
+    prepare_output(out, DType::S8, in.shape());
+    const float* x = in.data<float>();
+    int8_t* q = out.data<int8_t>();
+    parallel_for(in.numel(), 1 << 16, [&](int64_t begin, int64_t end) {
       quantize_s8(end - begin, x + begin, p.scale[0], p.zero_point[0], q + begin);
     });
   }
@@ -68,10 +79,12 @@ class QuantizeLinear final : public ActivationCast<DType::F32, DType::S8> {
 
 class DequantizeLinear final : public ActivationCast<DType::S8, DType::F32> {
  public:
-  void forward(const Node& node, std::span<const Tensor* const> in, std::span<Tensor* const> out) const override {
-    const QuantParams p = activation_params(node, "scale", "zero_point");
-    prepare_output(*out[0], DType::F32, in[0]->shape());
-    dequantize_s8(in[0]->numel(), in[0]->data<int8_t>(), p.scale[0], p.zero_point[0], out[0]->data<float>());
+  DequantizeLinear() { traits_ = {.onnx = "DequantizeLinear", .boundary = OpTraits::Boundary::Dequantize}; }
+
+ private:
+  void cast(const QuantParams& p, const Tensor& in, Tensor& out) const override {
+    prepare_output(out, DType::F32, in.shape());
+    dequantize_s8(in.numel(), in.data<int8_t>(), p.scale[0], p.zero_point[0], out.data<float>());
   }
 };
 
@@ -101,6 +114,7 @@ struct QDenseState : IntegerLayerState {
 
 class QDense final : public PreparedInferenceOp {
  public:
+  QDense() { traits_ = {.onnx = "QGemm", .float_op = "Dense"}; }
   std::vector<Shape> infer_shapes(const Node& node, std::span<const Shape> in) const override {
     expect_input_count(node, in, 4, 5);
     const int64_t units = check_weights(node, in);
@@ -172,6 +186,7 @@ struct DynamicState {
 
 class DynamicQDense final : public PreparedInferenceOp {
  public:
+  DynamicQDense() { traits_ = {.onnx = "MatMulInteger", .float_op = "Dense", .dynamic = true}; }
   std::vector<Shape> infer_shapes(const Node& node, std::span<const Shape> in) const override {
     expect_input_count(node, in, 3, 4);
     const int64_t units = check_weights(node, in);
@@ -192,7 +207,7 @@ class DynamicQDense final : public PreparedInferenceOp {
     s->zero_column_offset.assign(static_cast<size_t>(units), 0);
     s->weight_scale.assign(c[2]->data<float>(), c[2]->data<float>() + units);
     if (c.size() == 4) s->bias.assign(c[3]->data<float>(), c[3]->data<float>() + units);
-    s->relu = node.attr_string("activation", "none") == "relu";
+    s->relu = relu_of(node);
     s->per_row = per_row_ranges(node);
     return s;
   }

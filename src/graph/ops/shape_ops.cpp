@@ -7,6 +7,7 @@ namespace {
 
 class Flatten final : public Op {
  public:
+  Flatten() { traits_ = {.onnx = "Flatten", .passes_quantized = true, .layout_only = true}; }
   std::vector<Shape> infer_shapes(const Node& node, std::span<const Shape> in) const override {
     expect_input_count(node, in, 1, 1);
     return {flat_shape(node, in[0])};
