@@ -13,7 +13,7 @@
 //
 // Headers by concern: error.h (the one error type), tensor.h, random.h, runtime_config.h (threads,
 // ISA dispatch), gemm.h (kernels), graph.h and ops.h (the IR), executor.h (running a graph),
-// train.h (optimizers, training, evaluation), dataset.h (IDX data), model_io.h (files).
+// train.h (optimizers, training, evaluation), dataset.h (data in memory), idx.h (IDX files), model_io.h (model files).
 #pragma once
 
 #include "lowbit/calibration.h"
@@ -23,6 +23,7 @@
 #include "lowbit/executor.h"
 #include "lowbit/gemm.h"
 #include "lowbit/graph.h"
+#include "lowbit/idx.h"
 #include "lowbit/model_io.h"
 #include "lowbit/ops.h"
 #include "lowbit/qat.h"

@@ -8,8 +8,8 @@
 #include <filesystem>
 #include <memory>
 
-#include "io/file_util.h"
-#include "lowbit/dataset.h"
+#include "core/file_util.h"
+#include "lowbit/idx.h"
 
 namespace lowbit {
 namespace {
@@ -56,29 +56,11 @@ uint32_t big_endian(const unsigned char* p) {
 
 std::string find_file(const std::string& dir, const std::string& name) {
   for (const std::string& candidate : {dir + "/" + name, dir + "/" + name + ".gz"})
-    if (io::file_exists(candidate)) return candidate;
+    if (files::file_exists(candidate)) return candidate;
   throw Error(ErrorKind::Io, "dataset directory '" + dir + "' has no " + name + " (nor " + name + ".gz)");
 }
 
 }  // namespace
-
-Shape Dataset::sample_shape() const { return Shape(images.shape().begin() + 1, images.shape().end()); }
-
-Dataset Dataset::slice(int64_t begin, int64_t end) const {
-  begin = std::clamp<int64_t>(begin, 0, size());
-  end = std::clamp<int64_t>(end, begin, size());
-  Dataset out;
-  Shape shape = images.shape();
-  shape[0] = end - begin;
-  out.images = Tensor(DType::U8, shape);
-  const int64_t per_sample = images.numel() / std::max<int64_t>(size(), 1);
-  std::memcpy(out.images.raw(), images.data<uint8_t>() + begin * per_sample, static_cast<size_t>((end - begin) * per_sample));
-  out.labels.assign(labels.begin() + begin, labels.begin() + end);
-  out.num_classes = num_classes;
-  return out;
-}
-
-Dataset Dataset::head(int64_t count) const { return slice(0, count); }
 
 const char* default_dataset_dir() { return "/usr/share/datasets/fashion-mnist"; }
 
@@ -137,7 +119,7 @@ void write_idx(const std::string& path, const Tensor& tensor, bool gzip) {
     if (rc != Z_STREAM_END) throw Error(ErrorKind::Io, "cannot write '" + path + "': compression failed");
     bytes.swap(out);
   }
-  io::write_file_atomically(path, bytes);
+  files::write_file_atomically(path, bytes);
 }
 
 Dataset load_dataset(const std::string& images_path, const std::string& labels_path) {

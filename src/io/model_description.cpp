@@ -4,7 +4,7 @@
 #include <regex>
 #include <set>
 
-#include "io/file_util.h"
+#include "core/file_util.h"
 #include "lowbit/model_io.h"
 #include "lowbit/random.h"
 #include "lowbit/train.h"
@@ -114,11 +114,11 @@ json parse_arch(const std::string& arch) {
     d["layers"].push_back({{"type", "softmax"}});
     return d;
   }
-  if (!io::file_exists(arch))
+  if (!files::file_exists(arch))
     throw Error(ErrorKind::InvalidArgument,
                 "--arch '" + arch + "' is neither layer sizes like 784-64-32-10 nor an existing JSON file");
   try {
-    return json::parse(io::read_file(arch));
+    return json::parse(files::read_file(arch));
   } catch (const json::parse_error& e) {
     throw Error(ErrorKind::Format, "'" + arch + "': not valid JSON (" + e.what() + ")");
   }

@@ -4,7 +4,7 @@
 #include <bit>
 #include <cstring>
 
-#include "io/file_util.h"
+#include "core/file_util.h"
 #include "lowbit/model_io.h"
 
 namespace lowbit {
@@ -228,8 +228,8 @@ Graph deserialize_model(std::string_view bytes, const std::string& source) {
   return g;
 }
 
-void save_model(const Graph& model, const std::string& path) { io::write_file_atomically(path, serialize_model(model)); }
+void save_model(const Graph& model, const std::string& path) { files::write_file_atomically(path, serialize_model(model)); }
 
-Graph load_model(const std::string& path) { return deserialize_model(io::read_file(path), path); }
+Graph load_model(const std::string& path) { return deserialize_model(files::read_file(path), path); }
 
 }  // namespace lowbit

@@ -11,7 +11,7 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
-#include "io/file_util.h"
+#include "core/file_util.h"
 #include "lowbit/model_io.h"
 #include "lowbit/train.h"
 
@@ -45,13 +45,13 @@ uint32_t data_crc(const Tensor& logits) {
 
 // The cached logits if the file matches `key`, else an empty tensor and the reason in `why`.
 Tensor read_cache(const std::string& path, const std::string& key, int64_t samples, std::string& why) {
-  if (!io::file_exists(path)) {
+  if (!files::file_exists(path)) {
     why = "no cache yet at '" + path + "'";
     return {};
   }
   std::string bytes;
   try {
-    bytes = io::read_file(path);
+    bytes = files::read_file(path);
   } catch (const Error& e) {
     why = e.what();
     return {};
@@ -103,7 +103,7 @@ void write_cache(const std::string& path, const std::string& key, const Tensor& 
   bytes.append(reinterpret_cast<const char*>(&header_size), 4);
   bytes += header;
   bytes.append(static_cast<const char*>(logits.raw()), logits.nbytes());
-  io::write_file_atomically(path, bytes);
+  files::write_file_atomically(path, bytes);
 }
 
 }  // namespace

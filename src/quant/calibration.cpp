@@ -6,7 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <numeric>
 
-#include "io/file_util.h"
+#include "core/file_util.h"
 #include "lowbit/executor.h"
 #include "lowbit/quant_params.h"
 #include "lowbit/train.h"
@@ -202,14 +202,14 @@ void save_calibration(const Calibration& c, const std::string& path) {
   j["samples"] = c.samples;
   j["ranges"] = nlohmann::ordered_json::object();
   for (const auto& [name, r] : c.ranges) j["ranges"][name] = {{"min", r.min}, {"max", r.max}};
-  io::write_file_atomically(path, j.dump(2) + "\n");
+  files::write_file_atomically(path, j.dump(2) + "\n");
 }
 
 Calibration load_calibration(const std::string& path) {
   auto fail = [&](const std::string& what) { throw Error(ErrorKind::Format, "'" + path + "': " + what); };
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(io::read_file(path));
+    j = nlohmann::json::parse(files::read_file(path));
   } catch (const nlohmann::json::parse_error& e) {
     fail(std::string("not valid JSON (") + e.what() + ")");
   }

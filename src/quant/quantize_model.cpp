@@ -6,7 +6,7 @@
 #include <cmath>
 #include <set>
 
-#include "io/file_util.h"
+#include "core/file_util.h"
 #include "lowbit/ops.h"
 #include "lowbit/quantize.h"
 
@@ -122,12 +122,12 @@ QuantPlan QuantPlan::from_json(const json& j, const std::string& source) {
   return p;
 }
 
-void save_plan(const QuantPlan& plan, const std::string& path) { io::write_file_atomically(path, plan.to_json().dump(2) + "\n"); }
+void save_plan(const QuantPlan& plan, const std::string& path) { files::write_file_atomically(path, plan.to_json().dump(2) + "\n"); }
 
 QuantPlan load_plan(const std::string& path) {
   json j;
   try {
-    j = json::parse(io::read_file(path));
+    j = json::parse(files::read_file(path));
   } catch (const json::parse_error& e) {
     throw Error(ErrorKind::Format, "'" + path + "': not valid JSON (" + e.what() + ")");
   }

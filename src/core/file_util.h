@@ -4,7 +4,7 @@
 #include <string>
 #include <string_view>
 
-namespace lowbit::io {
+namespace lowbit::files {
 
 // Writes `bytes` to a temporary file beside `path`, flushes it to disk and renames it over `path`,
 // so a reader sees either the old file or the complete new one, never a half-written file.
@@ -16,4 +16,4 @@ std::string read_file(const std::string& path);
 
 bool file_exists(const std::string& path);
 
-}  // namespace lowbit::io
+}  // namespace lowbit::files

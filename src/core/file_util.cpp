@@ -1,4 +1,4 @@
-#include "io/file_util.h"
+#include "core/file_util.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -12,7 +12,7 @@
 
 #include "lowbit/error.h"
 
-namespace lowbit::io {
+namespace lowbit::files {
 
 void write_file_atomically(const std::string& path, std::string_view bytes) {
   std::filesystem::path target(path);
@@ -63,4 +63,4 @@ bool file_exists(const std::string& path) {
   return std::filesystem::is_regular_file(path, ec);
 }
 
-}  // namespace lowbit::io
+}  // namespace lowbit::files
