@@ -1,5 +1,7 @@
 // Finite-difference gradient check: every op with a backward must pass it (see lowbit/ops.h).
+#include <algorithm>
 #include <cmath>
+#include <map>
 
 #include "graph/gradcheck.h"
 
@@ -115,6 +117,57 @@ TEST(GradCheck, ExecutorThroughMlp) {
       EXPECT_NEAR(analytic.data<float>()[k], (plus - minus) / (2 * eps), 2e-3) << p.name << "[" << k << "]";
     }
   }
+}
+
+TEST(GradCheck, GeluExact) {
+  check_gradients(Node{"g", "Gelu", {"x"}, {"y"}}, {random({3, 7}, 20, -3, 3)});
+}
+
+TEST(GradCheck, GeluTanh) {
+  check_gradients(Node{"g", "Gelu", {"x"}, {"y"}, {{"approximate", "tanh"}}}, {random({3, 7}, 21, -3, 3)});
+}
+
+TEST(GradCheck, MulSameShape) {
+  check_gradients(Node{"m", "Mul", {"a", "b"}, {"y"}}, {random({4, 5}, 22), random({4, 5}, 23)});
+}
+
+TEST(GradCheck, MulBroadcastBothWays) {
+  check_gradients(Node{"m", "Mul", {"a", "b"}, {"y"}}, {random({2, 3, 1}, 24), random({4}, 25)});
+  check_gradients(Node{"m", "Mul", {"a", "b"}, {"y"}}, {random({1}, 26), random({2, 1, 3}, 27)});
+}
+
+// Every registered op with a backward pass has a gradient check: a test named
+// <Suite>GradCheck.<OpType>... (or the one named below). Integer inference ops have no backward;
+// their bit-exact tests are tests/quant/test_qconv.cpp and tests/quant/test_quantize_model.cpp.
+TEST(GradCheck, EveryTrainableOpIsChecked) {
+  const std::map<std::string, std::string> named = {
+      {"FakeQuantize", "FakeQuantize.SteGradientMatchesFiniteDifferences"},
+      {"LsqFakeQuantize", "FakeQuantize.LsqGradientMatchesFiniteDifferences"},
+      {"DistillationLoss", "Distillation.GradientMatchesFiniteDifferences"}};
+  std::vector<std::string> tests;
+  const auto* unit = ::testing::UnitTest::GetInstance();
+  for (int i = 0; i < unit->total_test_suite_count(); ++i) {
+    const auto* suite = unit->GetTestSuite(i);
+    for (int j = 0; j < suite->total_test_count(); ++j)
+      tests.push_back(std::string(suite->name()) + "." + suite->GetTestInfo(j)->name());
+  }
+  auto has_test = [&](const std::string& type) {
+    auto it = named.find(type);
+    if (it != named.end()) return std::find(tests.begin(), tests.end(), it->second) != tests.end();
+    for (const auto& t : tests) {
+      const size_t dot = t.find('.');
+      if (dot >= 9 && t.compare(dot - 9, 9, "GradCheck") == 0 && t.compare(dot + 1, type.size(), type) == 0) return true;
+    }
+    return false;
+  };
+  int checked = 0;
+  for (const auto& type : registered_ops()) {
+    const OpTraits& t = find_op(type).traits();
+    if (t.is_integer_layer() || t.boundary != OpTraits::Boundary::None) continue;  // inference only
+    EXPECT_TRUE(has_test(type)) << "op " << type << " is registered but has no gradient check";
+    ++checked;
+  }
+  EXPECT_GE(checked, 18);
 }
 
 }  // namespace

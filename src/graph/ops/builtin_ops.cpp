@@ -14,6 +14,8 @@ void register_builtin_ops(const Registrar& add) {
   register_fake_quant(add);
   register_conv(add);
   register_norm(add);
+  register_gelu(add);
+  register_mul(add);
 }
 
 void shape_error(const Node& node, const std::string& what) {
