@@ -124,6 +124,11 @@ class Op {
                              std::span<Tensor* const> inputs, std::span<Tensor* const> outputs) const {
     forward_prepared(node, state, std::span<const Tensor* const>(inputs.data(), inputs.size()), outputs);
   }
+  // Which implementation computes this node (with prepare()'s state) and why the faster ones
+  // declined, in one line, e.g. "qconv_direct_s8__avx2 (declined: qconv_direct_s8__avx512vnni:
+  // the CPU lacks AVX-512 VNNI)". Executors print it under LOWBIT_VERBOSE=1. The default is for
+  // ops with one implementation.
+  virtual std::string describe(const Node& /*node*/, const void* /*state*/) const { return "portable loops (one implementation)"; }
   // The backward pass with prepare()'s state (the executor calls this one); the default forwards
   // to backward(), so only ops that read their state when differentiating override it.
   virtual void backward_prepared(const Node& node, const void* /*state*/, std::span<const Tensor* const> inputs,

@@ -38,6 +38,15 @@ const CpuFeatures& cpu_features() noexcept;
 Isa active_isa() noexcept;
 void set_max_isa(Isa isa) noexcept;  // for tests; Isa::Avx512Vnni removes the cap
 
+// Why the fastest implementation the CPU allows is not the active one, in words: "" when nothing
+// caps it, else e.g. "LOWBIT_ISA=avx2" or "set_max_isa(reference)". For the verbose report.
+const char* isa_cap_reason() noexcept;
+
+// LOWBIT_VERBOSE=1 (or set_verbose(true)): every Executor prints, once per node when it is
+// planned, the implementation chosen and why the faster ones declined (oneDNN's habit), to stderr.
+bool verbose() noexcept;
+void set_verbose(bool on) noexcept;
+
 int num_threads() noexcept;
 void set_num_threads(int threads);  // throws Error(InvalidArgument) for threads < 1
 

@@ -71,6 +71,30 @@ Isa active_isa() noexcept {
 
 void set_max_isa(Isa isa) noexcept { g_max_isa.store(static_cast<int>(isa)); }
 
+const char* isa_cap_reason() noexcept {
+  if (static_cast<Isa>(g_max_isa.load(std::memory_order_relaxed)) < Isa::Avx512Vnni &&
+      active_isa() == static_cast<Isa>(g_max_isa.load(std::memory_order_relaxed)))
+    return "capped by set_max_isa";
+  if (env_cap() < Isa::Avx512Vnni && active_isa() == env_cap()) return "capped by LOWBIT_ISA";
+  return "";
+}
+
+namespace {
+std::atomic<int> g_verbose{-1};  // -1: not read from the environment yet
+}  // namespace
+
+bool verbose() noexcept {
+  int v = g_verbose.load(std::memory_order_relaxed);
+  if (v < 0) {
+    const char* e = std::getenv("LOWBIT_VERBOSE");
+    v = e && *e && std::strcmp(e, "0") != 0 ? 1 : 0;
+    g_verbose.store(v);
+  }
+  return v == 1;
+}
+
+void set_verbose(bool on) noexcept { g_verbose.store(on ? 1 : 0); }
+
 int num_threads() noexcept {
   int n = g_threads.load(std::memory_order_relaxed);
   if (n == 0) {

@@ -1,6 +1,9 @@
 #include "lowbit/executor.h"
 
+#include "lowbit/runtime_config.h"
+
 #include <algorithm>
+#include <cstdio>
 #include <utility>
 
 namespace lowbit {
@@ -44,6 +47,9 @@ Executor::Executor(const Graph& graph, bool training) : graph_(graph) {
       constants.push_back(it == graph.initializers.end() ? nullptr : &it->second);
     }
     step.state = step.op->prepare(node, constants);
+    if (verbose())
+      std::fprintf(stderr, "lowbit: node '%s' (%s): %s\n", node.name.c_str(), node.op.c_str(),
+                   step.op->describe(node, step.state.get()).c_str());
     steps_.push_back(std::move(step));
   }
   grads_.resize(values_.size());

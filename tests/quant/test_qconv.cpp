@@ -1,7 +1,10 @@
 // Integer convolution (QConv2D: its im2row + qgemm path and its direct VNNI kernel against the
 // scalar reference), s8 max
 // pooling, BatchNorm folding and the quantization transform on a small CNN.
+#include <gmock/gmock.h>
+
 #include <cmath>
+#include <iostream>
 #include <numeric>
 
 #include "test_util.h"
@@ -148,6 +151,41 @@ TEST(QConv, FastPathsAreBitIdenticalWithTheReferenceOnAwkwardShapes) {
       }
     }
     ++index;
+  }
+  set_max_isa(Isa::Avx512Vnni);
+}
+
+// The implementation each node takes (what LOWBIT_VERBOSE=1 prints): chosen from the ordered list
+// when the node is prepared, with the reasons of those that declined.
+TEST(QConv, ChoosesItsImplementationFromTheOrderedListAndSaysWhy) {
+  const QConvCase first{1, 1, 28, 28, 32, 3, 3, 1, 1, {1, 1, 1, 1}};    // K = 9: direct
+  const QConvCase second{1, 32, 14, 14, 64, 3, 3, 1, 1, {1, 1, 1, 1}};  // K = 288: im2row
+  const QConvCase strided{1, 1, 9, 9, 4, 3, 3, 2, 2, {1, 1, 1, 1}};     // K = 9, stride 2: im2row
+  auto describe = [](const QConvCase& k) {
+    const Graph g = qconv_graph(k, 8, false, true, false, false, 1);
+    const Node& node = g.nodes.back();
+    std::vector<const Tensor*> constants;
+    for (const auto& in : node.inputs) constants.push_back(g.initializers.count(in) ? &g.initializers.at(in) : nullptr);
+    const Op& op = find_op(node.op);
+    return op.describe(node, op.prepare(node, constants).get());
+  };
+  const Isa best = active_isa();
+  set_max_isa(Isa::Reference);
+  EXPECT_THAT(describe(first), ::testing::StartsWith("qconv2d_ref (declined: qconv_direct_s8__avx512vnni: "));
+  if (best >= Isa::Avx2) {
+    set_max_isa(Isa::Avx2);
+    EXPECT_THAT(describe(first), ::testing::StartsWith("qconv_direct_s8__avx2 (declined: qconv_direct_s8__avx512vnni: "));
+    EXPECT_THAT(describe(second), ::testing::HasSubstr("qconv_direct_s8__avx2: K = C/group*kh*kw is above 32"));
+    EXPECT_THAT(describe(second), ::testing::StartsWith("qconv_im2row_qgemm"));
+    EXPECT_THAT(describe(strided), ::testing::HasSubstr("qconv_direct_s8__avx2: stride_w is not 1"));
+  } else {
+    std::cout << "[ SKIPPED ] AVX2 choices: the CPU lacks AVX2\n";
+  }
+  if (best >= Isa::Avx512Vnni) {
+    set_max_isa(Isa::Avx512Vnni);
+    EXPECT_EQ(describe(first), "qconv_direct_s8__avx512vnni");
+  } else {
+    std::cout << "[ SKIPPED ] AVX-512 VNNI choices: the CPU lacks AVX-512 VNNI\n";
   }
   set_max_isa(Isa::Avx512Vnni);
 }

@@ -21,6 +21,7 @@
 
 #include "graph/ops/builtin_ops.h"
 #include "graph/ops/conv_geometry.h"
+#include "kernels/implementation.h"
 #include "lowbit/gemm.h"
 #include "lowbit/runtime_config.h"
 
@@ -267,6 +268,13 @@ void conv2d_f32_im2col(const ConvGeometry& g, const float* x, const float* w, co
   }
 }
 
+// The implementations, fastest first.
+struct ConvProblem {};
+enum ConvImplementation { kIm2colGemm, kReference };
+constexpr kernels::Implementation<ConvProblem> kConvImplementations[] = {
+    {"conv2d_f32_im2col_gemm", [](const ConvProblem&) { return kernels::isa_declines(Isa::Avx2); }},
+    {"conv2d_f32_ref", nullptr}};
+
 class Conv2D final : public Op {
  public:
   Conv2D() { traits_ = {.onnx = "Conv", .quantizable = OpTraits::Quantizable::ConvWeights, .quantized_op = "QConv2D", .dynamic_op = "DynamicQConv2D", .fuses_activation = true, .absorbs_batchnorm = true}; }
@@ -283,10 +291,15 @@ class Conv2D final : public Op {
     const ConvGeometry g = conv_geometry(node, in[0]->shape(), in[1]->shape());
     out[0]->resize({g.batch, g.out_channels, g.out_h, g.out_w});
     const float* bias = in.size() == 3 ? in[2]->data<float>() : nullptr;
-    if (active_isa() == Isa::Reference)
+    if (kernels::choose(kConvImplementations, ConvProblem{}).index == kReference)
       conv2d_f32_ref(g, in[0]->data<float>(), in[1]->data<float>(), bias, activation_of(node), out[0]->data<float>());
     else
       conv2d_f32_im2col(g, in[0]->data<float>(), in[1]->data<float>(), bias, activation_of(node), out[0]->data<float>());
+  }
+
+  std::string describe(const Node&, const void*) const override {
+    const kernels::Choice c = kernels::choose(kConvImplementations, ConvProblem{});
+    return c.describe() + (c.index == kIm2colGemm ? " on " + kernels::describe_gemm_f32() : "");
   }
 
   void backward(const Node& node, std::span<const Tensor* const> in, std::span<const Tensor* const> out,

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "graph/ops/builtin_ops.h"
+#include "kernels/implementation.h"
 #include "lowbit/gemm.h"
 
 namespace lowbit::ops {
@@ -27,6 +28,8 @@ class Dense final : public Op {
       shape_error(node, "bias must be [" + std::to_string(w[0]) + "], got " + to_string(in[2]));
     return {{x[0], w[0]}};
   }
+
+  std::string describe(const Node&, const void*) const override { return kernels::describe_gemm_f32(); }
 
   void forward(const Node& node, std::span<const Tensor* const> in, std::span<Tensor* const> out) const override {
     const Tensor& x = *in[0];

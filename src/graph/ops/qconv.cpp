@@ -11,21 +11,23 @@
 //             activation ("none"/"relu"), input_scale, input_zero_point, output ("s8" with
 //             output_scale and output_zero_point, or "f32").
 //
-// Three implementations:
+// Three implementations, in the ordered list kImplementations (fastest first; chosen once when the
+// node is prepared, which also packs the weights for the chosen one only):
+//   - qconv_direct_s8__avx512vnni / __avx2 (kernels/qconv_direct.h), for stride_w 1 and K <= 32
+//     (first layers on few channels, depthwise layers), which there beats im2row: it reads a
+//     zero-padded NCHW copy of the chunk and writes the NCHW output directly.
+//   - qconv_im2row_qgemm, per chunk of images: described below.
 //   - qconv2d_ref: direct loops over every output, exact int32 accumulation of
 //     (x - z_x)(w - z_w) (terms outside the input are zero, i.e. padding holds the real value 0),
 //     plus the bias, then the same output stage as the qgemm reference. Used when the active ISA
 //     is Isa::Reference.
-//   - the fast path, per chunk of images: the chunk is copied once into a zero-padded NHWC buffer
+//   - im2row: the chunk is copied once into a zero-padded NHWC buffer
 //     (the border holds the input zero point, i.e. real zeros), so that im2row is a few
 //     contiguous copies per output pixel (kw * C bytes per kernel row) with no bounds tests; the
 //     rows [count*OH*OW, K] are in (ki, kj, c) order, and the weights were permuted to the same
 //     order when prepared (a sum of exact integer products does not depend on the order). One
 //     qgemm_s8 / qgemm_s8_f32 per group writes the group's columns of an [pixels, OC] result,
 //     which is transposed to NCHW.
-//   - the direct kernel (kernels/qconv_direct.h), for stride_w 1 and K <= 32 (first layers on few
-//     channels, depthwise layers), which there beats im2row: it reads a zero-padded NCHW copy of
-//     the chunk and writes the NCHW output directly.
 // All produce identical bytes (the integer sums are exact; the output stage is qgemm's).
 #include <algorithm>
 #include <cmath>
@@ -35,6 +37,7 @@
 #include "graph/ops/builtin_ops.h"
 #include "graph/ops/conv_geometry.h"
 #include "graph/ops/integer_layer.h"
+#include "kernels/implementation.h"
 #include "kernels/qconv_direct.h"
 #include "lowbit/elementwise.h"
 #include "lowbit/qgemm.h"
@@ -70,7 +73,34 @@ struct QConvState : IntegerLayerState {
   bool dynamic = false, per_image = true;
   std::vector<int32_t> weight_row_sums;    // sum of each output channel's codes
   std::vector<float> weight_scale, bias_f32;
+  kernels::Choice implementation;          // chosen once, when prepared (kImplementations)
+  std::string description;                 // for LOWBIT_VERBOSE
 };
+
+// The implementations, fastest first (the file comment describes them). What decides is known
+// when the node is prepared: the reduction length K, the horizontal stride and the ISA.
+struct QConvProblem {
+  int64_t k = 0, stride_w = 1;
+};
+const char* direct_shape_declines(const QConvProblem& p) {
+  if (p.stride_w != 1) return "stride_w is not 1";
+  if (p.k > kernels::kDirectConvMaxK) return "K = C/group*kh*kw is above 32, where im2row + GEMM is faster";
+  return nullptr;
+}
+enum QConvImplementation { kDirectVnni, kDirectAvx2, kIm2row, kReference };
+constexpr kernels::Implementation<QConvProblem> kImplementations[] = {
+    {"qconv_direct_s8__avx512vnni",
+     [](const QConvProblem& p) {
+       const char* why = kernels::isa_declines(Isa::Avx512Vnni);
+       return why ? why : direct_shape_declines(p);
+     }},
+    {"qconv_direct_s8__avx2",
+     [](const QConvProblem& p) {
+       const char* why = kernels::isa_declines(Isa::Avx2);
+       return why ? why : direct_shape_declines(p);
+     }},
+    {"qconv_im2row_qgemm", [](const QConvProblem&) { return kernels::isa_declines(Isa::Avx2); }},
+    {"qconv2d_ref", nullptr}};
 
 // The input grid of each image: the static QConv2D's attributes, or DynamicQConv2D's per-call
 // parameters (one per image).
@@ -293,9 +323,7 @@ QOutputStage output_stage(const QConvState& s, int64_t c0) {
 // not apply.
 bool forward_direct(const ConvGeometry& g, const QConvState& s, const int8_t* x, const InputGrid& grid, Tensor& y) {
 #if defined(LOWBIT_HAVE_X86)
-  const Isa isa = active_isa();
-  if (isa < Isa::Avx2 || g.stride_w != 1 || g.patch() > kernels::kDirectConvMaxK) return false;
-  const bool vnni = isa >= Isa::Avx512Vnni;
+  const bool vnni = s.implementation.index == kDirectVnni;
   kernels::DirectConvShape d;
   d.channels = g.in_channels, d.padded_h = padded_h(g), d.padded_w = padded_w(g);
   d.out_channels = g.out_channels, d.groups = g.groups, d.kernel_h = g.kernel_h, d.kernel_w = g.kernel_w;
@@ -320,10 +348,7 @@ bool forward_direct(const ConvGeometry& g, const QConvState& s, const int8_t* x,
                                   : kernels::qconv_direct_s8_vnni(d, plan, padded.data(), stage, y8))
                            : (y32 ? kernels::qconv_direct_s8_f32_avx2(d, plan, padded.data(), stage, y32)
                                   : kernels::qconv_direct_s8_avx2(d, plan, padded.data(), stage, y8));
-    if (!done) {
-      if (n0 == 0) return false;  // nothing written yet: the im2row path takes over
-      throw Error(ErrorKind::Internal, "QConv2D: the direct kernel stopped midway (out of memory)");
-    }
+    if (!done) throw Error(ErrorKind::Internal, "QConv2D: the direct kernel could not run (out of memory)");
   }
   return true;
 #else
@@ -335,14 +360,18 @@ bool forward_direct(const ConvGeometry& g, const QConvState& s, const int8_t* x,
 // The integer convolution of s8 codes x (any implementation, see the file comment) into y, whose
 // dtype and shape are set.
 void integer_conv(const ConvGeometry& g, const QConvState& s, const int8_t* x, const InputGrid& grid, Tensor& y) {
-  if (active_isa() == Isa::Reference) {
+  if (s.implementation.index == kReference) {
     if (s.f32_output)
       qconv2d_ref(g, s, x, grid, y.data<float>());
     else
       qconv2d_ref(g, s, x, grid, y.data<int8_t>());
     return;
   }
-  if (forward_direct(g, s, x, grid, y)) return;
+  if (s.implementation.index != kIm2row) {
+    if (!forward_direct(g, s, x, grid, y))
+      throw Error(ErrorKind::Internal, "QConv2D: the direct kernel does not take this shape");
+    return;
+  }
   const int64_t chunk = images_per_chunk(g), k = g.patch(), spatial = g.out_spatial(), oc = g.out_channels;
   const int64_t og = g.group_out();
   thread_local std::vector<int8_t> padded, rows;
@@ -391,8 +420,9 @@ void integer_conv(const ConvGeometry& g, const QConvState& s, const int8_t* x, c
   }
 }
 
-// The weight codes of a QConv2D / DynamicQConv2D node, checked, unpacked for the reference and
-// prepared per group for the fast path; returns each output channel's code sum.
+// The weight codes of a QConv2D / DynamicQConv2D node, checked and unpacked; chooses the
+// implementation and prepares the weights in the layout it reads (only that one); returns each
+// output channel's code sum.
 std::vector<int32_t> prepare_weights(const Node& node, const Tensor& codes, QConvState& s) {
   const int64_t oc = codes.dim(0);
   auto ks = node.attributes.at("kernel_shape");
@@ -402,20 +432,30 @@ std::vector<int32_t> prepare_weights(const Node& node, const Tensor& codes, QCon
   check_weight_tensor(node, codes, s.k);
   const DType d = codes.dtype();
   s.codes = unpack_codes(codes, {oc, s.k});
+  QConvProblem problem{s.k, 1};
+  auto strides = node.attributes.find("strides");
+  if (strides != node.attributes.end() && strides->is_array() && strides->size() == 2 && (*strides)[1].is_number_integer())
+    problem.stride_w = (*strides)[1].get<int64_t>();
+  s.implementation = kernels::choose(kImplementations, problem);
+  s.description = s.implementation.describe();
+  std::vector<int32_t> row_sums(static_cast<size_t>(oc), 0);
+  for (int64_t m = 0; m < oc; ++m)
+    for (int64_t t = 0; t < s.k; ++t) row_sums[static_cast<size_t>(m)] += s.codes[static_cast<size_t>(m * s.k + t)];
+  if (s.implementation.index == kDirectVnni || s.implementation.index == kDirectAvx2)
+    s.direct_weights = kernels::direct_conv_weight_pairs(s.codes.data(), oc, s.k);
+  if (s.implementation.index != kIm2row) return row_sums;
   // The fast path's weights: per group, rows permuted from (c, ki, kj) to (ki, kj, c) order.
-  std::vector<int32_t> permuted(static_cast<size_t>(og * s.k)), row_sums(static_cast<size_t>(oc), 0);
+  std::vector<int32_t> permuted(static_cast<size_t>(og * s.k));
   for (int64_t grp = 0; grp < groups; ++grp) {
     for (int64_t m = 0; m < og; ++m) {
       const int32_t* src = s.codes.data() + (grp * og + m) * s.k;
       for (int64_t ch = 0; ch < cg; ++ch)
-        for (int64_t t = 0; t < kh * kw; ++t) {
-          permuted[static_cast<size_t>(m * s.k + t * cg + ch)] = src[ch * kh * kw + t];
-          row_sums[static_cast<size_t>(grp * og + m)] += src[ch * kh * kw + t];
-        }
+        for (int64_t t = 0; t < kh * kw; ++t) permuted[static_cast<size_t>(m * s.k + t * cg + ch)] = src[ch * kh * kw + t];
     }
     s.group_weights.push_back(QWeights::pack(pack_codes(permuted, {og, s.k}, d), og, s.k));
   }
-  if (s.k <= kernels::kDirectConvMaxK) s.direct_weights = kernels::direct_conv_weight_pairs(s.codes.data(), oc, s.k);
+  const QWeights& w = s.group_weights.front();
+  s.description += " on " + kernels::describe_qgemm(w.storage(), w.vnni_layout().defined());
   return row_sums;
 }
 
@@ -456,6 +496,10 @@ class QConv2D final : public PreparedInferenceOp {
     prepare_output_stage(node, row_sums, c[2]->data<float>(), c[3]->data<int32_t>(), s->bias.empty() ? nullptr : s->bias.data(),
                          s->k, *s);
     return s;
+  }
+
+  std::string describe(const Node&, const void* state) const override {
+    return state ? static_cast<const QConvState*>(state)->description : "prepared on every call (weights are not constants)";
   }
 
   void forward_prepared(const Node& node, const void* state, std::span<const Tensor* const> in,
@@ -507,6 +551,10 @@ class DynamicQConv2D final : public PreparedInferenceOp {
         shape_error(node, "weight_scale[" + std::to_string(m) + "] must be positive and finite");
     if (c.size() == 4) s->bias_f32.assign(c[3]->data<float>(), c[3]->data<float>() + oc);
     return s;
+  }
+
+  std::string describe(const Node&, const void* state) const override {
+    return state ? static_cast<const QConvState*>(state)->description : "prepared on every call (weights are not constants)";
   }
 
   void forward_prepared(const Node& node, const void* state, std::span<const Tensor* const> in,

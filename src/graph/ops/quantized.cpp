@@ -8,6 +8,7 @@
 
 #include "graph/ops/builtin_ops.h"
 #include "graph/ops/integer_layer.h"
+#include "kernels/implementation.h"
 #include "lowbit/elementwise.h"
 #include "lowbit/qgemm.h"
 #include "lowbit/runtime_config.h"
@@ -65,6 +66,9 @@ class ActivationCast : public InferenceOp {
 class QuantizeLinear final : public ActivationCast<DType::F32, DType::S8> {
  public:
   QuantizeLinear() { traits_ = {.onnx = "QuantizeLinear", .boundary = OpTraits::Boundary::Quantize}; }
+  std::string describe(const Node&, const void*) const override {
+    return kernels::describe_avx2_or_reference("quantize_s8__avx2", "quantize_s8_ref");
+  }
 
  private:
   void cast(const QuantParams& p, const Tensor& in, Tensor& out) const override {
@@ -80,6 +84,9 @@ class QuantizeLinear final : public ActivationCast<DType::F32, DType::S8> {
 class DequantizeLinear final : public ActivationCast<DType::S8, DType::F32> {
  public:
   DequantizeLinear() { traits_ = {.onnx = "DequantizeLinear", .boundary = OpTraits::Boundary::Dequantize}; }
+  std::string describe(const Node&, const void*) const override {
+    return kernels::describe_avx2_or_reference("dequantize_s8__avx2", "dequantize_s8_ref");
+  }
 
  private:
   void cast(const QuantParams& p, const Tensor& in, Tensor& out) const override {
@@ -141,6 +148,11 @@ class QDense final : public PreparedInferenceOp {
     return s;
   }
 
+  std::string describe(const Node&, const void* state) const override {
+    if (!state) return "prepared on every call (weights are not constants)";
+    const QWeights& w = static_cast<const QDenseState*>(state)->weights;
+    return kernels::describe_qgemm(w.storage(), w.vnni_layout().defined());
+  }
   void forward_prepared(const Node& node, const void* state, std::span<const Tensor* const> in,
                         std::span<Tensor* const> out) const override {
     if (!state) return forward(node, in, out);
@@ -210,6 +222,11 @@ class DynamicQDense final : public PreparedInferenceOp {
     s->relu = relu_of(node);
     s->per_row = per_row_ranges(node);
     return s;
+  }
+  std::string describe(const Node&, const void* state) const override {
+    if (!state) return "prepared on every call (weights are not constants)";
+    const QWeights& w = static_cast<const DynamicState*>(state)->weights;
+    return kernels::describe_qgemm(w.storage(), w.vnni_layout().defined());
   }
   void forward_prepared(const Node& node, const void* state, std::span<const Tensor* const> in,
                         std::span<Tensor* const> out) const override {
