@@ -35,3 +35,4 @@
 #include "lowbit/runtime_config.h"
 #include "lowbit/tensor.h"
 #include "lowbit/train.h"
+#include "lowbit/workflow.h"

@@ -129,6 +129,7 @@ Command add_train(CLI::App& app) {
       }
       std::puts(j.dump().c_str());
     }
+    return 0;
   };
 }
 
@@ -159,6 +160,7 @@ Command add_eval(CLI::App& app) {
                 {"test_accuracy", test.accuracy}, {"test_loss", test.loss}, {"eval_seconds", seconds}};
       std::puts(j.dump().c_str());
     }
+    return 0;
   };
 }
 
@@ -196,7 +198,7 @@ Command add_info(CLI::App& app) {
               {"metadata", model.metadata}, {"layers", layers}};
     if (o->json) {
       std::puts(j.dump().c_str());
-      return;
+      return 0;
     }
     fmt::print("model {} ({}), format version {}\n", o->model, model.name, kModelFormatVersion);
     for (const auto& in : model.inputs) fmt::print("input  {} {}{}\n", in.name, name_of(in.dtype), to_string(in.shape));
@@ -221,6 +223,7 @@ Command add_info(CLI::App& app) {
     }
     fmt::print("\ntotal: {} parameters, {} bytes of tensors, {} bytes on disk\n", model.parameter_count(), total_bytes,
                file_size(o->model));
+    return 0;
   };
 }
 

@@ -7,7 +7,8 @@
 
 namespace lowbit::cli {
 
-using Command = std::function<void()>;
+// Runs the command; returns the exit code (0, or a command-specific code such as quantize's 3).
+using Command = std::function<int()>;
 Command add_train(CLI::App& app);
 Command add_eval(CLI::App& app);
 Command add_info(CLI::App& app);

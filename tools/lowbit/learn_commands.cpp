@@ -191,6 +191,7 @@ Command add_qat(CLI::App& app) {
       j.update(r);
       std::puts(j.dump().c_str());
     }
+    return 0;
   };
 }
 
@@ -296,6 +297,7 @@ Command add_distill(CLI::App& app) {
     }
     j["file_bytes"] = file_bytes(o->out);
     if (o->json_out) std::puts(j.dump().c_str());
+    return 0;
   };
 }
 

@@ -51,8 +51,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "lowbit: error: %s (see lowbit --help)\n", e.what());
     return 2;
   }
+  int code = 0;
   try {
-    for (auto* sub : app.get_subcommands()) commands.at(sub)();
+    for (auto* sub : app.get_subcommands()) code = commands.at(sub)();
   } catch (const lowbit::Error& e) {
     std::fflush(stdout);
     std::fprintf(stderr, "lowbit: error: %s\n", e.what());
@@ -62,5 +63,6 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "lowbit: error: %s\n", e.what());
     return 1;
   }
-  return 0;
+  std::fflush(stdout);
+  return code;
 }

@@ -14,30 +14,11 @@ namespace lowbit::cli {
 namespace {
 
 using json = nlohmann::ordered_json;
-using Clock = std::chrono::steady_clock;
 
 uint64_t file_bytes(const std::string& path) {
   std::error_code ec;
   auto size = std::filesystem::file_size(path, ec);
   return ec ? 0 : size;
-}
-
-// The validation split for accuracy-driven decisions: the last `count` training samples, never
-// the test set.
-Dataset validation_split(const Dataset& train, int64_t count) {
-  return train.slice(train.size() - std::min(count, train.size()), train.size());
-}
-
-std::map<std::string, Calibration> calibrate_methods(const Graph& model, const Dataset& data, int64_t samples,
-                                                     const std::vector<std::string>& methods) {
-  std::map<std::string, Calibration> out;
-  for (const auto& m : methods) {
-    CalibrationOptions o;
-    o.method = calibration_method_from_name(m);
-    o.samples = samples;
-    out[m] = calibrate(model, data, o);
-  }
-  return out;
 }
 
 void print_sensitivity(const std::vector<LayerSensitivity>& rows) {
@@ -53,39 +34,6 @@ json sensitivity_json(const std::vector<LayerSensitivity>& rows) {
     a.push_back({{"layer", s.layer}, {"parameters", s.parameters}, {"accuracy", s.accuracy}, {"drop_points", s.drop_points},
                  {"sqnr_db", s.sqnr_db}, {"cosine", s.cosine}});
   return a;
-}
-
-struct Timing {
-  double batch1_latency_us = 0, batch256_images_per_second = 0;
-};
-
-Timing measure_speed(const Graph& model, const Dataset& data) {
-  Executor run(model);
-  Tensor& input = run.input(model.inputs.at(0).name);
-  const float scale = input_scale(model);
-  Timing t;
-  std::vector<uint32_t> one = {0};
-  gather_batch(data, one, scale, input);
-  std::vector<double> samples;
-  for (int i = 0; i < 300; ++i) {
-    auto s = Clock::now();
-    run.forward();
-    samples.push_back(std::chrono::duration<double, std::micro>(Clock::now() - s).count());
-  }
-  std::nth_element(samples.begin(), samples.begin() + samples.size() / 2, samples.end());
-  t.batch1_latency_us = samples[samples.size() / 2];
-  std::vector<uint32_t> batch(static_cast<size_t>(std::min<int64_t>(256, data.size())));
-  std::iota(batch.begin(), batch.end(), 0u);
-  gather_batch(data, batch, scale, input);
-  run.forward();
-  double best = 1e30;  // best of 15 x 20 batches: a short stall from elsewhere on the machine does not count
-  for (int rep = 0; rep < 15; ++rep) {
-    auto s = Clock::now();
-    for (int i = 0; i < 20; ++i) run.forward();
-    best = std::min(best, std::chrono::duration<double>(Clock::now() - s).count() / 20);
-  }
-  t.batch256_images_per_second = batch.size() / best;
-  return t;
 }
 
 }  // namespace
@@ -119,6 +67,7 @@ Command add_calibrate(CLI::App& app) {
     save_calibration(c, o->out);
     fmt::print("calibrated {} values on {} samples with {}; wrote {}\n", c.ranges.size(), c.samples, c.method, o->out);
     for (const auto& [name, r] : c.ranges) fmt::print("  {:<16} [{:.5f}, {:.5f}]\n", name, r.min, r.max);
+    return 0;
   };
 }
 
@@ -163,102 +112,75 @@ Command add_quantize(CLI::App& app) {
   (void)ranges;
   return [o, max_drop] {
     if (o->threads > 0) set_num_threads(o->threads);
-    Graph model = load_model(o->model);
+    const Graph model = load_model(o->model);
     if (is_quantized(model)) throw Error(ErrorKind::InvalidArgument, "'" + o->model + "' is already quantized");
-    const QuantMode mode = quant_mode_from_name(o->mode);
-    const bool searching = max_drop->count() > 0;
-    json report = {{"command", "quantize"}, {"model", o->model}, {"out", o->out}, {"mode", o->mode}};
-
-    // Data: calibration (full/partial) and validation (search, sensitivity).
-    const bool needs_validation = searching || (mode == QuantMode::Partial && o->layers.empty() && o->plan.empty());
-    std::optional<DatasetSplits> data;
-    if ((mode != QuantMode::Dynamic && o->ranges.empty()) || needs_validation || !o->calib_data.empty())
-      data = load_dataset_dir(o->calib_data.empty() ? default_dataset_dir() : o->calib_data);
-    std::map<std::string, Calibration> ranges;
+    QuantizeOptions q;
+    q.mode = quant_mode_from_name(o->mode);
+    q.weight_bits = o->weight_bits ? o->weight_bits : o->bits;
+    q.per_channel = !o->per_tensor;
+    q.weight_scheme = o->affine ? QScheme::Affine : QScheme::Symmetric;
+    q.dynamic_granularity = o->granularity;
+    q.calibration_method = o->calib_method;
+    q.calibration_samples = o->calib_samples;
+    q.validation_samples = o->validation_samples;
+    q.layers = o->layers;
+    q.keep_float = o->keep_float;
+    if (max_drop->count() > 0) q.max_drop = o->max_drop;
+    q.objective = o->objective;
+    q.time_budget_seconds = o->time_budget;
+    if (!o->plan.empty()) q.plan = load_plan(o->plan);
+    q.log = [](const std::string& line) { fmt::print("search: {}\n", line); };
     if (!o->ranges.empty()) {
       Calibration c = load_calibration(o->ranges);
-      ranges[c.method.empty() ? "minmax" : c.method] = c;
+      q.ranges[c.method.empty() ? "minmax" : c.method] = c;
     }
-    if (mode != QuantMode::Dynamic && ranges.empty()) {
-      std::vector<std::string> methods = {o->calib_method};
-      if (searching) methods = {"minmax", "percentile", "mse", "kl"};
-      ranges = calibrate_methods(model, data->train, o->calib_samples, methods);
-    }
-    const std::string default_method = ranges.empty() ? "minmax" : (ranges.count(o->calib_method) ? o->calib_method : ranges.begin()->first);
+    // Data: calibration (static modes without ranges), validation (search, sensitivity).
+    const bool needs_validation = q.max_drop || (q.mode == QuantMode::Partial && q.layers.empty() && !q.plan);
+    std::optional<DatasetSplits> data;
+    if ((q.mode != QuantMode::Dynamic && q.ranges.empty()) || needs_validation || !o->calib_data.empty())
+      data = load_dataset_dir(o->calib_data.empty() ? default_dataset_dir() : o->calib_data);
+    if (data) q.calibration_data = &data->train;
 
-    QuantPlan plan;
-    int exit_code = 0;
-    if (!o->plan.empty()) {
-      plan = load_plan(o->plan);
-    } else if (searching) {
-      SearchOptions s;
-      s.max_drop_points = o->max_drop;
-      s.objective = o->objective;
-      s.time_budget_seconds = o->time_budget;
-      s.mode = mode == QuantMode::Dynamic ? QuantMode::Dynamic : QuantMode::Full;
-      s.log = [](const std::string& line) { fmt::print("search: {}\n", line); };
-      Dataset validation = validation_split(data->train, o->validation_samples);
-      SearchResult r = search_plan(model, validation, ranges, s);
-      plan = r.plan;
-      fmt::print("\nper-layer sensitivity (int8, validation split of {} samples):\n", validation.size());
+    const QuantizeResult r = quantize(model, q);
+    json report = {{"command", "quantize"}, {"model", o->model}, {"out", o->out}, {"mode", o->mode}};
+    if (r.search) {
+      const SearchResult& s = *r.search;
+      fmt::print("\nper-layer sensitivity (int8, validation split of {} samples):\n", r.validation_samples);
       print_sensitivity(r.sensitivity);
       fmt::print("\nsearch: float accuracy {:.4f}, plan accuracy {:.4f}, drop {:.2f} +- {:.2f} points (max {:.2f}), {} evaluations in {:.1f} s{}\n",
-                 r.float_accuracy, r.accuracy, r.drop_points, r.margin_points, o->max_drop, r.evaluations, r.seconds,
-                 r.timed_out ? " (time budget reached)" : "");
-      report["search"] = {{"met", r.met}, {"timed_out", r.timed_out}, {"validation_float_accuracy", r.float_accuracy},
-                          {"validation_accuracy", r.accuracy}, {"validation_drop_points", r.drop_points}, {"validation_margin_points", r.margin_points},
-                          {"evaluations", r.evaluations}, {"seconds", r.seconds}, {"sensitivity", sensitivity_json(r.sensitivity)}};
+                 s.float_accuracy, s.accuracy, s.drop_points, s.margin_points, o->max_drop, s.evaluations, s.seconds,
+                 s.timed_out ? " (time budget reached)" : "");
+      report["search"] = {{"met", s.met}, {"timed_out", s.timed_out}, {"validation_float_accuracy", s.float_accuracy},
+                          {"validation_accuracy", s.accuracy}, {"validation_drop_points", s.drop_points}, {"validation_margin_points", s.margin_points},
+                          {"evaluations", s.evaluations}, {"seconds", s.seconds}, {"sensitivity", sensitivity_json(s.sensitivity)}};
       if (!r.met) {
         std::fflush(stdout);
         std::fprintf(stderr, "lowbit: warning: no plan met --max-drop %.2f (best: %.2f points); writing the best plan found\n",
-                     o->max_drop, r.drop_points);
-        exit_code = 3;
+                     o->max_drop, s.drop_points);
       }
-    } else {
-      plan.mode = mode;
-      plan.defaults.weight_bits = o->weight_bits ? o->weight_bits : o->bits;
-      plan.defaults.per_channel = !o->per_tensor;
-      plan.defaults.weight_scheme = o->affine ? QScheme::Affine : QScheme::Symmetric;
-      plan.defaults.calibration = default_method;
-      plan.dynamic_granularity = o->granularity;
-      if (mode == QuantMode::Partial) {
-        std::vector<std::string> chosen;
-        if (!o->layers.empty()) {
-          chosen = select_layers(model, o->layers);
-        } else {
-          // Sensitivity analysis picks the layers: the --keep-float most sensitive stay float.
-          Dataset validation = validation_split(data->train, o->validation_samples);
-          LayerRule rule = plan.defaults;
-          auto sens = analyze_sensitivity(model, validation, rule, QuantMode::Full, ranges);
-          fmt::print("per-layer sensitivity ({}-bit weights, validation split of {} samples):\n", rule.weight_bits, validation.size());
-          print_sensitivity(sens);
-          report["sensitivity"] = sensitivity_json(sens);
-          std::sort(sens.begin(), sens.end(), [](const auto& a, const auto& b) { return a.drop_points < b.drop_points; });
-          for (size_t i = 0; i + std::max(o->keep_float, 0) < sens.size(); ++i) chosen.push_back(sens[i].layer);
-        }
-        for (const auto& l : chosen) {
-          plan.layers[l] = plan.defaults;
-          plan.layers[l].quantize = true;
-        }
-      }
+    } else if (!r.sensitivity.empty()) {
+      fmt::print("per-layer sensitivity ({}-bit weights, validation split of {} samples):\n", r.plan.defaults.weight_bits,
+                 r.validation_samples);
+      print_sensitivity(r.sensitivity);
+      report["sensitivity"] = sensitivity_json(r.sensitivity);
     }
-    Graph q = quantize_model(model, plan, ranges);
-    save_model(q, o->out);
+    const QuantPlan& plan = r.plan;
+    save_model(r.model, o->out);
     const std::string plan_path = o->plan_out.empty() ? o->out + ".plan.json" : o->plan_out;
     save_plan(plan, plan_path);
     fmt::print("quantized {} ({}) -> {} ({} bytes, {:.1f}% of {} bytes); plan written to {}\n", o->model, name_of(plan.mode),
                o->out, file_bytes(o->out), 100.0 * file_bytes(o->out) / std::max<uint64_t>(file_bytes(o->model), 1),
                file_bytes(o->model), plan_path);
     for (const auto& layer : quantizable_layers(model)) {
-      const LayerRule r = plan.rule_for(layer);
+      const LayerRule rule = plan.rule_for(layer);
       fmt::print("  {:<12} {}\n", layer,
-                 r.quantize ? fmt::format("{}-bit weights {} {}, calibration {}", r.weight_bits,
-                                          r.per_channel ? "per-channel" : "per-tensor", name_of(r.weight_scheme),
-                                          plan.mode == QuantMode::Dynamic ? "dynamic" : r.calibration)
-                            : std::string("float"));
+                 rule.quantize ? fmt::format("{}-bit weights {} {}, calibration {}", rule.weight_bits,
+                                             rule.per_channel ? "per-channel" : "per-tensor", name_of(rule.weight_scheme),
+                                             plan.mode == QuantMode::Dynamic ? "dynamic" : rule.calibration)
+                               : std::string("float"));
     }
     if (data) {
-      EvalReport f = evaluate(model, data->test), t = evaluate(q, data->test);
+      EvalReport f = evaluate(model, data->test), t = evaluate(r.model, data->test);
       fmt::print("test accuracy: float {:.4f}, quantized {:.4f}, drop {:.2f} points\n", f.accuracy, t.accuracy,
                  (f.accuracy - t.accuracy) * 100);
       report["float_test_accuracy"] = f.accuracy;
@@ -269,10 +191,7 @@ Command add_quantize(CLI::App& app) {
     report["file_bytes"] = file_bytes(o->out);
     report["float_file_bytes"] = file_bytes(o->model);
     if (o->json_out) std::puts(report.dump().c_str());
-    if (exit_code) {
-      std::fflush(stdout);
-      std::exit(exit_code);
-    }
+    return r.met ? 0 : 3;  // 3: written, but no plan met --max-drop
   };
 }
 
@@ -287,6 +206,7 @@ Command add_dequantize(CLI::App& app) {
     Graph f = dequantize_model(q);
     save_model(f, *out);
     fmt::print("dequantized {} -> {} ({} bytes)\n", *model, *out, file_bytes(*out));
+    return 0;
   };
 }
 
@@ -305,65 +225,35 @@ Command add_compare(CLI::App& app) {
   cmd->add_flag("--json", o->json_out, "End with one JSON line of results");
   return [o] {
     if (o->threads > 0) set_num_threads(o->threads);
-    Graph a = load_model(o->a), b = load_model(o->b);
-    DatasetSplits data = load_dataset_dir(o->data);
-    // Predictions of both on the whole test set, batch by batch.
-    Executor ra(a), rb(b);
-    const std::string la = logits_value(a), lb = logits_value(b);
-    int64_t agree = 0, correct_a = 0, correct_b = 0;
-    std::vector<uint32_t> idx;
-    for (int64_t begin = 0; begin < data.test.size(); begin += 256) {
-      idx.resize(static_cast<size_t>(std::min<int64_t>(256, data.test.size() - begin)));
-      std::iota(idx.begin(), idx.end(), static_cast<uint32_t>(begin));
-      gather_batch(data.test, idx, input_scale(a), ra.input(a.inputs.at(0).name));
-      gather_batch(data.test, idx, input_scale(b), rb.input(b.inputs.at(0).name));
-      ra.forward();
-      rb.forward();
-      const Tensor &xa = ra.value(la), &xb = rb.value(lb);
-      const int64_t ca = xa.dim(1), cb = xb.dim(1);
-      for (size_t i = 0; i < idx.size(); ++i) {
-        const int64_t pa = std::max_element(xa.data<float>() + i * ca, xa.data<float>() + (i + 1) * ca) - (xa.data<float>() + i * ca);
-        const int64_t pb = std::max_element(xb.data<float>() + i * cb, xb.data<float>() + (i + 1) * cb) - (xb.data<float>() + i * cb);
-        agree += pa == pb;
-        correct_a += pa == data.test.labels[begin + i];
-        correct_b += pb == data.test.labels[begin + i];
-      }
-    }
-    const double n = static_cast<double>(data.test.size());
-    // Per-layer error on the first 256 test samples, for layers present in both models.
-    idx.resize(static_cast<size_t>(std::min<int64_t>(256, data.test.size())));
-    std::iota(idx.begin(), idx.end(), 0u);
-    gather_batch(data.test, idx, input_scale(a), ra.input(a.inputs.at(0).name));
-    gather_batch(data.test, idx, input_scale(b), rb.input(b.inputs.at(0).name));
-    ra.forward();
-    rb.forward();
+    const Graph a = load_model(o->a), b = load_model(o->b);
+    const DatasetSplits data = load_dataset_dir(o->data);
+    const CompareResult r = compare(a, b, data.test);
     json layers = json::array();
     fmt::print("{:<12} {:>9} {:>9}  {}\n", "layer", "SQNR dB", "cosine", "ops");
-    for (const auto& node : a.nodes) {
-      const int pb = b.producer(node.outputs[0]);
-      if (pb < 0 || traits_of(node).layout_only) continue;
-      const ErrorMetrics m = compare_tensors(value_as_float(a, ra, node.outputs[0]), value_as_float(b, rb, node.outputs[0]));
-      fmt::print("{:<12} {:>9.1f} {:>9.5f}  {} / {}\n", node.name, m.sqnr_db, m.cosine, node.op, b.nodes[pb].op);
-      layers.push_back({{"layer", node.name}, {"sqnr_db", std::isfinite(m.sqnr_db) ? m.sqnr_db : 999.0}, {"cosine", m.cosine},
-                        {"max_abs_error", m.max_abs}, {"op", node.op}, {"against_op", b.nodes[pb].op}});
+    for (const auto& l : r.layers) {
+      fmt::print("{:<12} {:>9.1f} {:>9.5f}  {} / {}\n", l.layer, l.error.sqnr_db, l.error.cosine, l.op, l.against_op);
+      layers.push_back({{"layer", l.layer}, {"sqnr_db", std::isfinite(l.error.sqnr_db) ? l.error.sqnr_db : 999.0},
+                        {"cosine", l.error.cosine}, {"max_abs_error", l.error.max_abs}, {"op", l.op}, {"against_op", l.against_op}});
     }
-    const Timing ta = measure_speed(a, data.test), tb = measure_speed(b, data.test);
+    const Speed& ta = r.model_speed;
+    const Speed& tb = r.against_speed;
     fmt::print("\n{:<10} {:>10} {:>12} {:>16} {:>22}\n", "model", "accuracy", "file bytes", "batch-1 latency", "batch-256 images/s");
-    fmt::print("{:<10} {:>10.4f} {:>12} {:>13.1f} us {:>22.0f}\n", "model", correct_a / n, file_bytes(o->a), ta.batch1_latency_us,
+    fmt::print("{:<10} {:>10.4f} {:>12} {:>13.1f} us {:>22.0f}\n", "model", r.model_accuracy, file_bytes(o->a), ta.batch1_latency_us,
                ta.batch256_images_per_second);
-    fmt::print("{:<10} {:>10.4f} {:>12} {:>13.1f} us {:>22.0f}\n", "against", correct_b / n, file_bytes(o->b), tb.batch1_latency_us,
+    fmt::print("{:<10} {:>10.4f} {:>12} {:>13.1f} us {:>22.0f}\n", "against", r.against_accuracy, file_bytes(o->b), tb.batch1_latency_us,
                tb.batch256_images_per_second);
-    fmt::print("prediction agreement {:.4f}, accuracy difference {:.2f} points, {} thread(s)\n", agree / n,
-               (correct_a - correct_b) / n * 100, num_threads());
+    fmt::print("prediction agreement {:.4f}, accuracy difference {:.2f} points, {} thread(s)\n", r.agreement,
+               (r.model_accuracy - r.against_accuracy) * 100, num_threads());
     if (o->json_out) {
       json j = {{"command", "compare"}, {"model", o->a}, {"against", o->b}, {"threads", num_threads()},
-                {"model_accuracy", correct_a / n}, {"against_accuracy", correct_b / n}, {"agreement", agree / n},
+                {"model_accuracy", r.model_accuracy}, {"against_accuracy", r.against_accuracy}, {"agreement", r.agreement},
                 {"model_file_bytes", file_bytes(o->a)}, {"against_file_bytes", file_bytes(o->b)},
                 {"model_batch1_latency_us", ta.batch1_latency_us}, {"against_batch1_latency_us", tb.batch1_latency_us},
                 {"model_batch256_images_per_second", ta.batch256_images_per_second},
                 {"against_batch256_images_per_second", tb.batch256_images_per_second}, {"layers", layers}};
       std::puts(j.dump().c_str());
     }
+    return 0;
   };
 }
 

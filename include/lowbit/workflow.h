@@ -1,0 +1,93 @@
+// lowbit/workflow.h - the CLI's steps as library calls: quantize a model (every mode, partial
+// selection by name or by measured sensitivity, accuracy-driven search, plan files) and compare
+// two models (accuracy, agreement, per-layer error, speed). Each takes an options struct and
+// returns a result struct; nothing here reads or writes files or prints, so the CLI, Python and
+// programs share one implementation.
+//
+//   lowbit::QuantizeOptions q;                      // full int8, per-channel symmetric weights
+//   q.weight_bits = 4;
+//   q.calibration_data = &data.train;               // calibrates here (or pass q.ranges)
+//   lowbit::QuantizeResult r = lowbit::quantize(model, q);
+//   lowbit::CompareResult c = lowbit::compare(r.model, model, data.test);
+//   // c.model_accuracy, c.against_accuracy, c.agreement, c.layers[i].error.sqnr_db, ...
+#pragma once
+
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "lowbit/calibration.h"
+#include "lowbit/dataset.h"
+#include "lowbit/graph.h"
+#include "lowbit/quant_search.h"
+#include "lowbit/quantize.h"
+
+namespace lowbit {
+
+struct QuantizeOptions {
+  QuantMode mode = QuantMode::Full;
+  int weight_bits = 8;                        // 8, 6, 4, 3 or 2 (activations are 8-bit)
+  bool per_channel = true;
+  QScheme weight_scheme = QScheme::Symmetric;
+  std::string dynamic_granularity = "row";    // dynamic mode: one activation range per "row" or "tensor"
+  // Activation ranges: given (e.g. load_calibration), or calibrated here on the first
+  // calibration_samples of calibration_data with calibration_method (a search calibrates with
+  // every method it may try).
+  std::map<std::string, Calibration> ranges;
+  const Dataset* calibration_data = nullptr;  // a training split; its end is the validation split
+  std::string calibration_method = "minmax";
+  int64_t calibration_samples = 1000;
+  int64_t validation_samples = 10000;         // the last ones of calibration_data, never test data
+  // Partial mode: the layers to quantize (names or fnmatch patterns, comma-separated); empty:
+  // measure each layer's sensitivity and keep the keep_float most sensitive ones in float.
+  std::string layers;
+  int keep_float = 1;
+  // Search per-layer rules within this accuracy drop (percentage points on the validation split).
+  std::optional<double> max_drop;
+  std::string objective = "size";             // search: "size" or "speed"
+  double time_budget_seconds = 60;
+  std::optional<QuantPlan> plan;              // apply this plan as it is (e.g. from load_plan)
+  std::function<void(const std::string&)> log;  // progress lines of the search, optional
+};
+
+struct QuantizeResult {
+  Graph model;                                 // the quantized model
+  QuantPlan plan;                              // the plan applied (save_plan writes it)
+  std::vector<LayerSensitivity> sensitivity;   // partial selection by sensitivity, or the search's
+  int64_t validation_samples = 0;              // size of the validation split used (0: none)
+  std::optional<SearchResult> search;          // with max_drop
+  bool met = true;                             // false when a search found no plan within max_drop
+};
+
+// Throws Error(InvalidArgument) for an already quantized model, or when data is needed (static
+// modes without ranges, sensitivity, search) and calibration_data is null.
+QuantizeResult quantize(const Graph& model, const QuantizeOptions& options);
+
+struct LayerError {
+  std::string layer, op, against_op;
+  ErrorMetrics error;  // of the layer's output in `model` against the same value in `against`
+};
+
+struct Speed {
+  double batch1_latency_us = 0;            // median of 300 single-image runs
+  double batch256_images_per_second = 0;   // best of 15 x 20 runs of a 256-image batch
+};
+Speed measure_speed(const Graph& model, const Dataset& data);
+
+struct CompareOptions {
+  int64_t layer_samples = 256;  // per-layer errors on this many test samples
+  bool measure_speed = true;
+};
+
+struct CompareResult {
+  int64_t samples = 0;
+  double model_accuracy = 0, against_accuracy = 0;
+  double agreement = 0;           // share of samples on which both predict the same class
+  std::vector<LayerError> layers; // every value both models compute (layout-only ops skipped)
+  Speed model_speed, against_speed;
+};
+CompareResult compare(const Graph& model, const Graph& against, const Dataset& test, const CompareOptions& options = {});
+
+}  // namespace lowbit

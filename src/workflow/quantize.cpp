@@ -1,0 +1,89 @@
+// quantize(): the steps of `lowbit quantize` (include/lowbit/workflow.h).
+#include <algorithm>
+
+#include "lowbit/workflow.h"
+
+namespace lowbit {
+namespace {
+
+// The validation split for accuracy-driven decisions: the last `count` training samples, never
+// the test set.
+Dataset validation_split(const Dataset& train, int64_t count) {
+  return train.slice(train.size() - std::min(count, train.size()), train.size());
+}
+
+const Dataset& need_data(const QuantizeOptions& o, const char* why) {
+  if (!o.calibration_data)
+    throw Error(ErrorKind::InvalidArgument, std::string("quantize: ") + why + " needs data (calibration_data)");
+  return *o.calibration_data;
+}
+
+}  // namespace
+
+QuantizeResult quantize(const Graph& model, const QuantizeOptions& o) {
+  if (is_quantized(model)) throw Error(ErrorKind::InvalidArgument, "the model is already quantized");
+  const bool searching = o.max_drop.has_value();
+  QuantizeResult result;
+
+  std::map<std::string, Calibration> ranges = o.ranges;
+  if (o.mode != QuantMode::Dynamic && ranges.empty()) {
+    std::vector<std::string> methods = {o.calibration_method};
+    if (searching) methods = {"minmax", "percentile", "mse", "kl"};
+    const Dataset& data = need_data(o, "calibration");
+    for (const auto& m : methods) {
+      CalibrationOptions c;
+      c.method = calibration_method_from_name(m);
+      c.samples = o.calibration_samples;
+      ranges[m] = calibrate(model, data, c);
+    }
+  }
+  const std::string default_method =
+      ranges.empty() ? "minmax" : (ranges.count(o.calibration_method) ? o.calibration_method : ranges.begin()->first);
+
+  QuantPlan& plan = result.plan;
+  if (o.plan) {
+    plan = *o.plan;
+  } else if (searching) {
+    SearchOptions s;
+    s.max_drop_points = *o.max_drop;
+    s.objective = o.objective;
+    s.time_budget_seconds = o.time_budget_seconds;
+    s.mode = o.mode == QuantMode::Dynamic ? QuantMode::Dynamic : QuantMode::Full;
+    s.log = o.log;
+    const Dataset validation = validation_split(need_data(o, "a search"), o.validation_samples);
+    result.validation_samples = validation.size();
+    result.search = search_plan(model, validation, ranges, s);
+    plan = result.search->plan;
+    result.sensitivity = result.search->sensitivity;
+    result.met = result.search->met;
+  } else {
+    plan.mode = o.mode;
+    plan.defaults.weight_bits = o.weight_bits;
+    plan.defaults.per_channel = o.per_channel;
+    plan.defaults.weight_scheme = o.weight_scheme;
+    plan.defaults.calibration = default_method;
+    plan.dynamic_granularity = o.dynamic_granularity;
+    if (o.mode == QuantMode::Partial) {
+      std::vector<std::string> chosen;
+      if (!o.layers.empty()) {
+        chosen = select_layers(model, o.layers);
+      } else {
+        // Sensitivity analysis picks the layers: the keep_float most sensitive stay float.
+        const Dataset validation = validation_split(need_data(o, "choosing layers by sensitivity"), o.validation_samples);
+        result.validation_samples = validation.size();
+        result.sensitivity = analyze_sensitivity(model, validation, plan.defaults, QuantMode::Full, ranges);
+        auto sorted = result.sensitivity;
+        std::sort(sorted.begin(), sorted.end(), [](const auto& a, const auto& b) { return a.drop_points < b.drop_points; });
+        for (size_t i = 0; i + std::max(o.keep_float, 0) < sorted.size(); ++i) chosen.push_back(sorted[i].layer);
+      }
+      for (const auto& l : chosen) {
+        plan.layers[l] = plan.defaults;
+        plan.layers[l].quantize = true;
+      }
+    }
+  }
+  result.model = quantize_model(model, plan, ranges);
+  return result;
+}
+
+}  // namespace lowbit

@@ -1,0 +1,114 @@
+// The workflow calls (include/lowbit/workflow.h) on a briefly trained reference MLP and real data:
+// each mode and selection, the result structs, and the errors for missing data.
+#include <algorithm>
+
+#include "test_util.h"
+
+namespace lowbit {
+namespace {
+
+struct Trained {
+  DatasetSplits data;
+  Dataset train, test;
+  Graph model;
+};
+const Trained& trained_mlp() {
+  static const Trained s = [] {
+    Trained s;
+    s.data = load_dataset_dir(testing::test_dataset_dir());
+    s.train = s.data.train.head(6000);
+    s.test = s.data.test.head(2000);
+    s.model = build_model(parse_arch("784-64-32-10"), s.train.sample_shape(), 10, 0);
+    TrainOptions o;
+    o.epochs = 2;
+    set_num_threads(2);
+    train(s.model, s.train, o);
+    return s;
+  }();
+  return s;
+}
+
+TEST(Workflow, QuantizeCalibratesAndMatchesTheStepByStepCalls) {
+  const Trained& s = trained_mlp();
+  QuantizeOptions o;
+  o.weight_bits = 4;
+  o.calibration_data = &s.train;
+  o.calibration_samples = 500;
+  const QuantizeResult r = quantize(s.model, o);
+  EXPECT_TRUE(r.met);
+  EXPECT_TRUE(r.sensitivity.empty());
+  EXPECT_EQ(r.plan.defaults.weight_bits, 4);
+  // The same as calibrate + quantize_model by hand, byte for byte.
+  CalibrationOptions c;
+  c.samples = 500;
+  QuantPlan plan;
+  plan.defaults.weight_bits = 4;
+  const Graph by_hand = quantize_model(s.model, plan, {{"minmax", calibrate(s.model, s.train, c)}});
+  EXPECT_EQ(serialize_model(r.model), serialize_model(by_hand));
+  EXPECT_GT(evaluate(r.model, s.test).accuracy, evaluate(s.model, s.test).accuracy - 0.05);
+}
+
+TEST(Workflow, PartialBySensitivityKeepsTheMostSensitiveLayerFloat) {
+  const Trained& s = trained_mlp();
+  QuantizeOptions o;
+  o.mode = QuantMode::Partial;
+  o.calibration_data = &s.train;
+  o.calibration_samples = 500;
+  o.validation_samples = 1000;
+  o.keep_float = 1;
+  const QuantizeResult r = quantize(s.model, o);
+  ASSERT_EQ(r.sensitivity.size(), 3u);
+  EXPECT_EQ(r.validation_samples, 1000);
+  const auto most = std::max_element(r.sensitivity.begin(), r.sensitivity.end(),
+                                     [](const auto& a, const auto& b) { return a.drop_points < b.drop_points; });
+  EXPECT_FALSE(r.plan.rule_for(most->layer).quantize);
+  int quantized = 0;
+  for (const auto& l : quantizable_layers(s.model)) quantized += r.plan.rule_for(l).quantize;
+  EXPECT_EQ(quantized, 2);
+  // By name: only the layers named.
+  o.layers = "dense_1";
+  const QuantizeResult named = quantize(s.model, o);
+  EXPECT_TRUE(named.sensitivity.empty());
+  EXPECT_TRUE(named.plan.rule_for("dense_1").quantize);
+  EXPECT_FALSE(named.plan.rule_for("dense_2").quantize);
+}
+
+TEST(Workflow, DynamicNeedsNoDataAndStaticModesSayWhatIsMissing) {
+  const Trained& s = trained_mlp();
+  QuantizeOptions o;
+  o.mode = QuantMode::Dynamic;
+  EXPECT_EQ(quantize(s.model, o).plan.mode, QuantMode::Dynamic);
+  o.mode = QuantMode::Full;
+  EXPECT_LOWBIT_ERROR(quantize(s.model, o), "quantize: calibration needs data (calibration_data)");
+  o.mode = QuantMode::Partial;  // ranges given, but choosing layers by sensitivity needs validation data
+  o.ranges = {{"minmax", calibrate(s.model, s.train, CalibrationOptions{})}};
+  EXPECT_LOWBIT_ERROR(quantize(s.model, o), "quantize: choosing layers by sensitivity needs data");
+  const QuantizeResult q = quantize(s.model, QuantizeOptions{.calibration_data = &s.train});
+  EXPECT_LOWBIT_ERROR(quantize(q.model, QuantizeOptions{.calibration_data = &s.train}), "already quantized");
+}
+
+TEST(Workflow, CompareReportsAccuracyAgreementAndEveryLayer) {
+  const Trained& s = trained_mlp();
+  const QuantizeResult q = quantize(s.model, QuantizeOptions{.calibration_data = &s.train});
+  CompareOptions o;
+  o.measure_speed = false;
+  const CompareResult r = compare(q.model, s.model, s.test, o);
+  EXPECT_EQ(r.samples, s.test.size());
+  EXPECT_DOUBLE_EQ(r.model_accuracy, evaluate(q.model, s.test).accuracy);
+  EXPECT_DOUBLE_EQ(r.against_accuracy, evaluate(s.model, s.test).accuracy);
+  EXPECT_GT(r.agreement, 0.95);
+  EXPECT_LE(r.agreement, 1.0);
+  // The three dense layers and the softmax (Flatten only relabels, so it is skipped).
+  ASSERT_EQ(r.layers.size(), 4u);
+  EXPECT_EQ(r.layers[0].op, "QDense");
+  EXPECT_EQ(r.layers[0].against_op, "Dense");
+  EXPECT_GT(r.layers[0].error.sqnr_db, 20.0);
+  EXPECT_EQ(r.model_speed.batch1_latency_us, 0.0);  // not measured
+  // A model against itself: full agreement, exact layers.
+  const CompareResult same = compare(s.model, s.model, s.test, o);
+  EXPECT_EQ(same.agreement, 1.0);
+  EXPECT_EQ(same.layers[0].error.max_abs, 0.0);
+}
+
+}  // namespace
+}  // namespace lowbit
