@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -57,6 +58,23 @@ inline void fill_uniform(Tensor& t, uint64_t seed, float lo = -1.0f, float hi = 
   Rng rng(seed);
   float* p = t.data<float>();
   for (int64_t i = 0; i < t.numel(); ++i) p[i] = rng.uniform(lo, hi);
+}
+
+// The instruction-set levels this CPU (and LOWBIT_ISA) allows among `wanted`, in order. Tests that
+// loop over ISA levels use it so that a level the CPU lacks is skipped and said to be skipped
+// (one line on stdout, once per test process), instead of the dispatcher quietly running a lower level twice.
+inline std::vector<Isa> isa_levels(std::vector<Isa> wanted = {Isa::Reference, Isa::Avx2, Isa::Avx512Vnni}) {
+  set_max_isa(Isa::Avx512Vnni);
+  const Isa best = active_isa();
+  std::vector<Isa> levels;
+  static int said[3] = {};
+  for (Isa isa : wanted) {
+    if (isa <= best)
+      levels.push_back(isa);
+    else if (!said[static_cast<int>(isa)]++)  // once per level and test process
+      std::printf("[ SKIPPED  ] ISA level %s: this CPU (or LOWBIT_ISA) does not have it\n", name_of(isa));
+  }
+  return levels;
 }
 
 // A fixture that restores the thread count and lifts the ISA cap when a test ends, whatever happens

@@ -1,8 +1,10 @@
 // lowbit/executor.h - runs a Graph forward, and backward for training.
 //
 // The Executor plans a validated graph once (value slots, op lookups, which values need
-// gradients) and then runs it many times. Initializers are shared with the graph, so an optimizer
-// updating them through parameters() updates the model.
+// gradients) and then runs it many times. It keeps its own copy of the graph's nodes, so the
+// caller's graph may change or go away; the initializers' storage is shared with the caller's
+// graph (tensors share buffers), so an optimizer updating them through parameters() updates the
+// model.
 //
 //   lowbit::Executor run(graph);
 //   run.input("image") = batch;              // a Tensor of the declared dtype, any batch size
@@ -65,7 +67,7 @@ class Executor {
   };
   int id_of(const std::string& name) const;
 
-  const Graph& graph_;
+  const Graph graph_;  // its own copy (initializers share storage with the caller's graph)
   std::map<std::string, int> ids_;
   std::vector<Tensor> values_, grads_;
   std::vector<bool> needs_grad_;

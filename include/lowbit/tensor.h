@@ -64,6 +64,15 @@ class Tensor {
 
   static Tensor zeros(Shape shape) { return Tensor(DType::F32, std::move(shape)); }
   static Tensor from_vector(Shape shape, std::span<const float> values);
+  // A tensor over memory the caller owns, without a copy (a numpy array, a memory-mapped file):
+  // `data` must hold shape's values of dtype, aligned to the element size (4 bytes for f32 and
+  // s32; the kernels need no more), and stay valid as long as any tensor shares it. `keep_alive`
+  // (may be null when the caller guarantees that) is held until the last such tensor is gone.
+  // resize() to a larger shape reallocates, detaching the tensor from `data`. Throws
+  // Error(InvalidArgument) for a null or misaligned pointer.
+  //   std::vector<float> pixels(32 * 784);
+  //   lowbit::Tensor x = lowbit::Tensor::wrap(lowbit::DType::F32, {32, 784}, pixels.data(), nullptr);
+  static Tensor wrap(DType dtype, Shape shape, void* data, std::shared_ptr<const void> keep_alive);
 
   bool defined() const noexcept { return storage_ != nullptr; }
   DType dtype() const noexcept { return dtype_; }

@@ -1,6 +1,7 @@
 #include "lowbit/tensor.h"
 
 #include <cstdlib>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 
@@ -82,6 +83,24 @@ Tensor::Tensor(DType dtype, Shape shape) : dtype_(dtype), shape_(std::move(shape
   numel_ = element_count(shape_);
   capacity_ = storage_bytes(dtype_, numel_);
   storage_ = allocate(capacity_);
+}
+
+Tensor Tensor::wrap(DType dtype, Shape shape, void* data, std::shared_ptr<const void> keep_alive) {
+  const int64_t count = element_count(shape);
+  if (count == 0) return Tensor(dtype, std::move(shape));
+  const size_t align = bits_of(dtype) >= 32 ? 4 : 1;
+  if (!data) throw Error(ErrorKind::InvalidArgument, "Tensor::wrap: null data for a " + to_string(shape) + " tensor");
+  if (reinterpret_cast<uintptr_t>(data) % align)
+    throw Error(ErrorKind::InvalidArgument, std::string("Tensor::wrap: ") + name_of(dtype) + " data must be aligned to " +
+                                                std::to_string(align) + " bytes");
+  Tensor t;
+  t.dtype_ = dtype;
+  t.numel_ = count;
+  t.shape_ = std::move(shape);
+  t.capacity_ = storage_bytes(dtype, count);
+  // Aliasing: the tensor points at `data` and shares ownership of `keep_alive` (nothing if null).
+  t.storage_ = std::shared_ptr<std::byte>(std::const_pointer_cast<void>(std::move(keep_alive)), static_cast<std::byte*>(data));
+  return t;
 }
 
 Tensor Tensor::from_vector(Shape shape, std::span<const float> values) {

@@ -18,13 +18,13 @@ Executor::Executor(const Graph& graph, bool training) : graph_(graph) {
     }
     return it->second;
   };
-  for (const auto& in : graph.inputs) values_[add_value(in.name)] = Tensor(in.dtype, {0});
-  for (const auto& [name, tensor] : graph.initializers) {
+  for (const auto& in : graph_.inputs) values_[add_value(in.name)] = Tensor(in.dtype, {0});
+  for (const auto& [name, tensor] : graph_.initializers) {
     int id = add_value(name);
     values_[id] = tensor;  // shared storage
     if (training && tensor.dtype() == DType::F32) needs_grad_[id] = true;
   }
-  for (const auto& node : graph.nodes) {
+  for (const auto& node : graph_.nodes) {
     Step step{&node, &find_op(node.op), {}, {}, false, nullptr};
     for (const auto& in : node.inputs) {
       auto it = ids_.find(in);
@@ -43,8 +43,8 @@ Executor::Executor(const Graph& graph, bool training) : graph_(graph) {
     step.run_backward = any_grad;
     std::vector<const Tensor*> constants;
     for (const auto& in : node.inputs) {
-      auto it = graph.initializers.find(in);
-      constants.push_back(it == graph.initializers.end() ? nullptr : &it->second);
+      auto it = graph_.initializers.find(in);
+      constants.push_back(it == graph_.initializers.end() ? nullptr : &it->second);
     }
     step.state = step.op->prepare(node, constants);
     if (verbose())
@@ -64,7 +64,7 @@ Executor::Executor(const Graph& graph, bool training) : graph_(graph) {
   }
   // Parameters: f32 initializers that some node differentiates (a FakeQuantize scale set by an
   // observer, say, is f32 but nobody asks for its gradient, so no optimizer touches it).
-  for (const auto& [name, tensor] : graph.initializers) {
+  for (const auto& [name, tensor] : graph_.initializers) {
     int id = ids_.at(name);
     if (needs_grad_[id] && consumers_[id] > 0) {
       grads_[id] = Tensor(DType::F32, tensor.shape());

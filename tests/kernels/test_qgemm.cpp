@@ -139,12 +139,7 @@ std::string describe(const Case& s) {
 }
 
 // The fast paths this CPU has: each is tested by capping the dispatcher at it.
-std::vector<Isa> fast_isas() {
-  std::vector<Isa> isas;
-  if (cpu_features().avx2 && cpu_features().fma) isas.push_back(Isa::Avx2);
-  if (cpu_features().avx512vnni) isas.push_back(Isa::Avx512Vnni);
-  return isas;
-}
+std::vector<Isa> fast_isas() { return testing::isa_levels({Isa::Avx2, Isa::Avx512Vnni}); }
 
 // Both outputs of every dispatched path against the reference: s8 bit-exact (including the
 // bytes between rows, which must stay untouched), f32 within 1e-6 relative.

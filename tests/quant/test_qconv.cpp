@@ -117,7 +117,7 @@ TEST(QConv, FastPathsAreBitIdenticalWithTheReferenceOnAwkwardShapes) {
       {2, 6, 9, 9, 6, 3, 3, 2, 2, {1, 1, 1, 1}, 1, 1, 6},  // depthwise, stride 2 (im2row per group)
       {1, 8, 5, 5, 4, 1, 1, 1, 1, {0, 0, 0, 0}, 1, 1, 4},  // grouped 1x1
   };
-  const Isa best = active_isa();
+  const std::vector<Isa> fast = testing::isa_levels({Isa::Avx2, Isa::Avx512Vnni});
   int index = 0;
   for (const auto& k : cases) {
     const Tensor x = random_s8({k.n, k.c, k.h, k.w}, 100 + index, -128, 127);
@@ -128,8 +128,7 @@ TEST(QConv, FastPathsAreBitIdenticalWithTheReferenceOnAwkwardShapes) {
           const Graph g = qconv_graph(k, bits, affine, bias, relu, f32_out, 7 * index + bits);
           set_max_isa(Isa::Reference);
           const auto reference = run_bytes(g, x);
-          for (Isa isa : {Isa::Avx2, Isa::Avx512Vnni}) {
-            if (isa > best) continue;
+          for (Isa isa : fast) {
             set_max_isa(isa);
             EXPECT_EQ(run_bytes(g, x), reference) << "case " << index << ", " << name_of(isa) << ", " << bits
                                                   << "-bit, affine " << affine << ", f32 " << f32_out;
@@ -144,8 +143,7 @@ TEST(QConv, FastPathsAreBitIdenticalWithTheReferenceOnAwkwardShapes) {
       const Graph g = dynamic_qconv_graph(k, index % 2 ? 4 : 8, index % 3 == 0, per_image, 11 * index);
       set_max_isa(Isa::Reference);
       const auto reference = run_bytes(g, xf);
-      for (Isa isa : {Isa::Avx2, Isa::Avx512Vnni}) {
-        if (isa > best) continue;
+      for (Isa isa : fast) {
         set_max_isa(isa);
         EXPECT_EQ(run_bytes(g, xf), reference) << "dynamic, case " << index << ", " << name_of(isa) << ", per image " << per_image;
       }
@@ -366,13 +364,13 @@ TEST(QuantizeCnn, FullInt8IsIntegerOnlyBitExactAndAccurate) {
     EXPECT_NEAR(accuracy, t.float_accuracy, bits == 8 ? 0.01 : 0.03) << bits << "-bit";
     // Reference and fast integer paths agree byte for byte on every value.
     std::vector<std::vector<uint8_t>> outputs;
-    const Isa best = active_isa();
-    for (Isa isa : {Isa::Reference, best}) {
+    const std::vector<Isa> levels = testing::isa_levels();
+    for (Isa isa : levels) {
       set_max_isa(isa);
       outputs.push_back(value_bytes(q, t.test, 300, {"relu_1", "maxpool2d_1", "relu_2", "dense_1", "dense_2"}));
     }
     set_max_isa(Isa::Avx512Vnni);
-    EXPECT_EQ(outputs[0], outputs[1]) << bits << "-bit";
+    for (size_t i = 1; i < outputs.size(); ++i) EXPECT_EQ(outputs[0], outputs[i]) << bits << "-bit, " << name_of(levels[i]);
     // Saves, loads, and dequantizes to a float CNN with the same predictions (nearly).
     testing::TempDir dir;
     save_model(q, dir.file("q.lbm"));
@@ -413,9 +411,7 @@ TEST(QuantizeCnn, PartialAndDynamicModes) {
     EXPECT_EQ(dynamic_convs, 2);
     EXPECT_NEAR(evaluate(q, t.test).accuracy, t.float_accuracy, 0.01) << granularity;
     std::vector<std::vector<uint8_t>> outputs;
-    const Isa best = active_isa();
-    for (Isa isa : {Isa::Reference, Isa::Avx2, best}) {
-      if (isa > best) continue;
+    for (Isa isa : testing::isa_levels()) {
       set_max_isa(isa);
       outputs.push_back(value_bytes(q, t.test, 70, {"dense_2"}));
     }

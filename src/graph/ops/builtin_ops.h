@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 
+#include "kernels/grain.h"
 #include "lowbit/gemm.h"
 #include "lowbit/ops.h"
 
@@ -41,10 +42,6 @@ void softmax_row(const float* x, float* y, int64_t n);
 float log_sum_exp(const float* x, int64_t n);
 // Makes `t` a tensor of `dtype` and `shape`, reusing its buffer when the dtype already matches.
 void prepare_output(Tensor& t, DType dtype, Shape shape);
-// Grain for parallel_for over units (planes, rows, channels) of `size` elements each: at least
-// `per_task` (default ~16k) elements per task, so that a fork-join is worth its cost.
-inline int64_t plane_grain(int64_t size, int64_t per_task = 16384) {
-  return std::max<int64_t>(1, per_task / std::max<int64_t>(size, 1));
-}
+using kernels::plane_grain;  // kernels/grain.h
 
 }  // namespace lowbit::ops

@@ -1,19 +1,8 @@
 // Convolutional ops on NCHW activations: Conv2D, MaxPool2D, and Reshape (to turn [N, 28, 28]
 // images into [N, 1, 28, 28]). Attribute names and semantics follow ONNX Conv and MaxPool.
 //
-// Conv2D has two implementations, chosen like the kernels (runtime_config.h):
-//   - conv2d_f32_ref: the direct seven-loop convolution, one thread. The normative definition;
-//     used when the active ISA is Isa::Reference (LOWBIT_ISA=reference), so tests can compare.
-//   - conv2d_f32_im2col: im2col for a chunk of images, then one gemm_f32 per group:
-//       out[Cout/G, n*OH*OW] = W_g[Cout/G, Cin/G*kh*kw] * col_g[Cin/G*kh*kw, n*OH*OW]
-//     A whole chunk of the batch goes through one GEMM (large N, threaded inside gemm_f32) rather
-//     than one small GEMM per image. The chunk size depends only on the shapes, and nothing is
-//     split along a reduction, so results are bit-identical for any thread count.
-//   Both sum the products of one output in the same order (input channel, kernel row, kernel
-//   column), then add the bias, so they differ only by the GEMM's rounding (gemm.h bound, with
-//   K = Cin/G*kh*kw).
-// The backward pass recomputes im2col instead of keeping it from the forward pass (ops are
-// stateless), then dW = dY * col^T, dcol = W^T * dY and col2im scatters dcol back to dX.
+// Conv2D's compute is kernels/conv_f32.h (the reference loops and im2col + GEMM, forward and
+// backward); this file holds the op: attributes, shapes, the ordered list of implementations.
 #include <algorithm>
 #include <cstring>
 #include <limits>
@@ -21,6 +10,7 @@
 
 #include "graph/ops/builtin_ops.h"
 #include "graph/ops/conv_geometry.h"
+#include "kernels/conv_f32.h"
 #include "kernels/implementation.h"
 #include "lowbit/gemm.h"
 #include "lowbit/runtime_config.h"
@@ -112,162 +102,6 @@ ConvGeometry conv_geometry(const Node& node, const Shape& x, const Shape& w) {
 namespace {
 
 
-// ---- Conv2D kernels ----------------------------------------------------------------------------
-
-// The normative definition: y[n, m, oy, ox] = act(b[m] + sum_{c, ki, kj} x[n, g*Cg + c, iy, ix] *
-// w[m, c, ki, kj]) with iy = oy*sh - pad_top + ki*dh, ix = ox*sw - pad_left + kj*dw (terms outside
-// the input are zero) and g = m / (Cout/G).
-void conv2d_f32_ref(const ConvGeometry& g, const float* x, const float* w, const float* bias, Activation act, float* y) {
-  const int64_t cg = g.group_in(), mg = g.group_out();
-  for (int64_t n = 0; n < g.batch; ++n)
-    for (int64_t m = 0; m < g.out_channels; ++m) {
-      const int64_t c0 = m / mg * cg;
-      for (int64_t oy = 0; oy < g.out_h; ++oy)
-        for (int64_t ox = 0; ox < g.out_w; ++ox) {
-          float acc = 0.0f;
-          for (int64_t c = 0; c < cg; ++c)
-            for (int64_t ki = 0; ki < g.kernel_h; ++ki)
-              for (int64_t kj = 0; kj < g.kernel_w; ++kj) {
-                const int64_t iy = oy * g.stride_h - g.pad_top + ki * g.dilation_h;
-                const int64_t ix = ox * g.stride_w - g.pad_left + kj * g.dilation_w;
-                if (iy < 0 || iy >= g.in_h || ix < 0 || ix >= g.in_w) continue;
-                acc += x[((n * g.in_channels + c0 + c) * g.in_h + iy) * g.in_w + ix] *
-                       w[((m * cg + c) * g.kernel_h + ki) * g.kernel_w + kj];
-              }
-          if (bias) acc += bias[m];
-          if (act == Activation::Relu) acc = std::max(acc, 0.0f);
-          y[((n * g.out_channels + m) * g.out_h + oy) * g.out_w + ox] = acc;
-        }
-    }
-}
-
-// Images per im2col chunk: the column buffer stays under ~16 MiB (depends only on the shapes).
-int64_t images_per_chunk(const ConvGeometry& g) {
-  const int64_t per_image = g.in_channels * g.kernel_h * g.kernel_w * g.out_spatial();
-  return std::clamp<int64_t>((int64_t{1} << 22) / std::max<int64_t>(per_image, 1), 1, std::max<int64_t>(g.batch, 1));
-}
-
-// The output columns ox whose input column ix = ox*sw - pad_left + kj*dw lies inside [0, in_w):
-// [lo, hi), possibly empty.
-void valid_range(int64_t offset, int64_t stride, int64_t in, int64_t out, int64_t& lo, int64_t& hi) {
-  // ix = ox*stride + offset
-  lo = offset >= 0 ? 0 : (-offset + stride - 1) / stride;
-  hi = in - 1 - offset < 0 ? 0 : (in - 1 - offset) / stride + 1;
-  lo = std::min(lo, out);
-  hi = std::clamp(hi, lo, out);
-}
-
-// col[(c*kh + ki)*kw + kj][i*OH*OW + oy*OW + ox] = x[i, c, iy, ix] (zero outside), for the `count`
-// images starting at x. Rows for all groups: group g's rows are the contiguous block g*K..(g+1)*K.
-void im2col(const ConvGeometry& g, const float* x, int64_t count, float* col) {
-  const int64_t kk = g.kernel_h * g.kernel_w, rows = g.in_channels * kk, cols = count * g.out_spatial();
-  parallel_for(rows, plane_grain(cols), [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const int64_t c = r / kk, ki = r % kk / g.kernel_w, kj = r % g.kernel_w;
-      int64_t lo, hi;
-      const int64_t x_offset = kj * g.dilation_w - g.pad_left;
-      valid_range(x_offset, g.stride_w, g.in_w, g.out_w, lo, hi);
-      float* dst = col + r * cols;
-      for (int64_t i = 0; i < count; ++i) {
-        const float* plane = x + (i * g.in_channels + c) * g.in_spatial();
-        for (int64_t oy = 0; oy < g.out_h; ++oy, dst += g.out_w) {
-          const int64_t iy = oy * g.stride_h - g.pad_top + ki * g.dilation_h;
-          if (iy < 0 || iy >= g.in_h || lo == hi) {
-            std::fill(dst, dst + g.out_w, 0.0f);
-            continue;
-          }
-          const float* src = plane + iy * g.in_w + lo * g.stride_w + x_offset;  // input of column lo
-          std::fill(dst, dst + lo, 0.0f);
-          if (g.stride_w == 1)
-            std::memcpy(dst + lo, src, static_cast<size_t>(hi - lo) * sizeof(float));
-          else
-            for (int64_t j = 0; j < hi - lo; ++j) dst[lo + j] = src[j * g.stride_w];
-          std::fill(dst + hi, dst + g.out_w, 0.0f);
-        }
-      }
-    }
-  });
-}
-
-// The adjoint of im2col: dx[i, c, iy, ix] = sum of the col entries that im2col copied from it.
-// dx (the `count` images) is overwritten. Parallel over input channels: each owns its rows of col
-// and its planes of dx, so the additions per element happen in one fixed order.
-void col2im(const ConvGeometry& g, const float* col, int64_t count, float* dx) {
-  const int64_t kk = g.kernel_h * g.kernel_w, cols = count * g.out_spatial();
-  parallel_for(g.in_channels, plane_grain(kk * cols), [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c) {
-      for (int64_t i = 0; i < count; ++i) std::fill_n(dx + (i * g.in_channels + c) * g.in_spatial(), g.in_spatial(), 0.0f);
-      for (int64_t r = c * kk; r < (c + 1) * kk; ++r) {
-        const int64_t ki = r % kk / g.kernel_w, kj = r % g.kernel_w;
-        int64_t lo, hi;
-        const int64_t x_offset = kj * g.dilation_w - g.pad_left;
-        valid_range(x_offset, g.stride_w, g.in_w, g.out_w, lo, hi);
-        const float* src = col + r * cols;
-        for (int64_t i = 0; i < count; ++i) {
-          float* plane = dx + (i * g.in_channels + c) * g.in_spatial();
-          for (int64_t oy = 0; oy < g.out_h; ++oy, src += g.out_w) {
-            const int64_t iy = oy * g.stride_h - g.pad_top + ki * g.dilation_h;
-            if (iy < 0 || iy >= g.in_h || lo == hi) continue;
-            float* dst = plane + iy * g.in_w + lo * g.stride_w + x_offset;
-            for (int64_t j = 0; j < hi - lo; ++j) dst[j * g.stride_w] += src[lo + j];
-          }
-        }
-      }
-    }
-  });
-}
-
-// dst = src + bias, through the ReLU if asked (restrict: lets the compiler vectorize).
-void add_bias(const float* __restrict src, float bias, bool relu, float* __restrict dst, int64_t n) {
-  if (relu)
-    for (int64_t q = 0; q < n; ++q) dst[q] = std::max(src[q] + bias, 0.0f);
-  else
-    for (int64_t q = 0; q < n; ++q) dst[q] = src[q] + bias;
-}
-
-// dst = dy where the fused ReLU's output y is positive, else 0.
-void relu_mask(const float* __restrict y, const float* __restrict dy, float* __restrict dst, int64_t n) {
-  for (int64_t q = 0; q < n; ++q) {
-    const float g = dy[q];  // loaded unconditionally, so the select vectorizes
-    dst[q] = y[q] > 0.0f ? g : 0.0f;
-  }
-}
-
-// Scratch reused across calls (grown on demand, per thread as the executor may run on several).
-struct ConvScratch {
-  std::vector<float> col, out, plane_sums, weight_t;
-};
-ConvScratch& scratch() {
-  thread_local ConvScratch s;
-  return s;
-}
-
-void conv2d_f32_im2col(const ConvGeometry& g, const float* x, const float* w, const float* bias, Activation act,
-                       float* y) {
-  const int64_t chunk = images_per_chunk(g), spatial = g.out_spatial();
-  const int64_t k = g.patch(), mg = g.group_out();
-  ConvScratch& s = scratch();
-  for (int64_t n0 = 0; n0 < g.batch; n0 += chunk) {
-    const int64_t count = std::min(chunk, g.batch - n0), cols = count * spatial;
-    s.col.resize(static_cast<size_t>(g.in_channels * g.kernel_h * g.kernel_w * cols));
-    s.out.resize(static_cast<size_t>(g.out_channels * cols));
-    im2col(g, x + n0 * g.in_channels * g.in_spatial(), count, s.col.data());
-    for (int64_t grp = 0; grp < g.groups; ++grp)
-      gemm_f32(Transpose::No, Transpose::No, mg, cols, k, 1.0f, w + grp * mg * k, k, s.col.data() + grp * k * cols, cols,
-               0.0f, s.out.data() + grp * mg * cols, cols);
-    // [Cout, count*OH*OW] -> NCHW, adding the bias and applying the activation on the way.
-    const float* out = s.out.data();
-    parallel_for(count * g.out_channels, plane_grain(spatial), [&](int64_t p0, int64_t p1) {
-      for (int64_t p = p0; p < p1; ++p) {
-        const int64_t i = p / g.out_channels, m = p % g.out_channels;
-        const float* src = out + m * cols + i * spatial;
-        float* dst = y + ((n0 + i) * g.out_channels + m) * spatial;
-        add_bias(src, bias ? bias[m] : 0.0f, act == Activation::Relu, dst, spatial);
-      }
-    });
-  }
-}
-
 // The implementations, fastest first.
 struct ConvProblem {};
 enum ConvImplementation { kIm2colGemm, kReference };
@@ -292,9 +126,9 @@ class Conv2D final : public Op {
     out[0]->resize({g.batch, g.out_channels, g.out_h, g.out_w});
     const float* bias = in.size() == 3 ? in[2]->data<float>() : nullptr;
     if (kernels::choose(kConvImplementations, ConvProblem{}).index == kReference)
-      conv2d_f32_ref(g, in[0]->data<float>(), in[1]->data<float>(), bias, activation_of(node), out[0]->data<float>());
+      kernels::conv2d_f32_ref(g, in[0]->data<float>(), in[1]->data<float>(), bias, activation_of(node), out[0]->data<float>());
     else
-      conv2d_f32_im2col(g, in[0]->data<float>(), in[1]->data<float>(), bias, activation_of(node), out[0]->data<float>());
+      kernels::conv2d_f32_im2col(g, in[0]->data<float>(), in[1]->data<float>(), bias, activation_of(node), out[0]->data<float>());
   }
 
   std::string describe(const Node&, const void*) const override {
@@ -312,78 +146,10 @@ class Conv2D final : public Op {
     if (dw) dw->resize(in[1]->shape());
     if (db) db->resize({g.out_channels});
     if (!dx && !dw && !db) return;
-    const bool relu = activation_of(node) == Activation::Relu;
-    const int64_t chunk = images_per_chunk(g), spatial = g.out_spatial();
-    const int64_t k = g.patch(), mg = g.group_out();
-    const float* x = in[0]->data<float>();
-    const float* w = in[1]->data<float>();
-    const float* y = out[0]->data<float>();
-    const float* dy = out_grad[0]->data<float>();
-    std::vector<double> bias_sums(static_cast<size_t>(db ? g.out_channels : 0), 0.0);
-    ConvScratch& s = scratch();
-    for (int64_t n0 = 0; n0 < g.batch; n0 += chunk) {
-      const int64_t count = std::min(chunk, g.batch - n0), cols = count * spatial;
-      // dY of the chunk as [Cout, count*OH*OW], zero where the fused ReLU clipped, and the sum of
-      // each plane for db (eight independent partial sums: vectorizable, same order every time).
-      s.out.resize(static_cast<size_t>(g.out_channels * cols));
-      s.plane_sums.resize(static_cast<size_t>(count * g.out_channels));
-      float* dyc = s.out.data();
-      float* plane_sums = s.plane_sums.data();
-      parallel_for(count * g.out_channels, plane_grain(spatial), [&](int64_t p0, int64_t p1) {
-        for (int64_t p = p0; p < p1; ++p) {
-          const int64_t i = p / g.out_channels, m = p % g.out_channels;
-          const float* src = dy + ((n0 + i) * g.out_channels + m) * spatial;
-          const float* yp = y + ((n0 + i) * g.out_channels + m) * spatial;
-          float* dst = dyc + m * cols + i * spatial;
-          if (relu)
-            relu_mask(yp, src, dst, spatial);
-          else
-            std::memcpy(dst, src, static_cast<size_t>(spatial) * sizeof(float));
-          if (db) {
-            float lanes[8] = {};
-            int64_t q = 0;
-            for (; q + 8 <= spatial; q += 8)
-              for (int l = 0; l < 8; ++l) lanes[l] += dst[q + l];
-            for (; q < spatial; ++q) lanes[q % 8] += dst[q];
-            double sum = 0;
-            for (float v : lanes) sum += v;
-            plane_sums[p] = static_cast<float>(sum);
-          }
-        }
-      });
-      if (db)
-        for (int64_t p = 0; p < count * g.out_channels; ++p) bias_sums[p % g.out_channels] += plane_sums[p];
-      if (!dw && !dx) continue;
-      s.col.resize(static_cast<size_t>(g.in_channels * g.kernel_h * g.kernel_w * cols));
-      if (dw) {  // dW_g[Cout/G, K] (+)= dY_g * col_g^T, accumulated over chunks
-        im2col(g, x + n0 * g.in_channels * g.in_spatial(), count, s.col.data());
-        // With K < Cout/G (e.g. a first layer on one channel) the transposed product
-        // dW_g^T[K, Cout/G] = col_g * dY_g^T suits the GEMM's tiles better; transposed back at the end.
-        const bool transposed = k < mg;
-        if (transposed) s.weight_t.resize(static_cast<size_t>(g.groups * k * mg));
-        for (int64_t grp = 0; grp < g.groups; ++grp)
-          if (transposed)
-            gemm_f32(Transpose::No, Transpose::Yes, k, mg, cols, 1.0f, s.col.data() + grp * k * cols, cols,
-                     dyc + grp * mg * cols, cols, n0 == 0 ? 0.0f : 1.0f, s.weight_t.data() + grp * k * mg, mg);
-          else
-            gemm_f32(Transpose::No, Transpose::Yes, mg, k, cols, 1.0f, dyc + grp * mg * cols, cols,
-                     s.col.data() + grp * k * cols, cols, n0 == 0 ? 0.0f : 1.0f, dw->data<float>() + grp * mg * k, k);
-        if (transposed && n0 + count == g.batch)
-          for (int64_t grp = 0; grp < g.groups; ++grp)
-            for (int64_t m = 0; m < mg; ++m)
-              for (int64_t j = 0; j < k; ++j)
-                dw->data<float>()[(grp * mg + m) * k + j] = s.weight_t[static_cast<size_t>((grp * k + j) * mg + m)];
-      }
-      if (dx) {  // dcol_g[K, cols] = W_g^T * dY_g, then scattered back to the images
-        for (int64_t grp = 0; grp < g.groups; ++grp)
-          gemm_f32(Transpose::Yes, Transpose::No, k, cols, mg, 1.0f, w + grp * mg * k, k, dyc + grp * mg * cols, cols,
-                   0.0f, s.col.data() + grp * k * cols, cols);
-        col2im(g, s.col.data(), count, dx->data<float>() + n0 * g.in_channels * g.in_spatial());
-      }
-    }
-    if (db)
-      for (int64_t m = 0; m < g.out_channels; ++m) db->data<float>()[m] = static_cast<float>(bias_sums[m]);
-    if (dw && g.batch == 0) dw->zero();
+    kernels::conv2d_f32_backward(g, in[0]->data<float>(), in[1]->data<float>(), out[0]->data<float>(),
+                                 out_grad[0]->data<float>(), activation_of(node) == Activation::Relu,
+                                 dx ? dx->data<float>() : nullptr, dw ? dw->data<float>() : nullptr,
+                                 db ? db->data<float>() : nullptr);
   }
 };
 

@@ -1,0 +1,60 @@
+// The executor's ownership rules: it keeps its own copy of the graph (the caller's may change or
+// go away) while sharing the initializers' storage, and runs on caller-owned memory (Tensor::wrap).
+#include <vector>
+
+#include "test_util.h"
+
+namespace lowbit {
+namespace {
+
+Graph scale_graph(float factor) {
+  Graph g;
+  g.inputs.push_back({"x", DType::F32, {-1, 3}});
+  g.initializers["w"] = Tensor::from_vector({3, 3}, std::vector<float>{factor, 0, 0, 0, factor, 0, 0, 0, factor});
+  g.add_node({"fc", "Dense", {"x", "w"}, {"y"}});
+  g.outputs = {"y"};
+  g.validate();
+  return g;
+}
+
+TEST(Executor, OutlivesTheGraphItWasBuiltFrom) {
+  auto graph = std::make_unique<Graph>(scale_graph(2.0f));
+  Executor run(*graph);
+  Tensor w = graph->initializers["w"];  // shares storage with the executor's copy
+  graph->nodes.clear();                 // the caller's graph changes, then goes away
+  graph.reset();
+  run.input("x") = Tensor::from_vector({1, 3}, std::vector<float>{1, 2, 3});
+  run.forward();
+  EXPECT_EQ(run.value("y").data<float>()[2], 6.0f);
+  w.data<float>()[8] = 10.0f;  // initializers are shared: an update reaches the executor
+  run.forward();
+  EXPECT_EQ(run.value("y").data<float>()[2], 30.0f);
+}
+
+TEST(Executor, RunsOnCallerOwnedMemoryWithoutACopy) {
+  const Graph g = scale_graph(3.0f);
+  Executor run(g);
+  auto pixels = std::make_shared<std::vector<float>>(std::vector<float>{1, 2, 3, 4, 5, 6});
+  Tensor x = Tensor::wrap(DType::F32, {2, 3}, pixels->data(), pixels);
+  EXPECT_EQ(x.data<float>(), pixels->data());  // a view, not a copy
+  std::weak_ptr<std::vector<float>> alive = pixels;
+  pixels.reset();  // the tensor keeps the caller's buffer alive
+  EXPECT_FALSE(alive.expired());
+  run.input("x") = x;
+  run.forward();
+  EXPECT_EQ(run.value("y").data<float>()[5], 18.0f);
+  x = Tensor();
+  run.input("x") = Tensor();
+  EXPECT_TRUE(alive.expired());  // the last view gone: released
+  // Writes through a view reach the caller's memory; bad pointers are refused.
+  std::vector<int32_t> codes(4, 0);
+  Tensor c = Tensor::wrap(DType::S32, {4}, codes.data(), nullptr);
+  c.data<int32_t>()[1] = 7;
+  EXPECT_EQ(codes[1], 7);
+  EXPECT_LOWBIT_ERROR(Tensor::wrap(DType::F32, {2}, nullptr, nullptr), "Tensor::wrap: null data for a [2] tensor");
+  EXPECT_LOWBIT_ERROR(Tensor::wrap(DType::F32, {2}, reinterpret_cast<std::byte*>(codes.data()) + 1, nullptr),
+                      "f32 data must be aligned to 4 bytes");
+}
+
+}  // namespace
+}  // namespace lowbit
