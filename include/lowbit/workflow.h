@@ -1,6 +1,7 @@
 // lowbit/workflow.h - the CLI's steps as library calls: quantize a model (every mode, partial
-// selection by name or by measured sensitivity, accuracy-driven search, plan files) and compare
-// two models (accuracy, agreement, per-layer error, speed). Each takes an options struct and
+// selection by name or by measured sensitivity, accuracy-driven search, plan files), compare
+// two models (accuracy, agreement, per-layer error, speed), and quantization-aware training from
+// calibration to the integer model (run_qat). Each takes an options struct and
 // returns a result struct; nothing here reads or writes files or prints, so the CLI, Python and
 // programs share one implementation.
 //
@@ -21,6 +22,7 @@
 #include "lowbit/calibration.h"
 #include "lowbit/dataset.h"
 #include "lowbit/graph.h"
+#include "lowbit/qat.h"
 #include "lowbit/quant_search.h"
 #include "lowbit/quantize.h"
 
@@ -89,5 +91,25 @@ struct CompareResult {
   Speed model_speed, against_speed;
 };
 CompareResult compare(const Graph& model, const Graph& against, const Dataset& test, const CompareOptions& options = {});
+
+// Quantization-aware training from a float model, as `lowbit qat` (and `lowbit distill --bits`)
+// run it: calibrate on the first calibration_samples of `train`, insert fake quantization, train
+// (train_options.distill for distillation), convert to the integer model, and measure the two on
+// `test`.
+struct QatRunOptions {
+  QatOptions qat;
+  TrainOptions train;
+  int64_t calibration_samples = 1000;
+};
+struct QatRunResult {
+  Graph fake_quantized;    // the trained model with fake quantization (float arithmetic)
+  Graph model;             // the integer model converted from it
+  TrainReport report;
+  int64_t test_samples = 0;
+  double fake_quantized_accuracy = 0, accuracy = 0;
+  double agreement = 0;    // share of test samples on which both predict the same class
+  double max_logit_difference = 0, mean_logit_difference = 0;
+};
+QatRunResult run_qat(const Graph& float_model, const Dataset& train, const Dataset& test, const QatRunOptions& options);
 
 }  // namespace lowbit

@@ -26,7 +26,6 @@ std::string cache_path(const std::string& teacher, const std::string& option) {
   return option == "none" ? "" : option;
 }
 
-int64_t argmax(const float* row, int64_t n) { return std::max_element(row, row + n) - row; }
 
 void print_epoch(const TrainProgress& p, const char* phase) {
   if (!p.epoch_done) return;
@@ -78,48 +77,24 @@ struct QatCli {
 
 // Fine-tunes `float_model` with fake quantization and converts it. Writes the integer model to
 // `out` (and the fake-quantized model to `fake_quant_out` if set); returns the report.
-json run_qat(const Graph& float_model, const DatasetSplits& data, const QatOptions& qat, int64_t calib_samples,
+json qat_and_report(const Graph& float_model, const DatasetSplits& data, const QatOptions& qat, int64_t calib_samples,
              TrainOptions options, const std::string& out, const std::string& fake_quant_out) {
-  CalibrationOptions c;
-  c.samples = calib_samples;
-  Graph fq = prepare_qat(float_model, qat, calibrate(float_model, data.train, c));
   options.on_progress = [](const TrainProgress& p) { print_epoch(p, "qat"); };
-  TrainReport report = train_qat(fq, data.train, options, qat);
-  Graph q = convert_qat(fq);
-  save_model(q, out);
-  if (!fake_quant_out.empty()) save_model(fq, fake_quant_out);
-
-  // The fake-quantized model against the integer model, on the whole test set.
-  const Tensor a = compute_logits(fq, data.test), b = compute_logits(q, data.test);
-  const int64_t n = a.dim(0), classes = a.dim(1);
-  int64_t agree = 0, correct_fq = 0, correct_q = 0;
-  double max_diff = 0, sum_diff = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    const float* ra = a.data<float>() + i * classes;
-    const float* rb = b.data<float>() + i * classes;
-    const int64_t pa = argmax(ra, classes), pb = argmax(rb, classes);
-    agree += pa == pb;
-    correct_fq += pa == data.test.labels[i];
-    correct_q += pb == data.test.labels[i];
-    for (int64_t k = 0; k < classes; ++k) {
-      const double d = std::fabs(static_cast<double>(ra[k]) - rb[k]);
-      max_diff = std::max(max_diff, d);
-      sum_diff += d;
-    }
-  }
-  const double denominator = std::max<int64_t>(n, 1);
+  const QatRunResult r = lowbit::run_qat(float_model, data.train, data.test, {qat, options, calib_samples});
+  save_model(r.model, out);
+  if (!fake_quant_out.empty()) save_model(r.fake_quantized, fake_quant_out);
   fmt::print("fake-quantized accuracy {:.4f}, integer accuracy {:.4f}, predictions agree on {:.2f}% of {} test images, "
              "logits differ by {:.5f} on average, {:.5f} at most\n",
-             correct_fq / denominator, correct_q / denominator, 100.0 * agree / denominator, n,
-             sum_diff / std::max<double>(1, static_cast<double>(n * classes)), max_diff);
+             r.fake_quantized_accuracy, r.accuracy, 100.0 * r.agreement, r.test_samples, r.mean_logit_difference,
+             r.max_logit_difference);
   return {{"qat_epochs", options.epochs},
-          {"qat_seconds", report.seconds},
-          {"qat_history", history_json(report)},
-          {"fake_quant_test_accuracy", correct_fq / denominator},
-          {"test_accuracy", correct_q / denominator},
-          {"agreement", agree / denominator},
-          {"max_logit_difference", max_diff},
-          {"mean_logit_difference", sum_diff / std::max<double>(1, static_cast<double>(n * classes))},
+          {"qat_seconds", r.report.seconds},
+          {"qat_history", history_json(r.report)},
+          {"fake_quant_test_accuracy", r.fake_quantized_accuracy},
+          {"test_accuracy", r.accuracy},
+          {"agreement", r.agreement},
+          {"max_logit_difference", r.max_logit_difference},
+          {"mean_logit_difference", r.mean_logit_difference},
           {"lsq", qat.lsq},
           {"plan", qat.plan.to_json()}};
 }
@@ -181,7 +156,7 @@ Command add_qat(CLI::App& app) {
     fmt::print("float model {}: test accuracy {:.4f}; quantization-aware training for {} epoch(s), {} thread(s)\n", o->model,
                float_test.accuracy, o->epochs, num_threads());
     std::fflush(stdout);
-    json r = run_qat(model, data, o->qat.options(), o->qat.calib_samples, options, o->out, o->fake_quant_out);
+    json r = qat_and_report(model, data, o->qat.options(), o->qat.calib_samples, options, o->out, o->fake_quant_out);
     fmt::print("wrote {} ({} bytes, {:.1f}% of the float model's {} bytes)\n", o->out, file_bytes(o->out),
                100.0 * file_bytes(o->out) / std::max<uint64_t>(1, file_bytes(o->model)), file_bytes(o->model));
     if (o->json_out) {
@@ -292,7 +267,7 @@ Command add_distill(CLI::App& app) {
                  o->qat_epochs);
       options.epochs = o->qat_epochs;
       options.optimizer.learning_rate = o->qat_lr;
-      j.update(run_qat(student, data, o->qat.options(), o->qat.calib_samples, options, o->out, o->fake_quant_out));
+      j.update(qat_and_report(student, data, o->qat.options(), o->qat.calib_samples, options, o->out, o->fake_quant_out));
       fmt::print("wrote {} ({} bytes)\n", o->out, file_bytes(o->out));
     }
     j["file_bytes"] = file_bytes(o->out);
