@@ -1,7 +1,7 @@
 // lowbit/workflow.h - the CLI's steps as library calls: quantize a model (every mode, partial
 // selection by name or by measured sensitivity, accuracy-driven search, plan files), compare
 // two models (accuracy, agreement, per-layer error, speed), and quantization-aware training from
-// calibration to the integer model (run_qat). Each takes an options struct and
+// calibration to the integer model (run_qat); what a model holds (model_info). Each takes an options struct and
 // returns a result struct; nothing here reads or writes files or prints, so the CLI, Python and
 // programs share one implementation.
 //
@@ -91,6 +91,30 @@ struct CompareResult {
   Speed model_speed, against_speed;
 };
 CompareResult compare(const Graph& model, const Graph& against, const Dataset& test, const CompareOptions& options = {});
+
+// What a model holds, layer by layer (`lowbit info`): each node's output shape and the tensors it
+// reads from the model (weights, scales, codes) with their dtype, bits and bytes.
+struct TensorInfo {
+  std::string name;
+  DType dtype = DType::F32;
+  Shape shape;
+  int bits = 32;
+  int64_t bytes = 0;
+};
+struct LayerInfo {
+  std::string name, op;
+  Shape output_shape;
+  int64_t parameters = 0, bytes = 0;  // of its tensors
+  std::vector<TensorInfo> tensors;
+};
+struct ModelInfo {
+  std::string name;
+  std::vector<ValueInfo> inputs;
+  std::vector<ValueInfo> outputs;
+  int64_t parameters = 0, tensor_bytes = 0;
+  std::vector<LayerInfo> layers;
+};
+ModelInfo model_info(const Graph& model);
 
 // Quantization-aware training from a float model, as `lowbit qat` (and `lowbit distill --bits`)
 // run it: calibrate on the first calibration_samples of `train`, insert fake quantization, train

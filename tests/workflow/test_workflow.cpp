@@ -110,5 +110,30 @@ TEST(Workflow, CompareReportsAccuracyAgreementAndEveryLayer) {
   EXPECT_EQ(same.layers[0].error.max_abs, 0.0);
 }
 
+TEST(Workflow, ModelInfoListsLayersTensorsAndSizes) {
+  const Trained& s = trained_mlp();
+  const ModelInfo f = model_info(s.model);
+  EXPECT_EQ(f.parameters, 52650);  // 784*64+64 + 64*32+32 + 32*10+10
+  EXPECT_EQ(f.tensor_bytes, 52650 * 4);
+  ASSERT_EQ(f.outputs.size(), 1u);
+  EXPECT_EQ(f.outputs[0].shape, (Shape{-1, 10}));
+  const auto dense = std::find_if(f.layers.begin(), f.layers.end(), [](const LayerInfo& l) { return l.name == "dense_1"; });
+  ASSERT_NE(dense, f.layers.end());
+  EXPECT_EQ(dense->op, "Dense");
+  EXPECT_EQ(dense->output_shape, (Shape{-1, 64}));
+  EXPECT_EQ(dense->parameters, 784 * 64 + 64);
+  ASSERT_EQ(dense->tensors.size(), 2u);
+  EXPECT_EQ(dense->tensors[0].shape, (Shape{64, 784}));
+  // 4-bit weights: packed s4 codes, two per byte.
+  const ModelInfo q = model_info(quantize(s.model, QuantizeOptions{.weight_bits = 4, .calibration_data = &s.train}).model);
+  const auto qd = std::find_if(q.layers.begin(), q.layers.end(), [](const LayerInfo& l) { return l.name == "dense_1"; });
+  ASSERT_NE(qd, q.layers.end());
+  EXPECT_EQ(qd->op, "QDense");
+  EXPECT_EQ(qd->tensors[0].dtype, DType::S4);
+  EXPECT_EQ(qd->tensors[0].bits, 4);
+  EXPECT_EQ(qd->tensors[0].bytes, 64 * 784 / 2);
+  EXPECT_LT(q.tensor_bytes, f.tensor_bytes / 6);
+}
+
 }  // namespace
 }  // namespace lowbit

@@ -174,35 +174,27 @@ Command add_info(CLI::App& app) {
   cmd->add_option("--model", o->model, "Model file (.lbm)")->required();
   cmd->add_flag("--json", o->json, "Print one JSON object instead of tables");
   return [o] {
-    Graph model = load_model(o->model);
-    auto shapes = model.infer_shapes();
+    const Graph model = load_model(o->model);
+    const ModelInfo info = model_info(model);
     json layers = json::array();
-    int64_t total_bytes = 0;
-    for (const auto& node : model.nodes) {
-      int64_t params = 0, bytes = 0;
+    for (const auto& l : info.layers) {
       json tensors = json::array();
-      for (const auto& in : node.inputs) {
-        auto it = model.initializers.find(in);
-        if (it == model.initializers.end()) continue;
-        params += it->second.numel();
-        bytes += static_cast<int64_t>(it->second.nbytes());
-        tensors.push_back({{"name", in}, {"dtype", name_of(it->second.dtype())}, {"shape", it->second.shape()},
-                           {"bits", bits_of(it->second.dtype())}, {"bytes", it->second.nbytes()}});
-      }
-      total_bytes += bytes;
-      layers.push_back({{"name", node.name}, {"op", node.op}, {"output_shape", shapes.at(node.outputs[0]).shape},
-                        {"parameters", params}, {"bytes", bytes}, {"tensors", tensors}});
+      for (const auto& t : l.tensors)
+        tensors.push_back({{"name", t.name}, {"dtype", name_of(t.dtype)}, {"shape", t.shape}, {"bits", t.bits}, {"bytes", t.bytes}});
+      layers.push_back({{"name", l.name}, {"op", l.op}, {"output_shape", l.output_shape}, {"parameters", l.parameters},
+                        {"bytes", l.bytes}, {"tensors", tensors}});
     }
+    const int64_t total_bytes = info.tensor_bytes;
     json j = {{"command", "info"}, {"model", o->model}, {"name", model.name}, {"format_version", kModelFormatVersion},
-              {"parameters", model.parameter_count()}, {"tensor_bytes", total_bytes}, {"file_bytes", file_size(o->model)},
+              {"parameters", info.parameters}, {"tensor_bytes", total_bytes}, {"file_bytes", file_size(o->model)},
               {"metadata", model.metadata}, {"layers", layers}};
     if (o->json) {
       std::puts(j.dump().c_str());
       return 0;
     }
     fmt::print("model {} ({}), format version {}\n", o->model, model.name, kModelFormatVersion);
-    for (const auto& in : model.inputs) fmt::print("input  {} {}{}\n", in.name, name_of(in.dtype), to_string(in.shape));
-    for (const auto& out : model.outputs) fmt::print("output {} {}\n", out, to_string(shapes.at(out).shape));
+    for (const auto& in : info.inputs) fmt::print("input  {} {}{}\n", in.name, name_of(in.dtype), to_string(in.shape));
+    for (const auto& out : info.outputs) fmt::print("output {} {}\n", out.name, to_string(out.shape));
     // Column widths fit the longest name, op and shape (CNN op names and shapes are long).
     size_t name_w = 5, op_w = 2, shape_w = 6;
     for (const auto& l : layers) {
@@ -221,7 +213,7 @@ Command add_info(CLI::App& app) {
                  to_string(l["output_shape"].get<Shape>()), shape_w, l["parameters"].get<int64_t>(), l["bytes"].get<int64_t>(),
                  tensors);
     }
-    fmt::print("\ntotal: {} parameters, {} bytes of tensors, {} bytes on disk\n", model.parameter_count(), total_bytes,
+    fmt::print("\ntotal: {} parameters, {} bytes of tensors, {} bytes on disk\n", info.parameters, total_bytes,
                file_size(o->model));
     return 0;
   };
