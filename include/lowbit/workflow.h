@@ -66,6 +66,9 @@ struct QuantizeResult {
 // Throws Error(InvalidArgument) for an already quantized model, or when data is needed (static
 // modes without ranges, sensitivity, search) and calibration_data is null.
 QuantizeResult quantize(const Graph& model, const QuantizeOptions& options);
+// Whether quantize() with these options may read calibration_data (to calibrate, to choose layers
+// by sensitivity, or to search), so that a caller loads data only then.
+bool quantize_needs_data(const QuantizeOptions& options);
 
 struct LayerError {
   std::string layer, op, against_op;

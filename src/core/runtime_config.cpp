@@ -72,9 +72,8 @@ Isa active_isa() noexcept {
 void set_max_isa(Isa isa) noexcept { g_max_isa.store(static_cast<int>(isa)); }
 
 const char* isa_cap_reason() noexcept {
-  if (static_cast<Isa>(g_max_isa.load(std::memory_order_relaxed)) < Isa::Avx512Vnni &&
-      active_isa() == static_cast<Isa>(g_max_isa.load(std::memory_order_relaxed)))
-    return "capped by set_max_isa";
+  const Isa cap = static_cast<Isa>(g_max_isa.load(std::memory_order_relaxed));
+  if (cap < Isa::Avx512Vnni && active_isa() == cap) return "capped by set_max_isa";
   if (env_cap() < Isa::Avx512Vnni && active_isa() == env_cap()) return "capped by LOWBIT_ISA";
   return "";
 }

@@ -20,6 +20,12 @@ const Dataset& need_data(const QuantizeOptions& o, const char* why) {
 
 }  // namespace
 
+bool quantize_needs_data(const QuantizeOptions& o) {
+  const bool calibrating = o.mode != QuantMode::Dynamic && o.ranges.empty();
+  const bool by_sensitivity = o.mode == QuantMode::Partial && o.layers.empty() && !o.plan;
+  return calibrating || by_sensitivity || o.max_drop.has_value();
+}
+
 QuantizeResult quantize(const Graph& model, const QuantizeOptions& o) {
   if (is_quantized(model)) throw Error(ErrorKind::InvalidArgument, "the model is already quantized");
   const bool searching = o.max_drop.has_value();

@@ -77,11 +77,17 @@ TEST(Workflow, DynamicNeedsNoDataAndStaticModesSayWhatIsMissing) {
   const Trained& s = trained_mlp();
   QuantizeOptions o;
   o.mode = QuantMode::Dynamic;
+  EXPECT_FALSE(quantize_needs_data(o));
   EXPECT_EQ(quantize(s.model, o).plan.mode, QuantMode::Dynamic);
   o.mode = QuantMode::Full;
+  EXPECT_TRUE(quantize_needs_data(o));
   EXPECT_LOWBIT_ERROR(quantize(s.model, o), "quantize: calibration needs data (calibration_data)");
   o.mode = QuantMode::Partial;  // ranges given, but choosing layers by sensitivity needs validation data
   o.ranges = {{"minmax", calibrate(s.model, s.train, CalibrationOptions{})}};
+  EXPECT_TRUE(quantize_needs_data(o));
+  o.layers = "dense_1";  // named layers with ranges: no data needed
+  EXPECT_FALSE(quantize_needs_data(o));
+  o.layers.clear();
   EXPECT_LOWBIT_ERROR(quantize(s.model, o), "quantize: choosing layers by sensitivity needs data");
   const QuantizeResult q = quantize(s.model, QuantizeOptions{.calibration_data = &s.train});
   EXPECT_LOWBIT_ERROR(quantize(q.model, QuantizeOptions{.calibration_data = &s.train}), "already quantized");

@@ -135,9 +135,8 @@ Command add_quantize(CLI::App& app) {
       q.ranges[c.method.empty() ? "minmax" : c.method] = c;
     }
     // Data: calibration (static modes without ranges), validation (search, sensitivity).
-    const bool needs_validation = q.max_drop || (q.mode == QuantMode::Partial && q.layers.empty() && !q.plan);
     std::optional<DatasetSplits> data;
-    if ((q.mode != QuantMode::Dynamic && q.ranges.empty()) || needs_validation || !o->calib_data.empty())
+    if (quantize_needs_data(q) || !o->calib_data.empty())
       data = load_dataset_dir(o->calib_data.empty() ? default_dataset_dir() : o->calib_data);
     if (data) q.calibration_data = &data->train;
 

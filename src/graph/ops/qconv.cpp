@@ -74,7 +74,6 @@ struct QConvState : IntegerLayerState {
   std::vector<int32_t> weight_row_sums;    // sum of each output channel's codes
   std::vector<float> weight_scale, bias_f32;
   kernels::Choice implementation;          // chosen once, when prepared (kImplementations)
-  std::string description;                 // for LOWBIT_VERBOSE
 };
 
 // The implementations, fastest first (the file comment describes them). What decides is known
@@ -437,7 +436,6 @@ std::vector<int32_t> prepare_weights(const Node& node, const Tensor& codes, QCon
   if (strides != node.attributes.end() && strides->is_array() && strides->size() == 2 && (*strides)[1].is_number_integer())
     problem.stride_w = (*strides)[1].get<int64_t>();
   s.implementation = kernels::choose(kImplementations, problem);
-  s.description = s.implementation.describe();
   std::vector<int32_t> row_sums(static_cast<size_t>(oc), 0);
   for (int64_t m = 0; m < oc; ++m)
     for (int64_t t = 0; t < s.k; ++t) row_sums[static_cast<size_t>(m)] += s.codes[static_cast<size_t>(m * s.k + t)];
@@ -454,8 +452,6 @@ std::vector<int32_t> prepare_weights(const Node& node, const Tensor& codes, QCon
     }
     s.group_weights.push_back(QWeights::pack(pack_codes(permuted, {og, s.k}, d), og, s.k));
   }
-  const QWeights& w = s.group_weights.front();
-  s.description += " on " + kernels::describe_qgemm(w.storage(), w.vnni_layout().defined());
   return row_sums;
 }
 
@@ -469,6 +465,19 @@ int64_t out_channels(const Node& node, std::span<const Shape> in, std::initializ
     if (in[i].size() != 1 || in[i][0] != oc)
       shape_error(node, std::string(*name) + " must be [" + std::to_string(oc) + "], got " + to_string(in[i]));
   return oc;
+}
+
+// Op::describe of both integer convolutions: the implementation chosen when prepared (and, for
+// im2row, the GEMM under it). Built only when asked (LOWBIT_VERBOSE), not on every prepare.
+std::string describe_prepared(const void* state) {
+  if (!state) return "prepared on every call (weights are not constants)";
+  const auto& s = *static_cast<const QConvState*>(state);
+  std::string line = s.implementation.describe();
+  if (s.implementation.index == kIm2row) {
+    const QWeights& w = s.group_weights.front();
+    line += " on " + kernels::describe_qgemm(w.storage(), w.vnni_layout().defined());
+  }
+  return line;
 }
 
 class QConv2D final : public PreparedInferenceOp {
@@ -499,7 +508,7 @@ class QConv2D final : public PreparedInferenceOp {
   }
 
   std::string describe(const Node&, const void* state) const override {
-    return state ? static_cast<const QConvState*>(state)->description : "prepared on every call (weights are not constants)";
+    return describe_prepared(state);
   }
 
   void forward_prepared(const Node& node, const void* state, std::span<const Tensor* const> in,
@@ -554,7 +563,7 @@ class DynamicQConv2D final : public PreparedInferenceOp {
   }
 
   std::string describe(const Node&, const void* state) const override {
-    return state ? static_cast<const QConvState*>(state)->description : "prepared on every call (weights are not constants)";
+    return describe_prepared(state);
   }
 
   void forward_prepared(const Node& node, const void* state, std::span<const Tensor* const> in,
