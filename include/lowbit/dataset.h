@@ -18,7 +18,7 @@ namespace lowbit {
 
 struct Dataset {
   Tensor images;                // u8, [count, rows, cols]
-  std::vector<uint8_t> labels;  // one per image
+  std::vector<int32_t> labels;  // one per image, 0 .. num_classes - 1
   int num_classes = 0;          // 1 + the largest label
   int64_t size() const { return static_cast<int64_t>(labels.size()); }
   // Image shape without the count, e.g. [28, 28].

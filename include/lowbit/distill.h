@@ -1,7 +1,7 @@
 // lowbit/distill.h - knowledge distillation: a teacher's logits, computed once and cached on disk.
 //
 // Distillation itself is a training option (TrainOptions::distill, see train.h): the loss becomes
-//   alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) * CE(student, labels).
+//     alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) * CE(student, labels).
 // With no augmentation a teacher's logits for a training sample never change, so they are computed
 // once (one inference pass) and kept in a cache file keyed by the teacher's bytes and the data's
 // bytes: a retrained teacher or different data never reuses stale logits.

@@ -1,10 +1,11 @@
 // lowbit/elementwise.h - element-wise kernels of the training loop, with reference and AVX2 paths.
 //
-//   // One Adam step over n parameters (see lowbit::Adam for the formula):
-//   lowbit::adam_update_f32(n, w, g, m, v, {beta1, beta2, step, inv_root, epsilon});
-//
+//   // One Adam step over n parameters w with gradients g and moments m, v (see lowbit::Adam):
+//   std::vector<float> w(n), g(n), m(n), v(n);
+//   lowbit::adam_update_f32(n, w.data(), g.data(), m.data(), v.data(), {0.9f, 0.999f, 1e-3f, 1.0f, 1e-8f});
 //   // Fake quantization (quantize, then dequantize; the forward pass of quantization-aware training):
-//   lowbit::fake_quantize_f32(n, x, {scale, zero_point, -128, 127}, y);
+//   std::vector<float> y(n);
+//   lowbit::fake_quantize_f32(n, w.data(), {0.02f, 0, -128, 127}, y.data());
 //
 // Every path performs the same IEEE operations in the same order (no FMA contraction), so the
 // results are bit-identical whatever the path or the thread count.

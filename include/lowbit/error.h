@@ -5,7 +5,7 @@
 // file, the field and what was expected. Kernels never throw; they are given checked arguments.
 //
 //   try {
-//     lowbit::Model m = lowbit::load_model("model.lbm");
+//     lowbit::Graph m = lowbit::load_model("model.lbm");
 //   } catch (const lowbit::Error& e) {
 //     std::cerr << "lowbit: error: " << e.what() << "\n";   // one clear line
 //     return 1;

@@ -28,6 +28,7 @@
 
 #include "lowbit/graph.h"
 #include "lowbit/ops.h"
+#include "lowbit/runtime_config.h"
 
 namespace lowbit {
 
@@ -41,8 +42,9 @@ struct Parameter {
 class Executor {
  public:
   // With training = true, every f32 initializer that a node differentiates is a parameter that
-  // receives a gradient.
-  explicit Executor(const Graph& graph, bool training = false);
+  // receives a gradient. `settings` (threads, ISA cap) apply to this executor only: to its
+  // planning (which implementation each node gets) and to every forward() and backward().
+  explicit Executor(const Graph& graph, bool training = false, RunSettings settings = {});
   Executor(const Executor&) = delete;  // parameters() points into this object
   Executor& operator=(const Executor&) = delete;
 
@@ -76,6 +78,7 @@ class Executor {
   std::vector<Parameter> parameters_;
   std::vector<Tensor> scratch_;  // one per input slot that adds to an already written gradient
   RunContext context_;
+  RunSettings settings_;
 };
 
 }  // namespace lowbit

@@ -6,7 +6,7 @@
 // carries data and parameters, and gradients flow to both.
 //
 //   lowbit::Graph g;
-//   g.inputs.push_back({"image", lowbit::DType::F32, {-1, 28, 28}});   // -1: the batch dimension
+//   g.inputs.push_back({"image", lowbit::DType::F32, {-1, 28, 28}});   // -1: known at run time
 //   g.initializers["fc1.weight"] = lowbit::Tensor::zeros({64, 784});
 //   g.initializers["fc1.bias"] = lowbit::Tensor::zeros({64});
 //   g.add_node({"flatten", "Flatten", {"image"}, {"x"}});
@@ -17,6 +17,7 @@
 #pragma once
 
 #include <map>
+#include <span>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -25,10 +26,16 @@
 
 namespace lowbit {
 
+// A value's declared dtype and shape. A dimension of -1 is dynamic: any size, known at run time
+// (the batch, a sequence length). Dynamic dimensions may be named (ONNX's dim_param): `symbols`
+// is empty or has one entry per dimension ("" for unnamed), and dimensions of the graph inputs
+// that share a name must have the same size in every run, e.g. {"ids", S64, {-1, -1}, {"batch",
+// "sequence"}} and {"mask", Bool, {-1, -1}, {"batch", "sequence"}}.
 struct ValueInfo {
   std::string name;
   DType dtype = DType::F32;
-  Shape shape;  // -1 marks the batch dimension
+  Shape shape;
+  std::vector<std::string> symbols = {};
 };
 
 struct Node {
@@ -60,6 +67,10 @@ class Graph {
   void validate();
   // Shapes and dtypes of every value (inputs, initializers, node outputs).
   std::map<std::string, ValueInfo> infer_shapes() const;
+  // Throws Error(InvalidArgument) naming the input, the dimension and what was expected unless
+  // `tensors` (one per graph input, in order) match the inputs' declared dtypes and shapes:
+  // same rank, static dimensions equal, named dynamic dimensions equal wherever they appear.
+  void check_inputs(std::span<const Tensor* const> tensors) const;
   // Number of parameters (elements of all initializers).
   int64_t parameter_count() const;
 };

@@ -1,7 +1,7 @@
 // lowbit/idx.h - image classification data in IDX files (the MNIST family's format).
 //
 // A dataset directory holds the four standard files, each optionally gzip-compressed (.gz):
-//   train-images-idx3-ubyte  train-labels-idx1-ubyte  t10k-images-idx3-ubyte  t10k-labels-idx1-ubyte
+//     train-images-idx3-ubyte  train-labels-idx1-ubyte  t10k-images-idx3-ubyte  t10k-labels-idx1-ubyte
 // Fashion-MNIST from Debian's dataset-fashion-mnist is the default.
 //
 //   lowbit::DatasetSplits data = lowbit::load_dataset_dir(lowbit::default_dataset_dir());

@@ -22,13 +22,18 @@
 
 namespace lowbit {
 
-constexpr uint32_t kModelFormatVersion = 1;
+// Version 2 records each node's op version and named dynamic dimensions; files of version 1
+// (nodes at op version 1) still load.
+constexpr uint32_t kModelFormatVersion = 2;
 
 std::string serialize_model(const Graph& model);
 // `source` names the origin (a path) in error messages.
 Graph deserialize_model(std::string_view bytes, const std::string& source);
 void save_model(const Graph& model, const std::string& path);
 Graph load_model(const std::string& path);
+// The format version in a model file's header (1 or 2 for files this build reads); throws
+// Error(Format) naming the file when it is not a lowbit model file.
+uint32_t model_file_version(const std::string& path);
 
 // "784-64-32-10" (an MLP: input size, hidden sizes, classes) or the path of a JSON description.
 nlohmann::json parse_arch(const std::string& arch);

@@ -4,12 +4,13 @@
 // in. Ops are looked up by type name; built-in ops are registered on first use.
 //
 //   const lowbit::Op& dense = lowbit::find_op("Dense");
-//   auto out_shapes = dense.infer_shapes(node, {{-1, 784}, {64, 784}, {64}});   // {[N, 64]}
+//   std::vector<lowbit::Shape> shapes = {{-1, 784}, {64, 784}, {64}};
+//   auto out_shapes = dense.infer_shapes(node, shapes);   // {[N, 64]}
 //   dense.forward(node, inputs, outputs);
 //
 // Contract for an implementation (every op must also pass the finite-difference gradient check in
 // tests/graph/test_gradcheck.cpp):
-//   infer_shapes: given input shapes (batch dimension -1), returns output shapes, or throws
+//   infer_shapes: given input shapes (-1: a dimension known only at run time), returns output shapes, or throws
 //                 Error(Format) naming node.name and the offending input.
 //   forward:      resizes each output (Tensor::resize) and fills it. Inputs are not modified.
 //   backward:     given inputs, outputs and the gradients of the outputs, writes (overwrites) the
@@ -22,10 +23,11 @@
 //                 which are initializers shared with the graph, so the model sees the update).
 // traits:        what the op *is* for the graph passes (quantize, fold, fuse, QAT, the trainer): each
 //                op states them in its own definition; no pass keeps a list of op names.
-// Built-in ops: Dense, Relu, Softmax, Flatten, Reshape, Conv2D, MaxPool2D, AveragePool2D,
-// GlobalAveragePool, BatchNormalization, Dropout, Add, SoftmaxCrossEntropy, DistillationLoss, the
-// training-time FakeQuantize and LsqFakeQuantize, and the quantized ops QuantizeLinear,
-// DequantizeLinear, QDense, DynamicQDense (see docs/ops.md).
+// Built-in ops: Dense, MatMul, Relu, Gelu, Softmax, Add, Sub, Mul, Div, Cast, Flatten, Reshape,
+// Conv2D, MaxPool2D, AveragePool2D, GlobalAveragePool, BatchNormalization, Dropout,
+// SoftmaxCrossEntropy, DistillationLoss, the training-time FakeQuantize and LsqFakeQuantize, and
+// the quantized ops QuantizeLinear, DequantizeLinear, QDense, DynamicQDense, QConv2D and
+// DynamicQConv2D (see docs/ops.md).
 #pragma once
 
 #include <cstdint>
@@ -129,6 +131,10 @@ class Op {
   // the CPU lacks AVX-512 VNNI)". Executors print it under LOWBIT_VERBOSE=1. The default is for
   // ops with one implementation.
   virtual std::string describe(const Node& /*node*/, const void* /*state*/) const { return "portable loops (one implementation)"; }
+  // Rewrites a node written for an older version of this op (`from_version` < traits().version)
+  // into the current form, as ONNX version converters do; the model loader calls it so that old
+  // files keep loading. The default refuses: an op that bumps its version overrides this.
+  virtual void upgrade(Node& node, int from_version) const;
   // The backward pass with prepare()'s state (the executor calls this one); the default forwards
   // to backward(), so only ops that read their state when differentiating override it.
   virtual void backward_prepared(const Node& node, const void* /*state*/, std::span<const Tensor* const> inputs,

@@ -7,9 +7,9 @@
 //
 //   // Weights [N, K] as codes in [-127, 127] (or packed s4/u4/s2/u2 rows, see pack_codes):
 //   lowbit::QWeights w = lowbit::QWeights::pack(codes_tensor, n, k);          // once, at load
-//   lowbit::QOutputStage out{...};                                           // per layer, once
-//   lowbit::qgemm_s8(m, a_codes, k, w, out, c_codes, n);                      // C[M,N] s8
-//   lowbit::qgemm_s8_f32(m, a_codes, k, w, out_f32, c_float, n);             // C[M,N] f32
+//   lowbit::QOutputStage stage;   // per layer, once: offsets, multipliers or scales (below)
+//   lowbit::qgemm_s8(m, a_codes, k, w, stage, c_codes, n);                    // C[M,N] s8
+//   lowbit::qgemm_s8_f32(m, a_codes, k, w, stage, c_float, n);               // C[M,N] f32
 //
 // Contract shared by every implementation (reference, AVX2):
 //   raw[m][n]  = sum_k a[m][k] * w[n][k]                          exact, in s32

@@ -8,6 +8,11 @@
 //   // LOWBIT_ISA=reference forces the scalar reference kernels, LOWBIT_ISA=avx2 caps at AVX2
 //   // (tests run every path on one machine this way).
 //
+// One Executor (or one stretch of code) can use its own settings instead of the process-wide
+// ones, e.g. a server running a 1-thread executor per request beside a 4-thread batch job:
+//   lowbit::Executor small(model, false, lowbit::RunSettings{.threads = 1});
+//   { lowbit::ScopedRunSettings scope({.threads = 1, .max_isa = lowbit::Isa::Reference}); /* ... */ }
+//
 // Results never depend on the thread count: kernels split work only along output rows and
 // columns, never along a reduction, so 1 and 2 threads give bit-identical results.
 #pragma once
@@ -49,6 +54,26 @@ void set_verbose(bool on) noexcept;
 
 int num_threads() noexcept;
 void set_num_threads(int threads);  // throws Error(InvalidArgument) for threads < 1
+
+// Settings for one executor or one scope; the defaults mean "as the process" (set_num_threads,
+// LOWBIT_NUM_THREADS, set_max_isa, LOWBIT_ISA). `max_isa` can only lower the process's cap.
+struct RunSettings {
+  int threads = 0;                 // 0: the process's num_threads()
+  Isa max_isa = Isa::Avx512Vnni;   // no further cap
+};
+// While alive, num_threads() and active_isa() called on this thread follow `settings`; scopes
+// nest (the inner one wins, the outer one is restored on exit). Throws Error(InvalidArgument)
+// for threads < 0. Executors open one around their planning, forward() and backward().
+class ScopedRunSettings {
+ public:
+  explicit ScopedRunSettings(const RunSettings& settings);
+  ~ScopedRunSettings();
+  ScopedRunSettings(const ScopedRunSettings&) = delete;
+  ScopedRunSettings& operator=(const ScopedRunSettings&) = delete;
+
+ private:
+  RunSettings previous_;
+};
 
 // Calls body(begin, end) on disjoint chunks covering [0, count), in parallel on num_threads().
 // Chunks are at least `grain` long; the split depends only on count, grain and num_threads().

@@ -10,6 +10,10 @@
 //
 // DType values are stored in model files: the enum is append-only. Packed low-bit types (S4, U4,
 // S2, U2) hold several values per byte; their packing layout is defined where they are produced.
+// S64 and Bool hold shapes, indices and masks (ONNX int64 / bool); F16 and BF16 are storage types
+// (initializers as exporters write them), converted to f32 for compute with cast():
+//   lowbit::Tensor half = lowbit::cast(x, lowbit::DType::F16);   // round to nearest even
+//   lowbit::Tensor back = lowbit::cast(half, lowbit::DType::F32);
 #pragma once
 
 #include <cstddef>
@@ -32,6 +36,10 @@ enum class DType : uint8_t {
   U4 = 6,  // packed, two per byte
   S2 = 7,  // packed, four per byte
   U2 = 8,  // packed, four per byte
+  S64 = 9,
+  Bool = 10,  // one byte per value, 0 or 1
+  F16 = 11,   // IEEE 754 binary16
+  BF16 = 12,  // bfloat16: the upper half of an f32
 };
 
 int bits_of(DType dtype) noexcept;
@@ -45,6 +53,16 @@ template <> constexpr DType dtype_of<float>() { return DType::F32; }
 template <> constexpr DType dtype_of<int8_t>() { return DType::S8; }
 template <> constexpr DType dtype_of<uint8_t>() { return DType::U8; }
 template <> constexpr DType dtype_of<int32_t>() { return DType::S32; }
+template <> constexpr DType dtype_of<int64_t>() { return DType::S64; }
+template <> constexpr DType dtype_of<bool>() { return DType::Bool; }
+
+// Scalar conversions of the 16-bit float storage types (round to nearest even; NaN stays NaN).
+float f16_to_f32(uint16_t h) noexcept;
+uint16_t f32_to_f16(float f) noexcept;
+float bf16_to_f32(uint16_t h) noexcept;
+uint16_t f32_to_bf16(float f) noexcept;
+// True for the types that hold one value per whole number of bytes (not the packed low-bit ones).
+bool is_byte_addressable(DType dtype) noexcept;
 
 using Shape = std::vector<int64_t>;
 
@@ -111,5 +129,11 @@ class Tensor {
   size_t capacity_ = 0;
   std::shared_ptr<std::byte> storage_;
 };
+
+// A new tensor of `to` holding x's values converted as ONNX Cast does: floats to integers round
+// toward zero (NaN and out-of-range values saturate; ONNX leaves them undefined), anything to
+// Bool is `value != 0`, f32 to f16/bf16 rounds to nearest even. Packed low-bit types are refused
+// (Error(InvalidArgument)); casting to the same dtype returns a copy.
+Tensor cast(const Tensor& x, DType to);
 
 }  // namespace lowbit

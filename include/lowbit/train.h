@@ -1,7 +1,8 @@
 // lowbit/train.h - initializers, optimizers, the training loop and evaluation.
 //
 //   lowbit::DatasetSplits data = lowbit::load_dataset_dir(lowbit::default_dataset_dir());
-//   lowbit::Graph model = lowbit::build_model(lowbit::parse_arch("784-64-32-10"), data.train, /*seed=*/0);
+//   lowbit::Graph model = lowbit::build_model(lowbit::parse_arch("784-64-32-10"), data.train.sample_shape(),
+//                                             data.train.num_classes, /*seed=*/0);
 //   lowbit::TrainOptions options;                       // Adam 1e-3, batch 32, 10 epochs
 //   lowbit::TrainReport report = lowbit::train(model, data.train, options);
 //   lowbit::EvalReport test = lowbit::evaluate(model, data.test);   // test.accuracy in [0, 1]

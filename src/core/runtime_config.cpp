@@ -56,7 +56,16 @@ int initial_threads() noexcept {
   return std::max(1, omp_get_num_procs());
 }
 std::atomic<int> g_threads{0};
+thread_local RunSettings t_settings;  // this thread's ScopedRunSettings, defaults when none
 }  // namespace
+
+ScopedRunSettings::ScopedRunSettings(const RunSettings& settings) : previous_(t_settings) {
+  if (settings.threads < 0)
+    throw Error(ErrorKind::InvalidArgument, "thread count must be at least 1 (or 0 for the default), got " +
+                                                std::to_string(settings.threads));
+  t_settings = settings;
+}
+ScopedRunSettings::~ScopedRunSettings() { t_settings = previous_; }
 
 Isa active_isa() noexcept {
   static const Isa hardware = [] {
@@ -66,13 +75,14 @@ Isa active_isa() noexcept {
     return Isa::Avx2;
   }();
   static const Isa capped_by_env = std::min(hardware, env_cap());
-  return std::min(capped_by_env, static_cast<Isa>(g_max_isa.load(std::memory_order_relaxed)));
+  return std::min({capped_by_env, static_cast<Isa>(g_max_isa.load(std::memory_order_relaxed)), t_settings.max_isa});
 }
 
 void set_max_isa(Isa isa) noexcept { g_max_isa.store(static_cast<int>(isa)); }
 
 const char* isa_cap_reason() noexcept {
   const Isa cap = static_cast<Isa>(g_max_isa.load(std::memory_order_relaxed));
+  if (t_settings.max_isa < Isa::Avx512Vnni && active_isa() == t_settings.max_isa) return "capped by RunSettings::max_isa";
   if (cap < Isa::Avx512Vnni && active_isa() == cap) return "capped by set_max_isa";
   if (env_cap() < Isa::Avx512Vnni && active_isa() == env_cap()) return "capped by LOWBIT_ISA";
   return "";
@@ -95,6 +105,7 @@ bool verbose() noexcept {
 void set_verbose(bool on) noexcept { g_verbose.store(on ? 1 : 0); }
 
 int num_threads() noexcept {
+  if (t_settings.threads > 0) return t_settings.threads;
   int n = g_threads.load(std::memory_order_relaxed);
   if (n == 0) {
     n = initial_threads();

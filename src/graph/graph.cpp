@@ -46,8 +46,17 @@ void Graph::validate() {
   auto fail = [](const std::string& message) { throw Error(ErrorKind::Format, message); };
   std::set<std::string> defined;
   std::set<std::string> node_names;
-  for (const auto& in : inputs)
+  for (const auto& in : inputs) {
     if (!defined.insert(in.name).second) fail("graph input '" + in.name + "' is defined twice");
+    if (!in.symbols.empty() && in.symbols.size() != in.shape.size())
+      fail("graph input '" + in.name + "' names " + std::to_string(in.symbols.size()) + " dimensions of " +
+           std::to_string(in.shape.size()));
+    for (size_t d = 0; d < in.symbols.size(); ++d)
+      if (!in.symbols[d].empty() && in.shape[d] >= 0)
+        fail("graph input '" + in.name + "' names its static dimension " + std::to_string(d) + " ('" + in.symbols[d] + "')");
+    for (int64_t d : in.shape)
+      if (d < -1) fail("graph input '" + in.name + "' has dimension " + std::to_string(d) + " (sizes are >= 0, or -1 for dynamic)");
+  }
   for (const auto& [name, tensor] : initializers) {
     if (!tensor.defined()) fail("initializer '" + name + "' holds no data");
     if (!defined.insert(name).second) fail("initializer '" + name + "' has the name of a graph input");
@@ -124,6 +133,36 @@ std::map<std::string, ValueInfo> Graph::infer_shapes() const {
       info[node.outputs[i]] = ValueInfo{node.outputs[i], out_dtypes.at(i), out_shapes[i]};
   }
   return info;
+}
+
+void Graph::check_inputs(std::span<const Tensor* const> tensors) const {
+  auto fail = [](const std::string& m) { throw Error(ErrorKind::InvalidArgument, m); };
+  if (tensors.size() != inputs.size())
+    fail("the graph has " + std::to_string(inputs.size()) + " inputs, " + std::to_string(tensors.size()) + " given");
+  std::map<std::string, std::pair<int64_t, std::string>> bound;  // symbol -> size, where it was bound
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const ValueInfo& in = inputs[i];
+    const Tensor& t = *tensors[i];
+    const std::string expected = std::string(name_of(in.dtype)) + to_string(in.shape);
+    if (!t.defined()) fail("input '" + in.name + "' was not set (expected " + expected + ")");
+    if (t.dtype() != in.dtype)
+      fail("input '" + in.name + "' is " + name_of(t.dtype()) + ", the model expects " + expected);
+    if (t.rank() != static_cast<int>(in.shape.size()))
+      fail("input '" + in.name + "' has shape " + to_string(t.shape()) + ", the model expects " + expected);
+    for (size_t d = 0; d < in.shape.size(); ++d) {
+      const int64_t size = t.shape()[d];
+      if (in.shape[d] >= 0 && size != in.shape[d])
+        fail("input '" + in.name + "' has shape " + to_string(t.shape()) + ", the model expects " + expected +
+             " (dimension " + std::to_string(d) + ")");
+      const std::string symbol = d < in.symbols.size() ? in.symbols[d] : "";
+      if (in.shape[d] >= 0 || symbol.empty()) continue;
+      const std::string here = "input '" + in.name + "' dimension " + std::to_string(d);
+      auto [it, first] = bound.emplace(symbol, std::make_pair(size, here));
+      if (!first && it->second.first != size)
+        fail(here + " ('" + symbol + "') is " + std::to_string(size) + " but " + it->second.second + " ('" + symbol +
+             "') is " + std::to_string(it->second.first));
+    }
+  }
 }
 
 int64_t Graph::parameter_count() const {

@@ -132,8 +132,13 @@ Dataset load_dataset(const std::string& images_path, const std::string& labels_p
   if (labels.dim(0) != data.images.dim(0))
     fail(labels_path, "holds " + std::to_string(labels.dim(0)) + " labels but '" + images_path + "' holds " +
                           std::to_string(data.images.dim(0)) + " images");
-  const uint8_t* l = labels.data<uint8_t>();
-  data.labels.assign(l, l + labels.numel());
+  if (labels.dtype() != DType::U8 && labels.dtype() != DType::S8 && labels.dtype() != DType::S32)
+    fail(labels_path, std::string("expected integer labels (u8, s8 or s32), found ") + name_of(labels.dtype()));
+  const Tensor wide = cast(labels, DType::S32);
+  const int32_t* l = wide.data<int32_t>();
+  data.labels.assign(l, l + wide.numel());
+  for (int64_t i = 0; i < wide.numel(); ++i)
+    if (l[i] < 0) fail(labels_path, "label " + std::to_string(i) + " is negative (" + std::to_string(l[i]) + ")");
   data.num_classes = data.labels.empty() ? 0 : 1 + *std::max_element(data.labels.begin(), data.labels.end());
   return data;
 }

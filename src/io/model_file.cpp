@@ -6,6 +6,7 @@
 
 #include "core/file_util.h"
 #include "lowbit/model_io.h"
+#include "lowbit/ops.h"
 
 namespace lowbit {
 namespace {
@@ -84,12 +85,16 @@ std::string graph_json(const Graph& g) {
   nlohmann::ordered_json j;
   j["name"] = g.name;
   j["inputs"] = nlohmann::ordered_json::array();
-  for (const auto& in : g.inputs) j["inputs"].push_back({{"name", in.name}, {"dtype", name_of(in.dtype)}, {"shape", in.shape}});
+  for (const auto& in : g.inputs) {
+    nlohmann::ordered_json v = {{"name", in.name}, {"dtype", name_of(in.dtype)}, {"shape", in.shape}};
+    if (!in.symbols.empty()) v["symbols"] = in.symbols;
+    j["inputs"].push_back(std::move(v));
+  }
   j["outputs"] = g.outputs;
   j["nodes"] = nlohmann::ordered_json::array();
   for (const auto& n : g.nodes)
-    j["nodes"].push_back({{"name", n.name}, {"op", n.op}, {"inputs", n.inputs}, {"outputs", n.outputs},
-                          {"attributes", n.attributes}});
+    j["nodes"].push_back({{"name", n.name}, {"op", n.op}, {"version", traits_of(n).version}, {"inputs", n.inputs},
+                          {"outputs", n.outputs}, {"attributes", n.attributes}});
   j["metadata"] = g.metadata;
   return j.dump();
 }
@@ -109,7 +114,22 @@ std::string tensors_payload(const Graph& g) {
   return out;
 }
 
-void parse_graph(std::string_view payload, const std::string& source, Graph& g) {
+// Brings a node written for op version `version` to the op's current version (Op::upgrade).
+void upgrade_node(Node& node, int64_t version, const std::string& source) {
+  if (!has_op(node.op)) return;  // validate() names the unknown op
+  const Op& op = find_op(node.op);
+  const int current = op.traits().version;
+  if (version < 1)
+    throw Error(ErrorKind::Format, "node '" + node.name + "' has op version " + std::to_string(version) +
+                                       " (versions start at 1)");
+  if (version > current)
+    throw Error(ErrorKind::Unsupported, "'" + source + "': node '" + node.name + "' (" + node.op + ") is op version " +
+                                            std::to_string(version) + "; this build of lowbit knows " + node.op +
+                                            " up to version " + std::to_string(current) + " (written by a newer lowbit?)");
+  if (version < current) op.upgrade(node, static_cast<int>(version));
+}
+
+void parse_graph(std::string_view payload, const std::string& source, uint32_t format_version, Graph& g) {
   auto fail = [&](const std::string& m) { throw Error(ErrorKind::Format, "'" + source + "': section GRPH: " + m); };
   nlohmann::json j;
   try {
@@ -117,18 +137,22 @@ void parse_graph(std::string_view payload, const std::string& source, Graph& g) 
     g.name = j.value("name", "");
     for (const auto& in : j.at("inputs"))
       g.inputs.push_back({in.at("name").get<std::string>(), dtype_from_name(in.at("dtype").get<std::string>()),
-                          in.at("shape").get<Shape>()});
+                          in.at("shape").get<Shape>(), in.value("symbols", std::vector<std::string>{})});
     g.outputs = j.at("outputs").get<std::vector<std::string>>();
     for (const auto& n : j.at("nodes")) {
       Node node{n.at("name").get<std::string>(), n.at("op").get<std::string>(),
                 n.at("inputs").get<std::vector<std::string>>(), n.at("outputs").get<std::vector<std::string>>(),
                 n.value("attributes", nlohmann::json::object())};
+      // Version 1 files predate op versions: every node is at version 1 of its op.
+      const int64_t version = format_version >= 2 ? n.at("version").get<int64_t>() : 1;
+      upgrade_node(node, version, source);
       g.nodes.push_back(std::move(node));
     }
     if (j.contains("metadata")) g.metadata = j.at("metadata").get<std::map<std::string, std::string>>();
   } catch (const nlohmann::json::exception& e) {
     fail(std::string("malformed graph description (") + e.what() + ")");
   } catch (const Error& e) {
+    if (e.kind() == ErrorKind::Unsupported) throw;  // already names the file: a newer op version
     fail(e.what());
   }
 }
@@ -206,7 +230,7 @@ Graph deserialize_model(std::string_view bytes, const std::string& source) {
       throw Error(ErrorKind::Format, "'" + source + "': section " + tag_name(tag) +
                                          " fails its CRC-32 check: the file is corrupted");
     if (tag == tag_of("GRPH")) {
-      parse_graph(payload, source, g);
+      parse_graph(payload, source, version, g);
       have_graph = true;
     } else if (tag == tag_of("TNSR")) {
       parse_tensors(payload, source, g);
@@ -231,5 +255,14 @@ Graph deserialize_model(std::string_view bytes, const std::string& source) {
 void save_model(const Graph& model, const std::string& path) { files::write_file_atomically(path, serialize_model(model)); }
 
 Graph load_model(const std::string& path) { return deserialize_model(files::read_file(path), path); }
+
+uint32_t model_file_version(const std::string& path) {
+  const std::string bytes = files::read_file(path);
+  if (bytes.size() < sizeof(kMagic) + 4 || std::memcmp(bytes.data(), kMagic, sizeof(kMagic)) != 0)
+    throw Error(ErrorKind::Format, "'" + path + "' is not a lowbit model file (its first bytes are not \"LOWBITM\")");
+  uint32_t version;
+  std::memcpy(&version, bytes.data() + sizeof(kMagic), 4);
+  return version;
+}
 
 }  // namespace lowbit

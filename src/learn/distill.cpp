@@ -115,7 +115,7 @@ std::string teacher_logits_key(const Graph& teacher, const Dataset& data) {
   const Shape shape = data.images.shape();
   d.add(shape.data(), shape.size() * sizeof(int64_t));
   d.add(data.images.raw(), data.images.nbytes());
-  d.add(data.labels.data(), data.labels.size());
+  d.add(data.labels.data(), data.labels.size() * sizeof(int32_t));
   return t.hex() + "-" + d.hex();
 }
 

@@ -8,7 +8,8 @@
 
 namespace lowbit {
 
-Executor::Executor(const Graph& graph, bool training) : graph_(graph) {
+Executor::Executor(const Graph& graph, bool training, RunSettings settings) : graph_(graph), settings_(settings) {
+  ScopedRunSettings scope(settings_);
   context_.training = training;
   auto add_value = [&](const std::string& name) {
     auto [it, inserted] = ids_.emplace(name, static_cast<int>(values_.size()));
@@ -88,7 +89,10 @@ Tensor& Executor::input(const std::string& name) {
 const Tensor& Executor::value(const std::string& name) const { return values_[id_of(name)]; }
 
 void Executor::forward() {
+  ScopedRunSettings scope(settings_);
   std::vector<const Tensor*> ins;
+  for (const auto& in : graph_.inputs) ins.push_back(&values_[ids_.at(in.name)]);
+  graph_.check_inputs(ins);
   std::vector<Tensor*> mutable_ins, outs;
   for (const auto& step : steps_) {
     ins.clear();
@@ -107,6 +111,7 @@ void Executor::forward() {
 }
 
 void Executor::backward(const std::string& loss) {
+  ScopedRunSettings scope(settings_);
   const int loss_id = id_of(loss);
   if (!needs_grad_[loss_id]) throw Error(ErrorKind::InvalidArgument, "'" + loss + "' does not depend on any trainable value");
   grads_[loss_id].resize(values_[loss_id].shape());

@@ -81,8 +81,12 @@ void gather_teacher_logits(const DistillSettings& distill, Executor* teacher, co
 std::string logits_value(const Graph& model) {
   if (model.outputs.empty()) throw Error(ErrorKind::InvalidArgument, "the model has no output");
   int p = model.producer(model.outputs[0]);
-  if (p >= 0 && traits_of(model.nodes[p]).probabilities_of_logits) return model.nodes[p].inputs.at(0);
-  return model.outputs[0];
+  if (p < 0 || !traits_of(model.nodes[p]).probabilities_of_logits) return model.outputs[0];
+  // A softmax over the class axis (the last): its input are the logits.
+  const int64_t axis = model.nodes[p].attr_int("axis", -1);
+  if (axis != -1 && axis + 1 != static_cast<int64_t>(model.infer_shapes().at(model.outputs[0]).shape.size()))
+    return model.outputs[0];
+  return model.nodes[p].inputs.at(0);
 }
 
 float input_scale(const Graph& model) {

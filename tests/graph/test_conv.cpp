@@ -359,7 +359,7 @@ TEST(Conv, CnnTeacherBuildsAndTrains) {
   Dataset data;
   data.images = Tensor(DType::U8, {40, 28, 28});
   for (int64_t i = 0; i < data.images.numel(); ++i) data.images.data<uint8_t>()[i] = static_cast<uint8_t>(i * 37 % 251);
-  for (int i = 0; i < 40; ++i) data.labels.push_back(static_cast<uint8_t>(i % 10));
+  for (int i = 0; i < 40; ++i) data.labels.push_back(static_cast<int32_t>(i % 10));
   data.num_classes = 10;
   TrainOptions options;
   options.epochs = 1;

@@ -136,6 +136,37 @@ TEST(GradCheck, MulBroadcastBothWays) {
   check_gradients(Node{"m", "Mul", {"a", "b"}, {"y"}}, {random({1}, 26), random({2, 1, 3}, 27)});
 }
 
+TEST(GradCheck, AddSubDivBroadcast) {
+  for (const char* op : {"Add", "Sub", "Div"}) {
+    check_gradients(Node{"o", op, {"a", "b"}, {"y"}}, {random({4, 5}, 30), random({4, 5}, 31, 0.5f, 2.0f)});
+    check_gradients(Node{"o", op, {"a", "b"}, {"y"}}, {random({2, 3, 1}, 32), random({4}, 33, 0.5f, 2.0f)});
+  }
+}
+TEST(GradCheck, Add) { check_gradients(Node{"o", "Add", {"a", "b"}, {"y"}}, {random({3, 1, 2}, 34), random({1, 4, 1}, 35)}); }
+TEST(GradCheck, Sub) { check_gradients(Node{"o", "Sub", {"a", "b"}, {"y"}}, {random({1}, 36), random({3, 2}, 37)}); }
+TEST(GradCheck, Div) { check_gradients(Node{"o", "Div", {"a", "b"}, {"y"}}, {random({3, 2}, 38), random({2}, 39, 0.5f, 2.0f)}); }
+
+TEST(GradCheck, SoftmaxOnAnInnerAxis) {
+  check_gradients(Node{"s", "Softmax", {"x"}, {"y"}, {{"axis", 1}}}, {random({2, 5, 3}, 40, -3, 3)});
+}
+
+TEST(GradCheck, DenseOnThreeDimensionalInput) {
+  check_gradients(Node{"d", "Dense", {"x", "w", "b"}, {"y"}},
+                  {random({2, 3, 5}, 41), random({4, 5}, 42), random({4}, 43)});
+}
+
+TEST(GradCheck, MatMulBatchedAndBroadcast) {
+  const Node mm{"mm", "MatMul", {"a", "b"}, {"y"}};
+  check_gradients(mm, {random({3, 4}, 44), random({4, 2}, 45)});
+  check_gradients(mm, {random({2, 3, 4}, 46), random({4, 5}, 47)});          // one GEMM over a's rows
+  check_gradients(mm, {random({2, 1, 3, 4}, 48), random({3, 4, 2}, 49)});    // both broadcast
+  check_gradients(mm, {random({4}, 50), random({2, 4, 3}, 51)});             // a vector
+}
+
+TEST(GradCheck, CastBetweenFloats) {
+  check_gradients(Node{"c", "Cast", {"x"}, {"y"}, {{"to", "f32"}}}, {random({3, 4}, 52)});
+}
+
 // Every registered op with a backward pass has a gradient check: a test named
 // <Suite>GradCheck.<OpType>... (or the one named below). Integer inference ops have no backward;
 // their bit-exact tests are tests/quant/test_qconv.cpp and tests/quant/test_quantize_model.cpp.

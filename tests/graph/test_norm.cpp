@@ -283,7 +283,9 @@ TEST(Norm, ShapeInferenceAndErrorsNameTheNode) {
   const Node add{"add", "Add", {"a", "b"}, {"y"}};
   EXPECT_EQ(infer(add, {{-1, 4, 3, 3}, {-1, 4, 3, 3}}), (std::vector<Shape>{{-1, 4, 3, 3}}));
   EXPECT_LOWBIT_ERROR(infer(add, {{-1, 4, 3, 3}, {-1, 4, 3, 2}}),
-                      "node 'add' (Add): inputs must have the same shape (no broadcasting), got [N, 4, 3, 3] and [N, 4, 3, 2]");
+                      "node 'add' (Add): inputs [N, 4, 3, 3] and [N, 4, 3, 2] do not broadcast (dimension 3 of the result: 3 against 2)");
+  EXPECT_EQ(infer(add, {{-1, 4, 3, 3}, {4, 1, 1}}), (std::vector<Shape>{{-1, 4, 3, 3}}));  // a per-channel bias
+  EXPECT_EQ(infer(add, {{3}, {-1, 1}}), (std::vector<Shape>{{-1, 3}}));
   EXPECT_LOWBIT_ERROR(infer(add, {{-1, 4}}), "expects 2 inputs, got 1");
 }
 
@@ -394,7 +396,7 @@ Dataset blobs(int count) {
   uint8_t* px = d.images.data<uint8_t>();
   for (int i = 0; i < count; ++i) {
     const int label = static_cast<int>(rng.below(4));
-    d.labels.push_back(static_cast<uint8_t>(label));
+    d.labels.push_back(static_cast<int32_t>(label));
     for (int y = 0; y < 8; ++y)
       for (int x = 0; x < 8; ++x)
         px[i * 64 + y * 8 + x] = static_cast<uint8_t>((y / 4) * 2 + (x / 4) == label ? 128 + rng.below(128) : rng.below(100));
@@ -530,7 +532,7 @@ TEST(Norm, ModelDescriptionLayers) {
                       "add a reshape layer");
   EXPECT_LOWBIT_ERROR(build(with({{{"type", "maxpool2d"}, {"name", "m"}, {"kernel", 2}},
                                   {{"type", "add"}, {"inputs", {"m", "reshape_1"}}}})),
-                      "inputs must have the same shape");
+                      "do not broadcast");
 }
 
 }  // namespace

@@ -1,5 +1,7 @@
 // The executor's ownership rules: it keeps its own copy of the graph (the caller's may change or
 // go away) while sharing the initializers' storage, and runs on caller-owned memory (Tensor::wrap).
+#include <cstring>
+#include <thread>
 #include <vector>
 
 #include "test_util.h"
@@ -54,6 +56,59 @@ TEST(Executor, RunsOnCallerOwnedMemoryWithoutACopy) {
   EXPECT_LOWBIT_ERROR(Tensor::wrap(DType::F32, {2}, nullptr, nullptr), "Tensor::wrap: null data for a [2] tensor");
   EXPECT_LOWBIT_ERROR(Tensor::wrap(DType::F32, {2}, reinterpret_cast<std::byte*>(codes.data()) + 1, nullptr),
                       "f32 data must be aligned to 4 bytes");
+}
+
+TEST(RunSettings, ScopesNestAndRestoreTheProcessSettings) {
+  const int process_threads = num_threads();
+  const Isa process_isa = active_isa();
+  {
+    ScopedRunSettings outer({.threads = 3});
+    EXPECT_EQ(num_threads(), 3);
+    EXPECT_EQ(active_isa(), process_isa);
+    {
+      ScopedRunSettings inner({.threads = 1, .max_isa = Isa::Reference});
+      EXPECT_EQ(num_threads(), 1);
+      EXPECT_EQ(active_isa(), Isa::Reference);
+      if (process_isa != Isa::Reference) EXPECT_STREQ(isa_cap_reason(), "capped by RunSettings::max_isa");
+    }
+    EXPECT_EQ(num_threads(), 3);
+    EXPECT_EQ(active_isa(), process_isa);
+  }
+  EXPECT_EQ(num_threads(), process_threads);
+  EXPECT_LOWBIT_ERROR(ScopedRunSettings({.threads = -1}), "thread count must be at least 1");
+  // Another thread does not see this thread's scope.
+  ScopedRunSettings here({.threads = 5});
+  int there = 0;
+  std::thread([&] { there = num_threads(); }).join();
+  EXPECT_EQ(there, process_threads);
+}
+
+TEST(RunSettings, AnExecutorUsesItsOwnSettingsAndLeavesTheProcessAlone) {
+  Graph g = build_model(parse_arch("20-16-4"), {20}, 4, 3);
+  Tensor x(DType::F32, {64, 20});
+  testing::fill_uniform(x, 9);
+  const int process_threads = num_threads();
+  std::vector<Tensor> outputs;
+  for (const RunSettings& s : {RunSettings{.threads = 1}, RunSettings{.threads = 2},
+                               RunSettings{.threads = 1, .max_isa = Isa::Reference}}) {
+    Executor run(g, false, s);
+    run.input(g.inputs[0].name) = x;
+    run.forward();
+    EXPECT_EQ(num_threads(), process_threads);
+    outputs.push_back(run.value(g.outputs[0]).clone());
+  }
+  // The thread count never changes results; the reference GEMM agrees within the gemm.h bound.
+  EXPECT_EQ(std::memcmp(outputs[0].raw(), outputs[1].raw(), outputs[0].nbytes()), 0);
+  for (int64_t i = 0; i < outputs[0].numel(); ++i) EXPECT_NEAR(outputs[2].data<float>()[i], outputs[0].data<float>()[i], 1e-5);
+}
+
+TEST(ModelFile, ReportsTheFormatVersionOfAFile) {
+  testing::TempDir dir;
+  save_model(build_model(parse_arch("4-3-2"), {4}, 2, 0), dir.file("m.lbm"));
+  EXPECT_EQ(model_file_version(dir.file("m.lbm")), kModelFormatVersion);
+  EXPECT_EQ(model_file_version(LOWBIT_SOURCE_DIR "/tests/data/format-v1/mlp-int8.lbm"), 1u);
+  testing::write_bytes(dir.file("x.lbm"), "not a model at all");
+  EXPECT_LOWBIT_ERROR(model_file_version(dir.file("x.lbm")), "is not a lowbit model file");
 }
 
 }  // namespace

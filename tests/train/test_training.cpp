@@ -14,7 +14,7 @@ Dataset synthetic(int count, uint64_t seed) {
   uint8_t* px = d.images.data<uint8_t>();
   for (int i = 0; i < count; ++i) {
     int label = static_cast<int>(rng.below(4));
-    d.labels.push_back(static_cast<uint8_t>(label));
+    d.labels.push_back(static_cast<int32_t>(label));
     for (int y = 0; y < 8; ++y)
       for (int x = 0; x < 8; ++x) {
         bool inside = (y / 4) * 2 + (x / 4) == label;

@@ -175,6 +175,7 @@ Command add_info(CLI::App& app) {
   cmd->add_flag("--json", o->json, "Print one JSON object instead of tables");
   return [o] {
     const Graph model = load_model(o->model);
+    const uint32_t format_version = model_file_version(o->model);
     const ModelInfo info = model_info(model);
     json layers = json::array();
     for (const auto& l : info.layers) {
@@ -185,14 +186,14 @@ Command add_info(CLI::App& app) {
                         {"bytes", l.bytes}, {"tensors", tensors}});
     }
     const int64_t total_bytes = info.tensor_bytes;
-    json j = {{"command", "info"}, {"model", o->model}, {"name", model.name}, {"format_version", kModelFormatVersion},
+    json j = {{"command", "info"}, {"model", o->model}, {"name", model.name}, {"format_version", format_version},
               {"parameters", info.parameters}, {"tensor_bytes", total_bytes}, {"file_bytes", file_size(o->model)},
               {"metadata", model.metadata}, {"layers", layers}};
     if (o->json) {
       std::puts(j.dump().c_str());
       return 0;
     }
-    fmt::print("model {} ({}), format version {}\n", o->model, model.name, kModelFormatVersion);
+    fmt::print("model {} ({}), format version {}\n", o->model, model.name, format_version);
     for (const auto& in : info.inputs) fmt::print("input  {} {}{}\n", in.name, name_of(in.dtype), to_string(in.shape));
     for (const auto& out : info.outputs) fmt::print("output {} {}\n", out.name, to_string(out.shape));
     // Column widths fit the longest name, op and shape (CNN op names and shapes are long).

@@ -16,6 +16,9 @@ void register_builtin_ops(const Registrar& add) {
   register_norm(add);
   register_gelu(add);
   register_mul(add);
+  register_arithmetic(add);
+  register_matmul(add);
+  register_cast(add);
 }
 
 void shape_error(const Node& node, const std::string& what) {

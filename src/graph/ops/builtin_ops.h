@@ -27,6 +27,9 @@ void register_conv(const Registrar& add);
 void register_norm(const Registrar& add);
 void register_gelu(const Registrar& add);
 void register_mul(const Registrar& add);
+void register_arithmetic(const Registrar& add);
+void register_matmul(const Registrar& add);
+void register_cast(const Registrar& add);
 
 [[noreturn]] void shape_error(const Node& node, const std::string& what);
 void expect_input_count(const Node& node, std::span<const Shape> inputs, size_t min, size_t max);

@@ -1,5 +1,7 @@
 // Dense (fully connected): y = activation(x * W^T + b), W stored [out_features, in_features] as in
-// PyTorch and ONNX Gemm(transB=1), so each output channel's weights are one contiguous row.
+// PyTorch and ONNX Gemm(transB=1), so each output channel's weights are one contiguous row. The
+// input may have any rank >= 2, as torch.nn.Linear: x [..., in] -> y [..., out], the leading
+// dimensions flattened into the GEMM's rows (no copy).
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -19,14 +21,16 @@ class Dense final : public Op {
     activation_of(node);
     const Shape& x = in[0];
     const Shape& w = in[1];
-    if (x.size() != 2) shape_error(node, "input must be [batch, features], got " + to_string(x) + " (add a Flatten)");
+    if (x.size() < 2) shape_error(node, "input must be [batch, ..., features], got " + to_string(x));
     if (w.size() != 2) shape_error(node, "weight must be [out, in], got " + to_string(w));
-    if (w[1] != x[1])
+    if (x.back() >= 0 && w[1] != x.back())
       shape_error(node, "weight " + to_string(w) + " expects " + std::to_string(w[1]) + " input features, input has " +
-                            std::to_string(x[1]));
+                            std::to_string(x.back()));
     if (in.size() == 3 && (in[2].size() != 1 || in[2][0] != w[0]))
       shape_error(node, "bias must be [" + std::to_string(w[0]) + "], got " + to_string(in[2]));
-    return {{x[0], w[0]}};
+    Shape y = x;
+    y.back() = w[0];
+    return {y};
   }
 
   std::string describe(const Node&, const void*) const override { return kernels::describe_gemm_f32(); }
@@ -34,8 +38,10 @@ class Dense final : public Op {
   void forward(const Node& node, std::span<const Tensor* const> in, std::span<Tensor* const> out) const override {
     const Tensor& x = *in[0];
     const Tensor& w = *in[1];
-    const int64_t batch = x.dim(0), features = x.dim(1), units = w.dim(0);
-    out[0]->resize({batch, units});
+    const int64_t batch = rows_of(node, x, w), features = w.dim(1), units = w.dim(0);
+    Shape y = x.shape();
+    y.back() = units;
+    out[0]->resize(std::move(y));
     GemmEpilogue epilogue{in.size() == 3 ? in[2]->data<float>() : nullptr, activation_of(node)};
     gemm_f32(Transpose::No, Transpose::Yes, batch, units, features, 1.0f, x.data<float>(), features,
              w.data<float>(), features, 0.0f, out[0]->data<float>(), units, epilogue);
@@ -45,7 +51,7 @@ class Dense final : public Op {
                 std::span<const Tensor* const> out_grad, std::span<Tensor* const> in_grad) const override {
     const Tensor& x = *in[0];
     const Tensor& w = *in[1];
-    const int64_t batch = x.dim(0), features = x.dim(1), units = w.dim(0);
+    const int64_t batch = rows_of(node, x, w), features = w.dim(1), units = w.dim(0);
     const float* dy = out_grad[0]->data<float>();
     // Through the fused ReLU: the output is zero exactly where the pre-activation was clipped.
     thread_local std::vector<float> masked;
@@ -72,6 +78,15 @@ class Dense final : public Op {
       gemm_f32(Transpose::No, Transpose::No, batch, features, units, 1.0f, dy, units, w.data<float>(), features,
                0.0f, in_grad[0]->data<float>(), features);
     }
+  }
+
+ private:
+  // Rows of the GEMM: every dimension of x but the last, which must match the weight's.
+  static int64_t rows_of(const Node& node, const Tensor& x, const Tensor& w) {
+    if (x.rank() < 2 || x.dim(-1) != w.dim(1))
+      shape_error(node, "input " + to_string(x.shape()) + " does not end in the weight's " + std::to_string(w.dim(1)) +
+                            " input features");
+    return leading_rows(x.shape());
   }
 };
 

@@ -1,6 +1,6 @@
-// Normalization, regularization, averaging and residual ops on NCHW activations:
-// BatchNormalization, Dropout, AveragePool2D, GlobalAveragePool and Add. Attribute names and
-// semantics follow ONNX (BatchNormalization, Dropout, AveragePool, GlobalAveragePool, Add).
+// Normalization, regularization and averaging ops on NCHW activations: BatchNormalization,
+// Dropout, AveragePool2D and GlobalAveragePool. Attribute names and semantics follow ONNX
+// (BatchNormalization, Dropout, AveragePool, GlobalAveragePool).
 //
 // BatchNormalization and Dropout behave differently in training (Op::forward_train, run by a
 // training Executor with its RunContext) and in inference (forward):
@@ -486,54 +486,6 @@ class GlobalAveragePool final : public Op {
   }
 };
 
-// ---- Add ---------------------------------------------------------------------------------------
-
-// y = a + b for two f32 inputs of the same shape (no broadcasting), e.g. a residual connection.
-// Both inputs receive dy (copied, never shared: the executor may add further contributions into
-// either gradient). Add(x, x) works: the executor sums the two contributions.
-class Add final : public Op {
- public:
-  Add() { traits_ = {.onnx = "Add"}; }
-  std::vector<Shape> infer_shapes(const Node& node, std::span<const Shape> in) const override {
-    expect_input_count(node, in, 2, 2);
-    bool same = in[0].size() == in[1].size();
-    Shape out = in[0];
-    for (size_t i = 0; same && i < out.size(); ++i) {
-      if (out[i] < 0) out[i] = in[1][i];  // an unknown batch dimension matches any
-      same = in[1][i] < 0 || in[0][i] < 0 || in[0][i] == in[1][i];
-    }
-    if (!same)
-      shape_error(node, "inputs must have the same shape (no broadcasting), got " + to_string(in[0]) + " and " +
-                            to_string(in[1]));
-    return {out};
-  }
-
-  void forward(const Node& node, std::span<const Tensor* const> in, std::span<Tensor* const> out) const override {
-    if (in[0]->shape() != in[1]->shape())
-      shape_error(node, "inputs must have the same shape, got " + to_string(in[0]->shape()) + " and " +
-                            to_string(in[1]->shape()));
-    out[0]->resize(in[0]->shape());
-    const float* a = in[0]->data<float>();
-    const float* b = in[1]->data<float>();
-    float* y = out[0]->data<float>();
-    parallel_for(in[0]->numel(), 16384, [&](int64_t i0, int64_t i1) {
-      const float* __restrict pa = a;
-      const float* __restrict pb = b;
-      float* __restrict py = y;
-      for (int64_t i = i0; i < i1; ++i) py[i] = pa[i] + pb[i];
-    });
-  }
-
-  void backward(const Node&, std::span<const Tensor* const>, std::span<const Tensor* const>,
-                std::span<const Tensor* const> out_grad, std::span<Tensor* const> in_grad) const override {
-    for (Tensor* grad : in_grad) {
-      if (!grad) continue;
-      grad->resize(out_grad[0]->shape());
-      std::memcpy(grad->raw(), out_grad[0]->raw(), out_grad[0]->nbytes());
-    }
-  }
-};
-
 }  // namespace
 
 void register_norm(const Registrar& add) {
@@ -541,7 +493,6 @@ void register_norm(const Registrar& add) {
   add("Dropout", std::make_unique<Dropout>());
   add("AveragePool2D", std::make_unique<AveragePool2D>());
   add("GlobalAveragePool", std::make_unique<GlobalAveragePool>());
-  add("Add", std::make_unique<Add>());
 }
 
 }  // namespace lowbit::ops

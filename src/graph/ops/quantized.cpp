@@ -100,14 +100,24 @@ class DequantizeLinear final : public ActivationCast<DType::S8, DType::F32> {
 int64_t check_weights(const Node& node, std::span<const Shape> in) {
   const int64_t features = node.attr_int("in_features", -1);
   if (features < 1) shape_error(node, "attribute 'in_features' must be a positive integer");
-  if (in[0].size() != 2 || (in[0][1] != features))
-    shape_error(node, "input must be [batch, " + std::to_string(features) + "], got " + to_string(in[0]));
+  if (in[0].size() < 2 || (in[0].back() >= 0 && in[0].back() != features))
+    shape_error(node, "input must be [batch, ..., " + std::to_string(features) + "], got " + to_string(in[0]));
   if (in[1].size() != 2) shape_error(node, "weight codes must be [out, packed in], got " + to_string(in[1]));
   if (in[2].size() != 1 || in[2][0] != in[1][0])
     shape_error(node, "weight_scale must be [" + std::to_string(in[1][0]) + "], got " + to_string(in[2]));
   return in[1][0];
 }
 
+// x [..., features] as the rows of a GEMM, and the output shape [..., units].
+int64_t rows_of(const Node& node, const Tensor& x, int64_t features) {
+  if (x.rank() < 2 || x.dim(-1) != features)
+    shape_error(node, "input " + to_string(x.shape()) + " does not end in " + std::to_string(features) + " features");
+  return leading_rows(x.shape());
+}
+Shape with_last(Shape shape, int64_t last) {
+  shape.back() = last;
+  return shape;
+}
 
 // ---- QDense --------------------------------------------------------------------------------
 // Inputs: x s8 [N, K], weight codes [U, .], weight_scale f32 [U], weight_zero_point s32 [U],
@@ -129,7 +139,7 @@ class QDense final : public PreparedInferenceOp {
     if (in.size() == 5 && (in[4].size() != 1 || in[4][0] != units)) shape_error(node, "bias must be [" + std::to_string(units) + "]");
     f32_output(node);
     activation_params(node, "input_scale", "input_zero_point");
-    return {{in[0][0], units}};
+    return {with_last(in[0], units)};
   }
   std::vector<DType> infer_dtypes(const Node& node, std::span<const DType> in) const override {
     return {integer_layer_dtype(node, in)};
@@ -158,7 +168,8 @@ class QDense final : public PreparedInferenceOp {
     if (!state) return forward(node, in, out);
     const auto& s = *static_cast<const QDenseState*>(state);
     const Tensor& x = *in[0];
-    const int64_t batch = x.dim(0), units = s.weights.n();
+    const int64_t batch = rows_of(node, x, s.features), units = s.weights.n();
+    const Shape y_shape = with_last(x.shape(), units);
     QOutputStage stage;
     stage.column_offset = s.column_offset.data();
     thread_local std::vector<int32_t> row_sums;
@@ -169,12 +180,12 @@ class QDense final : public PreparedInferenceOp {
       stage.row_offset = row_sums.data();
     }
     if (s.f32_output) {
-      prepare_output(*out[0], DType::F32, {batch, units});
+      prepare_output(*out[0], DType::F32, y_shape);
       stage.column_scale = s.column_scale.data();
       stage.relu = s.relu;
       qgemm_s8_f32(batch, x.data<int8_t>(), s.features, s.weights, stage, out[0]->data<float>(), units);
     } else {
-      prepare_output(*out[0], DType::S8, {batch, units});
+      prepare_output(*out[0], DType::S8, y_shape);
       stage.multiplier = s.multiplier.data();
       stage.output_zero_point = s.output_zero_point;
       stage.clamp_min = s.clamp_min;
@@ -204,7 +215,7 @@ class DynamicQDense final : public PreparedInferenceOp {
     const int64_t units = check_weights(node, in);
     if (in.size() == 4 && (in[3].size() != 1 || in[3][0] != units)) shape_error(node, "bias must be [" + std::to_string(units) + "]");
     per_row_ranges(node);
-    return {{in[0][0], units}};
+    return {with_last(in[0], units)};
   }
   std::vector<DType> infer_dtypes(const Node& node, std::span<const DType> in) const override {
     return {dynamic_layer_dtype(node, in)};
@@ -233,7 +244,7 @@ class DynamicQDense final : public PreparedInferenceOp {
     if (!state) return forward(node, in, out);
     const auto& s = *static_cast<const DynamicState*>(state);
     const Tensor& x = *in[0];
-    const int64_t batch = x.dim(0), units = s.weights.n(), k = s.features;
+    const int64_t batch = rows_of(node, x, s.features), units = s.weights.n(), k = s.features;
     // Quantize the activations: affine s8 per row (or per batch) from their observed range.
     thread_local std::vector<int8_t> codes;
     thread_local std::vector<float> row_scale;
@@ -273,7 +284,7 @@ class DynamicQDense final : public PreparedInferenceOp {
     stage.column_scale = s.weight_scale.data();
     stage.bias = s.bias.empty() ? nullptr : s.bias.data();
     stage.relu = s.relu;
-    prepare_output(*out[0], DType::F32, {batch, units});
+    prepare_output(*out[0], DType::F32, with_last(x.shape(), units));
     qgemm_s8_f32(batch, codes.data(), k, s.weights, stage, out[0]->data<float>(), units);
   }
 };

@@ -1,0 +1,193 @@
+// The general IR's ops: Add/Sub/Div with broadcasting, Softmax over any axis, Dense on N-D input,
+// MatMul with batch broadcasting, Cast; values against plain loops, shapes with run-time
+// dimensions, and the executor's check of input shapes (named dynamic dimensions). Their gradient
+// checks are in test_gradcheck.cpp.
+#include <cmath>
+
+#include "graph/gradcheck.h"
+#include "test_util.h"
+
+namespace lowbit {
+namespace {
+
+using testing::random;
+
+Tensor run1(const Node& node, std::vector<Tensor> inputs) {
+  std::vector<const Tensor*> in;
+  for (auto& t : inputs) in.push_back(&t);
+  Tensor y(DType::F32, {1});
+  Tensor* out[] = {&y};
+  find_op(node.op).forward(node, in, out);
+  return y;
+}
+
+std::vector<Shape> infer(const Node& node, std::vector<Shape> shapes) { return find_op(node.op).infer_shapes(node, shapes); }
+
+TEST(Arithmetic, AddSubDivBroadcastLikeNumpy) {
+  Tensor a = random({2, 3, 4}, 1), b = random({3, 1}, 2, 0.5f, 2.0f);
+  for (const char* op : {"Add", "Sub", "Div"}) {
+    const Tensor y = run1(Node{"o", op, {"a", "b"}, {"y"}}, {a, b});
+    ASSERT_EQ(y.shape(), (Shape{2, 3, 4}));
+    for (int i = 0; i < 2; ++i)
+      for (int j = 0; j < 3; ++j)
+        for (int k = 0; k < 4; ++k) {
+          const float x = a.data<float>()[(i * 3 + j) * 4 + k], w = b.data<float>()[j];
+          const float expected = std::string(op) == "Add" ? x + w : std::string(op) == "Sub" ? x - w : x / w;
+          EXPECT_EQ(y.data<float>()[(i * 3 + j) * 4 + k], expected) << op;
+        }
+  }
+  // The residual connection: same shapes, element by element.
+  Tensor c = random({5, 7}, 3);
+  const Tensor sum = run1(Node{"o", "Add", {"a", "c"}, {"y"}}, {c, c});
+  for (int i = 0; i < 35; ++i) EXPECT_EQ(sum.data<float>()[i], c.data<float>()[i] + c.data<float>()[i]);
+  EXPECT_LOWBIT_ERROR(run1(Node{"o", "Sub", {"a", "b"}, {"y"}}, {random({2, 3}, 4), random({4}, 5)}), "do not broadcast");
+}
+
+TEST(Softmax, AnyAxisMatchesTheLastAxisOfTheTransposedTensor) {
+  // x [2, 3, 4] over axis 1: for each (i, k), the 3 values x[i, :, k] sum to 1 and follow exp.
+  const Tensor x = random({2, 3, 4}, 6, -3, 3);
+  for (int64_t axis : {1, -2}) {
+    const Tensor y = run1(Node{"s", "Softmax", {"x"}, {"y"}, {{"axis", axis}}}, {x});
+    for (int i = 0; i < 2; ++i)
+      for (int k = 0; k < 4; ++k) {
+        double total = 0, denom = 0;
+        for (int j = 0; j < 3; ++j) denom += std::exp(double(x.data<float>()[(i * 3 + j) * 4 + k]));
+        for (int j = 0; j < 3; ++j) {
+          const float v = y.data<float>()[(i * 3 + j) * 4 + k];
+          EXPECT_NEAR(v, std::exp(double(x.data<float>()[(i * 3 + j) * 4 + k])) / denom, 1e-6);
+          total += v;
+        }
+        EXPECT_NEAR(total, 1.0, 1e-6);
+      }
+  }
+  // Axis 0 of a 1-D tensor is its last axis; out of range is an error naming the node.
+  EXPECT_EQ(infer(Node{"s", "Softmax", {"x"}, {"y"}, {{"axis", 0}}}, {{5}}), (std::vector<Shape>{{5}}));
+  EXPECT_LOWBIT_ERROR(infer(Node{"s", "Softmax", {"x"}, {"y"}, {{"axis", 3}}}, {{2, 3, 4}}),
+                      "node 's' (Softmax): axis 3 is out of range for input [2, 3, 4]");
+}
+
+TEST(Dense, TakesInputsOfAnyRankLikeTorchLinear) {
+  // [2, 3, 5] x W[4, 5]^T + b: every leading index is one row of the GEMM.
+  Tensor x = random({2, 3, 5}, 7), w = random({4, 5}, 8), b = random({4}, 9);
+  const Tensor y = run1(Node{"d", "Dense", {"x", "w", "b"}, {"y"}}, {x, w, b});
+  ASSERT_EQ(y.shape(), (Shape{2, 3, 4}));
+  for (int r = 0; r < 6; ++r)
+    for (int u = 0; u < 4; ++u) {
+      double acc = b.data<float>()[u];
+      for (int k = 0; k < 5; ++k) acc += double(x.data<float>()[r * 5 + k]) * w.data<float>()[u * 5 + k];
+      EXPECT_NEAR(y.data<float>()[r * 4 + u], acc, 1e-5);
+    }
+  EXPECT_EQ(infer(Node{"d", "Dense", {"x", "w"}, {"y"}}, {{-1, -1, 5}, {4, 5}}), (std::vector<Shape>{{-1, -1, 4}}));
+  EXPECT_LOWBIT_ERROR(infer(Node{"d", "Dense", {"x", "w"}, {"y"}}, {{-1, 6}, {4, 5}}), "expects 5 input features, input has 6");
+  EXPECT_LOWBIT_ERROR(run1(Node{"d", "Dense", {"x", "w"}, {"y"}}, {random({2, 6}, 1), w}),
+                      "input [2, 6] does not end in the weight's 5 input features");
+}
+
+// matmul of one [m, k] and one [k, n] matrix in double, as the reference.
+std::vector<double> product(const float* a, const float* b, int m, int k, int n) {
+  std::vector<double> c(static_cast<size_t>(m * n), 0.0);
+  for (int i = 0; i < m; ++i)
+    for (int j = 0; j < n; ++j)
+      for (int p = 0; p < k; ++p) c[i * n + j] += double(a[i * k + p]) * b[p * n + j];
+  return c;
+}
+
+TEST(MatMul, BatchedWithBroadcastingAndVectors) {
+  const Node mm{"mm", "MatMul", {"a", "b"}, {"y"}};
+  // a [2, 1, 3, 4] times b [5, 4, 2]: batches broadcast to [2, 5].
+  Tensor a = random({2, 1, 3, 4}, 10), b = random({5, 4, 2}, 11);
+  Tensor y = run1(mm, {a, b});
+  ASSERT_EQ(y.shape(), (Shape{2, 5, 3, 2}));
+  for (int i = 0; i < 2; ++i)
+    for (int j = 0; j < 5; ++j) {
+      const auto c = product(a.data<float>() + i * 12, b.data<float>() + j * 8, 3, 4, 2);
+      for (int e = 0; e < 6; ++e) EXPECT_NEAR(y.data<float>()[(i * 5 + j) * 6 + e], c[e], 1e-5);
+    }
+  // b a plain matrix (a Linear layer as exported): all of a's rows in one GEMM.
+  Tensor w = random({4, 6}, 12);
+  y = run1(mm, {a, w});
+  ASSERT_EQ(y.shape(), (Shape{2, 1, 3, 6}));
+  const auto c = product(a.data<float>(), w.data<float>(), 6, 4, 6);
+  for (int e = 0; e < 36; ++e) EXPECT_NEAR(y.data<float>()[e], c[e], 1e-5);
+  // Vectors: [4] x [4, 6] -> [6]; [2, 3, 4] x [4] -> [2, 3]; [4] x [4] -> [].
+  Tensor v = random({4}, 13);
+  EXPECT_EQ(run1(mm, {v, w}).shape(), (Shape{6}));
+  EXPECT_EQ(run1(mm, {random({2, 3, 4}, 14), v}).shape(), (Shape{2, 3}));
+  EXPECT_EQ(run1(mm, {v, v}).shape(), (Shape{}));
+  EXPECT_EQ(infer(mm, {{-1, 8, -1, 16}, {-1, 8, 16, -1}}), (std::vector<Shape>{{-1, 8, -1, -1}}));
+  EXPECT_LOWBIT_ERROR(infer(mm, {{3, 4}, {5, 2}}), "node 'mm' (MatMul): inner dimensions differ: [3, 4] times [5, 2]");
+  EXPECT_LOWBIT_ERROR(run1(mm, {random({2, 3, 4}, 1), random({3, 4, 2}, 2)}), "do not broadcast");
+}
+
+TEST(Cast, ConvertsLikeOnnx) {
+  Tensor x = Tensor::from_vector({6}, std::vector<float>{-1.7f, 2.9f, 0.0f, 300.0f, -300.0f, std::nanf("")});
+  Tensor s8 = run1(Node{"c", "Cast", {"x"}, {"y"}, {{"to", "s8"}}}, {x});
+  ASSERT_EQ(s8.dtype(), DType::S8);
+  const int8_t expected_s8[] = {-1, 2, 0, 127, -128, 0};  // toward zero, saturating
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(s8.data<int8_t>()[i], expected_s8[i]);
+  Tensor flags = run1(Node{"c", "Cast", {"x"}, {"y"}, {{"to", "bool"}}}, {x});
+  EXPECT_EQ(flags.dtype(), DType::Bool);
+  EXPECT_EQ(static_cast<const uint8_t*>(flags.raw())[2], 0);
+  EXPECT_EQ(static_cast<const uint8_t*>(flags.raw())[0], 1);
+  Tensor ids(DType::S64, {2});
+  ids.data<int64_t>()[0] = 7, ids.data<int64_t>()[1] = -(int64_t{1} << 40);
+  Tensor as_f32 = run1(Node{"c", "Cast", {"x"}, {"y"}, {{"to", "f32"}}}, {ids});
+  EXPECT_EQ(as_f32.data<float>()[0], 7.0f);
+  EXPECT_EQ(as_f32.data<float>()[1], -1099511627776.0f);
+  EXPECT_LOWBIT_ERROR(run1(Node{"c", "Cast", {"x"}, {"y"}, {{"to", "f64"}}}, {x}), "node 'c' (Cast): attribute 'to': unknown dtype 'f64'");
+  EXPECT_LOWBIT_ERROR(run1(Node{"c", "Cast", {"x"}, {"y"}, {{"to", "s4"}}}, {x}), "cannot cast to packed s4");
+}
+
+TEST(Tensor, HalfPrecisionConversionsRoundToNearestEven) {
+  EXPECT_EQ(f32_to_f16(1.0f), 0x3c00);
+  EXPECT_EQ(f32_to_f16(-2.0f), 0xc000);
+  EXPECT_EQ(f32_to_f16(65504.0f), 0x7bff);
+  EXPECT_EQ(f32_to_f16(65520.0f), 0x7c00);                 // halfway past the largest: infinity
+  EXPECT_EQ(f32_to_f16(1.0f + 0x1p-11f), 0x3c00);          // a tie rounds to even
+  EXPECT_EQ(f32_to_f16(1.0f + 3 * 0x1p-11f), 0x3c02);      // a tie rounds to even (up)
+  EXPECT_EQ(f32_to_f16(0x1p-24f), 0x0001);                 // the smallest subnormal
+  EXPECT_EQ(f32_to_f16(0x1p-26f), 0x0000);                 // below half of it: zero
+  EXPECT_TRUE(std::isnan(f16_to_f32(f32_to_f16(std::nanf("")))));
+  // Every f16 value survives f16 -> f32 -> f16.
+  for (uint32_t h = 0; h < 0x10000; ++h) {
+    const float f = f16_to_f32(static_cast<uint16_t>(h));
+    if (std::isnan(f)) continue;
+    ASSERT_EQ(f32_to_f16(f), h) << h;
+  }
+  EXPECT_EQ(f16_to_f32(0x3555), 0.333251953125f);
+  EXPECT_EQ(f32_to_bf16(1.0f), 0x3f80);
+  EXPECT_EQ(bf16_to_f32(0x3f80), 1.0f);
+  EXPECT_EQ(f32_to_bf16(std::bit_cast<float>(0x3f808000u)), 0x3f80);  // tie to even (down)
+  EXPECT_EQ(f32_to_bf16(std::bit_cast<float>(0x3f818000u)), 0x3f82);  // tie to even (up)
+  Tensor x = Tensor::from_vector({3}, std::vector<float>{0.1f, -3.5f, 1e5f});
+  Tensor back = cast(cast(x, DType::F16), DType::F32);
+  EXPECT_NEAR(back.data<float>()[0], 0.1f, 1e-4);
+  EXPECT_EQ(back.data<float>()[1], -3.5f);
+  EXPECT_TRUE(std::isinf(back.data<float>()[2]));
+}
+
+TEST(Executor, ChecksInputsAgainstTheirDeclaredShapesAndNamedDimensions) {
+  // Two inputs sharing the named dimensions "batch" and "tokens", and a static feature size.
+  Graph g;
+  g.inputs.push_back({"a", DType::F32, {-1, -1, 4}, {"batch", "tokens", ""}});
+  g.inputs.push_back({"b", DType::F32, {-1, -1, 4}, {"batch", "tokens", ""}});
+  g.add_node({"sum", "Add", {"a", "b"}, {"y"}});
+  g.outputs = {"y"};
+  g.validate();
+  Executor run(g);
+  run.input("a") = random({2, 3, 4}, 1);
+  run.input("b") = random({2, 3, 4}, 2);
+  run.forward();
+  EXPECT_EQ(run.value("y").shape(), (Shape{2, 3, 4}));
+  run.input("b") = random({2, 5, 4}, 2);
+  EXPECT_LOWBIT_ERROR(run.forward(), "input 'b' dimension 1 ('tokens') is 5 but input 'a' dimension 1 ('tokens') is 3");
+  run.input("b") = random({2, 3, 5}, 2);
+  EXPECT_LOWBIT_ERROR(run.forward(), "input 'b' has shape [2, 3, 5], the model expects f32[N, N, 4] (dimension 2)");
+  run.input("b") = Tensor(DType::U8, {2, 3, 4});
+  EXPECT_LOWBIT_ERROR(run.forward(), "input 'b' is u8, the model expects f32[N, N, 4]");
+  g.inputs[1].symbols = {"batch"};
+  EXPECT_LOWBIT_ERROR(g.validate(), "graph input 'b' names 1 dimensions of 3");
+}
+
+}  // namespace
+}  // namespace lowbit
