@@ -1,5 +1,6 @@
 // Internal: direct integer convolution for short reductions (first layers on few input channels,
-// depthwise layers), called by QConv2D (src/graph/ops/qconv.cpp) before its im2row + qgemm path.
+// depthwise layers), run by qconv2d_s8_direct (kernels/qconv.h, qconv_direct.cpp), which QConv2D
+// (src/graph/ops/qconv.cpp) lists before its im2row + qgemm path.
 //
 // Input: zero-padded NCHW s8 images (the border already holds the input zero point, so padding
 // stands for real zeros), planes of padded_h x padded_w. Output channel oc (group
@@ -13,7 +14,7 @@
 // sums in weight_zero_point); then requantized to s8, or scaled to f32 as
 // ((float(acc) * row_scale[image]) * column_scale[oc]) + bias[oc] (row_scale, bias optional).
 // The result is written as NCHW planes [out_channels][out_h][out_w] per image, so it is
-// bit-identical to QConv2D's reference.
+// bit-identical to the reference (kernels/ref/qconv_ref.cpp).
 #pragma once
 
 #include <cstdint>

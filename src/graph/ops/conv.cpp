@@ -2,7 +2,8 @@
 // images into [N, 1, 28, 28]). Attribute names and semantics follow ONNX Conv and MaxPool.
 //
 // Conv2D's compute is kernels/conv_f32.h (the reference loops and im2col + GEMM, forward and
-// backward); this file holds the op: attributes, shapes, the ordered list of implementations.
+// backward), MaxPool2D's kernels/pool.h; this file holds the ops: attributes, shapes, the ordered
+// list of implementations.
 #include <algorithm>
 #include <cstring>
 #include <limits>
@@ -12,6 +13,7 @@
 #include "graph/ops/conv_geometry.h"
 #include "kernels/conv_f32.h"
 #include "kernels/implementation.h"
+#include "kernels/pool.h"
 #include "lowbit/gemm.h"
 #include "lowbit/runtime_config.h"
 
@@ -182,34 +184,9 @@ PoolGeometry pool_geometry(const Node& node, const Shape& x) {
 
 namespace {
 
-// Calls visit(output index, input index, value) with the maximum of every window of one plane,
-// the first in row-major order on ties. Window bounds are clipped to the input once per row and
-// column, and the running maximum stays in a register.
-template <typename T, typename Visit> void for_each_window_max(const PoolGeometry& g, const T* plane, Visit&& visit) {
-  for (int64_t oy = 0; oy < g.out_h; ++oy) {
-    const int64_t y0 = oy * g.stride_h - g.pad_top;
-    const int64_t y_lo = std::max<int64_t>(y0, 0), y_hi = std::min(y0 + g.kernel_h, g.in_h);
-    for (int64_t ox = 0; ox < g.out_w; ++ox) {
-      const int64_t x0 = ox * g.stride_w - g.pad_left;
-      const int64_t x_lo = std::max<int64_t>(x0, 0), x_hi = std::min(x0 + g.kernel_w, g.in_w);
-      int64_t best = y_lo * g.in_w + x_lo;
-      T best_value = plane[best];
-      for (int64_t iy = y_lo; iy < y_hi; ++iy)
-        for (int64_t ix = x_lo; ix < x_hi; ++ix) {
-          // Branch-free (conditional moves): on real data the comparison is a coin flip.
-          const T v = plane[iy * g.in_w + ix];
-          const bool greater = v > best_value;
-          best = greater ? iy * g.in_w + ix : best;
-          best_value = greater ? v : best_value;
-        }
-      visit(oy * g.out_w + ox, best, best_value);
-    }
-  }
-}
-
 // MaxPool2D takes f32 or s8 input (quantized graphs: the maximum commutes with the monotone
 // quantization, so the s8 output has the input's scale and zero point); the output has the
-// input's dtype. Training (backward) is f32 only.
+// input's dtype. Training (backward) is f32 only. The window loops: kernels/pool.h.
 class MaxPool2D final : public Op {
  public:
   MaxPool2D() { traits_ = {.onnx = "MaxPool", .passes_quantized = true}; }
@@ -226,10 +203,11 @@ class MaxPool2D final : public Op {
 
   void forward(const Node& node, std::span<const Tensor* const> in, std::span<Tensor* const> out) const override {
     const PoolGeometry g = pool_geometry(node, in[0]->shape());
+    prepare_output(*out[0], in[0]->dtype(), {g.batch, g.channels, g.out_h, g.out_w});
     if (in[0]->dtype() == DType::S8)
-      forward_typed<int8_t>(g, *in[0], *out[0]);
+      kernels::maxpool2d_s8(g, in[0]->data<int8_t>(), out[0]->data<int8_t>());
     else
-      forward_typed<float>(g, *in[0], *out[0]);
+      kernels::maxpool2d_f32(g, in[0]->data<float>(), out[0]->data<float>());
   }
 
   void backward(const Node& node, std::span<const Tensor* const> in, std::span<const Tensor* const>,
@@ -237,35 +215,8 @@ class MaxPool2D final : public Op {
     if (!in_grad[0]) return;
     const PoolGeometry g = pool_geometry(node, in[0]->shape());
     in_grad[0]->resize(in[0]->shape());
-    const float* x = in[0]->data<float>();
-    const float* dy = out_grad[0]->data<float>();
-    float* dx = in_grad[0]->data<float>();
-    const int64_t in_plane = g.in_h * g.in_w, out_plane = g.out_h * g.out_w;
     // The gradient goes to the element forward() picked (recomputed: the op keeps no state).
-    parallel_for(g.batch * g.channels, plane_grain(in_plane), [&](int64_t p0, int64_t p1) {
-      for (int64_t p = p0; p < p1; ++p) {
-        const float* plane = x + p * in_plane;
-        const float* src = dy + p * out_plane;
-        float* dst = dx + p * in_plane;
-        std::fill_n(dst, in_plane, 0.0f);
-        for_each_window_max(g, plane, [dst, src](int64_t o, int64_t i, float) { dst[i] += src[o]; });
-      }
-    });
-  }
-
- private:
-  template <typename T> static void forward_typed(const PoolGeometry& g, const Tensor& x_tensor, Tensor& y_tensor) {
-    prepare_output(y_tensor, x_tensor.dtype(), {g.batch, g.channels, g.out_h, g.out_w});
-    const T* x = x_tensor.data<T>();
-    T* y = y_tensor.data<T>();
-    const int64_t in_plane = g.in_h * g.in_w, out_plane = g.out_h * g.out_w;
-    parallel_for(g.batch * g.channels, plane_grain(in_plane), [&](int64_t p0, int64_t p1) {
-      for (int64_t p = p0; p < p1; ++p) {
-        const T* plane = x + p * in_plane;
-        T* dst = y + p * out_plane;
-        for_each_window_max(g, plane, [dst](int64_t o, int64_t, T value) { dst[o] = value; });
-      }
-    });
+    kernels::maxpool2d_backward_f32(g, in[0]->data<float>(), out_grad[0]->data<float>(), in_grad[0]->data<float>());
   }
 };
 
