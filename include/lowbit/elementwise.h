@@ -49,17 +49,4 @@ void fake_quantize_f32(int64_t n, const float* x, const FakeQuantGrid& grid, flo
 double fake_quantize_backward_f32(int64_t n, const float* x, const float* dy, const FakeQuantGrid& grid, float* dx,
                                   bool scale_gradient);
 
-namespace kernels {
-void fake_quantize_f32_ref(int64_t n, const float* x, const FakeQuantGrid& grid, float* y);
-void fake_quantize_f32_avx2(int64_t n, const float* x, const FakeQuantGrid& grid, float* y);
-double fake_quantize_backward_f32_ref(int64_t n, const float* x, const float* dy, const FakeQuantGrid& grid, float* dx,
-                                      bool scale_gradient);
-double fake_quantize_backward_f32_avx2(int64_t n, const float* x, const float* dy, const FakeQuantGrid& grid, float* dx,
-                                       bool scale_gradient);
-void minmax_f32_ref(int64_t n, const float* x, float* min, float* max);
-void minmax_f32_avx2(int64_t n, const float* x, float* min, float* max);
-void adam_update_f32_ref(int64_t n, float* w, const float* g, float* m, float* v, const AdamConstants& c);
-void adam_update_f32_avx2(int64_t n, float* w, const float* g, float* m, float* v, const AdamConstants& c);
-}  // namespace kernels
-
 }  // namespace lowbit

@@ -35,16 +35,4 @@ void gemm_f32(Transpose trans_a, Transpose trans_b, int64_t m, int64_t n, int64_
               const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc,
               const GemmEpilogue& epilogue = {});
 
-namespace kernels {
-// The normative definition: plain loops, one thread. Same contract as gemm_f32.
-void gemm_f32_ref(Transpose trans_a, Transpose trans_b, int64_t m, int64_t n, int64_t k, float alpha,
-                  const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc,
-                  const GemmEpilogue& epilogue);
-// Packed, cache-blocked, register-tiled AVX2/FMA path (defined only in x86 builds; call through
-// gemm_f32, which checks the CPU first).
-void gemm_f32_avx2(Transpose trans_a, Transpose trans_b, int64_t m, int64_t n, int64_t k, float alpha,
-                   const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc,
-                   const GemmEpilogue& epilogue);
-}  // namespace kernels
-
 }  // namespace lowbit

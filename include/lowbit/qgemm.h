@@ -109,31 +109,4 @@ void dequantize_s8(int64_t n, const int8_t* q, float scale, int32_t zero_point, 
 // Row sums of A, sum_k a[m][k], for the weight-zero-point correction.
 void row_sums_s8(int64_t m, int64_t k, const int8_t* a, int64_t lda, int32_t* sums);
 
-namespace kernels {
-// The normative definitions: plain loops, one thread.
-void qgemm_s8_ref(int64_t m, const int8_t* a, int64_t lda, const QWeights& w, const QOutputStage& out, int8_t* c,
-                  int64_t ldc);
-void qgemm_s8_f32_ref(int64_t m, const int8_t* a, int64_t lda, const QWeights& w, const QOutputStage& out, float* c,
-                      int64_t ldc);
-void row_sums_s8_ref(int64_t m, int64_t k, const int8_t* a, int64_t lda, int32_t* sums);
-void quantize_s8_ref(int64_t n, const float* x, float scale, int32_t zero_point, int8_t* q);
-void dequantize_s8_ref(int64_t n, const int8_t* q, float scale, int32_t zero_point, float* y);
-void quantize_s8_avx2(int64_t n, const float* x, float scale, int32_t zero_point, int8_t* q);
-void dequantize_s8_avx2(int64_t n, const int8_t* q, float scale, int32_t zero_point, float* y);
-// AVX-512 VNNI paths (x86 builds, CPUs with VNNI): return false, writing nothing, if they cannot
-// run (no buffer); the dispatcher then takes the next path.
-bool qgemm_s8_vnni(int64_t m, const int8_t* a, int64_t lda, const QWeights& w, const QOutputStage& out, int8_t* c,
-                   int64_t ldc);
-bool qgemm_s8_f32_vnni(int64_t m, const int8_t* a, int64_t lda, const QWeights& w, const QOutputStage& out, float* c,
-                       int64_t ldc);
-// AVX2 paths (defined only in x86 builds; call through the public functions, which check the CPU).
-// qgemm_s8_avx2 expects -2^31+128 <= output_zero_point <= 2^31-129 (qgemm_s8 routes other values
-// to the reference).
-void qgemm_s8_avx2(int64_t m, const int8_t* a, int64_t lda, const QWeights& w, const QOutputStage& out, int8_t* c,
-                   int64_t ldc);
-void qgemm_s8_f32_avx2(int64_t m, const int8_t* a, int64_t lda, const QWeights& w, const QOutputStage& out, float* c,
-                       int64_t ldc);
-void row_sums_s8_avx2(int64_t m, int64_t k, const int8_t* a, int64_t lda, int32_t* sums);
-}  // namespace kernels
-
 }  // namespace lowbit

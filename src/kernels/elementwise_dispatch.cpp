@@ -1,5 +1,6 @@
 #include "lowbit/elementwise.h"
 #include "lowbit/runtime_config.h"
+#include "kernels/paths.h"
 
 namespace lowbit {
 

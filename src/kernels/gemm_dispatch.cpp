@@ -1,6 +1,7 @@
 // Chooses the GEMM implementation: the fastest path the CPU supports, reference last.
 #include "lowbit/gemm.h"
 #include "lowbit/runtime_config.h"
+#include "kernels/paths.h"
 
 namespace lowbit {
 

@@ -3,6 +3,7 @@
 
 #include "lowbit/qgemm.h"
 #include "lowbit/runtime_config.h"
+#include "kernels/paths.h"
 
 namespace lowbit {
 namespace {

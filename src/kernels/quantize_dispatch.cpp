@@ -1,6 +1,7 @@
 // Chooses the activation quantize / dequantize implementation.
 #include "lowbit/qgemm.h"
 #include "lowbit/runtime_config.h"
+#include "kernels/paths.h"
 
 namespace lowbit {
 

@@ -3,6 +3,7 @@
 
 #include "test_util.h"
 #include "lowbit/elementwise.h"
+#include "kernels/paths.h"
 
 namespace lowbit {
 namespace {

@@ -14,6 +14,7 @@
 #include "lowbit/gemm.h"
 #include "test_util.h"
 #include "lowbit/runtime_config.h"
+#include "kernels/paths.h"
 
 namespace lowbit {
 namespace {

@@ -284,7 +284,9 @@ TEST_F(QConvKernelTest, ResultsDoNotDependOnTheThreadCount) {
   const auto direct_bytes = direct ? run(l, Path::Direct, active_isa()) : std::vector<uint8_t>{};
   set_num_threads(2);
   EXPECT_EQ(run(l, Path::Im2row), im2row);
-  if (direct) EXPECT_EQ(run(l, Path::Direct, active_isa()), direct_bytes);
+  if (direct) {
+    EXPECT_EQ(run(l, Path::Direct, active_isa()), direct_bytes);
+  }
   EXPECT_EQ(run(l, Path::Reference), im2row);
 }
 

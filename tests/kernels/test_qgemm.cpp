@@ -18,6 +18,7 @@
 #include "lowbit/qgemm.h"
 #include "lowbit/runtime_config.h"
 #include "test_util.h"
+#include "kernels/paths.h"
 
 namespace lowbit {
 namespace {

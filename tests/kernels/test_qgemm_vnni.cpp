@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "test_util.h"
+#include "kernels/paths.h"
 
 namespace lowbit {
 namespace {

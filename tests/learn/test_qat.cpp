@@ -5,6 +5,7 @@
 
 #include "lowbit/elementwise.h"
 #include "test_util.h"
+#include "kernels/paths.h"
 
 namespace lowbit {
 namespace {

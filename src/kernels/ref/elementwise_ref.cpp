@@ -1,6 +1,7 @@
 #include <cmath>
 
 #include "lowbit/elementwise.h"
+#include "kernels/paths.h"
 
 namespace lowbit::kernels {
 

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "lowbit/qgemm.h"
+#include "kernels/paths.h"
 
 namespace lowbit::kernels {
 

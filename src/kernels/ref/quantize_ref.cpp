@@ -2,6 +2,7 @@
 #include <cmath>
 
 #include "lowbit/qgemm.h"
+#include "kernels/paths.h"
 
 namespace lowbit::kernels {
 

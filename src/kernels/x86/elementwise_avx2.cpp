@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "lowbit/elementwise.h"
+#include "kernels/paths.h"
 
 namespace lowbit::kernels {
 

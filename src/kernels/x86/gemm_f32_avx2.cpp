@@ -53,6 +53,7 @@
 #include "kernels/x86/avx2_util.h"
 #include "lowbit/gemm.h"
 #include "lowbit/runtime_config.h"
+#include "kernels/paths.h"
 
 namespace lowbit::kernels {
 namespace {

@@ -65,6 +65,7 @@
 #include "kernels/x86/scratch.h"
 #include "lowbit/qgemm.h"
 #include "lowbit/runtime_config.h"
+#include "kernels/paths.h"
 
 #define LOWBIT_ALWAYS_INLINE inline __attribute__((always_inline))
 

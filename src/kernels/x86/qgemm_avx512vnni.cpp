@@ -61,6 +61,7 @@
 #include "lowbit/qgemm.h"
 #include "lowbit/runtime_config.h"
 #include "kernels/x86/avx512_common.h"
+#include "kernels/paths.h"
 
 namespace lowbit::kernels {
 namespace {

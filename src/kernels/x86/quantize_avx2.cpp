@@ -4,6 +4,7 @@
 #include <immintrin.h>
 
 #include "lowbit/qgemm.h"
+#include "kernels/paths.h"
 
 namespace lowbit::kernels {
 

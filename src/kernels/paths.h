@@ -1,0 +1,65 @@
+// Internal: every implementation of the public kernels of gemm.h, qgemm.h and elementwise.h by
+// name: the reference loops (the normative definitions) and the per-ISA paths. The dispatchers
+// (gemm_dispatch.cpp, qgemm_dispatch.cpp, quantize_dispatch.cpp, elementwise_dispatch.cpp) choose
+// among them; the kernel tests compare them. Nothing outside src/kernels and tests/kernels calls
+// them: the public headers show only the dispatching entry points.
+#pragma once
+
+#include <cstdint>
+
+#include "lowbit/elementwise.h"
+#include "lowbit/gemm.h"
+#include "lowbit/qgemm.h"
+
+namespace lowbit::kernels {
+
+// ---- gemm.h ------------------------------------------------------------------------------------
+// The normative definition: plain loops, one thread. Same contract as gemm_f32.
+void gemm_f32_ref(Transpose trans_a, Transpose trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                  const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc,
+                  const GemmEpilogue& epilogue);
+// Packed, cache-blocked, register-tiled AVX2/FMA path (defined only in x86 builds; call through
+// gemm_f32, which checks the CPU first).
+void gemm_f32_avx2(Transpose trans_a, Transpose trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                   const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc,
+                   const GemmEpilogue& epilogue);
+
+// ---- qgemm.h -----------------------------------------------------------------------------------
+// The normative definitions: plain loops, one thread.
+void qgemm_s8_ref(int64_t m, const int8_t* a, int64_t lda, const QWeights& w, const QOutputStage& out, int8_t* c,
+                  int64_t ldc);
+void qgemm_s8_f32_ref(int64_t m, const int8_t* a, int64_t lda, const QWeights& w, const QOutputStage& out, float* c,
+                      int64_t ldc);
+void row_sums_s8_ref(int64_t m, int64_t k, const int8_t* a, int64_t lda, int32_t* sums);
+void quantize_s8_ref(int64_t n, const float* x, float scale, int32_t zero_point, int8_t* q);
+void dequantize_s8_ref(int64_t n, const int8_t* q, float scale, int32_t zero_point, float* y);
+void quantize_s8_avx2(int64_t n, const float* x, float scale, int32_t zero_point, int8_t* q);
+void dequantize_s8_avx2(int64_t n, const int8_t* q, float scale, int32_t zero_point, float* y);
+// AVX-512 VNNI paths (x86 builds, CPUs with VNNI): return false, writing nothing, if they cannot
+// run (no buffer); the dispatcher then takes the next path.
+bool qgemm_s8_vnni(int64_t m, const int8_t* a, int64_t lda, const QWeights& w, const QOutputStage& out, int8_t* c,
+                   int64_t ldc);
+bool qgemm_s8_f32_vnni(int64_t m, const int8_t* a, int64_t lda, const QWeights& w, const QOutputStage& out, float* c,
+                       int64_t ldc);
+// AVX2 paths (defined only in x86 builds; call through the public functions, which check the CPU).
+// qgemm_s8_avx2 expects -2^31+128 <= output_zero_point <= 2^31-129 (qgemm_s8 routes other values
+// to the reference).
+void qgemm_s8_avx2(int64_t m, const int8_t* a, int64_t lda, const QWeights& w, const QOutputStage& out, int8_t* c,
+                   int64_t ldc);
+void qgemm_s8_f32_avx2(int64_t m, const int8_t* a, int64_t lda, const QWeights& w, const QOutputStage& out, float* c,
+                       int64_t ldc);
+void row_sums_s8_avx2(int64_t m, int64_t k, const int8_t* a, int64_t lda, int32_t* sums);
+
+// ---- elementwise.h -----------------------------------------------------------------------------
+void fake_quantize_f32_ref(int64_t n, const float* x, const FakeQuantGrid& grid, float* y);
+void fake_quantize_f32_avx2(int64_t n, const float* x, const FakeQuantGrid& grid, float* y);
+double fake_quantize_backward_f32_ref(int64_t n, const float* x, const float* dy, const FakeQuantGrid& grid, float* dx,
+                                      bool scale_gradient);
+double fake_quantize_backward_f32_avx2(int64_t n, const float* x, const float* dy, const FakeQuantGrid& grid, float* dx,
+                                       bool scale_gradient);
+void minmax_f32_ref(int64_t n, const float* x, float* min, float* max);
+void minmax_f32_avx2(int64_t n, const float* x, float* min, float* max);
+void adam_update_f32_ref(int64_t n, float* w, const float* g, float* m, float* v, const AdamConstants& c);
+void adam_update_f32_avx2(int64_t n, float* w, const float* g, float* m, float* v, const AdamConstants& c);
+
+}  // namespace lowbit::kernels
