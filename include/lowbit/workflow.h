@@ -1,7 +1,8 @@
 // lowbit/workflow.h - the CLI's steps as library calls: quantize a model (every mode, partial
 // selection by name or by measured sensitivity, accuracy-driven search, plan files), compare
 // two models (accuracy, agreement, per-layer error, speed), and quantization-aware training from
-// calibration to the integer model (run_qat); what a model holds (model_info). Each takes an options struct and
+// calibration to the integer model (run_qat); training (run_train) and distillation (run_distill);
+// what a model holds (model_info). Each takes an options struct and
 // returns a result struct; nothing here reads or writes files or prints, so the CLI, Python and
 // programs share one implementation.
 //
@@ -21,10 +22,12 @@
 
 #include "lowbit/calibration.h"
 #include "lowbit/dataset.h"
+#include "lowbit/distill.h"
 #include "lowbit/graph.h"
 #include "lowbit/qat.h"
 #include "lowbit/quant_search.h"
 #include "lowbit/quantize.h"
+#include "lowbit/train.h"
 
 namespace lowbit {
 
@@ -138,5 +141,56 @@ struct QatRunResult {
   double max_logit_difference = 0, mean_logit_difference = 0;
 };
 QatRunResult run_qat(const Graph& float_model, const Dataset& train, const Dataset& test, const QatRunOptions& options);
+
+// Training a new model, as `lowbit train` runs it: build the model that `arch` describes (layer
+// sizes "784-64-32-10" or a JSON description file) for data.train's samples and classes, with
+// train.seed; train it on the first train_samples of data.train (0: all); evaluate it on data.test.
+struct TrainRunOptions {
+  std::string arch = "784-64-32-10";
+  int64_t train_samples = 0;
+  TrainOptions train;
+  std::map<std::string, std::string> metadata;  // added to the model's (e.g. "trained_on")
+  // Called once the model is built, before training, with it and the number of training samples.
+  std::function<void(const Graph& model, int64_t samples)> on_start;
+};
+struct TrainRunResult {
+  Graph model;
+  TrainReport report;
+  EvalReport test;
+};
+TrainRunResult run_train(const DatasetSplits& data, const TrainRunOptions& options);
+
+// Knowledge distillation, as `lowbit distill` runs it: the teacher's logits (from the cache file
+// when it holds this teacher's logits for this data, else computed once and written there; with
+// no cache file the teacher runs on every batch), the teacher's test accuracy, a float phase that
+// trains the student on the teacher's soft predictions (train.distill's temperature and alpha),
+// and, with `quantize`, a quantization-aware phase (run_qat with the same teacher) that ends in
+// the integer student. Reads and writes only the teacher's cache file.
+struct DistillRunResult;
+struct DistillRunOptions {
+  // The student: a float model to fine-tune, or else a new one built from `student_arch` with
+  // train.seed. A new student needs train.epochs > 0.
+  std::optional<Graph> student;
+  std::string student_arch = "784-64-32-10";
+  std::string teacher_cache;  // "" for none
+  int64_t train_samples = 0;  // the first N of data.train (0: all)
+  TrainOptions train;         // the float phase (epochs may be 0 for a given student)
+  std::optional<QatRunOptions> quantize;  // its train: epochs, learning rate, progress
+  std::map<std::string, std::string> metadata;  // added to the float student's
+  // Called once the teacher is ready (logits and test accuracy known), before any training.
+  std::function<void(const DistillRunResult&)> on_ready;
+  // Called after the float phase (float_test known), before the quantization-aware phase.
+  std::function<void(const DistillRunResult&)> on_float_done;
+};
+struct DistillRunResult {
+  Graph student;           // the integer student with `quantize`, else the float one
+  int64_t parameters = 0;  // of the float student
+  bool teacher_cache_hit = false;
+  std::string teacher_cache_note;  // why the cache was (re)built, if it was
+  EvalReport teacher_test, float_test;  // float_test: the float student after its phase
+  TrainReport report;                   // the float phase (no epochs when it had none)
+  std::optional<QatRunResult> qat;      // the quantization-aware phase
+};
+DistillRunResult run_distill(const Graph& teacher, const DatasetSplits& data, const DistillRunOptions& options);
 
 }  // namespace lowbit

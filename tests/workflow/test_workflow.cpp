@@ -141,5 +141,71 @@ TEST(Workflow, ModelInfoListsLayersTensorsAndSizes) {
   EXPECT_LT(q.tensor_bytes, f.tensor_bytes / 6);
 }
 
+TEST(Workflow, RunTrainIsBuildTrainEvaluate) {
+  const Trained& s = trained_mlp();
+  DatasetSplits small{s.data.train.head(3000), s.test};
+  TrainRunOptions o;
+  o.arch = "784-16-10";
+  o.train_samples = 2000;
+  o.train.epochs = 1;
+  o.train.seed = 4;
+  o.metadata["trained_on"] = "test";
+  int64_t started_with = 0;
+  o.on_start = [&](const Graph& model, int64_t samples) {
+    EXPECT_EQ(model.parameter_count(), 784 * 16 + 16 + 16 * 10 + 10);
+    started_with = samples;
+  };
+  const TrainRunResult r = run_train(small, o);
+  EXPECT_EQ(started_with, 2000);
+  EXPECT_EQ(r.model.metadata.at("trained_on"), "test");
+  // The same as the calls by hand, byte for byte.
+  Graph by_hand = build_model(parse_arch("784-16-10"), {28, 28}, 10, 4);
+  train(by_hand, small.train.head(2000), o.train);
+  by_hand.metadata["trained_on"] = "test";
+  EXPECT_EQ(serialize_model(r.model), serialize_model(by_hand));
+  EXPECT_EQ(r.test.accuracy, evaluate(by_hand, s.test).accuracy);
+  EXPECT_GT(r.test.accuracy, 0.5);
+}
+
+TEST(Workflow, RunDistillTrainsAStudentAndQuantizesIt) {
+  const Trained& s = trained_mlp();
+  testing::TempDir dir;
+  DatasetSplits small{s.train.head(2000), s.test.head(500)};
+  DistillRunOptions o;
+  o.student_arch = "784-16-10";
+  o.teacher_cache = dir.file("teacher.logits");
+  o.train.epochs = 1;
+  o.train.distill.temperature = 2;
+  o.train.distill.alpha = 0.5f;
+  QatRunOptions q;
+  q.qat.plan.defaults.weight_bits = 4;
+  q.train.epochs = 1;
+  q.train.optimizer.learning_rate = 1e-4f;
+  q.calibration_samples = 200;
+  o.quantize = q;
+  bool ready = false, float_done = false;
+  o.on_ready = [&](const DistillRunResult& r) {
+    ready = true;
+    EXPECT_EQ(r.teacher_test.accuracy, evaluate(s.model, small.test).accuracy);
+  };
+  o.on_float_done = [&](const DistillRunResult& r) { float_done = r.float_test.count == 500; };
+  const DistillRunResult r = run_distill(s.model, small, o);
+  EXPECT_TRUE(ready && float_done);
+  EXPECT_FALSE(r.teacher_cache_hit);
+  ASSERT_TRUE(r.qat.has_value());
+  EXPECT_TRUE(is_quantized(r.student));
+  EXPECT_EQ(serialize_model(r.student), serialize_model(r.qat->model));
+  EXPECT_GT(r.qat->agreement, 0.9);
+  // Again: the teacher's logits now come from the cache, and the student is the same.
+  const DistillRunResult again = run_distill(s.model, small, o);
+  EXPECT_TRUE(again.teacher_cache_hit);
+  EXPECT_EQ(serialize_model(again.student), serialize_model(r.student));
+  // A new student needs epochs; a quantized student is refused.
+  o.train.epochs = 0;
+  EXPECT_LOWBIT_ERROR(run_distill(s.model, small, o), "a new student needs training epochs");
+  o.student = r.student;
+  EXPECT_LOWBIT_ERROR(run_distill(s.model, small, o), "the student is not a float model");
+}
+
 }  // namespace
 }  // namespace lowbit

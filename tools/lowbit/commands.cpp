@@ -93,10 +93,11 @@ Command add_train(CLI::App& app) {
   add_threads_option(cmd, o->threads);
   return [o] {
     apply_threads(o->threads);
-    DatasetSplits data = load_dataset_dir(o->data);
-    if (o->train_samples > 0) data.train = data.train.head(o->train_samples);
-    Graph model = build_model(parse_arch(o->arch), data.train.sample_shape(), data.train.num_classes, o->seed);
-    TrainOptions options;
+    const DatasetSplits data = load_dataset_dir(o->data);
+    TrainRunOptions run;
+    run.arch = o->arch;
+    run.train_samples = o->train_samples;
+    TrainOptions& options = run.train;
     options.epochs = o->epochs;
     options.batch_size = o->batch;
     options.optimizer.name = o->optimizer;
@@ -107,13 +108,17 @@ Command add_train(CLI::App& app) {
     options.validation_split = o->validation_split;
     Progress progress(false);
     options.on_progress = [&](const TrainProgress& p) { progress(p); };
-    fmt::print("training {} ({} parameters) on {} samples of '{}', {} thread(s)\n", model.name, model.parameter_count(),
-               data.train.size(), o->data, num_threads());
-    std::fflush(stdout);
-    TrainReport report = train(model, data.train, options);
-    model.metadata["trained_on"] = std::filesystem::path(o->data).filename().string();
+    run.on_start = [&](const Graph& model, int64_t samples) {
+      fmt::print("training {} ({} parameters) on {} samples of '{}', {} thread(s)\n", model.name, model.parameter_count(),
+                 samples, o->data, num_threads());
+      std::fflush(stdout);
+    };
+    run.metadata["trained_on"] = std::filesystem::path(o->data).filename().string();
+    const TrainRunResult result = run_train(data, run);
+    const Graph& model = result.model;
+    const TrainReport& report = result.report;
+    const EvalReport& test = result.test;
     save_model(model, o->out);
-    EvalReport test = evaluate(model, data.test);
     fmt::print("test accuracy {:.4f}  test loss {:.4f}  train time {:.2f} s  saved {} ({} bytes)\n", test.accuracy,
                test.loss, report.seconds, o->out, file_size(o->out));
     if (o->json) {

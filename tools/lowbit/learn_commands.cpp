@@ -75,19 +75,13 @@ struct QatCli {
   }
 };
 
-// Fine-tunes `float_model` with fake quantization and converts it. Writes the integer model to
-// `out` (and the fake-quantized model to `fake_quant_out` if set); returns the report.
-json qat_and_report(const Graph& float_model, const DatasetSplits& data, const QatOptions& qat, int64_t calib_samples,
-             TrainOptions options, const std::string& out, const std::string& fake_quant_out) {
-  options.on_progress = [](const TrainProgress& p) { print_epoch(p, "qat"); };
-  const QatRunResult r = lowbit::run_qat(float_model, data.train, data.test, {qat, options, calib_samples});
-  save_model(r.model, out);
-  if (!fake_quant_out.empty()) save_model(r.fake_quantized, fake_quant_out);
+// Prints the quantization-aware phase's results and returns them for the JSON line.
+json qat_report(const QatRunResult& r, const QatOptions& qat, int epochs) {
   fmt::print("fake-quantized accuracy {:.4f}, integer accuracy {:.4f}, predictions agree on {:.2f}% of {} test images, "
              "logits differ by {:.5f} on average, {:.5f} at most\n",
              r.fake_quantized_accuracy, r.accuracy, 100.0 * r.agreement, r.test_samples, r.mean_logit_difference,
              r.max_logit_difference);
-  return {{"qat_epochs", options.epochs},
+  return {{"qat_epochs", epochs},
           {"qat_seconds", r.report.seconds},
           {"qat_history", history_json(r.report)},
           {"fake_quant_test_accuracy", r.fake_quantized_accuracy},
@@ -97,6 +91,17 @@ json qat_and_report(const Graph& float_model, const DatasetSplits& data, const Q
           {"mean_logit_difference", r.mean_logit_difference},
           {"lsq", qat.lsq},
           {"plan", qat.plan.to_json()}};
+}
+
+// Fine-tunes `float_model` with fake quantization and converts it. Writes the integer model to
+// `out` (and the fake-quantized model to `fake_quant_out` if set); returns the report.
+json qat_and_report(const Graph& float_model, const DatasetSplits& data, const QatOptions& qat, int64_t calib_samples,
+                    TrainOptions options, const std::string& out, const std::string& fake_quant_out) {
+  options.on_progress = [](const TrainProgress& p) { print_epoch(p, "qat"); };
+  const QatRunResult r = lowbit::run_qat(float_model, data.train, data.test, {qat, options, calib_samples});
+  save_model(r.model, out);
+  if (!fake_quant_out.empty()) save_model(r.fake_quantized, fake_quant_out);
+  return qat_report(r, qat, options.epochs);
 }
 
 }  // namespace
@@ -209,65 +214,68 @@ Command add_distill(CLI::App& app) {
   return [o, bits] {
     if (o->threads > 0) set_num_threads(o->threads);
     const bool quantized = bits->count() > 0 || !o->qat.plan.empty();
-    Graph teacher = load_model(o->teacher);
-    DatasetSplits data = load_dataset_dir(o->data);
-    if (o->train_samples > 0) data.train = data.train.head(o->train_samples);
-    Graph student;
-    const bool from_file = std::filesystem::path(o->student).extension() == ".lbm";
-    if (from_file) {
-      student = load_model(o->student);
-      if (is_quantized(student) || is_qat_model(student))
+    const Graph teacher = load_model(o->teacher);
+    const DatasetSplits data = load_dataset_dir(o->data);
+    DistillRunOptions run;
+    if (std::filesystem::path(o->student).extension() == ".lbm") {
+      run.student = load_model(o->student);
+      if (is_quantized(*run.student) || is_qat_model(*run.student))
         throw Error(ErrorKind::InvalidArgument, "student '" + o->student + "' is not a float model");
     } else {
-      student = build_model(parse_arch(o->student), data.train.sample_shape(), data.train.num_classes, o->seed);
+      run.student_arch = o->student;
+      if (o->epochs == 0) throw Error(ErrorKind::InvalidArgument, "--epochs 0 needs a trained student (.lbm)");
     }
-    if (!from_file && o->epochs == 0) throw Error(ErrorKind::InvalidArgument, "--epochs 0 needs a trained student (.lbm)");
     const std::string cache = cache_path(o->teacher, o->teacher_cache);
-    TeacherLogits logits;
-    TrainOptions options;
+    run.teacher_cache = cache;
+    run.train_samples = o->train_samples;
+    TrainOptions& options = run.train;
     options.batch_size = o->batch;
     options.seed = o->seed;
     options.distill.temperature = o->temperature;
     options.distill.alpha = o->alpha;
     options.optimizer.schedule = o->schedule;
-    if (cache.empty()) {
-      options.distill.teacher = &teacher;
-    } else {
-      logits = teacher_logits(teacher, data.train, cache);
-      fmt::print("teacher logits: {}\n", logits.from_cache ? "read from the cache " + cache : logits.note);
-      options.distill.teacher_logits = &logits.logits;
+    options.epochs = o->epochs;
+    options.optimizer.learning_rate = o->lr;
+    options.on_progress = [](const TrainProgress& p) { print_epoch(p, "distill"); };
+    if (quantized) {
+      QatRunOptions q{o->qat.options(), options, o->qat.calib_samples};
+      q.train.epochs = o->qat_epochs;
+      q.train.optimizer.learning_rate = o->qat_lr;
+      q.train.on_progress = [](const TrainProgress& p) { print_epoch(p, "qat"); };
+      run.quantize = q;
     }
-    const EvalReport teacher_test = evaluate(teacher, data.test);
-    fmt::print("teacher {}: test accuracy {:.4f}; student {} ({} parameters), T = {}, alpha = {}, {} thread(s)\n", o->teacher,
-               teacher_test.accuracy, o->student, student.parameter_count(), o->temperature, o->alpha, num_threads());
-    std::fflush(stdout);
+    run.metadata["trained_on"] = std::filesystem::path(o->data).filename().string();
+    run.metadata["distilled_from"] = std::filesystem::path(o->teacher).filename().string();
+    run.on_ready = [&](const DistillRunResult& r) {
+      if (!cache.empty()) fmt::print("teacher logits: {}\n", r.teacher_cache_hit ? "read from the cache " + cache : r.teacher_cache_note);
+      fmt::print("teacher {}: test accuracy {:.4f}; student {} ({} parameters), T = {}, alpha = {}, {} thread(s)\n", o->teacher,
+                 r.teacher_test.accuracy, o->student, r.parameters, o->temperature, o->alpha, num_threads());
+      std::fflush(stdout);
+    };
+    run.on_float_done = [&](const DistillRunResult& r) {
+      if (!quantized) return;
+      fmt::print("float student test accuracy {:.4f}; quantization-aware distillation for {} epoch(s)\n", r.float_test.accuracy,
+                 o->qat_epochs);
+      std::fflush(stdout);
+    };
+    const DistillRunResult r = run_distill(teacher, data, run);
     json j = {{"command", "distill"}, {"teacher", o->teacher}, {"student", o->student}, {"out", o->out},
               {"seed", o->seed}, {"threads", num_threads()}, {"temperature", o->temperature}, {"alpha", o->alpha},
-              {"teacher_test_accuracy", teacher_test.accuracy}, {"teacher_cache", cache.empty() ? "none" : cache},
-              {"teacher_cache_hit", logits.from_cache}, {"parameters", student.parameter_count()}};
+              {"teacher_test_accuracy", r.teacher_test.accuracy}, {"teacher_cache", cache.empty() ? "none" : cache},
+              {"teacher_cache_hit", r.teacher_cache_hit}, {"parameters", r.parameters}};
     if (o->epochs > 0) {
-      options.epochs = o->epochs;
-      options.optimizer.learning_rate = o->lr;
-      options.on_progress = [](const TrainProgress& p) { print_epoch(p, "distill"); };
-      TrainReport report = train(student, data.train, options);
-      student.metadata["trained_on"] = std::filesystem::path(o->data).filename().string();
-      student.metadata["distilled_from"] = std::filesystem::path(o->teacher).filename().string();
       j["epochs"] = o->epochs;
-      j["train_seconds"] = report.seconds;
-      j["history"] = history_json(report);
+      j["train_seconds"] = r.report.seconds;
+      j["history"] = history_json(r.report);
     }
-    const EvalReport float_test = evaluate(student, data.test);
-    j["float_test_accuracy"] = float_test.accuracy;
-    if (!quantized) {
-      save_model(student, o->out);
-      j["test_accuracy"] = float_test.accuracy;
-      fmt::print("student test accuracy {:.4f}; wrote {} ({} bytes)\n", float_test.accuracy, o->out, file_bytes(o->out));
+    j["float_test_accuracy"] = r.float_test.accuracy;
+    save_model(r.student, o->out);
+    if (!r.qat) {
+      j["test_accuracy"] = r.float_test.accuracy;
+      fmt::print("student test accuracy {:.4f}; wrote {} ({} bytes)\n", r.float_test.accuracy, o->out, file_bytes(o->out));
     } else {
-      fmt::print("float student test accuracy {:.4f}; quantization-aware distillation for {} epoch(s)\n", float_test.accuracy,
-                 o->qat_epochs);
-      options.epochs = o->qat_epochs;
-      options.optimizer.learning_rate = o->qat_lr;
-      j.update(qat_and_report(student, data, o->qat.options(), o->qat.calib_samples, options, o->out, o->fake_quant_out));
+      if (!o->fake_quant_out.empty()) save_model(r.qat->fake_quantized, o->fake_quant_out);
+      j.update(qat_report(*r.qat, run.quantize->qat, run.quantize->train.epochs));
       fmt::print("wrote {} ({} bytes)\n", o->out, file_bytes(o->out));
     }
     j["file_bytes"] = file_bytes(o->out);
