@@ -7,7 +7,7 @@ import zlib
 
 import numpy as np
 
-_DTYPES = {1: np.float32, 2: np.int8, 3: np.uint8, 4: np.int32}
+_DTYPES = {1: np.float32, 2: np.int8, 3: np.uint8, 4: np.int32, 9: np.int64, 10: np.bool_, 11: np.float16}
 
 
 def read_lbm(path):
@@ -17,7 +17,7 @@ def read_lbm(path):
     if data[:8] != b"LOWBITM\0":
         raise ValueError(f"{path}: not a lowbit model file")
     version, sections = struct.unpack_from("<II", data, 8)
-    if version != 1:
+    if version not in (1, 2):  # docs/format.md: version 2 adds op versions inside GRPH
         raise ValueError(f"{path}: format version {version} is not supported")
     pos, graph, tensors = 16, None, {}
     for _ in range(sections):
