@@ -139,23 +139,24 @@ void Graph::check_inputs(std::span<const Tensor* const> tensors) const {
   auto fail = [](const std::string& m) { throw Error(ErrorKind::InvalidArgument, m); };
   if (tensors.size() != inputs.size())
     fail("the graph has " + std::to_string(inputs.size()) + " inputs, " + std::to_string(tensors.size()) + " given");
+  // Runs on every forward: nothing is allocated unless an input is wrong or names a dimension.
+  auto expected = [](const ValueInfo& in) { return std::string(name_of(in.dtype)) + to_string(in.shape); };
   std::map<std::string, std::pair<int64_t, std::string>> bound;  // symbol -> size, where it was bound
   for (size_t i = 0; i < inputs.size(); ++i) {
     const ValueInfo& in = inputs[i];
     const Tensor& t = *tensors[i];
-    const std::string expected = std::string(name_of(in.dtype)) + to_string(in.shape);
-    if (!t.defined()) fail("input '" + in.name + "' was not set (expected " + expected + ")");
+    if (!t.defined()) fail("input '" + in.name + "' was not set (expected " + expected(in) + ")");
     if (t.dtype() != in.dtype)
-      fail("input '" + in.name + "' is " + name_of(t.dtype()) + ", the model expects " + expected);
+      fail("input '" + in.name + "' is " + name_of(t.dtype()) + ", the model expects " + expected(in));
     if (t.rank() != static_cast<int>(in.shape.size()))
-      fail("input '" + in.name + "' has shape " + to_string(t.shape()) + ", the model expects " + expected);
+      fail("input '" + in.name + "' has shape " + to_string(t.shape()) + ", the model expects " + expected(in));
     for (size_t d = 0; d < in.shape.size(); ++d) {
       const int64_t size = t.shape()[d];
       if (in.shape[d] >= 0 && size != in.shape[d])
-        fail("input '" + in.name + "' has shape " + to_string(t.shape()) + ", the model expects " + expected +
+        fail("input '" + in.name + "' has shape " + to_string(t.shape()) + ", the model expects " + expected(in) +
              " (dimension " + std::to_string(d) + ")");
-      const std::string symbol = d < in.symbols.size() ? in.symbols[d] : "";
-      if (in.shape[d] >= 0 || symbol.empty()) continue;
+      if (in.shape[d] >= 0 || d >= in.symbols.size() || in.symbols[d].empty()) continue;
+      const std::string& symbol = in.symbols[d];
       const std::string here = "input '" + in.name + "' dimension " + std::to_string(d);
       auto [it, first] = bound.emplace(symbol, std::make_pair(size, here));
       if (!first && it->second.first != size)

@@ -3,6 +3,7 @@
 
 #include <bit>
 #include <cstring>
+#include <fstream>
 
 #include "core/file_util.h"
 #include "lowbit/model_io.h"
@@ -257,11 +258,14 @@ void save_model(const Graph& model, const std::string& path) { files::write_file
 Graph load_model(const std::string& path) { return deserialize_model(files::read_file(path), path); }
 
 uint32_t model_file_version(const std::string& path) {
-  const std::string bytes = files::read_file(path);
-  if (bytes.size() < sizeof(kMagic) + 4 || std::memcmp(bytes.data(), kMagic, sizeof(kMagic)) != 0)
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(ErrorKind::Io, "cannot open '" + path + "'");
+  char header[sizeof(kMagic) + 4] = {};
+  in.read(header, sizeof(header));
+  if (in.gcount() != sizeof(header) || std::memcmp(header, kMagic, sizeof(kMagic)) != 0)
     throw Error(ErrorKind::Format, "'" + path + "' is not a lowbit model file (its first bytes are not \"LOWBITM\")");
   uint32_t version;
-  std::memcpy(&version, bytes.data() + sizeof(kMagic), 4);
+  std::memcpy(&version, header + sizeof(kMagic), 4);
   return version;
 }
 

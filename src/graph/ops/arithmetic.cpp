@@ -1,7 +1,8 @@
-// Add, Sub and Div: y = a (+, -, /) b element-wise with numpy / ONNX broadcasting (broadcast.h),
-// as the ONNX ops of those names: residual connections (same shapes), biases ([C, 1, 1] on NCHW),
-// normalization of inputs (x - mean) / std. Mul, the same pattern, has its own file (mul.cpp).
-// Gradients: dy for Add, dy and -dy for Sub, dy / b and -dy * y / b for Div, each summed over the
+// Add, Sub, Mul and Div: y = a (+, -, *, /) b element-wise with numpy / ONNX broadcasting
+// (broadcast.h), as the ONNX ops of those names: residual connections (same shapes), biases and
+// per-channel scales ([C, 1, 1] on NCHW), gates ([N, 1] on [N, F]), normalization (x - mean) / std.
+// Gradients: dy for Add, dy and -dy for Sub, dy * b and dy * a for Mul, dy / b and -dy * y / b for
+// Div, each summed over the
 // dimensions its input was broadcast along; the sums run in output order on one thread, so they do
 // not depend on the thread count. Both inputs receive their own gradient tensor (never shared:
 // the executor may add further contributions into either); Add(x, x) works, the executor sums the
@@ -16,11 +17,12 @@
 namespace lowbit::ops {
 namespace {
 
-enum class Arithmetic { Add, Sub, Div };
+enum class Arithmetic { Add, Sub, Mul, Div };
 
 template <Arithmetic kind> float apply(float a, float b) {
   if constexpr (kind == Arithmetic::Add) return a + b;
   if constexpr (kind == Arithmetic::Sub) return a - b;
+  if constexpr (kind == Arithmetic::Mul) return a * b;
   return a / b;
 }
 
@@ -59,9 +61,10 @@ template <Arithmetic kind> class Binary final : public Op {
     const float* dy = out_grad[0]->data<float>();
     // The gradient of output element i (at input offsets ia, ib) with respect to input `which`.
     auto local = [&](int which, int64_t i, int64_t ia, int64_t ib) -> float {
-      (void)a, (void)ia;
+      (void)ia;  // read by Mul only
       if constexpr (kind == Arithmetic::Add) return dy[i];
       if constexpr (kind == Arithmetic::Sub) return which == 0 ? dy[i] : -dy[i];
+      if constexpr (kind == Arithmetic::Mul) return which == 0 ? dy[i] * b[ib] : dy[i] * a[ia];
       return which == 0 ? dy[i] / b[ib] : -dy[i] * y[i] / b[ib];
     };
     for (int which = 0; which < 2 && which < static_cast<int>(in_grad.size()); ++which) {
@@ -92,6 +95,7 @@ template <Arithmetic kind> class Binary final : public Op {
 void register_arithmetic(const Registrar& add) {
   add("Add", std::make_unique<Binary<Arithmetic::Add>>("Add"));
   add("Sub", std::make_unique<Binary<Arithmetic::Sub>>("Sub"));
+  add("Mul", std::make_unique<Binary<Arithmetic::Mul>>("Mul"));
   add("Div", std::make_unique<Binary<Arithmetic::Div>>("Div"));
 }
 

@@ -15,7 +15,6 @@ void register_builtin_ops(const Registrar& add) {
   register_conv(add);
   register_norm(add);
   register_gelu(add);
-  register_mul(add);
   register_arithmetic(add);
   register_matmul(add);
   register_cast(add);

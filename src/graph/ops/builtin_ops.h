@@ -26,7 +26,6 @@ void register_fake_quant(const Registrar& add);
 void register_conv(const Registrar& add);
 void register_norm(const Registrar& add);
 void register_gelu(const Registrar& add);
-void register_mul(const Registrar& add);
 void register_arithmetic(const Registrar& add);
 void register_matmul(const Registrar& add);
 void register_cast(const Registrar& add);
