@@ -10,29 +10,36 @@
 namespace lowbit::kernels {
 namespace {
 
-// Calls visit(output index, input index, value) with the maximum of every window of one plane,
-// the first in row-major order on ties. Window bounds are clipped to the input once per row and
-// column, and the running maximum stays in a register.
-template <typename T, typename Visit> void for_each_window_max(const PoolGeometry& g, const T* plane, Visit&& visit) {
+// Calls visit(output index, y_lo, y_hi, x_lo, x_hi) for every window of one plane, its rows
+// [y_lo, y_hi) and columns [x_lo, x_hi) clipped to the input once per row and column of windows.
+template <typename Visit> void for_each_window(const PoolGeometry& g, Visit&& visit) {
   for (int64_t oy = 0; oy < g.out_h; ++oy) {
     const int64_t y0 = oy * g.stride_h - g.pad_top;
     const int64_t y_lo = std::max<int64_t>(y0, 0), y_hi = std::min(y0 + g.kernel_h, g.in_h);
     for (int64_t ox = 0; ox < g.out_w; ++ox) {
       const int64_t x0 = ox * g.stride_w - g.pad_left;
       const int64_t x_lo = std::max<int64_t>(x0, 0), x_hi = std::min(x0 + g.kernel_w, g.in_w);
-      int64_t best = y_lo * g.in_w + x_lo;
-      T best_value = plane[best];
-      for (int64_t iy = y_lo; iy < y_hi; ++iy)
-        for (int64_t ix = x_lo; ix < x_hi; ++ix) {
-          // Branch-free (conditional moves): on real data the comparison is a coin flip.
-          const T v = plane[iy * g.in_w + ix];
-          const bool greater = v > best_value;
-          best = greater ? iy * g.in_w + ix : best;
-          best_value = greater ? v : best_value;
-        }
-      visit(oy * g.out_w + ox, best, best_value);
+      visit(oy * g.out_w + ox, y_lo, y_hi, x_lo, x_hi);
     }
   }
+}
+
+// Calls visit(output index, input index, value) with the maximum of every window of one plane,
+// the first in row-major order on ties; the running maximum stays in a register.
+template <typename T, typename Visit> void for_each_window_max(const PoolGeometry& g, const T* plane, Visit&& visit) {
+  for_each_window(g, [&](int64_t o, int64_t y_lo, int64_t y_hi, int64_t x_lo, int64_t x_hi) {
+    int64_t best = y_lo * g.in_w + x_lo;
+    T best_value = plane[best];
+    for (int64_t iy = y_lo; iy < y_hi; ++iy)
+      for (int64_t ix = x_lo; ix < x_hi; ++ix) {
+        // Branch-free (conditional moves): on real data the comparison is a coin flip.
+        const T v = plane[iy * g.in_w + ix];
+        const bool greater = v > best_value;
+        best = greater ? iy * g.in_w + ix : best;
+        best_value = greater ? v : best_value;
+      }
+    visit(o, best, best_value);
+  });
 }
 
 template <typename T> void maxpool2d(const PoolGeometry& g, const T* x, T* y) {
@@ -51,16 +58,10 @@ template <typename T> void maxpool2d(const PoolGeometry& g, const T* x, T* y) {
 // count_include_pad (windows never extend past the padding, so that is kh*kw).
 template <typename Visit>
 void for_each_average_window(const PoolGeometry& g, bool count_include_pad, Visit&& visit) {
-  for (int64_t oy = 0; oy < g.out_h; ++oy) {
-    const int64_t y0 = oy * g.stride_h - g.pad_top;
-    const int64_t y_lo = std::max<int64_t>(y0, 0), y_hi = std::min(y0 + g.kernel_h, g.in_h);
-    for (int64_t ox = 0; ox < g.out_w; ++ox) {
-      const int64_t x0 = ox * g.stride_w - g.pad_left;
-      const int64_t x_lo = std::max<int64_t>(x0, 0), x_hi = std::min(x0 + g.kernel_w, g.in_w);
-      const int64_t divisor = count_include_pad ? g.kernel_h * g.kernel_w : (y_hi - y_lo) * (x_hi - x_lo);
-      visit(oy * g.out_w + ox, y_lo, y_hi, x_lo, x_hi, 1.0f / static_cast<float>(divisor));
-    }
-  }
+  for_each_window(g, [&](int64_t o, int64_t y_lo, int64_t y_hi, int64_t x_lo, int64_t x_hi) {
+    const int64_t divisor = count_include_pad ? g.kernel_h * g.kernel_w : (y_hi - y_lo) * (x_hi - x_lo);
+    visit(o, y_lo, y_hi, x_lo, x_hi, 1.0f / static_cast<float>(divisor));
+  });
 }
 
 }  // namespace
