@@ -16,6 +16,7 @@
 #include <random>
 #include <string>
 #include <vector>
+#include <nlohmann/json.hpp>
 
 #include "lowbit/executor.h"
 #include "lowbit/graph.h"

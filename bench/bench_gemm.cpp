@@ -14,7 +14,7 @@
 #include <string>
 #include <thread>
 
-#include "lowbit/gemm.h"
+#include "kernels/gemm.h"
 #include "lowbit/runtime_config.h"
 
 extern "C" void openblas_set_num_threads(int num_threads);

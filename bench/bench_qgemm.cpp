@@ -31,8 +31,8 @@
 #include <thread>
 #include <vector>
 
-#include "lowbit/gemm.h"
-#include "lowbit/qgemm.h"
+#include "kernels/gemm.h"
+#include "kernels/qgemm.h"
 #include "lowbit/runtime_config.h"
 
 #if defined(LOWBIT_BENCH_ONEDNN)

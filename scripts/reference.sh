@@ -9,6 +9,7 @@
 # Settings (environment): SEEDS="0 1 2"  THREADS=2  DATA=<dataset dir>  OUT=out/reference
 #   TEACHER=<arch or JSON description>  TEACHER_EPOCHS=10  DISTILL_EPOCHS=50  CNN_EPOCHS=10
 #   SKIP_LEARN=1 (no learning-under-compression section)  SKIP_CNN=1 (no reference CNN section)
+#   LOWBIT=<a lowbit binary> (run that one instead of building; e.g. to compare two versions)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SEEDS=${SEEDS:-"0 1 2"}
@@ -16,9 +17,13 @@ THREADS=${THREADS:-2}
 DATA=${DATA:-/usr/share/datasets/fashion-mnist}
 OUT=${OUT:-out/reference}
 scripts/install-deps.sh
-cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build build/release --target lowbit_cli
-lowbit=build/release/tools/lowbit/lowbit
+if [[ -n "${LOWBIT:-}" ]]; then
+  lowbit=$LOWBIT
+else
+  cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+  cmake --build build/release --target lowbit_cli
+  lowbit=build/release/tools/lowbit/lowbit
+fi
 mkdir -p "$OUT"
 
 results="$OUT/results.jsonl"

@@ -16,10 +16,12 @@
 //   auto shapes = g.infer_shapes();     // "h1" -> [N, 64]
 #pragma once
 
+#include <concepts>
+#include <initializer_list>
 #include <map>
 #include <span>
-#include <nlohmann/json.hpp>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "lowbit/tensor.h"
@@ -38,16 +40,63 @@ struct ValueInfo {
   std::vector<std::string> symbols = {};
 };
 
+// A node attribute: ONNX's kinds (an integer, a float, a string, or a list of one of them).
+// Assign the C++ value: `node.attributes["group"] = 2; node.attributes["pads"] = {1, 1, 1, 1};`
+// (a braced list of integers is a list, also of one element; lists of floats or strings are
+// written as vectors). The accessors throw Error(Format) naming the expected kind; an integer reads
+// as a float too.
+class Attribute {
+ public:
+  enum class Kind : uint8_t { Int, Float, String, Ints, Floats, Strings };
+  Attribute() = default;  // the integer 0
+  template <std::integral T>
+  Attribute(T v) : value_(static_cast<int64_t>(v)) {}
+  template <std::floating_point T>
+  Attribute(T v) : value_(static_cast<double>(v)) {}
+  Attribute(const char* v) : value_(std::string(v)) {}
+  Attribute(std::string v) : value_(std::move(v)) {}
+  Attribute(std::vector<int64_t> v) : value_(std::move(v)) {}
+  Attribute(std::initializer_list<int64_t> v) : value_(std::vector<int64_t>(v)) {}
+  Attribute(std::vector<double> v) : value_(std::move(v)) {}
+  Attribute(std::vector<std::string> v) : value_(std::move(v)) {}
+
+  Kind kind() const { return static_cast<Kind>(value_.index()); }
+  bool is_int() const { return kind() == Kind::Int; }
+  bool is_number() const { return kind() == Kind::Int || kind() == Kind::Float; }
+  bool is_string() const { return kind() == Kind::String; }
+  bool is_ints() const { return kind() == Kind::Ints; }
+  int64_t as_int() const;
+  double as_float() const;                       // an Int or a Float
+  const std::string& as_string() const;
+  const std::vector<int64_t>& as_ints() const;
+  std::vector<double> as_floats() const;         // Ints or Floats
+  const std::vector<std::string>& as_strings() const;
+  std::string to_string() const;                 // as JSON writes it: 3, 0.5, "relu", [1, 2]
+  bool operator==(const Attribute&) const = default;
+
+ private:
+  std::variant<int64_t, double, std::string, std::vector<int64_t>, std::vector<double>, std::vector<std::string>> value_;
+};
+const char* to_string(Attribute::Kind kind);  // "an integer", "a list of floats", ...
+
+// Ordered by name, so that saving is deterministic.
+using Attributes = std::map<std::string, Attribute>;
+
 struct Node {
   std::string name;
   std::string op;  // a type registered in the op registry, e.g. "Dense"
   std::vector<std::string> inputs;
   std::vector<std::string> outputs;
-  nlohmann::json attributes = nlohmann::json::object();
+  Attributes attributes = {};
 
+  // The attribute `key` of the expected kind, or `fallback` when the node has none; throws
+  // Error(Format) naming the node and the attribute when it has another kind.
   int64_t attr_int(const std::string& key, int64_t fallback) const;
   double attr_float(const std::string& key, double fallback) const;
   std::string attr_string(const std::string& key, const std::string& fallback) const;
+  std::vector<int64_t> attr_ints(const std::string& key, std::vector<int64_t> fallback) const;
+  // The attribute `key`, or Error(Format) naming the node when it is absent or of another kind.
+  const Attribute& attr(const std::string& key) const;
 };
 
 class Graph {

@@ -12,7 +12,7 @@
 //   lowbit::save_model(model, "model.lbm");
 //
 // Headers by concern: error.h (the one error type), tensor.h, random.h, runtime_config.h (threads,
-// ISA dispatch), gemm.h (kernels), graph.h and ops.h (the IR), executor.h (running a graph),
+// ISA dispatch), graph.h and ops.h (the IR), executor.h (running a graph),
 // train.h (optimizers, training, evaluation), dataset.h (data in memory), idx.h (IDX files), model_io.h (model files).
 #pragma once
 
@@ -21,13 +21,11 @@
 #include "lowbit/distill.h"
 #include "lowbit/error.h"
 #include "lowbit/executor.h"
-#include "lowbit/gemm.h"
 #include "lowbit/graph.h"
 #include "lowbit/idx.h"
 #include "lowbit/model_io.h"
 #include "lowbit/ops.h"
 #include "lowbit/qat.h"
-#include "lowbit/qgemm.h"
 #include "lowbit/quant_params.h"
 #include "lowbit/quant_search.h"
 #include "lowbit/quantize.h"

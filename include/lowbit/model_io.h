@@ -9,12 +9,11 @@
 // A model description (docs/model-description.md) says which layers to build; build_model turns
 // it into a graph with freshly initialized weights:
 //
-//   nlohmann::json arch = lowbit::parse_arch("784-64-32-10");      // or a path to a .json file
+//   lowbit::ModelDescription arch = lowbit::parse_arch("784-64-32-10");  // or a .json path, or JSON text
 //   lowbit::Graph model = lowbit::build_model(arch, {28, 28}, 10, /*seed=*/0);
 #pragma once
 
 #include <cstdint>
-#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 
@@ -35,10 +34,16 @@ Graph load_model(const std::string& path);
 // Error(Format) naming the file when it is not a lowbit model file.
 uint32_t model_file_version(const std::string& path);
 
-// "784-64-32-10" (an MLP: input size, hidden sizes, classes) or the path of a JSON description.
-nlohmann::json parse_arch(const std::string& arch);
+// A model description: a JSON object (docs/model-description.md) and where it came from.
+struct ModelDescription {
+  std::string json;
+  std::string source;  // the file, or "" (named in error messages)
+};
+// "784-64-32-10" (an MLP: input size, hidden sizes, classes), the path of a JSON description, or
+// the JSON text itself (starting with '{'). Throws Error(Format) for a file that is not JSON.
+ModelDescription parse_arch(const std::string& arch);
 // Builds and validates the graph. `sample_shape` is one input sample's shape (e.g. [28, 28]);
 // `num_classes` must match the last layer. Throws Error(Format) naming the layer and field.
-Graph build_model(const nlohmann::json& description, const Shape& sample_shape, int num_classes, uint64_t seed);
+Graph build_model(const ModelDescription& description, const Shape& sample_shape, int num_classes, uint64_t seed);
 
 }  // namespace lowbit

@@ -47,9 +47,10 @@ struct QuantPlan {
 
   // The rule for `layer`. In Partial mode a layer not listed stays float.
   LayerRule rule_for(const std::string& layer) const;
-  nlohmann::json to_json() const;
-  // `source` names the file in error messages; unknown fields and bad values are errors.
-  static QuantPlan from_json(const nlohmann::json& j, const std::string& source);
+  // The plan as JSON text (the schema of plan files, compact), and back. `source` names the origin
+  // in error messages; unknown fields and bad values are errors.
+  std::string to_json() const;
+  static QuantPlan from_json(const std::string& text, const std::string& source);
 };
 void save_plan(const QuantPlan& plan, const std::string& path);
 QuantPlan load_plan(const std::string& path);

@@ -1,33 +1,145 @@
 #include "lowbit/graph.h"
 
+#include <cstdio>
 #include <set>
 
 #include "lowbit/ops.h"
 
 namespace lowbit {
 
+namespace {
+
+[[noreturn]] void wrong_kind(Attribute::Kind have, const char* want) {
+  throw Error(ErrorKind::Format, std::string("attribute is ") + to_string(have) + ", expected " + want);
+}
+
+std::string quoted(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out + "\"";
+}
+
+std::string number(double v) {
+  char buffer[32];
+  std::snprintf(buffer, sizeof buffer, "%.9g", v);
+  return buffer;
+}
+
+template <typename T, typename F>
+std::string list(const std::vector<T>& values, F text) {
+  std::string out = "[";
+  for (size_t i = 0; i < values.size(); ++i) out += (i ? ", " : "") + text(values[i]);
+  return out + "]";
+}
+
+}  // namespace
+
+const char* to_string(Attribute::Kind kind) {
+  switch (kind) {
+    case Attribute::Kind::Int: return "an integer";
+    case Attribute::Kind::Float: return "a float";
+    case Attribute::Kind::String: return "a string";
+    case Attribute::Kind::Ints: return "a list of integers";
+    case Attribute::Kind::Floats: return "a list of floats";
+    case Attribute::Kind::Strings: return "a list of strings";
+  }
+  return "?";
+}
+
+int64_t Attribute::as_int() const {
+  if (!is_int()) wrong_kind(kind(), "an integer");
+  return std::get<int64_t>(value_);
+}
+
+double Attribute::as_float() const {
+  if (is_int()) return static_cast<double>(std::get<int64_t>(value_));
+  if (kind() != Kind::Float) wrong_kind(kind(), "a number");
+  return std::get<double>(value_);
+}
+
+const std::string& Attribute::as_string() const {
+  if (!is_string()) wrong_kind(kind(), "a string");
+  return std::get<std::string>(value_);
+}
+
+const std::vector<int64_t>& Attribute::as_ints() const {
+  if (!is_ints()) wrong_kind(kind(), "a list of integers");
+  return std::get<std::vector<int64_t>>(value_);
+}
+
+std::vector<double> Attribute::as_floats() const {
+  if (is_ints()) {
+    const auto& v = std::get<std::vector<int64_t>>(value_);
+    return {v.begin(), v.end()};
+  }
+  if (kind() != Kind::Floats) wrong_kind(kind(), "a list of numbers");
+  return std::get<std::vector<double>>(value_);
+}
+
+const std::vector<std::string>& Attribute::as_strings() const {
+  if (kind() != Kind::Strings) wrong_kind(kind(), "a list of strings");
+  return std::get<std::vector<std::string>>(value_);
+}
+
+std::string Attribute::to_string() const {
+  switch (kind()) {
+    case Kind::Int: return std::to_string(std::get<int64_t>(value_));
+    case Kind::Float: return number(std::get<double>(value_));
+    case Kind::String: return quoted(std::get<std::string>(value_));
+    case Kind::Ints: return list(std::get<std::vector<int64_t>>(value_), [](int64_t v) { return std::to_string(v); });
+    case Kind::Floats: return list(std::get<std::vector<double>>(value_), number);
+    case Kind::Strings: return list(std::get<std::vector<std::string>>(value_), quoted);
+  }
+  return "";
+}
+
+namespace {
+
+// Reads attribute `key` of `node` with `get`, naming the node and the attribute when it fails.
+template <typename F>
+auto read_attribute(const Node& node, const Attribute& a, const std::string& key, F get) {
+  try {
+    return get(a);
+  } catch (const Error& e) {
+    throw Error(ErrorKind::Format, "node '" + node.name + "': attribute '" + key + "' " +
+                                       std::string(e.what()).substr(std::string("attribute ").size()));
+  }
+}
+
+}  // namespace
+
+const Attribute& Node::attr(const std::string& key) const {
+  auto it = attributes.find(key);
+  if (it == attributes.end())
+    throw Error(ErrorKind::Format, "node '" + name + "' (" + op + "): attribute '" + key + "' is required");
+  return it->second;
+}
+
 int64_t Node::attr_int(const std::string& key, int64_t fallback) const {
   auto it = attributes.find(key);
   if (it == attributes.end()) return fallback;
-  if (!it->is_number_integer())
-    throw Error(ErrorKind::Format, "node '" + name + "': attribute '" + key + "' must be an integer");
-  return it->get<int64_t>();
+  return read_attribute(*this, it->second, key, [](const Attribute& a) { return a.as_int(); });
 }
 
 double Node::attr_float(const std::string& key, double fallback) const {
   auto it = attributes.find(key);
   if (it == attributes.end()) return fallback;
-  if (!it->is_number())
-    throw Error(ErrorKind::Format, "node '" + name + "': attribute '" + key + "' must be a number");
-  return it->get<double>();
+  return read_attribute(*this, it->second, key, [](const Attribute& a) { return a.as_float(); });
 }
 
 std::string Node::attr_string(const std::string& key, const std::string& fallback) const {
   auto it = attributes.find(key);
   if (it == attributes.end()) return fallback;
-  if (!it->is_string())
-    throw Error(ErrorKind::Format, "node '" + name + "': attribute '" + key + "' must be a string");
-  return it->get<std::string>();
+  return read_attribute(*this, it->second, key, [](const Attribute& a) { return a.as_string(); });
+}
+
+std::vector<int64_t> Node::attr_ints(const std::string& key, std::vector<int64_t> fallback) const {
+  auto it = attributes.find(key);
+  if (it == attributes.end()) return fallback;
+  return read_attribute(*this, it->second, key, [](const Attribute& a) { return a.as_ints(); });
 }
 
 Node& Graph::add_node(Node node) {

@@ -3,6 +3,7 @@
 #include <array>
 #include <regex>
 #include <set>
+#include <nlohmann/json.hpp>
 
 #include "core/file_util.h"
 #include "lowbit/model_io.h"
@@ -64,7 +65,7 @@ Shape shape_of(const Graph& g, const std::string& value) {
 
 // ONNX pads [top, left, bottom, right] for a "padding" field: an int, [ph, pw], "valid" (none) or
 // "same" (output = ceil(input / stride), the odd pixel at the bottom/right as in Keras and TF).
-json pads_of(const json& layer, const std::string& where, const Shape& in, std::array<int64_t, 2> kernel,
+Shape pads_of(const json& layer, const std::string& where, const Shape& in, std::array<int64_t, 2> kernel,
              std::array<int64_t, 2> stride, std::array<int64_t, 2> dilation) {
   auto it = layer.find("padding");
   if (it != layer.end() && it->is_string()) {
@@ -94,7 +95,19 @@ Shape spatial_input(const Graph& g, const std::string& where, const std::string&
 
 }  // namespace
 
-json parse_arch(const std::string& arch) {
+namespace {
+// A description's JSON text, parsed; `source` (a file or "") names it in the error.
+json parsed(const std::string& text, const std::string& source) {
+  try {
+    return json::parse(text);
+  } catch (const json::parse_error& e) {
+    throw Error(ErrorKind::Format, (source.empty() ? std::string("model description") : "'" + source + "'") +
+                                       ": not valid JSON (" + e.what() + ")");
+  }
+}
+}  // namespace
+
+ModelDescription parse_arch(const std::string& arch) {
   static const std::regex mlp(R"(\d+(-\d+)+)");
   if (std::regex_match(arch, mlp)) {
     std::vector<int64_t> sizes;
@@ -112,19 +125,18 @@ json parse_arch(const std::string& arch) {
       d["layers"].push_back(layer);
     }
     d["layers"].push_back({{"type", "softmax"}});
-    return d;
+    return {d.dump(), ""};
   }
+  const size_t first = arch.find_first_not_of(" \t\r\n");
+  if (first != std::string::npos && arch[first] == '{') return {parsed(arch, "").dump(), ""};
   if (!files::file_exists(arch))
     throw Error(ErrorKind::InvalidArgument,
                 "--arch '" + arch + "' is neither layer sizes like 784-64-32-10 nor an existing JSON file");
-  try {
-    return json::parse(files::read_file(arch));
-  } catch (const json::parse_error& e) {
-    throw Error(ErrorKind::Format, "'" + arch + "': not valid JSON (" + e.what() + ")");
-  }
+  return {parsed(files::read_file(arch), arch).dump(), arch};
 }
 
-Graph build_model(const json& d, const Shape& sample_shape, int num_classes, uint64_t seed) {
+Graph build_model(const ModelDescription& description, const Shape& sample_shape, int num_classes, uint64_t seed) {
+  const json d = parsed(description.json, description.source);
   if (!d.is_object()) fail("top level", "expected a JSON object");
   check_keys(d, "top level", {"name", "input", "layers", "comment"});
   Graph g;
@@ -236,9 +248,9 @@ Graph build_model(const json& d, const Shape& sample_shape, int num_classes, uin
         node.inputs.push_back(name + ".bias");
         g.initializers[name + ".bias"] = Tensor(DType::F32, {filters});
       }
-      node.attributes["strides"] = stride;
+      node.attributes["strides"] = Shape{stride[0], stride[1]};
       node.attributes["pads"] = pads_of(layer, where, in_shape, kernel, stride, dilation);
-      node.attributes["dilations"] = dilation;
+      node.attributes["dilations"] = Shape{dilation[0], dilation[1]};
       node.attributes["group"] = groups;
       node.attributes["activation"] = activation;
     } else if (type == "maxpool2d" || type == "avgpool2d") {
@@ -252,8 +264,8 @@ Graph build_model(const json& d, const Shape& sample_shape, int num_classes, uin
       const auto stride = int_pair(layer, where, "stride", kernel, 1);
       const Shape in_shape = spatial_input(g, where, inputs.at(0));
       node.op = average ? "AveragePool2D" : "MaxPool2D";
-      node.attributes["kernel_shape"] = kernel;
-      node.attributes["strides"] = stride;
+      node.attributes["kernel_shape"] = Shape{kernel[0], kernel[1]};
+      node.attributes["strides"] = Shape{stride[0], stride[1]};
       node.attributes["pads"] = pads_of(layer, where, in_shape, kernel, stride, {1, 1});
       if (average) node.attributes["count_include_pad"] = field<bool>(layer, where, "count_include_pad", false) ? 1 : 0;
     } else if (type == "globalavgpool") {

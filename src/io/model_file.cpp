@@ -2,8 +2,10 @@
 #include <zlib.h>
 
 #include <bit>
+#include <cstdint>
 #include <cstring>
 #include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "core/file_util.h"
 #include "lowbit/model_io.h"
@@ -82,6 +84,50 @@ class Reader {
   std::string source_, what_;
 };
 
+// Node attributes in the GRPH section: a JSON object whose values are numbers, strings or lists.
+nlohmann::ordered_json attributes_json(const Attributes& attributes) {
+  nlohmann::ordered_json j = nlohmann::ordered_json::object();
+  for (const auto& [key, a] : attributes) switch (a.kind()) {
+      case Attribute::Kind::Int: j[key] = a.as_int(); break;
+      case Attribute::Kind::Float: j[key] = a.as_float(); break;
+      case Attribute::Kind::String: j[key] = a.as_string(); break;
+      case Attribute::Kind::Ints: j[key] = a.as_ints(); break;
+      case Attribute::Kind::Floats: j[key] = a.as_floats(); break;
+      case Attribute::Kind::Strings: j[key] = a.as_strings(); break;
+    }
+  return j;
+}
+
+Attribute attribute_from_json(const nlohmann::json& v, const std::string& where) {
+  auto fail = [&]() -> Attribute {
+    throw Error(ErrorKind::Format, where + " must be a number, a string or a list of one of them, got " + v.dump());
+  };
+  if (v.is_boolean()) return static_cast<int64_t>(v.get<bool>());
+  if (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)) return fail();
+  if (v.is_number_integer()) return v.get<int64_t>();
+  if (v.is_number_float()) return v.get<double>();
+  if (v.is_string()) return v.get<std::string>();
+  if (!v.is_array()) return fail();
+  bool ints = true, numbers = true, strings = true;
+  for (const auto& e : v) {
+    ints &= e.is_number_integer() && !(e.is_number_unsigned() && e.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX));
+    numbers &= e.is_number();
+    strings &= e.is_string();
+  }
+  if (ints) return v.get<std::vector<int64_t>>();  // [] too
+  if (numbers) return v.get<std::vector<double>>();
+  if (strings) return v.get<std::vector<std::string>>();
+  return fail();
+}
+
+Attributes attributes_from_json(const nlohmann::json& j, const std::string& node) {
+  if (!j.is_object()) throw Error(ErrorKind::Format, "node '" + node + "': attributes must be an object, got " + j.dump());
+  Attributes attributes;
+  for (const auto& [key, v] : j.items())
+    attributes[key] = attribute_from_json(v, "node '" + node + "': attribute '" + key + "'");
+  return attributes;
+}
+
 std::string graph_json(const Graph& g) {
   nlohmann::ordered_json j;
   j["name"] = g.name;
@@ -95,7 +141,7 @@ std::string graph_json(const Graph& g) {
   j["nodes"] = nlohmann::ordered_json::array();
   for (const auto& n : g.nodes)
     j["nodes"].push_back({{"name", n.name}, {"op", n.op}, {"version", traits_of(n).version}, {"inputs", n.inputs},
-                          {"outputs", n.outputs}, {"attributes", n.attributes}});
+                          {"outputs", n.outputs}, {"attributes", attributes_json(n.attributes)}});
   j["metadata"] = g.metadata;
   return j.dump();
 }
@@ -141,9 +187,10 @@ void parse_graph(std::string_view payload, const std::string& source, uint32_t f
                           in.at("shape").get<Shape>(), in.value("symbols", std::vector<std::string>{})});
     g.outputs = j.at("outputs").get<std::vector<std::string>>();
     for (const auto& n : j.at("nodes")) {
-      Node node{n.at("name").get<std::string>(), n.at("op").get<std::string>(),
-                n.at("inputs").get<std::vector<std::string>>(), n.at("outputs").get<std::vector<std::string>>(),
-                n.value("attributes", nlohmann::json::object())};
+      const std::string name = n.at("name").get<std::string>();
+      Node node{name, n.at("op").get<std::string>(), n.at("inputs").get<std::vector<std::string>>(),
+                n.at("outputs").get<std::vector<std::string>>(),
+                attributes_from_json(n.value("attributes", nlohmann::json::object()), name)};
       // Version 1 files predate op versions: every node is at version 1 of its op.
       const int64_t version = format_version >= 2 ? n.at("version").get<int64_t>() : 1;
       upgrade_node(node, version, source);

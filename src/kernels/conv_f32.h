@@ -14,7 +14,7 @@
 #pragma once
 
 #include "kernels/conv_geometry.h"
-#include "lowbit/gemm.h"
+#include "kernels/gemm.h"
 
 namespace lowbit::kernels {
 

@@ -1,4 +1,4 @@
-#include "lowbit/elementwise.h"
+#include "kernels/elementwise.h"
 #include "lowbit/runtime_config.h"
 #include "kernels/paths.h"
 

@@ -1,5 +1,5 @@
 // Chooses the GEMM implementation: the fastest path the CPU supports, reference last.
-#include "lowbit/gemm.h"
+#include "kernels/gemm.h"
 #include "lowbit/runtime_config.h"
 #include "kernels/paths.h"
 

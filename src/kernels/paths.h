@@ -7,9 +7,9 @@
 
 #include <cstdint>
 
-#include "lowbit/elementwise.h"
-#include "lowbit/gemm.h"
-#include "lowbit/qgemm.h"
+#include "kernels/elementwise.h"
+#include "kernels/gemm.h"
+#include "kernels/qgemm.h"
 
 namespace lowbit::kernels {
 

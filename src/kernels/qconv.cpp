@@ -4,7 +4,7 @@
 
 #include <cmath>
 
-#include "lowbit/elementwise.h"
+#include "kernels/elementwise.h"
 #include "lowbit/quant_params.h"
 
 namespace lowbit::kernels {

@@ -4,7 +4,7 @@
 // channel oc of group oc / (OC/group), at (oy, ox),
 //   acc = bias[oc] + sum over the group's channels c and taps (ki, kj) of (x - z_x)(w - z_w)
 // exactly (terms outside the input are zero, i.e. padding holds the real value 0), then qgemm's
-// output stage (lowbit/qgemm.h): requantized to s8, or finished in f32.
+// output stage (kernels/qgemm.h): requantized to s8, or finished in f32.
 // Three implementations, all producing identical bytes (the integer sums are exact; the output
 // stage is qgemm's):
 //   - qconv2d_s8_ref (ref/qconv_ref.cpp): direct loops over every output, one thread. The
@@ -30,7 +30,7 @@
 #include <vector>
 
 #include "kernels/conv_geometry.h"
-#include "lowbit/qgemm.h"
+#include "kernels/qgemm.h"
 #include "lowbit/runtime_config.h"
 #include "lowbit/tensor.h"
 

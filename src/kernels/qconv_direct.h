@@ -7,7 +7,7 @@
 // oc / (out_channels / groups)) at (oy, ox) accumulates, exactly in s32 (wrapping like qgemm),
 //   raw = sum over its group's channels c and taps (ki, kj) of
 //         x[c][oy * stride_h + ki * dilation_h][ox + kj * dilation_w] * w[oc][(c, ki, kj)]
-// and finishes with qgemm's output stage (lowbit/qgemm.h), output channels in the role of GEMM
+// and finishes with qgemm's output stage (kernels/qgemm.h), output channels in the role of GEMM
 // columns and pixels in the role of rows: acc = raw + column_offset[oc] - weight_zero_point[oc] *
 // r, where r is the sum of the pixel's taps, or, if out.row_offset is set, row_offset[image] (one
 // value per image: dynamic quantization puts the image's zero point there and the weights' row
@@ -20,7 +20,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "lowbit/qgemm.h"
+#include "kernels/qgemm.h"
 #include "lowbit/runtime_config.h"
 
 namespace lowbit::kernels {

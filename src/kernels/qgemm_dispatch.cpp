@@ -1,7 +1,7 @@
 // Chooses the integer GEMM implementation: the fastest path the CPU supports, reference last.
 #include <cstdint>
 
-#include "lowbit/qgemm.h"
+#include "kernels/qgemm.h"
 #include "lowbit/runtime_config.h"
 #include "kernels/paths.h"
 

@@ -1,5 +1,5 @@
 // Quantization parameters and tensor quantization; docs/design/quantization.md derives the maths.
-#include "lowbit/elementwise.h"
+#include "kernels/elementwise.h"
 #include "lowbit/quant_params.h"
 #include "lowbit/runtime_config.h"
 

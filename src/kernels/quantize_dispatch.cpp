@@ -1,5 +1,5 @@
 // Chooses the activation quantize / dequantize implementation.
-#include "lowbit/qgemm.h"
+#include "kernels/qgemm.h"
 #include "lowbit/runtime_config.h"
 #include "kernels/paths.h"
 

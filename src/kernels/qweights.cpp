@@ -1,4 +1,4 @@
-// QWeights: weight codes prepared once for the integer kernels (layout: lowbit/qgemm.h).
+// QWeights: weight codes prepared once for the integer kernels (layout: kernels/qgemm.h).
 //
 // Layout choice. s8 weights are widened to s16 and interleaved 16 columns x 2 k per 64-byte
 // group: the AVX2 kernel multiplies them with vpmaddwd (s16 x s16, pairs summed into s32: exact
@@ -21,7 +21,7 @@
 #include <cstring>
 #include <string>
 
-#include "lowbit/qgemm.h"
+#include "kernels/qgemm.h"
 #include "lowbit/runtime_config.h"
 
 namespace lowbit {

@@ -12,8 +12,9 @@
 #include <algorithm>
 #include <cmath>
 #include <set>
+#include <nlohmann/json.hpp>
 
-#include "lowbit/elementwise.h"
+#include "kernels/elementwise.h"
 #include "lowbit/runtime_config.h"
 
 namespace lowbit {
@@ -255,7 +256,7 @@ Graph prepare_qat(const Graph& original, const QatOptions& options, const Calibr
     for (const auto& out : node.outputs)
       if (grids.count(out)) add_activation_grid(out);
   }
-  nlohmann::json info = {{"lsq", options.lsq}, {"activation_bits", options.activation_bits}, {"plan", options.plan.to_json()}};
+  nlohmann::json info = {{"lsq", options.lsq}, {"activation_bits", options.activation_bits}, {"plan", nlohmann::json::parse(options.plan.to_json())}};
   g.metadata["qat"] = info.dump();
   g.validate();
   return g;

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <set>
+#include <nlohmann/json.hpp>
 
 #include "core/file_util.h"
 #include "lowbit/ops.h"
@@ -76,21 +77,19 @@ LayerRule rule_from_json(const json& j, const LayerRule& base, const std::string
   }
   return r;
 }
-}  // namespace
-
-json QuantPlan::to_json() const {
+json plan_json(const QuantPlan& plan) {
   nlohmann::ordered_json j;
   j["format"] = "lowbit-quantization-plan";
   j["version"] = 1;
-  j["mode"] = name_of(mode);
-  j["defaults"] = rule_json(defaults);
+  j["mode"] = name_of(plan.mode);
+  j["defaults"] = rule_json(plan.defaults);
   j["layers"] = json::object();
-  for (const auto& [name, r] : layers) j["layers"][name] = rule_json(r);
-  if (mode == QuantMode::Dynamic) j["dynamic_granularity"] = dynamic_granularity;
-  return j;
+  for (const auto& [name, r] : plan.layers) j["layers"][name] = rule_json(r);
+  if (plan.mode == QuantMode::Dynamic) j["dynamic_granularity"] = plan.dynamic_granularity;
+  return j;  // keys sorted (json, not ordered_json): plan files and metadata list them by name
 }
 
-QuantPlan QuantPlan::from_json(const json& j, const std::string& source) {
+QuantPlan plan_from_json(const json& j, const std::string& source) {
   auto fail = [&](const std::string& m) { throw Error(ErrorKind::Format, "'" + source + "': " + m); };
   if (!j.is_object() || j.value("format", "") != "lowbit-quantization-plan")
     fail("field 'format' must be \"lowbit-quantization-plan\"");
@@ -121,18 +120,23 @@ QuantPlan QuantPlan::from_json(const json& j, const std::string& source) {
       p.layers[name] = rule_from_json(v, p.defaults, "'" + source + "': layers." + name);
   return p;
 }
+}  // namespace
 
-void save_plan(const QuantPlan& plan, const std::string& path) { files::write_file_atomically(path, plan.to_json().dump(2) + "\n"); }
+std::string QuantPlan::to_json() const { return plan_json(*this).dump(); }
 
-QuantPlan load_plan(const std::string& path) {
+QuantPlan QuantPlan::from_json(const std::string& text, const std::string& source) {
   json j;
   try {
-    j = json::parse(files::read_file(path));
+    j = json::parse(text);
   } catch (const json::parse_error& e) {
-    throw Error(ErrorKind::Format, "'" + path + "': not valid JSON (" + e.what() + ")");
+    throw Error(ErrorKind::Format, "'" + source + "': not valid JSON (" + e.what() + ")");
   }
-  return QuantPlan::from_json(j, path);
+  return plan_from_json(j, source);
 }
+
+void save_plan(const QuantPlan& plan, const std::string& path) { files::write_file_atomically(path, plan_json(plan).dump(2) + "\n"); }
+
+QuantPlan load_plan(const std::string& path) { return QuantPlan::from_json(files::read_file(path), path); }
 
 std::vector<std::string> quantizable_layers(const Graph& model) {
   std::vector<std::string> names;
@@ -209,7 +213,7 @@ class Transform {
       else
         keep_float(node);
     }
-    out_.metadata["quantization"] = plan_.to_json().dump();
+    out_.metadata["quantization"] = plan_.to_json();
     out_.validate();
     return std::move(out_);
   }
@@ -326,9 +330,9 @@ class Transform {
     const std::string prefix = node.name + ".";
     Tensor scale;
     quantize_weights(node, weight, rule, prefix, scale);
-    nlohmann::json attributes = {{"in_channels", in_channels},
-                                 {"kernel_shape", {weight4.dim(2), weight4.dim(3)}},
-                                 {"activation", node.attr_string("activation", "none")}};
+    Attributes attributes = {{"in_channels", in_channels},
+                             {"kernel_shape", Shape{weight4.dim(2), weight4.dim(3)}},
+                             {"activation", node.attr_string("activation", "none")}};
     if (plan_.mode == QuantMode::Dynamic) {
       attributes["granularity"] = plan_.dynamic_granularity;
       Node n{node.name, traits.dynamic_op, {as_float(node.inputs[0]), prefix + "weight_codes", prefix + "weight_scale"},
@@ -492,8 +496,8 @@ Tensor dequantized_weight(const Graph& q, const Node& node) {
   const Tensor& scale = q.initializers.at(node.inputs[2]);
   int64_t features = node.attr_int("in_features", 0);
   if (is_conv_layer(node)) {
-    const auto& k = node.attributes.at("kernel_shape");
-    features = node.attr_int("in_channels", 0) / node.attr_int("group", 1) * k[0].get<int64_t>() * k[1].get<int64_t>();
+    const std::vector<int64_t>& k = node.attr("kernel_shape").as_ints();
+    features = node.attr_int("in_channels", 0) / node.attr_int("group", 1) * k[0] * k[1];
   }
   const int64_t units = codes.dim(0);
   const std::vector<int32_t> values = unpack_codes(codes, {units, features});
@@ -558,9 +562,9 @@ Graph dequantize_model(const Graph& q) {
     if (traits.is_integer_layer() && is_conv_layer(node)) {
       const std::string prefix = node.name + ".";
       Tensor w = dequantized_weight(q, node);
-      const auto& k = node.attributes.at("kernel_shape");
+      const std::vector<int64_t>& k = node.attr("kernel_shape").as_ints();
       const int64_t units = w.dim(0);
-      w.reshape({units, node.attr_int("in_channels", 0) / node.attr_int("group", 1), k[0].get<int64_t>(), k[1].get<int64_t>()});
+      w.reshape({units, node.attr_int("in_channels", 0) / node.attr_int("group", 1), k[0], k[1]});
       Node n{node.name, traits.float_op, {resolve(node.inputs[0]), prefix + "weight", prefix + "bias"}, node.outputs,
              {{"activation", node.attr_string("activation", "none")}}};
       copy_window_attributes(node, n);

@@ -1,6 +1,6 @@
 #include <cmath>
 
-#include "lowbit/elementwise.h"
+#include "kernels/elementwise.h"
 #include "lowbit/runtime_config.h"
 #include "lowbit/train.h"
 

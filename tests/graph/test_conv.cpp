@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <nlohmann/json.hpp>
 
 #include "graph/gradcheck.h"
 
@@ -24,7 +25,7 @@ Tensor run_forward(const Node& node, const std::vector<Tensor>& inputs) {
   return y;
 }
 
-Node conv(nlohmann::json attributes, bool bias = true) {
+Node conv(Attributes attributes, bool bias = true) {
   Node node{"conv", "Conv2D", {"x", "w"}, {"y"}, std::move(attributes)};
   if (bias) node.inputs.push_back("b");
   return node;
@@ -33,37 +34,37 @@ Node conv(nlohmann::json attributes, bool bias = true) {
 // ---- Gradient checks ---------------------------------------------------------------------------
 
 TEST(ConvGradCheck, Conv2DPadded) {
-  check_gradients(conv({{"pads", {1, 1, 1, 1}}}), {random({2, 3, 5, 5}, 1), random({4, 3, 3, 3}, 2), random({4}, 3)});
+  check_gradients(conv({{"pads", Shape{1, 1, 1, 1}}}), {random({2, 3, 5, 5}, 1), random({4, 3, 3, 3}, 2), random({4}, 3)});
 }
 
 TEST(ConvGradCheck, Conv2DWithoutBias) {
-  check_gradients(conv(nlohmann::json::object(), false), {random({2, 2, 4, 5}, 4), random({3, 2, 2, 3}, 5)});
+  check_gradients(conv(Attributes{}, false), {random({2, 2, 4, 5}, 4), random({3, 2, 2, 3}, 5)});
 }
 
 TEST(ConvGradCheck, Conv2DStride2OddSizesAsymmetricPads) {
-  check_gradients(conv({{"strides", {2, 2}}, {"pads", {1, 0, 0, 1}}}),
+  check_gradients(conv({{"strides", Shape{2, 2}}, {"pads", Shape{1, 0, 0, 1}}}),
                   {random({2, 2, 7, 6}, 6), random({3, 2, 3, 2}, 7), random({3}, 8)});
 }
 
 TEST(ConvGradCheck, Conv2DDilation2) {
-  check_gradients(conv({{"dilations", {2, 2}}, {"pads", {2, 1, 2, 1}}}),
+  check_gradients(conv({{"dilations", Shape{2, 2}}, {"pads", Shape{2, 1, 2, 1}}}),
                   {random({1, 2, 7, 6}, 9), random({2, 2, 3, 3}, 10), random({2}, 11)});
 }
 
 TEST(ConvGradCheck, Conv2DGroups) {
-  check_gradients(conv({{"group", 2}, {"pads", {1, 1, 1, 1}}, {"strides", {1, 2}}}),
+  check_gradients(conv({{"group", 2}, {"pads", Shape{1, 1, 1, 1}}, {"strides", Shape{1, 2}}}),
                   {random({2, 4, 5, 5}, 12), random({6, 2, 3, 3}, 13), random({6}, 14)});
 }
 
 TEST(ConvGradCheck, Conv2DDepthwise) {
-  check_gradients(conv({{"group", 3}, {"pads", {1, 1, 1, 1}}}),
+  check_gradients(conv({{"group", 3}, {"pads", Shape{1, 1, 1, 1}}}),
                   {random({1, 3, 4, 5}, 15), random({3, 1, 3, 3}, 16), random({3}, 17)});
 }
 
 TEST(ConvGradCheck, Conv2DWithFusedRelu) {
   // Inputs whose pre-activations are all at least 0.1 away from ReLU's kink (a perturbation of
   // 1e-2 in one input moves a pre-activation by at most 1e-2).
-  Node linear = conv({{"pads", {1, 0, 1, 0}}});
+  Node linear = conv({{"pads", Shape{1, 0, 1, 0}}});
   Tensor x = random({1, 2, 4, 4}, 18), w = random({2, 2, 3, 3}, 19), b = random({2}, 20);
   bool found = false;
   for (uint64_t attempt = 0; attempt < 200 && !found; ++attempt) {
@@ -73,7 +74,7 @@ TEST(ConvGradCheck, Conv2DWithFusedRelu) {
     for (int64_t i = 0; i < z.numel(); ++i) found &= std::fabs(z.data<float>()[i]) > 0.1f;
   }
   ASSERT_TRUE(found);
-  Node fused = conv({{"pads", {1, 0, 1, 0}}, {"activation", "relu"}});
+  Node fused = conv({{"pads", Shape{1, 0, 1, 0}}, {"activation", "relu"}});
   Tensor y = run_forward(fused, {x, w, b});
   EXPECT_GT(std::count(y.data<float>(), y.data<float>() + y.numel(), 0.0f), 0) << "the ReLU should clip something";
   check_gradients(fused, {x, w, b});
@@ -92,28 +93,28 @@ Tensor distinct_values(Shape shape, uint64_t seed) {
 }
 
 TEST(PoolGradCheck, MaxPool2DKernel2) {
-  check_gradients(Node{"pool", "MaxPool2D", {"x"}, {"y"}, {{"kernel_shape", {2, 2}}, {"strides", {2, 2}}}},
+  check_gradients(Node{"pool", "MaxPool2D", {"x"}, {"y"}, {{"kernel_shape", Shape{2, 2}}, {"strides", Shape{2, 2}}}},
                   {distinct_values({2, 3, 4, 6}, 21)});
 }
 
 TEST(PoolGradCheck, MaxPool2DOverlappingPaddedOdd) {
-  check_gradients(Node{"pool", "MaxPool2D", {"x"}, {"y"}, {{"kernel_shape", {3, 3}}, {"strides", {2, 2}}, {"pads", {1, 1, 1, 1}}}},
+  check_gradients(Node{"pool", "MaxPool2D", {"x"}, {"y"}, {{"kernel_shape", Shape{3, 3}}, {"strides", Shape{2, 2}}, {"pads", Shape{1, 1, 1, 1}}}},
                   {distinct_values({1, 2, 5, 7}, 22)});
 }
 
 TEST(PoolGradCheck, MaxPool2DRectangular) {
-  check_gradients(Node{"pool", "MaxPool2D", {"x"}, {"y"}, {{"kernel_shape", {2, 3}}, {"strides", {1, 2}}}},
+  check_gradients(Node{"pool", "MaxPool2D", {"x"}, {"y"}, {{"kernel_shape", Shape{2, 3}}, {"strides", Shape{1, 2}}}},
                   {distinct_values({2, 1, 3, 7}, 23)});
 }
 
 TEST(ReshapeGradCheck, Reshape) {
-  check_gradients(Node{"r", "Reshape", {"x"}, {"y"}, {{"shape", {2, -1, 3}}}}, {random({2, 4, 6}, 24)});
+  check_gradients(Node{"r", "Reshape", {"x"}, {"y"}, {{"shape", Shape{2, -1, 3}}}}, {random({2, 4, 6}, 24)});
 }
 
 // ---- Forward values ----------------------------------------------------------------------------
 
 TEST(Pool, MaxPool2DTiesGoToTheFirstMaximum) {
-  Node node{"pool", "MaxPool2D", {"x"}, {"y"}, {{"kernel_shape", {2, 2}}}};
+  Node node{"pool", "MaxPool2D", {"x"}, {"y"}, {{"kernel_shape", Shape{2, 2}}}};
   Tensor x = Tensor::from_vector({1, 1, 2, 2}, std::vector<float>{1, 3, 3, 2});
   Tensor y = run_forward(node, {x});
   ASSERT_EQ(y.shape(), (Shape{1, 1, 1, 1}));
@@ -131,7 +132,7 @@ TEST(Conv, Conv2DMatchesHandComputedValues) {
   Tensor x = Tensor::from_vector({1, 1, 3, 3}, std::vector<float>{1, 2, 3, 4, 5, 6, 7, 8, 9});
   Tensor w = Tensor::from_vector({1, 1, 2, 2}, std::vector<float>{1, 1, 1, 1});
   Tensor b = Tensor::from_vector({1}, std::vector<float>{0.5f});
-  Tensor y = run_forward(conv(nlohmann::json::object()), {x, w, b});
+  Tensor y = run_forward(conv(Attributes{}), {x, w, b});
   ASSERT_EQ(y.shape(), (Shape{1, 1, 2, 2}));
   EXPECT_EQ(std::vector<float>(y.data<float>(), y.data<float>() + 4), (std::vector<float>{12.5f, 16.5f, 24.5f, 28.5f}));
 }
@@ -139,37 +140,37 @@ TEST(Conv, Conv2DMatchesHandComputedValues) {
 struct ConvCase {
   const char* what;
   Shape x, w;
-  nlohmann::json attributes;
+  Attributes attributes;
 };
 
 // The im2col + GEMM path against the direct convolution (Isa::Reference selects it). Both add the
 // same products in the same order up to the GEMM's blocking, so they agree within the GEMM bound
-// of lowbit/gemm.h, |fast - ref| <= 1e-5 * K * max|x| * max|w|, K = in_channels/group * kh * kw,
+// of kernels/gemm.h, |fast - ref| <= 1e-5 * K * max|x| * max|w|, K = in_channels/group * kh * kw,
 // plus a few ulp of the bias (all values here lie in [-1, 1]).
 TEST(Conv, Conv2DIm2colMatchesReferenceOnAwkwardShapes) {
   const std::vector<ConvCase> cases = {
-      {"1x1 image, 1x1 kernel", {3, 2, 1, 1}, {4, 2, 1, 1}, nlohmann::json::object()},
-      {"1x1 image, 3x3 kernel, padding 1", {2, 3, 1, 1}, {2, 3, 3, 3}, {{"pads", {1, 1, 1, 1}}}},
-      {"1 channel", {2, 1, 6, 5}, {3, 1, 3, 3}, nlohmann::json::object()},
-      {"stride 2, odd sizes", {2, 3, 7, 9}, {5, 3, 3, 3}, {{"strides", {2, 2}}}},
-      {"stride 2, odd sizes, padding", {2, 3, 7, 9}, {5, 3, 3, 3}, {{"strides", {2, 2}}, {"pads", {1, 1, 1, 1}}}},
-      {"asymmetric stride and padding", {1, 2, 8, 5}, {3, 2, 2, 3}, {{"strides", {3, 1}}, {"pads", {0, 2, 1, 0}}}},
-      {"dilation 2", {2, 2, 9, 8}, {4, 2, 3, 3}, {{"dilations", {2, 2}}}},
-      {"dilation 2, padding 2", {2, 2, 9, 8}, {4, 2, 3, 3}, {{"dilations", {2, 2}}, {"pads", {2, 2, 2, 2}}}},
-      {"dilation and stride", {1, 3, 11, 10}, {2, 3, 3, 2}, {{"dilations", {2, 3}}, {"strides", {2, 2}}, {"pads", {1, 2, 0, 1}}}},
-      {"padding wider than the kernel reach", {1, 1, 2, 2}, {1, 1, 2, 2}, {{"pads", {3, 3, 3, 3}}}},
-      {"groups 2", {2, 4, 6, 6}, {6, 2, 3, 3}, {{"group", 2}, {"pads", {1, 1, 1, 1}}}},
-      {"depthwise", {2, 5, 7, 6}, {5, 1, 3, 3}, {{"group", 5}, {"pads", {1, 1, 1, 1}}}},
-      {"depthwise multiplier 2, stride 2", {1, 3, 8, 9}, {6, 1, 3, 3}, {{"group", 3}, {"strides", {2, 2}}, {"pads", {1, 1, 1, 1}}}},
-      {"cnn-teacher conv2 shape", {3, 32, 14, 14}, {64, 32, 3, 3}, {{"pads", {1, 1, 1, 1}}}},
-      {"several im2col chunks", {5, 64, 48, 48}, {4, 64, 3, 3}, {{"pads", {1, 1, 1, 1}}}},
+      {"1x1 image, 1x1 kernel", {3, 2, 1, 1}, {4, 2, 1, 1}, Attributes{}},
+      {"1x1 image, 3x3 kernel, padding 1", {2, 3, 1, 1}, {2, 3, 3, 3}, {{"pads", Shape{1, 1, 1, 1}}}},
+      {"1 channel", {2, 1, 6, 5}, {3, 1, 3, 3}, Attributes{}},
+      {"stride 2, odd sizes", {2, 3, 7, 9}, {5, 3, 3, 3}, {{"strides", Shape{2, 2}}}},
+      {"stride 2, odd sizes, padding", {2, 3, 7, 9}, {5, 3, 3, 3}, {{"strides", Shape{2, 2}}, {"pads", Shape{1, 1, 1, 1}}}},
+      {"asymmetric stride and padding", {1, 2, 8, 5}, {3, 2, 2, 3}, {{"strides", Shape{3, 1}}, {"pads", Shape{0, 2, 1, 0}}}},
+      {"dilation 2", {2, 2, 9, 8}, {4, 2, 3, 3}, {{"dilations", Shape{2, 2}}}},
+      {"dilation 2, padding 2", {2, 2, 9, 8}, {4, 2, 3, 3}, {{"dilations", Shape{2, 2}}, {"pads", Shape{2, 2, 2, 2}}}},
+      {"dilation and stride", {1, 3, 11, 10}, {2, 3, 3, 2}, {{"dilations", Shape{2, 3}}, {"strides", Shape{2, 2}}, {"pads", Shape{1, 2, 0, 1}}}},
+      {"padding wider than the kernel reach", {1, 1, 2, 2}, {1, 1, 2, 2}, {{"pads", Shape{3, 3, 3, 3}}}},
+      {"groups 2", {2, 4, 6, 6}, {6, 2, 3, 3}, {{"group", 2}, {"pads", Shape{1, 1, 1, 1}}}},
+      {"depthwise", {2, 5, 7, 6}, {5, 1, 3, 3}, {{"group", 5}, {"pads", Shape{1, 1, 1, 1}}}},
+      {"depthwise multiplier 2, stride 2", {1, 3, 8, 9}, {6, 1, 3, 3}, {{"group", 3}, {"strides", Shape{2, 2}}, {"pads", Shape{1, 1, 1, 1}}}},
+      {"cnn-teacher conv2 shape", {3, 32, 14, 14}, {64, 32, 3, 3}, {{"pads", Shape{1, 1, 1, 1}}}},
+      {"several im2col chunks", {5, 64, 48, 48}, {4, 64, 3, 3}, {{"pads", Shape{1, 1, 1, 1}}}},
   };
   if (active_isa() == Isa::Reference) GTEST_SKIP() << "no fast path on this CPU (or LOWBIT_ISA=reference)";
   uint64_t seed = 1000;
   for (const auto& c : cases) {
     for (const char* activation : {"none", "relu"}) {
       for (bool bias : {true, false}) {
-        nlohmann::json attributes = c.attributes;
+        Attributes attributes = c.attributes;
         attributes["activation"] = activation;
         Node node = conv(attributes, bias);
         std::vector<Tensor> inputs = {random(c.x, ++seed), random(c.w, ++seed)};
@@ -192,7 +193,7 @@ TEST(Conv, Conv2DIm2colMatchesReferenceOnAwkwardShapes) {
 
 TEST(Conv, Conv2DResultsDoNotDependOnTheThreadCount) {
   const int threads = num_threads();
-  Node node = conv({{"pads", {1, 1, 1, 1}}, {"activation", "relu"}});
+  Node node = conv({{"pads", Shape{1, 1, 1, 1}}, {"activation", "relu"}});
   std::vector<Tensor> inputs = {random({4, 8, 13, 11}, 40), random({16, 8, 3, 3}, 41), random({16}, 42)};
   Tensor dy = random({4, 16, 13, 11}, 43);
   std::vector<std::vector<float>> results;
@@ -214,7 +215,7 @@ TEST(Conv, Conv2DResultsDoNotDependOnTheThreadCount) {
 // A batch that im2col splits into several chunks gets the same gradients as its images one by one
 // (dW and db summed over the images).
 TEST(Conv, Conv2DBackwardAcrossChunksMatchesPerImage) {
-  Node node = conv({{"pads", {1, 1, 1, 1}}});
+  Node node = conv({{"pads", Shape{1, 1, 1, 1}}});
   const Shape xs = {5, 64, 48, 48}, ws = {4, 64, 3, 3};
   Tensor x = random(xs, 50), w = random(ws, 51), b = random({4}, 52);
   Tensor dy = random({5, 4, 48, 48}, 53);
@@ -246,7 +247,7 @@ TEST(Conv, Conv2DBackwardAcrossChunksMatchesPerImage) {
 }
 
 TEST(Reshape, KeepsTheBatchAndSharesTheBuffer) {
-  Node node{"r", "Reshape", {"x"}, {"y"}, {{"shape", {1, 28, 28}}}};
+  Node node{"r", "Reshape", {"x"}, {"y"}, {{"shape", Shape{1, 28, 28}}}};
   const Shape in[] = {{-1, 28, 28}};
   EXPECT_EQ(find_op("Reshape").infer_shapes(node, in), (std::vector<Shape>{{-1, 1, 28, 28}}));
   Tensor x = random({3, 28, 28}, 60);
@@ -260,9 +261,9 @@ TEST(Reshape, KeepsTheBatchAndSharesTheBuffer) {
 std::vector<Shape> infer(const Node& node, std::vector<Shape> shapes) { return find_op(node.op).infer_shapes(node, shapes); }
 
 TEST(Conv, Conv2DShapeInference) {
-  EXPECT_EQ(infer(conv({{"pads", {1, 1, 1, 1}}}), {{-1, 1, 28, 28}, {32, 1, 3, 3}, {32}}),
+  EXPECT_EQ(infer(conv({{"pads", Shape{1, 1, 1, 1}}}), {{-1, 1, 28, 28}, {32, 1, 3, 3}, {32}}),
             (std::vector<Shape>{{-1, 32, 28, 28}}));
-  EXPECT_EQ(infer(conv({{"strides", {2, 2}}, {"dilations", {2, 2}}}, false), {{-1, 4, 11, 10}, {8, 4, 3, 3}}),
+  EXPECT_EQ(infer(conv({{"strides", Shape{2, 2}}, {"dilations", Shape{2, 2}}}, false), {{-1, 4, 11, 10}, {8, 4, 3, 3}}),
             (std::vector<Shape>{{-1, 8, 4, 3}}));  // (11 - 5) / 2 + 1, (10 - 5) / 2 + 1
   EXPECT_EQ(infer(conv({{"group", 4}}, false), {{2, 4, 3, 3}, {8, 1, 3, 3}}), (std::vector<Shape>{{2, 8, 1, 1}}));
 }
@@ -275,37 +276,37 @@ TEST(Conv, Conv2DShapeErrorsNameTheNode) {
   EXPECT_LOWBIT_ERROR(infer(conv({}), {{-1, 1, 28, 28}, {32, 3, 3}}), "weight must be [out_channels");
   EXPECT_LOWBIT_ERROR(infer(conv({{"group", 2}}), {{-1, 3, 8, 8}, {4, 1, 3, 3}, {4}}), "group 2 must divide");
   EXPECT_LOWBIT_ERROR(infer(conv({}), {{-1, 1, 2, 8}, {4, 1, 3, 3}, {4}}), "the kernel spans 3 rows");
-  EXPECT_LOWBIT_ERROR(infer(conv({{"dilations", {1, 4}}}), {{-1, 1, 8, 8}, {4, 1, 3, 3}, {4}}), "the kernel spans 9 columns");
-  EXPECT_LOWBIT_ERROR(infer(conv({{"strides", {2}}}), {{-1, 1, 8, 8}, {4, 1, 3, 3}, {4}}),
+  EXPECT_LOWBIT_ERROR(infer(conv({{"dilations", Shape{1, 4}}}), {{-1, 1, 8, 8}, {4, 1, 3, 3}, {4}}), "the kernel spans 9 columns");
+  EXPECT_LOWBIT_ERROR(infer(conv({{"strides", Shape{2}}}), {{-1, 1, 8, 8}, {4, 1, 3, 3}, {4}}),
                       "attribute 'strides' must be a list of 2 integers");
-  EXPECT_LOWBIT_ERROR(infer(conv({{"strides", {0, 1}}}), {{-1, 1, 8, 8}, {4, 1, 3, 3}, {4}}), "'strides' must be positive");
-  EXPECT_LOWBIT_ERROR(infer(conv({{"pads", {1, 1, -1, 1}}}), {{-1, 1, 8, 8}, {4, 1, 3, 3}, {4}}), "must not be negative");
+  EXPECT_LOWBIT_ERROR(infer(conv({{"strides", Shape{0, 1}}}), {{-1, 1, 8, 8}, {4, 1, 3, 3}, {4}}), "'strides' must be positive");
+  EXPECT_LOWBIT_ERROR(infer(conv({{"pads", Shape{1, 1, -1, 1}}}), {{-1, 1, 8, 8}, {4, 1, 3, 3}, {4}}), "must not be negative");
   EXPECT_LOWBIT_ERROR(infer(conv({{"activation", "tanh"}}), {{-1, 1, 8, 8}, {4, 1, 3, 3}, {4}}), "'activation'");
-  EXPECT_LOWBIT_ERROR(infer(conv({{"kernel_shape", {5, 5}}}), {{-1, 1, 8, 8}, {4, 1, 3, 3}, {4}}), "'kernel_shape' 5x5");
+  EXPECT_LOWBIT_ERROR(infer(conv({{"kernel_shape", Shape{5, 5}}}), {{-1, 1, 8, 8}, {4, 1, 3, 3}, {4}}), "'kernel_shape' 5x5");
 }
 
 TEST(Pool, MaxPool2DShapeInferenceAndErrors) {
-  auto pool = [](nlohmann::json attributes) { return Node{"pool", "MaxPool2D", {"x"}, {"y"}, std::move(attributes)}; };
-  EXPECT_EQ(infer(pool({{"kernel_shape", {2, 2}}, {"strides", {2, 2}}}), {{-1, 32, 28, 28}}),
+  auto pool = [](Attributes attributes) { return Node{"pool", "MaxPool2D", {"x"}, {"y"}, std::move(attributes)}; };
+  EXPECT_EQ(infer(pool({{"kernel_shape", Shape{2, 2}}, {"strides", Shape{2, 2}}}), {{-1, 32, 28, 28}}),
             (std::vector<Shape>{{-1, 32, 14, 14}}));
-  EXPECT_EQ(infer(pool({{"kernel_shape", {3, 3}}, {"strides", {2, 2}}, {"pads", {1, 1, 1, 1}}}), {{1, 2, 7, 8}}),
+  EXPECT_EQ(infer(pool({{"kernel_shape", Shape{3, 3}}, {"strides", Shape{2, 2}}, {"pads", Shape{1, 1, 1, 1}}}), {{1, 2, 7, 8}}),
             (std::vector<Shape>{{1, 2, 4, 4}}));
   EXPECT_LOWBIT_ERROR(infer(pool({}), {{-1, 1, 8, 8}}), "node 'pool' (MaxPool2D): attribute 'kernel_shape' [kh, kw] is required");
-  EXPECT_LOWBIT_ERROR(infer(pool({{"kernel_shape", {2, 2}}}), {{-1, 8, 8}}), "input must be NCHW");
-  EXPECT_LOWBIT_ERROR(infer(pool({{"kernel_shape", {2, 2}}, {"pads", {2, 0, 0, 0}}}), {{-1, 1, 8, 8}}),
+  EXPECT_LOWBIT_ERROR(infer(pool({{"kernel_shape", Shape{2, 2}}}), {{-1, 8, 8}}), "input must be NCHW");
+  EXPECT_LOWBIT_ERROR(infer(pool({{"kernel_shape", Shape{2, 2}}, {"pads", Shape{2, 0, 0, 0}}}), {{-1, 1, 8, 8}}),
                       "'pads' must be smaller than the kernel");
-  EXPECT_LOWBIT_ERROR(infer(pool({{"kernel_shape", {9, 2}}}), {{-1, 1, 8, 8}}), "the kernel spans 9 rows");
-  EXPECT_LOWBIT_ERROR(infer(pool({{"kernel_shape", {2, 2}}, {"ceil_mode", 1}}), {{-1, 1, 8, 8}}), "'ceil_mode'");
+  EXPECT_LOWBIT_ERROR(infer(pool({{"kernel_shape", Shape{9, 2}}}), {{-1, 1, 8, 8}}), "the kernel spans 9 rows");
+  EXPECT_LOWBIT_ERROR(infer(pool({{"kernel_shape", Shape{2, 2}}, {"ceil_mode", 1}}), {{-1, 1, 8, 8}}), "'ceil_mode'");
 }
 
 TEST(Reshape, ShapeErrorsNameTheNode) {
-  auto reshape = [](nlohmann::json attributes) { return Node{"r", "Reshape", {"x"}, {"y"}, std::move(attributes)}; };
-  EXPECT_EQ(infer(reshape({{"shape", {-1, 7}}}), {{5, 28, 28}}), (std::vector<Shape>{{5, 112, 7}}));
+  auto reshape = [](Attributes attributes) { return Node{"r", "Reshape", {"x"}, {"y"}, std::move(attributes)}; };
+  EXPECT_EQ(infer(reshape({{"shape", Shape{-1, 7}}}), {{5, 28, 28}}), (std::vector<Shape>{{5, 112, 7}}));
   EXPECT_LOWBIT_ERROR(infer(reshape({}), {{-1, 784}}), "node 'r' (Reshape): attribute 'shape'");
-  EXPECT_LOWBIT_ERROR(infer(reshape({{"shape", {2, 28, 28}}}), {{-1, 28, 28}}),
+  EXPECT_LOWBIT_ERROR(infer(reshape({{"shape", Shape{2, 28, 28}}}), {{-1, 28, 28}}),
                       "cannot reshape samples of [28, 28] (784 values) to [2, 28, 28] (1568 values)");
-  EXPECT_LOWBIT_ERROR(infer(reshape({{"shape", {-1, 5}}}), {{-1, 28, 28}}), "cannot reshape samples of [28, 28] to [-1, 5]");
-  EXPECT_LOWBIT_ERROR(infer(reshape({{"shape", {-1, -1}}}), {{-1, 28, 28}}), "dimensions must be positive");
+  EXPECT_LOWBIT_ERROR(infer(reshape({{"shape", Shape{-1, 5}}}), {{-1, 28, 28}}), "cannot reshape samples of [28, 28] to [-1, 5]");
+  EXPECT_LOWBIT_ERROR(infer(reshape({{"shape", Shape{-1, -1}}}), {{-1, 28, 28}}), "dimensions must be positive");
   EXPECT_LOWBIT_ERROR(infer(reshape({{"shape", "1x28x28"}}), {{-1, 28, 28}}), "must be a list of integers");
 }
 
@@ -372,9 +373,9 @@ TEST(Conv, CnnTeacherBuildsAndTrains) {
 
 TEST(Conv, ModelDescriptionLayers) {
   auto build = [](nlohmann::json layers) {
-    return build_model({{"layers", std::move(layers)}}, {12, 12}, 3, 0);
+    return build_model({nlohmann::json{{"layers", std::move(layers)}}.dump()}, {12, 12}, 3, 0);
   };
-  nlohmann::json head = {{{"type", "reshape"}, {"shape", {1, 12, 12}}}};
+  nlohmann::json head = {{{"type", "reshape"}, {"shape", Shape{1, 12, 12}}}};
   auto with = [&](std::vector<nlohmann::json> middle) {
     nlohmann::json layers = head;
     for (auto& l : middle) layers.push_back(l);
@@ -388,10 +389,10 @@ TEST(Conv, ModelDescriptionLayers) {
   const Node& c = g.nodes[1];
   EXPECT_EQ(c.op, "Conv2D");
   EXPECT_EQ(c.inputs.size(), 2u);
-  EXPECT_EQ(c.attributes.at("pads"), nlohmann::json({0, 0, 1, 1}));
-  EXPECT_EQ(c.attributes.at("strides"), nlohmann::json({2, 2}));
+  EXPECT_EQ(c.attributes.at("pads"), Attribute({0, 0, 1, 1}));
+  EXPECT_EQ(c.attributes.at("strides"), Attribute({2, 2}));
   EXPECT_EQ(g.infer_shapes().at("c").shape, (Shape{-1, 4, 6, 6}));
-  EXPECT_EQ(g.nodes[2].attributes.at("strides"), nlohmann::json({2, 3}));  // stride defaults to the kernel
+  EXPECT_EQ(g.nodes[2].attributes.at("strides"), Attribute({2, 3}));  // stride defaults to the kernel
   EXPECT_EQ(g.infer_shapes().at("p").shape, (Shape{-1, 4, 3, 2}));
   // Depthwise with dilation and explicit [ph, pw] padding.
   g = build(with({{{"type", "conv2d"}, {"filters", 2}, {"kernel", 3}, {"padding", {2, 1}}, {"dilation", {2, 1}}},

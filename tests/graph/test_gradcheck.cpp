@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <nlohmann/json.hpp>
 
 #include "graph/gradcheck.h"
 
@@ -85,7 +86,7 @@ TEST(Loss, SoftmaxCrossEntropyMatchesHandComputedValue) {
 // The executor's backward pass through a whole training graph, checked the same way: the gradient
 // of every parameter of a small MLP against finite differences of the loss.
 TEST(GradCheck, ExecutorThroughMlp) {
-  nlohmann::json arch = parse_arch("12-6-5-4");
+  ModelDescription arch = parse_arch("12-6-5-4");
   Graph model = build_model(arch, {3, 4}, 4, 7);
   Graph g = model;
   g.nodes.pop_back();  // train on logits

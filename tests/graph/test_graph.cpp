@@ -68,6 +68,31 @@ TEST(Graph, HoldsADagWithSharedInputs) {
   EXPECT_EQ(s.at("yb").shape, (Shape{-1, 5}));
 }
 
+TEST(Attribute, KindsAccessorsAndErrors) {
+  Node node{"n", "Dense", {}, {}, {{"i", 3}, {"f", 0.25}, {"s", "relu"}, {"ints", {1, 2}}, {"one", {7}}}};
+  node.attributes["floats"] = std::vector<double>{0.5, 2};
+  node.attributes["strings"] = std::vector<std::string>{"a", "b"};
+  EXPECT_EQ(node.attr_int("i", 0), 3);
+  EXPECT_EQ(node.attr_float("i", 0), 3.0);  // an integer reads as a float
+  EXPECT_EQ(node.attr_float("f", 0), 0.25);
+  EXPECT_EQ(node.attr_string("s", ""), "relu");
+  EXPECT_EQ(node.attr_ints("ints", {}), (std::vector<int64_t>{1, 2}));
+  EXPECT_EQ(node.attr_ints("one", {}), (std::vector<int64_t>{7}));  // a braced list is a list
+  EXPECT_EQ(node.attr_int("absent", 9), 9);
+  EXPECT_EQ(node.attr("floats").as_floats(), (std::vector<double>{0.5, 2.0}));
+  EXPECT_EQ(node.attr("ints").as_floats(), (std::vector<double>{1.0, 2.0}));
+  EXPECT_EQ(node.attr("strings").as_strings(), (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(node.attr("ints").to_string(), "[1, 2]");
+  EXPECT_EQ(node.attr("s").to_string(), "\"relu\"");
+  EXPECT_EQ(node.attr("floats").to_string(), "[0.5, 2]");
+  EXPECT_EQ(Attribute(true), Attribute(1));
+  EXPECT_NE(Attribute(1), Attribute(1.0));  // kinds differ
+  EXPECT_LOWBIT_ERROR(node.attr_int("f", 0), "node 'n': attribute 'f' is a float, expected an integer");
+  EXPECT_LOWBIT_ERROR(node.attr_string("ints", ""), "node 'n': attribute 'ints' is a list of integers, expected a string");
+  EXPECT_LOWBIT_ERROR(node.attr_ints("s", {}), "node 'n': attribute 's' is a string, expected a list of integers");
+  EXPECT_LOWBIT_ERROR(node.attr("absent"), "node 'n' (Dense): attribute 'absent' is required");
+}
+
 TEST(OpRegistry, ListsBuiltins) {
   auto ops = registered_ops();
   for (const char* name : {"Dense", "Relu", "Softmax", "Flatten", "SoftmaxCrossEntropy"})

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <nlohmann/json.hpp>
 
 #include "graph/gradcheck.h"
 
@@ -34,7 +35,7 @@ Tensor run_infer(const Node& node, const std::vector<Tensor>& inputs) {
   return outs[0];
 }
 
-Node batch_norm(nlohmann::json attributes = nlohmann::json::object()) {
+Node batch_norm(Attributes attributes = {}) {
   return Node{"bn", "BatchNormalization", {"x", "scale", "B", "mean", "var"}, {"y"}, std::move(attributes)};
 }
 
@@ -49,7 +50,7 @@ Node dropout(float ratio, std::string name = "drop") {
   return Node{std::move(name), "Dropout", {"x"}, {"y", "mask"}, {{"ratio", ratio}}};
 }
 
-Node average_pool(nlohmann::json attributes) {
+Node average_pool(Attributes attributes) {
   return Node{"pool", "AveragePool2D", {"x"}, {"y"}, std::move(attributes)};
 }
 
@@ -423,7 +424,7 @@ std::string train_cnn_bytes(int threads, uint64_t seed, Graph* trained = nullptr
   const int saved = num_threads();
   set_num_threads(threads);
   Dataset data = blobs(200);
-  Graph model = build_model(kSmallCnn, data.sample_shape(), 4, seed);
+  Graph model = build_model({kSmallCnn.dump()}, data.sample_shape(), 4, seed);
   TrainOptions o;
   o.epochs = 2;
   o.batch_size = 16;
@@ -496,7 +497,7 @@ TEST(Norm, ReferenceCnnBuilds) {
 }
 
 TEST(Norm, ModelDescriptionLayers) {
-  auto build = [](nlohmann::json layers) { return build_model({{"layers", std::move(layers)}}, {8, 8}, 3, 0); };
+  auto build = [](nlohmann::json layers) { return build_model({nlohmann::json{{"layers", std::move(layers)}}.dump()}, {8, 8}, 3, 0); };
   nlohmann::json head = {{{"type", "reshape"}, {"shape", {2, 4, 8}}}};
   auto with = [&](std::vector<nlohmann::json> middle) {
     nlohmann::json layers = head;
@@ -513,7 +514,7 @@ TEST(Norm, ModelDescriptionLayers) {
   EXPECT_EQ(g.initializers.at("bn.scale").shape(), (Shape{2}));
   EXPECT_EQ(g.nodes[1].attributes.at("momentum"), 0.5);
   EXPECT_EQ(g.nodes[2].op, "AveragePool2D");
-  EXPECT_EQ(g.nodes[2].attributes.at("strides"), nlohmann::json({2, 2}));
+  EXPECT_EQ(g.nodes[2].attributes.at("strides"), Attribute({2, 2}));
   EXPECT_EQ(g.nodes[3].outputs, (std::vector<std::string>{"d", "d.mask"}));
   EXPECT_EQ(g.nodes[3].attributes.at("ratio"), 0.1);
   EXPECT_EQ(g.nodes[4].inputs, (std::vector<std::string>{"p", "d"}));

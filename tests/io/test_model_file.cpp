@@ -1,4 +1,5 @@
 #include <zlib.h>
+#include <nlohmann/json.hpp>
 
 #include "test_util.h"
 
@@ -92,6 +93,55 @@ TEST(ModelFile, UnknownSectionsAreSkippedUnlessRequired) {
                       "required section XTRA is unknown");
 }
 
+// The file with its GRPH section's JSON replaced by edit(JSON) (size and CRC fixed up).
+template <typename F>
+std::string with_graph_json(const std::string& bytes, F edit) {
+  size_t at = 16;
+  while (bytes.compare(at, 4, "GRPH") != 0) {
+    uint64_t size;
+    std::memcpy(&size, bytes.data() + at + 8, 8);
+    at += 24 + size;
+  }
+  uint64_t size;
+  std::memcpy(&size, bytes.data() + at + 8, 8);
+  nlohmann::json j = nlohmann::json::parse(bytes.substr(at + 24, size));
+  edit(j);
+  const std::string payload = j.dump();
+  std::string header = bytes.substr(at, 24);
+  const uint64_t new_size = payload.size();
+  std::memcpy(header.data() + 8, &new_size, 8);
+  put_u32(header, 16, static_cast<uint32_t>(crc32(0, reinterpret_cast<const Bytef*>(payload.data()), payload.size())));
+  return bytes.substr(0, at) + header + payload + bytes.substr(at + 24 + size);
+}
+
+// Attributes of every kind keep their kind and value through a file; JSON that is none of the
+// kinds is refused naming the node and the attribute.
+TEST(ModelFile, AttributesOfEveryKindRoundTrip) {
+  Graph g = trained_like_model();
+  Attributes& a = g.nodes[1].attributes;
+  a["i"] = -3;
+  a["f"] = 2.0;  // stays a float although integral
+  a["s"] = "text \"quoted\"";
+  a["ints"] = {4, -1};
+  a["no_ints"] = std::vector<int64_t>{};
+  a["floats"] = std::vector<double>{0.5, 1e-7, 3.0};
+  a["strings"] = std::vector<std::string>{"a", ""};
+  const Graph back = deserialize_model(serialize_model(g), "kinds.lbm");
+  EXPECT_EQ(back.nodes[1].attributes, a);
+  EXPECT_EQ(back.nodes[1].attributes.at("f").kind(), Attribute::Kind::Float);
+  EXPECT_EQ(back.nodes[1].attributes.at("floats").kind(), Attribute::Kind::Floats);
+  EXPECT_EQ(serialize_model(back), serialize_model(g));
+
+  const std::string bytes = serialize_model(trained_like_model());
+  const std::string name = trained_like_model().nodes[1].name;
+  for (const char* bad : {R"({"x": 1})", "null", R"([1, "a"])", "18446744073709551615"}) {
+    const std::string edited =
+        with_graph_json(bytes, [&](nlohmann::json& j) { j["nodes"][1]["attributes"]["odd"] = nlohmann::json::parse(bad); });
+    EXPECT_LOWBIT_ERROR(deserialize_model(edited, "odd.lbm"),
+                        "odd.lbm': section GRPH: node '" + name + "': attribute 'odd' must be a number, a string or a list");
+  }
+}
+
 TEST(ModelFile, SaveIsAtomicAndLeavesNoTemporaryFiles) {
   TempDir dir;
   save_model(trained_like_model(), dir.file("m.lbm"));
@@ -109,7 +159,7 @@ TEST(ModelFile, InvalidGraphInsideAValidFileIsReported) {
 }
 
 TEST(ModelDescription, ReferenceFileBuildsTheReferenceMlp) {
-  nlohmann::json d = parse_arch(LOWBIT_SOURCE_DIR "/examples/models/reference-mlp.json");
+  ModelDescription d = parse_arch(LOWBIT_SOURCE_DIR "/examples/models/reference-mlp.json");
   Graph g = build_model(d, {28, 28}, 10, 0);
   EXPECT_EQ(g.parameter_count(), 784 * 64 + 64 + 64 * 32 + 32 + 32 * 10 + 10);
   Graph same = build_model(parse_arch("784-64-32-10"), {28, 28}, 10, 0);
@@ -118,7 +168,7 @@ TEST(ModelDescription, ReferenceFileBuildsTheReferenceMlp) {
 }
 
 TEST(ModelDescription, ErrorsNameTheLayerAndField) {
-  auto build = [](const char* text) { return build_model(nlohmann::json::parse(text), {28, 28}, 10, 0); };
+  auto build = [](const char* text) { return build_model({text}, {28, 28}, 10, 0); };
   EXPECT_LOWBIT_ERROR(build(R"({"layers": [{"type": "flatten"}, {"type": "dense", "unit": 10}]})"),
                       "layers[1] (dense): unknown field 'unit'");
   EXPECT_LOWBIT_ERROR(build(R"({"layers": [{"type": "flatten"}, {"type": "dense", "units": "ten"}]})"),

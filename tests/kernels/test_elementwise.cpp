@@ -2,7 +2,7 @@
 #include <cstring>
 
 #include "test_util.h"
-#include "lowbit/elementwise.h"
+#include "kernels/elementwise.h"
 #include "kernels/paths.h"
 
 namespace lowbit {

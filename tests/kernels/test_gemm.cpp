@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "lowbit/gemm.h"
+#include "kernels/gemm.h"
 #include "test_util.h"
 #include "lowbit/runtime_config.h"
 #include "kernels/paths.h"

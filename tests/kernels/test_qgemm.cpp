@@ -1,4 +1,4 @@
-// The integer GEMM (lowbit/qgemm.h): the dispatched AVX2 path against the reference, bit-exact,
+// The integer GEMM (kernels/qgemm.h): the dispatched AVX2 path against the reference, bit-exact,
 // on awkward shapes, every weight storage, with and without weight zero points, the vpmaddubsw
 // saturation cases, requantization extremes, ReLU, 1 vs 2 threads and the ISA cap; and the
 // reference against a naive 64-bit evaluation of the contract formula.
@@ -15,7 +15,7 @@
 #include <utility>
 #include <vector>
 
-#include "lowbit/qgemm.h"
+#include "kernels/qgemm.h"
 #include "lowbit/runtime_config.h"
 #include "test_util.h"
 #include "kernels/paths.h"

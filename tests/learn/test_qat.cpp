@@ -2,8 +2,9 @@
 // differences of their surrogate, the forward pass against QuantParams, the QAT model against the
 // integer model it converts to on real data, and the training behaviour (observers, LSQ, bits).
 #include <cmath>
+#include <nlohmann/json.hpp>
 
-#include "lowbit/elementwise.h"
+#include "kernels/elementwise.h"
 #include "test_util.h"
 #include "kernels/paths.h"
 
@@ -423,7 +424,7 @@ TEST(QatCnn, ConvolutionsTrainAndConvertToIntegerConvolutions) {
         {{"type", "flatten"}},
         {{"type", "dense"}, {"units", 10}},
         {{"type", "softmax"}}}}};
-  Graph model = build_model(arch, {28, 28}, 10, 3);
+  Graph model = build_model({arch.dump()}, {28, 28}, 10, 3);
   TrainOptions o;
   o.epochs = 2;
   train(model, train_data, o);

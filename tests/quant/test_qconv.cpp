@@ -6,6 +6,7 @@
 #include <cmath>
 #include <iostream>
 #include <numeric>
+#include <nlohmann/json.hpp>
 
 #include "test_util.h"
 
@@ -48,8 +49,8 @@ Graph qconv_graph(const QConvCase& k, int bits, bool affine, bool bias, bool rel
   g.initializers["z"] = zero;
   g.initializers["b"] = b;
   Node n{"y", "QConv2D", {"x", "w", "s", "z"}, {"y"},
-         {{"in_channels", k.c}, {"kernel_shape", {k.kh, k.kw}}, {"strides", {k.sh, k.sw}}, {"pads", k.pads},
-          {"dilations", {k.dh, k.dw}}, {"group", k.group}, {"activation", relu ? "relu" : "none"},
+         {{"in_channels", k.c}, {"kernel_shape", Shape{k.kh, k.kw}}, {"strides", Shape{k.sh, k.sw}}, {"pads", k.pads},
+          {"dilations", Shape{k.dh, k.dw}}, {"group", k.group}, {"activation", relu ? "relu" : "none"},
           {"input_scale", 0.02}, {"input_zero_point", -7}}};
   if (bias) n.inputs.push_back("b");
   if (f32_out) {
@@ -230,7 +231,7 @@ TEST(QConv, RejectsBadGroupsAndInputs) {
 TEST(QConv, MaxPoolOnS8IsTheMaxOfTheCodes) {
   Graph g;
   g.inputs.push_back({"x", DType::S8, {-1, 2, 5, 5}});
-  g.add_node({"y", "MaxPool2D", {"x"}, {"y"}, {{"kernel_shape", {2, 2}}, {"strides", {2, 2}}, {"pads", {0, 0, 1, 1}}}});
+  g.add_node({"y", "MaxPool2D", {"x"}, {"y"}, {{"kernel_shape", Shape{2, 2}}, {"strides", Shape{2, 2}}, {"pads", Shape{0, 0, 1, 1}}}});
   g.outputs = {"y"};
   g.validate();
   EXPECT_EQ(g.infer_shapes().at("y").dtype, DType::S8);
@@ -271,7 +272,7 @@ const TrainedCnn& trained_cnn() {
       {"type": "batchnorm"}, {"type": "relu"}, {"type": "maxpool2d", "kernel": 2},
       {"type": "flatten"}, {"type": "dense", "units": 32, "activation": "relu"}, {"type": "dense", "units": 10},
       {"type": "softmax"}]})");
-    t.model = build_model(arch, {28, 28}, 10, 0);
+    t.model = build_model({arch.dump()}, {28, 28}, 10, 0);
     TrainOptions o;
     o.epochs = 1;
     set_num_threads(2);

@@ -90,7 +90,7 @@ json qat_report(const QatRunResult& r, const QatOptions& qat, int epochs) {
           {"max_logit_difference", r.max_logit_difference},
           {"mean_logit_difference", r.mean_logit_difference},
           {"lsq", qat.lsq},
-          {"plan", qat.plan.to_json()}};
+          {"plan", json::parse(qat.plan.to_json())}};
 }
 
 // Fine-tunes `float_model` with fake quantization and converts it. Writes the integer model to

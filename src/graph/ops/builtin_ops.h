@@ -8,7 +8,7 @@
 #include <string>
 
 #include "kernels/grain.h"
-#include "lowbit/gemm.h"
+#include "kernels/gemm.h"
 #include "lowbit/ops.h"
 
 namespace lowbit::ops {

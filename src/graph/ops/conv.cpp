@@ -14,7 +14,7 @@
 #include "kernels/conv_f32.h"
 #include "kernels/implementation.h"
 #include "kernels/pool.h"
-#include "lowbit/gemm.h"
+#include "kernels/gemm.h"
 #include "lowbit/runtime_config.h"
 
 namespace lowbit::ops {
@@ -26,13 +26,10 @@ namespace {
 std::vector<int64_t> int_list(const Node& node, const std::string& key, size_t count, std::vector<int64_t> fallback) {
   auto it = node.attributes.find(key);
   if (it == node.attributes.end()) return fallback;
-  bool ok = it->is_array() && it->size() == count;
-  if (ok)
-    for (const auto& v : *it) ok &= v.is_number_integer();
-  if (!ok)
+  if (!it->second.is_ints() || it->second.as_ints().size() != count)
     shape_error(node, "attribute '" + key + "' must be a list of " + std::to_string(count) + " integers, got " +
-                          it->dump());
-  return it->get<std::vector<int64_t>>();
+                          it->second.to_string());
+  return it->second.as_ints();
 }
 
 std::string dims(int64_t a, int64_t b) { return std::to_string(a) + "x" + std::to_string(b); }
@@ -248,11 +245,8 @@ class Reshape final : public Op {
   static Shape target_shape(const Node& node, const Shape& in) {
     auto it = node.attributes.find("shape");
     if (it == node.attributes.end()) shape_error(node, "attribute 'shape' (the shape of one sample) is required");
-    bool ok = it->is_array();
-    if (ok)
-      for (const auto& v : *it) ok &= v.is_number_integer();
-    if (!ok) shape_error(node, "attribute 'shape' must be a list of integers, got " + it->dump());
-    Shape sample = it->get<Shape>();
+    if (!it->second.is_ints()) shape_error(node, "attribute 'shape' must be a list of integers, got " + it->second.to_string());
+    Shape sample = it->second.as_ints();
     std::string requested;  // as written: to_string() would print -1 as the batch marker N
     for (int64_t d : sample) requested += (requested.empty() ? "" : ", ") + std::to_string(d);
     requested = "[" + requested + "]";

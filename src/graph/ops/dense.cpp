@@ -8,7 +8,7 @@
 
 #include "graph/ops/builtin_ops.h"
 #include "kernels/implementation.h"
-#include "lowbit/gemm.h"
+#include "kernels/gemm.h"
 
 namespace lowbit::ops {
 namespace {

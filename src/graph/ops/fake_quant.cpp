@@ -26,7 +26,7 @@
 #include <vector>
 
 #include "graph/ops/builtin_ops.h"
-#include "lowbit/elementwise.h"
+#include "kernels/elementwise.h"
 #include "lowbit/quant_params.h"
 #include "lowbit/runtime_config.h"
 
@@ -37,7 +37,7 @@ struct Layout {  // x viewed as [outer, channels, inner]; per tensor: channels =
   int64_t channels, inner, outer;
 };
 
-// The node's attributes, parsed once per executor (Op::prepare; they are JSON lookups) or, without
+// The node's attributes, parsed once per executor (Op::prepare; they are map lookups) or, without
 // an executor, once per call (see parsed()).
 struct Attrs {
   int64_t axis = -1;

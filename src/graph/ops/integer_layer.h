@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "graph/ops/builtin_ops.h"
-#include "lowbit/qgemm.h"
+#include "kernels/qgemm.h"
 #include "lowbit/quant_params.h"
 
 namespace lowbit::ops {

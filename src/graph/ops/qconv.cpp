@@ -31,7 +31,7 @@
 #include "kernels/implementation.h"
 #include "kernels/qconv.h"
 #include "kernels/qconv_direct.h"
-#include "lowbit/qgemm.h"
+#include "kernels/qgemm.h"
 #include "lowbit/runtime_config.h"
 
 namespace lowbit::ops {
@@ -44,14 +44,14 @@ ConvGeometry qconv_geometry(const Node& node, const Shape& x, int64_t out_channe
   const int64_t in_channels = node.attr_int("in_channels", -1);
   if (in_channels < 1) shape_error(node, "attribute 'in_channels' must be a positive integer");
   auto it = node.attributes.find("kernel_shape");
-  if (it == node.attributes.end() || !it->is_array() || it->size() != 2 || !(*it)[0].is_number_integer() ||
-      !(*it)[1].is_number_integer())
+  if (it == node.attributes.end() || !it->second.is_ints() || it->second.as_ints().size() != 2)
     shape_error(node, "attribute 'kernel_shape' [kh, kw] is required");
+  const std::vector<int64_t>& kernel = it->second.as_ints();
   if (x.size() == 4 && x[1] != in_channels)
     shape_error(node, "input " + to_string(x) + " must have " + std::to_string(in_channels) + " channels (in_channels)");
   if (in_channels % groups)
     shape_error(node, "group " + std::to_string(groups) + " must divide in_channels (" + std::to_string(in_channels) + ")");
-  return conv_geometry(node, x, {out_channels, in_channels / groups, (*it)[0].get<int64_t>(), (*it)[1].get<int64_t>()});
+  return conv_geometry(node, x, {out_channels, in_channels / groups, kernel[0], kernel[1]});
 }
 
 struct QConvState : IntegerLayerState {
@@ -150,17 +150,16 @@ void integer_conv(const ConvGeometry& g, const QConvState& s, const int8_t* x, c
 // output channel's code sum.
 std::vector<int32_t> prepare_weights(const Node& node, const Tensor& codes, QConvState& s) {
   const int64_t oc = codes.dim(0);
-  auto ks = node.attributes.at("kernel_shape");
-  const int64_t kh = ks[0].get<int64_t>(), kw = ks[1].get<int64_t>(), groups = node.attr_int("group", 1);
+  const std::vector<int64_t>& ks = node.attr("kernel_shape").as_ints();  // checked by qconv_geometry
+  const int64_t kh = ks[0], kw = ks[1], groups = node.attr_int("group", 1);
   const int64_t cg = node.attr_int("in_channels", -1) / groups;
   s.k = cg * kh * kw;
   check_weight_tensor(node, codes, s.k);
   const DType d = codes.dtype();
   s.codes = unpack_codes(codes, {oc, s.k});
   QConvProblem problem{s.k, 1};
-  auto strides = node.attributes.find("strides");
-  if (strides != node.attributes.end() && strides->is_array() && strides->size() == 2 && (*strides)[1].is_number_integer())
-    problem.stride_w = (*strides)[1].get<int64_t>();
+  const std::vector<int64_t> strides = node.attr_ints("strides", {1, 1});
+  if (strides.size() == 2) problem.stride_w = strides[1];
   s.implementation = kernels::choose(kImplementations, problem);
   std::vector<int32_t> row_sums = kernels::qconv_weight_sums(s.codes.data(), oc, s.k);
   if (s.implementation.index == kDirectVnni || s.implementation.index == kDirectAvx2)

@@ -9,8 +9,8 @@
 #include "graph/ops/builtin_ops.h"
 #include "graph/ops/integer_layer.h"
 #include "kernels/implementation.h"
-#include "lowbit/elementwise.h"
-#include "lowbit/qgemm.h"
+#include "kernels/elementwise.h"
+#include "kernels/qgemm.h"
 #include "lowbit/runtime_config.h"
 
 namespace lowbit::ops {

@@ -1,6 +1,6 @@
 #include <cmath>
 
-#include "lowbit/elementwise.h"
+#include "kernels/elementwise.h"
 #include "kernels/paths.h"
 
 namespace lowbit::kernels {

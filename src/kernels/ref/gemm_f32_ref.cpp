@@ -1,5 +1,5 @@
 // The reference fp32 GEMM: the definition every fast path is tested against.
-#include "lowbit/gemm.h"
+#include "kernels/gemm.h"
 #include "kernels/paths.h"
 
 #include <algorithm>

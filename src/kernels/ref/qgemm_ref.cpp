@@ -1,9 +1,9 @@
-// The reference integer GEMM: the definition every fast path is tested against (lowbit/qgemm.h).
+// The reference integer GEMM: the definition every fast path is tested against (kernels/qgemm.h).
 #include <algorithm>
 #include <cstdint>
 #include <vector>
 
-#include "lowbit/qgemm.h"
+#include "kernels/qgemm.h"
 #include "kernels/paths.h"
 
 namespace lowbit::kernels {

@@ -1,7 +1,7 @@
-// Reference activation quantize / dequantize (contract: lowbit/qgemm.h).
+// Reference activation quantize / dequantize (contract: kernels/qgemm.h).
 #include <cmath>
 
-#include "lowbit/qgemm.h"
+#include "kernels/qgemm.h"
 #include "kernels/paths.h"
 
 namespace lowbit::kernels {

@@ -18,7 +18,7 @@
 #include <cstdlib>
 
 #include "kernels/x86/scratch.h"
-#include "lowbit/qgemm.h"
+#include "kernels/qgemm.h"
 
 namespace lowbit::kernels {
 namespace {

@@ -4,7 +4,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "lowbit/elementwise.h"
+#include "kernels/elementwise.h"
 #include "kernels/paths.h"
 
 namespace lowbit::kernels {

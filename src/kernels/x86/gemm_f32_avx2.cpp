@@ -1,6 +1,6 @@
 // The AVX2/FMA fp32 GEMM: packed, cache-blocked, register-tiled (GotoBLAS/BLIS structure).
 //
-// C[M,N] = act(alpha * op(A) * op(B) + beta * C + bias), all row-major (contract: lowbit/gemm.h).
+// C[M,N] = act(alpha * op(A) * op(B) + beta * C + bias), all row-major (contract: kernels/gemm.h).
 //
 // Loop nest, outermost first, and why each level exists (sizes for 32 KiB L1d, 512 KiB-1 MiB L2):
 //   jc  over N in NC = 3072 columns: the packed B block (KC x NC, <= 3 MiB) lives in L3.
@@ -51,7 +51,7 @@
 #include <cstdlib>
 
 #include "kernels/x86/avx2_util.h"
-#include "lowbit/gemm.h"
+#include "kernels/gemm.h"
 #include "lowbit/runtime_config.h"
 #include "kernels/paths.h"
 

@@ -1,5 +1,5 @@
 // The AVX2 integer GEMM: s8 activations x (s8 | packed 4-bit | packed 2-bit) weights, exact s32
-// accumulation, fused requantization to s8 or scaling to f32 (contract: lowbit/qgemm.h).
+// accumulation, fused requantization to s8 or scaling to f32 (contract: kernels/qgemm.h).
 //
 // Exactness (the "16-bit saturation" of vpmaddubsw, which multiplies u8 x s8 and adds each pair
 // of products into s16 with saturation):
@@ -63,7 +63,7 @@
 
 #include "kernels/x86/avx2_util.h"
 #include "kernels/x86/scratch.h"
-#include "lowbit/qgemm.h"
+#include "kernels/qgemm.h"
 #include "lowbit/runtime_config.h"
 #include "kernels/paths.h"
 

@@ -1,5 +1,5 @@
 // The AVX-512 VNNI integer GEMM (x86 CPUs with AVX-512 F/BW/VL + VNNI, e.g. AMD Zen 4, Intel Ice
-// Lake and later). Same contract as the AVX2 and reference kernels (lowbit/qgemm.h), bit-exact
+// Lake and later). Same contract as the AVX2 and reference kernels (kernels/qgemm.h), bit-exact
 // with them.
 //
 // vpdpbusd multiplies 4 unsigned bytes by 4 signed bytes and adds the 4 products to an s32 lane,
@@ -58,7 +58,7 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "lowbit/qgemm.h"
+#include "kernels/qgemm.h"
 #include "lowbit/runtime_config.h"
 #include "kernels/x86/avx512_common.h"
 #include "kernels/paths.h"

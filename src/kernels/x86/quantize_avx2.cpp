@@ -3,7 +3,7 @@
 // (max with -128 first, so NaN becomes -128, as fmax/fmin do).
 #include <immintrin.h>
 
-#include "lowbit/qgemm.h"
+#include "kernels/qgemm.h"
 #include "kernels/paths.h"
 
 namespace lowbit::kernels {

@@ -1,4 +1,4 @@
-// lowbit/elementwise.h - element-wise kernels of the training loop, with reference and AVX2 paths.
+// kernels/elementwise.h - element-wise kernels of the training loop, with reference and AVX2 paths.
 //
 //   // One Adam step over n parameters w with gradients g and moments m, v (see lowbit::Adam):
 //   std::vector<float> w(n), g(n), m(n), v(n);

@@ -1,4 +1,4 @@
-// lowbit/qgemm.h - integer matrix multiplication for quantized layers.
+// kernels/qgemm.h - integer matrix multiplication for quantized layers.
 //
 // The integer path multiplies s8 activation codes by weight codes held in s8 or packed 4-bit /
 // 2-bit form, accumulates exactly in s32, and finishes with an output stage that either

@@ -1,4 +1,4 @@
-// lowbit/gemm.h - single-precision matrix multiplication with a fused epilogue.
+// kernels/gemm.h - single-precision matrix multiplication with a fused epilogue.
 //
 // All matrices are row-major. gemm_f32 computes
 //
