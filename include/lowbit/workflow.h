@@ -2,9 +2,10 @@
 // selection by name or by measured sensitivity, accuracy-driven search, plan files), compare
 // two models (accuracy, agreement, per-layer error, speed), and quantization-aware training from
 // calibration to the integer model (run_qat); training (run_train) and distillation (run_distill);
-// what a model holds (model_info). Each takes an options struct and
-// returns a result struct; nothing here reads or writes files or prints, so the CLI, Python and
-// programs share one implementation.
+// what a model holds (model_info); a model's predictions (predict). Each takes an options struct
+// and returns a result struct; nothing here prints, and nothing reads or writes files but the
+// teacher's logit cache and save_predictions, so the CLI, Python and programs share one
+// implementation.
 //
 //   lowbit::QuantizeOptions q;                      // full int8, per-channel symmetric weights
 //   q.weight_bits = 4;
@@ -12,11 +13,14 @@
 //   lowbit::QuantizeResult r = lowbit::quantize(model, q);
 //   lowbit::CompareResult c = lowbit::compare(r.model, model, data.test);
 //   // c.model_accuracy, c.against_accuracy, c.agreement, c.layers[i].error.sqnr_db, ...
+//   lowbit::PredictResult p = lowbit::predict(r.model, data.test, lowbit::PredictOptions{});
+//   // p.logits [N, classes], p.classes[i], p.accuracy
 #pragma once
 
 #include <functional>
 #include <map>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -55,6 +59,9 @@ struct QuantizeOptions {
   double time_budget_seconds = 60;
   std::optional<QuantPlan> plan;              // apply this plan as it is (e.g. from load_plan)
   std::function<void(const std::string&)> log;  // progress lines of the search, optional
+  // Given, the float and the quantized model are both evaluated on it (QuantizeResult's
+  // float_test and test): a test split, which no decision above ever sees.
+  const Dataset* test_data = nullptr;
 };
 
 struct QuantizeResult {
@@ -64,6 +71,7 @@ struct QuantizeResult {
   int64_t validation_samples = 0;              // size of the validation split used (0: none)
   std::optional<SearchResult> search;          // with max_drop
   bool met = true;                             // false when a search found no plan within max_drop
+  std::optional<EvalReport> float_test, test;  // with test_data: the float model and the quantized one
 };
 
 // Throws Error(InvalidArgument) for an already quantized model, or when data is needed (static
@@ -122,19 +130,55 @@ struct ModelInfo {
 };
 ModelInfo model_info(const Graph& model);
 
+// A classifier's predictions, as `lowbit predict` makes them: the logits and the top-1 class of
+// every sample, computed batch by batch with evaluate()'s preprocessing (the u8 images scaled by
+// the model's "input_scale" metadata), so that the classes of a Dataset score exactly
+// evaluate()'s accuracy. The input is a Dataset, or a raw batch: a u8 Tensor
+// [N, ...the sample shape of the model's input], the pixel values as a Dataset holds them.
+// (train.h's predict(model, data, batch_size) gives only the classes; the Dataset form here
+// takes its options explicitly, so the two never clash.)
+struct PredictOptions {
+  int batch_size = 256;
+};
+struct PredictResult {
+  Tensor logits;                 // f32 [N, classes] (the input of a trailing Softmax)
+  std::vector<int32_t> classes;  // per sample, the argmax of its logits (the first on ties)
+  std::optional<double> accuracy;  // the Dataset form: share of samples whose class is their label
+};
+// Throws Error(InvalidArgument) naming the model's input when the samples' shape is not the one
+// it takes, or when a raw batch is not u8.
+PredictResult predict(const Graph& model, const Dataset& data, const PredictOptions& options);
+PredictResult predict(const Graph& model, const Tensor& images, const PredictOptions& options = {});
+// Writes the predictions as CSV, atomically: a header line, then one line per sample,
+// "index,class,label" (labels: one per sample, as Dataset::labels), or "index,class" when
+// `labels` is empty. Throws Error(Io) naming the path.
+void save_predictions(const PredictResult& predictions, std::span<const int32_t> labels, const std::string& path);
+
 // Quantization-aware training from a float model, as `lowbit qat` (and `lowbit distill --bits`)
-// run it: calibrate on the first calibration_samples of `train`, insert fake quantization, train
-// (train_options.distill for distillation), convert to the integer model, and measure the two on
-// `test`.
+// run it: evaluate the float model on `test`, calibrate on the first calibration_samples of
+// `train`, insert fake quantization, train, convert to the integer model, and measure the two on
+// `test`. With a teacher, training distils from it (QAT + distillation): its logits for `train`
+// are computed once (teacher_logits, distill.h), read from and written to the cache file
+// teacher_cache when that is not empty, and weighed with train.distill's temperature and alpha.
+// (run_distill passes its teacher in train.distill instead; give one or the other.)
+struct QatRunResult;
 struct QatRunOptions {
   QatOptions qat;
   TrainOptions train;
   int64_t calibration_samples = 1000;
+  const Graph* teacher = nullptr;  // must outlive the call
+  std::string teacher_cache;       // "" for none (the logits are still computed once, in memory)
+  // Called once the float model's test accuracy (and the teacher's logits) are known, before
+  // calibration and training.
+  std::function<void(const QatRunResult&)> on_ready;
 };
 struct QatRunResult {
   Graph fake_quantized;    // the trained model with fake quantization (float arithmetic)
   Graph model;             // the integer model converted from it
   TrainReport report;
+  EvalReport float_test;   // the float model on `test`
+  bool teacher_cache_hit = false;
+  std::string teacher_cache_note;  // why the teacher's cache was (re)built, if it was
   int64_t test_samples = 0;
   double fake_quantized_accuracy = 0, accuracy = 0;
   double agreement = 0;    // share of test samples on which both predict the same class

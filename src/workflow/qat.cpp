@@ -2,17 +2,30 @@
 #include <algorithm>
 #include <cmath>
 
+#include "lowbit/distill.h"
 #include "lowbit/train.h"
 #include "lowbit/workflow.h"
 
 namespace lowbit {
 
 QatRunResult run_qat(const Graph& float_model, const Dataset& train, const Dataset& test, const QatRunOptions& options) {
+  QatRunResult r;
+  TrainOptions train_options = options.train;
+  TeacherLogits logits;
+  if (options.teacher) {
+    if (train_options.distill.enabled())
+      throw Error(ErrorKind::InvalidArgument, "run_qat: a teacher in the options and another in train.distill; give one");
+    logits = teacher_logits(*options.teacher, train, options.teacher_cache);
+    r.teacher_cache_hit = logits.from_cache;
+    r.teacher_cache_note = logits.note;
+    train_options.distill.teacher_logits = &logits.logits;
+  }
+  r.float_test = evaluate(float_model, test);
+  if (options.on_ready) options.on_ready(r);
   CalibrationOptions c;
   c.samples = options.calibration_samples;
-  QatRunResult r;
   r.fake_quantized = prepare_qat(float_model, options.qat, calibrate(float_model, train, c));
-  r.report = train_qat(r.fake_quantized, train, options.train, options.qat);
+  r.report = train_qat(r.fake_quantized, train, train_options, options.qat);
   r.model = convert_qat(r.fake_quantized);
 
   // The fake-quantized model against the integer model, on the whole test set.

@@ -89,6 +89,10 @@ QuantizeResult quantize(const Graph& model, const QuantizeOptions& o) {
     }
   }
   result.model = quantize_model(model, plan, ranges);
+  if (o.test_data) {
+    result.float_test = evaluate(model, *o.test_data);
+    result.test = evaluate(result.model, *o.test_data);
+  }
   return result;
 }
 

@@ -41,6 +41,16 @@ check "model file written" test -s "$work/m.lbm"
 "$lowbit" eval --model "$work/m.lbm" --data "$data" --json >"$work/eval.out"
 check "eval exits 0" test $? -eq 0
 check "eval --json has test_accuracy" grep -q '"test_accuracy":0\.[0-9]' <(tail -n 1 "$work/eval.out")
+"$lowbit" predict --model "$work/m.lbm" --data "$data" --out "$work/pred.csv" --json >"$work/pred.out"
+check "predict exits 0" test $? -eq 0
+check "predict writes a header and one line per test sample" test "$(wc -l <"$work/pred.csv")" -eq 10001
+check "predict's lines are index,class,label" test "$(sed -n 1p "$work/pred.csv"; sed -n 2p "$work/pred.csv" | cut -d, -f1,3)" = $'index,class,label\n0,9'
+eval_accuracy=$(grep -o '"test_accuracy":[0-9.]*' <(tail -n 1 "$work/eval.out"))
+check "predict's accuracy is eval's" grep -qF "$eval_accuracy," <(tail -n 1 "$work/pred.out")
+"$lowbit" predict --model "$work/m.lbm" --data "$data" --limit 5 --out "$work/pred5.csv" >/dev/null
+check "predict --limit 5 writes 5 predictions" test "$(wc -l <"$work/pred5.csv")" -eq 6
+check "predict --limit 5 writes the same first lines" test "$(cat "$work/pred5.csv")" = "$(head -n 6 "$work/pred.csv")"
+fails "predict to an unwritable file" "cannot write" "$lowbit" predict --model "$work/m.lbm" --data "$data" --limit 5 --out "$work/no/dir/p.csv"
 "$lowbit" info --model "$work/m.lbm" --json >"$work/info.out"
 check "info --json reports parameters" grep -q '"parameters":52650' "$work/info.out"
 "$lowbit" info --model "$work/m.lbm" >"$work/info.txt"
@@ -89,6 +99,9 @@ mkdir -p "$work/small"
 cp "$work/small/t10k-images-idx3-ubyte" "$work/small/train-images-idx3-ubyte"
 cp "$work/small/t10k-labels-idx1-ubyte" "$work/small/train-labels-idx1-ubyte"
 fails "model/data shape mismatch" "expects samples of shape [28, 28], the data has [14, 14]" "$lowbit" eval --model "$work/q.lbm" --data "$work/small"
+fails "predict: model/data shape mismatch" "input 'image' expects samples of shape [28, 28]" "$lowbit" predict --model "$work/m.lbm" \
+  --data "$work/small" --out "$work/x.csv"
+check "nothing written by failed predict" test ! -e "$work/x.csv"
 # An unreachable --max-drop still writes the best plan, warns, and exits 3.
 "$lowbit" quantize --model "$work/m.lbm" --out "$work/s.lbm" --calib-data "$data" --calib-samples 200 --validation-samples 500 \
   --max-drop -50 --time-budget 20 >/dev/null 2>"$work/s.err"

@@ -46,6 +46,14 @@ TEST(Workflow, QuantizeCalibratesAndMatchesTheStepByStepCalls) {
   const Graph by_hand = quantize_model(s.model, plan, {{"minmax", calibrate(s.model, s.train, c)}});
   EXPECT_EQ(serialize_model(r.model), serialize_model(by_hand));
   EXPECT_GT(evaluate(r.model, s.test).accuracy, evaluate(s.model, s.test).accuracy - 0.05);
+  EXPECT_FALSE(r.test.has_value());  // no test_data, no evaluation
+  // With test_data: both models evaluated there, as evaluate() does.
+  o.test_data = &s.test;
+  const QuantizeResult tested = quantize(s.model, o);
+  ASSERT_TRUE(tested.float_test && tested.test);
+  EXPECT_EQ(tested.float_test->accuracy, evaluate(s.model, s.test).accuracy);
+  EXPECT_EQ(tested.test->accuracy, evaluate(r.model, s.test).accuracy);
+  EXPECT_EQ(tested.test->count, s.test.size());
 }
 
 TEST(Workflow, PartialBySensitivityKeepsTheMostSensitiveLayerFloat) {
@@ -205,6 +213,132 @@ TEST(Workflow, RunDistillTrainsAStudentAndQuantizesIt) {
   EXPECT_LOWBIT_ERROR(run_distill(s.model, small, o), "a new student needs training epochs");
   o.student = r.student;
   EXPECT_LOWBIT_ERROR(run_distill(s.model, small, o), "the student is not a float model");
+}
+
+TEST(Workflow, RunQatDistilsFromATeacherThroughItsCache) {
+  const Trained& s = trained_mlp();
+  testing::TempDir dir;
+  const Dataset train = s.train.head(2000), test = s.test.head(500);
+  const Graph student = build_model(parse_arch("784-16-10"), train.sample_shape(), 10, 1);
+  QatRunOptions o;
+  o.qat.plan.defaults.weight_bits = 4;
+  o.train.epochs = 1;
+  o.train.optimizer.learning_rate = 1e-4f;
+  o.train.distill.temperature = 2;
+  o.train.distill.alpha = 0.5f;
+  o.calibration_samples = 200;
+  o.teacher = &s.model;
+  o.teacher_cache = dir.file("teacher.logits");
+  int ready = 0;
+  o.on_ready = [&](const QatRunResult& r) {
+    ++ready;
+    EXPECT_EQ(r.float_test.accuracy, evaluate(student, test).accuracy);
+    EXPECT_EQ(r.float_test.count, 500);
+    EXPECT_EQ(r.report.epochs.size(), 0u);  // before training
+  };
+  const QatRunResult r = run_qat(student, train, test, o);
+  EXPECT_EQ(ready, 1);
+  EXPECT_FALSE(r.teacher_cache_hit);
+  EXPECT_NE(r.teacher_cache_note.find("no cache yet"), std::string::npos) << r.teacher_cache_note;
+  EXPECT_EQ(r.float_test.accuracy, evaluate(student, test).accuracy);
+  // The same as the teacher's logits passed by hand in train.distill, byte for byte.
+  QatRunOptions by_hand = o;
+  by_hand.teacher = nullptr;
+  by_hand.teacher_cache.clear();
+  by_hand.on_ready = nullptr;
+  const TeacherLogits logits = teacher_logits(s.model, train, "");
+  by_hand.train.distill.teacher_logits = &logits.logits;
+  const QatRunResult hand = run_qat(student, train, test, by_hand);
+  EXPECT_TRUE(serialize_model(r.model) == serialize_model(hand.model));
+  // Without the teacher the student learns something else; with the cache it learns the same.
+  QatRunOptions alone = by_hand;
+  alone.train.distill.teacher_logits = nullptr;
+  EXPECT_TRUE(serialize_model(run_qat(student, train, test, alone).model) != serialize_model(r.model));
+  const QatRunResult again = run_qat(student, train, test, o);
+  EXPECT_TRUE(again.teacher_cache_hit);
+  EXPECT_EQ(again.teacher_cache_note, "");
+  EXPECT_TRUE(serialize_model(again.model) == serialize_model(r.model));
+  // One teacher, not two.
+  by_hand.teacher = &s.model;
+  EXPECT_LOWBIT_ERROR(run_qat(student, train, test, by_hand), "a teacher in the options and another in train.distill");
+}
+
+// predict() on the reference MLP with an input_scale of its own (not the 1/255 default), so a
+// prediction that skipped or guessed the preprocessing would show.
+TEST(Workflow, PredictGivesEvaluatesClassesAndTheLogitsBehindThem) {
+  const Trained& s = trained_mlp();
+  Graph model = s.model;
+  model.metadata["input_scale"] = "0.002";
+  const PredictResult r = predict(model, s.test, PredictOptions{.batch_size = 96});  // 2000 = 20 * 96 + 80
+  ASSERT_EQ(r.logits.shape(), (Shape{2000, 10}));
+  ASSERT_EQ(r.classes.size(), 2000u);
+  int64_t correct = 0;
+  for (int64_t i = 0; i < 2000; ++i) {
+    const float* row = r.logits.data<float>() + i * 10;
+    EXPECT_EQ(r.classes[i], std::max_element(row, row + 10) - row) << "sample " << i;
+    correct += r.classes[i] == s.test.labels[i];
+  }
+  // evaluate() in the same batches (a kernel may sum in another order for another batch size).
+  const EvalReport e = evaluate(model, s.test, 96);
+  EXPECT_EQ(static_cast<double>(correct) / 2000, e.accuracy);
+  ASSERT_TRUE(r.accuracy.has_value());
+  EXPECT_EQ(*r.accuracy, e.accuracy);
+  EXPECT_EQ(*predict(model, s.test, PredictOptions{}).accuracy, evaluate(model, s.test).accuracy);  // both 256
+  EXPECT_NE(predict(s.model, s.test, PredictOptions{}).logits.data<float>()[0], r.logits.data<float>()[0]);  // the scale counts
+  // The first three samples by hand: pixels times 0.002, one forward pass, the logits before the softmax.
+  Executor run(model);
+  Tensor& x = run.input("image");
+  x = Tensor(DType::F32, {3, 28, 28});
+  for (int64_t j = 0; j < x.numel(); ++j) x.data<float>()[j] = static_cast<float>(s.test.images.data<uint8_t>()[j]) * 0.002f;
+  run.forward();
+  const Tensor& logits = run.value(logits_value(model));
+  for (int64_t j = 0; j < 30; ++j) EXPECT_NEAR(logits.data<float>()[j], r.logits.data<float>()[j], 1e-5) << j;
+  // The raw batch: the same images as a u8 tensor give the same logits, and no accuracy.
+  const PredictResult raw = predict(model, s.test.images, PredictOptions{.batch_size = 96});
+  EXPECT_EQ(raw.classes, r.classes);
+  ASSERT_EQ(raw.logits.shape(), r.logits.shape());
+  EXPECT_TRUE(std::equal(r.logits.data<float>(), r.logits.data<float>() + r.logits.numel(), raw.logits.data<float>()));
+  EXPECT_FALSE(raw.accuracy.has_value());
+  // A softmax model's classes agree with train.h's predict(); an empty batch gives [0, classes].
+  EXPECT_EQ(r.classes, lowbit::predict(model, s.test, 96));
+  EXPECT_EQ(predict(model, Tensor(DType::U8, {0, 28, 28})).logits.shape(), (Shape{0, 10}));
+}
+
+TEST(Workflow, PredictRefusesAWrongInputAndNamesIt) {
+  const Trained& s = trained_mlp();
+  const auto refused = [&](const auto& input, const std::string& needle) {
+    try {
+      predict(s.model, input, PredictOptions{});
+      ADD_FAILURE() << "expected an error containing '" << needle << "'";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::InvalidArgument);
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  refused(Tensor(DType::U8, {4, 14, 14}), "input 'image' takes a batch of shape [N, 28, 28], the batch has [4, 14, 14]");
+  refused(Tensor(DType::U8, {784}), "input 'image' takes a batch of shape [N, 28, 28], the batch has [784]");
+  refused(Tensor(DType::U8, {2, 784}), "the batch has [2, 784]");
+  refused(Tensor(DType::F32, {4, 28, 28}), "the batch for input 'image' is f32; a raw batch holds u8 pixel values");
+  Dataset small;
+  small.images = Tensor(DType::U8, {2, 14, 14});
+  small.labels = {0, 1};
+  small.num_classes = 2;
+  refused(small, "the model's input 'image' expects samples of shape [28, 28], the data has [14, 14]");
+}
+
+TEST(Workflow, SavePredictionsWritesOneCsvLinePerSample) {
+  testing::TempDir dir;
+  PredictResult r;
+  r.classes = {3, 0, 7};
+  const std::vector<int32_t> labels = {3, 1, 7};
+  save_predictions(r, labels, dir.file("p.csv"));
+  EXPECT_EQ(testing::read_bytes(dir.file("p.csv")), "index,class,label\n0,3,3\n1,0,1\n2,7,7\n");
+  save_predictions(r, {}, dir.file("p.csv"));  // replaces it
+  EXPECT_EQ(testing::read_bytes(dir.file("p.csv")), "index,class\n0,3\n1,0\n2,7\n");
+  EXPECT_LOWBIT_ERROR(save_predictions(r, std::vector<int32_t>{1, 2}, dir.file("q.csv")), "2 labels for 3 predictions");
+  EXPECT_LOWBIT_ERROR(save_predictions(r, labels, dir.file("no/dir/p.csv")), "cannot write");
+  EXPECT_FALSE(std::filesystem::exists(dir.file("q.csv")));
+  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir.path()), {}), 1);  // p.csv, no temporary file
 }
 
 }  // namespace

@@ -169,6 +169,51 @@ Command add_eval(CLI::App& app) {
   };
 }
 
+Command add_predict(CLI::App& app) {
+  auto* cmd = app.add_subcommand("predict", "Predict the classes of a dataset's test split (and write them as CSV)");
+  struct Options {
+    std::string model, data = default_dataset_dir(), out;
+    int threads = 0, batch = 256;
+    int64_t limit = 0;
+    bool json = false;
+  };
+  auto o = std::make_shared<Options>();
+  cmd->add_option("--model", o->model, "Model file (.lbm)")->required();
+  cmd->add_option("--data", o->data, "Dataset directory with the four IDX files")->capture_default_str();
+  cmd->add_option("--out", o->out, "CSV to write: a header, then index,class,label for every sample");
+  cmd->add_option("--limit", o->limit, "Only the first N test samples (0: all)")->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
+  cmd->add_option("--batch", o->batch, "Batch size for inference")->capture_default_str()->check(CLI::Range(1, 1 << 20));
+  cmd->add_flag("--json", o->json, "End with one JSON line of results");
+  add_threads_option(cmd, o->threads);
+  return [o] {
+    apply_threads(o->threads);
+    const Graph model = load_model(o->model);
+    DatasetSplits data = load_dataset_dir(o->data);
+    const Dataset test = o->limit > 0 ? data.test.head(o->limit) : data.test;
+    auto start = std::chrono::steady_clock::now();
+    const PredictResult r = predict(model, test, PredictOptions{.batch_size = o->batch});
+    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (!o->out.empty()) save_predictions(r, test.labels, o->out);
+    fmt::print("{}: {} test samples, accuracy {:.4f}, in {:.3f} s\n", o->model, test.size(), r.accuracy.value_or(0.0), seconds);
+    const int64_t shown = std::min<int64_t>(10, test.size());
+    json first = json::array();
+    if (shown > 0) fmt::print("{:>8} {:>6} {:>6}\n", "index", "class", "label");
+    for (int64_t i = 0; i < shown; ++i) {
+      fmt::print("{:>8} {:>6} {:>6}\n", i, r.classes[i], test.labels[i]);
+      first.push_back({{"index", i}, {"class", r.classes[i]}, {"label", test.labels[i]}});
+    }
+    if (shown < test.size()) fmt::print("{:>8}\n", "...");
+    if (!o->out.empty()) fmt::print("wrote {} ({} predictions)\n", o->out, test.size());
+    if (o->json) {
+      json j = {{"command", "predict"}, {"model", o->model}, {"data", o->data}, {"samples", test.size()},
+                {"test_accuracy", r.accuracy.value_or(0.0)}, {"predict_seconds", seconds}, {"out", o->out},
+                {"predictions", first}};
+      std::puts(j.dump().c_str());
+    }
+    return 0;
+  };
+}
+
 Command add_info(CLI::App& app) {
   auto* cmd = app.add_subcommand("info", "Show a model's layers, shapes, parameters and sizes");
   struct Options {

@@ -11,6 +11,7 @@ namespace lowbit::cli {
 using Command = std::function<int()>;
 Command add_train(CLI::App& app);
 Command add_eval(CLI::App& app);
+Command add_predict(CLI::App& app);
 Command add_info(CLI::App& app);
 Command add_calibrate(CLI::App& app);
 Command add_quantize(CLI::App& app);

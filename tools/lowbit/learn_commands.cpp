@@ -93,17 +93,6 @@ json qat_report(const QatRunResult& r, const QatOptions& qat, int epochs) {
           {"plan", json::parse(qat.plan.to_json())}};
 }
 
-// Fine-tunes `float_model` with fake quantization and converts it. Writes the integer model to
-// `out` (and the fake-quantized model to `fake_quant_out` if set); returns the report.
-json qat_and_report(const Graph& float_model, const DatasetSplits& data, const QatOptions& qat, int64_t calib_samples,
-                    TrainOptions options, const std::string& out, const std::string& fake_quant_out) {
-  options.on_progress = [](const TrainProgress& p) { print_epoch(p, "qat"); };
-  const QatRunResult r = lowbit::run_qat(float_model, data.train, data.test, {qat, options, calib_samples});
-  save_model(r.model, out);
-  if (!fake_quant_out.empty()) save_model(r.fake_quantized, fake_quant_out);
-  return qat_report(r, qat, options.epochs);
-}
-
 }  // namespace
 
 Command add_qat(CLI::App& app) {
@@ -141,34 +130,40 @@ Command add_qat(CLI::App& app) {
       throw Error(ErrorKind::InvalidArgument, "'" + o->model + "' is not a float model (QAT starts from a trained float model)");
     DatasetSplits data = load_dataset_dir(o->data);
     if (o->train_samples > 0) data.train = data.train.head(o->train_samples);
-    TrainOptions options;
+    QatRunOptions run;
+    run.qat = o->qat.options();
+    run.calibration_samples = o->qat.calib_samples;
+    TrainOptions& options = run.train;
     options.epochs = o->epochs;
     options.batch_size = o->batch;
     options.optimizer.learning_rate = o->lr;
     options.seed = o->seed;
+    options.on_progress = [](const TrainProgress& p) { print_epoch(p, "qat"); };
     Graph teacher;
-    TeacherLogits logits;
     if (!o->teacher.empty()) {
       teacher = load_model(o->teacher);
-      const std::string cache = cache_path(o->teacher, o->teacher_cache);
-      logits = teacher_logits(teacher, data.train, cache);
-      if (!logits.note.empty()) fmt::print("teacher logits: {}\n", logits.note);
-      options.distill.teacher_logits = &logits.logits;
+      run.teacher = &teacher;
+      run.teacher_cache = cache_path(o->teacher, o->teacher_cache);
       options.distill.temperature = o->temperature;
       options.distill.alpha = o->alpha;
     }
-    const EvalReport float_test = evaluate(model, data.test);
-    fmt::print("float model {}: test accuracy {:.4f}; quantization-aware training for {} epoch(s), {} thread(s)\n", o->model,
-               float_test.accuracy, o->epochs, num_threads());
-    std::fflush(stdout);
-    json r = qat_and_report(model, data, o->qat.options(), o->qat.calib_samples, options, o->out, o->fake_quant_out);
+    run.on_ready = [&](const QatRunResult& r) {
+      if (!r.teacher_cache_note.empty()) fmt::print("teacher logits: {}\n", r.teacher_cache_note);
+      fmt::print("float model {}: test accuracy {:.4f}; quantization-aware training for {} epoch(s), {} thread(s)\n", o->model,
+                 r.float_test.accuracy, o->epochs, num_threads());
+      std::fflush(stdout);
+    };
+    const QatRunResult r = run_qat(model, data.train, data.test, run);
+    save_model(r.model, o->out);
+    if (!o->fake_quant_out.empty()) save_model(r.fake_quantized, o->fake_quant_out);
+    const json report = qat_report(r, run.qat, o->epochs);
     fmt::print("wrote {} ({} bytes, {:.1f}% of the float model's {} bytes)\n", o->out, file_bytes(o->out),
                100.0 * file_bytes(o->out) / std::max<uint64_t>(1, file_bytes(o->model)), file_bytes(o->model));
     if (o->json_out) {
       json j = {{"command", "qat"}, {"model", o->model}, {"out", o->out}, {"threads", num_threads()},
-                {"float_test_accuracy", float_test.accuracy}, {"float_file_bytes", file_bytes(o->model)},
+                {"float_test_accuracy", r.float_test.accuracy}, {"float_file_bytes", file_bytes(o->model)},
                 {"file_bytes", file_bytes(o->out)}, {"teacher", o->teacher}};
-      j.update(r);
+      j.update(report);
       std::puts(j.dump().c_str());
     }
     return 0;
@@ -238,7 +233,10 @@ Command add_distill(CLI::App& app) {
     options.optimizer.learning_rate = o->lr;
     options.on_progress = [](const TrainProgress& p) { print_epoch(p, "distill"); };
     if (quantized) {
-      QatRunOptions q{o->qat.options(), options, o->qat.calib_samples};
+      QatRunOptions q;
+      q.qat = o->qat.options();
+      q.train = options;
+      q.calibration_samples = o->qat.calib_samples;
       q.train.epochs = o->qat_epochs;
       q.train.optimizer.learning_rate = o->qat_lr;
       q.train.on_progress = [](const TrainProgress& p) { print_epoch(p, "qat"); };

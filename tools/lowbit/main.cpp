@@ -34,6 +34,7 @@ int main(int argc, char** argv) {
   };
   add(lowbit::cli::add_train);
   add(lowbit::cli::add_eval);
+  add(lowbit::cli::add_predict);
   add(lowbit::cli::add_info);
   add(lowbit::cli::add_calibrate);
   add(lowbit::cli::add_quantize);

@@ -138,7 +138,10 @@ Command add_quantize(CLI::App& app) {
     std::optional<DatasetSplits> data;
     if (quantize_needs_data(q) || !o->calib_data.empty())
       data = load_dataset_dir(o->calib_data.empty() ? default_dataset_dir() : o->calib_data);
-    if (data) q.calibration_data = &data->train;
+    if (data) {
+      q.calibration_data = &data->train;
+      q.test_data = &data->test;  // the accuracy of both models, reported below
+    }
 
     const QuantizeResult r = quantize(model, q);
     json report = {{"command", "quantize"}, {"model", o->model}, {"out", o->out}, {"mode", o->mode}};
@@ -178,8 +181,8 @@ Command add_quantize(CLI::App& app) {
                                              plan.mode == QuantMode::Dynamic ? "dynamic" : rule.calibration)
                                : std::string("float"));
     }
-    if (data) {
-      EvalReport f = evaluate(model, data->test), t = evaluate(r.model, data->test);
+    if (r.test) {
+      const EvalReport &f = *r.float_test, &t = *r.test;
       fmt::print("test accuracy: float {:.4f}, quantized {:.4f}, drop {:.2f} points\n", f.accuracy, t.accuracy,
                  (f.accuracy - t.accuracy) * 100);
       report["float_test_accuracy"] = f.accuracy;
