@@ -52,7 +52,7 @@ int main(int argc, char** argv) try {
   // 6. Comparison on the 10 000 test images: accuracy, how often the two agree, file size.
   const lowbit::EvalReport float_eval = lowbit::evaluate(model, data.test);
   const lowbit::EvalReport int_eval = lowbit::evaluate(quantized, data.test);
-  const std::vector<int32_t> a = lowbit::predict(model, data.test), b = lowbit::predict(quantized, data.test);
+  const std::vector<int32_t> a = lowbit::predict_classes(model, data.test), b = lowbit::predict_classes(quantized, data.test);
   int64_t agree = 0;
   for (size_t i = 0; i < a.size(); ++i) agree += a[i] == b[i];
   const size_t float_bytes = lowbit::serialize_model(model).size();

@@ -152,7 +152,7 @@ EvalReport evaluate(const Graph& model, const Dataset& data, int batch_size = 25
 // The logits (see logits_value) of every sample, [data.size(), classes].
 Tensor compute_logits(const Graph& model, const Dataset& data, int batch_size = 256);
 // Top-1 class of every sample.
-std::vector<int32_t> predict(const Graph& model, const Dataset& data, int batch_size = 256);
+std::vector<int32_t> predict_classes(const Graph& model, const Dataset& data, int batch_size = 256);
 
 // Converts samples `indices` of `data` to a float batch [count, ...sample shape] scaled by `scale`.
 void gather_batch(const Dataset& data, std::span<const uint32_t> indices, float scale, Tensor& images,

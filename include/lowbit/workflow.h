@@ -13,7 +13,7 @@
 //   lowbit::QuantizeResult r = lowbit::quantize(model, q);
 //   lowbit::CompareResult c = lowbit::compare(r.model, model, data.test);
 //   // c.model_accuracy, c.against_accuracy, c.agreement, c.layers[i].error.sqnr_db, ...
-//   lowbit::PredictResult p = lowbit::predict(r.model, data.test, lowbit::PredictOptions{});
+//   lowbit::PredictResult p = lowbit::predict(r.model, data.test);
 //   // p.logits [N, classes], p.classes[i], p.accuracy
 #pragma once
 
@@ -135,8 +135,6 @@ ModelInfo model_info(const Graph& model);
 // the model's "input_scale" metadata), so that the classes of a Dataset score exactly
 // evaluate()'s accuracy. The input is a Dataset, or a raw batch: a u8 Tensor
 // [N, ...the sample shape of the model's input], the pixel values as a Dataset holds them.
-// (train.h's predict(model, data, batch_size) gives only the classes; the Dataset form here
-// takes its options explicitly, so the two never clash.)
 struct PredictOptions {
   int batch_size = 256;
 };
@@ -147,7 +145,7 @@ struct PredictResult {
 };
 // Throws Error(InvalidArgument) naming the model's input when the samples' shape is not the one
 // it takes, or when a raw batch is not u8.
-PredictResult predict(const Graph& model, const Dataset& data, const PredictOptions& options);
+PredictResult predict(const Graph& model, const Dataset& data, const PredictOptions& options = {});
 PredictResult predict(const Graph& model, const Tensor& images, const PredictOptions& options = {});
 // Writes the predictions as CSV, atomically: a header line, then one line per sample,
 // "index,class,label" (labels: one per sample, as Dataset::labels), or "index,class" when

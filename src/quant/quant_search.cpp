@@ -110,7 +110,7 @@ SearchResult search_plan(const Graph& model, const Dataset& validation, const st
   if (options.mode == QuantMode::Partial) throw Error(ErrorKind::InvalidArgument, "search mode must be full or dynamic");
 
   SearchResult r;
-  const std::vector<int32_t> float_predictions = predict(model, validation);
+  const std::vector<int32_t> float_predictions = predict_classes(model, validation);
   int64_t float_correct = 0;
   for (int64_t i = 0; i < validation.size(); ++i) float_correct += float_predictions[i] == validation.labels[i];
   r.float_accuracy = static_cast<double>(float_correct) / std::max<int64_t>(validation.size(), 1);
@@ -131,7 +131,7 @@ SearchResult search_plan(const Graph& model, const Dataset& validation, const st
     Candidate c;
     c.plan = plan;
     Graph q = quantize_model(model, plan, ranges);
-    const std::vector<int32_t> predictions = predict(q, validation);
+    const std::vector<int32_t> predictions = predict_classes(q, validation);
     // Paired difference per sample: d = [float correct] - [quantized correct], in {-1, 0, 1}.
     const double n = static_cast<double>(std::max<int64_t>(validation.size(), 1));
     double sum = 0, sum_sq = 0, correct = 0;

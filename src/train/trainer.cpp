@@ -261,7 +261,7 @@ void for_each_batch(const Graph& model, const Dataset& data, int batch_size, Vis
 }
 }  // namespace
 
-std::vector<int32_t> predict(const Graph& model, const Dataset& data, int batch_size) {
+std::vector<int32_t> predict_classes(const Graph& model, const Dataset& data, int batch_size) {
   std::vector<int32_t> classes(static_cast<size_t>(data.size()));
   for_each_batch(model, data, batch_size, [&](int64_t begin, int64_t count, const Tensor& logits) {
     for (int64_t i = 0; i < count; ++i)

@@ -2,7 +2,9 @@
 // MatMul with batch broadcasting, Cast; values against plain loops, shapes with run-time
 // dimensions, and the executor's check of input shapes (named dynamic dimensions). Their gradient
 // checks are in test_gradcheck.cpp.
+#include <algorithm>
 #include <cmath>
+#include <map>
 
 #include "graph/gradcheck.h"
 #include "test_util.h"
@@ -22,6 +24,76 @@ Tensor run1(const Node& node, std::vector<Tensor> inputs) {
 }
 
 std::vector<Shape> infer(const Node& node, std::vector<Shape> shapes) { return find_op(node.op).infer_shapes(node, shapes); }
+
+// The reductions against loops over a [2, 3, 4] tensor, every subset of axes, with and without
+// keepdims; negative axes; the empty-axes rules; errors.
+TEST(Reduce, EveryAxisSubsetMatchesLoops) {
+  const Tensor x = random({2, 3, 4}, 70);
+  const float* v = x.data<float>();
+  for (int mask = 0; mask < 8; ++mask)
+    for (int keep : {0, 1})
+      for (const char* op : {"ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin"}) {
+        std::vector<int64_t> axes;
+        for (int d = 0; d < 3; ++d)
+          if (mask & (1 << d)) axes.push_back(d - (d == 2 ? 3 : 0));  // axis 2 written as -1
+        Node node{"r", op, {"x"}, {"y"}, {{"keepdims", keep}}};
+        if (!axes.empty()) node.attributes["axes"] = axes;
+        const bool all = axes.empty();
+        auto reduced = [&](int d) { return all || (mask & (1 << d)); };
+        const Tensor y = run1(node, {x});
+        Shape expected_shape;
+        for (int d = 0; d < 3; ++d)
+          if (!reduced(d)) expected_shape.push_back(x.dim(d));
+          else if (keep) expected_shape.push_back(1);
+        ASSERT_EQ(y.shape(), expected_shape) << op << " mask " << mask;
+        ASSERT_EQ(infer(node, {{-1, 3, 4}})[0].size(), expected_shape.size());
+        // Output element of (i, j, k): the coordinates of the kept axes, row-major.
+        std::map<int64_t, std::vector<float>> groups;
+        for (int i = 0; i < 2; ++i)
+          for (int j = 0; j < 3; ++j)
+            for (int k = 0; k < 4; ++k) {
+              int64_t o = 0;
+              const int idx[3] = {i, j, k};
+              for (int d = 0; d < 3; ++d)
+                if (!reduced(d)) o = o * x.dim(d) + idx[d];
+              groups[o].push_back(v[(i * 3 + j) * 4 + k]);
+            }
+        ASSERT_EQ(static_cast<int64_t>(groups.size()), y.numel());
+        for (const auto& [o, g] : groups) {
+          double sum = 0;
+          for (float f : g) sum += f;
+          const std::string name = op;
+          const float want = name == "ReduceSum"    ? static_cast<float>(sum)
+                             : name == "ReduceMean" ? static_cast<float>(sum / static_cast<double>(g.size()))
+                             : name == "ReduceMax"  ? *std::max_element(g.begin(), g.end())
+                                                    : *std::min_element(g.begin(), g.end());
+          EXPECT_EQ(y.data<float>()[o], want) << op << " mask " << mask << " keep " << keep << " at " << o;
+        }
+      }
+}
+
+TEST(Reduce, EmptyAxesNaNsAndErrors) {
+  const Tensor x = Tensor::from_vector({2, 2}, std::vector<float>{1, NAN, 3, 4});
+  EXPECT_TRUE(std::isnan(run1(Node{"r", "ReduceMax", {"x"}, {"y"}, {{"axes", {1}}}}, {x}).data<float>()[0]));
+  EXPECT_EQ(run1(Node{"r", "ReduceMax", {"x"}, {"y"}, {{"axes", {1}}}}, {x}).data<float>()[1], 4.0f);
+  EXPECT_TRUE(std::isnan(run1(Node{"r", "ReduceMin", {"x"}, {"y"}, {{"axes", {0}}}}, {x}).data<float>()[1]));
+  const Tensor same = run1(Node{"r", "ReduceSum", {"x"}, {"y"}, {{"noop_with_empty_axes", 1}}}, {x});
+  EXPECT_EQ(same.shape(), (Shape{2, 2}));
+  EXPECT_EQ(same.data<float>()[3], 4.0f);
+  const Tensor empty(DType::F32, {2, 0});
+  const Tensor sum = run1(Node{"r", "ReduceSum", {"x"}, {"y"}, {{"axes", {1}}}}, {empty});
+  EXPECT_EQ(sum.shape(), (Shape{2, 1}));
+  EXPECT_EQ(sum.data<float>()[0], 0.0f);
+  EXPECT_TRUE(std::isnan(run1(Node{"r", "ReduceMean", {"x"}, {"y"}, {{"axes", {1}}}}, {empty}).data<float>()[0]));
+  EXPECT_EQ(run1(Node{"r", "ReduceMax", {"x"}, {"y"}, {{"axes", {1}}}}, {empty}).data<float>()[1], -INFINITY);
+  EXPECT_EQ(infer(Node{"r", "ReduceMean", {"x"}, {"y"}, {{"axes", {-1}}, {"keepdims", 0}}}, {{-1, -1, 8}})[0], (Shape{-1, -1}));
+  EXPECT_LOWBIT_ERROR(infer(Node{"r", "ReduceSum", {"x"}, {"y"}, {{"axes", {2}}}}, {{3, 4}}),
+                      "node 'r' (ReduceSum): axis 2 is out of range for input [3, 4]");
+  EXPECT_LOWBIT_ERROR(infer(Node{"r", "ReduceSum", {"x"}, {"y"}, {{"axes", {1, -1}}}}, {{3, 4}}), "names axis 1 twice");
+  EXPECT_LOWBIT_ERROR(infer(Node{"r", "ReduceSum", {"x"}, {"y"}, {{"axes", 1}}}, {{3, 4}}), "attribute 'axes' is an integer");
+  const DType s32[] = {DType::S32};
+  EXPECT_LOWBIT_ERROR(find_op("ReduceMax").infer_dtypes(Node{"r", "ReduceMax", {"x"}, {"y"}}, s32), "input must be f32, got s32");
+}
 
 TEST(Arithmetic, AddSubDivBroadcastLikeNumpy) {
   Tensor a = random({2, 3, 4}, 1), b = random({3, 1}, 2, 0.5f, 2.0f);

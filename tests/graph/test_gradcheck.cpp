@@ -168,6 +168,32 @@ TEST(GradCheck, CastBetweenFloats) {
   check_gradients(Node{"c", "Cast", {"x"}, {"y"}, {{"to", "f32"}}}, {random({3, 4}, 52)});
 }
 
+// Values 0.1 apart in a scrambled order, so that a finite-difference step never changes which
+// element is the maximum or minimum.
+Tensor spread_values(Shape shape) {
+  Tensor t(DType::F32, std::move(shape));
+  const int64_t n = t.numel();
+  for (int64_t i = 0; i < n; ++i) t.data<float>()[i] = static_cast<float>((i * 7) % n) * 0.1f - 1.0f;
+  return t;
+}
+
+TEST(ReduceGradCheck, ReduceSumAndMeanOverAnyAxes) {
+  for (const char* op : {"ReduceSum", "ReduceMean"}) {
+    check_gradients(Node{"r", op, {"x"}, {"y"}, {{"axes", {0, 2}}}}, {random({3, 4, 2}, 60)});
+    check_gradients(Node{"r", op, {"x"}, {"y"}, {{"axes", {-1}}, {"keepdims", 0}}}, {random({2, 5}, 61)});
+    check_gradients(Node{"r", op, {"x"}, {"y"}}, {random({2, 3}, 62)});  // every axis
+  }
+}
+TEST(ReduceGradCheck, ReduceSum) { check_gradients(Node{"r", "ReduceSum", {"x"}, {"y"}, {{"axes", {1}}}}, {random({2, 3, 2}, 63)}); }
+TEST(ReduceGradCheck, ReduceMean) { check_gradients(Node{"r", "ReduceMean", {"x"}, {"y"}, {{"axes", {1}}}}, {random({2, 3, 2}, 64)}); }
+TEST(ReduceGradCheck, ReduceMax) {
+  check_gradients(Node{"r", "ReduceMax", {"x"}, {"y"}, {{"axes", {1}}}}, {spread_values({2, 5, 3})});
+  check_gradients(Node{"r", "ReduceMax", {"x"}, {"y"}, {{"keepdims", 0}}}, {spread_values({4, 3})});
+}
+TEST(ReduceGradCheck, ReduceMin) {
+  check_gradients(Node{"r", "ReduceMin", {"x"}, {"y"}, {{"axes", {0, -1}}}}, {spread_values({3, 2, 4})});
+}
+
 // Every registered op with a backward pass has a gradient check: a test named
 // <Suite>GradCheck.<OpType>... (or the one named below). Integer inference ops have no backward;
 // their bit-exact tests are tests/quant/test_qconv.cpp and tests/quant/test_quantize_model.cpp.

@@ -299,8 +299,8 @@ TEST(Workflow, PredictGivesEvaluatesClassesAndTheLogitsBehindThem) {
   ASSERT_EQ(raw.logits.shape(), r.logits.shape());
   EXPECT_TRUE(std::equal(r.logits.data<float>(), r.logits.data<float>() + r.logits.numel(), raw.logits.data<float>()));
   EXPECT_FALSE(raw.accuracy.has_value());
-  // A softmax model's classes agree with train.h's predict(); an empty batch gives [0, classes].
-  EXPECT_EQ(r.classes, lowbit::predict(model, s.test, 96));
+  // A softmax model's classes agree with train.h's predict_classes(); an empty batch gives [0, classes].
+  EXPECT_EQ(r.classes, predict_classes(model, s.test, 96));
   EXPECT_EQ(predict(model, Tensor(DType::U8, {0, 28, 28})).logits.shape(), (Shape{0, 10}));
 }
 

@@ -18,6 +18,7 @@ void register_builtin_ops(const Registrar& add) {
   register_arithmetic(add);
   register_matmul(add);
   register_cast(add);
+  register_reduce(add);
 }
 
 void shape_error(const Node& node, const std::string& what) {
