@@ -14,6 +14,7 @@ LAYERS = ["core", "kernels", "graph", "runtime", "train", "quant", "io", "learn"
 # The layer of each public header.
 PUBLIC = {
     "error.h": "core", "tensor.h": "core", "random.h": "core", "runtime_config.h": "core", "dataset.h": "core",
+    "workspace.h": "core",
     "quant_params.h": "kernels",
     "graph.h": "graph", "ops.h": "graph",
     "executor.h": "runtime",

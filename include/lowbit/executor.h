@@ -15,6 +15,9 @@
 //   for (auto& p : run.parameters()) { /* p.value, *p.grad */ }
 //
 // Gradients of a value read by several nodes (or twice by one node, as Add(x, x)) are summed.
+// Scratch memory (im2col columns, quantized activations) comes from one Workspace that the
+// executor lends to each node in turn, so one executor must not run on two threads at once; run
+// several executors of one graph instead (they share the weights).
 //
 // A training executor runs every node through Op::forward_train with its RunContext: BatchNorm
 // normalizes with batch statistics and updates its running statistics in the graph, Dropout draws
@@ -45,6 +48,9 @@ class Executor {
   // receives a gradient. `settings` (threads, ISA cap) apply to this executor only: to its
   // planning (which implementation each node gets) and to every forward() and backward().
   explicit Executor(const Graph& graph, bool training = false, RunSettings settings = {});
+  // Bytes of scratch memory the executor holds for its nodes (workspace.h): the largest need of
+  // any node so far. Runs after the first one on the same shapes allocate no scratch.
+  size_t workspace_bytes() const { return workspace_.capacity(); }
   Executor(const Executor&) = delete;  // parameters() points into this object
   Executor& operator=(const Executor&) = delete;
 
@@ -65,7 +71,7 @@ class Executor {
     const Op* op;
     std::vector<int> inputs, outputs;
     bool run_backward = false;
-    std::shared_ptr<const void> state;  // from Op::prepare
+    std::shared_ptr<const OpState> state;  // from Op::prepare
   };
   int id_of(const std::string& name) const;
 
@@ -79,6 +85,7 @@ class Executor {
   std::vector<Tensor> scratch_;  // one per input slot that adds to an already written gradient
   RunContext context_;
   RunSettings settings_;
+  Workspace workspace_;  // scratch memory lent to one node at a time
 };
 
 }  // namespace lowbit

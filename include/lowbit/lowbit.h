@@ -34,3 +34,4 @@
 #include "lowbit/tensor.h"
 #include "lowbit/train.h"
 #include "lowbit/workflow.h"
+#include "lowbit/workspace.h"

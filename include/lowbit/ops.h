@@ -39,6 +39,7 @@
 
 #include "lowbit/graph.h"
 #include "lowbit/tensor.h"
+#include "lowbit/workspace.h"
 
 namespace lowbit {
 
@@ -93,6 +94,16 @@ struct OpTraits {
   bool is_integer_layer() const { return !float_op.empty(); }
 };
 
+// Per-node state built once by Op::prepare (packed weights, requantization constants, the
+// implementation chosen); each op derives its own and reads it back with state_as<T>.
+struct OpState {
+  virtual ~OpState() = default;
+};
+template <typename T>
+const T& state_as(const OpState* state) {
+  return static_cast<const T&>(*state);
+}
+
 class Op {
  public:
   virtual ~Op() = default;
@@ -110,37 +121,39 @@ class Op {
 
   // Optional two-phase lifecycle (create once, run many times): prepare() validates the node and
   // builds per-node state from its constant inputs (initializers; null for run-time inputs), e.g.
-  // packed weights and requantization multipliers. The executor calls it once and passes the
-  // state to forward_prepared(). Ops without state use the defaults.
-  virtual std::shared_ptr<const void> prepare(const Node& /*node*/, std::span<const Tensor* const> /*constants*/) const {
+  // packed weights and requantization multipliers, as a type derived from OpState. The executor
+  // calls it once and passes the state to forward_prepared(), with the executor's Workspace for
+  // the call's scratch memory (workspace.h). Ops without state use the defaults.
+  virtual std::shared_ptr<const OpState> prepare(const Node& /*node*/, std::span<const Tensor* const> /*constants*/) const {
     return nullptr;
   }
-  virtual void forward_prepared(const Node& node, const void* /*state*/, std::span<const Tensor* const> inputs,
-                                std::span<Tensor* const> outputs) const {
+  virtual void forward_prepared(const Node& node, const OpState* /*state*/, std::span<const Tensor* const> inputs,
+                                std::span<Tensor* const> outputs, Workspace& /*workspace*/) const {
     forward(node, inputs, outputs);
   }
   // The forward pass of a training executor (context.training is true there). Inputs are mutable
   // so that an op can update its state inputs (running statistics) in place; every other input
   // must be left as it is. `state` is prepare()'s, as for forward_prepared, to which the default
   // forwards: ops that behave the same in training need not override this.
-  virtual void forward_train(const Node& node, const void* state, const RunContext& /*context*/,
-                             std::span<Tensor* const> inputs, std::span<Tensor* const> outputs) const {
-    forward_prepared(node, state, std::span<const Tensor* const>(inputs.data(), inputs.size()), outputs);
+  virtual void forward_train(const Node& node, const OpState* state, const RunContext& /*context*/,
+                             std::span<Tensor* const> inputs, std::span<Tensor* const> outputs, Workspace& workspace) const {
+    forward_prepared(node, state, std::span<const Tensor* const>(inputs.data(), inputs.size()), outputs, workspace);
   }
   // Which implementation computes this node (with prepare()'s state) and why the faster ones
   // declined, in one line, e.g. "qconv_direct_s8__avx2 (declined: qconv_direct_s8__avx512vnni:
   // the CPU lacks AVX-512 VNNI)". Executors print it under LOWBIT_VERBOSE=1. The default is for
   // ops with one implementation.
-  virtual std::string describe(const Node& /*node*/, const void* /*state*/) const { return "portable loops (one implementation)"; }
+  virtual std::string describe(const Node& /*node*/, const OpState* /*state*/) const { return "portable loops (one implementation)"; }
   // Rewrites a node written for an older version of this op (`from_version` < traits().version)
   // into the current form, as ONNX version converters do; the model loader calls it so that old
   // files keep loading. The default refuses: an op that bumps its version overrides this.
   virtual void upgrade(Node& node, int from_version) const;
-  // The backward pass with prepare()'s state (the executor calls this one); the default forwards
-  // to backward(), so only ops that read their state when differentiating override it.
-  virtual void backward_prepared(const Node& node, const void* /*state*/, std::span<const Tensor* const> inputs,
+  // The backward pass with prepare()'s state and the executor's workspace (the executor calls this
+  // one); the default forwards to backward(), so only ops that read their state or need scratch
+  // memory when differentiating override it.
+  virtual void backward_prepared(const Node& node, const OpState* /*state*/, std::span<const Tensor* const> inputs,
                                  std::span<const Tensor* const> outputs, std::span<const Tensor* const> output_grads,
-                                 std::span<Tensor* const> input_grads) const {
+                                 std::span<Tensor* const> input_grads, Workspace& /*workspace*/) const {
     backward(node, inputs, outputs, output_grads, input_grads);
   }
 

@@ -102,32 +102,22 @@ void relu_mask(const float* __restrict y, const float* __restrict dy, float* __r
   }
 }
 
-// Scratch reused across calls (grown on demand, per thread as the executor may run on several).
-struct ConvScratch {
-  std::vector<float> col, out, plane_sums, weight_t;
-};
-ConvScratch& scratch() {
-  thread_local ConvScratch s;
-  return s;
-}
-
 }  // namespace
 
 void conv2d_f32_im2col(const ConvGeometry& g, const float* x, const float* w, const float* bias, Activation act,
-                       float* y) {
+                       float* y, Workspace& workspace) {
   const int64_t chunk = images_per_chunk(g), spatial = g.out_spatial();
   const int64_t k = g.patch(), mg = g.group_out();
-  ConvScratch& s = scratch();
+  const int64_t most_cols = std::min(chunk, g.batch) * spatial;  // the largest chunk's
+  float* col = workspace.take<float>(static_cast<size_t>(g.in_channels * g.kernel_h * g.kernel_w * most_cols));
+  float* out = workspace.take<float>(static_cast<size_t>(g.out_channels * most_cols));
   for (int64_t n0 = 0; n0 < g.batch; n0 += chunk) {
     const int64_t count = std::min(chunk, g.batch - n0), cols = count * spatial;
-    s.col.resize(static_cast<size_t>(g.in_channels * g.kernel_h * g.kernel_w * cols));
-    s.out.resize(static_cast<size_t>(g.out_channels * cols));
-    im2col(g, x + n0 * g.in_channels * g.in_spatial(), count, s.col.data());
+    im2col(g, x + n0 * g.in_channels * g.in_spatial(), count, col);
     for (int64_t grp = 0; grp < g.groups; ++grp)
-      gemm_f32(Transpose::No, Transpose::No, mg, cols, k, 1.0f, w + grp * mg * k, k, s.col.data() + grp * k * cols, cols,
-               0.0f, s.out.data() + grp * mg * cols, cols);
+      gemm_f32(Transpose::No, Transpose::No, mg, cols, k, 1.0f, w + grp * mg * k, k, col + grp * k * cols, cols,
+               0.0f, out + grp * mg * cols, cols);
     // [Cout, count*OH*OW] -> NCHW, adding the bias and applying the activation on the way.
-    const float* out = s.out.data();
     parallel_for(count * g.out_channels, plane_grain(spatial), [&](int64_t p0, int64_t p1) {
       for (int64_t p = p0; p < p1; ++p) {
         const int64_t i = p / g.out_channels, m = p % g.out_channels;
@@ -140,19 +130,19 @@ void conv2d_f32_im2col(const ConvGeometry& g, const float* x, const float* w, co
 }
 
 void conv2d_f32_backward(const ConvGeometry& g, const float* x, const float* w, const float* y, const float* dy, bool relu,
-                         float* dx, float* dw, float* db) {
+                         float* dx, float* dw, float* db, Workspace& workspace) {
   const int64_t chunk = images_per_chunk(g), spatial = g.out_spatial();
   const int64_t k = g.patch(), mg = g.group_out();
   std::vector<double> bias_sums(static_cast<size_t>(db ? g.out_channels : 0), 0.0);
-  ConvScratch& s = scratch();
+  const int64_t most = std::min(chunk, g.batch), most_cols = most * spatial;  // the largest chunk's
+  float* dyc = workspace.take<float>(static_cast<size_t>(g.out_channels * most_cols));
+  float* plane_sums = workspace.take<float>(static_cast<size_t>(most * g.out_channels));
+  float* col = workspace.take<float>(static_cast<size_t>(g.in_channels * g.kernel_h * g.kernel_w * most_cols));
+  float* weight_t = workspace.take<float>(static_cast<size_t>(dw && k < mg ? g.groups * k * mg : 0));
   for (int64_t n0 = 0; n0 < g.batch; n0 += chunk) {
     const int64_t count = std::min(chunk, g.batch - n0), cols = count * spatial;
     // dY of the chunk as [Cout, count*OH*OW], zero where the fused ReLU clipped, and the sum of
     // each plane for db (eight independent partial sums: vectorizable, same order every time).
-    s.out.resize(static_cast<size_t>(g.out_channels * cols));
-    s.plane_sums.resize(static_cast<size_t>(count * g.out_channels));
-    float* dyc = s.out.data();
-    float* plane_sums = s.plane_sums.data();
     parallel_for(count * g.out_channels, plane_grain(spatial), [&](int64_t p0, int64_t p1) {
       for (int64_t p = p0; p < p1; ++p) {
         const int64_t i = p / g.out_channels, m = p % g.out_channels;
@@ -178,31 +168,29 @@ void conv2d_f32_backward(const ConvGeometry& g, const float* x, const float* w, 
     if (db)
       for (int64_t p = 0; p < count * g.out_channels; ++p) bias_sums[p % g.out_channels] += plane_sums[p];
     if (!dw && !dx) continue;
-    s.col.resize(static_cast<size_t>(g.in_channels * g.kernel_h * g.kernel_w * cols));
     if (dw) {  // dW_g[Cout/G, K] (+)= dY_g * col_g^T, accumulated over chunks
-      im2col(g, x + n0 * g.in_channels * g.in_spatial(), count, s.col.data());
+      im2col(g, x + n0 * g.in_channels * g.in_spatial(), count, col);
       // With K < Cout/G (e.g. a first layer on one channel) the transposed product
       // dW_g^T[K, Cout/G] = col_g * dY_g^T suits the GEMM's tiles better; transposed back at the end.
       const bool transposed = k < mg;
-      if (transposed) s.weight_t.resize(static_cast<size_t>(g.groups * k * mg));
       for (int64_t grp = 0; grp < g.groups; ++grp)
         if (transposed)
-          gemm_f32(Transpose::No, Transpose::Yes, k, mg, cols, 1.0f, s.col.data() + grp * k * cols, cols,
-                   dyc + grp * mg * cols, cols, n0 == 0 ? 0.0f : 1.0f, s.weight_t.data() + grp * k * mg, mg);
+          gemm_f32(Transpose::No, Transpose::Yes, k, mg, cols, 1.0f, col + grp * k * cols, cols,
+                   dyc + grp * mg * cols, cols, n0 == 0 ? 0.0f : 1.0f, weight_t + grp * k * mg, mg);
         else
           gemm_f32(Transpose::No, Transpose::Yes, mg, k, cols, 1.0f, dyc + grp * mg * cols, cols,
-                   s.col.data() + grp * k * cols, cols, n0 == 0 ? 0.0f : 1.0f, dw + grp * mg * k, k);
+                   col + grp * k * cols, cols, n0 == 0 ? 0.0f : 1.0f, dw + grp * mg * k, k);
       if (transposed && n0 + count == g.batch)
         for (int64_t grp = 0; grp < g.groups; ++grp)
           for (int64_t m = 0; m < mg; ++m)
             for (int64_t j = 0; j < k; ++j)
-              dw[(grp * mg + m) * k + j] = s.weight_t[static_cast<size_t>((grp * k + j) * mg + m)];
+              dw[(grp * mg + m) * k + j] = weight_t[(grp * k + j) * mg + m];
     }
     if (dx) {  // dcol_g[K, cols] = W_g^T * dY_g, then scattered back to the images
       for (int64_t grp = 0; grp < g.groups; ++grp)
         gemm_f32(Transpose::Yes, Transpose::No, k, cols, mg, 1.0f, w + grp * mg * k, k, dyc + grp * mg * cols, cols,
-                 0.0f, s.col.data() + grp * k * cols, cols);
-      col2im(g, s.col.data(), count, dx + n0 * g.in_channels * g.in_spatial());
+                 0.0f, col + grp * k * cols, cols);
+      col2im(g, col, count, dx + n0 * g.in_channels * g.in_spatial());
     }
   }
   if (db)

@@ -15,15 +15,18 @@
 
 #include "kernels/conv_geometry.h"
 #include "kernels/gemm.h"
+#include "lowbit/workspace.h"
 
 namespace lowbit::kernels {
 
 // y [N, Cout, OH, OW] = act(conv(x, w) + bias); bias may be null.
 void conv2d_f32_ref(const ConvGeometry& g, const float* x, const float* w, const float* bias, Activation act, float* y);
-void conv2d_f32_im2col(const ConvGeometry& g, const float* x, const float* w, const float* bias, Activation act, float* y);
+// The im2col columns and the GEMM's output come from `workspace` (the executor's scratch).
+void conv2d_f32_im2col(const ConvGeometry& g, const float* x, const float* w, const float* bias, Activation act, float* y,
+                       Workspace& workspace);
 // Gradients from dy (and y, through a fused ReLU when `relu`): dx [N, Cin, H, W], dw like w,
-// db [Cout]; each may be null (not computed), each is overwritten.
+// db [Cout]; each may be null (not computed), each is overwritten. Scratch from `workspace`.
 void conv2d_f32_backward(const ConvGeometry& g, const float* x, const float* w, const float* y, const float* dy, bool relu,
-                         float* dx, float* dw, float* db);
+                         float* dx, float* dw, float* db, Workspace& workspace);
 
 }  // namespace lowbit::kernels

@@ -21,9 +21,12 @@ const char* isa_declines(Isa needed) {
 namespace {
 struct GemmProblem {
   DType storage = DType::F32;
-  bool vnni_layout = false;
+  bool vnni_layout = false, avx2_layout = true;
 };
-const char* avx2_declines(const GemmProblem&) { return isa_declines(Isa::Avx2); }
+const char* avx2_declines(const GemmProblem& p) {
+  if (const char* why = isa_declines(Isa::Avx2)) return why;
+  return p.avx2_layout ? nullptr : "the weights were not packed for it";
+}
 const char* vnni_declines(const GemmProblem& p) {
   if (const char* why = isa_declines(Isa::Avx512Vnni)) return why;
   return p.vnni_layout ? nullptr : "the weights were not packed for it";
@@ -40,10 +43,10 @@ std::string describe_gemm_f32() {
   return choose(list, GemmProblem{}).describe();
 }
 
-std::string describe_qgemm(DType weight_storage, bool has_vnni_layout) {
+std::string describe_qgemm(DType weight_storage, bool has_vnni_layout, bool has_avx2_layout) {
   static constexpr Implementation<GemmProblem> list[] = {
       {"qgemm_s8__avx512vnni", vnni_declines}, {"qgemm_s8__avx2", avx2_declines}, {"qgemm_s8_ref", nullptr}};
-  const Choice c = choose(list, GemmProblem{weight_storage, has_vnni_layout});
+  const Choice c = choose(list, GemmProblem{weight_storage, has_vnni_layout, has_avx2_layout});
   std::string s = c.describe();
   // Packed low-bit weights: batches 1-4 are memory-bound GEMVs that the AVX2 kernel runs on the
   // packed codes (qgemm_dispatch.cpp).

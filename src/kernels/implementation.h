@@ -60,6 +60,6 @@ const char* isa_declines(Isa needed);
 std::string describe_gemm_f32();
 // Element-wise kernels with an AVX2 version and a reference (quantize, dequantize, Adam, ...).
 std::string describe_avx2_or_reference(const char* avx2_name, const char* reference_name);
-std::string describe_qgemm(DType weight_storage, bool has_vnni_layout);
+std::string describe_qgemm(DType weight_storage, bool has_vnni_layout, bool has_avx2_layout);
 
 }  // namespace lowbit::kernels

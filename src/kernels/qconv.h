@@ -33,6 +33,7 @@
 #include "kernels/qgemm.h"
 #include "lowbit/runtime_config.h"
 #include "lowbit/tensor.h"
+#include "lowbit/workspace.h"
 
 namespace lowbit::kernels {
 
@@ -67,17 +68,18 @@ void qconv2d_s8_ref(const ConvGeometry& g, const QConvWeights& w, const int8_t* 
                     const QOutputStage& out, int8_t* y);
 void qconv2d_s8_f32_ref(const ConvGeometry& g, const QConvWeights& w, const int8_t* x, const QConvInputGrid& grid,
                         const QOutputStage& out, float* y);
+// The fast paths take their padded copies and rows from `workspace` (the executor's scratch).
 void qconv2d_s8_im2row(const ConvGeometry& g, const QConvWeights& w, const int8_t* x, const QConvInputGrid& grid,
-                       const QOutputStage& out, int8_t* y);
+                       const QOutputStage& out, int8_t* y, Workspace& workspace);
 void qconv2d_s8_f32_im2row(const ConvGeometry& g, const QConvWeights& w, const int8_t* x, const QConvInputGrid& grid,
-                           const QOutputStage& out, float* y);
+                           const QOutputStage& out, float* y, Workspace& workspace);
 // The direct kernel of `isa` (Isa::Avx512Vnni or Isa::Avx2; the caller checked that the CPU has
 // it). Returns null when done, else why it could not run: the shape is not for it (stride_w is
 // assumed 1), or it found no scratch memory (then the chunks before were written).
 const char* qconv2d_s8_direct(Isa isa, const ConvGeometry& g, const QConvWeights& w, const int8_t* x,
-                              const QConvInputGrid& grid, const QOutputStage& out, int8_t* y);
+                              const QConvInputGrid& grid, const QOutputStage& out, int8_t* y, Workspace& workspace);
 const char* qconv2d_s8_f32_direct(Isa isa, const ConvGeometry& g, const QConvWeights& w, const int8_t* x,
-                                  const QConvInputGrid& grid, const QOutputStage& out, float* y);
+                                  const QConvInputGrid& grid, const QOutputStage& out, float* y, Workspace& workspace);
 
 // The input extent with the padding materialized (the fast paths' zero-padded copies).
 inline int64_t padded_h(const ConvGeometry& g) { return g.pad_top + g.in_h + g.pad_bottom; }
@@ -92,9 +94,10 @@ std::vector<int32_t> qconv_weight_sums(const int32_t* codes, int64_t out_channel
 std::vector<QWeights> qconv_im2row_weights(const int32_t* codes, int64_t out_channels, int64_t groups, int64_t k,
                                            int64_t taps, DType storage);
 
-// DynamicQConv2D's input: `images` images of `image_size` floats quantized to 8-bit affine codes,
-// each from its own range (per_image) or all from the batch's; zero_point and scale [images]
-// receive each image's parameters. An all-NaN range quantizes as [0, 0].
+// The input of the dynamic layers (DynamicQConv2D: images; DynamicQDense: rows): `images` runs of
+// `image_size` floats quantized to 8-bit affine codes, each from its own range (per_image) or all
+// from the batch's; zero_point and scale [images] receive each one's parameters. An all-NaN range
+// quantizes as [0, 0].
 void quantize_images_s8(const float* x, int64_t images, int64_t image_size, bool per_image, int8_t* codes,
                         int32_t* zero_point, float* scale);
 

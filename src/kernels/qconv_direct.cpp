@@ -32,22 +32,24 @@ template <typename Zero> void to_padded_nchw(const ConvGeometry& g, const int8_t
 // im2row, the GEMM's packing and the transpose.
 template <typename Out>
 const char* qconv2d_direct(Isa isa, const ConvGeometry& g, const QConvWeights& w, const int8_t* x,
-                           const QConvInputGrid& grid, const QOutputStage& out, Out* y) {
+                           const QConvInputGrid& grid, const QOutputStage& out, Out* y, Workspace& workspace) {
 #if defined(LOWBIT_HAVE_X86)
   const bool vnni = isa == Isa::Avx512Vnni;
   DirectConvShape d;
   d.channels = g.in_channels, d.padded_h = padded_h(g), d.padded_w = padded_w(g);
   d.out_channels = g.out_channels, d.groups = g.groups, d.kernel_h = g.kernel_h, d.kernel_w = g.kernel_w;
   d.stride_h = g.stride_h, d.dilation_h = g.dilation_h, d.dilation_w = g.dilation_w, d.out_h = g.out_h, d.out_w = g.out_w;
-  thread_local DirectConvPlan plan;
+  DirectConvPlan plan;
   if (!w.direct_pairs || !plan_direct_conv(d, w.direct_pairs, plan)) return "the direct kernel does not take this shape";
   const int64_t in_image = g.in_channels * d.padded_h * d.padded_w, out_image = g.out_channels * g.out_spatial();
   const int64_t chunk = std::clamp<int64_t>((int64_t{1} << 22) / std::max<int64_t>(in_image, 1), 1, std::max<int64_t>(g.batch, 1));
-  thread_local std::vector<int8_t> padded;
+  // One buffer for the largest chunk; the slack after the last image the kernels read is zeroed.
+  const int64_t most = std::min(chunk, g.batch);
+  int8_t* padded = workspace.take<int8_t>(static_cast<size_t>(most * in_image + kDirectConvSlack));
   for (int64_t n0 = 0; n0 < g.batch; n0 += chunk) {
     d.images = std::min(chunk, g.batch - n0);
-    padded.resize(static_cast<size_t>(d.images * in_image + kDirectConvSlack));
-    to_padded_nchw(g, x + n0 * g.in_channels * g.in_spatial(), d.images, [&](int64_t i) { return grid.zero(n0 + i); }, padded.data());
+    to_padded_nchw(g, x + n0 * g.in_channels * g.in_spatial(), d.images, [&](int64_t i) { return grid.zero(n0 + i); }, padded);
+    std::memset(padded + d.images * in_image, 0, static_cast<size_t>(kDirectConvSlack));
     QOutputStage stage = out;
     if (grid.image_zero_point) {  // dynamic quantization: per image, as the kernel reads them
       stage.row_offset = grid.image_zero_point + n0;
@@ -55,16 +57,16 @@ const char* qconv2d_direct(Isa isa, const ConvGeometry& g, const QConvWeights& w
     }
     bool done;
     if constexpr (std::is_same_v<Out, float>)
-      done = vnni ? qconv_direct_s8_f32_vnni(d, plan, padded.data(), stage, y + n0 * out_image)
-                  : qconv_direct_s8_f32_avx2(d, plan, padded.data(), stage, y + n0 * out_image);
+      done = vnni ? qconv_direct_s8_f32_vnni(d, plan, padded, stage, y + n0 * out_image)
+                  : qconv_direct_s8_f32_avx2(d, plan, padded, stage, y + n0 * out_image);
     else
-      done = vnni ? qconv_direct_s8_vnni(d, plan, padded.data(), stage, y + n0 * out_image)
-                  : qconv_direct_s8_avx2(d, plan, padded.data(), stage, y + n0 * out_image);
+      done = vnni ? qconv_direct_s8_vnni(d, plan, padded, stage, y + n0 * out_image)
+                  : qconv_direct_s8_avx2(d, plan, padded, stage, y + n0 * out_image);
     if (!done) return "the direct kernel could not run (out of memory)";
   }
   return nullptr;
 #else
-  (void)isa, (void)g, (void)w, (void)x, (void)grid, (void)out, (void)y;
+  (void)isa, (void)g, (void)w, (void)x, (void)grid, (void)out, (void)y, (void)workspace;
   return "the direct kernel does not take this shape";
 #endif
 }
@@ -72,13 +74,13 @@ const char* qconv2d_direct(Isa isa, const ConvGeometry& g, const QConvWeights& w
 }  // namespace
 
 const char* qconv2d_s8_direct(Isa isa, const ConvGeometry& g, const QConvWeights& w, const int8_t* x,
-                              const QConvInputGrid& grid, const QOutputStage& out, int8_t* y) {
-  return qconv2d_direct(isa, g, w, x, grid, out, y);
+                              const QConvInputGrid& grid, const QOutputStage& out, int8_t* y, Workspace& workspace) {
+  return qconv2d_direct(isa, g, w, x, grid, out, y, workspace);
 }
 
 const char* qconv2d_s8_f32_direct(Isa isa, const ConvGeometry& g, const QConvWeights& w, const int8_t* x,
-                                  const QConvInputGrid& grid, const QOutputStage& out, float* y) {
-  return qconv2d_direct(isa, g, w, x, grid, out, y);
+                                  const QConvInputGrid& grid, const QOutputStage& out, float* y, Workspace& workspace) {
+  return qconv2d_direct(isa, g, w, x, grid, out, y, workspace);
 }
 
 std::vector<int32_t> direct_conv_weight_pairs(const int32_t* codes, int64_t out_channels, int64_t k) {

@@ -157,60 +157,57 @@ QOutputStage columns_from(const QOutputStage& out, int64_t c0) {
 
 template <typename Out>
 void qconv2d_im2row(const ConvGeometry& g, const QConvWeights& w, const int8_t* x, const QConvInputGrid& grid,
-                    const QOutputStage& out, Out* y) {
+                    const QOutputStage& out, Out* y, Workspace& workspace) {
   constexpr bool f32_output = std::is_same_v<Out, float>;
   const bool dynamic = grid.image_zero_point != nullptr;
   const int64_t chunk = images_per_chunk(g), k = g.patch(), spatial = g.out_spatial(), oc = g.out_channels;
   const int64_t og = g.group_out();
-  thread_local std::vector<int8_t> padded, rows;
-  thread_local std::vector<int32_t> row_offset;
-  thread_local std::vector<float> row_scale;
-  thread_local std::vector<Out> result;
+  // Buffers for the largest chunk, reused by every chunk.
+  const int64_t most = std::min(chunk, g.batch), most_rows = most * spatial;
+  int8_t* padded = workspace.take<int8_t>(static_cast<size_t>(most * padded_h(g) * padded_w(g) * g.in_channels));
+  int8_t* rows = workspace.take<int8_t>(static_cast<size_t>(most_rows * k));
+  int32_t* row_offset = workspace.take<int32_t>(static_cast<size_t>(most_rows));
+  float* row_scale = workspace.take<float>(static_cast<size_t>(most_rows));
+  Out* result = workspace.take<Out>(static_cast<size_t>(most_rows * oc));
   for (int64_t n0 = 0; n0 < g.batch; n0 += chunk) {
     const int64_t count = std::min(chunk, g.batch - n0), m = count * spatial;
-    padded.resize(static_cast<size_t>(count * padded_h(g) * padded_w(g) * g.in_channels));
-    to_padded_nhwc(g, x + n0 * g.in_channels * g.in_spatial(), count, [&](int64_t i) { return grid.zero(n0 + i); }, padded.data());
-    rows.resize(static_cast<size_t>(m * k));
-    result.resize(static_cast<size_t>(m * oc));
+    to_padded_nhwc(g, x + n0 * g.in_channels * g.in_spatial(), count, [&](int64_t i) { return grid.zero(n0 + i); }, padded);
     if (dynamic) {  // every row (pixel) of image i: its zero point and scale
-      row_offset.resize(static_cast<size_t>(m));
-      row_scale.resize(static_cast<size_t>(m));
       for (int64_t r = 0; r < m; ++r) {
-        row_offset[static_cast<size_t>(r)] = grid.image_zero_point[n0 + r / spatial];
-        row_scale[static_cast<size_t>(r)] = grid.image_scale[n0 + r / spatial];
+        row_offset[r] = grid.image_zero_point[n0 + r / spatial];
+        row_scale[r] = grid.image_scale[n0 + r / spatial];
       }
     }
     for (int64_t grp = 0; grp < g.groups; ++grp) {
       const int64_t c0 = grp * og;  // the group's first output channel
-      im2row_nhwc(g, padded.data(), count, grp, rows.data());
+      im2row_nhwc(g, padded, count, grp, rows);
       QOutputStage stage = columns_from(out, c0);
       if (dynamic) {
-        stage.row_offset = row_offset.data();
-        stage.row_scale = row_scale.data();
+        stage.row_offset = row_offset;
+        stage.row_scale = row_scale;
       } else if (out.weight_zero_point) {
-        row_offset.resize(static_cast<size_t>(m));
-        row_sums_s8(m, k, rows.data(), k, row_offset.data());
-        stage.row_offset = row_offset.data();
+        row_sums_s8(m, k, rows, k, row_offset);
+        stage.row_offset = row_offset;
       }
       if constexpr (f32_output)
-        qgemm_s8_f32(m, rows.data(), k, w.group_weights[grp], stage, result.data() + c0, oc);
+        qgemm_s8_f32(m, rows, k, w.group_weights[grp], stage, result + c0, oc);
       else
-        qgemm_s8(m, rows.data(), k, w.group_weights[grp], stage, result.data() + c0, oc);
+        qgemm_s8(m, rows, k, w.group_weights[grp], stage, result + c0, oc);
     }
-    rows_to_nchw(g, result.data(), count, y + n0 * oc * spatial);
+    rows_to_nchw(g, result, count, y + n0 * oc * spatial);
   }
 }
 
 }  // namespace
 
 void qconv2d_s8_im2row(const ConvGeometry& g, const QConvWeights& w, const int8_t* x, const QConvInputGrid& grid,
-                       const QOutputStage& out, int8_t* y) {
-  qconv2d_im2row(g, w, x, grid, out, y);
+                       const QOutputStage& out, int8_t* y, Workspace& workspace) {
+  qconv2d_im2row(g, w, x, grid, out, y, workspace);
 }
 
 void qconv2d_s8_f32_im2row(const ConvGeometry& g, const QConvWeights& w, const int8_t* x, const QConvInputGrid& grid,
-                           const QOutputStage& out, float* y) {
-  qconv2d_im2row(g, w, x, grid, out, y);
+                           const QOutputStage& out, float* y, Workspace& workspace) {
+  qconv2d_im2row(g, w, x, grid, out, y, workspace);
 }
 
 std::vector<QWeights> qconv_im2row_weights(const int32_t* codes, int64_t out_channels, int64_t groups, int64_t k,

@@ -37,6 +37,7 @@
 #include <vector>
 
 #include "lowbit/quant_params.h"
+#include "lowbit/runtime_config.h"
 #include "lowbit/tensor.h"
 
 namespace lowbit {
@@ -47,8 +48,12 @@ class QWeights {
  public:
   // `codes`: dtype s8 (one code per byte, rows of K) or s4/u4/s2/u2 packed as by pack_codes
   // (rows padded to whole bytes). Throws Error(InvalidArgument) if the tensor is too small or an
-  // s8 code is -128.
-  static QWeights pack(const Tensor& codes, int64_t n, int64_t k);
+  // s8 code is -128. Builds only the layouts of the kernels that `isa` runs (by default the ISA
+  // active now, so under an Executor its own): none for the reference (it reads the codes), the
+  // AVX2 layout from AVX2 up, and the VNNI layout too on AVX-512 VNNI (where batches of 1-4 on
+  // low-bit weights stay on the AVX2 kernel). The dispatch runs the reference on weights packed
+  // for none of the fast kernels.
+  static QWeights pack(const Tensor& codes, int64_t n, int64_t k, Isa isa = active_isa());
   int64_t n() const noexcept { return n_; }
   int64_t k() const noexcept { return k_; }
   DType storage() const noexcept { return storage_; }
@@ -66,8 +71,8 @@ class QWeights {
   //              32-byte load gives 8 columns x 4 consecutive k, the vpmaddubsw operand layout.
   static constexpr int64_t kLayoutPanel = 16;
   int64_t layout_groups() const noexcept { return groups_; }  // groups per panel
-  const Tensor& kernel_layout() const noexcept { return layout_; }
-  // On CPUs with AVX-512 VNNI (else empty): every storage unpacked to u8 codes + 128, panels of 16
+  const Tensor& kernel_layout() const noexcept { return layout_; }  // empty when packed for the reference
+  // Packed for AVX-512 VNNI (else empty): every storage unpacked to u8 codes + 128, panels of 16
   // columns, per panel ceil(K/4) groups of 16 columns x 4 consecutive k (vpdpbusd's unsigned operand).
   const Tensor& vnni_layout() const noexcept { return vnni_layout_; }
 

@@ -22,7 +22,7 @@ void qgemm_s8(int64_t m, const int8_t* a, int64_t lda, const QWeights& w, const 
   // +-(2^31 - 129)) are left to the reference, which computes in 64-bit.
   const bool zp_ok = out.output_zero_point >= INT32_MIN + 128 && out.output_zero_point <= INT32_MAX - 128;
   if (use_vnni(m, w) && zp_ok && kernels::qgemm_s8_vnni(m, a, lda, w, out, c, ldc)) return;
-  if (active_isa() >= Isa::Avx2 && zp_ok) {
+  if (active_isa() >= Isa::Avx2 && zp_ok && w.kernel_layout().defined()) {
     kernels::qgemm_s8_avx2(m, a, lda, w, out, c, ldc);
     return;
   }
@@ -35,7 +35,7 @@ void qgemm_s8_f32(int64_t m, const int8_t* a, int64_t lda, const QWeights& w, co
   if (m <= 0 || w.n() <= 0) return;
 #if defined(LOWBIT_HAVE_X86)
   if (use_vnni(m, w) && kernels::qgemm_s8_f32_vnni(m, a, lda, w, out, c, ldc)) return;
-  if (active_isa() >= Isa::Avx2) {
+  if (active_isa() >= Isa::Avx2 && w.kernel_layout().defined()) {
     kernels::qgemm_s8_f32_avx2(m, a, lda, w, out, c, ldc);
     return;
   }

@@ -45,7 +45,7 @@ Tensor vnni_layout_of(const QWeights& w) {
 }
 }  // namespace
 
-QWeights QWeights::pack(const Tensor& codes, int64_t n, int64_t k) {
+QWeights QWeights::pack(const Tensor& codes, int64_t n, int64_t k, Isa isa) {
   const DType storage = codes.dtype();
   if (storage != DType::S8 && storage != DType::S4 && storage != DType::U4 && storage != DType::S2 &&
       storage != DType::U2)
@@ -93,6 +93,7 @@ QWeights QWeights::pack(const Tensor& codes, int64_t n, int64_t k) {
     w.row_sums_[static_cast<size_t>(r)] = static_cast<int32_t>(sum);  // |sum| <= 127 K: exact for K < 2^24
   }
 
+  if (isa < Isa::Avx2) return w;  // the reference reads the codes
   // Kernel layout (see qgemm.h): panels of 16 columns, groups of 64 bytes.
   constexpr int64_t kPanel = kLayoutPanel;
   const int64_t k_per_group = bits == 8 ? 2 : 4 * per_byte;  // 2 (s8), 8 (4-bit), 16 (2-bit) per column
@@ -130,7 +131,8 @@ QWeights QWeights::pack(const Tensor& codes, int64_t n, int64_t k) {
       }
     }
 #if defined(LOWBIT_HAVE_X86)
-  if (cpu_features().avx512vnni && cpu_features().avx512vl && cpu_features().avx512bw) w.vnni_layout_ = vnni_layout_of(w);
+  if (isa >= Isa::Avx512Vnni && cpu_features().avx512vnni && cpu_features().avx512vl && cpu_features().avx512bw)
+    w.vnni_layout_ = vnni_layout_of(w);
 #endif
   return w;
 }

@@ -99,12 +99,13 @@ void Executor::forward() {
     mutable_ins.clear();
     outs.clear();
     for (int id : step.outputs) outs.push_back(&values_[id]);
+    workspace_.reset();  // before, not after: a node that threw may have left buffers taken
     if (context_.training) {
       for (int id : step.inputs) mutable_ins.push_back(&values_[id]);
-      step.op->forward_train(*step.node, step.state.get(), context_, mutable_ins, outs);
+      step.op->forward_train(*step.node, step.state.get(), context_, mutable_ins, outs, workspace_);
     } else {
       for (int id : step.inputs) ins.push_back(&values_[id]);
-      step.op->forward_prepared(*step.node, step.state.get(), ins, outs);
+      step.op->forward_prepared(*step.node, step.state.get(), ins, outs, workspace_);
     }
   }
   if (context_.training) ++context_.step;
@@ -144,7 +145,8 @@ void Executor::backward(const std::string& loss) {
         accumulate.emplace_back(id, scratch);
       }
     }
-    step.op->backward_prepared(*step.node, step.state.get(), ins, outs, out_grads, in_grads);
+    workspace_.reset();
+    step.op->backward_prepared(*step.node, step.state.get(), ins, outs, out_grads, in_grads, workspace_);
     for (auto [id, scratch] : accumulate) {
       float* dst = grads_[id].data<float>();
       const float* src = scratch->data<float>();

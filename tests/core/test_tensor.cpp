@@ -11,6 +11,34 @@ TEST(Tensor, AllocatesAlignedZeroedStorage) {
   for (int64_t i = 0; i < t.numel(); ++i) EXPECT_EQ(t.data<float>()[i], 0.0f);
 }
 
+TEST(Workspace, BuffersAreAlignedDisjointAndReusedAfterReset) {
+  Workspace ws;
+  EXPECT_EQ(ws.capacity(), 0u);
+  float* a = ws.take<float>(10);
+  int8_t* b = ws.take<int8_t>(3);
+  double* c = ws.take<double>(0);  // an empty request still gets a distinct pointer
+  for (const void* p : {static_cast<const void*>(a), static_cast<const void*>(b), static_cast<const void*>(c)})
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % 64, 0u);
+  EXPECT_GE(reinterpret_cast<std::byte*>(b), reinterpret_cast<std::byte*>(a + 10));
+  EXPECT_GT(reinterpret_cast<std::byte*>(c), reinterpret_cast<std::byte*>(b + 2));
+  // More than the block holds: a second block, and the first block's buffers stay valid.
+  std::fill_n(a, 10, 1.5f);
+  int32_t* big = ws.take<int32_t>(100000);
+  big[99999] = 7;
+  EXPECT_EQ(a[9], 1.5f);
+  // After reset the blocks merge into one that meets the same need without a new allocation.
+  ws.reset();
+  const size_t held = ws.capacity();
+  EXPECT_GE(held, 100000 * sizeof(int32_t) + 10 * sizeof(float));
+  ws.take<float>(10);
+  ws.take<int8_t>(3);
+  ws.take<double>(0);
+  ws.take<int32_t>(100000);
+  EXPECT_EQ(ws.capacity(), held);  // no second block this time
+  ws.reset();
+  EXPECT_EQ(ws.capacity(), held);
+}
+
 TEST(Tensor, CopiesShareAndCloneCopies) {
   Tensor a = Tensor::from_vector({2}, std::vector<float>{1, 2});
   Tensor shared = a;

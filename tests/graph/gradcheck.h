@@ -26,7 +26,8 @@ inline std::vector<Tensor> run_train(const Node& node, std::vector<Tensor>& inpu
   std::vector<Tensor> outs(node.outputs.size(), Tensor(DType::F32, {1}));
   std::vector<Tensor*> out;
   for (auto& t : outs) out.push_back(&t);
-  find_op(node.op).forward_train(node, nullptr, context, in, out);
+  Workspace workspace;
+  find_op(node.op).forward_train(node, nullptr, context, in, out, workspace);
   return outs;
 }
 

@@ -158,6 +158,13 @@ std::vector<uint8_t> run(const Layer& l, Path path, Isa isa = Isa::Avx2, const c
   float* y32 = reinterpret_cast<float*>(y.data());
   int8_t* y8 = reinterpret_cast<int8_t*>(y.data());
   const char* reason = nullptr;
+  // The fast paths' scratch comes from a workspace whose memory holds garbage from before, as an
+  // executor's does: a result that depended on zeroed scratch would show.
+  static Workspace workspace;
+  workspace.reset();
+  const size_t poison = std::max<size_t>(workspace.capacity(), 1 << 20);
+  std::memset(workspace.take<uint8_t>(poison), 0xA5, poison);
+  workspace.reset();
   switch (path) {
     case Path::Reference:
       if (l.f32_output)
@@ -167,13 +174,13 @@ std::vector<uint8_t> run(const Layer& l, Path path, Isa isa = Isa::Avx2, const c
       break;
     case Path::Im2row:
       if (l.f32_output)
-        kernels::qconv2d_s8_f32_im2row(l.g, l.weights, l.x.data(), l.grid, l.stage, y32);
+        kernels::qconv2d_s8_f32_im2row(l.g, l.weights, l.x.data(), l.grid, l.stage, y32, workspace);
       else
-        kernels::qconv2d_s8_im2row(l.g, l.weights, l.x.data(), l.grid, l.stage, y8);
+        kernels::qconv2d_s8_im2row(l.g, l.weights, l.x.data(), l.grid, l.stage, y8, workspace);
       break;
     case Path::Direct:
-      reason = l.f32_output ? kernels::qconv2d_s8_f32_direct(isa, l.g, l.weights, l.x.data(), l.grid, l.stage, y32)
-                            : kernels::qconv2d_s8_direct(isa, l.g, l.weights, l.x.data(), l.grid, l.stage, y8);
+      reason = l.f32_output ? kernels::qconv2d_s8_f32_direct(isa, l.g, l.weights, l.x.data(), l.grid, l.stage, y32, workspace)
+                            : kernels::qconv2d_s8_direct(isa, l.g, l.weights, l.x.data(), l.grid, l.stage, y8, workspace);
       break;
   }
   if (why) *why = reason;

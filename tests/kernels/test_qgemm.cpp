@@ -18,6 +18,7 @@
 #include "kernels/qgemm.h"
 #include "lowbit/runtime_config.h"
 #include "test_util.h"
+#include "kernels/implementation.h"
 #include "kernels/paths.h"
 
 namespace lowbit {
@@ -297,6 +298,28 @@ TEST_F(QGemmTest, ThreadCountDoesNotChangeResults) {
       expect_matches_reference(s);
     }
   }
+}
+
+// Weights are packed only for the kernels of the ISA they are packed for: packed for the
+// reference they hold no layout, and every ISA then runs the reference on them.
+TEST_F(QGemmTest, WeightsPackedForTheReferenceRunTheReference) {
+  Case s = make_setup(9, 21, 70, DType::S8, 6100, true);
+  s.out.bias = s.bias.data();
+  const auto reference = run_s8(s, true);
+  s.w = QWeights::pack(s.w.codes(), s.w.n(), s.w.k(), Isa::Reference);
+  EXPECT_FALSE(s.w.kernel_layout().defined());
+  EXPECT_FALSE(s.w.vnni_layout().defined());
+  for (Isa isa : fast_isas()) {
+    set_max_isa(isa);
+    EXPECT_EQ(run_s8(s, false), reference) << name_of(isa);
+  }
+  set_max_isa(Isa::Avx512Vnni);
+  if (active_isa() >= Isa::Avx2)
+    EXPECT_NE(kernels::describe_qgemm(DType::S8, false, false).find("qgemm_s8__avx2: the weights were not packed for it"),
+              std::string::npos);
+  const QWeights avx2 = QWeights::pack(s.w.codes(), s.w.n(), s.w.k(), Isa::Avx2);
+  EXPECT_EQ(avx2.kernel_layout().defined(), true);
+  EXPECT_FALSE(avx2.vnni_layout().defined());
 }
 
 TEST_F(QGemmTest, IsaCapGivesTheReferenceExactly) {

@@ -11,6 +11,9 @@
 namespace lowbit {
 namespace {
 
+// The scratch memory the ops run with here (FakeQuantize needs none; the executor passes its own).
+Workspace workspace;
+
 using testing::fill_uniform;
 
 struct FakeQuantCase {
@@ -72,7 +75,7 @@ TEST(FakeQuantize, ObserversFitTheGridInTheTrainingForwardPass) {
       c.node.attributes["scheme"] = affine ? "affine" : "symmetric";
       Tensor y;
       std::vector<Tensor*> in = {&c.x, &c.scale, &c.zero_point}, out = {&y};
-      op.forward_train(c.node, nullptr, RunContext{true, 0, 5}, in, out);
+      op.forward_train(c.node, nullptr, RunContext{true, 0, 5}, in, out, workspace);
       const QuantParams p = choose_weight_params(c.x, {affine ? 8 : 4, affine ? QScheme::Affine : QScheme::Symmetric, per_channel, true, true});
       ASSERT_EQ(c.scale.numel(), static_cast<int64_t>(p.channels()));
       for (size_t ch = 0; ch < p.channels(); ++ch) {
@@ -82,7 +85,7 @@ TEST(FakeQuantize, ObserversFitTheGridInTheTrainingForwardPass) {
       const Tensor expected = fake_quantize(c.x, p);
       for (int64_t i = 0; i < y.numel(); ++i) ASSERT_EQ(y.data<float>()[i], expected.data<float>()[i]) << i;
       c.x.data<float>()[4] = INFINITY;  // (NaNs are ignored, as by choose_weight_params)
-      EXPECT_LOWBIT_ERROR(op.forward_train(c.node, nullptr, RunContext{true, 0, 6}, in, out), "not finite");
+      EXPECT_LOWBIT_ERROR(op.forward_train(c.node, nullptr, RunContext{true, 0, 6}, in, out, workspace), "not finite");
     }
   // Moving average: quantize with the current grid, then move the range by `averaging` and refit.
   FakeQuantCase c = make_case(false, 4, 9, false, -128, 127, true, 5);
@@ -97,7 +100,7 @@ TEST(FakeQuantize, ObserversFitTheGridInTheTrainingForwardPass) {
   std::vector<Tensor*> in = {&c.x, &c.scale, &c.zero_point, &range}, out = {&y}, plain_out = {&plain};
   const std::vector<const Tensor*> plain_in = {&c.x, &c.scale, &c.zero_point, &range};
   op.forward(c.node, plain_in, plain_out);
-  op.forward_train(c.node, nullptr, RunContext{true, 0, 2}, in, out);
+  op.forward_train(c.node, nullptr, RunContext{true, 0, 2}, in, out, workspace);
   for (int64_t i = 0; i < y.numel(); ++i) ASSERT_EQ(y.data<float>()[i], plain.data<float>()[i]) << "old grid";
   float lo = c.x.data<float>()[0], hi = lo;
   for (int64_t i = 0; i < c.x.numel(); ++i) lo = std::min(lo, c.x.data<float>()[i]), hi = std::max(hi, c.x.data<float>()[i]);
@@ -107,7 +110,7 @@ TEST(FakeQuantize, ObserversFitTheGridInTheTrainingForwardPass) {
   const QuantParams p = choose_params(min, max, {8, QScheme::Affine});
   EXPECT_EQ(c.scale.data<float>()[0], p.scale[0]);
   EXPECT_EQ(c.zero_point.data<int32_t>()[0], p.zero_point[0]);
-  op.forward_train(c.node, nullptr, RunContext{true, 0, 3}, in, out);  // frozen from step 3
+  op.forward_train(c.node, nullptr, RunContext{true, 0, 3}, in, out, workspace);  // frozen from step 3
   EXPECT_EQ(range.data<float>()[0], min);
   EXPECT_EQ(c.scale.data<float>()[0], p.scale[0]);
 }
@@ -131,7 +134,7 @@ TEST(FakeQuantize, MinMaxObservedGridsGiveTheReferenceMask) {
       Tensor y, dx, dy(DType::F32, c.x.shape());
       fill_uniform(dy, 5);
       std::vector<Tensor*> in = {&c.x, &c.scale, &c.zero_point}, out = {&y};
-      op.forward_train(c.node, nullptr, RunContext{true, 0, 0}, in, out);
+      op.forward_train(c.node, nullptr, RunContext{true, 0, 0}, in, out, workspace);
       std::vector<const Tensor*> cin = {&c.x, &c.scale, &c.zero_point}, outs = {&y}, grads_out = {&dy};
       std::vector<Tensor*> grads_in = {&dx, nullptr, nullptr};
       op.backward(c.node, cin, outs, grads_out, grads_in);
@@ -146,10 +149,10 @@ TEST(FakeQuantize, MinMaxObservedGridsGiveTheReferenceMask) {
       if (!g.affine)
         for (int64_t i = 0; i < c.x.numel(); ++i) ASSERT_EQ(dx.data<float>()[i], dy.data<float>()[i]) << i;
       // The executor's path: the attributes prepared once, the same gradient.
-      const std::shared_ptr<const void> state = op.prepare(c.node, {});
+      const std::shared_ptr<const OpState> state = op.prepare(c.node, {});
       Tensor dx_prepared;
       std::vector<Tensor*> prepared_in = {&dx_prepared, nullptr, nullptr};
-      op.backward_prepared(c.node, state.get(), cin, outs, grads_out, prepared_in);
+      op.backward_prepared(c.node, state.get(), cin, outs, grads_out, prepared_in, workspace);
       ASSERT_EQ(dx_prepared.numel(), c.x.numel());
       for (int64_t i = 0; i < c.x.numel(); ++i) ASSERT_EQ(dx_prepared.data<float>()[i], expected[i]) << i;
     }

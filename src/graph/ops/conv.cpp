@@ -4,9 +4,6 @@
 // Conv2D's compute is kernels/conv_f32.h (the reference loops and im2col + GEMM, forward and
 // backward), MaxPool2D's kernels/pool.h; this file holds the ops: attributes, shapes, the ordered
 // list of implementations.
-#include <algorithm>
-#include <cstring>
-#include <limits>
 #include <vector>
 
 #include "graph/ops/builtin_ops.h"
@@ -35,8 +32,6 @@ std::vector<int64_t> int_list(const Node& node, const std::string& key, size_t c
 std::string dims(int64_t a, int64_t b) { return std::to_string(a) + "x" + std::to_string(b); }
 
 // ---- Geometry shared by the convolution and pooling windows -------------------------------------
-
-
 
 // Reads strides, pads and dilations (ONNX names and order: pads = [top, left, bottom, right]).
 void read_window_attributes(const Node& node, Window& w, bool dilations) {
@@ -121,22 +116,34 @@ class Conv2D final : public Op {
   }
 
   void forward(const Node& node, std::span<const Tensor* const> in, std::span<Tensor* const> out) const override {
+    Workspace workspace;
+    forward_prepared(node, nullptr, in, out, workspace);
+  }
+  void forward_prepared(const Node& node, const OpState*, std::span<const Tensor* const> in, std::span<Tensor* const> out,
+                        Workspace& workspace) const override {
     const ConvGeometry g = conv_geometry(node, in[0]->shape(), in[1]->shape());
     out[0]->resize({g.batch, g.out_channels, g.out_h, g.out_w});
     const float* bias = in.size() == 3 ? in[2]->data<float>() : nullptr;
     if (kernels::choose(kConvImplementations, ConvProblem{}).index == kReference)
       kernels::conv2d_f32_ref(g, in[0]->data<float>(), in[1]->data<float>(), bias, activation_of(node), out[0]->data<float>());
     else
-      kernels::conv2d_f32_im2col(g, in[0]->data<float>(), in[1]->data<float>(), bias, activation_of(node), out[0]->data<float>());
+      kernels::conv2d_f32_im2col(g, in[0]->data<float>(), in[1]->data<float>(), bias, activation_of(node), out[0]->data<float>(),
+                                 workspace);
   }
 
-  std::string describe(const Node&, const void*) const override {
+  std::string describe(const Node&, const OpState*) const override {
     const kernels::Choice c = kernels::choose(kConvImplementations, ConvProblem{});
     return c.describe() + (c.index == kIm2colGemm ? " on " + kernels::describe_gemm_f32() : "");
   }
 
   void backward(const Node& node, std::span<const Tensor* const> in, std::span<const Tensor* const> out,
                 std::span<const Tensor* const> out_grad, std::span<Tensor* const> in_grad) const override {
+    Workspace workspace;
+    backward_prepared(node, nullptr, in, out, out_grad, in_grad, workspace);
+  }
+  void backward_prepared(const Node& node, const OpState*, std::span<const Tensor* const> in,
+                         std::span<const Tensor* const> out, std::span<const Tensor* const> out_grad,
+                         std::span<Tensor* const> in_grad, Workspace& workspace) const override {
     const ConvGeometry g = conv_geometry(node, in[0]->shape(), in[1]->shape());
     Tensor* dx = in_grad[0];
     Tensor* dw = in_grad.size() > 1 ? in_grad[1] : nullptr;
@@ -148,15 +155,13 @@ class Conv2D final : public Op {
     kernels::conv2d_f32_backward(g, in[0]->data<float>(), in[1]->data<float>(), out[0]->data<float>(),
                                  out_grad[0]->data<float>(), activation_of(node) == Activation::Relu,
                                  dx ? dx->data<float>() : nullptr, dw ? dw->data<float>() : nullptr,
-                                 db ? db->data<float>() : nullptr);
+                                 db ? db->data<float>() : nullptr, workspace);
   }
 };
 
-// ---- MaxPool2D ---------------------------------------------------------------------------------
-
-
-
 }  // namespace
+
+// ---- MaxPool2D ---------------------------------------------------------------------------------
 
 PoolGeometry pool_geometry(const Node& node, const Shape& x) {
   if (x.size() != 4) shape_error(node, "input must be NCHW [batch, channels, height, width], got " + to_string(x));

@@ -33,7 +33,7 @@ class Dense final : public Op {
     return {y};
   }
 
-  std::string describe(const Node&, const void*) const override { return kernels::describe_gemm_f32(); }
+  std::string describe(const Node&, const OpState*) const override { return kernels::describe_gemm_f32(); }
 
   void forward(const Node& node, std::span<const Tensor* const> in, std::span<Tensor* const> out) const override {
     const Tensor& x = *in[0];
@@ -49,17 +49,22 @@ class Dense final : public Op {
 
   void backward(const Node& node, std::span<const Tensor* const> in, std::span<const Tensor* const> out,
                 std::span<const Tensor* const> out_grad, std::span<Tensor* const> in_grad) const override {
+    Workspace workspace;
+    backward_prepared(node, nullptr, in, out, out_grad, in_grad, workspace);
+  }
+  void backward_prepared(const Node& node, const OpState*, std::span<const Tensor* const> in,
+                         std::span<const Tensor* const> out, std::span<const Tensor* const> out_grad,
+                         std::span<Tensor* const> in_grad, Workspace& workspace) const override {
     const Tensor& x = *in[0];
     const Tensor& w = *in[1];
     const int64_t batch = rows_of(node, x, w), features = w.dim(1), units = w.dim(0);
     const float* dy = out_grad[0]->data<float>();
     // Through the fused ReLU: the output is zero exactly where the pre-activation was clipped.
-    thread_local std::vector<float> masked;
     if (activation_of(node) == Activation::Relu) {
       const float* y = out[0]->data<float>();
-      masked.resize(static_cast<size_t>(batch * units));
+      float* masked = workspace.take<float>(static_cast<size_t>(batch * units));
       for (int64_t i = 0; i < batch * units; ++i) masked[i] = y[i] > 0.0f ? dy[i] : 0.0f;
-      dy = masked.data();
+      dy = masked;
     }
     if (in_grad.size() > 1 && in_grad[1]) {  // dW[units, features] = dY^T * X
       in_grad[1]->resize(w.shape());

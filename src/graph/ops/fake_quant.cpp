@@ -39,7 +39,7 @@ struct Layout {  // x viewed as [outer, channels, inner]; per tensor: channels =
 
 // The node's attributes, parsed once per executor (Op::prepare; they are map lookups) or, without
 // an executor, once per call (see parsed()).
-struct Attrs {
+struct Attrs : OpState {
   int64_t axis = -1;
   int32_t qmin = -128, qmax = 127;
   enum class Observer { None, MinMax, MovingAverage } observer = Observer::None;
@@ -66,8 +66,8 @@ struct Attrs {
     return a;
   }
   // The prepared attributes, or `storage` filled from the node when there is no state.
-  static const Attrs& parsed(const Node& node, const void* state, Attrs& storage) {
-    if (state) return *static_cast<const Attrs*>(state);
+  static const Attrs& parsed(const Node& node, const OpState* state, Attrs& storage) {
+    if (state) return state_as<Attrs>(state);
     return storage = of(node);
   }
 };
@@ -110,14 +110,15 @@ class FakeQuantizeOp final : public Op {
   }
   bool differentiable_input(int index) const override { return index == 0 || (kLearnScale && index == 1); }
 
-  std::shared_ptr<const void> prepare(const Node& node, std::span<const Tensor* const>) const override {
+  std::shared_ptr<const OpState> prepare(const Node& node, std::span<const Tensor* const>) const override {
     return std::make_shared<Attrs>(Attrs::of(node));
   }
   void forward(const Node& node, std::span<const Tensor* const> in, std::span<Tensor* const> out) const override {
-    forward_prepared(node, nullptr, in, out);
+    Workspace workspace;
+    forward_prepared(node, nullptr, in, out, workspace);
   }
-  void forward_prepared(const Node& node, const void* state, std::span<const Tensor* const> in,
-                        std::span<Tensor* const> out) const override {
+  void forward_prepared(const Node& node, const OpState* state, std::span<const Tensor* const> in,
+                        std::span<Tensor* const> out, Workspace&) const override {
     Attrs storage;
     const Attrs& a = Attrs::parsed(node, state, storage);
     const Tensor& x = *in[0];
@@ -131,8 +132,8 @@ class FakeQuantizeOp final : public Op {
     });
   }
 
-  void forward_train(const Node& node, const void* state, const RunContext& context, std::span<Tensor* const> in,
-                     std::span<Tensor* const> out) const override {
+  void forward_train(const Node& node, const OpState* state, const RunContext& context, std::span<Tensor* const> in,
+                     std::span<Tensor* const> out, Workspace& workspace) const override {
     Attrs storage;
     const Attrs& a = Attrs::parsed(node, state, storage);
     if constexpr (!kLearnScale) {
@@ -140,16 +141,17 @@ class FakeQuantizeOp final : public Op {
       if (a.observer == Attrs::Observer::MovingAverage && (a.freeze < 0 || context.step < a.freeze))
         return observe_moving_average(node, a, in, *out[0]);
     }
-    forward_prepared(node, &a, std::span<const Tensor* const>(in.data(), in.size()), out);
+    forward_prepared(node, &a, std::span<const Tensor* const>(in.data(), in.size()), out, workspace);
   }
 
   void backward(const Node& node, std::span<const Tensor* const> in, std::span<const Tensor* const> out,
                 std::span<const Tensor* const> out_grad, std::span<Tensor* const> in_grad) const override {
-    backward_prepared(node, nullptr, in, out, out_grad, in_grad);
+    Workspace workspace;
+    backward_prepared(node, nullptr, in, out, out_grad, in_grad, workspace);
   }
-  void backward_prepared(const Node& node, const void* state, std::span<const Tensor* const> in,
+  void backward_prepared(const Node& node, const OpState* state, std::span<const Tensor* const> in,
                          std::span<const Tensor* const>, std::span<const Tensor* const> out_grad,
-                         std::span<Tensor* const> in_grad) const override {
+                         std::span<Tensor* const> in_grad, Workspace&) const override {
     Attrs storage;
     const Attrs& a = Attrs::parsed(node, state, storage);
     const Tensor& x = *in[0];

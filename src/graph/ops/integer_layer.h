@@ -17,7 +17,7 @@ namespace lowbit::ops {
 // Per output channel: the constant that folds the zero points and the int32 bias into the
 // accumulator (acc = sum (a - za)(w - zw) + bias = raw - za sum(w) - zw sum(a) + K za zw + bias),
 // and the requantization multiplier (s8 output) or the float scale (f32 output).
-struct IntegerLayerState {
+struct IntegerLayerState : OpState {
   std::vector<int32_t> column_offset, weight_zero_point;
   std::vector<FixedPointMultiplier> multiplier;
   std::vector<float> column_scale;
@@ -41,7 +41,8 @@ class PreparedInferenceOp : public InferenceOp {
     std::vector<const Tensor*> constants(in.begin(), in.end());
     constants[0] = nullptr;  // the activations are never constant
     auto state = prepare(node, constants);
-    forward_prepared(node, state.get(), in, out);
+    Workspace workspace;
+    forward_prepared(node, state.get(), in, out, workspace);
   }
 
  protected:

@@ -98,8 +98,8 @@ class BatchNormalization final : public Op {
                                      out[0]->data<float>());
   }
 
-  void forward_train(const Node& node, const void*, const RunContext&, std::span<Tensor* const> in,
-                     std::span<Tensor* const> out) const override {
+  void forward_train(const Node& node, const OpState*, const RunContext&, std::span<Tensor* const> in,
+                     std::span<Tensor* const> out, Workspace&) const override {
     const NormGeometry g = norm_geometry(node, in[0]->shape());
     const NormAttributes attributes = norm_attributes(node);
     out[0]->resize(in[0]->shape());
@@ -182,8 +182,8 @@ class Dropout final : public Op {
     }
   }
 
-  void forward_train(const Node& node, const void*, const RunContext& context, std::span<Tensor* const> in,
-                     std::span<Tensor* const> out) const override {
+  void forward_train(const Node& node, const OpState*, const RunContext& context, std::span<Tensor* const> in,
+                     std::span<Tensor* const> out, Workspace&) const override {
     const float ratio = dropout_ratio(node);
     if (out.size() < 2)
       shape_error(node, "training needs the second output (the mask) for the backward pass");

@@ -118,7 +118,7 @@ QOutputStage output_stage(const QConvState& s) {
 // The integer convolution of s8 codes x by the implementation chosen when prepared (see the file
 // comment) into y, whose dtype and shape are set.
 void integer_conv(const ConvGeometry& g, const QConvState& s, const int8_t* x, const kernels::QConvInputGrid& grid,
-                  Tensor& y) {
+                  Tensor& y, Workspace& workspace) {
   kernels::QConvWeights w;
   w.codes = s.codes.data();
   w.weight_zero_point = s.weight_zero_point.data();
@@ -134,13 +134,13 @@ void integer_conv(const ConvGeometry& g, const QConvState& s, const int8_t* x, c
       kernels::qconv2d_s8_ref(g, w, x, grid, stage, y.data<int8_t>());
   } else if (index == kIm2row) {
     if (s.f32_output)
-      kernels::qconv2d_s8_f32_im2row(g, w, x, grid, stage, y.data<float>());
+      kernels::qconv2d_s8_f32_im2row(g, w, x, grid, stage, y.data<float>(), workspace);
     else
-      kernels::qconv2d_s8_im2row(g, w, x, grid, stage, y.data<int8_t>());
+      kernels::qconv2d_s8_im2row(g, w, x, grid, stage, y.data<int8_t>(), workspace);
   } else {
     const Isa isa = index == kDirectVnni ? Isa::Avx512Vnni : Isa::Avx2;
-    const char* why = s.f32_output ? kernels::qconv2d_s8_f32_direct(isa, g, w, x, grid, stage, y.data<float>())
-                                   : kernels::qconv2d_s8_direct(isa, g, w, x, grid, stage, y.data<int8_t>());
+    const char* why = s.f32_output ? kernels::qconv2d_s8_f32_direct(isa, g, w, x, grid, stage, y.data<float>(), workspace)
+                                   : kernels::qconv2d_s8_direct(isa, g, w, x, grid, stage, y.data<int8_t>(), workspace);
     if (why) throw Error(ErrorKind::Internal, std::string("QConv2D: ") + why);
   }
 }
@@ -183,13 +183,13 @@ int64_t out_channels(const Node& node, std::span<const Shape> in, std::initializ
 
 // Op::describe of both integer convolutions: the implementation chosen when prepared (and, for
 // im2row, the GEMM under it). Built only when asked (LOWBIT_VERBOSE), not on every prepare.
-std::string describe_prepared(const void* state) {
+std::string describe_prepared(const OpState* state) {
   if (!state) return "prepared on every call (weights are not constants)";
-  const auto& s = *static_cast<const QConvState*>(state);
+  const auto& s = state_as<QConvState>(state);
   std::string line = s.implementation.describe();
   if (s.implementation.index == kIm2row) {
     const QWeights& w = s.group_weights.front();
-    line += " on " + kernels::describe_qgemm(w.storage(), w.vnni_layout().defined());
+    line += " on " + kernels::describe_qgemm(w.storage(), w.vnni_layout().defined(), w.kernel_layout().defined());
   }
   return line;
 }
@@ -210,7 +210,7 @@ class QConv2D final : public PreparedInferenceOp {
     return {integer_layer_dtype(node, in)};
   }
 
-  std::shared_ptr<const void> prepare(const Node& node, std::span<const Tensor* const> c) const override {
+  std::shared_ptr<const OpState> prepare(const Node& node, std::span<const Tensor* const> c) const override {
     if (!constants_known(c)) return nullptr;
     auto s = std::make_shared<QConvState>();
     const int64_t oc = c[1]->dim(0);
@@ -221,20 +221,20 @@ class QConv2D final : public PreparedInferenceOp {
     return s;
   }
 
-  std::string describe(const Node&, const void* state) const override {
+  std::string describe(const Node&, const OpState* state) const override {
     return describe_prepared(state);
   }
 
-  void forward_prepared(const Node& node, const void* state, std::span<const Tensor* const> in,
-                        std::span<Tensor* const> out) const override {
+  void forward_prepared(const Node& node, const OpState* state, std::span<const Tensor* const> in,
+                        std::span<Tensor* const> out, Workspace& workspace) const override {
     if (!state) return forward(node, in, out);
-    const auto& s = *static_cast<const QConvState*>(state);
+    const auto& s = state_as<QConvState>(state);
     const ConvGeometry g = qconv_geometry(node, in[0]->shape(), static_cast<int64_t>(s.column_offset.size()));
     const Shape shape{g.batch, g.out_channels, g.out_h, g.out_w};
     prepare_output(*out[0], s.f32_output ? DType::F32 : DType::S8, shape);
     kernels::QConvInputGrid grid;
     grid.zero_point = s.input_zero_point;
-    integer_conv(g, s, in[0]->data<int8_t>(), grid, *out[0]);
+    integer_conv(g, s, in[0]->data<int8_t>(), grid, *out[0], workspace);
   }
 };
 
@@ -257,7 +257,7 @@ class DynamicQConv2D final : public PreparedInferenceOp {
   std::vector<DType> infer_dtypes(const Node& node, std::span<const DType> in) const override {
     return {dynamic_layer_dtype(node, in)};
   }
-  std::shared_ptr<const void> prepare(const Node& node, std::span<const Tensor* const> c) const override {
+  std::shared_ptr<const OpState> prepare(const Node& node, std::span<const Tensor* const> c) const override {
     if (!constants_known(c)) return nullptr;
     auto s = std::make_shared<QConvState>();
     const int64_t oc = c[1]->dim(0);
@@ -276,29 +276,26 @@ class DynamicQConv2D final : public PreparedInferenceOp {
     return s;
   }
 
-  std::string describe(const Node&, const void* state) const override {
+  std::string describe(const Node&, const OpState* state) const override {
     return describe_prepared(state);
   }
 
-  void forward_prepared(const Node& node, const void* state, std::span<const Tensor* const> in,
-                        std::span<Tensor* const> out) const override {
+  void forward_prepared(const Node& node, const OpState* state, std::span<const Tensor* const> in,
+                        std::span<Tensor* const> out, Workspace& workspace) const override {
     if (!state) return forward(node, in, out);
-    const auto& s = *static_cast<const QConvState*>(state);
+    const auto& s = state_as<QConvState>(state);
     const ConvGeometry g = qconv_geometry(node, in[0]->shape(), static_cast<int64_t>(s.column_offset.size()));
     prepare_output(*out[0], DType::F32, {g.batch, g.out_channels, g.out_h, g.out_w});
     // Quantize the input: affine s8 per image (or per batch) from its observed range.
-    thread_local std::vector<int8_t> codes;
-    thread_local std::vector<int32_t> zero;
-    thread_local std::vector<float> scale;
     const int64_t image = g.in_channels * g.in_spatial();
-    codes.resize(static_cast<size_t>(g.batch * image));
-    zero.resize(static_cast<size_t>(g.batch));
-    scale.resize(static_cast<size_t>(g.batch));
-    kernels::quantize_images_s8(in[0]->data<float>(), g.batch, image, s.per_image, codes.data(), zero.data(), scale.data());
+    int8_t* codes = workspace.take<int8_t>(static_cast<size_t>(g.batch * image));
+    int32_t* zero = workspace.take<int32_t>(static_cast<size_t>(g.batch));
+    float* scale = workspace.take<float>(static_cast<size_t>(g.batch));
+    kernels::quantize_images_s8(in[0]->data<float>(), g.batch, image, s.per_image, codes, zero, scale);
     kernels::QConvInputGrid grid;
-    grid.image_zero_point = zero.data();
-    grid.image_scale = scale.data();
-    integer_conv(g, s, codes.data(), grid, *out[0]);
+    grid.image_zero_point = zero;
+    grid.image_scale = scale;
+    integer_conv(g, s, codes, grid, *out[0], workspace);
   }
 };
 

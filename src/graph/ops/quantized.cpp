@@ -10,6 +10,7 @@
 #include "graph/ops/integer_layer.h"
 #include "kernels/implementation.h"
 #include "kernels/elementwise.h"
+#include "kernels/qconv.h"
 #include "kernels/qgemm.h"
 #include "lowbit/runtime_config.h"
 
@@ -48,25 +49,30 @@ class ActivationCast : public InferenceOp {
     expect_dtype(node, in[0], From, "input");
     return {To};
   }
-  std::shared_ptr<const void> prepare(const Node& node, std::span<const Tensor* const>) const override {
-    return std::make_shared<QuantParams>(activation_params(node, "scale", "zero_point"));
+  std::shared_ptr<const OpState> prepare(const Node& node, std::span<const Tensor* const>) const override {
+    auto s = std::make_shared<State>();
+    s->params = activation_params(node, "scale", "zero_point");
+    return s;
   }
   void forward(const Node& node, std::span<const Tensor* const> in, std::span<Tensor* const> out) const override {
     cast(activation_params(node, "scale", "zero_point"), *in[0], *out[0]);
   }
-  void forward_prepared(const Node&, const void* state, std::span<const Tensor* const> in,
-                        std::span<Tensor* const> out) const override {
-    cast(*static_cast<const QuantParams*>(state), *in[0], *out[0]);
+  void forward_prepared(const Node&, const OpState* state, std::span<const Tensor* const> in,
+                        std::span<Tensor* const> out, Workspace&) const override {
+    cast(state_as<State>(state).params, *in[0], *out[0]);
   }
 
  protected:
+  struct State : OpState {
+    QuantParams params;
+  };
   virtual void cast(const QuantParams& p, const Tensor& x, Tensor& y) const = 0;
 };
 
 class QuantizeLinear final : public ActivationCast<DType::F32, DType::S8> {
  public:
   QuantizeLinear() { traits_ = {.onnx = "QuantizeLinear", .boundary = OpTraits::Boundary::Quantize}; }
-  std::string describe(const Node&, const void*) const override {
+  std::string describe(const Node&, const OpState*) const override {
     return kernels::describe_avx2_or_reference("quantize_s8__avx2", "quantize_s8_ref");
   }
 
@@ -84,7 +90,7 @@ class QuantizeLinear final : public ActivationCast<DType::F32, DType::S8> {
 class DequantizeLinear final : public ActivationCast<DType::S8, DType::F32> {
  public:
   DequantizeLinear() { traits_ = {.onnx = "DequantizeLinear", .boundary = OpTraits::Boundary::Dequantize}; }
-  std::string describe(const Node&, const void*) const override {
+  std::string describe(const Node&, const OpState*) const override {
     return kernels::describe_avx2_or_reference("dequantize_s8__avx2", "dequantize_s8_ref");
   }
 
@@ -145,7 +151,7 @@ class QDense final : public PreparedInferenceOp {
     return {integer_layer_dtype(node, in)};
   }
 
-  std::shared_ptr<const void> prepare(const Node& node, std::span<const Tensor* const> c) const override {
+  std::shared_ptr<const OpState> prepare(const Node& node, std::span<const Tensor* const> c) const override {
     if (!constants_known(c)) return nullptr;
     auto s = std::make_shared<QDenseState>();
     const Tensor& codes = *c[1];
@@ -158,26 +164,25 @@ class QDense final : public PreparedInferenceOp {
     return s;
   }
 
-  std::string describe(const Node&, const void* state) const override {
+  std::string describe(const Node&, const OpState* state) const override {
     if (!state) return "prepared on every call (weights are not constants)";
-    const QWeights& w = static_cast<const QDenseState*>(state)->weights;
-    return kernels::describe_qgemm(w.storage(), w.vnni_layout().defined());
+    const QWeights& w = state_as<QDenseState>(state).weights;
+    return kernels::describe_qgemm(w.storage(), w.vnni_layout().defined(), w.kernel_layout().defined());
   }
-  void forward_prepared(const Node& node, const void* state, std::span<const Tensor* const> in,
-                        std::span<Tensor* const> out) const override {
+  void forward_prepared(const Node& node, const OpState* state, std::span<const Tensor* const> in,
+                        std::span<Tensor* const> out, Workspace& workspace) const override {
     if (!state) return forward(node, in, out);
-    const auto& s = *static_cast<const QDenseState*>(state);
+    const auto& s = state_as<QDenseState>(state);
     const Tensor& x = *in[0];
     const int64_t batch = rows_of(node, x, s.features), units = s.weights.n();
     const Shape y_shape = with_last(x.shape(), units);
     QOutputStage stage;
     stage.column_offset = s.column_offset.data();
-    thread_local std::vector<int32_t> row_sums;
     if (s.has_weight_zero_point) {
-      row_sums.resize(static_cast<size_t>(batch));
-      row_sums_s8(batch, s.features, x.data<int8_t>(), s.features, row_sums.data());
+      int32_t* row_sums = workspace.take<int32_t>(static_cast<size_t>(batch));
+      row_sums_s8(batch, s.features, x.data<int8_t>(), s.features, row_sums);
       stage.weight_zero_point = s.weight_zero_point.data();
-      stage.row_offset = row_sums.data();
+      stage.row_offset = row_sums;
     }
     if (s.f32_output) {
       prepare_output(*out[0], DType::F32, y_shape);
@@ -199,7 +204,7 @@ class QDense final : public PreparedInferenceOp {
 // Inputs: x f32 [N, K], weight codes [U, .] (symmetric: zero point 0), weight_scale f32 [U],
 //         optional bias f32 [U]. Attributes: in_features, activation, granularity ("row" or
 //         "tensor": one activation range per row or per batch).
-struct DynamicState {
+struct DynamicState : OpState {
   QWeights weights;
   std::vector<int32_t> zero_column_offset;
   std::vector<float> weight_scale, bias;
@@ -220,7 +225,7 @@ class DynamicQDense final : public PreparedInferenceOp {
   std::vector<DType> infer_dtypes(const Node& node, std::span<const DType> in) const override {
     return {dynamic_layer_dtype(node, in)};
   }
-  std::shared_ptr<const void> prepare(const Node& node, std::span<const Tensor* const> c) const override {
+  std::shared_ptr<const OpState> prepare(const Node& node, std::span<const Tensor* const> c) const override {
     if (!constants_known(c)) return nullptr;
     auto s = std::make_shared<DynamicState>();
     s->features = node.attr_int("in_features", -1);
@@ -234,58 +239,34 @@ class DynamicQDense final : public PreparedInferenceOp {
     s->per_row = per_row_ranges(node);
     return s;
   }
-  std::string describe(const Node&, const void* state) const override {
+  std::string describe(const Node&, const OpState* state) const override {
     if (!state) return "prepared on every call (weights are not constants)";
-    const QWeights& w = static_cast<const DynamicState*>(state)->weights;
-    return kernels::describe_qgemm(w.storage(), w.vnni_layout().defined());
+    const QWeights& w = state_as<DynamicState>(state).weights;
+    return kernels::describe_qgemm(w.storage(), w.vnni_layout().defined(), w.kernel_layout().defined());
   }
-  void forward_prepared(const Node& node, const void* state, std::span<const Tensor* const> in,
-                        std::span<Tensor* const> out) const override {
+  void forward_prepared(const Node& node, const OpState* state, std::span<const Tensor* const> in,
+                        std::span<Tensor* const> out, Workspace& workspace) const override {
     if (!state) return forward(node, in, out);
-    const auto& s = *static_cast<const DynamicState*>(state);
+    const auto& s = state_as<DynamicState>(state);
     const Tensor& x = *in[0];
     const int64_t batch = rows_of(node, x, s.features), units = s.weights.n(), k = s.features;
     // Quantize the activations: affine s8 per row (or per batch) from their observed range.
-    thread_local std::vector<int8_t> codes;
-    thread_local std::vector<float> row_scale;
-    thread_local std::vector<int32_t> row_zero;
-    codes.resize(static_cast<size_t>(batch * k));
-    row_scale.resize(static_cast<size_t>(batch));
-    row_zero.resize(static_cast<size_t>(batch));
-    const float* xv = x.data<float>();
-    // Plain pointers: the workers of parallel_for must not name the thread_local buffers (each
-    // thread would see its own, empty ones).
-    int8_t* code_data = codes.data();
-    float* scale_data = row_scale.data();
-    int32_t* zero_data = row_zero.data();
-    const int64_t groups = s.per_row ? batch : 1, rows_per_group = s.per_row ? 1 : batch;
-    parallel_for(groups, 16, [&](int64_t g0, int64_t g1) {
-      for (int64_t g = g0; g < g1; ++g) {
-        const float* first = xv + g * rows_per_group * k;
-        const int64_t count = rows_per_group * k;
-        float lo = 0.0f, hi = 0.0f;
-        if (count > 0) minmax_f32(count, first, &lo, &hi);
-        if (std::isnan(lo)) lo = hi = 0.0f;  // an all-NaN row
-        const QuantParams p = choose_params(lo, hi, {8, QScheme::Affine});
-        quantize_s8(count, first, p.scale[0], p.zero_point[0], code_data + g * count);
-        for (int64_t r = 0; r < rows_per_group; ++r) {
-          scale_data[g * rows_per_group + r] = p.scale[0];
-          zero_data[g * rows_per_group + r] = p.zero_point[0];
-        }
-      }
-    });
+    int8_t* code_data = workspace.take<int8_t>(static_cast<size_t>(batch * k));
+    float* scale_data = workspace.take<float>(static_cast<size_t>(batch));
+    int32_t* zero_data = workspace.take<int32_t>(static_cast<size_t>(batch));
+    kernels::quantize_images_s8(x.data<float>(), batch, k, s.per_row, code_data, zero_data, scale_data);
     // acc = sum (a - za[m]) * w = raw - za[m] * sum(w[n]): the row-sum hook of the output stage
     // with the weights' row sums in the "weight zero point" slot.
     QOutputStage stage;
     stage.column_offset = s.zero_column_offset.data();
     stage.weight_zero_point = s.weights.row_sums().data();
-    stage.row_offset = row_zero.data();
-    stage.row_scale = row_scale.data();
+    stage.row_offset = zero_data;
+    stage.row_scale = scale_data;
     stage.column_scale = s.weight_scale.data();
     stage.bias = s.bias.empty() ? nullptr : s.bias.data();
     stage.relu = s.relu;
     prepare_output(*out[0], DType::F32, with_last(x.shape(), units));
-    qgemm_s8_f32(batch, codes.data(), k, s.weights, stage, out[0]->data<float>(), units);
+    qgemm_s8_f32(batch, code_data, k, s.weights, stage, out[0]->data<float>(), units);
   }
 };
 
