@@ -23,7 +23,7 @@
 //                 which are initializers shared with the graph, so the model sees the update).
 // traits:        what the op *is* for the graph passes (quantize, fold, fuse, QAT, the trainer): each
 //                op states them in its own definition; no pass keeps a list of op names.
-// Built-in ops: Dense, MatMul, Relu, Gelu, Softmax, Add, Sub, Mul, Div, Cast, ReduceSum,
+// Built-in ops: Dense, MatMul, Relu, Gelu, Softmax, Add, Sub, Mul, Div, Cast, Constant, ReduceSum,
 // ReduceMean, ReduceMax, ReduceMin, Flatten, Reshape,
 // Conv2D, MaxPool2D, AveragePool2D, GlobalAveragePool, BatchNormalization, Dropout,
 // SoftmaxCrossEntropy, DistillationLoss, the training-time FakeQuantize and LsqFakeQuantize, and

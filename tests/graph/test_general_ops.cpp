@@ -4,6 +4,7 @@
 // checks are in test_gradcheck.cpp.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <map>
 
 #include "graph/gradcheck.h"
@@ -93,6 +94,66 @@ TEST(Reduce, EmptyAxesNaNsAndErrors) {
   EXPECT_LOWBIT_ERROR(infer(Node{"r", "ReduceSum", {"x"}, {"y"}, {{"axes", 1}}}, {{3, 4}}), "attribute 'axes' is an integer");
   const DType s32[] = {DType::S32};
   EXPECT_LOWBIT_ERROR(find_op("ReduceMax").infer_dtypes(Node{"r", "ReduceMax", {"x"}, {"y"}}, s32), "input must be f32, got s32");
+}
+
+TEST(Constant, ValuesDtypesShapesAndErrors) {
+  auto run0 = [](Attributes a) { return run1(Node{"c", "Constant", {}, {"y"}, std::move(a)}, {}); };
+  const Tensor f = run0({{"value_float", 0.25}});
+  EXPECT_EQ(f.dtype(), DType::F32);
+  EXPECT_EQ(f.shape(), Shape{});
+  EXPECT_EQ(f.data<float>()[0], 0.25f);
+  const Tensor fs = run0({{"value_floats", std::vector<double>{1.5, -2}}});
+  EXPECT_EQ(fs.shape(), (Shape{2}));
+  EXPECT_EQ(fs.data<float>()[1], -2.0f);
+  const Tensor is = run0({{"value_ints", {3, -1, 7}}});
+  EXPECT_EQ(is.dtype(), DType::S64);
+  EXPECT_EQ(is.data<int64_t>()[2], 7);
+  EXPECT_EQ(run0({{"value_int", 9}}).data<int64_t>()[0], 9);
+  const Node n{"c", "Constant", {}, {"y"}, {{"value_ints", {1, 2}}}};
+  EXPECT_EQ(find_op("Constant").infer_shapes(n, {})[0], (Shape{2}));
+  EXPECT_EQ(find_op("Constant").infer_dtypes(n, {})[0], DType::S64);
+  EXPECT_LOWBIT_ERROR(infer(Node{"c", "Constant", {}, {"y"}}, {}), "node 'c' (Constant): needs one of the attributes");
+  EXPECT_LOWBIT_ERROR(infer(Node{"c", "Constant", {}, {"y"}, {{"value_int", 1}, {"value_float", 1.0}}}, {}), "give one value attribute");
+  EXPECT_LOWBIT_ERROR(infer(Node{"c", "Constant", {}, {"y"}, {{"value_int", 1.5}}}, {}), "attribute 'value_int' is a float");
+  EXPECT_LOWBIT_ERROR(infer(Node{"c", "Constant", {"x"}, {"y"}, {{"value_int", 1}}}, {{2}}), "expects 0 inputs, got 1");
+}
+
+// A model's preprocessing as ordinary nodes: u8 image -> Cast to f32 -> Mul by a Constant scale.
+// The executor gives float(pixel) * scale exactly, as the trainer's batch gathering computes it,
+// and training does not touch the scale (a Constant's output is not a parameter).
+TEST(Constant, PreprocessingNodesScaleImageBytesExactly) {
+  Graph g;
+  g.inputs.push_back({"image", DType::U8, {-1, 3, 5}});
+  g.add_node({"to_float", "Cast", {"image"}, {"pixels"}, {{"to", "f32"}}});
+  g.add_node({"scale", "Constant", {}, {"input_scale"}, {{"value_float", 1.0 / 255.0}}});
+  g.add_node({"rescale", "Mul", {"pixels", "input_scale"}, {"x"}});
+  g.outputs = {"x"};
+  g.validate();
+  EXPECT_EQ(g.infer_shapes().at("x").shape, (Shape{-1, 3, 5}));
+  Tensor image(DType::U8, {2, 3, 5});
+  for (int64_t i = 0; i < image.numel(); ++i) image.data<uint8_t>()[i] = static_cast<uint8_t>(i * 17);
+  Executor run(g, true);
+  EXPECT_TRUE(run.parameters().empty());
+  run.input("image") = image;
+  run.forward();
+  const Tensor& x = run.value("x");
+  const float scale = static_cast<float>(1.0 / 255.0);
+  for (int64_t i = 0; i < x.numel(); ++i) ASSERT_EQ(x.data<float>()[i], static_cast<float>(image.data<uint8_t>()[i]) * scale) << i;
+  // Cast's byte paths give lowbit::cast's values; a scalar on either side of Mul, Sub or Div gives
+  // the broadcasting loop's.
+  const Tensor bytes = run1(Node{"c", "Cast", {"x"}, {"y"}, {{"to", "f32"}}}, {image});
+  const Tensor reference = cast(image, DType::F32);
+  EXPECT_EQ(std::memcmp(bytes.raw(), reference.raw(), reference.nbytes()), 0);
+  const Tensor a = random({4, 6}, 80), s = Tensor::from_vector({1}, std::vector<float>{0.75f});
+  for (const char* op : {"Mul", "Sub", "Div"}) {
+    const Tensor right = run1(Node{"o", op, {"a", "s"}, {"y"}}, {a, s}), left = run1(Node{"o", op, {"s", "a"}, {"y"}}, {s, a});
+    for (int64_t i = 0; i < a.numel(); ++i) {
+      const float v = a.data<float>()[i];
+      const std::string o = op;
+      EXPECT_EQ(right.data<float>()[i], o == "Mul" ? v * 0.75f : o == "Sub" ? v - 0.75f : v / 0.75f);
+      EXPECT_EQ(left.data<float>()[i], o == "Mul" ? 0.75f * v : o == "Sub" ? 0.75f - v : 0.75f / v);
+    }
+  }
 }
 
 TEST(Arithmetic, AddSubDivBroadcastLikeNumpy) {

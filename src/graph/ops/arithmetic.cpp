@@ -1,6 +1,7 @@
 // Add, Sub, Mul and Div: y = a (+, -, *, /) b element-wise with numpy / ONNX broadcasting
-// (broadcast.h), as the ONNX ops of those names: residual connections (same shapes), biases and
-// per-channel scales ([C, 1, 1] on NCHW), gates ([N, 1] on [N, F]), normalization (x - mean) / std.
+// (broadcast.h; same shapes and a scalar operand run one contiguous loop), as the ONNX ops of those
+// names: residual connections (same shapes), biases and per-channel scales ([C, 1, 1] on NCHW),
+// gates ([N, 1] on [N, F]), normalization (x - mean) / std, a preprocessing scale (a scalar).
 // Gradients: dy for Add, dy and -dy for Sub, dy * b and dy * a for Mul, dy / b and -dy * y / b for
 // Div, each summed over the
 // dimensions its input was broadcast along; the sums run in output order on one thread, so they do
@@ -40,12 +41,25 @@ template <Arithmetic kind> class Binary final : public Op {
     const float* a = in[0]->data<float>();
     const float* b = in[1]->data<float>();
     float* y = out[0]->data<float>();
+    // A scalar operand (a scale, an offset): one contiguous loop over the other.
+    const bool scalar_b = in[1]->numel() == 1 && m.out == in[0]->shape();
+    const bool scalar_a = !scalar_b && in[0]->numel() == 1 && m.out == in[1]->shape();
     parallel_for(m.numel(), 16384, [&](int64_t i0, int64_t i1) {
       if (m.same_shapes) {
         const float* __restrict pa = a;
         const float* __restrict pb = b;
         float* __restrict py = y;
         for (int64_t i = i0; i < i1; ++i) py[i] = apply<kind>(pa[i], pb[i]);
+      } else if (scalar_b) {
+        const float* __restrict pa = a;
+        const float s = *b;
+        float* __restrict py = y;
+        for (int64_t i = i0; i < i1; ++i) py[i] = apply<kind>(pa[i], s);
+      } else if (scalar_a) {
+        const float s = *a;
+        const float* __restrict pb = b;
+        float* __restrict py = y;
+        for (int64_t i = i0; i < i1; ++i) py[i] = apply<kind>(s, pb[i]);
       } else {
         for_each_broadcast(m, i0, i1, [&](int64_t i, int64_t ia, int64_t ib) { y[i] = apply<kind>(a[ia], b[ib]); });
       }

@@ -19,6 +19,7 @@ void register_builtin_ops(const Registrar& add) {
   register_matmul(add);
   register_cast(add);
   register_reduce(add);
+  register_constant(add);
 }
 
 void shape_error(const Node& node, const std::string& what) {

@@ -30,6 +30,7 @@ void register_arithmetic(const Registrar& add);
 void register_matmul(const Registrar& add);
 void register_cast(const Registrar& add);
 void register_reduce(const Registrar& add);
+void register_constant(const Registrar& add);
 
 [[noreturn]] void shape_error(const Node& node, const std::string& what);
 void expect_input_count(const Node& node, std::span<const Shape> inputs, size_t min, size_t max);
