@@ -9,6 +9,13 @@ namespace {
 
 size_t round_up(size_t bytes, size_t to) { return (bytes + to - 1) / to * to; }
 
+// Allocates `size` usable bytes plus room to start them on an `alignment` boundary; returns the start.
+std::byte* allocate_aligned(std::unique_ptr<std::byte[]>& memory, size_t size, size_t alignment) {
+  memory = std::make_unique<std::byte[]>(size + alignment);
+  const auto address = reinterpret_cast<std::uintptr_t>(memory.get());
+  return memory.get() + (round_up(address, alignment) - address);
+}
+
 }  // namespace
 
 void* Workspace::take_bytes(size_t bytes) {
@@ -17,9 +24,7 @@ void* Workspace::take_bytes(size_t bytes) {
     // A new block; the ones before keep the buffers already taken. reset() merges them.
     Block b;
     b.size = std::max(bytes, blocks_.empty() ? size_t{0} : blocks_.back().size);
-    b.memory = std::make_unique<std::byte[]>(b.size + kAlignment);
-    const auto address = reinterpret_cast<std::uintptr_t>(b.memory.get());
-    b.start = b.memory.get() + (round_up(address, kAlignment) - address);
+    b.start = allocate_aligned(b.memory, b.size, kAlignment);
     blocks_.push_back(std::move(b));
     used_ = 0;
   }
@@ -31,14 +36,10 @@ void* Workspace::take_bytes(size_t bytes) {
 void Workspace::reset() {
   if (blocks_.size() > 1) {
     // The last call needed several blocks: one block of the bytes they held serves it next time.
-    size_t total = 0;
-    for (const Block& b : blocks_) total += b.size;
-    blocks_.clear();
     Block b;
-    b.size = total;
-    b.memory = std::make_unique<std::byte[]>(total + kAlignment);
-    const auto address = reinterpret_cast<std::uintptr_t>(b.memory.get());
-    b.start = b.memory.get() + (round_up(address, kAlignment) - address);
+    b.size = capacity();
+    b.start = allocate_aligned(b.memory, b.size, kAlignment);
+    blocks_.clear();
     blocks_.push_back(std::move(b));
   }
   used_ = 0;

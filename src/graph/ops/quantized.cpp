@@ -9,7 +9,6 @@
 #include "graph/ops/builtin_ops.h"
 #include "graph/ops/integer_layer.h"
 #include "kernels/implementation.h"
-#include "kernels/elementwise.h"
 #include "kernels/qconv.h"
 #include "kernels/qgemm.h"
 #include "lowbit/runtime_config.h"
