@@ -54,6 +54,18 @@ inline void append_bytes(const Tensor& t, std::vector<uint8_t>& bytes) {
 }
 
 // Fills a tensor with uniform values in [lo, hi) from a fixed seed.
+// A scalar tensor (shape []): the form of the scales and zero points of activations.
+inline Tensor scalar_f32(float v) {
+  Tensor t(DType::F32, {});
+  t.data<float>()[0] = v;
+  return t;
+}
+inline Tensor scalar_s8(int v) {
+  Tensor t(DType::S8, {});
+  t.data<int8_t>()[0] = static_cast<int8_t>(v);
+  return t;
+}
+
 inline void fill_uniform(Tensor& t, uint64_t seed, float lo = -1.0f, float hi = 1.0f) {
   Rng rng(seed);
   float* p = t.data<float>();

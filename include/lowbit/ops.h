@@ -145,9 +145,11 @@ class Op {
   // ops with one implementation.
   virtual std::string describe(const Node& /*node*/, const OpState* /*state*/) const { return "portable loops (one implementation)"; }
   // Rewrites a node written for an older version of this op (`from_version` < traits().version)
-  // into the current form, as ONNX version converters do; the model loader calls it so that old
-  // files keep loading. The default refuses: an op that bumps its version overrides this.
-  virtual void upgrade(Node& node, int from_version) const;
+  // into the current form, as ONNX version converters do, adding to `graph` the initializers the
+  // new form needs (e.g. parameters that were attributes); the model loader calls it, before the
+  // file's tensors are read, so that old files keep loading. The default refuses: an op that
+  // bumps its version overrides this.
+  virtual void upgrade(Node& node, int from_version, Graph& graph) const;
   // The backward pass with prepare()'s state and the executor's workspace (the executor calls this
   // one); the default forwards to backward(), so only ops that read their state or need scratch
   // memory when differentiating override it.

@@ -10,7 +10,7 @@ std::vector<DType> Op::infer_dtypes(const Node& node, std::span<const DType>) co
   return std::vector<DType>(node.outputs.size(), DType::F32);
 }
 
-void Op::upgrade(Node& node, int from_version) const {
+void Op::upgrade(Node& node, int from_version, Graph&) const {
   throw Error(ErrorKind::Unsupported, "node '" + node.name + "' (" + node.op + ") was written for version " +
                                           std::to_string(from_version) + " of the op; this build knows version " +
                                           std::to_string(traits_.version) + " and cannot convert it");

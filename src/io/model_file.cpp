@@ -162,7 +162,7 @@ std::string tensors_payload(const Graph& g) {
 }
 
 // Brings a node written for op version `version` to the op's current version (Op::upgrade).
-void upgrade_node(Node& node, int64_t version, const std::string& source) {
+void upgrade_node(Node& node, int64_t version, const std::string& source, Graph& g) {
   if (!has_op(node.op)) return;  // validate() names the unknown op
   const Op& op = find_op(node.op);
   const int current = op.traits().version;
@@ -173,7 +173,7 @@ void upgrade_node(Node& node, int64_t version, const std::string& source) {
     throw Error(ErrorKind::Unsupported, "'" + source + "': node '" + node.name + "' (" + node.op + ") is op version " +
                                             std::to_string(version) + "; this build of lowbit knows " + node.op +
                                             " up to version " + std::to_string(current) + " (written by a newer lowbit?)");
-  if (version < current) op.upgrade(node, static_cast<int>(version));
+  if (version < current) op.upgrade(node, static_cast<int>(version), g);
 }
 
 void parse_graph(std::string_view payload, const std::string& source, uint32_t format_version, Graph& g) {
@@ -193,7 +193,7 @@ void parse_graph(std::string_view payload, const std::string& source, uint32_t f
                 attributes_from_json(n.value("attributes", nlohmann::json::object()), name)};
       // Version 1 files predate op versions: every node is at version 1 of its op.
       const int64_t version = format_version >= 2 ? n.at("version").get<int64_t>() : 1;
-      upgrade_node(node, version, source);
+      upgrade_node(node, version, source, g);
       g.nodes.push_back(std::move(node));
     }
     if (j.contains("metadata")) g.metadata = j.at("metadata").get<std::map<std::string, std::string>>();

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <numeric>
 
+#include "graph/ops/integer_inputs.h"
 #include "lowbit/executor.h"
 #include "lowbit/ops.h"
 #include "lowbit/train.h"
@@ -25,10 +26,18 @@ Tensor value_as_float(const Graph& model, const Executor& run, const std::string
   const int p = model.producer(value);
   if (v.dtype() != DType::S8 || p < 0)
     throw Error(ErrorKind::InvalidArgument, "value '" + value + "' is neither f32 nor an s8 node output");
-  const Node& node = model.nodes[p];
-  const bool is_q = traits_of(node).boundary == OpTraits::Boundary::Quantize;
-  const float scale = static_cast<float>(node.attr_float(is_q ? "scale" : "output_scale", 1.0));
-  const int32_t zero = static_cast<int32_t>(node.attr_int(is_q ? "zero_point" : "output_zero_point", 0));
+  // The parameters are inputs of the QuantizeLinear or integer layer that writes the value (looking
+  // through the ops that pass s8 values on unchanged).
+  const Node* node = &model.nodes[p];
+  while (traits_of(*node).passes_quantized && model.producer(node->inputs[0]) >= 0) node = &model.nodes[model.producer(node->inputs[0])];
+  size_t scale_index = 1;
+  if (traits_of(*node).is_integer_layer()) scale_index = ops::IntegerLayerInputs::of(node->inputs.size()).y_scale;
+  else if (traits_of(*node).boundary != OpTraits::Boundary::Quantize) scale_index = ops::IntegerLayerInputs::none;
+  if (scale_index == ops::IntegerLayerInputs::none || scale_index + 1 >= node->inputs.size() ||
+      !model.initializers.count(node->inputs[scale_index]) || !model.initializers.count(node->inputs[scale_index + 1]))
+    throw Error(ErrorKind::InvalidArgument, "value '" + value + "': no constant scale and zero point for it at node '" + node->name + "'");
+  const float scale = model.initializers.at(node->inputs[scale_index]).data<float>()[0];
+  const int32_t zero = model.initializers.at(node->inputs[scale_index + 1]).data<int8_t>()[0];
   Tensor out(DType::F32, v.shape());
   for (int64_t i = 0; i < v.numel(); ++i) out.data<float>()[i] = scale * static_cast<float>(v.data<int8_t>()[i] - zero);
   return out;

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/file_util.h"
+#include "graph/ops/integer_inputs.h"
 #include "lowbit/ops.h"
 #include "lowbit/quantize.h"
 
@@ -262,21 +263,39 @@ class Transform {
     return false;
   }
 
-  std::string as_integer(const std::string& value, const std::string& method, QuantParams& params) {
+  // An s8 value of the quantized graph: its parameters and the initializers that hold them
+  // (a scalar scale and zero point, shared by every node that reads or writes the value).
+  struct S8Value {
+    QuantParams params;
+    std::string scale, zero_point;
+  };
+
+  // Makes `value` an s8 value with parameters p: adds its scale and zero-point initializers.
+  const S8Value& add_s8_value(const std::string& value, const QuantParams& p) {
+    S8Value v{p, value + "_scale", value + "_zero_point"};
+    for (const std::string* name : {&v.scale, &v.zero_point})
+      if (out_.initializers.count(*name) || model_.initializers.count(*name))
+        throw Error(ErrorKind::InvalidArgument, "the quantized model needs the name '" + *name +
+                                                    "' for the parameters of value '" + value + "', which the model already uses");
+    Tensor scale(DType::F32, {}), zero_point(DType::S8, {});
+    scale.data<float>()[0] = p.scale[0];
+    zero_point.data<int8_t>()[0] = static_cast<int8_t>(p.zero_point[0]);
+    out_.initializers[v.scale] = std::move(scale);
+    out_.initializers[v.zero_point] = std::move(zero_point);
+    return integer_[value] = std::move(v);
+  }
+
+  // The s8 form of `value`: itself when it is already s8, else the output of a QuantizeLinear
+  // (added once) with the activation parameters from `method`'s ranges.
+  std::pair<std::string, const S8Value*> as_integer(const std::string& value, const std::string& method) {
     auto q = integer_.find(value);
-    if (q != integer_.end()) {
-      params = q->second;
-      return value;
-    }
+    if (q != integer_.end()) return {value, &q->second};
     const std::string name = value + "_quantized";
     if (!integer_.count(name)) {
-      QuantParams p = activation_params(value, method);
-      out_.add_node({name, "QuantizeLinear", {value}, {name},
-                     {{"scale", p.scale[0]}, {"zero_point", p.zero_point[0]}}});
-      integer_[name] = p;
+      const S8Value& v = add_s8_value(name, activation_params(value, method));
+      out_.add_node({name, "QuantizeLinear", {value, v.scale, v.zero_point}, {name}});
     }
-    params = integer_[name];
-    return name;
+    return {name, &integer_.at(name)};
   }
 
   std::string as_float(const std::string& value) {
@@ -284,8 +303,7 @@ class Transform {
     if (q == integer_.end()) return value;
     const std::string name = value + "_dequantized";
     if (!dequantized_.count(name)) {
-      out_.add_node({name, "DequantizeLinear", {value}, {name},
-                     {{"scale", q->second.scale[0]}, {"zero_point", q->second.zero_point[0]}}});
+      out_.add_node({name, "DequantizeLinear", {value, q->second.scale, q->second.zero_point}, {name}});
       dequantized_.insert(name);
     }
     return name;
@@ -340,14 +358,10 @@ class Transform {
       copy_window_attributes(node, n);
       return add_dynamic_layer(node, std::move(n));
     }
-    QuantParams in_params;
-    const std::string input = as_integer(node.inputs[0], rule.calibration, in_params);
-    attributes["input_scale"] = in_params.scale[0];
-    attributes["input_zero_point"] = in_params.zero_point[0];
-    Node n{node.name, traits.quantized_op, {input, prefix + "weight_codes", prefix + "weight_scale", prefix + "weight_zero_point"},
-           {node.outputs[0]}, attributes};
+    const auto [input, in] = as_integer(node.inputs[0], rule.calibration);
+    Node n{node.name, traits.quantized_op, integer_layer_inputs(prefix, input, *in), {node.outputs[0]}, attributes};
     copy_window_attributes(node, n);
-    finish_integer_layer(node, n, bias, in_params, scale, rule);
+    finish_integer_layer(node, n, bias, in->params, scale, rule);
   }
 
   // The layer's rule, checked against what the layer can take.
@@ -401,7 +415,14 @@ class Transform {
     out_.initializers[prefix + "weight_zero_point"] = zero;
   }
 
-  // The int32 bias and the output kind of an integer layer (QDense or QConv2D), then adds it.
+  // The first inputs of an integer layer (graph/ops/integer_inputs.h): s8 input, weights, and the
+  // input's activation parameters.
+  static std::vector<std::string> integer_layer_inputs(const std::string& prefix, const std::string& input, const S8Value& in) {
+    return {input, prefix + "weight_codes", prefix + "weight_scale", prefix + "weight_zero_point", in.scale, in.zero_point};
+  }
+
+  // The output parameters (s8 output) and the int32 bias of an integer layer (QDense or QConv2D),
+  // in the order of graph/ops/integer_inputs.h, then adds it.
   void finish_integer_layer(const Node& node, Node& n, const Tensor* bias, const QuantParams& in_params,
                             const Tensor& scale, const LayerRule& rule) {
     const std::string prefix = node.name + ".";
@@ -416,17 +437,13 @@ class Transform {
             std::clamp(std::nearbyint(bias->data<float>()[u] / s), -2147483647.0, 2147483647.0));
       }
       out_.initializers[prefix + "bias_q"] = q;
-      n.inputs.push_back(prefix + "bias_q");
     }
     if (has_integer_consumer(out_value) && !is_graph_output(out_value)) {
-      const QuantParams op = activation_params(out_value, rule.calibration);
-      n.attributes["output"] = "s8";
-      n.attributes["output_scale"] = op.scale[0];
-      n.attributes["output_zero_point"] = op.zero_point[0];
-      integer_[out_value] = op;
-    } else {
-      n.attributes["output"] = "f32";
+      const S8Value& out = add_s8_value(out_value, activation_params(out_value, rule.calibration));
+      n.inputs.push_back(out.scale);
+      n.inputs.push_back(out.zero_point);
     }
+    if (bias) n.inputs.push_back(prefix + "bias_q");
     out_.add_node(std::move(n));
   }
 
@@ -445,13 +462,10 @@ class Transform {
       return add_dynamic_layer(
           node, {node.name, traits.dynamic_op, {as_float(node.inputs[0]), prefix + "weight_codes", prefix + "weight_scale"},
                  {out_value}, {{"in_features", features}, {"activation", activation}, {"granularity", plan_.dynamic_granularity}}});
-    QuantParams in_params;
-    const std::string input = as_integer(node.inputs[0], rule.calibration, in_params);
-    Node n{node.name, traits.quantized_op, {input, prefix + "weight_codes", prefix + "weight_scale", prefix + "weight_zero_point"},
-           {out_value},
-           {{"in_features", features}, {"activation", activation}, {"input_scale", in_params.scale[0]},
-            {"input_zero_point", in_params.zero_point[0]}}};
-    finish_integer_layer(node, n, bias, in_params, scale, rule);
+    const auto [input, in] = as_integer(node.inputs[0], rule.calibration);
+    Node n{node.name, traits.quantized_op, integer_layer_inputs(prefix, input, *in), {out_value},
+           {{"in_features", features}, {"activation", activation}}};
+    finish_integer_layer(node, n, bias, in->params, scale, rule);
   }
 
   const Graph& model_;
@@ -459,7 +473,7 @@ class Transform {
   const std::map<std::string, Calibration>& ranges_;
   const FixedQuantParams& fixed_;
   Graph out_;
-  std::map<std::string, QuantParams> integer_;  // s8 values and their parameters
+  std::map<std::string, S8Value> integer_;  // s8 values and their parameters
   std::set<std::string> dequantized_;
 };
 
@@ -511,17 +525,20 @@ Tensor dequantized_weight(const Graph& q, const Node& node) {
 }
 
 // The float bias [units] of an integer layer: QDense / QConv2D hold it as int32 at scale
-// input_scale * weight_scale (input 4), the dynamic layers as f32 (input 3); zeros if it has none.
+// x_scale * weight_scale (graph/ops/integer_inputs.h), the dynamic layers as f32 (input 3); zeros
+// if it has none.
 Tensor float_bias(const Graph& q, const Node& node, int64_t units) {
   Tensor bias(DType::F32, {units});
-  const size_t index = is_dynamic_layer(node) ? 3 : 4;
-  if (node.inputs.size() <= index) return bias;
-  const Tensor& b = q.initializers.at(node.inputs[index]);
   const float* scale = q.initializers.at(node.inputs[2]).data<float>();
-  for (int64_t u = 0; u < units; ++u)
-    bias.data<float>()[u] = is_dynamic_layer(node)
-                                ? b.data<float>()[u]
-                                : static_cast<float>(b.data<int32_t>()[u] * (node.attr_float("input_scale", 0) * scale[u]));
+  if (is_dynamic_layer(node)) {
+    if (node.inputs.size() > 3) std::copy_n(q.initializers.at(node.inputs[3]).data<float>(), units, bias.data<float>());
+    return bias;
+  }
+  const auto layout = ops::IntegerLayerInputs::of(node.inputs.size());
+  if (!layout.has_bias()) return bias;
+  const int32_t* b = q.initializers.at(node.inputs[layout.bias]).data<int32_t>();
+  const double x_scale = q.initializers.at(node.inputs[layout.x_scale]).data<float>()[0];
+  for (int64_t u = 0; u < units; ++u) bias.data<float>()[u] = static_cast<float>(b[u] * (x_scale * scale[u]));
   return bias;
 }
 }  // namespace

@@ -48,18 +48,15 @@ Graph qconv_graph(const QConvCase& k, int bits, bool affine, bool bias, bool rel
   g.initializers["s"] = scale;
   g.initializers["z"] = zero;
   g.initializers["b"] = b;
-  Node n{"y", "QConv2D", {"x", "w", "s", "z"}, {"y"},
+  g.initializers["xs"] = testing::scalar_f32(0.02f);
+  g.initializers["xz"] = testing::scalar_s8(-7);
+  g.initializers["ys"] = testing::scalar_f32(0.05f);
+  g.initializers["yz"] = testing::scalar_s8(3);
+  Node n{"y", "QConv2D", {"x", "w", "s", "z", "xs", "xz"}, {"y"},
          {{"in_channels", k.c}, {"kernel_shape", Shape{k.kh, k.kw}}, {"strides", Shape{k.sh, k.sw}}, {"pads", k.pads},
-          {"dilations", Shape{k.dh, k.dw}}, {"group", k.group}, {"activation", relu ? "relu" : "none"},
-          {"input_scale", 0.02}, {"input_zero_point", -7}}};
+          {"dilations", Shape{k.dh, k.dw}}, {"group", k.group}, {"activation", relu ? "relu" : "none"}}};
+  if (!f32_out) n.inputs.insert(n.inputs.end(), {"ys", "yz"});
   if (bias) n.inputs.push_back("b");
-  if (f32_out) {
-    n.attributes["output"] = "f32";
-  } else {
-    n.attributes["output"] = "s8";
-    n.attributes["output_scale"] = 0.05;
-    n.attributes["output_zero_point"] = 3;
-  }
   g.add_node(std::move(n));
   g.outputs = {"y"};
   g.validate();
@@ -72,14 +69,12 @@ Graph dynamic_qconv_graph(const QConvCase& k, int bits, bool relu, bool per_imag
   Node& n = g.nodes[0];
   n.op = "DynamicQConv2D";
   n.inputs = {"x", "w", "s", "bf"};
-  for (const char* key : {"input_scale", "input_zero_point", "output"}) n.attributes.erase(key);
   n.attributes["granularity"] = per_image ? "row" : "tensor";
   Tensor bias(DType::F32, {k.oc});
   Rng rng(seed + 1);
   for (int64_t o = 0; o < k.oc; ++o) bias.data<float>()[o] = rng.uniform(-1.0f, 1.0f);
   g.initializers["bf"] = bias;
-  g.initializers.erase("z");
-  g.initializers.erase("b");
+  for (const char* unused : {"z", "b", "xs", "xz", "ys", "yz"}) g.initializers.erase(unused);
   g.inputs[0].dtype = DType::F32;
   g.validate();
   return g;

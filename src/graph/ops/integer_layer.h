@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "graph/ops/builtin_ops.h"
+#include "graph/ops/integer_inputs.h"
 #include "kernels/qgemm.h"
 #include "lowbit/quant_params.h"
 
@@ -60,8 +61,11 @@ inline void expect_dtype(const Node& node, DType actual, DType expected, const c
 // Weight codes [units, packed K] of an integer layer: a weight storage dtype (s8, s4, u4, s2, u2)
 // holding at least units packed rows of k codes. Throws a shape error naming the node.
 void check_weight_tensor(const Node& node, const Tensor& codes, int64_t k);
-// Output dtype of QDense / QConv2D from their input dtypes [x s8, codes, weight_scale f32,
-// weight_zero_point s32, optional bias s32] and attribute "output"; the errors name the node.
+// QDense / QConv2D: the layout of their inputs (integer_inputs.h) after checking the count and the
+// shapes of the activation parameters (scalars) and of the bias ([units]); the errors name the node.
+IntegerLayerInputs integer_layer_inputs(const Node& node, std::span<const Shape> in, int64_t units);
+// Output dtype of QDense / QConv2D from their input dtypes (s8 when y_scale / y_zero_point are
+// inputs, else f32); the errors name the node.
 DType integer_layer_dtype(const Node& node, std::span<const DType> in);
 // DynamicQDense / DynamicQConv2D: inputs [x f32, codes, weight_scale f32, optional bias f32], f32
 // output; and their attribute "granularity": true for "row" (default: one activation range per
@@ -69,20 +73,23 @@ DType integer_layer_dtype(const Node& node, std::span<const DType> in);
 DType dynamic_layer_dtype(const Node& node, std::span<const DType> in);
 bool per_row_ranges(const Node& node);
 
-// Activation parameters of a node: 8-bit signed affine, per tensor, from the attributes
-// `scale_key` and `zero_point_key`; validated (the error names the node).
-QuantParams activation_params(const Node& node, const char* scale_key, const char* zero_point_key);
-// Attribute "output": "s8" (default; then output_scale / output_zero_point must be valid) or "f32".
-bool f32_output(const Node& node);
+// 8-bit signed affine per-tensor parameters from a scale tensor (f32, one element) and a zero
+// point tensor (s8, one element); validated (the errors name the node and `what`).
+QuantParams activation_params(const Node& node, const Tensor& scale, const Tensor& zero_point, const std::string& what);
 // Attribute "activation": "none" (default) or "relu".
 bool relu_of(const Node& node);
 
-// Fills the stage of `s` from the node's attributes (activation, output, input_scale /
-// input_zero_point, and output_scale / output_zero_point for s8 output) and, per output channel
-// (row_sums.size() of them), the sum of the weight codes, the weight scale and zero point and the
-// optional int32 bias; k is the reduction length. Throws a shape error naming the node for a scale
-// that is not positive and finite.
-void prepare_output_stage(const Node& node, std::span<const int32_t> row_sums, const float* weight_scale,
-                          const int32_t* weight_zero_point, const int32_t* bias, int64_t k, IntegerLayerState& s);
+// Fills the stage of `s` from the node's activation attribute and its constant inputs `c`
+// (integer_inputs.h: weight scales and zero points, x_scale / x_zero_point, y_scale /
+// y_zero_point for s8 output, the optional int32 bias), per output channel (row_sums.size() of
+// them, the sums of the weight codes); k is the reduction length. Throws a shape error naming the
+// node for a scale that is not positive and finite.
+void prepare_output_stage(const Node& node, std::span<const int32_t> row_sums, std::span<const Tensor* const> c, int64_t k,
+                          IntegerLayerState& s);
+
+// Version 1 of QDense / QConv2D held the activation parameters as attributes (input_scale,
+// input_zero_point, output, output_scale, output_zero_point): they become initializers named
+// after the node, in the order of integer_inputs.h (Op::upgrade).
+void upgrade_integer_layer(Node& node, Graph& graph);
 
 }  // namespace lowbit::ops

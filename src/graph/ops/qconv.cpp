@@ -3,13 +3,15 @@
 // and DynamicQConv2D (f32 input quantized per image at run time, then the same integer
 // convolution; at the end of this file).
 //
-// Inputs: x s8 [N, C, H, W]; weight codes [OC, .] (rows of K = C/group*kh*kw codes in (c, ki, kj)
-//         order, s8 or packed s4/u4/s2/u2 as QDense's); weight_scale f32 [OC]; weight_zero_point
-//         s32 [OC]; optional bias s32 [OC] at scale input_scale * weight_scale[oc].
+// Inputs (version 2; integer_inputs.h has the order): x s8 [N, C, H, W]; weight codes [OC, .]
+//         (rows of K = C/group*kh*kw codes in (c, ki, kj) order, s8 or packed s4/u4/s2/u2 as
+//         QDense's); weight_scale f32 [OC]; weight_zero_point s32 [OC]; x_scale f32 [] and
+//         x_zero_point s8 []; y_scale f32 [] and y_zero_point s8 [] for s8 output (absent: f32
+//         output); optional bias s32 [OC] at scale x_scale * weight_scale[oc].
 // Attributes: in_channels (C), kernel_shape, strides, pads, dilations, group (output channel oc
 //             reads the C/group input channels of group oc / (OC/group); group = C is depthwise),
-//             activation ("none"/"relu"), input_scale, input_zero_point, output ("s8" with
-//             output_scale and output_zero_point, or "f32").
+//             activation ("none"/"relu"). Version 1 held the activation parameters as attributes
+//             (upgraded on load).
 //
 // The compute is kernels/qconv.h (the reference loops, im2row + qgemm, the direct kernels and the
 // layouts they read); this file holds the ops: attributes, shapes, the prepared state and the
@@ -196,13 +198,16 @@ std::string describe_prepared(const OpState* state) {
 
 class QConv2D final : public PreparedInferenceOp {
  public:
-  QConv2D() { traits_ = {.onnx = "QLinearConv", .float_op = "Conv2D"}; }
+  QConv2D() { traits_ = {.version = 2, .onnx = "QLinearConv", .float_op = "Conv2D"}; }
+  void upgrade(Node& node, int from_version, Graph& graph) const override {
+    if (from_version != 1) return Op::upgrade(node, from_version, graph);
+    upgrade_integer_layer(node, graph);
+  }
   std::vector<Shape> infer_shapes(const Node& node, std::span<const Shape> in) const override {
-    expect_input_count(node, in, 4, 5);
-    const int64_t oc = out_channels(node, in, {"weight_scale", "weight_zero_point", "bias"});
+    expect_input_count(node, in, IntegerLayerInputs::min_count, IntegerLayerInputs::max_count);
+    const int64_t oc = out_channels(node, in, {"weight_scale", "weight_zero_point"});
+    integer_layer_inputs(node, in, oc);
     relu_of(node);
-    f32_output(node);
-    activation_params(node, "input_scale", "input_zero_point");
     const ConvGeometry g = qconv_geometry(node, in[0], oc);
     return {{g.batch, g.out_channels, g.out_h, g.out_w}};
   }
@@ -215,9 +220,9 @@ class QConv2D final : public PreparedInferenceOp {
     auto s = std::make_shared<QConvState>();
     const int64_t oc = c[1]->dim(0);
     const std::vector<int32_t> row_sums = prepare_weights(node, *c[1], *s);
-    if (c.size() == 5) s->bias.assign(c[4]->data<int32_t>(), c[4]->data<int32_t>() + oc);
-    prepare_output_stage(node, row_sums, c[2]->data<float>(), c[3]->data<int32_t>(), s->bias.empty() ? nullptr : s->bias.data(),
-                         s->k, *s);
+    const IntegerLayerInputs l = IntegerLayerInputs::of(c.size());
+    if (l.has_bias()) s->bias.assign(c[l.bias]->data<int32_t>(), c[l.bias]->data<int32_t>() + oc);
+    prepare_output_stage(node, row_sums, c, s->k, *s);
     return s;
   }
 

@@ -15,88 +15,205 @@
 
 namespace lowbit::ops {
 
-QuantParams activation_params(const Node& node, const char* scale_key, const char* zero_point_key) {
-  QuantParams p{8, true, QScheme::Affine, false, -1, {static_cast<float>(node.attr_float(scale_key, 0.0))},
-                {static_cast<int32_t>(node.attr_int(zero_point_key, 0))}};
-  p.validate("node '" + node.name + "' (" + node.op + ") " + scale_key);
+QuantParams activation_params(const Node& node, const Tensor& scale, const Tensor& zero_point, const std::string& what) {
+  if (scale.dtype() != DType::F32 || scale.numel() != 1 || zero_point.dtype() != DType::S8 || zero_point.numel() != 1)
+    shape_error(node, what + " must be an f32 scale and an s8 zero point of one element each, got " + name_of(scale.dtype()) +
+                          to_string(scale.shape()) + " and " + name_of(zero_point.dtype()) + to_string(zero_point.shape()));
+  QuantParams p{8, true, QScheme::Affine, false, -1, {scale.data<float>()[0]}, {zero_point.data<int8_t>()[0]}};
+  p.validate("node '" + node.name + "' (" + node.op + ") " + what);
   return p;
-}
-
-bool f32_output(const Node& node) {
-  const std::string kind = node.attr_string("output", "s8");
-  if (kind != "s8" && kind != "f32") shape_error(node, "attribute 'output' must be \"s8\" or \"f32\"");
-  if (kind == "s8") activation_params(node, "output_scale", "output_zero_point");
-  return kind == "f32";
 }
 
 bool relu_of(const Node& node) { return activation_of(node) == Activation::Relu; }
 
 namespace {
 
+bool is_scalar(const Shape& s) { return s.empty() || s == Shape{1}; }
 
-// QuantizeLinear and DequantizeLinear: element-wise casts between `From` and `To` with the
-// activation parameters in the attributes `scale` and `zero_point`, read once by prepare().
+// An initializer that Op::upgrade adds for a node's parameters (named after the node).
+void add_upgrade_initializer(const Node& node, Graph& graph, const std::string& name, Tensor t) {
+  if (!graph.initializers.emplace(name, std::move(t)).second)
+    shape_error(node, "upgrading to the op's current version needs the name '" + name + "', which the model already uses");
+}
+
+Tensor scalar_f32(double v) {
+  Tensor t(DType::F32, {});
+  t.data<float>()[0] = static_cast<float>(v);
+  return t;
+}
+Tensor scalar_s8(const Node& node, int64_t v, const char* what) {
+  if (v < -128 || v > 127) shape_error(node, std::string("attribute '") + what + "' " + std::to_string(v) + " is outside [-128, 127]");
+  Tensor t(DType::S8, {});
+  t.data<int8_t>()[0] = static_cast<int8_t>(v);
+  return t;
+}
+
+// How the scale of a QuantizeLinear / DequantizeLinear lies over x, in ONNX's three forms: one
+// scale for the whole tensor (a scalar, or [1]); one per index of dimension `axis` ([D]); or x's
+// shape with dimension `axis` cut into blocks of `block_size` (ONNX opset 21). x is viewed as
+// [outer, dim, inner] around the axis.
+struct CastLayout {
+  bool per_tensor = true;
+  int64_t outer = 1, dim = 1, inner = 1;
+  int64_t block = 0;  // 0: one scale per index of the axis
+};
+
+CastLayout cast_layout(const Node& node, const Shape& x, const Shape& scale, const Shape* zero_point) {
+  if (zero_point && *zero_point != scale)
+    shape_error(node, "zero_point " + to_string(*zero_point) + " must have the shape of scale " + to_string(scale));
+  CastLayout l;
+  if (is_scalar(scale)) return l;
+  const int64_t rank = static_cast<int64_t>(x.size());
+  int64_t axis = node.attr_int("axis", 1);
+  if (axis < 0) axis += rank;
+  if (axis < 0 || axis >= rank)
+    shape_error(node, "attribute 'axis' " + std::to_string(node.attr_int("axis", 1)) + " is outside input " + to_string(x));
+  l.block = node.attr_int("block_size", 0);
+  if (l.block < 0) shape_error(node, "attribute 'block_size' must not be negative");
+  l.per_tensor = false;
+  for (int64_t i = 0; i < rank; ++i) (i < axis ? l.outer : i > axis ? l.inner : l.dim) *= x[static_cast<size_t>(i)];
+  if (l.block == 0) {
+    if (scale.size() != 1 || (x[static_cast<size_t>(axis)] >= 0 && scale[0] != x[static_cast<size_t>(axis)]))
+      shape_error(node, "scale must be a scalar (per tensor) or [" + std::to_string(x[static_cast<size_t>(axis)]) +
+                            "] (per axis " + std::to_string(axis) + "), got " + to_string(scale));
+    return l;
+  }
+  Shape expected = x;
+  if (expected[static_cast<size_t>(axis)] >= 0) expected[static_cast<size_t>(axis)] = (x[static_cast<size_t>(axis)] + l.block - 1) / l.block;
+  bool ok = scale.size() == x.size();
+  for (size_t i = 0; ok && i < x.size(); ++i) ok = expected[i] < 0 || scale[i] == expected[i];
+  if (!ok)
+    shape_error(node, "scale must be " + to_string(expected) + " (blocks of " + std::to_string(l.block) + " along axis " +
+                          std::to_string(axis) + "), got " + to_string(scale));
+  return l;
+}
+
+// The parameters of a QuantizeLinear / DequantizeLinear, read once by prepare() when they are
+// constants (or on every call when they are not).
+struct CastParams : OpState {
+  Shape scale_shape;
+  std::vector<float> scale;
+  std::vector<int32_t> zero_point;
+};
+
+CastParams cast_params(const Node& node, const Tensor& scale, const Tensor* zero_point) {
+  CastParams p;
+  p.scale_shape = scale.shape();
+  p.scale.assign(scale.data<float>(), scale.data<float>() + scale.numel());
+  for (size_t i = 0; i < p.scale.size(); ++i)
+    if (!(p.scale[i] > 0.0f) || !std::isfinite(p.scale[i]))
+      shape_error(node, "scale[" + std::to_string(i) + "] must be positive and finite, got " + std::to_string(p.scale[i]));
+  p.zero_point.assign(p.scale.size(), 0);
+  if (zero_point) std::copy(zero_point->data<int8_t>(), zero_point->data<int8_t>() + zero_point->numel(), p.zero_point.begin());
+  return p;
+}
+
+// Calls run(offset, count, parameter index) over x's elements, in runs that share one scale.
+template <class Run>
+void for_each_run(const CastLayout& l, int64_t n, const Run& run) {
+  if (l.per_tensor) return run(0, n, 0);
+  const int64_t blocks = l.block ? (l.dim + l.block - 1) / l.block : 0;
+  for (int64_t o = 0; o < l.outer; ++o)
+    for (int64_t d = 0; d < l.dim; ++d) {
+      const int64_t row = (o * l.dim + d) * l.inner;
+      if (l.block == 0) {
+        run(row, l.inner, d);
+        continue;
+      }
+      const int64_t base = (o * blocks + d / l.block) * l.inner;
+      for (int64_t i = 0; i < l.inner; ++i) run(row + i, 1, base + i);
+    }
+}
+
+// QuantizeLinear and DequantizeLinear (version 2): element-wise casts between `From` and `To`,
+// inputs [x, scale f32, zero_point s8] as ONNX has them (DequantizeLinear's zero point may be
+// left out: 0); attributes axis (default 1) and block_size (default 0) place a scale that is not
+// a scalar. Version 1 held one scale and zero point as attributes; upgrade() turns them into
+// initializers.
 template <DType From, DType To>
 class ActivationCast : public InferenceOp {
  public:
   std::vector<Shape> infer_shapes(const Node& node, std::span<const Shape> in) const override {
-    expect_input_count(node, in, 1, 1);
-    activation_params(node, "scale", "zero_point");
+    expect_input_count(node, in, To == DType::S8 ? 3 : 2, 3);
+    cast_layout(node, in[0], in[1], in.size() == 3 ? &in[2] : nullptr);
     return {in[0]};
   }
   std::vector<DType> infer_dtypes(const Node& node, std::span<const DType> in) const override {
     expect_dtype(node, in[0], From, "input");
+    expect_dtype(node, in[1], DType::F32, "scale");
+    if (in.size() == 3) expect_dtype(node, in[2], DType::S8, "zero_point");
     return {To};
   }
-  std::shared_ptr<const OpState> prepare(const Node& node, std::span<const Tensor* const>) const override {
-    auto s = std::make_shared<State>();
-    s->params = activation_params(node, "scale", "zero_point");
-    return s;
+  std::shared_ptr<const OpState> prepare(const Node& node, std::span<const Tensor* const> c) const override {
+    if (!c[1] || (c.size() == 3 && !c[2])) return nullptr;
+    return std::make_shared<CastParams>(cast_params(node, *c[1], c.size() == 3 ? c[2] : nullptr));
   }
   void forward(const Node& node, std::span<const Tensor* const> in, std::span<Tensor* const> out) const override {
-    cast(activation_params(node, "scale", "zero_point"), *in[0], *out[0]);
+    run(node, cast_params(node, *in[1], in.size() == 3 ? in[2] : nullptr), *in[0], *out[0]);
   }
-  void forward_prepared(const Node&, const OpState* state, std::span<const Tensor* const> in,
+  void forward_prepared(const Node& node, const OpState* state, std::span<const Tensor* const> in,
                         std::span<Tensor* const> out, Workspace&) const override {
-    cast(state_as<State>(state).params, *in[0], *out[0]);
+    if (!state) return forward(node, in, out);
+    run(node, state_as<CastParams>(state), *in[0], *out[0]);
+  }
+  void upgrade(Node& node, int from_version, Graph& graph) const override {
+    if (from_version != 1) return Op::upgrade(node, from_version, graph);
+    const std::string scale = node.name + ".scale", zero_point = node.name + ".zero_point";
+    add_upgrade_initializer(node, graph, scale, scalar_f32(node.attr_float("scale", 0.0)));
+    add_upgrade_initializer(node, graph, zero_point, scalar_s8(node, node.attr_int("zero_point", 0), "zero_point"));
+    node.inputs.resize(1);
+    node.inputs.push_back(scale);
+    node.inputs.push_back(zero_point);
+    node.attributes.erase("scale");
+    node.attributes.erase("zero_point");
   }
 
  protected:
-  struct State : OpState {
-    QuantParams params;
-  };
-  virtual void cast(const QuantParams& p, const Tensor& x, Tensor& y) const = 0;
+  void run(const Node& node, const CastParams& p, const Tensor& x, Tensor& y) const {
+    const CastLayout l = cast_layout(node, x.shape(), p.scale_shape, nullptr);
+    prepare_output(y, To, x.shape());
+    cast(l, p, x, y);
+  }
+  virtual void cast(const CastLayout& l, const CastParams& p, const Tensor& x, Tensor& y) const = 0;
 };
 
 class QuantizeLinear final : public ActivationCast<DType::F32, DType::S8> {
  public:
-  QuantizeLinear() { traits_ = {.onnx = "QuantizeLinear", .boundary = OpTraits::Boundary::Quantize}; }
+  QuantizeLinear() { traits_ = {.version = 2, .onnx = "QuantizeLinear", .boundary = OpTraits::Boundary::Quantize}; }
   std::string describe(const Node&, const OpState*) const override {
     return kernels::describe_avx2_or_reference("quantize_s8__avx2", "quantize_s8_ref");
   }
 
  private:
-  void cast(const QuantParams& p, const Tensor& in, Tensor& out) const override {
-    prepare_output(out, DType::S8, in.shape());
+  void cast(const CastLayout& l, const CastParams& p, const Tensor& in, Tensor& out) const override {
     const float* x = in.data<float>();
     int8_t* q = out.data<int8_t>();
-    parallel_for(in.numel(), 1 << 16, [&](int64_t begin, int64_t end) {
-      quantize_s8(end - begin, x + begin, p.scale[0], p.zero_point[0], q + begin);
+    if (l.per_tensor) {
+      parallel_for(in.numel(), 1 << 16, [&](int64_t begin, int64_t end) {
+        quantize_s8(end - begin, x + begin, p.scale[0], p.zero_point[0], q + begin);
+      });
+      return;
+    }
+    for_each_run(l, in.numel(), [&](int64_t offset, int64_t count, int64_t i) {
+      quantize_s8(count, x + offset, p.scale[static_cast<size_t>(i)], p.zero_point[static_cast<size_t>(i)], q + offset);
     });
   }
 };
 
 class DequantizeLinear final : public ActivationCast<DType::S8, DType::F32> {
  public:
-  DequantizeLinear() { traits_ = {.onnx = "DequantizeLinear", .boundary = OpTraits::Boundary::Dequantize}; }
+  DequantizeLinear() { traits_ = {.version = 2, .onnx = "DequantizeLinear", .boundary = OpTraits::Boundary::Dequantize}; }
   std::string describe(const Node&, const OpState*) const override {
     return kernels::describe_avx2_or_reference("dequantize_s8__avx2", "dequantize_s8_ref");
   }
 
  private:
-  void cast(const QuantParams& p, const Tensor& in, Tensor& out) const override {
-    prepare_output(out, DType::F32, in.shape());
-    dequantize_s8(in.numel(), in.data<int8_t>(), p.scale[0], p.zero_point[0], out.data<float>());
+  void cast(const CastLayout& l, const CastParams& p, const Tensor& in, Tensor& out) const override {
+    const int8_t* q = in.data<int8_t>();
+    float* y = out.data<float>();
+    for_each_run(l, in.numel(), [&](int64_t offset, int64_t count, int64_t i) {
+      dequantize_s8(count, q + offset, p.scale[static_cast<size_t>(i)], p.zero_point[static_cast<size_t>(i)], y + offset);
+    });
   }
 };
 
@@ -124,11 +241,11 @@ Shape with_last(Shape shape, int64_t last) {
   return shape;
 }
 
-// ---- QDense --------------------------------------------------------------------------------
-// Inputs: x s8 [N, K], weight codes [U, .], weight_scale f32 [U], weight_zero_point s32 [U],
-//         optional bias s32 [U] at scale input_scale * weight_scale[u].
-// Attributes: in_features, input_scale, input_zero_point, activation ("none"/"relu"),
-//             output ("s8" with output_scale, output_zero_point; or "f32").
+// ---- QDense (version 2) ------------------------------------------------------------------
+// Inputs (integer_inputs.h): x s8 [N, K], weight codes [U, .], weight_scale f32 [U],
+// weight_zero_point s32 [U], x_scale f32 [], x_zero_point s8 [], then y_scale f32 [] and
+// y_zero_point s8 [] for s8 output (absent: f32 output), then an optional bias s32 [U] at scale
+// x_scale * weight_scale[u]. Attributes: in_features, activation ("none"/"relu").
 struct QDenseState : IntegerLayerState {
   QWeights weights;
   int64_t features = 0;
@@ -136,18 +253,20 @@ struct QDenseState : IntegerLayerState {
 
 class QDense final : public PreparedInferenceOp {
  public:
-  QDense() { traits_ = {.onnx = "QGemm", .float_op = "Dense"}; }
+  QDense() { traits_ = {.version = 2, .onnx = "QGemm", .float_op = "Dense"}; }
   std::vector<Shape> infer_shapes(const Node& node, std::span<const Shape> in) const override {
-    expect_input_count(node, in, 4, 5);
+    expect_input_count(node, in, IntegerLayerInputs::min_count, IntegerLayerInputs::max_count);
     const int64_t units = check_weights(node, in);
     if (in[3].size() != 1 || in[3][0] != units) shape_error(node, "weight_zero_point must be [" + std::to_string(units) + "]");
-    if (in.size() == 5 && (in[4].size() != 1 || in[4][0] != units)) shape_error(node, "bias must be [" + std::to_string(units) + "]");
-    f32_output(node);
-    activation_params(node, "input_scale", "input_zero_point");
+    integer_layer_inputs(node, in, units);
     return {with_last(in[0], units)};
   }
   std::vector<DType> infer_dtypes(const Node& node, std::span<const DType> in) const override {
     return {integer_layer_dtype(node, in)};
+  }
+  void upgrade(Node& node, int from_version, Graph& graph) const override {
+    if (from_version != 1) return Op::upgrade(node, from_version, graph);
+    upgrade_integer_layer(node, graph);
   }
 
   std::shared_ptr<const OpState> prepare(const Node& node, std::span<const Tensor* const> c) const override {
@@ -158,8 +277,7 @@ class QDense final : public PreparedInferenceOp {
     check_weight_tensor(node, codes, s->features);
     const int64_t units = codes.dim(0);
     s->weights = QWeights::pack(codes, units, s->features);
-    prepare_output_stage(node, s->weights.row_sums(), c[2]->data<float>(), c[3]->data<int32_t>(), c.size() == 5 ? c[4]->data<int32_t>() : nullptr,
-                         s->features, *s);
+    prepare_output_stage(node, s->weights.row_sums(), c, s->features, *s);
     return s;
   }
 
@@ -280,12 +398,35 @@ void check_weight_tensor(const Node& node, const Tensor& codes, int64_t k) {
     shape_error(node, "weight codes hold " + std::to_string(codes.nbytes()) + " bytes, " + std::to_string(need) + " needed");
 }
 
+IntegerLayerInputs integer_layer_inputs(const Node& node, std::span<const Shape> in, int64_t units) {
+  const IntegerLayerInputs l = IntegerLayerInputs::of(in.size());
+  auto scalar = [&](size_t i, const char* what) {
+    if (!(in[i].empty() || in[i] == Shape{1})) shape_error(node, std::string(what) + " must be a scalar, got " + to_string(in[i]));
+  };
+  scalar(l.x_scale, "x_scale");
+  scalar(l.x_zero_point, "x_zero_point");
+  if (l.s8_output()) {
+    scalar(l.y_scale, "y_scale");
+    scalar(l.y_zero_point, "y_zero_point");
+  }
+  if (l.has_bias() && in[l.bias] != Shape{units})
+    shape_error(node, "bias must be [" + std::to_string(units) + "], got " + to_string(in[l.bias]));
+  return l;
+}
+
 DType integer_layer_dtype(const Node& node, std::span<const DType> in) {
-  expect_dtype(node, in[0], DType::S8, "input");
-  expect_dtype(node, in[2], DType::F32, "weight_scale");
-  expect_dtype(node, in[3], DType::S32, "weight_zero_point");
-  if (in.size() == 5) expect_dtype(node, in[4], DType::S32, "bias");
-  return f32_output(node) ? DType::F32 : DType::S8;
+  const IntegerLayerInputs l = IntegerLayerInputs::of(in.size());
+  expect_dtype(node, in[l.x], DType::S8, "input");
+  expect_dtype(node, in[l.weight_scale], DType::F32, "weight_scale");
+  expect_dtype(node, in[l.weight_zero_point], DType::S32, "weight_zero_point");
+  expect_dtype(node, in[l.x_scale], DType::F32, "x_scale");
+  expect_dtype(node, in[l.x_zero_point], DType::S8, "x_zero_point");
+  if (l.s8_output()) {
+    expect_dtype(node, in[l.y_scale], DType::F32, "y_scale");
+    expect_dtype(node, in[l.y_zero_point], DType::S8, "y_zero_point");
+  }
+  if (l.has_bias()) expect_dtype(node, in[l.bias], DType::S32, "bias");
+  return l.s8_output() ? DType::S8 : DType::F32;
 }
 
 DType dynamic_layer_dtype(const Node& node, std::span<const DType> in) {
@@ -301,15 +442,19 @@ bool per_row_ranges(const Node& node) {
   return g == "row";
 }
 
-void prepare_output_stage(const Node& node, std::span<const int32_t> row_sums, const float* w_scale,
-                          const int32_t* w_zero, const int32_t* bias, int64_t k, IntegerLayerState& s) {
+void prepare_output_stage(const Node& node, std::span<const int32_t> row_sums, std::span<const Tensor* const> c, int64_t k,
+                          IntegerLayerState& s) {
+  const IntegerLayerInputs l = IntegerLayerInputs::of(c.size());
+  const float* w_scale = c[l.weight_scale]->data<float>();
+  const int32_t* w_zero = c[l.weight_zero_point]->data<int32_t>();
+  const int32_t* bias = l.has_bias() ? c[l.bias]->data<int32_t>() : nullptr;
   s.relu = relu_of(node);
-  s.f32_output = f32_output(node);
-  const QuantParams in = activation_params(node, "input_scale", "input_zero_point");
+  s.f32_output = !l.s8_output();
+  const QuantParams in = activation_params(node, *c[l.x_scale], *c[l.x_zero_point], "x_scale / x_zero_point");
   s.input_zero_point = in.zero_point[0];
   QuantParams out;
   if (!s.f32_output) {
-    out = activation_params(node, "output_scale", "output_zero_point");
+    out = activation_params(node, *c[l.y_scale], *c[l.y_zero_point], "y_scale / y_zero_point");
     s.output_zero_point = out.zero_point[0];
     s.clamp_min = s.relu ? std::max(out.zero_point[0], -128) : -128;
   }
@@ -327,6 +472,30 @@ void prepare_output_stage(const Node& node, std::span<const int32_t> row_sums, c
     else
       s.multiplier.push_back(FixedPointMultiplier::from(real_scale / out.scale[0]));
   }
+}
+
+void upgrade_integer_layer(Node& node, Graph& graph) {
+  // Version 1: [x, codes, weight_scale, weight_zero_point, optional bias] with the activation
+  // parameters in attributes; "output" was "s8" (default, with output_scale / output_zero_point) or "f32".
+  if (node.inputs.size() < 4 || node.inputs.size() > 5)
+    shape_error(node, "version 1 takes 4 or 5 inputs, got " + std::to_string(node.inputs.size()));
+  const std::string kind = node.attr_string("output", "s8");
+  if (kind != "s8" && kind != "f32") shape_error(node, "attribute 'output' must be \"s8\" or \"f32\"");
+  std::vector<std::string> inputs(node.inputs.begin(), node.inputs.begin() + 4);
+  auto add = [&](const std::string& suffix, Tensor t) {
+    add_upgrade_initializer(node, graph, node.name + suffix, std::move(t));
+    inputs.push_back(node.name + suffix);
+  };
+  add(".x_scale", scalar_f32(node.attr_float("input_scale", 0.0)));
+  add(".x_zero_point", scalar_s8(node, node.attr_int("input_zero_point", 0), "input_zero_point"));
+  if (kind == "s8") {
+    add(".y_scale", scalar_f32(node.attr_float("output_scale", 0.0)));
+    add(".y_zero_point", scalar_s8(node, node.attr_int("output_zero_point", 0), "output_zero_point"));
+  }
+  if (node.inputs.size() == 5) inputs.push_back(node.inputs[4]);
+  node.inputs = std::move(inputs);
+  for (const char* key : {"input_scale", "input_zero_point", "output", "output_scale", "output_zero_point"})
+    node.attributes.erase(key);
 }
 
 void register_qconv(const Registrar& add);  // qconv.cpp: QConv2D

@@ -1,0 +1,140 @@
+// QuantizeLinear / DequantizeLinear in ONNX's form (version 2): scale and zero point as tensor
+// inputs, per tensor, per axis and per block, against the formula q = clamp(round_half_even(x /
+// scale) + zero_point, -128, 127) and x = scale * (q - zero_point); parameters that are graph
+// values rather than constants; shape and value errors.
+#include <cmath>
+
+#include "graph/gradcheck.h"
+#include "lowbit/executor.h"
+#include "test_util.h"
+
+namespace lowbit {
+namespace {
+
+using testing::random;
+
+// Runs `op` on x with the given scale / zero point through an executor, so that constant
+// parameters are read once when prepared (`constant` false: they are graph inputs instead).
+Tensor run_cast(const char* op, const Tensor& x, const Tensor& scale, const Tensor& zero_point, Attributes attributes,
+                bool constant = true) {
+  Graph g;
+  g.inputs.push_back({"x", x.dtype(), x.shape()});
+  if (constant) {
+    g.initializers["s"] = scale;
+    g.initializers["z"] = zero_point;
+  } else {
+    g.inputs.push_back({"s", DType::F32, scale.shape()});
+    g.inputs.push_back({"z", DType::S8, zero_point.shape()});
+  }
+  g.add_node({"q", op, {"x", "s", "z"}, {"y"}, std::move(attributes)});
+  g.outputs = {"y"};
+  g.validate();
+  Executor run(g);
+  run.input("x") = x;
+  if (!constant) {
+    run.input("s") = scale;
+    run.input("z") = zero_point;
+  }
+  run.forward();
+  return run.value("y").clone();
+}
+
+int8_t expected_code(float x, float scale, int zero_point) {
+  return static_cast<int8_t>(std::clamp(std::nearbyint(x / scale) + zero_point, -128.0f, 127.0f));
+}
+
+// Scales and zero points with one entry per parameter slot (positive scales, varied zero points).
+void fill_params(Tensor& scale, Tensor& zero_point, uint64_t seed) {
+  Rng rng(seed);
+  for (int64_t i = 0; i < scale.numel(); ++i) {
+    scale.data<float>()[i] = 0.005f + 0.02f * rng.uniform();
+    zero_point.data<int8_t>()[i] = static_cast<int8_t>(static_cast<int>(rng.below(41)) - 20);
+  }
+}
+
+// x [2, 5, 3] (awkward sizes) quantized per tensor, per axis (each axis, negative too) and per
+// block along axis 1 (blocks of 2: the last block is short), then dequantized back.
+TEST(QuantizeLinear, PerTensorPerAxisAndPerBlockMatchTheFormula) {
+  const Tensor x = random({2, 5, 3}, 31, -2.0f, 2.0f);
+  struct Case {
+    Shape scale;
+    Attributes attributes;
+    // The parameter slot of element (a, b, c).
+    int64_t (*slot)(int64_t a, int64_t b, int64_t c);
+  };
+  const std::vector<Case> cases = {
+      {{}, {}, [](int64_t, int64_t, int64_t) -> int64_t { return 0; }},
+      {{1}, {}, [](int64_t, int64_t, int64_t) -> int64_t { return 0; }},
+      {{5}, {}, [](int64_t, int64_t b, int64_t) { return b; }},  // axis defaults to 1
+      {{2}, {{"axis", 0}}, [](int64_t a, int64_t, int64_t) { return a; }},
+      {{3}, {{"axis", -1}}, [](int64_t, int64_t, int64_t c) { return c; }},
+      {{2, 3, 3}, {{"axis", 1}, {"block_size", 2}}, [](int64_t a, int64_t b, int64_t c) { return (a * 3 + b / 2) * 3 + c; }},
+  };
+  for (const auto& k : cases) {
+    Tensor scale(DType::F32, k.scale), zero_point(DType::S8, k.scale);
+    fill_params(scale, zero_point, 7 + k.scale.size());
+    for (bool constant : {true, false}) {
+      const Tensor q = run_cast("QuantizeLinear", x, scale, zero_point, k.attributes, constant);
+      const Tensor y = run_cast("DequantizeLinear", q, scale, zero_point, k.attributes, constant);
+      ASSERT_EQ(q.dtype(), DType::S8);
+      ASSERT_EQ(y.shape(), x.shape());
+      for (int64_t a = 0; a < 2; ++a)
+        for (int64_t b = 0; b < 5; ++b)
+          for (int64_t c = 0; c < 3; ++c) {
+            const int64_t i = (a * 5 + b) * 3 + c, p = k.slot(a, b, c);
+            const float s = scale.data<float>()[p];
+            const int z = zero_point.data<int8_t>()[p];
+            ASSERT_EQ(q.data<int8_t>()[i], expected_code(x.data<float>()[i], s, z)) << "scale " << to_string(k.scale) << " element " << i;
+            ASSERT_EQ(y.data<float>()[i], s * static_cast<float>(q.data<int8_t>()[i] - z));
+          }
+    }
+  }
+}
+
+TEST(QuantizeLinear, SaturatesAndRoundsHalfToEven) {
+  Tensor x(DType::F32, {6});
+  const float v[] = {0.5f, 1.5f, 2.5f, -0.5f, 1000.0f, -1000.0f};
+  std::copy(v, v + 6, x.data<float>());
+  const Tensor q = run_cast("QuantizeLinear", x, testing::scalar_f32(1.0f), testing::scalar_s8(0), {});
+  const int8_t expected[] = {0, 2, 2, 0, 127, -128};
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(q.data<int8_t>()[i], expected[i]) << i;
+}
+
+TEST(QuantizeLinear, DequantizeWithoutZeroPointMeansZero) {
+  Tensor q(DType::S8, {3});
+  q.data<int8_t>()[0] = -3, q.data<int8_t>()[1] = 0, q.data<int8_t>()[2] = 5;
+  Graph g;
+  g.inputs.push_back({"q", DType::S8, {3}});
+  g.initializers["s"] = testing::scalar_f32(0.5f);
+  g.add_node({"dq", "DequantizeLinear", {"q", "s"}, {"y"}});
+  g.outputs = {"y"};
+  Executor run(g);
+  run.input("q") = q;
+  run.forward();
+  EXPECT_EQ(run.value("y").data<float>()[0], -1.5f);
+  EXPECT_EQ(run.value("y").data<float>()[2], 2.5f);
+}
+
+TEST(QuantizeLinear, RejectsMisshapenOrInvalidParameters) {
+  auto infer = [](Node node, std::vector<Shape> shapes) { return find_op(node.op).infer_shapes(node, shapes); };
+  const Node q{"q", "QuantizeLinear", {"x", "s", "z"}, {"y"}};
+  EXPECT_LOWBIT_ERROR(infer(q, {{2, 5}, {4}, {4}}), "scale must be a scalar (per tensor) or [5] (per axis 1), got [4]");
+  EXPECT_LOWBIT_ERROR(infer(q, {{2, 5}, {5}, {}}), "zero_point [] must have the shape of scale [5]");
+  Node axis = q;
+  axis.attributes["axis"] = 2;
+  EXPECT_LOWBIT_ERROR(infer(axis, {{2, 5}, {5}, {5}}), "attribute 'axis' 2 is outside input [2, 5]");
+  Node block = q;
+  block.attributes["block_size"] = 4;
+  EXPECT_LOWBIT_ERROR(infer(block, {{2, 5}, {2, 1}, {2, 1}}), "scale must be [2, 2] (blocks of 4 along axis 1), got [2, 1]");
+  EXPECT_LOWBIT_ERROR(infer(q, {{2, 5}, {}}), "expects 3 inputs, got 2");  // the zero point sets the output type
+  EXPECT_LOWBIT_ERROR(find_op("QuantizeLinear").infer_dtypes(q, std::vector<DType>{DType::F32, DType::F32, DType::S32}),
+                      "zero_point must be s8, got s32");
+  const Tensor x = random({4}, 3);
+  EXPECT_LOWBIT_ERROR(run_cast("QuantizeLinear", x, testing::scalar_f32(0.0f), testing::scalar_s8(0), {}),
+                      "scale[0] must be positive and finite");
+  EXPECT_LOWBIT_ERROR(run_cast("QuantizeLinear", x, testing::scalar_f32(NAN), testing::scalar_s8(0), {}, false),
+                      "scale[0] must be positive and finite");
+}
+
+}  // namespace
+}  // namespace lowbit
