@@ -26,12 +26,19 @@ def load(data_dir, name):
 
 
 def onnx_mlp(graph, tensors, path):
-    """The float lowbit MLP (Flatten, Dense..., Softmax) as an ONNX model with Gemm(transB=1)."""
+    """The float lowbit MLP (its input scaling, Flatten, Dense..., Softmax) as an ONNX model with
+    Gemm(transB=1). A model that takes the image bytes (u8) scales them with a Constant and a
+    DequantizeLinear; ONNX Runtime's model then does the same, so both compute bytes -> classes."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
     nodes, inits = [], []
     for node in graph["nodes"]:
-        if node["op"] == "Flatten":
+        if node["op"] == "Constant":
+            value = np.array(node["attributes"]["value_float"], dtype=np.float32)
+            inits.append(numpy_helper.from_array(value, node["outputs"][0]))
+        elif node["op"] == "DequantizeLinear":
+            nodes.append(helper.make_node("DequantizeLinear", node["inputs"], node["outputs"]))
+        elif node["op"] == "Flatten":
             nodes.append(helper.make_node("Flatten", node["inputs"], node["outputs"], axis=1))
         elif node["op"] == "Dense":
             for name in node["inputs"][1:]:
@@ -46,7 +53,8 @@ def onnx_mlp(graph, tensors, path):
         else:
             sys.exit(f"unsupported op {node['op']}")
     inp = graph["inputs"][0]
-    g = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info(inp["name"], TensorProto.FLOAT, ["N", 28, 28])],
+    dtype = TensorProto.UINT8 if inp["dtype"] == "u8" else TensorProto.FLOAT
+    g = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info(inp["name"], dtype, ["N", 28, 28])],
                           [helper.make_tensor_value_info(graph["outputs"][0], TensorProto.FLOAT, ["N", 10])], inits)
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
@@ -101,8 +109,12 @@ def main():
     graph, tensors = read_lbm(args.model)
     fp32_onnx = os.path.join(work, "fp32.onnx")
     onnx_mlp(graph, tensors, fp32_onnx)
-    x_train = load(args.data, "train-images-idx3-ubyte")[:1000].astype(np.float32) / 255.0
-    x_test = load(args.data, "t10k-images-idx3-ubyte").astype(np.float32) / 255.0
+    # The images as the model takes them: the bytes, or (a float-input model) the bytes scaled.
+    def images(name):
+        x = load(args.data, name)
+        return x if graph["inputs"][0]["dtype"] == "u8" else x.astype(np.float32) / 255.0
+    x_train = images("train-images-idx3-ubyte")[:1000]
+    x_test = images("t10k-images-idx3-ubyte")
     y_test = load(args.data, "t10k-labels-idx1-ubyte").astype(np.int64)
 
     class Reader(CalibrationDataReader):

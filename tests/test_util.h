@@ -54,6 +54,14 @@ inline void append_bytes(const Tensor& t, std::vector<uint8_t>& bytes) {
 }
 
 // Fills a tensor with uniform values in [lo, hi) from a fixed seed.
+// Random image bytes (u8, uniform in 0..255): the input of the models build_model() makes.
+inline Tensor random_bytes(Shape shape, uint64_t seed) {
+  Tensor t(DType::U8, std::move(shape));
+  Rng rng(seed);
+  for (int64_t i = 0; i < t.numel(); ++i) t.data<uint8_t>()[i] = static_cast<uint8_t>(rng.below(256));
+  return t;
+}
+
 // A scalar tensor (shape []): the form of the scales and zero points of activations.
 inline Tensor scalar_f32(float v) {
   Tensor t(DType::F32, {});

@@ -9,8 +9,9 @@
 //
 // Training minimises softmax cross-entropy (or, given a teacher, the distillation loss). A model whose output comes from a Softmax node is
 // trained on that node's input (the logits) with the fused, numerically stable loss; the Softmax
-// stays in the saved model for inference. Images are scaled by the model's "input_scale" metadata
-// (1/255 by default) when batches are assembled.
+// stays in the saved model for inference. Models built from a description take the image bytes
+// (u8) and scale them in the graph; a model with a float input gets the bytes scaled by its
+// "input_scale" metadata (1/255 by default) when batches are assembled.
 #pragma once
 
 #include <cstdint>
@@ -154,12 +155,16 @@ Tensor compute_logits(const Graph& model, const Dataset& data, int batch_size = 
 // Top-1 class of every sample.
 std::vector<int32_t> predict_classes(const Graph& model, const Dataset& data, int batch_size = 256);
 
-// Converts samples `indices` of `data` to a float batch [count, ...sample shape] scaled by `scale`.
+// Samples `indices` of `data` as the batch [count, ...sample shape] of a model's input `images`:
+// the image bytes themselves when `images` is u8 (models that scale their input in the graph),
+// else floats scaled by `scale` (float-input models; their scale is input_scale()).
 void gather_batch(const Dataset& data, std::span<const uint32_t> indices, float scale, Tensor& images,
                   Tensor* labels = nullptr);
 
 // The value holding the logits of a classifier: the input of a trailing Softmax, else the output.
 std::string logits_value(const Graph& model);
-float input_scale(const Graph& model);  // metadata "input_scale", 1/255 if absent
+// Scale from image bytes to the input of a float-input model: metadata "input_scale", 1/255 if
+// absent (models whose input is u8 scale in the graph and ignore it).
+float input_scale(const Graph& model);
 
 }  // namespace lowbit

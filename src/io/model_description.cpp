@@ -1,6 +1,7 @@
 // The JSON model description (docs/model-description.md) and the "784-64-32-10" shorthand.
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <regex>
 #include <set>
 #include <nlohmann/json.hpp>
@@ -143,7 +144,7 @@ Graph build_model(const ModelDescription& description, const Shape& sample_shape
   g.name = field<std::string>(d, "top level", "name", "model");
   const json input = d.value("input", json::object());
   if (!input.is_object()) fail("input", "expected an object");
-  check_keys(input, "input", {"name", "shape", "size", "scale"});
+  check_keys(input, "input", {"name", "shape", "size", "scale", "dtype"});
   const std::string input_name = field<std::string>(input, "input", "name", "image");
   Shape shape = field<Shape>(input, "input", "shape", sample_shape);
   if (shape != sample_shape)
@@ -152,15 +153,34 @@ Graph build_model(const ModelDescription& description, const Shape& sample_shape
     fail("input", "size " + input.at("size").dump() + " does not match the data's samples " + to_string(sample_shape) +
                       " = " + std::to_string(element_count(sample_shape)) + " values");
   shape.insert(shape.begin(), -1);
-  g.inputs.push_back({input_name, DType::F32, shape});
-  g.metadata["input_scale"] = std::to_string(field<double>(input, "input", "scale", 1.0 / 255.0));
+  const std::string dtype = field<std::string>(input, "input", "dtype", "u8");
+  // The scale as lowbit has always applied it: printed with six decimals, so 1/255 is 0.003922.
+  const std::string scale_text = std::to_string(field<double>(input, "input", "scale", 1.0 / 255.0));
+  const float scale = std::stof(scale_text);
+  if (!(scale > 0.0f) || !std::isfinite(scale)) fail("input", "scale " + scale_text + " must be positive");
+  // What the layers read as "the input": the image bytes scaled in the graph (dtype "u8", the
+  // default: a DequantizeLinear with zero point 0, so a model file computes the whole function
+  // from the bytes), or floats that the caller scales (dtype "f32", metadata input_scale).
+  std::string network_input = input_name;
+  if (dtype == "u8") {
+    g.inputs.push_back({input_name, DType::U8, shape});
+    network_input = input_name + "_scaled";
+    g.add_node({input_name + "_scale", "Constant", {}, {input_name + "_scale"}, {{"value_float", static_cast<double>(scale)}}});
+    g.add_node({network_input, "DequantizeLinear", {input_name, input_name + "_scale"}, {network_input}});
+  } else if (dtype == "f32") {
+    g.inputs.push_back({input_name, DType::F32, shape});
+    g.metadata["input_scale"] = scale_text;
+  } else {
+    fail("input", "field 'dtype' must be \"u8\" (image bytes, scaled in the graph) or \"f32\", got \"" + dtype + "\"");
+  }
 
   const json& layers = d.contains("layers") ? d.at("layers") : json();
   if (!layers.is_array() || layers.empty()) fail("layers", "expected a non-empty array of layers");
   Rng rng(seed);
   std::map<std::string, int> type_counts;
-  std::set<std::string> names = {input_name};
-  std::string previous = input_name;
+  std::set<std::string> names = {input_name, input_name + "_scale", network_input};  // taken
+  std::set<std::string> readable = {input_name, network_input};  // what a layer may name as its input
+  std::string previous = network_input;
   for (size_t i = 0; i < layers.size(); ++i) {
     const json& layer = layers[i];
     std::string where = "layers[" + std::to_string(i) + "]";
@@ -171,8 +191,11 @@ Graph build_model(const ModelDescription& description, const Shape& sample_shape
     std::string name = field<std::string>(layer, where, "name", type + "_" + std::to_string(++type_counts[type]));
     if (!names.insert(name).second) fail(where, "name '" + name + "' is used twice");
     std::vector<std::string> inputs = field<std::vector<std::string>>(layer, where, "inputs", {previous});
-    for (const auto& in : inputs)
-      if (!names.count(in) || in == name) fail(where, "input '" + in + "' is not the input or an earlier layer");
+    for (auto& in : inputs) {
+      if (!readable.count(in)) fail(where, "input '" + in + "' is not the input or an earlier layer");
+      if (in == input_name) in = network_input;
+    }
+    readable.insert(name);
     Node node{name, "", inputs, {name}};
     if (type == "flatten") {
       check_keys(layer, where, {"type", "name", "inputs"});

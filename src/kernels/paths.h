@@ -33,6 +33,8 @@ void qgemm_s8_f32_ref(int64_t m, const int8_t* a, int64_t lda, const QWeights& w
 void row_sums_s8_ref(int64_t m, int64_t k, const int8_t* a, int64_t lda, int32_t* sums);
 void quantize_s8_ref(int64_t n, const float* x, float scale, int32_t zero_point, int8_t* q);
 void dequantize_s8_ref(int64_t n, const int8_t* q, float scale, int32_t zero_point, float* y);
+void dequantize_u8_ref(int64_t n, const uint8_t* q, float scale, int32_t zero_point, float* y);
+void dequantize_u8_avx2(int64_t n, const uint8_t* q, float scale, int32_t zero_point, float* y);
 void quantize_s8_avx2(int64_t n, const float* x, float scale, int32_t zero_point, int8_t* q);
 void dequantize_s8_avx2(int64_t n, const int8_t* q, float scale, int32_t zero_point, float* y);
 // AVX-512 VNNI paths (x86 builds, CPUs with VNNI): return false, writing nothing, if they cannot

@@ -110,6 +110,7 @@ void qgemm_s8_f32(int64_t m, const int8_t* a, int64_t lda, const QWeights& w, co
 // exactly QuantParams::quantize / dequantize for 8-bit signed affine parameters, on every path.
 void quantize_s8(int64_t n, const float* x, float scale, int32_t zero_point, int8_t* q);
 void dequantize_s8(int64_t n, const int8_t* q, float scale, int32_t zero_point, float* y);
+void dequantize_u8(int64_t n, const uint8_t* q, float scale, int32_t zero_point, float* y);
 
 // Row sums of A, sum_k a[m][k], for the weight-zero-point correction.
 void row_sums_s8(int64_t m, int64_t k, const int8_t* a, int64_t lda, int32_t* sums);

@@ -19,4 +19,11 @@ void dequantize_s8(int64_t n, const int8_t* q, float scale, int32_t zero_point, 
   kernels::dequantize_s8_ref(n, q, scale, zero_point, y);
 }
 
+void dequantize_u8(int64_t n, const uint8_t* q, float scale, int32_t zero_point, float* y) {
+#if defined(LOWBIT_HAVE_X86)
+  if (active_isa() >= Isa::Avx2) return kernels::dequantize_u8_avx2(n, q, scale, zero_point, y);
+#endif
+  kernels::dequantize_u8_ref(n, q, scale, zero_point, y);
+}
+
 }  // namespace lowbit

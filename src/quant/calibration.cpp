@@ -148,12 +148,13 @@ Calibration calibrate(const Graph& model, const Dataset& data, const Calibration
   if (!(options.percentile > 50.0 && options.percentile <= 100.0))
     throw Error(ErrorKind::InvalidArgument, "percentile must be in (50, 100]");
   Executor run(model);
-  // Observe the graph input and every f32 value a node produces.
-  std::vector<std::string> names = {model.inputs.at(0).name};
+  // Observe the graph input (when it is f32: image bytes are not) and every f32 value a node produces.
+  std::vector<std::string> names;
+  if (model.inputs.at(0).dtype == DType::F32) names.push_back(model.inputs[0].name);
   const auto info = model.infer_shapes();
   for (const auto& node : model.nodes)
     for (const auto& out : node.outputs)
-      if (info.at(out).dtype == DType::F32) names.push_back(out);
+      if (info.at(out).dtype == DType::F32 && !node.inputs.empty()) names.push_back(out);  // not constants
   std::map<std::string, Observer> observers;
   const int64_t count = std::min(options.samples, data.size());
   const float scale = input_scale(model);

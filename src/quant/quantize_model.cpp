@@ -205,12 +205,15 @@ class Transform {
     out_.inputs = model_.inputs;
     out_.outputs = model_.outputs;
     out_.metadata = model_.metadata;
+    const auto info = model_.infer_shapes();
     for (const auto& node : model_.nodes) {
       const OpTraits& traits = traits_of(node);
       if (traits.is_quantizable() && plan_.rule_for(node.name).quantize)
         traits.quantizable == OpTraits::Quantizable::ConvWeights ? quantize_conv(node, traits) : quantize_dense(node, traits);
       else if (traits.passes_quantized)
         pass_through(node);
+      else if (traits.boundary == OpTraits::Boundary::Dequantize && info.at(node.inputs[0]).dtype == DType::U8)
+        scale_bytes(node);
       else
         keep_float(node);
     }
@@ -263,6 +266,23 @@ class Transform {
     return false;
   }
 
+  // The value through which an integer layer reads `value` (itself, or the output of ops that pass
+  // s8 values on, as has_integer_consumer looks) and that layer's calibration method; "" if none.
+  std::pair<std::string, std::string> integer_reader(const std::string& value) const {
+    for (const auto& node : model_.nodes) {
+      if (std::find(node.inputs.begin(), node.inputs.end(), value) == node.inputs.end()) continue;
+      const OpTraits& traits = traits_of(node);
+      if (traits.is_quantizable() && node.inputs[0] == value && plan_.rule_for(node.name).quantize &&
+          plan_.mode != QuantMode::Dynamic)
+        return {value, plan_.rule_for(node.name).calibration};
+      if (traits.passes_quantized && !is_graph_output(node.outputs[0])) {
+        auto reader = integer_reader(node.outputs[0]);
+        if (!reader.first.empty()) return reader;
+      }
+    }
+    return {};
+  }
+
   // An s8 value of the quantized graph: its parameters and the initializers that hold them
   // (a scalar scale and zero point, shared by every node that reads or writes the value).
   struct S8Value {
@@ -299,6 +319,11 @@ class Transform {
   }
 
   std::string as_float(const std::string& value) {
+    auto deferred = deferred_float_.find(value);
+    if (deferred != deferred_float_.end()) {  // the float scaling of image bytes, needed after all
+      keep_float(deferred->second);
+      deferred_float_.erase(deferred);
+    }
     auto q = integer_.find(value);
     if (q == integer_.end()) return value;
     const std::string name = value + "_dequantized";
@@ -318,8 +343,12 @@ class Transform {
 
   void pass_through(const Node& node) {
     Node n = node;
+    auto bytes = requantized_.find(node.inputs[0]);
     if (integer_.count(node.inputs[0]) && !is_graph_output(node.outputs[0])) {
       integer_[node.outputs[0]] = integer_[node.inputs[0]];
+    } else if (bytes != requantized_.end() && !is_graph_output(node.outputs[0]) && has_integer_consumer(node.outputs[0])) {
+      n.inputs[0] = bytes->second;  // on the way from requantized image bytes to an integer layer
+      integer_[node.outputs[0]] = integer_.at(bytes->second);
     } else {
       n.inputs[0] = as_float(node.inputs[0]);
     }
@@ -332,6 +361,24 @@ class Transform {
     for (auto& in : n.inputs) in = as_float(in);
     copy_initializers(n);
     out_.add_node(std::move(n));
+  }
+
+  // The scaling of image bytes (a DequantizeLinear of u8 codes) whose values an integer layer reads:
+  // the bytes go to that layer's input grid in one Requantize (no float tensor between the scaling
+  // and the quantization; bit-identical to the two). The float scaling is added only if some
+  // other node reads its output (as_float).
+  void scale_bytes(const Node& node) {
+    const std::string& v = node.outputs[0];
+    const auto [reader, method] = integer_reader(v);
+    if (reader.empty() || is_graph_output(v)) return keep_float(node);
+    const std::string name = v + "_quantized";
+    const S8Value& s8 = add_s8_value(name, activation_params(reader, method));
+    Node n{name, "Requantize", {node.inputs[0], node.inputs[1], s8.scale, s8.zero_point}, {name}};
+    if (node.inputs.size() == 3) n.inputs.push_back(node.inputs[2]);  // x_zero_point, last in Requantize
+    copy_initializers(node);
+    out_.add_node(std::move(n));
+    requantized_[v] = name;
+    deferred_float_[v] = node;
   }
 
   // Conv2D -> QConv2D: weights per output channel as rows [OC, IC/group*kh*kw], s8 input, s8
@@ -474,6 +521,8 @@ class Transform {
   const FixedQuantParams& fixed_;
   Graph out_;
   std::map<std::string, S8Value> integer_;  // s8 values and their parameters
+  std::map<std::string, std::string> requantized_;  // scaled image bytes -> their s8 form (scale_bytes)
+  std::map<std::string, Node> deferred_float_;     // and the float scaling, emitted only if read
   std::set<std::string> dequantized_;
 };
 
@@ -566,13 +615,31 @@ Graph dequantize_model(const Graph& q) {
   g.metadata = q.metadata;
   g.metadata.erase("quantization");
   std::map<std::string, std::string> alias;  // skipped Q/DQ outputs -> their float source
+  const auto info = q.infer_shapes();
   auto resolve = [&](std::string v) {
     while (alias.count(v)) v = alias[v];
     return v;
   };
   for (const auto& node : q.nodes) {
     const OpTraits& traits = traits_of(node);
-    if (traits.boundary != OpTraits::Boundary::None) {
+    // A Requantize of image bytes (scale_bytes): back to the scaling of the bytes, whose output
+    // the Requantize's output is named after ("<value>_quantized").
+    if (traits.boundary == OpTraits::Boundary::Quantize && info.at(node.inputs[0]).dtype != DType::F32) {
+      const std::string& out = node.outputs[0];
+      const std::string suffix = "_quantized";
+      const bool named = out.size() > suffix.size() && out.compare(out.size() - suffix.size(), suffix.size(), suffix) == 0;
+      const std::string v = named ? out.substr(0, out.size() - suffix.size()) : out + "_scaled";
+      Node dq{v, "DequantizeLinear", {node.inputs[0], node.inputs[1]}, {v}};
+      if (node.inputs.size() == 5) dq.inputs.push_back(node.inputs[4]);
+      for (const auto& in : dq.inputs)
+        if (q.initializers.count(in)) g.initializers[in] = q.initializers.at(in);
+      alias[out] = v;
+      if (q.producer(v) < 0) g.add_node(std::move(dq));  // (the quantized model may keep the float scaling too)
+      continue;
+    }
+    // The casts the quantize pass put in (their input is a node's output); a DequantizeLinear of a
+    // graph input (image bytes scaled in the graph) is part of the float function and stays.
+    if (traits.boundary != OpTraits::Boundary::None && q.producer(node.inputs[0]) >= 0) {
       alias[node.outputs[0]] = node.inputs[0];
       continue;
     }

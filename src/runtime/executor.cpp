@@ -25,7 +25,18 @@ Executor::Executor(const Graph& graph, bool training, RunSettings settings) : gr
     values_[id] = tensor;  // shared storage
     if (training && tensor.dtype() == DType::F32) needs_grad_[id] = true;
   }
+  // Outputs of nodes without inputs (Constant): computed once here, then read like initializers
+  // (prepare() sees them as constants, and no step recomputes them).
+  std::map<std::string, int> folded;
   for (const auto& node : graph_.nodes) {
+    if (node.inputs.empty()) {
+      for (const auto& out : node.outputs) folded[out] = add_value(out);
+      std::vector<Tensor*> outs;  // after add_value: it may grow values_
+      for (const auto& out : node.outputs) outs.push_back(&values_[folded[out]]);
+      find_op(node.op).forward(node, {}, outs);
+      if (verbose()) std::fprintf(stderr, "lowbit: node '%s' (%s): computed once (no inputs)\n", node.name.c_str(), node.op.c_str());
+      continue;
+    }
     Step step{&node, &find_op(node.op), {}, {}, false, nullptr};
     for (const auto& in : node.inputs) {
       auto it = ids_.find(in);
@@ -45,7 +56,8 @@ Executor::Executor(const Graph& graph, bool training, RunSettings settings) : gr
     std::vector<const Tensor*> constants;
     for (const auto& in : node.inputs) {
       auto it = graph_.initializers.find(in);
-      constants.push_back(it == graph_.initializers.end() ? nullptr : &it->second);
+      auto f = folded.find(in);
+      constants.push_back(it != graph_.initializers.end() ? &it->second : f != folded.end() ? &values_[f->second] : nullptr);
     }
     step.state = step.op->prepare(node, constants);
     if (verbose())

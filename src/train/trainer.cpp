@@ -1,6 +1,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <memory>
 #include <numeric>
 
@@ -46,6 +47,9 @@ void check_compatible(const Graph& model, const Dataset& data) {
     throw Error(ErrorKind::InvalidArgument, "the model has " + std::to_string(model.inputs.size()) +
                                                 " inputs; training and evaluation need exactly one (the image)");
   if (model.outputs.empty()) throw Error(ErrorKind::InvalidArgument, "the model has no output");
+  if (model.inputs[0].dtype != DType::U8 && model.inputs[0].dtype != DType::F32)
+    throw Error(ErrorKind::InvalidArgument, "the model's input '" + model.inputs[0].name + "' is " +
+                                                name_of(model.inputs[0].dtype) + "; images feed a u8 or f32 input");
   Shape expected(model.inputs[0].shape.begin() + 1, model.inputs[0].shape.end());
   if (expected != data.sample_shape())
     throw Error(ErrorKind::InvalidArgument, "the model's input '" + model.inputs[0].name + "' expects samples of shape " +
@@ -105,11 +109,17 @@ void gather_batch(const Dataset& data, std::span<const uint32_t> indices, float 
   shape.insert(shape.begin(), static_cast<int64_t>(indices.size()));
   images.resize(shape);
   const uint8_t* src = data.images.data<uint8_t>();
-  float* dst = images.data<float>();
-  for (size_t i = 0; i < indices.size(); ++i) {
-    const uint8_t* __restrict s = src + static_cast<int64_t>(indices[i]) * per_sample;
-    float* __restrict d = dst + static_cast<int64_t>(i) * per_sample;
-    for (int64_t j = 0; j < per_sample; ++j) d[j] = static_cast<float>(s[j]) * scale;  // vectorizes
+  if (images.dtype() == DType::U8) {
+    for (size_t i = 0; i < indices.size(); ++i)
+      std::memcpy(images.data<uint8_t>() + static_cast<int64_t>(i) * per_sample,
+                  src + static_cast<int64_t>(indices[i]) * per_sample, static_cast<size_t>(per_sample));
+  } else {
+    float* dst = images.data<float>();
+    for (size_t i = 0; i < indices.size(); ++i) {
+      const uint8_t* __restrict s = src + static_cast<int64_t>(indices[i]) * per_sample;
+      float* __restrict d = dst + static_cast<int64_t>(i) * per_sample;
+      for (int64_t j = 0; j < per_sample; ++j) d[j] = static_cast<float>(s[j]) * scale;  // vectorizes
+    }
   }
   if (labels) {
     labels->resize({static_cast<int64_t>(indices.size())});

@@ -76,9 +76,12 @@ CompareResult compare(const Graph& a, const Graph& b, const Dataset& test, const
   gather_batch(test, idx, input_scale(b), rb.input(b.inputs.at(0).name));
   ra.forward();
   rb.forward();
+  // Layers: not the nodes that only relabel values, cast them between representations (the input
+  // scaling, QuantizeLinear / DequantizeLinear) or hold constants.
   for (const auto& node : a.nodes) {
     const int pb = b.producer(node.outputs[0]);
-    if (pb < 0 || traits_of(node).layout_only) continue;
+    const OpTraits& t = traits_of(node);
+    if (pb < 0 || t.layout_only || t.boundary != OpTraits::Boundary::None || node.inputs.empty()) continue;
     r.layers.push_back({node.name, node.op, b.nodes[pb].op,
                         compare_tensors(value_as_float(a, ra, node.outputs[0]), value_as_float(b, rb, node.outputs[0]))});
   }

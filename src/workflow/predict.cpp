@@ -8,8 +8,8 @@ namespace lowbit {
 
 PredictResult predict(const Graph& model, const Dataset& data, const PredictOptions& options) {
   PredictResult r;
-  // compute_logits runs evaluate()'s batches (the same shape check, gather_batch with the model's
-  // input_scale, the same logits value), so the classes below are the ones evaluate() scores.
+  // compute_logits runs evaluate()'s batches (the same shape check, the same gather_batch, the
+  // same logits value), so the classes below are the ones evaluate() scores.
   r.logits = compute_logits(model, data, options.batch_size);
   if (data.size() == 0) {  // compute_logits cannot see the class count without a batch
     r.logits = Tensor(DType::F32, {0, model.infer_shapes().at(logits_value(model)).shape.at(1)});
@@ -38,8 +38,8 @@ PredictResult predict(const Graph& model, const Tensor& images, const PredictOpt
   if (images.dtype() != DType::U8)
     throw Error(ErrorKind::InvalidArgument, "predict: the batch for input '" + input.name + "' is " +
                                                 name_of(images.dtype()) +
-                                                "; a raw batch holds u8 pixel values (as a Dataset does), which predict "
-                                                "scales by the model's input_scale");
+                                                "; a raw batch holds u8 pixel values (as a Dataset does), which the "
+                                                "model scales (in its graph, or by its input_scale when its input is f32)");
   if (images.rank() != static_cast<int>(expected.size()) || !std::equal(sample.begin(), sample.end(), images.shape().begin() + 1))
     throw Error(ErrorKind::InvalidArgument, "predict: input '" + input.name + "' takes a batch of shape " + to_string(expected) +
                                                 ", the batch has " + to_string(images.shape()));

@@ -337,7 +337,7 @@ TEST(Conv, CnnTeacherBuildsAndTrains) {
   g.outputs = {"loss"};
   g.validate();
   Executor run(g, true);
-  run.input("image") = random({8, 28, 28}, 70, 0, 1);
+  run.input("image") = testing::random_bytes({8, 28, 28}, 70);
   Tensor& labels = run.input("labels");
   labels = Tensor(DType::S32, {8});
   for (int i = 0; i < 8; ++i) labels.data<int32_t>()[i] = i % 10;
@@ -386,13 +386,13 @@ TEST(Conv, ModelDescriptionLayers) {
   // "same" padding with stride 2: output ceil(12 / 2) = 6, total padding 1, the extra at the end.
   Graph g = build(with({{{"type", "conv2d"}, {"name", "c"}, {"filters", 4}, {"kernel", 3}, {"stride", 2}, {"padding", "same"}, {"bias", false}},
                         {{"type", "maxpool2d"}, {"name", "p"}, {"kernel", {2, 3}}}}));
-  const Node& c = g.nodes[1];
+  const Node& c = g.nodes[g.producer("c")];
   EXPECT_EQ(c.op, "Conv2D");
   EXPECT_EQ(c.inputs.size(), 2u);
   EXPECT_EQ(c.attributes.at("pads"), Attribute({0, 0, 1, 1}));
   EXPECT_EQ(c.attributes.at("strides"), Attribute({2, 2}));
   EXPECT_EQ(g.infer_shapes().at("c").shape, (Shape{-1, 4, 6, 6}));
-  EXPECT_EQ(g.nodes[2].attributes.at("strides"), Attribute({2, 3}));  // stride defaults to the kernel
+  EXPECT_EQ(g.nodes[g.producer("p")].attributes.at("strides"), Attribute({2, 3}));  // stride defaults to the kernel
   EXPECT_EQ(g.infer_shapes().at("p").shape, (Shape{-1, 4, 3, 2}));
   // Depthwise with dilation and explicit [ph, pw] padding.
   g = build(with({{{"type", "conv2d"}, {"filters", 2}, {"kernel", 3}, {"padding", {2, 1}}, {"dilation", {2, 1}}},

@@ -86,7 +86,10 @@ TEST(Loss, SoftmaxCrossEntropyMatchesHandComputedValue) {
 // The executor's backward pass through a whole training graph, checked the same way: the gradient
 // of every parameter of a small MLP against finite differences of the loss.
 TEST(GradCheck, ExecutorThroughMlp) {
-  ModelDescription arch = parse_arch("12-6-5-4");
+  // "12-6-5-4" with a float input, so that the input values span [-1, 1].
+  ModelDescription arch = parse_arch(R"({"input": {"dtype": "f32"}, "layers": [{"type": "flatten"},
+      {"type": "dense", "units": 6, "activation": "relu"}, {"type": "dense", "units": 5, "activation": "relu"},
+      {"type": "dense", "units": 4}, {"type": "softmax"}]})");
   Graph model = build_model(arch, {3, 4}, 4, 7);
   Graph g = model;
   g.nodes.pop_back();  // train on logits

@@ -126,8 +126,12 @@ TEST(OpTraits, CounterpartsAreRegisteredAndLinkBack) {
       const std::vector<Shape> shapes = {{2, 4}, {3, 4}};
       EXPECT_NO_THROW(find_op("Dense").infer_shapes(n, shapes)) << type;
     }
-    if (t.layout_only) EXPECT_TRUE(t.passes_quantized) << type;
-    if (t.learns_scale) EXPECT_TRUE(t.fake_quantize) << type;
+    if (t.layout_only) {
+      EXPECT_TRUE(t.passes_quantized) << type;
+    }
+    if (t.learns_scale) {
+      EXPECT_TRUE(t.fake_quantize) << type;
+    }
   }
   EXPECT_EQ(quantizable, 2);  // Dense, Conv2D
   EXPECT_EQ(integer, 4);      // their static and dynamic integer forms

@@ -474,8 +474,8 @@ TEST(Norm, ReferenceCnnBuilds) {
   EXPECT_EQ(shapes.at("maxpool2d_1").shape, (Shape{-1, 32, 14, 14}));
   EXPECT_EQ(shapes.at("batchnorm_2").shape, (Shape{-1, 64, 14, 14}));
   EXPECT_EQ(shapes.at("flatten_1").shape, (Shape{-1, 3136}));
-  EXPECT_EQ(model.nodes[1].inputs.size(), 2u);  // no conv bias: BatchNorm shifts
-  const Node& bn = model.nodes[2];
+  EXPECT_EQ(model.nodes[model.producer("conv2d_1")].inputs.size(), 2u);  // no conv bias: BatchNorm shifts
+  const Node& bn = model.nodes[model.producer("batchnorm_1")];
   EXPECT_EQ(bn.op, "BatchNormalization");
   EXPECT_EQ(bn.inputs, (std::vector<std::string>{"conv2d_1", "batchnorm_1.scale", "batchnorm_1.bias",
                                                  "batchnorm_1.running_mean", "batchnorm_1.running_var"}));
@@ -512,12 +512,12 @@ TEST(Norm, ModelDescriptionLayers) {
                         {{"type", "add"}, {"name", "sum"}, {"inputs", {"p", "d"}}},
                         {{"type", "globalavgpool"}, {"name", "gap"}}}));
   EXPECT_EQ(g.initializers.at("bn.scale").shape(), (Shape{2}));
-  EXPECT_EQ(g.nodes[1].attributes.at("momentum"), 0.5);
-  EXPECT_EQ(g.nodes[2].op, "AveragePool2D");
-  EXPECT_EQ(g.nodes[2].attributes.at("strides"), Attribute({2, 2}));
-  EXPECT_EQ(g.nodes[3].outputs, (std::vector<std::string>{"d", "d.mask"}));
-  EXPECT_EQ(g.nodes[3].attributes.at("ratio"), 0.1);
-  EXPECT_EQ(g.nodes[4].inputs, (std::vector<std::string>{"p", "d"}));
+  EXPECT_EQ(g.nodes[g.producer("bn")].attributes.at("momentum"), 0.5);
+  EXPECT_EQ(g.nodes[g.producer("p")].op, "AveragePool2D");
+  EXPECT_EQ(g.nodes[g.producer("p")].attributes.at("strides"), Attribute({2, 2}));
+  EXPECT_EQ(g.nodes[g.producer("d")].outputs, (std::vector<std::string>{"d", "d.mask"}));
+  EXPECT_EQ(g.nodes[g.producer("d")].attributes.at("ratio"), 0.1);
+  EXPECT_EQ(g.nodes[g.producer("sum")].inputs, (std::vector<std::string>{"p", "d"}));
   EXPECT_EQ(g.infer_shapes().at("sum").shape, (Shape{-1, 2, 2, 4}));
   EXPECT_EQ(g.infer_shapes().at("gap").shape, (Shape{-1, 2, 1, 1}));
   // BatchNorm after a dense layer ([N, C]).

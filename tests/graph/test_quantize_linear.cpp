@@ -3,6 +3,7 @@
 // scale) + zero_point, -128, 127) and x = scale * (q - zero_point); parameters that are graph
 // values rather than constants; shape and value errors.
 #include <cmath>
+#include <cstring>
 
 #include "graph/gradcheck.h"
 #include "lowbit/executor.h"
@@ -24,7 +25,7 @@ Tensor run_cast(const char* op, const Tensor& x, const Tensor& scale, const Tens
     g.initializers["z"] = zero_point;
   } else {
     g.inputs.push_back({"s", DType::F32, scale.shape()});
-    g.inputs.push_back({"z", DType::S8, zero_point.shape()});
+    g.inputs.push_back({"z", zero_point.dtype(), zero_point.shape()});
   }
   g.add_node({"q", op, {"x", "s", "z"}, {"y"}, std::move(attributes)});
   g.outputs = {"y"};
@@ -113,6 +114,55 @@ TEST(QuantizeLinear, DequantizeWithoutZeroPointMeansZero) {
   run.forward();
   EXPECT_EQ(run.value("y").data<float>()[0], -1.5f);
   EXPECT_EQ(run.value("y").data<float>()[2], 2.5f);
+}
+
+// u8 codes (image bytes): x = scale * (q - zero_point) with a u8 zero point, per axis too; the
+// zero point's type must be the codes'.
+TEST(QuantizeLinear, DequantizesU8Codes) {
+  const Tensor q = testing::random_bytes({2, 3, 5}, 8);
+  Tensor scale(DType::F32, {3}), zero_point(DType::U8, {3});
+  for (int c = 0; c < 3; ++c) {
+    scale.data<float>()[c] = 0.01f * static_cast<float>(c + 1);
+    zero_point.data<uint8_t>()[c] = static_cast<uint8_t>(100 + 50 * c);  // above 127: read as unsigned
+  }
+  const Tensor y = run_cast("DequantizeLinear", q, scale, zero_point, {});
+  for (int64_t i = 0; i < q.numel(); ++i) {
+    const int64_t c = (i / 5) % 3;
+    ASSERT_EQ(y.data<float>()[i], scale.data<float>()[c] * static_cast<float>(q.data<uint8_t>()[i] - zero_point.data<uint8_t>()[c])) << i;
+  }
+  EXPECT_LOWBIT_ERROR(find_op("DequantizeLinear").infer_dtypes(Node{"dq", "DequantizeLinear"}, std::vector<DType>{DType::U8, DType::F32, DType::S8}),
+                      "zero_point must be u8, got s8");
+  EXPECT_LOWBIT_ERROR(find_op("DequantizeLinear").infer_dtypes(Node{"dq", "DequantizeLinear"}, std::vector<DType>{DType::S32, DType::F32}),
+                      "input must be s8, got s32");
+}
+
+// Requantize is DequantizeLinear then QuantizeLinear, bit for bit: every byte value and s8 code,
+// awkward sizes, one and two threads.
+TEST(Requantize, IsDequantizeThenQuantize) {
+  for (DType from : {DType::U8, DType::S8})
+    for (int64_t n : {1, 7, 256, 513, 70001}) {
+      Tensor x(from, {n});
+      for (int64_t i = 0; i < n; ++i) static_cast<uint8_t*>(x.raw())[i] = static_cast<uint8_t>((i * 7 + n) % 256);
+      const Tensor xs = testing::scalar_f32(1.0f / 255.0f), ys = testing::scalar_f32(0.0041f), yz = testing::scalar_s8(-120);
+      Tensor xz(from, {});
+      static_cast<uint8_t*>(xz.raw())[0] = from == DType::U8 ? 3 : static_cast<uint8_t>(-5);
+      const Tensor scaled = run_cast("DequantizeLinear", x, xs, xz, {});
+      const Tensor expected = run_cast("QuantizeLinear", scaled, ys, yz, {});
+      for (int threads : {1, 2}) {
+        Graph g;
+        g.inputs.push_back({"x", from, {n}});
+        g.initializers = {{"xs", xs}, {"xz", xz}, {"ys", ys}, {"yz", yz}};
+        g.add_node({"r", "Requantize", {"x", "xs", "ys", "yz", "xz"}, {"y"}});
+        g.outputs = {"y"};
+        Executor run(g, false, RunSettings{.threads = threads});
+        run.input("x") = x;
+        run.forward();
+        ASSERT_EQ(std::memcmp(run.value("y").raw(), expected.raw(), expected.nbytes()), 0) << name_of(from) << " n " << n;
+      }
+    }
+  const auto infer = [](std::vector<DType> d) { return find_op("Requantize").infer_dtypes(Node{"r", "Requantize"}, d); };
+  EXPECT_LOWBIT_ERROR(infer({DType::F32, DType::F32, DType::F32, DType::S8}), "input must be u8 or s8, got f32");
+  EXPECT_LOWBIT_ERROR(infer({DType::U8, DType::F32, DType::F32, DType::S8, DType::S8}), "x_zero_point must be u8, got s8");
 }
 
 TEST(QuantizeLinear, RejectsMisshapenOrInvalidParameters) {

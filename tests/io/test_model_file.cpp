@@ -167,6 +167,51 @@ TEST(ModelDescription, ReferenceFileBuildsTheReferenceMlp) {
     EXPECT_EQ(std::memcmp(t.raw(), same.initializers.at(name).raw(), t.nbytes()), 0) << name;
 }
 
+// A described model takes the image bytes and scales them itself (a Constant and a
+// DequantizeLinear), so its file computes the whole function; "dtype": "f32" keeps a float input
+// scaled by the caller, as models made before it were.
+TEST(ModelDescription, TheModelScalesTheImageBytesItself) {
+  const Graph g = build_model(parse_arch("12-5-3"), {3, 4}, 3, 9);
+  ASSERT_EQ(g.inputs.size(), 1u);
+  EXPECT_EQ(g.inputs[0].dtype, DType::U8);
+  EXPECT_EQ(g.nodes[0].op, "Constant");
+  EXPECT_EQ(g.nodes[0].attr_float("value_float", 0.0), static_cast<double>(std::stof("0.003922")));  // 1/255, as always applied
+  EXPECT_EQ(g.nodes[1].op, "DequantizeLinear");
+  EXPECT_EQ(g.nodes[1].inputs, (std::vector<std::string>{"image", "image_scale"}));
+  EXPECT_EQ(g.nodes[2].inputs, (std::vector<std::string>{"image_scaled"}));  // the first layer reads the scaled image
+  EXPECT_FALSE(g.metadata.count("input_scale"));
+  // The scaled values are bytes times the scale, exactly as a float-input model's batches were made.
+  const Tensor bytes = testing::random_bytes({2, 3, 4}, 5);
+  Executor run(g);
+  run.input("image") = bytes;
+  run.forward();
+  const float scale = std::stof("0.003922");
+  for (int64_t i = 0; i < bytes.numel(); ++i)
+    ASSERT_EQ(run.value("image_scaled").data<float>()[i], static_cast<float>(bytes.data<uint8_t>()[i]) * scale) << i;
+  // A description naming the input (a DAG) reads the scaled image too; a scale of its own.
+  const Graph dag = build_model({R"({"input": {"scale": 0.5}, "layers": [{"type": "flatten", "inputs": ["image"]},
+      {"type": "dense", "units": 3}]})"}, {3, 4}, 3, 0);
+  EXPECT_EQ(dag.nodes[2].inputs, (std::vector<std::string>{"image_scaled"}));
+  EXPECT_EQ(dag.nodes[0].attr_float("value_float", 0.0), 0.5);
+  // dtype f32: a float input, the first layer reads it, the scale in the metadata.
+  const Graph f = build_model({R"({"input": {"dtype": "f32"}, "layers": [{"type": "flatten"}, {"type": "dense", "units": 3}]})"},
+                              {3, 4}, 3, 0);
+  EXPECT_EQ(f.inputs[0].dtype, DType::F32);
+  EXPECT_EQ(f.nodes[0].op, "Flatten");
+  EXPECT_EQ(f.metadata.at("input_scale"), "0.003922");
+  // The same seed gives the same weights either way.
+  for (const auto& [name, t] : f.initializers)
+    EXPECT_EQ(std::memcmp(t.raw(), dag.initializers.at(name).raw(), t.nbytes()), 0) << name;
+  EXPECT_LOWBIT_ERROR(build_model({R"({"input": {"dtype": "f16"}, "layers": [{"type": "flatten"}]})"}, {3, 4}, 3, 0),
+                      "model description: input: field 'dtype' must be \"u8\"");
+  EXPECT_LOWBIT_ERROR(build_model({R"({"input": {"scale": -1}, "layers": [{"type": "flatten"}]})"}, {3, 4}, 3, 0),
+                      "scale -1.000000 must be positive");
+  EXPECT_LOWBIT_ERROR(build_model({R"({"layers": [{"type": "flatten", "inputs": ["image_scale"]}]})"}, {3, 4}, 3, 0),
+                      "input 'image_scale' is not the input or an earlier layer");
+  EXPECT_LOWBIT_ERROR(build_model({R"({"layers": [{"type": "flatten", "name": "image_scaled"}]})"}, {3, 4}, 3, 0),
+                      "name 'image_scaled' is used twice");
+}
+
 TEST(ModelDescription, ErrorsNameTheLayerAndField) {
   auto build = [](const char* text) { return build_model({text}, {28, 28}, 10, 0); };
   EXPECT_LOWBIT_ERROR(build(R"({"layers": [{"type": "flatten"}, {"type": "dense", "unit": 10}]})"),

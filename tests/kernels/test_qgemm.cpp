@@ -195,7 +195,8 @@ TEST_F(QGemmTest, MatchesReferenceOnModelShapes) {
   for (const S& sh : shapes)
     for (DType storage : kStorages) {
       if (sh.m == 256 && sh.k == 784 && storage != DType::S8) continue;  // keep it quick
-      Case s = make_setup(sh.m, sh.n, sh.k, storage, ++seed, seed % 2 == 1);
+      ++seed;
+      Case s = make_setup(sh.m, sh.n, sh.k, storage, seed, seed % 2 == 1);
       s.out.bias = s.bias.data();
       s.out.relu = true;
       expect_matches_reference(s);
@@ -314,9 +315,10 @@ TEST_F(QGemmTest, WeightsPackedForTheReferenceRunTheReference) {
     EXPECT_EQ(run_s8(s, false), reference) << name_of(isa);
   }
   set_max_isa(Isa::Avx512Vnni);
-  if (active_isa() >= Isa::Avx2)
+  if (active_isa() >= Isa::Avx2) {
     EXPECT_NE(kernels::describe_qgemm(DType::S8, false, false).find("qgemm_s8__avx2: the weights were not packed for it"),
               std::string::npos);
+  }
   const QWeights avx2 = QWeights::pack(s.w.codes(), s.w.n(), s.w.k(), Isa::Avx2);
   EXPECT_EQ(avx2.kernel_layout().defined(), true);
   EXPECT_FALSE(avx2.vnni_layout().defined());

@@ -175,6 +175,14 @@ TEST(QuantizeKernels, FastPathIsBitExactWithReference) {
     kernels::dequantize_s8_ref(n, ref.data(), 0.3f, -7, back_ref.data());
     dequantize_s8(n, ref.data(), 0.3f, -7, back.data());
     EXPECT_EQ(std::memcmp(back.data(), back_ref.data(), back.size() * sizeof(float)), 0) << n;
+    // u8 codes (image bytes), zero points 0 and above 127.
+    std::vector<uint8_t> bytes(static_cast<size_t>(n));
+    for (auto& b : bytes) b = static_cast<uint8_t>(rng.below(256));
+    for (int32_t zero_point : {0, 200}) {
+      kernels::dequantize_u8_ref(n, bytes.data(), 1.0f / 255.0f, zero_point, back_ref.data());
+      dequantize_u8(n, bytes.data(), 1.0f / 255.0f, zero_point, back.data());
+      EXPECT_EQ(std::memcmp(back.data(), back_ref.data(), back.size() * sizeof(float)), 0) << n;
+    }
   }
   // Agrees with the QuantParams definition.
   QuantParams p{8, true, QScheme::Affine, false, -1, {0.3f}, {-7}};

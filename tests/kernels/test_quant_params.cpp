@@ -48,7 +48,9 @@ TEST(QuantParams, RoundTripErrorBoundPerBitWidth) {
       }
       EXPECT_LE(max_err, p.scale[0] / 2 * (1 + 1e-5)) << bits << " bits " << name_of(scheme);
       // SQNR grows by about 6 dB per bit.
-      if (scheme == QScheme::Affine) EXPECT_GT(compare_tensors(x, y).sqnr_db, 6.02 * bits - 4.0) << bits;
+      if (scheme == QScheme::Affine) {
+        EXPECT_GT(compare_tensors(x, y).sqnr_db, 6.02 * bits - 4.0) << bits;
+      }
     }
   }
 }

@@ -341,17 +341,19 @@ TEST(QuantizeCnn, FullInt8IsIntegerOnlyBitExactAndAccurate) {
     QuantPlan plan;
     plan.defaults.weight_bits = bits;
     Graph q = quantize_model(t.model, plan, t.ranges);
-    int qconv = 0, quantize = 0, dequantize = 0;
+    int qconv = 0, quantize = 0, requantize = 0, dequantize = 0;
     for (const auto& node : q.nodes) {
       EXPECT_NE(node.op, "Conv2D");
       EXPECT_NE(node.op, "BatchNormalization");
       EXPECT_NE(node.op, "Relu");
       qconv += node.op == "QConv2D";
       quantize += node.op == "QuantizeLinear";
-      dequantize += node.op == "DequantizeLinear";
+      requantize += node.op == "Requantize";
+      dequantize += node.op == "DequantizeLinear" && q.producer(node.inputs[0]) >= 0;  // not the input scaling
     }
     EXPECT_EQ(qconv, 2);
-    EXPECT_EQ(quantize, 1);  // only at the graph input
+    EXPECT_EQ(quantize, 0);
+    EXPECT_EQ(requantize, 1);  // the image bytes straight to the first convolution's grid
     EXPECT_EQ(dequantize, 0);
     const auto info = q.infer_shapes();
     EXPECT_EQ(info.at("maxpool2d_1").dtype, DType::S8);

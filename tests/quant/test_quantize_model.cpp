@@ -196,6 +196,44 @@ TEST(Quantize, IntegerPathsAreBitExactOnTheWholeTestSet) {
   }
 }
 
+// The same trained MLP with a float input (its batches scaled by the caller, as models were built
+// before the scaling moved into the graph): quantized from the same calibration, it gives the same
+// logits bit for bit, although the byte model requantizes its bytes in one step (Requantize)
+// where the float one quantizes after the Flatten.
+TEST(Quantize, ScalingTheBytesInTheGraphChangesNoPrediction) {
+  const Trained& t = trained();
+  Graph by_caller;
+  by_caller.name = t.model.name;
+  by_caller.inputs = {{"image", DType::F32, t.model.inputs[0].shape}};
+  by_caller.outputs = t.model.outputs;
+  by_caller.initializers = t.model.initializers;
+  by_caller.metadata["input_scale"] = "0.003922";
+  for (Node n : t.model.nodes) {
+    if (n.inputs.empty() || n.op == "DequantizeLinear") continue;  // the scaling
+    for (auto& in : n.inputs)
+      if (in == "image_scaled") in = "image";
+    by_caller.add_node(std::move(n));
+  }
+  by_caller.validate();
+  std::map<std::string, Calibration> ranges = t.ranges;
+  for (auto& [method, c] : ranges) c.ranges["image"] = c.ranges.at("image_scaled");
+  for (const char* method : {"minmax", "kl"}) {
+    QuantPlan plan;
+    plan.defaults.calibration = method;
+    const Graph bytes = quantize_model(t.model, plan, t.ranges), floats = quantize_model(by_caller, plan, ranges);
+    int requantize = 0;
+    for (const auto& n : bytes.nodes) requantize += n.op == "Requantize";
+    EXPECT_EQ(requantize, 1);
+    EXPECT_EQ(compute_logits(bytes, t.test, 100).nbytes(), compute_logits(floats, t.test, 100).nbytes());
+    const Tensor a = compute_logits(bytes, t.test, 100), b = compute_logits(floats, t.test, 100);
+    EXPECT_EQ(std::memcmp(a.raw(), b.raw(), a.nbytes()), 0) << method;
+    // Dequantized, the byte model is its float model again (the scaling back in place of the Requantize).
+    const Graph back = dequantize_model(bytes);
+    ASSERT_EQ(back.nodes.size(), t.model.nodes.size());
+    for (size_t i = 0; i < back.nodes.size(); ++i) EXPECT_EQ(back.nodes[i].outputs, t.model.nodes[i].outputs) << i;
+  }
+}
+
 TEST(Quantize, LowBitWeightsArePackedAndStillWork) {
   const Trained& t = trained();
   for (int bits : {4, 2}) {

@@ -45,9 +45,7 @@ TEST(Executor, PlansScratchOnceAndReusesIt) {
   train_graph.outputs = {logits_value(model)};
   train_graph.nodes.pop_back();  // the softmax
   Executor train(train_graph, true);
-  Tensor images(DType::F32, {5, 8, 8});
-  for (int64_t i = 0; i < images.numel(); ++i) images.data<float>()[i] = static_cast<float>(i % 7) * 0.1f;
-  train.input("image") = images;
+  train.input("image") = testing::random_bytes({5, 8, 8}, 4);
   auto step = [&] {
     train.forward();
     const std::string logits = train_graph.outputs[0];
@@ -96,7 +94,9 @@ TEST(RunSettings, ScopesNestAndRestoreTheProcessSettings) {
       ScopedRunSettings inner({.threads = 1, .max_isa = Isa::Reference});
       EXPECT_EQ(num_threads(), 1);
       EXPECT_EQ(active_isa(), Isa::Reference);
-      if (process_isa != Isa::Reference) EXPECT_STREQ(isa_cap_reason(), "capped by RunSettings::max_isa");
+      if (process_isa != Isa::Reference) {
+        EXPECT_STREQ(isa_cap_reason(), "capped by RunSettings::max_isa");
+      }
     }
     EXPECT_EQ(num_threads(), 3);
     EXPECT_EQ(active_isa(), process_isa);
@@ -112,8 +112,7 @@ TEST(RunSettings, ScopesNestAndRestoreTheProcessSettings) {
 
 TEST(RunSettings, AnExecutorUsesItsOwnSettingsAndLeavesTheProcessAlone) {
   Graph g = build_model(parse_arch("20-16-4"), {20}, 4, 3);
-  Tensor x(DType::F32, {64, 20});
-  testing::fill_uniform(x, 9);
+  const Tensor x = testing::random_bytes({64, 20}, 9);
   const int process_threads = num_threads();
   std::vector<Tensor> outputs;
   for (const RunSettings& s : {RunSettings{.threads = 1}, RunSettings{.threads = 2},

@@ -1,4 +1,5 @@
 #include <cmath>
+#include <cstring>
 
 #include "test_util.h"
 
@@ -103,6 +104,28 @@ TEST(Training, CosineScheduleDecaysToZero) {
   for (int t = 0; t < 8; ++t) EXPECT_NEAR(recorder.ratios[t], 0.5 * (1 + std::cos(M_PI * t / 8)), 1e-3) << t;
   o.optimizer.schedule = "linear";
   EXPECT_LOWBIT_ERROR(train(model, data, o), "unknown learning-rate schedule 'linear'");
+}
+
+// The model that scales the image bytes in its graph trains to the same weights as the same model
+// with a float input whose batches the trainer scales (how models were built before): the two
+// paths compute the same floats.
+TEST(Training, ScalingInTheGraphEqualsScalingTheBatches) {
+  Dataset data = synthetic(200, 3);
+  const char* layers = R"("layers": [{"type": "flatten"}, {"type": "dense", "units": 16, "activation": "relu"},
+                                      {"type": "dense", "units": 4}, {"type": "softmax"}]})";
+  Graph in_graph = build_model({std::string("{") + layers}, data.sample_shape(), 4, 5);
+  Graph by_caller = build_model({std::string(R"({"input": {"dtype": "f32"}, )") + layers}, data.sample_shape(), 4, 5);
+  ASSERT_EQ(in_graph.inputs[0].dtype, DType::U8);
+  ASSERT_EQ(by_caller.inputs[0].dtype, DType::F32);
+  TrainOptions o;
+  o.epochs = 2;
+  o.batch_size = 16;
+  train(in_graph, data, o);
+  train(by_caller, data, o);
+  ASSERT_EQ(in_graph.initializers.size(), by_caller.initializers.size());
+  for (const auto& [name, t] : by_caller.initializers)
+    EXPECT_EQ(std::memcmp(t.raw(), in_graph.initializers.at(name).raw(), t.nbytes()), 0) << name;
+  EXPECT_EQ(evaluate(in_graph, data).accuracy, evaluate(by_caller, data).accuracy);
 }
 
 TEST(Training, RejectsMismatchedDataAndBadOptions) {

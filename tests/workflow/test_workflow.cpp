@@ -263,12 +263,14 @@ TEST(Workflow, RunQatDistilsFromATeacherThroughItsCache) {
   EXPECT_LOWBIT_ERROR(run_qat(student, train, test, by_hand), "a teacher in the options and another in train.distill");
 }
 
-// predict() on the reference MLP with an input_scale of its own (not the 1/255 default), so a
-// prediction that skipped or guessed the preprocessing would show.
+// predict() on the reference MLP with an input scale of its own (not the 1/255 default: the
+// graph's scaling node reads 0.002), so a prediction that skipped or guessed the preprocessing
+// would show.
 TEST(Workflow, PredictGivesEvaluatesClassesAndTheLogitsBehindThem) {
   const Trained& s = trained_mlp();
   Graph model = s.model;
-  model.metadata["input_scale"] = "0.002";
+  for (Node& n : model.nodes)
+    if (n.name == "image_scale") n.attributes["value_float"] = static_cast<double>(0.002f);
   const PredictResult r = predict(model, s.test, PredictOptions{.batch_size = 96});  // 2000 = 20 * 96 + 80
   ASSERT_EQ(r.logits.shape(), (Shape{2000, 10}));
   ASSERT_EQ(r.classes.size(), 2000u);
@@ -285,12 +287,15 @@ TEST(Workflow, PredictGivesEvaluatesClassesAndTheLogitsBehindThem) {
   EXPECT_EQ(*r.accuracy, e.accuracy);
   EXPECT_EQ(*predict(model, s.test, PredictOptions{}).accuracy, evaluate(model, s.test).accuracy);  // both 256
   EXPECT_NE(predict(s.model, s.test, PredictOptions{}).logits.data<float>()[0], r.logits.data<float>()[0]);  // the scale counts
-  // The first three samples by hand: pixels times 0.002, one forward pass, the logits before the softmax.
+  // The first three samples by hand: the bytes in, pixels times 0.002 inside the graph, the logits
+  // before the softmax.
   Executor run(model);
   Tensor& x = run.input("image");
-  x = Tensor(DType::F32, {3, 28, 28});
-  for (int64_t j = 0; j < x.numel(); ++j) x.data<float>()[j] = static_cast<float>(s.test.images.data<uint8_t>()[j]) * 0.002f;
+  x = Tensor(DType::U8, {3, 28, 28});
+  std::copy_n(s.test.images.data<uint8_t>(), x.numel(), x.data<uint8_t>());
   run.forward();
+  for (int64_t j = 0; j < x.numel(); ++j)
+    ASSERT_EQ(run.value("image_scaled").data<float>()[j], static_cast<float>(x.data<uint8_t>()[j]) * 0.002f) << j;
   const Tensor& logits = run.value(logits_value(model));
   for (int64_t j = 0; j < 30; ++j) EXPECT_NEAR(logits.data<float>()[j], r.logits.data<float>()[j], 1e-5) << j;
   // The raw batch: the same images as a u8 tensor give the same logits, and no accuracy.

@@ -1,7 +1,8 @@
 // Constant: a node with no inputs whose output is a fixed tensor given by one attribute, as ONNX
 // Constant: `value_float` (an f32 scalar, shape []), `value_floats` (f32 [n]), `value_int` (s64
 // scalar) or `value_ints` (s64 [n]). Its output is a computed value, not an initializer, so
-// training never updates it: the preprocessing scale of a model (Mul by a Constant) and the shape
+// training never updates it (the executor computes it once, when it is built): the input scale of
+// the models build_model() makes (read by a DequantizeLinear of the image bytes) and the shape
 // arithmetic that exporters emit use it. (ONNX's tensor-valued `value` becomes an initializer on
 // import.)
 #include "graph/ops/builtin_ops.h"

@@ -35,6 +35,7 @@ class InferenceOp : public Op {
                 std::span<const Tensor* const>, std::span<Tensor* const>) const override {
     shape_error(node, "quantized graphs are not trainable (use quantization-aware training)");
   }
+  bool differentiable_input(int) const override { return false; }
 };
 class PreparedInferenceOp : public InferenceOp {
  public:

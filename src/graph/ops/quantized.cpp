@@ -104,7 +104,10 @@ CastParams cast_params(const Node& node, const Tensor& scale, const Tensor* zero
     if (!(p.scale[i] > 0.0f) || !std::isfinite(p.scale[i]))
       shape_error(node, "scale[" + std::to_string(i) + "] must be positive and finite, got " + std::to_string(p.scale[i]));
   p.zero_point.assign(p.scale.size(), 0);
-  if (zero_point) std::copy(zero_point->data<int8_t>(), zero_point->data<int8_t>() + zero_point->numel(), p.zero_point.begin());
+  if (zero_point && zero_point->dtype() == DType::U8)
+    std::copy_n(zero_point->data<uint8_t>(), zero_point->numel(), p.zero_point.begin());
+  else if (zero_point)
+    std::copy_n(zero_point->data<int8_t>(), zero_point->numel(), p.zero_point.begin());
   return p;
 }
 
@@ -127,9 +130,11 @@ void for_each_run(const CastLayout& l, int64_t n, const Run& run) {
 
 // QuantizeLinear and DequantizeLinear (version 2): element-wise casts between `From` and `To`,
 // inputs [x, scale f32, zero_point s8] as ONNX has them (DequantizeLinear's zero point may be
-// left out: 0); attributes axis (default 1) and block_size (default 0) place a scale that is not
-// a scalar. Version 1 held one scale and zero point as attributes; upgrade() turns them into
-// initializers.
+// left out: 0; it also reads u8 codes with a u8 zero point, e.g. image bytes with scale 1/255:
+// the input scaling of the models lowbit builds); attributes axis (default 1) and block_size
+// (default 0) place a scale that is not a scalar. Version 1 held one scale and zero point as
+// attributes; upgrade() turns them into initializers. Not differentiable: no gradient flows
+// through them and their scales are never trained.
 template <DType From, DType To>
 class ActivationCast : public InferenceOp {
  public:
@@ -139,9 +144,10 @@ class ActivationCast : public InferenceOp {
     return {in[0]};
   }
   std::vector<DType> infer_dtypes(const Node& node, std::span<const DType> in) const override {
-    expect_dtype(node, in[0], From, "input");
+    const bool u8_codes = From == DType::S8 && in[0] == DType::U8;
+    if (!u8_codes) expect_dtype(node, in[0], From, "input");
     expect_dtype(node, in[1], DType::F32, "scale");
-    if (in.size() == 3) expect_dtype(node, in[2], DType::S8, "zero_point");
+    if (in.size() == 3) expect_dtype(node, in[2], u8_codes ? DType::U8 : DType::S8, "zero_point");
     return {To};
   }
   std::shared_ptr<const OpState> prepare(const Node& node, std::span<const Tensor* const> c) const override {
@@ -204,15 +210,97 @@ class DequantizeLinear final : public ActivationCast<DType::S8, DType::F32> {
  public:
   DequantizeLinear() { traits_ = {.version = 2, .onnx = "DequantizeLinear", .boundary = OpTraits::Boundary::Dequantize}; }
   std::string describe(const Node&, const OpState*) const override {
-    return kernels::describe_avx2_or_reference("dequantize_s8__avx2", "dequantize_s8_ref");
+    return kernels::describe_avx2_or_reference("dequantize_s8__avx2 (u8 codes: dequantize_u8__avx2)",
+                                               "dequantize_s8_ref (u8 codes: dequantize_u8_ref)");
   }
 
  private:
   void cast(const CastLayout& l, const CastParams& p, const Tensor& in, Tensor& out) const override {
-    const int8_t* q = in.data<int8_t>();
     float* y = out.data<float>();
+    if (in.dtype() == DType::U8) {
+      const uint8_t* q = in.data<uint8_t>();
+      if (l.per_tensor)  // image bytes: a whole batch in one call
+        return parallel_for(in.numel(), 1 << 16, [&](int64_t begin, int64_t end) {
+          dequantize_u8(end - begin, q + begin, p.scale[0], p.zero_point[0], y + begin);
+        });
+      return for_each_run(l, in.numel(), [&](int64_t offset, int64_t count, int64_t i) {
+        dequantize_u8(count, q + offset, p.scale[static_cast<size_t>(i)], p.zero_point[static_cast<size_t>(i)], y + offset);
+      });
+    }
+    const int8_t* q = in.data<int8_t>();
     for_each_run(l, in.numel(), [&](int64_t offset, int64_t count, int64_t i) {
       dequantize_s8(count, q + offset, p.scale[static_cast<size_t>(i)], p.zero_point[static_cast<size_t>(i)], y + offset);
+    });
+  }
+};
+
+// Requantize: 8-bit codes on one grid to s8 codes on another, y = QuantizeLinear(DequantizeLinear(x))
+// per tensor: inputs [x u8 or s8, x_scale f32 [], y_scale f32 [], y_zero_point s8 [], optional
+// x_zero_point (x's type) []] (x's zero point last, as it is optional). The quantize pass puts it
+// where image bytes meet the first integer layer: the input scaling and the layer's input
+// quantization in one pass, without the float tensor between them. It runs the two casts' kernels
+// on chunks that stay in L1, so it is bit-identical to the two ops. ONNX: DequantizeLinear, then
+// QuantizeLinear.
+class Requantize final : public InferenceOp {
+ public:
+  Requantize() { traits_ = {.boundary = OpTraits::Boundary::Quantize}; }
+  std::vector<Shape> infer_shapes(const Node& node, std::span<const Shape> in) const override {
+    expect_input_count(node, in, 4, 5);
+    for (size_t i = 1; i < in.size(); ++i)
+      if (!is_scalar(in[i])) shape_error(node, "scales and zero points must be scalars, got " + to_string(in[i]));
+    return {in[0]};
+  }
+  std::vector<DType> infer_dtypes(const Node& node, std::span<const DType> in) const override {
+    if (in[0] != DType::U8 && in[0] != DType::S8) shape_error(node, std::string("input must be u8 or s8, got ") + name_of(in[0]));
+    expect_dtype(node, in[1], DType::F32, "x_scale");
+    expect_dtype(node, in[2], DType::F32, "y_scale");
+    expect_dtype(node, in[3], DType::S8, "y_zero_point");
+    if (in.size() == 5) expect_dtype(node, in[4], in[0], "x_zero_point");
+    return {DType::S8};
+  }
+  std::shared_ptr<const OpState> prepare(const Node& node, std::span<const Tensor* const> c) const override {
+    if (std::any_of(c.begin() + 1, c.end(), [](const Tensor* t) { return t == nullptr; })) return nullptr;
+    return std::make_shared<State>(params(node, c));
+  }
+  std::string describe(const Node&, const OpState*) const override {
+    return kernels::describe_avx2_or_reference("dequantize_u8__avx2 (or _s8) + quantize_s8__avx2 on 512-value chunks",
+                                               "dequantize_u8_ref (or _s8) + quantize_s8_ref on 512-value chunks");
+  }
+  void forward(const Node& node, std::span<const Tensor* const> in, std::span<Tensor* const> out) const override {
+    run(params(node, in), *in[0], *out[0]);
+  }
+  void forward_prepared(const Node& node, const OpState* state, std::span<const Tensor* const> in,
+                        std::span<Tensor* const> out, Workspace&) const override {
+    if (!state) return forward(node, in, out);
+    run(state_as<State>(state), *in[0], *out[0]);
+  }
+
+ private:
+  struct State : OpState {
+    CastParams from, to;
+  };
+  static State params(const Node& node, std::span<const Tensor* const> c) {
+    State s;
+    s.from = cast_params(node, *c[1], c.size() == 5 ? c[4] : nullptr);
+    s.to = cast_params(node, *c[2], c[3]);
+    return s;
+  }
+  static void run(const State& s, const Tensor& x, Tensor& y) {
+    prepare_output(y, DType::S8, x.shape());
+    const float xs = s.from.scale[0], ys = s.to.scale[0];
+    const int32_t xz = s.from.zero_point[0], yz = s.to.zero_point[0];
+    const bool bytes = x.dtype() == DType::U8;
+    int8_t* q = y.data<int8_t>();
+    parallel_for(x.numel(), 1 << 15, [&](int64_t begin, int64_t end) {
+      float chunk[512];
+      for (int64_t i = begin; i < end; i += 512) {
+        const int64_t n = std::min<int64_t>(512, end - i);
+        if (bytes)
+          dequantize_u8(n, x.data<uint8_t>() + i, xs, xz, chunk);
+        else
+          dequantize_s8(n, x.data<int8_t>() + i, xs, xz, chunk);
+        quantize_s8(n, chunk, ys, yz, q + i);
+      }
     });
   }
 };
@@ -504,6 +592,7 @@ void register_quantized(const Registrar& add) {
   register_qconv(add);
   add("QuantizeLinear", std::make_unique<QuantizeLinear>());
   add("DequantizeLinear", std::make_unique<DequantizeLinear>());
+  add("Requantize", std::make_unique<Requantize>());
   add("QDense", std::make_unique<QDense>());
   add("DynamicQDense", std::make_unique<DynamicQDense>());
 }

@@ -18,4 +18,8 @@ void dequantize_s8_ref(int64_t n, const int8_t* q, float scale, int32_t zero_poi
   for (int64_t i = 0; i < n; ++i) y[i] = scale * static_cast<float>(q[i] - zero_point);
 }
 
+void dequantize_u8_ref(int64_t n, const uint8_t* q, float scale, int32_t zero_point, float* y) {
+  for (int64_t i = 0; i < n; ++i) y[i] = scale * static_cast<float>(q[i] - zero_point);
+}
+
 }  // namespace lowbit::kernels

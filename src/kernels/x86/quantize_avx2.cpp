@@ -39,4 +39,15 @@ void dequantize_s8_avx2(int64_t n, const int8_t* q, float scale, int32_t zero_po
   kernels::dequantize_s8_ref(n - i, q + i, scale, zero_point, y + i);
 }
 
+void dequantize_u8_avx2(int64_t n, const uint8_t* q, float scale, int32_t zero_point, float* y) {
+  const __m256 s = _mm256_set1_ps(scale);
+  const __m256i zp = _mm256_set1_epi32(zero_point);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256i v = _mm256_sub_epi32(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + i))), zp);
+    _mm256_storeu_ps(y + i, _mm256_mul_ps(s, _mm256_cvtepi32_ps(v)));
+  }
+  kernels::dequantize_u8_ref(n - i, q + i, scale, zero_point, y + i);
+}
+
 }  // namespace lowbit::kernels
