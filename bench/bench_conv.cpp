@@ -16,7 +16,6 @@
 #include <random>
 #include <string>
 #include <vector>
-#include <nlohmann/json.hpp>
 
 #include "lowbit/executor.h"
 #include "lowbit/graph.h"
@@ -50,9 +49,18 @@ enum class Variant { F32, S8, S4 };
 
 const char* name_of(Variant v) { return v == Variant::F32 ? "lowbit_f32" : v == Variant::S8 ? "lowbit_s8" : "lowbit_s4"; }
 
-nlohmann::json window(const Layer& l) {
+lowbit::Attributes window(const Layer& l) {
   return {{"kernel_shape", {l.kernel, l.kernel}}, {"strides", {l.stride, l.stride}}, {"pads", {l.pad, l.pad, l.pad, l.pad}},
           {"group", l.group}, {"activation", "relu"}};
+}
+
+Tensor scalar(DType dtype, double v) {
+  Tensor t(dtype, {});
+  if (dtype == DType::F32)
+    t.data<float>()[0] = static_cast<float>(v);
+  else
+    t.data<int8_t>()[0] = static_cast<int8_t>(v);
+  return t;
 }
 
 lowbit::Graph make_graph(const Layer& l, Variant v) {
@@ -86,10 +94,14 @@ lowbit::Graph make_graph(const Layer& l, Variant v) {
     g.initializers["s"] = scale;
     g.initializers["z"] = zero;
     g.initializers["b"] = bias;
-    nlohmann::json attrs = window(l);
-    attrs.update({{"in_channels", l.channels}, {"input_scale", 0.02}, {"input_zero_point", -3}, {"output", "s8"},
-                  {"output_scale", 0.05}, {"output_zero_point", -128}});
-    g.add_node({"conv", "QConv2D", {"x", "w", "s", "z", "b"}, {"y"}, attrs});
+    g.initializers["xs"] = scalar(DType::F32, 0.02);
+    g.initializers["xz"] = scalar(DType::S8, -3);
+    g.initializers["ys"] = scalar(DType::F32, 0.05);
+    g.initializers["yz"] = scalar(DType::S8, -128);
+    lowbit::Attributes attrs = window(l);
+    attrs["in_channels"] = l.channels;
+    // Inputs in QConv2D's order (src/graph/ops/integer_inputs.h): s8 output, int32 bias.
+    g.add_node({"conv", "QConv2D", {"x", "w", "s", "z", "xs", "xz", "ys", "yz", "b"}, {"y"}, attrs});
   }
   g.outputs = {"y"};
   g.validate();
