@@ -28,26 +28,28 @@ void quantize_s8_avx2(int64_t n, const float* x, float scale, int32_t zero_point
   kernels::quantize_s8_ref(n - i, x + i, scale, zero_point, q + i);
 }
 
-void dequantize_s8_avx2(int64_t n, const int8_t* q, float scale, int32_t zero_point, float* y) {
+namespace {
+// y = scale * (q - zero_point) over 8 codes at a time; `widen` turns 8 codes into 8 int32 (sign-
+// or zero-extending), `tail` is the reference for the last n % 8.
+template <class Code, class Widen, class Tail>
+void dequantize_avx2(int64_t n, const Code* q, float scale, int32_t zero_point, float* y, Widen widen, Tail tail) {
   const __m256 s = _mm256_set1_ps(scale);
   const __m256i zp = _mm256_set1_epi32(zero_point);
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    const __m256i v = _mm256_sub_epi32(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + i))), zp);
+    const __m256i v = _mm256_sub_epi32(widen(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + i))), zp);
     _mm256_storeu_ps(y + i, _mm256_mul_ps(s, _mm256_cvtepi32_ps(v)));
   }
-  kernels::dequantize_s8_ref(n - i, q + i, scale, zero_point, y + i);
+  tail(n - i, q + i, scale, zero_point, y + i);
+}
+}  // namespace
+
+void dequantize_s8_avx2(int64_t n, const int8_t* q, float scale, int32_t zero_point, float* y) {
+  dequantize_avx2(n, q, scale, zero_point, y, [](__m128i v) { return _mm256_cvtepi8_epi32(v); }, dequantize_s8_ref);
 }
 
 void dequantize_u8_avx2(int64_t n, const uint8_t* q, float scale, int32_t zero_point, float* y) {
-  const __m256 s = _mm256_set1_ps(scale);
-  const __m256i zp = _mm256_set1_epi32(zero_point);
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    const __m256i v = _mm256_sub_epi32(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + i))), zp);
-    _mm256_storeu_ps(y + i, _mm256_mul_ps(s, _mm256_cvtepi32_ps(v)));
-  }
-  kernels::dequantize_u8_ref(n - i, q + i, scale, zero_point, y + i);
+  dequantize_avx2(n, q, scale, zero_point, y, [](__m128i v) { return _mm256_cvtepu8_epi32(v); }, dequantize_u8_ref);
 }
 
 }  // namespace lowbit::kernels
