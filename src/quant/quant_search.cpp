@@ -30,9 +30,12 @@ Tensor value_as_float(const Graph& model, const Executor& run, const std::string
   // through the ops that pass s8 values on unchanged).
   const Node* node = &model.nodes[p];
   while (traits_of(*node).passes_quantized && model.producer(node->inputs[0]) >= 0) node = &model.nodes[model.producer(node->inputs[0])];
-  size_t scale_index = node->inputs.size() >= 4 ? 2 : 1;  // Requantize [x, x_scale, y_scale, ...], QuantizeLinear [x, scale, ...]
-  if (traits_of(*node).is_integer_layer()) scale_index = ops::IntegerLayerInputs::of(node->inputs.size()).y_scale;
-  else if (traits_of(*node).boundary != OpTraits::Boundary::Quantize) scale_index = ops::IntegerLayerInputs::none;
+  const OpTraits& traits = traits_of(*node);
+  size_t scale_index = ops::IntegerLayerInputs::none;
+  if (traits.is_integer_layer())
+    scale_index = ops::IntegerLayerInputs::of(node->inputs.size()).y_scale;
+  else if (traits.boundary == OpTraits::Boundary::Quantize)  // Requantize [x, x_scale, y_scale, ...], QuantizeLinear [x, scale, ...]
+    scale_index = node->inputs.size() >= 4 ? 2 : 1;
   if (scale_index == ops::IntegerLayerInputs::none || scale_index + 1 >= node->inputs.size() ||
       !model.initializers.count(node->inputs[scale_index]) || !model.initializers.count(node->inputs[scale_index + 1]))
     throw Error(ErrorKind::InvalidArgument, "value '" + value + "': no constant scale and zero point for it at node '" + node->name + "'");

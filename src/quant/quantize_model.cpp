@@ -253,21 +253,10 @@ class Transform {
 
   // Does some consumer of `value` (looking through ops that pass s8 through: reshapes,
   // max-pooling) take integer input?
-  bool has_integer_consumer(const std::string& value) const {
-    for (const auto& node : model_.nodes) {
-      if (std::find(node.inputs.begin(), node.inputs.end(), value) == node.inputs.end()) continue;
-      const OpTraits& traits = traits_of(node);
-      if (traits.is_quantizable() && node.inputs[0] == value && plan_.rule_for(node.name).quantize &&
-          plan_.mode != QuantMode::Dynamic)
-        return true;
-      if (traits.passes_quantized && !is_graph_output(node.outputs[0]) && has_integer_consumer(node.outputs[0]))
-        return true;
-    }
-    return false;
-  }
+  bool has_integer_consumer(const std::string& value) const { return !integer_reader(value).first.empty(); }
 
   // The value through which an integer layer reads `value` (itself, or the output of ops that pass
-  // s8 values on, as has_integer_consumer looks) and that layer's calibration method; "" if none.
+  // s8 values on) and that layer's calibration method; "" if no integer layer reads it.
   std::pair<std::string, std::string> integer_reader(const std::string& value) const {
     for (const auto& node : model_.nodes) {
       if (std::find(node.inputs.begin(), node.inputs.end(), value) == node.inputs.end()) continue;
