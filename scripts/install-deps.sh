@@ -4,9 +4,11 @@
 #   scripts/install-deps.sh --bench  also the benchmark peers (OpenBLAS, PyTorch)
 set -euo pipefail
 packages=(cmake ninja-build g++ pkg-config zlib1g-dev libcli11-dev nlohmann-json3-dev libfmt-dev
-          libgtest-dev libgmock-dev dataset-fashion-mnist jq bsdextrautils python3)
+          libgtest-dev libgmock-dev dataset-fashion-mnist jq bsdextrautils python3
+          libonnx-dev libprotobuf-dev protobuf-compiler libonnx-testdata
+          python3-venv python3-numpy)
 if [[ "${1:-}" == "--bench" ]]; then
-  packages+=(libbenchmark-dev libopenblas-dev libdnnl-dev python3-torch python3-numpy time)
+  packages+=(python3-torch libbenchmark-dev libopenblas-dev libdnnl-dev python3-torch python3-numpy time)
 fi
 missing=()
 for p in "${packages[@]}"; do

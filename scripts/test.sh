@@ -7,8 +7,12 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 jobs=$(nproc)
 
+# PyPI's onnx and onnxruntime (with Debian's torch) in a virtual environment: the yardsticks of the
+# ONNX export tests.
+onnx_python=$(scripts/onnx-venv.sh build/onnx-venv | tail -n 1)
+
 echo "== release build and full test suite"
-cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release -DLOWBIT_BUILD_TESTS=ON >/dev/null
+cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release -DLOWBIT_BUILD_TESTS=ON -DLOWBIT_ONNX_PYTHON="$onnx_python" >/dev/null
 cmake --build build/release -j "$jobs"
 ctest --test-dir build/release --output-on-failure -j "$jobs"
 

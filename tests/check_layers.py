@@ -10,7 +10,7 @@ import re
 import sys
 
 # Lowest first: a layer may use the ones before it.
-LAYERS = ["core", "kernels", "graph", "runtime", "train", "quant", "io", "learn", "workflow"]
+LAYERS = ["core", "kernels", "graph", "runtime", "train", "quant", "io", "onnx", "learn", "workflow"]
 # The layer of each public header.
 PUBLIC = {
     "error.h": "core", "tensor.h": "core", "random.h": "core", "runtime_config.h": "core", "dataset.h": "core",
@@ -21,6 +21,7 @@ PUBLIC = {
     "train.h": "train",
     "quantize.h": "quant", "calibration.h": "quant", "quant_search.h": "quant",
     "model_io.h": "io", "idx.h": "io",
+    "onnx.h": "onnx",
     "qat.h": "learn", "distill.h": "learn",
     "workflow.h": "workflow",
     "lowbit.h": None,  # everything: for users, not for the library itself

@@ -24,7 +24,8 @@
 // traits:        what the op *is* for the graph passes (quantize, fold, fuse, QAT, the trainer): each
 //                op states them in its own definition; no pass keeps a list of op names.
 // Built-in ops: Dense, MatMul, Relu, Gelu, Softmax, Add, Sub, Mul, Div, Cast, Constant, ReduceSum,
-// ReduceMean, ReduceMax, ReduceMin, Flatten, Reshape,
+// ReduceMean, ReduceMax, ReduceMin, Flatten, Reshape, Sigmoid, Tanh, LeakyRelu, Clip, LogSoftmax,
+// Transpose, Concat, Squeeze, Unsqueeze, Slice, Gather, Shape, Identity (ONNX semantics, for imported models),
 // Conv2D, MaxPool2D, AveragePool2D, GlobalAveragePool, BatchNormalization, Dropout,
 // SoftmaxCrossEntropy, DistillationLoss, the training-time FakeQuantize and LsqFakeQuantize, and
 // the quantized ops QuantizeLinear, DequantizeLinear, QDense, DynamicQDense, QConv2D and

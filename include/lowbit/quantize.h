@@ -44,6 +44,9 @@ struct QuantPlan {
   LayerRule defaults;                            // for layers not listed
   std::map<std::string, LayerRule> layers;       // per-layer rules, by node name
   std::string dynamic_granularity = "row";      // dynamic mode: activation range per "row" or "tensor"
+  // s8 activation grids: Affine (a zero point; the full 8 bits for post-ReLU values) or Symmetric
+  // (zero point 0, as TensorRT requires; exported exactly by `lowbit export --symmetric`).
+  QScheme activation_scheme = QScheme::Affine;
 
   // The rule for `layer`. In Partial mode a layer not listed stays float.
   LayerRule rule_for(const std::string& layer) const;

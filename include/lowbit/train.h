@@ -155,10 +155,11 @@ Tensor compute_logits(const Graph& model, const Dataset& data, int batch_size = 
 // Top-1 class of every sample.
 std::vector<int32_t> predict_classes(const Graph& model, const Dataset& data, int batch_size = 256);
 
-// Samples `indices` of `data` as the batch [count, ...sample shape] of a model's input `images`:
-// the image bytes themselves when `images` is u8 (models that scale their input in the graph),
-// else floats scaled by `scale` (float-input models; their scale is input_scale()).
-void gather_batch(const Dataset& data, std::span<const uint32_t> indices, float scale, Tensor& images,
+// Samples `indices` of `data` as the batch of `model`'s input `images` (check_compatible: the
+// input's sample shape is the images' shape, or that with a leading channel of 1, as [1, 28, 28]
+// for 28x28 images): the image bytes themselves when `images` is u8 (models that scale their input
+// in the graph), else floats scaled by input_scale(model).
+void gather_batch(const Dataset& data, std::span<const uint32_t> indices, const Graph& model, Tensor& images,
                   Tensor* labels = nullptr);
 
 // The value holding the logits of a classifier: the input of a trailing Softmax, else the output.

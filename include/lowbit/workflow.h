@@ -41,6 +41,7 @@ struct QuantizeOptions {
   bool per_channel = true;
   QScheme weight_scheme = QScheme::Symmetric;
   std::string dynamic_granularity = "row";    // dynamic mode: one activation range per "row" or "tensor"
+  QScheme activation_scheme = QScheme::Affine;  // s8 activation grids (QuantPlan::activation_scheme)
   // Activation ranges: given (e.g. load_calibration), or calibrated here on the first
   // calibration_samples of calibration_data with calibration_method (a search calibrates with
   // every method it may try).
@@ -105,6 +106,10 @@ struct CompareResult {
   Speed model_speed, against_speed;
 };
 CompareResult compare(const Graph& model, const Graph& against, const Dataset& test, const CompareOptions& options = {});
+
+// A model from a file: a native model (.lbm), or an ONNX model (a name ending in .onnx), which is
+// imported (lowbit/onnx.h). Every CLI command that takes --model reads it this way.
+Graph open_model(const std::string& path);
 
 // What a model holds, layer by layer (`lowbit info`): each node's output shape and the tensors it
 // reads from the model (weights, scales, codes) with their dtype, bits and bytes.

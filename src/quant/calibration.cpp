@@ -157,7 +157,6 @@ Calibration calibrate(const Graph& model, const Dataset& data, const Calibration
       if (info.at(out).dtype == DType::F32 && !node.inputs.empty()) names.push_back(out);  // not constants
   std::map<std::string, Observer> observers;
   const int64_t count = std::min(options.samples, data.size());
-  const float scale = input_scale(model);
   std::vector<uint32_t> indices;
   const bool needs_histogram = options.method == CalibrationMethod::Percentile || options.method == CalibrationMethod::Mse ||
                                options.method == CalibrationMethod::Kl;
@@ -166,7 +165,7 @@ Calibration calibrate(const Graph& model, const Dataset& data, const Calibration
       const int64_t n = std::min<int64_t>(options.batch_size, count - begin);
       indices.resize(static_cast<size_t>(n));
       std::iota(indices.begin(), indices.end(), static_cast<uint32_t>(begin));
-      gather_batch(data, indices, scale, run.input(model.inputs[0].name));
+      gather_batch(data, indices, model, run.input(model.inputs[0].name));
       run.forward();
       for (const auto& name : names) {
         const Tensor& v = run.value(name);

@@ -54,7 +54,7 @@ std::map<std::string, Tensor> value_outputs(const Graph& model, const Dataset& d
   Executor run(model);
   std::vector<uint32_t> idx(static_cast<size_t>(std::min<int64_t>(256, data.size())));
   std::iota(idx.begin(), idx.end(), 0u);
-  gather_batch(data, idx, input_scale(model), run.input(model.inputs.at(0).name));
+  gather_batch(data, idx, model, run.input(model.inputs.at(0).name));
   run.forward();
   std::map<std::string, Tensor> out;
   for (const auto& v : values) out[v] = value_as_float(model, run, v);

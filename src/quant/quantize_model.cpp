@@ -87,6 +87,7 @@ json plan_json(const QuantPlan& plan) {
   j["layers"] = json::object();
   for (const auto& [name, r] : plan.layers) j["layers"][name] = rule_json(r);
   if (plan.mode == QuantMode::Dynamic) j["dynamic_granularity"] = plan.dynamic_granularity;
+  if (plan.activation_scheme == QScheme::Symmetric) j["activation_scheme"] = "symmetric";  // written when not the default
   return j;  // keys sorted (json, not ordered_json): plan files and metadata list them by name
 }
 
@@ -109,6 +110,9 @@ QuantPlan plan_from_json(const json& j, const std::string& source) {
       p.defaults = rule_from_json(v, p.defaults, "'" + source + "': defaults");
     } else if (key == "layers") {
       if (!v.is_object()) fail("field 'layers' must be an object of per-layer rules");
+    } else if (key == "activation_scheme") {
+      if (v != "affine" && v != "symmetric") fail("field 'activation_scheme' must be \"affine\" or \"symmetric\"");
+      p.activation_scheme = v == "symmetric" ? QScheme::Symmetric : QScheme::Affine;
     } else if (key == "dynamic_granularity") {
       if (v != "row" && v != "tensor") fail("field 'dynamic_granularity' must be \"row\" or \"tensor\"");
       p.dynamic_granularity = v.get<std::string>();
@@ -192,7 +196,7 @@ bool is_conv_layer(const Node& node) {
   return (t.is_integer_layer() ? find_op(t.float_op).traits() : t).quantizable == OpTraits::Quantizable::ConvWeights;
 }
 
-QuantParams activation_params_for(const ValueRange& r) { return choose_params(r.min, r.max, {8, QScheme::Affine}); }
+QuantParams activation_params_for(const ValueRange& r, QScheme scheme) { return choose_params(r.min, r.max, {8, scheme}); }
 
 class Transform {
  public:
@@ -233,7 +237,7 @@ class Transform {
       p.validate("value '" + value + "'");
       return p;
     }
-    return activation_params_for(range(value, method));
+    return activation_params_for(range(value, method), plan_.activation_scheme);
   }
 
   const ValueRange& range(const std::string& value, const std::string& method) const {

@@ -51,7 +51,9 @@ void check_compatible(const Graph& model, const Dataset& data) {
     throw Error(ErrorKind::InvalidArgument, "the model's input '" + model.inputs[0].name + "' is " +
                                                 name_of(model.inputs[0].dtype) + "; images feed a u8 or f32 input");
   Shape expected(model.inputs[0].shape.begin() + 1, model.inputs[0].shape.end());
-  if (expected != data.sample_shape())
+  Shape one_channel = data.sample_shape();
+  one_channel.insert(one_channel.begin(), 1);
+  if (expected != data.sample_shape() && expected != one_channel)
     throw Error(ErrorKind::InvalidArgument, "the model's input '" + model.inputs[0].name + "' expects samples of shape " +
                                                 to_string(expected) + ", the data has " + to_string(data.sample_shape()));
   auto shapes = model.infer_shapes();
@@ -73,7 +75,7 @@ void gather_teacher_logits(const DistillSettings& distill, Executor* teacher, co
                   out.data<float>() + static_cast<int64_t>(i) * classes);
     return;
   }
-  gather_batch(data, indices, input_scale(*distill.teacher), teacher->input(distill.teacher->inputs[0].name));
+  gather_batch(data, indices, *distill.teacher, teacher->input(distill.teacher->inputs[0].name));
   teacher->forward();
   const Tensor& logits = teacher->value(teacher_logits);
   out.resize(logits.shape());
@@ -103,9 +105,11 @@ float input_scale(const Graph& model) {
   }
 }
 
-void gather_batch(const Dataset& data, std::span<const uint32_t> indices, float scale, Tensor& images, Tensor* labels) {
+void gather_batch(const Dataset& data, std::span<const uint32_t> indices, const Graph& model, Tensor& images, Tensor* labels) {
+  const float scale = input_scale(model);
   Shape shape = data.sample_shape();
   const int64_t per_sample = element_count(shape);
+  if (!model.inputs.empty() && model.inputs[0].shape.size() == shape.size() + 2) shape.insert(shape.begin(), 1);  // one channel
   shape.insert(shape.begin(), static_cast<int64_t>(indices.size()));
   images.resize(shape);
   const uint8_t* src = data.images.data<uint8_t>();
@@ -174,7 +178,6 @@ TrainReport train(Graph& model, const Dataset& all_data, const TrainOptions& opt
   if (options.hooks) options.hooks->on_start(run.parameters());
   const bool cosine = options.optimizer.schedule == "cosine";
   Rng rng(options.seed ^ 0x5eed5eed5eed5eedULL);
-  const float scale = input_scale(model);
   const std::string input_name = model.inputs[0].name;
 
   std::vector<uint32_t> order(static_cast<size_t>(data->size()));
@@ -193,7 +196,7 @@ TrainReport train(Graph& model, const Dataset& all_data, const TrainOptions& opt
       const int64_t begin = b * options.batch_size;
       const int64_t count = std::min<int64_t>(options.batch_size, data->size() - begin);
       const auto batch_indices = std::span<const uint32_t>(order).subspan(begin, count);
-      gather_batch(*data, batch_indices, scale, images, &labels);
+      gather_batch(*data, batch_indices, model, images, &labels);
       if (distill.enabled()) gather_teacher_logits(distill, teacher_run.get(), teacher_logits_name, *data, batch_indices,
                                                    run.input("__teacher_logits"));
       const int64_t step = static_cast<int64_t>(epoch - 1) * batches + b;
@@ -257,14 +260,13 @@ void for_each_batch(const Graph& model, const Dataset& data, int batch_size, Vis
   if (batch_size < 1) throw Error(ErrorKind::InvalidArgument, "batch size must be at least 1");
   Executor run(model);
   const std::string logits_name = logits_value(model);
-  const float scale = input_scale(model);
   Tensor& images = run.input(model.inputs[0].name);
   std::vector<uint32_t> indices;
   for (int64_t begin = 0; begin < data.size(); begin += batch_size) {
     const int64_t count = std::min<int64_t>(batch_size, data.size() - begin);
     indices.resize(static_cast<size_t>(count));
     std::iota(indices.begin(), indices.end(), static_cast<uint32_t>(begin));
-    gather_batch(data, indices, scale, images);
+    gather_batch(data, indices, model, images);
     run.forward();
     visit(begin, count, run.value(logits_name));
   }

@@ -14,10 +14,9 @@ Speed measure_speed(const Graph& model, const Dataset& data) {
   using Clock = std::chrono::steady_clock;
   Executor run(model);
   Tensor& input = run.input(model.inputs.at(0).name);
-  const float scale = input_scale(model);
   Speed t;
   std::vector<uint32_t> one = {0};
-  gather_batch(data, one, scale, input);
+  gather_batch(data, one, model, input);
   std::vector<double> samples;
   for (int i = 0; i < 300; ++i) {
     auto s = Clock::now();
@@ -28,7 +27,7 @@ Speed measure_speed(const Graph& model, const Dataset& data) {
   t.batch1_latency_us = samples[samples.size() / 2];
   std::vector<uint32_t> batch(static_cast<size_t>(std::min<int64_t>(256, data.size())));
   std::iota(batch.begin(), batch.end(), 0u);
-  gather_batch(data, batch, scale, input);
+  gather_batch(data, batch, model, input);
   run.forward();
   double best = 1e30;  // best of 15 x 20 batches: a short stall from elsewhere on the machine does not count
   for (int rep = 0; rep < 15; ++rep) {
@@ -50,8 +49,8 @@ CompareResult compare(const Graph& a, const Graph& b, const Dataset& test, const
   for (int64_t begin = 0; begin < test.size(); begin += 256) {
     idx.resize(static_cast<size_t>(std::min<int64_t>(256, test.size() - begin)));
     std::iota(idx.begin(), idx.end(), static_cast<uint32_t>(begin));
-    gather_batch(test, idx, input_scale(a), ra.input(a.inputs.at(0).name));
-    gather_batch(test, idx, input_scale(b), rb.input(b.inputs.at(0).name));
+    gather_batch(test, idx, a, ra.input(a.inputs.at(0).name));
+    gather_batch(test, idx, b, rb.input(b.inputs.at(0).name));
     ra.forward();
     rb.forward();
     const Tensor &xa = ra.value(la), &xb = rb.value(lb);
@@ -72,8 +71,8 @@ CompareResult compare(const Graph& a, const Graph& b, const Dataset& test, const
   // Per-layer error on the first samples, for values both models compute.
   idx.resize(static_cast<size_t>(std::min<int64_t>(options.layer_samples, test.size())));
   std::iota(idx.begin(), idx.end(), 0u);
-  gather_batch(test, idx, input_scale(a), ra.input(a.inputs.at(0).name));
-  gather_batch(test, idx, input_scale(b), rb.input(b.inputs.at(0).name));
+  gather_batch(test, idx, a, ra.input(a.inputs.at(0).name));
+  gather_batch(test, idx, b, rb.input(b.inputs.at(0).name));
   ra.forward();
   rb.forward();
   // Layers: not the nodes that only relabel values, cast them between representations (the input

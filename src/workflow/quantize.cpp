@@ -88,6 +88,7 @@ QuantizeResult quantize(const Graph& model, const QuantizeOptions& o) {
       }
     }
   }
+  if (!o.plan) plan.activation_scheme = o.activation_scheme;
   result.model = quantize_model(model, plan, ranges);
   if (o.test_data) {
     result.float_test = evaluate(model, *o.test_data);

@@ -110,6 +110,31 @@ check "unreachable --max-drop exits 3" test $rc -eq 3
 check "unreachable --max-drop warns" grep -q "warning: no plan met --max-drop" "$work/s.err"
 check "unreachable --max-drop still writes the model" test -s "$work/s.lbm"
 
+# ONNX: export and import back (native -> ONNX -> native gives the same predictions), bad files.
+if "$lowbit" import --help >/dev/null 2>&1; then
+  "$lowbit" export --model "$work/m.lbm" --out "$work/m.onnx" --json >"$work/export.out"
+  check "export float exits 0" test $? -eq 0
+  check "export --json reports the opset" grep -q '"opset":13' <(tail -n 1 "$work/export.out")
+  "$lowbit" import "$work/m.onnx" --out "$work/m2.lbm" --json >"$work/import.out"
+  check "import exits 0" test $? -eq 0
+  check "import --json lists the ops" grep -q '"Dense":3' <(tail -n 1 "$work/import.out")
+  "$lowbit" predict --model "$work/m2.lbm" --data "$data" --out "$work/pred-onnx.csv" >/dev/null
+  check "native -> ONNX -> native predicts the same classes" cmp -s "$work/pred.csv" "$work/pred-onnx.csv"
+  "$lowbit" predict --model "$work/m.onnx" --data "$data" --out "$work/pred-onnx2.csv" >/dev/null
+  check "--model takes an .onnx file" cmp -s "$work/pred.csv" "$work/pred-onnx2.csv"
+  "$lowbit" export --model "$work/q4.lbm" --out "$work/q4.onnx" --format qdq >"$work/export4.out"
+  check "4-bit export notes the int8 codes" grep -q "note: packed s4 weights are exported as int8 codes" "$work/export4.out"
+  "$lowbit" export --model "$work/q.lbm" --out "$work/q.onnx" --format qoperator >/dev/null
+  check "qoperator export exits 0" test $? -eq 0
+  fails "qdq export of a float model" "quantize it first" "$lowbit" export --model "$work/m.lbm" --out "$work/x.onnx" --format qdq
+  head -c 1000 "$work/m.onnx" >"$work/truncated.onnx"
+  fails "truncated ONNX file" "truncated.onnx: not an ONNX model" "$lowbit" import "$work/truncated.onnx" --out "$work/x.lbm"
+  head -c 4096 /dev/urandom >"$work/random.onnx"
+  "$lowbit" import "$work/random.onnx" --out "$work/x.lbm" >/dev/null 2>"$work/err"
+  check "random bytes: an error, not a crash" test $? -eq 1
+  check "nothing written for bad ONNX files" test ! -e "$work/x.lbm" -a ! -e "$work/x.onnx"
+fi
+
 # Learning under compression: qat and distill.
 "$lowbit" qat --model "$work/m.lbm" --data "$data" --bits 4 --epochs 1 --train-samples 2000 --threads 2 \
   --out "$work/qat.lbm" --json >"$work/qat.out"

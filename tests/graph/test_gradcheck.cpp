@@ -197,6 +197,61 @@ TEST(ReduceGradCheck, ReduceMin) {
   check_gradients(Node{"r", "ReduceMin", {"x"}, {"y"}, {{"axes", {0, -1}}}}, {spread_values({3, 2, 4})});
 }
 
+// ---- The ops with ONNX semantics for imported models (tests/graph/test_onnx_semantics_ops.cpp) ----
+
+TEST(GradCheck, Sigmoid) { check_gradients(Node{"s", "Sigmoid", {"x"}, {"y"}}, {random({3, 7}, 70, -4, 4)}); }
+TEST(GradCheck, Identity) { check_gradients(Node{"i", "Identity", {"x"}, {"y"}}, {random({2, 7}, 74, -2, 2)}); }
+TEST(GradCheck, Tanh) { check_gradients(Node{"t", "Tanh", {"x"}, {"y"}}, {random({2, 9}, 71, -2, 2)}); }
+TEST(GradCheck, LeakyRelu) {
+  check_gradients(Node{"l", "LeakyRelu", {"x"}, {"y"}}, {away_from_zero({4, 5}, 72)});
+  check_gradients(Node{"l", "LeakyRelu", {"x"}, {"y"}, {{"alpha", 0.3}}}, {away_from_zero({1, 17}, 73)});
+}
+TEST(GradCheck, ClipAwayFromItsBounds) {
+  // spread_values are multiples of 0.1 minus 1: 0.05 away from the bounds, more than eps.
+  check_gradients(Node{"c", "Clip", {"x"}, {"y"}, {{"min", -0.45}, {"max", 0.55}}}, {spread_values({3, 7})});
+  check_gradients(Node{"c", "Clip", {"x"}, {"y"}, {{"min", -0.35}}}, {spread_values({17})});
+  check_gradients(Node{"c", "Clip", {"x"}, {"y"}, {{"min", 0.25}, {"max", -0.25}}}, {spread_values({2, 5})});  // all max
+}
+TEST(GradCheck, LogSoftmax) {
+  check_gradients(Node{"s", "LogSoftmax", {"x"}, {"y"}}, {random({4, 10}, 74, -3, 3)});
+  check_gradients(Node{"s", "LogSoftmax", {"x"}, {"y"}, {{"axis", 1}}}, {random({2, 5, 3}, 75, -3, 3)});
+  check_gradients(Node{"s", "LogSoftmax", {"x"}, {"y"}, {{"axis", -3}}}, {random({7, 1, 2}, 76, -3, 3)});
+}
+
+TEST(TransformGradCheck, Transpose) {
+  check_gradients(Node{"t", "Transpose", {"x"}, {"y"}, {{"perm", {1, 2, 0}}}}, {random({2, 3, 4}, 80)});
+  check_gradients(Node{"t", "Transpose", {"x"}, {"y"}}, {random({3, 1, 2}, 81)});  // reversed axes
+}
+TEST(TransformGradCheck, Concat) {
+  const Node concat{"c", "Concat", {"a", "b", "c"}, {"y"}, {{"axis", 1}}};
+  check_gradients(concat, {random({2, 1, 3}, 82), random({2, 4, 3}, 83), random({2, 2, 3}, 84)});
+  check_gradients(Node{"c", "Concat", {"a", "b"}, {"y"}, {{"axis", -1}}}, {random({3, 2}, 85), random({3, 5}, 86)});
+}
+TEST(TransformGradCheck, Squeeze) {
+  check_gradients(Node{"s", "Squeeze", {"x"}, {"y"}, {{"axes", {1, -1}}}}, {random({3, 1, 4, 1}, 87)});
+}
+TEST(TransformGradCheck, Unsqueeze) {
+  check_gradients(Node{"u", "Unsqueeze", {"x"}, {"y"}, {{"axes", {0, -1}}}}, {random({3, 4}, 88)});
+}
+TEST(TransformGradCheck, SliceWithStepsBothWays) {
+  check_gradients(Node{"s", "Slice", {"x"}, {"y"}, {{"starts", {1, -1}}, {"ends", {4, -8}}, {"axes", {0, 1}}, {"steps", {2, -2}}}},
+                  {random({5, 7}, 89)});
+  check_gradients(Node{"s", "Slice", {"x"}, {"y"}, {{"starts", {1}}, {"ends", {100}}, {"axes", {-1}}}}, {random({2, 3, 4}, 90)});
+}
+TEST(TransformGradCheck, GatherWithRepeatedAndNegativeIndices) {
+  Tensor indices(DType::S64, {2, 2});
+  const int64_t picked[] = {0, -1, 0, 2};  // row 0 twice: its gradient is the sum
+  std::copy(picked, picked + 4, indices.data<int64_t>());
+  check_gradients(Node{"g", "Gather", {"x", "i"}, {"y"}}, {random({5, 3}, 91), indices});
+  Tensor columns(DType::S32, {3});
+  const int32_t c[] = {1, 1, -4};
+  std::copy(c, c + 3, columns.data<int32_t>());
+  check_gradients(Node{"g", "Gather", {"x", "i"}, {"y"}, {{"axis", 1}}}, {random({2, 4, 3}, 92), columns});
+}
+TEST(ReshapeGradCheck, ReshapeWithOnnxDims) {
+  check_gradients(Node{"r", "Reshape", {"x"}, {"y"}, {{"dims", {0, -1, 2}}}}, {random({3, 2, 4}, 93)});
+}
+
 // Every registered op with a backward pass has a gradient check: a test named
 // <Suite>GradCheck.<OpType>... (or the one named below). Integer inference ops have no backward;
 // their bit-exact tests are tests/quant/test_qconv.cpp and tests/quant/test_quantize_model.cpp.
@@ -205,7 +260,8 @@ TEST(GradCheck, EveryTrainableOpIsChecked) {
       {"FakeQuantize", "FakeQuantize.SteGradientMatchesFiniteDifferences"},
       {"LsqFakeQuantize", "FakeQuantize.LsqGradientMatchesFiniteDifferences"},
       {"DistillationLoss", "Distillation.GradientMatchesFiniteDifferences"},
-      {"Constant", "Constant.ValuesDtypesShapesAndErrors"}};  // no inputs: nothing to differentiate
+      {"Constant", "Constant.ValuesDtypesShapesAndErrors"},   // no inputs: nothing to differentiate
+      {"Shape", "Shape.ReturnsTheDimensionsWithStartAndEnd"}};  // sizes, not values: nothing to differentiate
   std::vector<std::string> tests;
   const auto* unit = ::testing::UnitTest::GetInstance();
   for (int i = 0; i < unit->total_test_suite_count(); ++i) {

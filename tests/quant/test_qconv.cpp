@@ -287,7 +287,7 @@ Tensor logits(const Graph& model, const Dataset& data, const std::string& value)
   Executor run(model);
   std::vector<uint32_t> idx(static_cast<size_t>(data.size()));
   std::iota(idx.begin(), idx.end(), 0u);
-  gather_batch(data, idx, input_scale(model), run.input("image"));
+  gather_batch(data, idx, model, run.input("image"));
   run.forward();
   return run.value(value).clone();
 }
@@ -297,7 +297,7 @@ std::vector<uint8_t> value_bytes(const Graph& model, const Dataset& data, uint32
   Executor run(model);
   std::vector<uint32_t> idx(count);
   std::iota(idx.begin(), idx.end(), 0u);
-  gather_batch(data, idx, input_scale(model), run.input("image"));
+  gather_batch(data, idx, model, run.input("image"));
   run.forward();
   std::vector<uint8_t> bytes;
   for (const char* value : values) testing::append_bytes(run.value(value), bytes);

@@ -182,7 +182,7 @@ TEST(Quantize, IntegerPathsAreBitExactOnTheWholeTestSet) {
       for (int64_t begin = 0; begin < t.data.test.size(); begin += 1000) {
         idx.resize(1000);
         std::iota(idx.begin(), idx.end(), static_cast<uint32_t>(begin));
-        gather_batch(t.data.test, idx, input_scale(q), run.input("image"));
+        gather_batch(t.data.test, idx, q, run.input("image"));
         run.forward();
         for (const char* value : {"dense_1", "dense_2", "dense_3"}) {
           testing::append_bytes(run.value(value), bytes);

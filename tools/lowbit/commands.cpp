@@ -146,14 +146,14 @@ Command add_eval(CLI::App& app) {
     bool json = false;
   };
   auto o = std::make_shared<Options>();
-  cmd->add_option("--model", o->model, "Model file (.lbm)")->required();
+  cmd->add_option("--model", o->model, "Model file (.lbm, or .onnx: imported)")->required();
   cmd->add_option("--data", o->data, "Dataset directory with the four IDX files")->capture_default_str();
   cmd->add_option("--batch", o->batch, "Batch size for inference")->capture_default_str()->check(CLI::Range(1, 1 << 20));
   cmd->add_flag("--json", o->json, "End with one JSON line of results");
   add_threads_option(cmd, o->threads);
   return [o] {
     apply_threads(o->threads);
-    Graph model = load_model(o->model);
+    Graph model = open_model(o->model);
     DatasetSplits data = load_dataset_dir(o->data);
     auto start = std::chrono::steady_clock::now();
     EvalReport test = evaluate(model, data.test, o->batch);
@@ -178,7 +178,7 @@ Command add_predict(CLI::App& app) {
     bool json = false;
   };
   auto o = std::make_shared<Options>();
-  cmd->add_option("--model", o->model, "Model file (.lbm)")->required();
+  cmd->add_option("--model", o->model, "Model file (.lbm, or .onnx: imported)")->required();
   cmd->add_option("--data", o->data, "Dataset directory with the four IDX files")->capture_default_str();
   cmd->add_option("--out", o->out, "CSV to write: a header, then index,class,label for every sample");
   cmd->add_option("--limit", o->limit, "Only the first N test samples (0: all)")->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
@@ -187,7 +187,7 @@ Command add_predict(CLI::App& app) {
   add_threads_option(cmd, o->threads);
   return [o] {
     apply_threads(o->threads);
-    const Graph model = load_model(o->model);
+    const Graph model = open_model(o->model);
     DatasetSplits data = load_dataset_dir(o->data);
     const Dataset test = o->limit > 0 ? data.test.head(o->limit) : data.test;
     auto start = std::chrono::steady_clock::now();
@@ -221,11 +221,12 @@ Command add_info(CLI::App& app) {
     bool json = false;
   };
   auto o = std::make_shared<Options>();
-  cmd->add_option("--model", o->model, "Model file (.lbm)")->required();
+  cmd->add_option("--model", o->model, "Model file (.lbm, or .onnx: imported)")->required();
   cmd->add_flag("--json", o->json, "Print one JSON object instead of tables");
   return [o] {
-    const Graph model = load_model(o->model);
-    const uint32_t format_version = model_file_version(o->model);
+    const Graph model = open_model(o->model);
+    const bool onnx = o->model.size() >= 5 && o->model.compare(o->model.size() - 5, 5, ".onnx") == 0;
+    const uint32_t format_version = onnx ? 0 : model_file_version(o->model);  // 0: an ONNX file
     const ModelInfo info = model_info(model);
     json layers = json::array();
     for (const auto& l : info.layers) {

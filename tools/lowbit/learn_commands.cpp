@@ -107,7 +107,7 @@ Command add_qat(CLI::App& app) {
     QatCli qat;
   };
   auto o = std::make_shared<Options>();
-  cmd->add_option("--model", o->model, "Trained float model (.lbm)")->required();
+  cmd->add_option("--model", o->model, "Trained float model (.lbm or .onnx)")->required();
   cmd->add_option("--data", o->data, "Dataset directory")->capture_default_str();
   cmd->add_option("--out", o->out, "Integer model to write (.lbm)")->required();
   cmd->add_option("--save-fake-quant", o->fake_quant_out, "Also write the fake-quantized float model (.lbm)");
@@ -125,7 +125,7 @@ Command add_qat(CLI::App& app) {
   cmd->add_option("--threads", o->threads, "Worker threads")->check(CLI::Range(1, 1024));
   return [o] {
     if (o->threads > 0) set_num_threads(o->threads);
-    Graph model = load_model(o->model);
+    Graph model = open_model(o->model);
     if (is_quantized(model) || is_qat_model(model))
       throw Error(ErrorKind::InvalidArgument, "'" + o->model + "' is not a float model (QAT starts from a trained float model)");
     DatasetSplits data = load_dataset_dir(o->data);
@@ -141,7 +141,7 @@ Command add_qat(CLI::App& app) {
     options.on_progress = [](const TrainProgress& p) { print_epoch(p, "qat"); };
     Graph teacher;
     if (!o->teacher.empty()) {
-      teacher = load_model(o->teacher);
+      teacher = open_model(o->teacher);
       run.teacher = &teacher;
       run.teacher_cache = cache_path(o->teacher, o->teacher_cache);
       options.distill.temperature = o->temperature;
@@ -183,7 +183,7 @@ Command add_distill(CLI::App& app) {
     QatCli qat;
   };
   auto o = std::make_shared<Options>();
-  cmd->add_option("--teacher", o->teacher, "Trained teacher model (.lbm), any architecture")->required();
+  cmd->add_option("--teacher", o->teacher, "Trained teacher model (.lbm or .onnx), any architecture")->required();
   cmd->add_option("--student", o->student, "Student: layer sizes like 784-64-32-10, a JSON description, or a model (.lbm) to fine-tune")
       ->capture_default_str();
   cmd->add_option("--data", o->data, "Dataset directory")->capture_default_str();
@@ -209,11 +209,11 @@ Command add_distill(CLI::App& app) {
   return [o, bits] {
     if (o->threads > 0) set_num_threads(o->threads);
     const bool quantized = bits->count() > 0 || !o->qat.plan.empty();
-    const Graph teacher = load_model(o->teacher);
+    const Graph teacher = open_model(o->teacher);
     const DatasetSplits data = load_dataset_dir(o->data);
     DistillRunOptions run;
     if (std::filesystem::path(o->student).extension() == ".lbm") {
-      run.student = load_model(o->student);
+      run.student = open_model(o->student);
       if (is_quantized(*run.student) || is_qat_model(*run.student))
         throw Error(ErrorKind::InvalidArgument, "student '" + o->student + "' is not a float model");
     } else {

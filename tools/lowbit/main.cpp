@@ -42,6 +42,10 @@ int main(int argc, char** argv) {
   add(lowbit::cli::add_compare);
   add(lowbit::cli::add_qat);
   add(lowbit::cli::add_distill);
+#ifdef LOWBIT_HAVE_ONNX
+  add(lowbit::cli::add_import);
+  add(lowbit::cli::add_export);
+#endif
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -47,7 +47,7 @@ Command add_calibrate(CLI::App& app) {
     int threads = 0;
   };
   auto o = std::make_shared<Options>();
-  cmd->add_option("--model", o->model, "Float model (.lbm)")->required();
+  cmd->add_option("--model", o->model, "Float model (.lbm, or .onnx: imported)")->required();
   cmd->add_option("--data", o->data, "Dataset directory; the first --samples training samples are used")->capture_default_str();
   cmd->add_option("--method", o->method, "minmax, moving_average, percentile, mse or kl")->capture_default_str();
   cmd->add_option("--samples", o->samples, "Calibration samples")->capture_default_str()->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
@@ -56,7 +56,7 @@ Command add_calibrate(CLI::App& app) {
   cmd->add_option("--threads", o->threads, "Worker threads")->check(CLI::Range(1, 1024));
   return [o] {
     if (o->threads > 0) set_num_threads(o->threads);
-    Graph model = load_model(o->model);
+    Graph model = open_model(o->model);
     if (is_quantized(model)) throw Error(ErrorKind::InvalidArgument, "'" + o->model + "' is already quantized: calibrate the float model");
     DatasetSplits data = load_dataset_dir(o->data);
     CalibrationOptions options;
@@ -75,14 +75,14 @@ Command add_quantize(CLI::App& app) {
   auto* cmd = app.add_subcommand("quantize", "Quantize a float model: full, partial or dynamic");
   struct Options {
     std::string model, out, mode = "full", ranges, calib_data, calib_method = "minmax", layers, objective = "size", plan,
-                                              plan_out, granularity = "row";
+                                              plan_out, granularity = "row", activations = "affine";
     int bits = 8, weight_bits = 0, threads = 0, keep_float = 1;
     bool per_tensor = false, per_channel = false, affine = false, symmetric = false, json_out = false;
     double max_drop = -1, time_budget = 60;
     int64_t calib_samples = 1000, validation_samples = 10000;
   };
   auto o = std::make_shared<Options>();
-  cmd->add_option("--model", o->model, "Float model (.lbm)")->required();
+  cmd->add_option("--model", o->model, "Float model (.lbm, or .onnx: imported)")->required();
   cmd->add_option("--out", o->out, "Quantized model to write (.lbm)")->required();
   cmd->add_option("--mode", o->mode, "full, partial or dynamic")->capture_default_str()->check(CLI::IsMember({"full", "partial", "dynamic"}));
   cmd->add_option("--bits", o->bits, "Weight bits (activations are 8-bit)")->capture_default_str()->check(CLI::IsMember({8, 6, 4, 3, 2}));
@@ -107,12 +107,14 @@ Command add_quantize(CLI::App& app) {
   cmd->add_option("--plan-out", o->plan_out, "Where to write the plan used (default: <out>.plan.json)");
   cmd->add_option("--granularity", o->granularity, "Dynamic mode: activation range per row or per tensor")
       ->capture_default_str()->check(CLI::IsMember({"row", "tensor"}));
+  cmd->add_option("--activations", o->activations, "Activation grids: affine (a zero point) or symmetric (zero point 0, for TensorRT)")
+      ->capture_default_str()->check(CLI::IsMember({"affine", "symmetric"}));
   cmd->add_option("--threads", o->threads, "Worker threads")->check(CLI::Range(1, 1024));
   cmd->add_flag("--json", o->json_out, "End with one JSON line of results");
   (void)ranges;
   return [o, max_drop] {
     if (o->threads > 0) set_num_threads(o->threads);
-    const Graph model = load_model(o->model);
+    const Graph model = open_model(o->model);
     if (is_quantized(model)) throw Error(ErrorKind::InvalidArgument, "'" + o->model + "' is already quantized");
     QuantizeOptions q;
     q.mode = quant_mode_from_name(o->mode);
@@ -120,6 +122,7 @@ Command add_quantize(CLI::App& app) {
     q.per_channel = !o->per_tensor;
     q.weight_scheme = o->affine ? QScheme::Affine : QScheme::Symmetric;
     q.dynamic_granularity = o->granularity;
+    q.activation_scheme = o->activations == "symmetric" ? QScheme::Symmetric : QScheme::Affine;
     q.calibration_method = o->calib_method;
     q.calibration_samples = o->calib_samples;
     q.validation_samples = o->validation_samples;
@@ -203,7 +206,7 @@ Command add_dequantize(CLI::App& app) {
   cmd->add_option("--model", *model, "Quantized model (.lbm)")->required();
   cmd->add_option("--out", *out, "Float model to write (.lbm)")->required();
   return [model, out] {
-    Graph q = load_model(*model);
+    Graph q = open_model(*model);
     if (!is_quantized(q)) throw Error(ErrorKind::InvalidArgument, "'" + *model + "' is not quantized");
     Graph f = dequantize_model(q);
     save_model(f, *out);
@@ -220,14 +223,14 @@ Command add_compare(CLI::App& app) {
     bool json_out = false;
   };
   auto o = std::make_shared<Options>();
-  cmd->add_option("--model", o->a, "First model (.lbm)")->required();
-  cmd->add_option("--against", o->b, "Second model (.lbm)")->required();
+  cmd->add_option("--model", o->a, "First model (.lbm or .onnx)")->required();
+  cmd->add_option("--against", o->b, "Second model (.lbm or .onnx)")->required();
   cmd->add_option("--data", o->data, "Dataset directory (test split)")->capture_default_str();
   cmd->add_option("--threads", o->threads, "Worker threads")->check(CLI::Range(1, 1024));
   cmd->add_flag("--json", o->json_out, "End with one JSON line of results");
   return [o] {
     if (o->threads > 0) set_num_threads(o->threads);
-    const Graph a = load_model(o->a), b = load_model(o->b);
+    const Graph a = open_model(o->a), b = open_model(o->b);
     const DatasetSplits data = load_dataset_dir(o->data);
     const CompareResult r = compare(a, b, data.test);
     json layers = json::array();

@@ -20,6 +20,8 @@ void register_builtin_ops(const Registrar& add) {
   register_cast(add);
   register_reduce(add);
   register_constant(add);
+  register_identity(add);
+  register_transform_ops(add);
 }
 
 void shape_error(const Node& node, const std::string& what) {

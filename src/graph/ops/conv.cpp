@@ -224,8 +224,13 @@ class MaxPool2D final : public Op {
 
 // ---- Reshape -----------------------------------------------------------------------------------
 
-// Reshape keeps the batch dimension and gives each sample the shape of attribute "shape"; one
-// entry may be -1 (inferred). The output shares the input's buffer (any dtype): no copy.
+// Reshape, in one of two forms (exactly one attribute):
+//   "shape": keeps the batch dimension and gives each sample this shape; one entry may be -1
+//            (inferred).
+//   "dims":  ONNX Reshape's target shape, the batch included: 0 copies the input's dimension at the
+//            same index (a real 0 with attribute "allowzero" = 1, as ONNX), one entry may be -1
+//            (inferred).
+// The output shares the input's buffer (any dtype): no copy.
 class Reshape final : public Op {
  public:
   Reshape() { traits_ = {.onnx = "Reshape", .passes_quantized = true, .layout_only = true}; }
@@ -248,8 +253,19 @@ class Reshape final : public Op {
 
  private:
   static Shape target_shape(const Node& node, const Shape& in) {
+    if (node.attributes.count("dims")) {
+      if (node.attributes.count("shape"))
+        shape_error(node, "give one of the attributes 'shape' (one sample's shape) and 'dims' (the whole shape), not both");
+      return full_shape(node, in);
+    }
+    return sample_shape(node, in);
+  }
+
+  // The "shape" form: [N] + the sample shape.
+  static Shape sample_shape(const Node& node, const Shape& in) {
     auto it = node.attributes.find("shape");
-    if (it == node.attributes.end()) shape_error(node, "attribute 'shape' (the shape of one sample) is required");
+    if (it == node.attributes.end())
+      shape_error(node, "attribute 'shape' (the shape of one sample) or 'dims' (the whole shape, as ONNX) is required");
     if (!it->second.is_ints()) shape_error(node, "attribute 'shape' must be a list of integers, got " + it->second.to_string());
     Shape sample = it->second.as_ints();
     std::string requested;  // as written: to_string() would print -1 as the batch marker N
@@ -283,6 +299,76 @@ class Reshape final : public Op {
                             " values)");
     sample.insert(sample.begin(), in[0]);
     return sample;
+  }
+
+  // The "dims" form (ONNX Reshape). Run-time input dimensions (-1) go along: a 0 copying one gives
+  // -1, and the inferred entry is -1 unless every run-time input dimension is copied by a 0 (then
+  // they cancel out: [N, 3, 4] to [0, -1] is [N, 12]). Sizes that cannot be known yet are checked
+  // when the node runs.
+  static Shape full_shape(const Node& node, const Shape& in) {
+    const Attribute& attribute = node.attributes.at("dims");
+    if (!attribute.is_ints()) shape_error(node, "attribute 'dims' must be a list of integers, got " + attribute.to_string());
+    const int64_t allowzero = node.attr_int("allowzero", 0);
+    if (allowzero != 0 && allowzero != 1) shape_error(node, "attribute 'allowzero' must be 0 or 1, got " + std::to_string(allowzero));
+    const std::vector<int64_t>& dims = attribute.as_ints();
+    const std::string requested = attribute.to_string();
+    Shape out(dims.size());
+    std::vector<bool> copied(in.size(), false);  // input dimensions that a 0 copies
+    int64_t inferred = -1, known = 1;             // known: the product of the output's sizes known now
+    bool has_zero = false;
+    auto times = [&](int64_t a, int64_t b) {
+      int64_t p = 0;
+      if (__builtin_mul_overflow(a, b, &p)) shape_error(node, "attribute 'dims' " + requested + " holds too many values");
+      return p;
+    };
+    for (size_t i = 0; i < dims.size(); ++i) {
+      if (dims[i] == -1) {
+        if (inferred >= 0) shape_error(node, "attribute 'dims' " + requested + ": only one dimension may be -1");
+        inferred = static_cast<int64_t>(i);
+      } else if (dims[i] < -1) {
+        shape_error(node, "attribute 'dims' " + requested + ": dimensions must be >= 0 (or one -1)");
+      } else if (dims[i] == 0 && allowzero == 0) {
+        if (i >= in.size())
+          shape_error(node, "attribute 'dims' " + requested + ": the 0 at index " + std::to_string(i) +
+                                " copies an input dimension, but the input " + to_string(in) + " has rank " +
+                                std::to_string(in.size()));
+        out[i] = in[i];
+        if (in[i] < 0)
+          copied[i] = true;
+        else
+          known = times(known, in[i]);
+      } else {
+        has_zero |= dims[i] == 0;
+        out[i] = dims[i];
+        known = times(known, dims[i]);
+      }
+    }
+    if (allowzero == 1 && has_zero && inferred >= 0)
+      shape_error(node, "attribute 'dims' " + requested + ": with allowzero = 1 a 0 is a size, and -1 cannot be inferred next to it");
+    // The input's values: the product of its known sizes, comparable with `known` when every
+    // run-time input dimension is also an output dimension (copied).
+    int64_t count = 1;
+    bool comparable = true, dynamic = false;
+    for (size_t j = 0; j < in.size(); ++j) {
+      if (in[j] < 0)
+        comparable &= copied[j], dynamic = true;
+      else if (__builtin_mul_overflow(count, in[j], &count))
+        shape_error(node, "input " + to_string(in) + " holds too many values");
+    }
+    const std::string per = dynamic ? "N x " : "";  // N: the run-time dimensions, on both sides
+    const std::string cannot = "cannot reshape " + to_string(in) + " (" + per + std::to_string(count) + " values) to " + requested;
+    if (inferred >= 0) {
+      if (!comparable) {
+        out[inferred] = -1;
+      } else {
+        if (known == 0) shape_error(node, cannot + ": the -1 is ambiguous when the other dimensions hold no values");
+        if (count % known) shape_error(node, cannot);
+        out[inferred] = count / known;
+      }
+    } else if (comparable && count != known) {
+      shape_error(node, cannot + " (" + per + std::to_string(known) + " values)");
+    }
+    return out;
   }
 };
 

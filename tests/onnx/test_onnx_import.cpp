@@ -1,0 +1,254 @@
+// The ONNX importer on real files (PyTorch's exports in tests/data/onnx, made by
+// tests/onnx/make_models.py) and on malformed ones built here, and the exporter's round trip.
+#include <gmock/gmock.h>
+#include <onnx/onnx_pb.h>
+
+#include <cmath>
+#include <regex>
+
+#include "lowbit/onnx.h"
+#include "test_util.h"
+
+namespace lowbit {
+namespace {
+
+using testing::TempDir;
+
+std::string data_dir() { return std::string(LOWBIT_SOURCE_DIR) + "/tests/data/onnx/"; }
+
+// A .npy file (numpy's format: magic, a header dict, then the raw little-endian array): uint8 or
+// float32, C order.
+Tensor read_npy(const std::string& path) {
+  const std::string bytes = testing::read_bytes(path);
+  if (bytes.size() < 10 || bytes.compare(0, 6, "\x93NUMPY") != 0) throw std::runtime_error(path + ": not .npy");
+  const size_t header_len = static_cast<uint8_t>(bytes[8]) | (static_cast<uint8_t>(bytes[9]) << 8);
+  const std::string header = bytes.substr(10, header_len);
+  std::smatch m;
+  if (!std::regex_search(header, m, std::regex("'shape': \\(([0-9, ]*)\\)"))) throw std::runtime_error(path + ": no shape");
+  Shape shape;
+  std::string dims = m[1];
+  const std::regex number("[0-9]+");
+  for (std::sregex_iterator it(dims.begin(), dims.end(), number), end; it != end; ++it) shape.push_back(std::stoll(it->str()));
+  const DType dtype = header.find("'<f4'") != std::string::npos ? DType::F32 : DType::U8;
+  Tensor t(dtype, shape);
+  std::memcpy(t.raw(), bytes.data() + 10 + header_len, t.nbytes());
+  return t;
+}
+
+TEST(OnnxImport, PyTorchExportsReproducePyTorchsPredictions) {
+  const DatasetSplits data = load_dataset_dir(testing::test_dataset_dir());
+  for (const std::string model : {"mlp", "cnn", "resnet_dw"}) {
+    const Tensor classes = read_npy(data_dir() + model + ".classes.npy");
+    const Tensor logits = read_npy(data_dir() + model + ".logits.npy");
+    for (const std::string opset : {"13", "17"}) {
+      SCOPED_TRACE(model + " opset " + opset);
+      const Graph g = import_onnx(data_dir() + model + "_op" + opset + ".onnx");
+      const Tensor ours = compute_logits(g, data.test);
+      ASSERT_EQ(ours.shape(), (Shape{10000, 10}));
+      int64_t agree = 0;
+      for (int64_t i = 0; i < 10000; ++i) {
+        const float* row = ours.data<float>() + i * 10;
+        agree += std::max_element(row, row + 10) - row == classes.data<uint8_t>()[i];
+      }
+      EXPECT_GE(agree, 9990) << "classes agreeing with PyTorch's";
+      // Relative to each row's largest logit (the scale of the output): max |got - want| / max |want|.
+      double worst = 0;
+      for (int64_t r = 0; r < logits.shape()[0]; ++r) {
+        double diff = 0, scale = 0;
+        for (int64_t c = 0; c < 10; ++c) {
+          const double want = logits.data<float>()[r * 10 + c], got = ours.data<float>()[r * 10 + c];
+          diff = std::max(diff, std::fabs(got - want));
+          scale = std::max(scale, std::fabs(want));
+        }
+        worst = std::max(worst, diff / scale);
+      }
+      EXPECT_LE(worst, 1e-4) << "largest relative logit difference on the first 1000 images";
+      std::printf("%s opset %s: %lld of 10000 classes as PyTorch, logits within %.2g relative\n", model.c_str(), opset.c_str(), (long long)agree, worst);
+    }
+  }
+}
+
+// ---- malformed models: one clear error each, never a crash ----
+
+onnx::ModelProto tiny_model(int opset = 13) {
+  onnx::ModelProto m;
+  m.set_ir_version(7);
+  auto* op = m.add_opset_import();
+  op->set_domain("");
+  op->set_version(opset);
+  auto* g = m.mutable_graph();
+  g->set_name("tiny");
+  auto* in = g->add_input();
+  in->set_name("x");
+  auto* tt = in->mutable_type()->mutable_tensor_type();
+  tt->set_elem_type(onnx::TensorProto::FLOAT);
+  tt->mutable_shape()->add_dim()->set_dim_param("batch");
+  tt->mutable_shape()->add_dim()->set_dim_value(4);
+  auto* w = g->add_initializer();
+  w->set_name("w");
+  w->set_data_type(onnx::TensorProto::FLOAT);
+  w->add_dims(3);
+  w->add_dims(4);
+  for (int i = 0; i < 12; ++i) w->add_float_data(0.1f * static_cast<float>(i));
+  auto* n = g->add_node();
+  n->set_name("fc");
+  n->set_op_type("Gemm");
+  n->add_input("x");
+  n->add_input("w");
+  n->add_output("h");
+  auto* a = n->add_attribute();
+  a->set_name("transB");
+  a->set_type(onnx::AttributeProto::INT);
+  a->set_i(1);
+  auto* r = g->add_node();
+  r->set_name("act");
+  r->set_op_type("Relu");
+  r->add_input("h");
+  r->add_output("y");
+  g->add_output()->set_name("y");
+  return m;
+}
+
+std::string import_error(const onnx::ModelProto& m, const std::string& folder = "") {
+  try {
+    import_onnx_bytes(m.SerializeAsString(), "m.onnx", folder);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(OnnxImport, TinyModelBecomesOneDenseWithItsRelu) {
+  const Graph g = import_onnx_bytes(tiny_model().SerializeAsString(), "m.onnx", "");
+  ASSERT_EQ(g.nodes.size(), 1u);
+  EXPECT_EQ(g.nodes[0].op, "Dense");
+  EXPECT_EQ(g.nodes[0].attr_string("activation", "none"), "relu");
+  EXPECT_EQ(g.inputs[0].shape, (Shape{-1, 4}));
+  Executor run(g);
+  run.input("x") = Tensor::from_vector({2, 4}, std::vector<float>{1, 0, 0, 0, -1, 0, 0, 1});
+  run.forward();
+  const Tensor& y = run.value("y");
+  EXPECT_FLOAT_EQ(y.data<float>()[1], 0.4f);          // row 0 . w[1] = w[1][0]
+  EXPECT_FLOAT_EQ(y.data<float>()[3 + 1], 0.3f);      // -w[1][0] + w[1][3] = -0.4 + 0.7
+}
+
+TEST(OnnxImport, MalformedFilesGiveOneClearError) {
+  const std::string good = tiny_model().SerializeAsString();
+  auto error_of_bytes = [](const std::string& bytes) {
+    try {
+      import_onnx_bytes(bytes, "m.onnx", "");
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  EXPECT_THAT(error_of_bytes(good.substr(0, good.size() / 2)), ::testing::HasSubstr("m.onnx: not an ONNX model"));
+  std::string random(4096, '\0');
+  Rng rng(7);
+  for (auto& c : random) c = static_cast<char>(rng.below(256));
+  EXPECT_FALSE(error_of_bytes(random).empty());
+
+  onnx::ModelProto cyclic = tiny_model();
+  cyclic.mutable_graph()->mutable_node(0)->set_input(0, "y");  // fc reads act's output, act reads fc's
+  EXPECT_THAT(import_error(cyclic), ::testing::HasSubstr("the graph has a cycle through node"));
+
+  onnx::ModelProto missing = tiny_model();
+  missing.mutable_graph()->mutable_initializer()->Clear();
+  EXPECT_THAT(import_error(missing), ::testing::HasSubstr("node 'fc' (Gemm) reads 'w', which no node, graph input or initializer defines"));
+
+  onnx::ModelProto short_data = tiny_model();
+  short_data.mutable_graph()->mutable_initializer(0)->mutable_float_data()->RemoveLast();
+  EXPECT_THAT(import_error(short_data), ::testing::HasSubstr("tensor 'w': float_data holds 11 values, shape [3, 4] needs 12"));
+  onnx::ModelProto short_raw = tiny_model();
+  short_raw.mutable_graph()->mutable_initializer(0)->clear_float_data();
+  short_raw.mutable_graph()->mutable_initializer(0)->set_raw_data(std::string(40, '\0'));
+  EXPECT_THAT(import_error(short_raw), ::testing::HasSubstr("raw_data holds 40 bytes"));
+
+  onnx::ModelProto mismatch = tiny_model();
+  mismatch.mutable_graph()->mutable_input(0)->mutable_type()->mutable_tensor_type()->mutable_shape()->mutable_dim(1)->set_dim_value(5);
+  EXPECT_THAT(import_error(mismatch), ::testing::HasSubstr("node 'fc'"));
+
+  onnx::ModelProto domain = tiny_model();
+  domain.mutable_graph()->mutable_node(1)->set_domain("com.example");
+  EXPECT_THAT(import_error(domain), ::testing::HasSubstr("node 'act' (Relu): domain 'com.example' is not supported"));
+
+  EXPECT_THAT(import_error(tiny_model(22)), ::testing::HasSubstr("opset 22 is newer than this build reads"));
+
+  onnx::ModelProto escaping = tiny_model();
+  auto* w = escaping.mutable_graph()->mutable_initializer(0);
+  w->clear_float_data();
+  w->set_data_location(onnx::TensorProto::EXTERNAL);
+  auto* kv = w->add_external_data();
+  kv->set_key("location");
+  kv->set_value("../../etc/passwd");
+  TempDir dir;
+  EXPECT_THAT(import_error(escaping, dir.path()), ::testing::HasSubstr("leaves the model's folder"));
+  kv->set_value("/etc/passwd");
+  EXPECT_THAT(import_error(escaping, dir.path()), ::testing::HasSubstr("must be relative to the model's folder"));
+}
+
+TEST(OnnxImport, ListsEveryUnsupportedNodeInOneError) {
+  onnx::ModelProto m = tiny_model();
+  auto* g = m.mutable_graph();
+  g->mutable_node(1)->set_op_type("Erf");  // unsupported op
+  auto* n = g->add_node();  // an unsupported attribute on a supported op
+  n->set_name("flat");
+  n->set_op_type("Flatten");
+  n->add_input("x");
+  n->add_output("z");
+  auto* a = n->add_attribute();
+  a->set_name("colour");
+  a->set_type(onnx::AttributeProto::INT);
+  g->add_output()->set_name("z");
+  const std::string e = import_error(m);
+  EXPECT_THAT(e, ::testing::HasSubstr("2 nodes cannot be imported"));
+  EXPECT_THAT(e, ::testing::HasSubstr("node 'act' (Erf): op Erf is not supported"));
+  EXPECT_THAT(e, ::testing::HasSubstr("node 'flat' (Flatten): attribute 'colour' is not supported"));
+}
+
+TEST(OnnxImport, ExternalDataLoadsFromTheModelsFolder) {
+  TempDir dir;
+  onnx::ModelProto m = tiny_model();
+  auto* w = m.mutable_graph()->mutable_initializer(0);
+  std::string raw(48, '\0');
+  for (int i = 0; i < 12; ++i) {
+    const float v = w->float_data(i);
+    std::memcpy(raw.data() + 4 * i, &v, 4);
+  }
+  testing::write_bytes(dir.file("weights.bin"), std::string(16, 'x') + raw);
+  w->clear_float_data();
+  w->set_data_location(onnx::TensorProto::EXTERNAL);
+  for (auto [k, v] : {std::pair<std::string, std::string>{"location", "weights.bin"}, {"offset", "16"}, {"length", "48"}}) {
+    auto* kv = w->add_external_data();
+    kv->set_key(k);
+    kv->set_value(v);
+  }
+  testing::write_bytes(dir.file("m.onnx"), m.SerializeAsString());
+  const Graph g = import_onnx(dir.file("m.onnx"));
+  const Graph want = import_onnx_bytes(tiny_model().SerializeAsString(), "m.onnx", "");
+  const Tensor& a = g.initializers.at("w");
+  const Tensor& b = want.initializers.at("w");
+  ASSERT_EQ(a.nbytes(), b.nbytes());
+  EXPECT_EQ(std::memcmp(a.raw(), b.raw(), a.nbytes()), 0);
+  testing::write_bytes(dir.file("weights.bin"), std::string(40, 'x'));  // too short now
+  EXPECT_THROW(import_onnx(dir.file("m.onnx")), Error);
+}
+
+TEST(OnnxExport, FloatModelRoundTripsWithIdenticalOutputs) {
+  Graph model = build_model(parse_arch("784-32-10"), {28, 28}, 10, 3);
+  const OnnxExport e = export_onnx_bytes(model, {});
+  const Graph back = import_onnx_bytes(e.bytes, "back.onnx", "");
+  const Tensor x = testing::random_bytes({5, 28, 28}, 11);
+  Executor a(model), b(back);
+  a.input(model.inputs[0].name) = x;
+  b.input(back.inputs[0].name) = x;
+  a.forward();
+  b.forward();
+  const Tensor& ya = a.value(model.outputs[0]);
+  const Tensor& yb = b.value(back.outputs[0]);
+  ASSERT_EQ(ya.shape(), yb.shape());
+  EXPECT_EQ(std::memcmp(ya.raw(), yb.raw(), ya.nbytes()), 0);
+}
+
+}  // namespace
+}  // namespace lowbit
