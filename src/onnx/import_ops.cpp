@@ -156,7 +156,18 @@ void matmul(I& im) {
   require_f32(im, 1);
   const Tensor* b = im.constant(1);
   if (b && b->rank() == 2 && im.info(0).shape.size() >= 2 && !im.constant(0)) {
-    im.emit("Dense", {im.input(0), im.constant_value(transposed(*b), im.input(1) + "_t")}, {im.output(0)});
+    const std::string t = im.constant_value(transposed(*b), im.input(1) + "_t");
+    // DequantizeLinear'd int8 weights (QDQ models): the codes move with them, per column -> per row.
+    auto o = im.origins.find(im.input(1));
+    if (o != im.origins.end() && o->second.codes.dtype() == DType::S8 && o->second.axis != 0) {
+      const Tensor& c = o->second.codes;
+      const int64_t r = c.shape()[0], n = c.shape()[1];
+      Tensor ct(DType::S8, {n, r});
+      for (int64_t i = 0; i < r; ++i)
+        for (int64_t j = 0; j < n; ++j) ct.data<int8_t>()[j * r + i] = c.data<int8_t>()[i * n + j];
+      im.origins[t] = {std::move(ct), o->second.scale, o->second.zero_point, o->second.axis == 1 ? 0 : -1};
+    }
+    im.emit("Dense", {im.input(0), t}, {im.output(0)});
     return;
   }
   im.emit("MatMul", {im.input(0), im.input(1)}, {im.output(0)});
@@ -501,7 +512,8 @@ void conv(I& im) {
 }
 
 void pool(I& im, const char* op) {
-  require_f32(im, 0);
+  if (std::string(op) == "MaxPool2D") require_dtype(im, 0, {DType::F32, DType::S8});  // the maximum of codes: their grid stays
+  else require_f32(im, 0);
   if (im.has_output(1)) im.unsupported("the Indices output is not supported");
   Window w = window_of(im, "pooling", {});
   if (std::any_of(w.dilations.begin(), w.dilations.end(), [](int64_t d) { return d != 1; }))
@@ -578,27 +590,159 @@ void dequantize_linear(I& im) {
       y.data<float>()[i] = static_cast<float>(q.data<int64_t>()[i] - zp) * sf.data<float>()[c];
     }
     im.set_constant(im.output(0), std::move(y));
+    if (x->dtype() == DType::S8 || x->dtype() == DType::S32)  // weights and biases: keep their codes for the QDQ fusion
+      im.origins[im.output(0)] = {x->clone(), scale.clone(), im.has_input(2) ? im.constant(2)->clone() : Tensor(),
+                                  scale.numel() > 1 ? normalize_axis(im, axis, x->rank(), "axis") : -1};
     return;
   }
   require_dtype(im, 0, {DType::S8, DType::U8});
   std::vector<std::string> inputs = {im.input(0), im.input(1)};
-  if (im.has_input(2)) inputs.push_back(im.input(2));
+  if (im.shifted(im.input(0))) {
+    bool moved = false;
+    inputs.push_back(im.s8_zero_point(2, moved, im.output(0) + "_zero_point"));
+  } else if (im.has_input(2)) {
+    inputs.push_back(im.input(2));
+  }
   Attributes attrs{{"axis", axis}};
   if (block) attrs["block_size"] = block;
   im.emit("DequantizeLinear", std::move(inputs), {im.output(0)}, std::move(attrs));
 }
 
+// QuantizeLinear to int8, or to uint8 held as int8 (codes and zero point minus 128: the same real
+// values; the output is marked shifted).
 void quantize_linear(I& im) {
   require_f32(im, 0);
   im.ignore_attr("saturate");
   im.require_constant(1, "the scale");
-  if (!im.has_input(2) || im.info(2).dtype != DType::S8)
-    im.unsupported("only int8 output is supported (give an int8 zero point)");
-  im.require_constant(2, "the zero point");
+  bool moved = false;
+  const std::string zero_point = im.s8_zero_point(2, moved, im.output(0) + "_zero_point");
   const int64_t block = im.attr_int("block_size", 0);
   Attributes attrs{{"axis", im.attr_int("axis", 1)}};
   if (block) attrs["block_size"] = block;
-  im.emit("QuantizeLinear", {im.input(0), im.input(1), im.input(2)}, {im.output(0)}, std::move(attrs));
+  im.emit("QuantizeLinear", {im.input(0), im.input(1), zero_point}, {im.output(0)}, std::move(attrs));
+  if (moved) im.mark_shifted(im.output(0));
+}
+
+// ---- ONNX's integer operators, onto lowbit's integer layers --------------------------------------
+
+// The int8 weights of an integer operator as lowbit's rows [units, k] with one scale and zero point
+// per row: from a constant of `shape` whose rows are the output channels (`rows_first`) or its
+// columns ([k, units], as MatMul's B).
+struct IntegerWeights {
+  std::string codes, scale, zero_point;
+  int64_t units = 0, k = 0;
+};
+IntegerWeights integer_weights(I& im, int codes_input, int scale_input, int zero_input, bool rows_first, const std::string& name) {
+  const Tensor& w = im.require_constant(codes_input, "the weights");
+  if (w.dtype() != DType::S8) im.unsupported("weights of type " + std::string(name_of(w.dtype())) + " (int8 weights are supported)");
+  if (w.rank() < 2) im.unsupported("weights must have at least 2 dimensions");
+  const Tensor scale = cast(im.require_constant(scale_input, "the weight scale"), DType::F32);
+  const Tensor* zp = im.has_input(zero_input) ? &im.require_constant(zero_input, "the weight zero point") : nullptr;
+  IntegerWeights r;
+  r.units = rows_first ? w.shape()[0] : w.shape()[1];
+  r.k = w.numel() / r.units;
+  if (scale.numel() != 1 && scale.numel() != r.units) im.unsupported("the weight scale must be per tensor or per output channel");
+  if (zp && zp->dtype() != DType::S8) im.unsupported("the weight zero point must be int8");
+  Tensor codes(DType::S8, {r.units, r.k}), s(DType::F32, {r.units}), z(DType::S32, {r.units});
+  const int8_t* src = w.data<int8_t>();
+  for (int64_t u = 0; u < r.units; ++u) {
+    for (int64_t j = 0; j < r.k; ++j) {
+      const int8_t c = rows_first ? src[u * r.k + j] : src[j * r.units + u];
+      if (c == -128) im.unsupported("weight code -128 (lowbit's integer kernels take [-127, 127])");
+      codes.data<int8_t>()[u * r.k + j] = c;
+    }
+    s.data<float>()[u] = scale.data<float>()[scale.numel() == 1 ? 0 : u];
+    z.data<int32_t>()[u] = zp ? zp->data<int8_t>()[zp->numel() == 1 ? 0 : u] : 0;
+  }
+  r.codes = im.constant_value(std::move(codes), name + ".weight_codes");
+  r.scale = im.constant_value(std::move(s), name + ".weight_scale");
+  r.zero_point = im.constant_value(std::move(z), name + ".weight_zero_point");
+  return r;
+}
+
+std::string int32_bias(I& im, int input, int64_t units, const std::string& name) {
+  Tensor b = cast(im.require_constant(input, "the bias"), DType::S32);
+  if (b.numel() != units) im.unsupported("the bias must have one value per output channel");
+  b.reshape({units});
+  return im.constant_value(std::move(b), name + ".bias_q");
+}
+
+// uint8 codes of a graph input as lowbit's int8 (minus 128): Requantize with both scales 1.
+std::string shifted_codes(I& im, const std::string& value) {
+  const std::string out = im.fresh(value + "_s8");
+  Tensor zero_u8(DType::U8, {}), zero_s8(DType::S8, {});
+  zero_s8.data<int8_t>()[0] = -128;
+  const std::string one = im.constant_value(Tensor::from_vector({}, std::vector<float>{1.0f}), value + "_unit_scale");
+  im.emit("Requantize", {value, one, one, im.constant_value(zero_s8, value + "_s8_zero_point"), im.constant_value(zero_u8, value + "_u8_zero_point")},
+          {out}, {}, "_to_s8");
+  im.mark_shifted(out);
+  return out;
+}
+
+// [x, x_scale, x_zero_point] of an integer operator: x int8 or uint8 (held shifted), per tensor.
+std::vector<std::string> integer_input(I& im, int x, int scale, int zero, const std::string& name) {
+  require_dtype(im, x, {DType::S8, DType::U8});
+  std::string codes = im.input(x);
+  if (im.info(x).dtype == DType::U8) codes = shifted_codes(im, codes);
+  if (im.require_constant(scale, "the input scale").numel() != 1) im.unsupported("the input scale must be per tensor");
+  bool moved = false;
+  const std::string z = im.s8_zero_point(zero, moved, name + ".x_zero_point");
+  if (moved != im.shifted(codes)) im.unsupported("the input's zero point type does not match its codes");
+  return {codes, im.input(scale), z};
+}
+
+// y_scale, y_zero_point of an integer operator with int8 (or shifted uint8) output.
+void integer_output(I& im, int scale, int zero, std::vector<std::string>& inputs, bool& moved, const std::string& name) {
+  if (im.require_constant(scale, "the output scale").numel() != 1) im.unsupported("the output scale must be per tensor");
+  inputs.push_back(im.input(scale));
+  inputs.push_back(im.s8_zero_point(zero, moved, name + ".y_zero_point"));
+}
+
+void qlinear_conv(I& im) {
+  if (im.info(0).shape.size() != 4) im.unsupported("only 2-D convolution (a 4-D input) is supported");
+  const std::string name = im.node().name().empty() ? im.output(0) : im.node().name();
+  const Shape& w4 = im.info(3).shape;
+  if (w4.size() != 4) im.unsupported("weights must be 4-D");
+  const int64_t group = im.attr_int("group", 1);
+  auto x = integer_input(im, 0, 1, 2, name);
+  const IntegerWeights w = integer_weights(im, 3, 4, 5, true, name);
+  std::vector<std::string> inputs = {x[0], w.codes, w.scale, w.zero_point, x[1], x[2]};
+  bool moved = false;
+  integer_output(im, 6, 7, inputs, moved, name);
+  if (im.has_input(8)) inputs.push_back(int32_bias(im, 8, w.units, name));
+  // The window as Conv's (auto_pad needs the input's spatial size).
+  std::vector<int64_t> kernel = im.attr_ints("kernel_shape", {w4[2], w4[3]});
+  std::vector<int64_t> strides = im.attr_ints("strides", {1, 1}), dilations = im.attr_ints("dilations", {1, 1});
+  std::vector<int64_t> pads = im.attr_ints("pads", {0, 0, 0, 0});
+  const std::string auto_pad = im.attr_string("auto_pad", "NOTSET");
+  if (auto_pad != "NOTSET" && auto_pad != "VALID") im.unsupported("auto_pad " + auto_pad + " is not supported for QLinearConv");
+  if (auto_pad == "VALID") pads = {0, 0, 0, 0};
+  im.emit("QConv2D", std::move(inputs), {im.output(0)},
+          {{"in_channels", w4[1] * group}, {"kernel_shape", kernel}, {"strides", strides}, {"pads", pads}, {"dilations", dilations},
+           {"group", group}, {"activation", "none"}});
+  if (moved) im.mark_shifted(im.output(0));
+}
+
+// QLinearMatMul (ONNX) and QGemm (com.microsoft, as ONNX Runtime's quantizer writes Gemm):
+// [a, a_scale, a_zp, b, b_scale, b_zp, (C int32,) (y_scale, y_zp)] onto QDense.
+void qlinear_matmul(I& im, bool gemm) {
+  const std::string name = im.node().name().empty() ? im.output(0) : im.node().name();
+  if (gemm) {
+    if (im.attr_int("transA", 0)) im.unsupported("transA = 1 is not supported");
+    if (im.attr_float("alpha", 1.0f) != 1.0f) im.unsupported("alpha other than 1 is not supported");
+  }
+  if (im.info(0).shape.size() < 2) im.unsupported("the input must have at least 2 dimensions");
+  auto x = integer_input(im, 0, 1, 2, name);
+  const bool trans_b = gemm && im.attr_int("transB", 0) != 0;
+  const IntegerWeights w = integer_weights(im, 3, 4, 5, trans_b, name);
+  std::vector<std::string> inputs = {x[0], w.codes, w.scale, w.zero_point, x[1], x[2]};
+  bool moved = false;
+  const int y_scale = gemm ? 7 : 6, y_zero = gemm ? 8 : 7;
+  const bool s8_output = im.has_input(y_scale);
+  if (s8_output) integer_output(im, y_scale, y_zero, inputs, moved, name);
+  if (gemm && im.has_input(6)) inputs.push_back(int32_bias(im, 6, w.units, name));
+  im.emit("QDense", std::move(inputs), {im.output(0)}, {{"in_features", w.k}, {"activation", "none"}});
+  if (moved) im.mark_shifted(im.output(0));
 }
 
 }  // namespace
@@ -649,6 +793,15 @@ const std::map<std::string, Converter>& converters() {
       {"BatchNormalization", batchnorm},
       {"DequantizeLinear", dequantize_linear},
       {"QuantizeLinear", quantize_linear},
+      {"QLinearConv", qlinear_conv},
+      {"QLinearMatMul", [](I& im) { qlinear_matmul(im, false); }},
+  };
+  return table;
+}
+
+const std::map<std::string, Converter>& microsoft_converters() {
+  static const std::map<std::string, Converter> table = {
+      {"QGemm", [](I& im) { qlinear_matmul(im, true); }},
   };
   return table;
 }

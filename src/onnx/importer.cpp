@@ -3,6 +3,7 @@
 #include "onnx/importer.h"
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <queue>
 
@@ -135,10 +136,42 @@ void Importer::alias(const std::string& onnx_output, const std::string& value) {
   names_.insert(onnx_output);
 }
 
+// Ops that may read a shifted (uint8-as-int8) value: they move codes without reading them as numbers,
+// take the maximum (which commutes with the shift), or read them through their zero point.
+bool reads_shifted_codes(const std::string& op) {
+  static const std::set<std::string> ops = {"Flatten", "Reshape", "Squeeze", "Unsqueeze", "MaxPool2D", "Identity", "Transpose",
+                                            "DequantizeLinear", "QDense", "QConv2D", "Requantize"};
+  return ops.count(op) > 0;
+}
+bool passes_shift(const std::string& op) {
+  return op == "Flatten" || op == "Reshape" || op == "Squeeze" || op == "Unsqueeze" || op == "MaxPool2D" || op == "Identity" || op == "Transpose";
+}
+
+std::string Importer::s8_zero_point(int i, bool& moved, const std::string& hint) {
+  moved = true;
+  if (!has_input(i)) {
+    Tensor z(DType::S8, {});
+    z.data<int8_t>()[0] = -128;
+    return constant_value(std::move(z), hint);
+  }
+  const Tensor& zp = require_constant(i, "the zero point");
+  if (zp.dtype() == DType::S8) {
+    moved = false;
+    return input(i);
+  }
+  if (zp.dtype() != DType::U8) unsupported("zero point of type " + std::string(name_of(zp.dtype())) + " (int8 or uint8 are supported)");
+  Tensor z(DType::S8, zp.shape());
+  for (int64_t k = 0; k < zp.numel(); ++k) z.data<int8_t>()[k] = static_cast<int8_t>(zp.data<uint8_t>()[k] - 128);
+  return constant_value(std::move(z), hint);
+}
+
 std::string Importer::emit(const std::string& op_type, std::vector<std::string> inputs, std::vector<std::string> outputs,
                            Attributes attributes, const std::string& suffix) {
   Node node{fresh_node(node_name_ + suffix), op_type, std::move(inputs), std::move(outputs), std::move(attributes)};
   const Op& op = find_op(op_type);
+  for (const auto& in : node.inputs)
+    if (shifted(in) && !reads_shifted_codes(op_type))
+      unsupported("reads uint8 quantization codes ('" + in + "') as numbers, which is not supported");
   std::vector<Shape> shapes;
   std::vector<DType> dtypes;
   bool all_constant = !node.inputs.empty();
@@ -175,6 +208,8 @@ std::string Importer::emit(const std::string& op_type, std::vector<std::string> 
     out_infos.push_back(vi);
   }
   propagate_symbols(node, out_infos);
+  if (passes_shift(op_type) && shifted(node.inputs[0]))
+    for (const auto& out : node.outputs) mark_shifted(out);
   graph_.nodes.push_back(std::move(node));
   return graph_.nodes.back().name;
 }
@@ -309,9 +344,10 @@ void Importer::convert(const onnx::NodeProto& node) {
   node_name_ = node.name().empty() ? node.op_type() : node.name();
   read_attrs_.clear();
   const std::string& domain = node.domain();
-  if (!domain.empty() && domain != "ai.onnx")
-    unsupported("domain '" + domain + "' is not supported (lowbit reads the default ONNX domain)");
-  const auto& table = converters();
+  const bool microsoft = domain == "com.microsoft";
+  if (!domain.empty() && domain != "ai.onnx" && !microsoft)
+    unsupported("domain '" + domain + "' is not supported (lowbit reads the default ONNX domain and ONNX Runtime's com.microsoft quantized ops)");
+  const auto& table = microsoft ? microsoft_converters() : converters();
   auto it = table.find(node.op_type());
   if (it == table.end()) unsupported("op " + node.op_type() + " is not supported");
   for (int i = 0; i < node.input_size(); ++i)
@@ -343,9 +379,11 @@ Graph Importer::run() {
     };
     try {
       if (skip) {
-        if (!node.domain().empty() && node.domain() != "ai.onnx")
+        const bool microsoft = node.domain() == "com.microsoft";
+        if (!node.domain().empty() && node.domain() != "ai.onnx" && !microsoft)
           throw Error(ErrorKind::Unsupported, "domain '" + node.domain() + "' is not supported (lowbit reads the default ONNX domain)");
-        if (!converters().count(node.op_type())) throw Error(ErrorKind::Unsupported, "op " + node.op_type() + " is not supported");
+        if (!(microsoft ? microsoft_converters() : converters()).count(node.op_type()))
+          throw Error(ErrorKind::Unsupported, "op " + node.op_type() + " is not supported");
         for (const auto& out : node.output()) poisoned.insert(out);
         continue;
       }
@@ -367,6 +405,29 @@ Graph Importer::run() {
     auto it = rename_.find(out.name());
     std::string value = it == rename_.end() ? out.name() : it->second;
     if (!infos_.count(value)) throw Error(ErrorKind::Format, source_ + ": graph output '" + out.name() + "' is not defined");
+    if (shifted(value)) {
+      // uint8 codes held as int8: back to uint8 (DequantizeLinear with scale 1 adds the 128, Cast).
+      node_name_ = out.name();
+      if (value == out.name()) {  // the int8 codes get another name; the output name is the uint8 one
+        const std::string renamed = fresh(value + "_s8");
+        for (auto& n : graph_.nodes) {
+          for (auto& o : n.outputs) o = o == value ? renamed : o;
+          for (auto& i : n.inputs) i = i == value ? renamed : i;
+        }
+        infos_[renamed] = infos_.at(value);
+        mark_shifted(renamed);
+        value = renamed;
+      }
+      const std::string f = fresh(out.name() + "_codes_f32");
+      Tensor z(DType::S8, {});
+      z.data<int8_t>()[0] = -128;
+      emit("DequantizeLinear", {value, constant_value(Tensor::from_vector({}, std::vector<float>{1.0f}), out.name() + "_unit_scale"),
+                                constant_value(std::move(z), out.name() + "_s8_zero_point")},
+           {f}, {}, "_to_u8");
+      emit("Cast", {f}, {out.name()}, {{"to", "u8"}}, "_cast");
+      graph_.outputs.push_back(out.name());
+      continue;
+    }
     const bool is_input = std::any_of(graph_.inputs.begin(), graph_.inputs.end(), [&](const ValueInfo& v) { return v.name == value; });
     if (value != out.name() || constants_.count(value) || is_input) {
       // The output is another value (an alias, a constant or an input): a copy gives it its name.
@@ -389,6 +450,111 @@ Graph Importer::run() {
     graph_.metadata["onnx_producer"] = model_.producer_name() + (model_.producer_version().empty() ? "" : " " + model_.producer_version());
   graph_.validate();
   return std::move(graph_);
+}
+
+// QDQ models (ONNX Runtime's quantizer, TensorRT's tools): a float Dense or Conv2D whose input is
+// DequantizeLinear(x int8, per tensor) and whose weights are DequantizeLinear of int8 codes becomes
+// the integer layer (QDense / QConv2D) on those codes; its bias (DequantizeLinear of int32 at
+// x_scale * w_scale, or float) becomes int32; a QuantizeLinear that alone reads its output gives
+// it s8 output. The arithmetic is then integer-only, as in the runtimes that fuse these groups.
+void Importer::fuse_qdq() {
+  auto scalar_constant = [&](const std::string& name) -> const Tensor* {
+    auto it = constants_.find(name);
+    return it != constants_.end() && it->second.numel() == 1 ? &it->second : nullptr;
+  };
+  for (size_t i = 0; i < graph_.nodes.size(); ++i) {
+    Node& n = graph_.nodes[i];
+    const bool conv = n.op == "Conv2D";
+    if ((n.op != "Dense" && !conv) || n.inputs.size() < 2) continue;
+    // The input: DequantizeLinear of int8 codes, one scale and zero point.
+    const Node* dq = nullptr;
+    for (const auto& m : graph_.nodes)
+      if (m.op == "DequantizeLinear" && m.outputs[0] == n.inputs[0]) dq = &m;
+    if (!dq || info_of(dq->inputs[0]).dtype != DType::S8 || !scalar_constant(dq->inputs[1]) ||
+        (dq->inputs.size() > 2 && !scalar_constant(dq->inputs[2])))
+      continue;
+    // The weights: int8 codes, one scale per tensor or per output channel.
+    auto wo = origins.find(n.inputs[1]);
+    if (wo == origins.end() || wo->second.codes.dtype() != DType::S8) continue;
+    const QuantOrigin& w = wo->second;
+    const int64_t units = w.codes.shape()[0], k = w.codes.numel() / std::max<int64_t>(units, 1);
+    if (w.axis > 0 || (w.axis == -1 && w.scale.numel() != 1) || (w.axis == 0 && w.scale.numel() != units)) continue;
+    const int8_t* codes = w.codes.data<int8_t>();
+    if (std::any_of(codes, codes + w.codes.numel(), [](int8_t c) { return c == -128; })) continue;  // the kernels' range is [-127, 127]
+    const float x_scale = cast(*scalar_constant(dq->inputs[1]), DType::F32).data<float>()[0];
+    Tensor w_scale(DType::F32, {units}), w_zero(DType::S32, {units});
+    const Tensor ws = cast(w.scale, DType::F32);
+    const Tensor wz = w.zero_point.defined() ? cast(w.zero_point, DType::S32) : Tensor();
+    for (int64_t u = 0; u < units; ++u) {
+      w_scale.data<float>()[u] = ws.data<float>()[ws.numel() == 1 ? 0 : u];
+      w_zero.data<int32_t>()[u] = wz.defined() ? wz.data<int32_t>()[wz.numel() == 1 ? 0 : u] : 0;
+    }
+    // The bias at x_scale * w_scale: the int32 codes when they are on that grid, else rounded.
+    std::string bias;
+    if (n.inputs.size() > 2) {
+      const Tensor& b = constants_.at(n.inputs[2]);
+      Tensor q(DType::S32, {units});
+      auto bo = origins.find(n.inputs[2]);
+      for (int64_t u = 0; u < units; ++u) {
+        const double grid = static_cast<double>(x_scale) * w_scale.data<float>()[u];
+        double v = std::nearbyint(b.data<float>()[u] / grid);
+        if (bo != origins.end() && bo->second.codes.dtype() == DType::S32 && bo->second.codes.numel() == units &&
+            !bo->second.zero_point.defined()) {
+          const Tensor bs = cast(bo->second.scale, DType::F32);
+          const double s = bs.data<float>()[bs.numel() == 1 ? 0 : u];
+          if (std::fabs(s - grid) <= 1e-6 * grid) v = bo->second.codes.data<int32_t>()[u];
+        }
+        q.data<int32_t>()[u] = static_cast<int32_t>(std::clamp(v, -2147483648.0, 2147483647.0));
+      }
+      bias = constant_value(std::move(q), n.name + ".bias_q");
+    }
+    // The output: s8 when one QuantizeLinear (per tensor, int8) alone reads it.
+    int readers = 0;
+    Node* quantize = nullptr;
+    for (auto& m : graph_.nodes)
+      for (const auto& in : m.inputs)
+        if (in == n.outputs[0]) {
+          ++readers;
+          if (m.op == "QuantizeLinear" && scalar_constant(m.inputs[1]) && m.inputs.size() > 2 && scalar_constant(m.inputs[2])) quantize = &m;
+        }
+    const bool is_output = std::find(graph_.outputs.begin(), graph_.outputs.end(), n.outputs[0]) != graph_.outputs.end();
+    if (readers != 1 || is_output) quantize = nullptr;
+    Tensor codes2 = w.codes.clone();
+    codes2.reshape({units, k});
+    std::string x_zero;
+    if (dq->inputs.size() > 2) x_zero = dq->inputs[2];
+    else x_zero = constant_value(Tensor(DType::S8, {}), n.name + ".x_zero_point");
+    std::vector<std::string> inputs = {dq->inputs[0], constant_value(std::move(codes2), n.name + ".weight_codes"),
+                                       constant_value(std::move(w_scale), n.name + ".weight_scale"),
+                                       constant_value(std::move(w_zero), n.name + ".weight_zero_point"), dq->inputs[1], x_zero};
+    std::string output = n.outputs[0];
+    if (quantize) {
+      inputs.push_back(quantize->inputs[1]);
+      inputs.push_back(quantize->inputs[2]);
+      output = quantize->outputs[0];
+    }
+    if (!bias.empty()) inputs.push_back(bias);
+    Attributes attrs{{"activation", n.attr_string("activation", "none")}};
+    if (conv) {
+      const Shape& w4 = info_of(n.inputs[1]).shape;
+      const int64_t group = n.attr_int("group", 1);
+      attrs["in_channels"] = w4[1] * group;
+      attrs["kernel_shape"] = std::vector<int64_t>{w4[2], w4[3]};
+      for (const char* key : {"strides", "pads", "dilations", "group"})
+        if (n.attributes.count(key)) attrs[key] = n.attributes.at(key);
+    } else {
+      attrs["in_features"] = k;
+    }
+    Node q{n.name, conv ? "QConv2D" : "QDense", std::move(inputs), {output}, std::move(attrs)};
+    const ValueInfo out_info = info_of(n.outputs[0]);
+    infos_[output] = ValueInfo{output, quantize ? DType::S8 : DType::F32, out_info.shape, out_info.symbols};
+    if (quantize) {
+      const std::string removed = quantize->outputs[0];
+      graph_.nodes.erase(std::find_if(graph_.nodes.begin(), graph_.nodes.end(),
+                                      [&](const Node& m) { return m.outputs[0] == removed && m.op == "QuantizeLinear"; }));
+    }
+    graph_.nodes[i] = std::move(q);
+  }
 }
 
 // Joins what lowbit runs as one layer, then drops nodes no output needs and turns the constants
@@ -440,6 +606,7 @@ void Importer::fuse_and_prune() {
       }
     }
   }
+  fuse_qdq();
   // Drop nodes whose outputs nothing reads (e.g. Shape nodes whose result was followed statically).
   changed = true;
   while (changed) {

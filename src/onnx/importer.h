@@ -67,6 +67,23 @@ class Importer {
   void set_constant(const std::string& value, Tensor tensor);
   void set_symbolic(const std::string& value, SymVector v) { symbolic_[value] = std::move(v); }
   std::string constant_value(Tensor tensor, const std::string& hint);  // a new constant, named
+
+  // Values whose lowbit s8 codes are ONNX uint8 codes minus 128: an activation grid on uint8 (ONNX
+  // Runtime's default) is the same real values on int8, which lowbit's integer kernels take, with
+  // the zero point moved by 128 too. Only ops that read codes through their zero point (and
+  // layout ops and max-pooling, which commute with the shift) may read them.
+  bool shifted(const std::string& value) const { return shifted_.count(value) > 0; }
+  void mark_shifted(const std::string& value) { shifted_.insert(value); }
+  // An int8 zero point for input `i` (a constant, u8 or s8; absent: ONNX's default u8 0), and
+  // whether it moved by 128. Returns the name of the s8 scalar or per-axis constant.
+  std::string s8_zero_point(int i, bool& moved, const std::string& hint);
+  // Float constants that are a DequantizeLinear of integer codes (the weights and biases of QDQ
+  // models): the codes, kept so that the QDQ fusion can hand them to the integer kernels.
+  struct QuantOrigin {
+    Tensor codes, scale, zero_point;  // zero_point undefined: 0
+    int64_t axis = -1;                // -1: per tensor
+  };
+  std::map<std::string, QuantOrigin> origins;
   std::string fresh(const std::string& hint);                          // a new unique value name
 
  private:
@@ -75,6 +92,7 @@ class Importer {
   std::vector<int> topological_order();
   void convert(const onnx::NodeProto& node);
   void fuse_and_prune();
+  void fuse_qdq();
   void propagate_symbols(const Node& node, const std::vector<ValueInfo>& outputs);
 
   const onnx::ModelProto& model_;
@@ -91,6 +109,7 @@ class Importer {
   std::map<std::string, Tensor> constants_;
   std::map<std::string, ValueInfo> infos_;
   std::map<std::string, SymVector> symbolic_;
+  std::set<std::string> shifted_;
   std::set<std::string> names_;       // every value name in use
   std::set<std::string> node_names_;  // every node name in use
   std::string fresh_node(const std::string& hint);
@@ -98,7 +117,9 @@ class Importer {
 };
 
 using Converter = std::function<void(Importer&)>;
-// The converter of each supported ONNX op of the default domain (import_ops.cpp).
+// The converter of each supported ONNX op of the default domain, and of the com.microsoft domain
+// (the ops ONNX Runtime's quantizer writes) (import_ops.cpp).
 const std::map<std::string, Converter>& converters();
+const std::map<std::string, Converter>& microsoft_converters();
 
 }  // namespace lowbit::onnx_io
