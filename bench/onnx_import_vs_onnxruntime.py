@@ -12,35 +12,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from int8_vs_onnxruntime import ort_session, throughput  # noqa: E402  (best of 15 x 20 batches, as lowbit times itself)
 from lbm import dataset_file, read_idx  # noqa: E402
-
-
-def ort_session(path, threads):
-    import onnxruntime as ort
-    o = ort.SessionOptions()
-    o.intra_op_num_threads = threads
-    o.inter_op_num_threads = 1
-    o.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    o.log_severity_level = 3
-    return ort.InferenceSession(path, o, providers=["CPUExecutionProvider"])
-
-
-def throughput(sess, x):
-    name = sess.get_inputs()[0].name
-    for _ in range(5):
-        sess.run(None, {name: x})
-    best = 1e30
-    for _ in range(15):  # best of 15 x 20 batches, as `lowbit compare` times lowbit
-        t = time.perf_counter()
-        for _ in range(20):
-            sess.run(None, {name: x})
-        best = min(best, (time.perf_counter() - t) / 20)
-    return x.shape[0] / best
 
 
 def lowbit_speed(binary, model, data, threads):

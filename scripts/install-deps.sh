@@ -5,7 +5,7 @@
 set -euo pipefail
 packages=(cmake ninja-build g++ pkg-config zlib1g-dev libcli11-dev nlohmann-json3-dev libfmt-dev
           libgtest-dev libgmock-dev dataset-fashion-mnist jq bsdextrautils python3
-          libonnx-dev libprotobuf-dev protobuf-compiler libonnx-testdata
+          libonnx-dev libprotobuf-dev protobuf-compiler libonnx-testdata clang libclang-rt-14-dev
           python3-venv python3-numpy)
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(python3-torch libbenchmark-dev libopenblas-dev libdnnl-dev python3-torch python3-numpy time)

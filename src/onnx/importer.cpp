@@ -36,6 +36,12 @@ std::string Importer::input(int i) const {
   return it == rename_.end() ? node_->input(i) : it->second;
 }
 
+std::string Importer::output(int i) const {
+  if (i >= node_->output_size() || node_->output(i).empty())
+    throw Error(ErrorKind::Format, "output " + std::to_string(i) + " is missing");
+  return node_->output(i);
+}
+
 const Tensor* Importer::constant(int i) const {
   if (!has_input(i)) return nullptr;
   auto it = constants_.find(input(i));

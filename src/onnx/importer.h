@@ -45,7 +45,7 @@ class Importer {
   std::optional<SymVector> symbolic(int i) const;  // a 1-D or scalar int64 input, as known
   int outputs() const { return node_->output_size(); }
   bool has_output(int i) const { return i < node_->output_size() && !node_->output(i).empty(); }
-  std::string output(int i) const { return node_->output(i); }
+  std::string output(int i) const;  // Error(Format) when the node has no output i
 
   bool has_attr(const std::string& key) const;
   int64_t attr_int(const std::string& key, int64_t fallback) const;
