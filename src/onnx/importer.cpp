@@ -561,6 +561,38 @@ void Importer::fuse_qdq() {
     }
     graph_.nodes[i] = std::move(q);
   }
+  // DequantizeLinear -> MaxPool -> QuantizeLinear on one grid is max-pooling of the codes (the
+  // maximum commutes with the monotone quantization): exact, and no float tensor between.
+  auto value_of = [&](const std::string& name) { return cast(*scalar_constant(name), DType::F32).data<float>()[0]; };
+  for (size_t i = 0; i < graph_.nodes.size(); ++i) {
+    Node& m = graph_.nodes[i];
+    if (m.op != "MaxPool2D") continue;
+    const Node* dq = nullptr;
+    Node* q = nullptr;
+    int readers = 0;
+    for (auto& other : graph_.nodes) {
+      if (other.op == "DequantizeLinear" && other.outputs[0] == m.inputs[0]) dq = &other;
+      for (const auto& in : other.inputs)
+        if (in == m.outputs[0]) {
+          ++readers;
+          if (other.op == "QuantizeLinear") q = &other;
+        }
+    }
+    const bool is_output = std::find(graph_.outputs.begin(), graph_.outputs.end(), m.outputs[0]) != graph_.outputs.end();
+    if (!dq || !q || readers != 1 || is_output || dq->inputs.size() < 3 || q->inputs.size() < 3 ||
+        info_of(dq->inputs[0]).dtype != DType::S8)
+      continue;
+    if (!scalar_constant(dq->inputs[1]) || !scalar_constant(dq->inputs[2]) || !scalar_constant(q->inputs[1]) ||
+        !scalar_constant(q->inputs[2]) || value_of(dq->inputs[1]) != value_of(q->inputs[1]) ||
+        value_of(dq->inputs[2]) != value_of(q->inputs[2]))
+      continue;
+    const std::string out = q->outputs[0];
+    infos_[out] = ValueInfo{out, DType::S8, info_of(m.outputs[0]).shape, info_of(m.outputs[0]).symbols};
+    m.inputs[0] = dq->inputs[0];
+    m.outputs[0] = out;
+    graph_.nodes.erase(std::find_if(graph_.nodes.begin(), graph_.nodes.end(),
+                                    [&](const Node& n) { return n.op == "QuantizeLinear" && n.outputs[0] == out; }));
+  }
 }
 
 // Joins what lowbit runs as one layer, then drops nodes no output needs and turns the constants
