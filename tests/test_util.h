@@ -62,6 +62,18 @@ inline Tensor random_bytes(Shape shape, uint64_t seed) {
   return t;
 }
 
+// The one output of `node`'s op run forward on `inputs` (an op test without a graph).
+inline Tensor run1(const Node& node, std::vector<Tensor> inputs) {
+  std::vector<const Tensor*> in;
+  for (auto& t : inputs) in.push_back(&t);
+  Tensor y(DType::F32, {1});
+  Tensor* out[] = {&y};
+  find_op(node.op).forward(node, in, out);
+  return y;
+}
+// The output shapes `node`'s op infers from input `shapes`.
+inline std::vector<Shape> infer(const Node& node, std::vector<Shape> shapes) { return find_op(node.op).infer_shapes(node, shapes); }
+
 // A scalar tensor (shape []): the form of the scales and zero points of activations.
 inline Tensor scalar_f32(float v) {
   Tensor t(DType::F32, {});

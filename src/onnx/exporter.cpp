@@ -89,12 +89,7 @@ class Exporter {
       else dim->set_dim_param(d < symbols.size() && !symbols[d].empty() ? symbols[d] : d == 0 ? "batch" : name + "_" + std::to_string(d));
     }
   }
-  std::string fresh(const std::string& hint) {
-    std::string name = hint;
-    for (int k = 1; names_.count(name); ++k) name = hint + "_" + std::to_string(k);
-    names_.insert(name);
-    return name;
-  }
+  std::string fresh(const std::string& hint) { return unique_name(names_, hint); }
   std::string init(const Tensor& t, const std::string& hint) {
     const std::string name = fresh(hint);
     tensor_to_proto(t, name, *gp_->add_initializer());
@@ -133,12 +128,7 @@ class Exporter {
     for (auto& o : out) n->add_output(o);
     return n;
   }
-  std::string fresh_node(const std::string& hint) {
-    std::string name = hint;
-    for (int k = 1; node_names_.count(name); ++k) name = hint + "_" + std::to_string(k);
-    node_names_.insert(name);
-    return name;
-  }
+  std::string fresh_node(const std::string& hint) { return unique_name(node_names_, hint); }
   static void set(onnx::NodeProto* n, const std::string& key, int64_t v) {
     auto* a = n->add_attribute();
     a->set_name(key);
@@ -315,10 +305,7 @@ class Exporter {
       std::vector<std::string> in = {n.inputs[0]};
       const bool scalar_grid = n.inputs.size() > 2 && g_.initializers.count(n.inputs[1]) && tensor(n.inputs[1]).numel() == 1 &&
                                tensor(n.inputs[2]).dtype() != DType::U8;
-      if (scalar_grid && n.op == "QuantizeLinear") {
-        auto [s, z] = grid(n.inputs[1], n.inputs[2]);
-        in.push_back(s), in.push_back(z);
-      } else if (scalar_grid && opt_.symmetric) {
+      if (scalar_grid) {  // an activation grid: the profile's (grid() is lowbit's own unless symmetric)
         auto [s, z] = grid(n.inputs[1], n.inputs[2]);
         in.push_back(s), in.push_back(z);
       } else {

@@ -111,19 +111,8 @@ std::vector<int64_t> Importer::attr_ints(const std::string& key, std::vector<int
 
 void Importer::unsupported(const std::string& what) const { throw Error(ErrorKind::Unsupported, what); }
 
-std::string Importer::fresh(const std::string& hint) {
-  std::string name = hint;
-  for (int k = 1; names_.count(name); ++k) name = hint + "_" + std::to_string(k);
-  names_.insert(name);
-  return name;
-}
-
-std::string Importer::fresh_node(const std::string& hint) {
-  std::string name = hint;
-  for (int k = 1; node_names_.count(name); ++k) name = hint + "_" + std::to_string(k);
-  node_names_.insert(name);
-  return name;
-}
+std::string Importer::fresh(const std::string& hint) { return unique_name(names_, hint); }
+std::string Importer::fresh_node(const std::string& hint) { return unique_name(node_names_, hint); }
 
 void Importer::set_constant(const std::string& value, Tensor tensor) {
   infos_[value] = ValueInfo{value, tensor.dtype(), tensor.shape()};

@@ -117,6 +117,13 @@ int32_t onnx_type_of(DType dtype) {
   }
 }
 
+std::string unique_name(std::set<std::string>& used, const std::string& hint) {
+  std::string name = hint;
+  for (int k = 1; used.count(name); ++k) name = hint + "_" + std::to_string(k);
+  used.insert(name);
+  return name;
+}
+
 Tensor tensor_from_proto(const TP& proto, const std::string& source, const std::string& folder) {
   const std::string& name = proto.name();
   const DType dtype = dtype_from_onnx(proto.data_type(), source + ": tensor '" + name + "'");
@@ -154,38 +161,21 @@ Tensor tensor_from_proto(const TP& proto, const std::string& source, const std::
                              std::to_string(count));
   };
   Tensor t = make();
-  switch (dtype) {
-    case DType::F32:
-      check(proto.float_data_size(), "float_data");
-      copy_field(proto.float_data(), t.data<float>(), count);
-      break;
-    case DType::S64:
-      check(proto.int64_data_size(), "int64_data");
-      copy_field(proto.int64_data(), t.data<int64_t>(), count);
-      break;
-    case DType::S32:
-      check(proto.int32_data_size(), "int32_data");
-      copy_field(proto.int32_data(), t.data<int32_t>(), count);
-      break;
-    case DType::S8:
-      check(proto.int32_data_size(), "int32_data");
-      copy_field(proto.int32_data(), t.data<int8_t>(), count);
-      break;
-    case DType::U8:
-      check(proto.int32_data_size(), "int32_data");
-      copy_field(proto.int32_data(), t.data<uint8_t>(), count);
-      break;
-    case DType::Bool:
-      check(proto.int32_data_size(), "int32_data");
-      for (int64_t i = 0; i < count; ++i) static_cast<uint8_t*>(t.raw())[i] = proto.int32_data(static_cast<int>(i)) != 0;
-      break;
-    case DType::F16:
-    case DType::BF16:
-      check(proto.int32_data_size(), "int32_data");
-      for (int64_t i = 0; i < count; ++i) static_cast<uint16_t*>(t.raw())[i] = static_cast<uint16_t>(proto.int32_data(static_cast<int>(i)));
-      break;
-    default:
-      fail(source, name, "unexpected dtype");
+  if (dtype == DType::F32) {
+    check(proto.float_data_size(), "float_data");
+    copy_field(proto.float_data(), t.data<float>(), count);
+  } else if (dtype == DType::S64) {
+    check(proto.int64_data_size(), "int64_data");
+    copy_field(proto.int64_data(), t.data<int64_t>(), count);
+  } else {  // every narrower type is one int32_data value per element (f16, bf16: the bit pattern)
+    check(proto.int32_data_size(), "int32_data");
+    auto* raw = static_cast<char*>(t.raw());
+    const size_t size = storage_bytes(dtype, 1);
+    for (int64_t i = 0; i < count; ++i) {
+      int32_t v = proto.int32_data(static_cast<int>(i));
+      if (dtype == DType::Bool) v = v != 0;
+      std::memcpy(raw + i * size, &v, size);  // the low bytes, little-endian: the value narrowed
+    }
   }
   return t;
 }

@@ -3,6 +3,7 @@
 
 #include <onnx/onnx_pb.h>
 
+#include <set>
 #include <string>
 
 #include "lowbit/tensor.h"
@@ -13,6 +14,10 @@ namespace lowbit::onnx_io {
 // and the ONNX type for types lowbit does not hold (double, strings, complex, ...).
 DType dtype_from_onnx(int32_t code, const std::string& what);
 int32_t onnx_type_of(DType dtype);
+
+// `hint`, or `hint_1`, `hint_2`, ... : the first not in `used`, which then holds it. Value and node
+// names of imported and exported graphs.
+std::string unique_name(std::set<std::string>& used, const std::string& hint);
 const char* onnx_type_name(int32_t code);  // "FLOAT", "DOUBLE", ...
 
 // The tensor a TensorProto holds. Data comes from raw_data, the typed fields or, for

@@ -258,7 +258,7 @@ TEST(Reshape, KeepsTheBatchAndSharesTheBuffer) {
 
 // ---- Shape-inference errors --------------------------------------------------------------------
 
-std::vector<Shape> infer(const Node& node, std::vector<Shape> shapes) { return find_op(node.op).infer_shapes(node, shapes); }
+using testing::infer;
 
 TEST(Conv, Conv2DShapeInference) {
   EXPECT_EQ(infer(conv({{"pads", Shape{1, 1, 1, 1}}}), {{-1, 1, 28, 28}, {32, 1, 3, 3}, {32}}),

@@ -13,18 +13,10 @@
 namespace lowbit {
 namespace {
 
+using testing::infer;
 using testing::random;
+using testing::run1;
 
-Tensor run1(const Node& node, std::vector<Tensor> inputs) {
-  std::vector<const Tensor*> in;
-  for (auto& t : inputs) in.push_back(&t);
-  Tensor y(DType::F32, {1});
-  Tensor* out[] = {&y};
-  find_op(node.op).forward(node, in, out);
-  return y;
-}
-
-std::vector<Shape> infer(const Node& node, std::vector<Shape> shapes) { return find_op(node.op).infer_shapes(node, shapes); }
 
 // The reductions against loops over a [2, 3, 4] tensor, every subset of axes, with and without
 // keepdims; negative axes; the empty-axes rules; errors.

@@ -251,7 +251,7 @@ TEST(Pool, GlobalAveragePoolMeansEveryPlane) {
 
 // ---- Shape inference ---------------------------------------------------------------------------
 
-std::vector<Shape> infer(const Node& node, std::vector<Shape> shapes) { return find_op(node.op).infer_shapes(node, shapes); }
+using testing::infer;
 
 TEST(Norm, ShapeInferenceAndErrorsNameTheNode) {
   EXPECT_EQ(infer(batch_norm(), {{-1, 4, 5, 5}, {4}, {4}, {4}, {4}}), (std::vector<Shape>{{-1, 4, 5, 5}}));

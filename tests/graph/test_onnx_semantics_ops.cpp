@@ -14,21 +14,13 @@
 namespace lowbit {
 namespace {
 
+using testing::infer;
 using testing::random;
+using testing::run1;
 
 constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
 constexpr int64_t kMin = std::numeric_limits<int64_t>::min();
 
-Tensor run1(const Node& node, std::vector<Tensor> inputs) {
-  std::vector<const Tensor*> in;
-  for (auto& t : inputs) in.push_back(&t);
-  Tensor y(DType::F32, {1});
-  Tensor* out[] = {&y};
-  find_op(node.op).forward(node, in, out);
-  return y;
-}
-
-std::vector<Shape> infer(const Node& node, std::vector<Shape> shapes) { return find_op(node.op).infer_shapes(node, shapes); }
 DType infer_dtype(const Node& node, std::vector<DType> dtypes) { return find_op(node.op).infer_dtypes(node, dtypes)[0]; }
 
 template <typename T>

@@ -21,6 +21,10 @@ check() {  # check MODEL.onnx CLASSES.csv [extra check_export.py options]
   fi
 }
 accuracy() { grep -o '"test_accuracy":[0-9.]*' "$1" | tail -n 1 | cut -d: -f2; }
+# ONNX Runtime's u8 x s8 and fused int8 x int8 kernels saturate 16-bit pair sums on CPUs without
+# AVX-512 VNNI (its documented limitation, reproduced bit for bit on a Zen 3): there, and only
+# there, two checks below are relaxed. On a VNNI CPU every check holds the full bar.
+vnni=0; grep -qw avx512_vnni /proc/cpuinfo && vnni=1
 
 "$lowbit" train --data "$data" --train-samples 20000 --epochs 2 --seed 1 --threads 2 --out "$work/mlp.lbm" >/dev/null
 "$lowbit" train --data "$data" --arch "$here/../../examples/models/reference-cnn.json" --train-samples 6000 --epochs 1 --seed 1 \
@@ -45,17 +49,16 @@ for m in mlp cnn; do
   "$lowbit" export --model "$work/$m-q4.lbm" --format qdq --opset 21 --out "$work/$m-q4-int4.onnx" >/dev/null
   check "$work/$m-q4-int4.onnx" "$work/$m-q4.csv"
   for f in qdq qoperator; do
-    # ORT's fused int8 x int8 kernels saturate 16-bit pair sums on CPUs without AVX-512 VNNI (ORT's
-    # documented u8s8 limitation); with zero point 0 every activation hits it, so the symmetric QDQ
-    # file is checked without that fusion (docs/onnx.md gives both figures).
-    opt=all; [[ $f == qdq ]] && opt=basic
+    # With zero point 0 every activation meets the saturation, so without VNNI the symmetric QDQ file
+    # is checked without ORT's QDQ fusion (93.8% agreement with it on a Zen 3, 100% without).
+    opt=all; [[ $f == qdq && $vnni == 0 ]] && opt=basic
     "$lowbit" export --model "$work/$m-sym.lbm" --format $f --symmetric --out "$work/$m-sym-$f.onnx" >/dev/null
     check "$work/$m-sym-$f.onnx" "$work/$m-sym.csv" --ort-optimization $opt
-    # Dynamic layers run ORT's u8 x s8 MatMulInteger / ConvInteger, which saturates the same way
-    # on CPUs without VNNI (its own quantize_dynamic models too): 99.46% (MLP) and 99.84% (CNN)
-    # agreement on a Zen 3, so the bar here is 99%.
+    # Dynamic layers run ORT's u8 x s8 MatMulInteger / ConvInteger: without VNNI 99.46% (MLP) and
+    # 99.84% (CNN) agreement on a Zen 3, so the bar there is 99%.
+    bar=0.995; [[ $vnni == 0 ]] && bar=0.99
     "$lowbit" export --model "$work/$m-dyn.lbm" --format $f --out "$work/$m-dyn-$f.onnx" >/dev/null
-    check "$work/$m-dyn-$f.onnx" "$work/$m-dyn.csv" --min-agreement 0.99
+    check "$work/$m-dyn-$f.onnx" "$work/$m-dyn.csv" --min-agreement $bar
   done
   # The int8 QDQ export keeps lowbit's accuracy within 0.1 point in ONNX Runtime.
   check "$work/$m-q8-qdq.onnx" "$work/$m-q8.csv" --accuracy "$(accuracy "$work/$m-q8.out")" --max-drop 0.001

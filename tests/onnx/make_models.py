@@ -109,8 +109,12 @@ def torch_logits(model, images):
         return torch.cat([model(torch.from_numpy(b)) for b in np.array_split(images, 20)]).numpy()
 
 
-def ort_logits(path, images):
+def ort_logits(path, images, exact=False):
+    """onnxruntime's logits; `exact`: with its graph optimizations off, so that a quantized model runs
+    op by op as ONNX defines it (its fused u8 x s8 kernels saturate on CPUs without AVX-512 VNNI)."""
     options = ort.SessionOptions()
+    if exact:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -199,7 +203,9 @@ Input `input` float32 [batch, 1, 28, 28] = byte / 255, output `logits` float32 [
 Outputs on the 10000 test images, from each file's producer: PyTorch for the float models (one set,
 `<name>.*`, for both opsets), onnxruntime with one thread for the quantized files.
 `<stem>.classes.npy`: uint8 [10000]; `<stem>.logits.npy`: float32 [1000, 10], the first 1000 images;
-`<name>_op13.ort_classes.npy`: onnxruntime's classes for the float model. `accuracy.json`: test
+`<name>_op13.ort_classes.npy`: onnxruntime's classes for the float model; `<name>_qdq.exact_classes.npy`:
+onnxruntime's classes with its graph optimizations off (the QDQ arithmetic op by op, exact; its
+QOperator kernels saturate the same way with or without optimizations, so there is none for qop). `accuracy.json`: test
 accuracy of the producer's classes. onnxruntime's classes for the float files equal PyTorch's on
 this many of the 10000 images: {same}.
 
@@ -267,6 +273,8 @@ def main():
                 quantize_static(str(float_model), str(path), Calibration(train_images), quant_format=fmt,
                                 per_channel=False, activation_type=ACTIVATION_TYPE, weight_type=WEIGHT_TYPE)
                 accuracy_of(path, record(path.stem, ort_logits(path, test_images)))
+                if fmt == QuantFormat.QDQ:  # op by op, QDQ is float arithmetic on the grids: exact
+                    record(path.stem, ort_logits(path, test_images, exact=True), "exact_classes")
             matmul_model = Path(tmp) / "matmul.onnx"
             onnx.save(gemm_to_matmul(onnx.load(str(float_model))), str(matmul_model))
             path = out / f"{name}_dynamic.onnx"

@@ -260,9 +260,11 @@ namespace {
 // on lowbit's integer layers: no float Dense or Conv2D is left, and the classes are ORT's. (ORT's
 // stored classes come from its fused u8 x s8 kernels, which on CPUs without AVX-512 VNNI saturate
 // 16-bit pair sums: the CNN's differ from the exact QDQ arithmetic, which lowbit computes, on 1.3%
-// of the images; the MLP's on 0.01%.)
+// of the images; the MLP's on 0.01%. So lowbit is also held to the exact arithmetic: ORT's classes
+// for the QDQ files with its optimizations off, and the QOperator file of the same model.)
 TEST(OnnxImport, OnnxRuntimeQuantizedModelsRunOnTheIntegerLayers) {
   const DatasetSplits data = load_dataset_dir(testing::test_dataset_dir());
+  std::map<std::string, std::vector<int32_t>> classes;
   for (const std::string name : {"mlp_qdq", "mlp_qop", "cnn_qdq", "cnn_qop"}) {
     SCOPED_TRACE(name);
     const Graph g = import_onnx(data_dir() + name + ".onnx");
@@ -279,6 +281,16 @@ TEST(OnnxImport, OnnxRuntimeQuantizedModelsRunOnTheIntegerLayers) {
     for (int64_t i = 0; i < 10000; ++i) agree += ours[i] == theirs.data<uint8_t>()[i];
     std::printf("%s: %lld of 10000 classes as ONNX Runtime's\n", name.c_str(), static_cast<long long>(agree));
     EXPECT_GE(agree, name[0] == 'm' ? 9990 : 9800);
+    if (name.ends_with("_qdq")) {
+      const Tensor exact = read_npy(data_dir() + name + ".exact_classes.npy");
+      int64_t same = 0;
+      for (int64_t i = 0; i < 10000; ++i) same += ours[i] == exact.data<uint8_t>()[i];
+      std::printf("%s: %lld of 10000 classes as ONNX Runtime's op-by-op QDQ arithmetic\n", name.c_str(), static_cast<long long>(same));
+      EXPECT_GE(same, 9990);
+    } else {
+      EXPECT_EQ(ours, classes.at(name.substr(0, name.size() - 3) + "qdq")) << "the QOperator and QDQ files of one model";
+    }
+    classes[name] = ours;
   }
 }
 

@@ -20,7 +20,6 @@ void register_builtin_ops(const Registrar& add) {
   register_cast(add);
   register_reduce(add);
   register_constant(add);
-  register_identity(add);
   register_transform_ops(add);
 }
 

@@ -31,7 +31,6 @@ void register_matmul(const Registrar& add);
 void register_cast(const Registrar& add);
 void register_reduce(const Registrar& add);
 void register_constant(const Registrar& add);
-void register_identity(const Registrar& add);
 void register_transform_ops(const Registrar& add);
 
 [[noreturn]] void shape_error(const Node& node, const std::string& what);
@@ -46,6 +45,32 @@ int64_t leading_rows(const Shape& shape);
 void softmax_row(const float* x, float* y, int64_t n);
 // log(sum(exp(x))), computed as max + log(sum(exp(x - max))).
 float log_sum_exp(const float* x, int64_t n);
+// An op whose output is its input's buffer under another shape, any dtype (Flatten, Reshape,
+// Squeeze, Unsqueeze, Identity): a subclass says which shape (view_shape, also run on run-time
+// shapes by forward) and sets its traits; the gradient is dy under the input's shape.
+class ViewOp : public Op {
+ public:
+  std::vector<Shape> infer_shapes(const Node& node, std::span<const Shape> in) const override {
+    expect_input_count(node, in, 1, 1);
+    return {view_shape(node, in[0])};
+  }
+  std::vector<DType> infer_dtypes(const Node&, std::span<const DType> in) const override { return {in[0]}; }
+  void forward(const Node& node, std::span<const Tensor* const> in, std::span<Tensor* const> out) const override {
+    const Shape shape = view_shape(node, in[0]->shape());
+    *out[0] = *in[0];
+    out[0]->reshape(shape);
+  }
+  void backward(const Node&, std::span<const Tensor* const> in, std::span<const Tensor* const>,
+                std::span<const Tensor* const> out_grad, std::span<Tensor* const> in_grad) const override {
+    if (!in_grad[0]) return;
+    *in_grad[0] = *out_grad[0];
+    in_grad[0]->reshape(in[0]->shape());
+  }
+
+ protected:
+  virtual Shape view_shape(const Node& node, const Shape& in) const = 0;
+};
+
 // Makes `t` a tensor of `dtype` and `shape`, reusing its buffer when the dtype already matches.
 void prepare_output(Tensor& t, DType dtype, Shape shape);
 using kernels::plane_grain;  // kernels/grain.h

@@ -231,27 +231,12 @@ class MaxPool2D final : public Op {
 //            same index (a real 0 with attribute "allowzero" = 1, as ONNX), one entry may be -1
 //            (inferred).
 // The output shares the input's buffer (any dtype): no copy.
-class Reshape final : public Op {
+class Reshape final : public ViewOp {
  public:
   Reshape() { traits_ = {.onnx = "Reshape", .passes_quantized = true, .layout_only = true}; }
-  std::vector<Shape> infer_shapes(const Node& node, std::span<const Shape> in) const override {
-    expect_input_count(node, in, 1, 1);
-    return {target_shape(node, in[0])};
-  }
-  std::vector<DType> infer_dtypes(const Node&, std::span<const DType> in) const override { return {in[0]}; }
-  void forward(const Node& node, std::span<const Tensor* const> in, std::span<Tensor* const> out) const override {
-    const Shape shape = target_shape(node, in[0]->shape());
-    *out[0] = *in[0];
-    out[0]->reshape(shape);
-  }
-  void backward(const Node&, std::span<const Tensor* const> in, std::span<const Tensor* const>,
-                std::span<const Tensor* const> out_grad, std::span<Tensor* const> in_grad) const override {
-    if (!in_grad[0]) return;
-    *in_grad[0] = *out_grad[0];
-    in_grad[0]->reshape(in[0]->shape());
-  }
 
  private:
+  Shape view_shape(const Node& node, const Shape& in) const override { return target_shape(node, in); }
   static Shape target_shape(const Node& node, const Shape& in) {
     if (node.attributes.count("dims")) {
       if (node.attributes.count("shape"))

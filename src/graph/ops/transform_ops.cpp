@@ -272,27 +272,12 @@ class Concat final : public Op {
 // every dimension of size 1. Shape inference keeps run-time dimensions (-1): one named in `axes` is
 // checked when the node runs; without `axes` one that is 1 at run time is removed then, as ONNX
 // Runtime does (give `axes` to keep it, e.g. a batch of one). Output and input share the buffer.
-class Squeeze final : public Op {
+class Squeeze final : public ViewOp {
  public:
   Squeeze() { traits_ = {.onnx = "Squeeze", .passes_quantized = true, .layout_only = true}; }
-  std::vector<Shape> infer_shapes(const Node& node, std::span<const Shape> in) const override {
-    expect_input_count(node, in, 1, 1);
-    return {squeezed(node, in[0])};
-  }
-  std::vector<DType> infer_dtypes(const Node&, std::span<const DType> in) const override { return {in[0]}; }
-  void forward(const Node& node, std::span<const Tensor* const> in, std::span<Tensor* const> out) const override {
-    const Shape shape = squeezed(node, in[0]->shape());
-    *out[0] = *in[0];
-    out[0]->reshape(shape);
-  }
-  void backward(const Node&, std::span<const Tensor* const> in, std::span<const Tensor* const>,
-                std::span<const Tensor* const> out_grad, std::span<Tensor* const> in_grad) const override {
-    if (!in_grad[0]) return;
-    *in_grad[0] = *out_grad[0];
-    in_grad[0]->reshape(in[0]->shape());
-  }
 
  private:
+  Shape view_shape(const Node& node, const Shape& in) const override { return squeezed(node, in); }
   static Shape squeezed(const Node& node, const Shape& in) {
     const int64_t rank = static_cast<int64_t>(in.size());
     std::vector<bool> removed(in.size(), false);
@@ -317,27 +302,12 @@ class Squeeze final : public Op {
 
 // Inserts dimensions of size 1 at `axes`, indices into the output (rank r = input rank + the number
 // of axes; negative counts from the end of the output, as ONNX). Output and input share the buffer.
-class Unsqueeze final : public Op {
+class Unsqueeze final : public ViewOp {
  public:
   Unsqueeze() { traits_ = {.onnx = "Unsqueeze", .passes_quantized = true, .layout_only = true}; }
-  std::vector<Shape> infer_shapes(const Node& node, std::span<const Shape> in) const override {
-    expect_input_count(node, in, 1, 1);
-    return {unsqueezed(node, in[0])};
-  }
-  std::vector<DType> infer_dtypes(const Node&, std::span<const DType> in) const override { return {in[0]}; }
-  void forward(const Node& node, std::span<const Tensor* const> in, std::span<Tensor* const> out) const override {
-    const Shape shape = unsqueezed(node, in[0]->shape());
-    *out[0] = *in[0];
-    out[0]->reshape(shape);
-  }
-  void backward(const Node&, std::span<const Tensor* const> in, std::span<const Tensor* const>,
-                std::span<const Tensor* const> out_grad, std::span<Tensor* const> in_grad) const override {
-    if (!in_grad[0]) return;
-    *in_grad[0] = *out_grad[0];
-    in_grad[0]->reshape(in[0]->shape());
-  }
 
  private:
+  Shape view_shape(const Node& node, const Shape& in) const override { return unsqueezed(node, in); }
   static Shape unsqueezed(const Node& node, const Shape& in) {
     const std::vector<int64_t> axes = required_ints(node, "axes");
     const int64_t rank = static_cast<int64_t>(in.size() + axes.size());
