@@ -1,5 +1,5 @@
-// Internal: every implementation of the public kernels of gemm.h, qgemm.h and elementwise.h by
-// name: the reference loops (the normative definitions) and the per-ISA paths. The dispatchers
+// Internal: every implementation of the public kernels of gemm.h, qgemm.h and elementwise.h (and
+// the AVX2 build of pool.h's max pooling) by name: the reference loops (the normative definitions) and the per-ISA paths. The dispatchers
 // (gemm_dispatch.cpp, qgemm_dispatch.cpp, quantize_dispatch.cpp, elementwise_dispatch.cpp) choose
 // among them; the kernel tests compare them. Nothing outside src/kernels and tests/kernels calls
 // them: the public headers show only the dispatching entry points.
@@ -7,6 +7,7 @@
 
 #include <cstdint>
 
+#include "kernels/conv_geometry.h"
 #include "kernels/elementwise.h"
 #include "kernels/gemm.h"
 #include "kernels/qgemm.h"
@@ -63,5 +64,11 @@ void minmax_f32_ref(int64_t n, const float* x, float* min, float* max);
 void minmax_f32_avx2(int64_t n, const float* x, float* min, float* max);
 void adam_update_f32_ref(int64_t n, float* w, const float* g, float* m, float* v, const AdamConstants& c);
 void adam_update_f32_avx2(int64_t n, float* w, const float* g, float* m, float* v, const AdamConstants& c);
+
+// ---- pool.h (internal) -------------------------------------------------------------------------
+// Planes [p0, p1) of the forward max pooling: kernels/maxpool_plane.h's loops compiled for AVX2
+// (the portable build of the same source is maxpool_planes in pool.cpp).
+void maxpool_planes_avx2(const PoolGeometry& g, const float* x, float* y, int64_t p0, int64_t p1);
+void maxpool_planes_avx2(const PoolGeometry& g, const int8_t* x, int8_t* y, int64_t p0, int64_t p1);
 
 }  // namespace lowbit::kernels

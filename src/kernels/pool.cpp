@@ -4,6 +4,8 @@
 #include <algorithm>
 
 #include "kernels/grain.h"
+#include "kernels/maxpool_plane.h"
+#include "kernels/paths.h"
 #include "kernels/sum_run.h"
 #include "lowbit/runtime_config.h"
 
@@ -42,14 +44,14 @@ template <typename T, typename Visit> void for_each_window_max(const PoolGeometr
   });
 }
 
+// Planes [p0, p1) of the forward max pooling: maxpool_planes, the AVX2 build of the same source
+// (kernels/x86/pool_avx2.cpp) where the CPU has it.
 template <typename T> void maxpool2d(const PoolGeometry& g, const T* x, T* y) {
-  const int64_t in_plane = g.in_h * g.in_w, out_plane = g.out_h * g.out_w;
-  parallel_for(g.batch * g.channels, plane_grain(in_plane), [&](int64_t p0, int64_t p1) {
-    for (int64_t p = p0; p < p1; ++p) {
-      const T* plane = x + p * in_plane;
-      T* dst = y + p * out_plane;
-      for_each_window_max(g, plane, [dst](int64_t o, int64_t, T value) { dst[o] = value; });
-    }
+  parallel_for(g.batch * g.channels, plane_grain(g.in_h * g.in_w), [&](int64_t p0, int64_t p1) {
+#if defined(LOWBIT_HAVE_X86)
+    if (active_isa() >= Isa::Avx2) return maxpool_planes_avx2(g, x, y, p0, p1);
+#endif
+    maxpool_planes(g, x, y, p0, p1);
   });
 }
 

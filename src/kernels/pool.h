@@ -4,8 +4,9 @@
 // every plane is computed by one thread in one fixed order, and parallel_for splits the planes
 // (kernels/grain.h), so results are bit-identical for any thread count.
 //   - maxpool2d: the maximum of each window (clipped to the input: the ONNX padding is smaller
-//     than the kernel, so every window holds an input element), the first in row-major order on
-//     ties. s8 codes pass through: the maximum commutes with the monotone quantization, so the
+//     than the kernel, so every window holds an input element), computed per row of windows as
+//     the element-wise maximum of its input rows, then of each window's columns (vectorized;
+//     2-wide stride-2 windows have a loop of their own). s8 codes pass through: the maximum commutes with the monotone quantization, so the
 //     output has the input's scale and zero point.
 //   - maxpool2d_backward_f32: dy goes to the element the forward pass picked (recomputed).
 //   - avgpool2d_f32: (the window's inputs summed in float, row-major) * (1 / divisor); the divisor
