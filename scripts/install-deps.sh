@@ -3,7 +3,7 @@
 #   scripts/install-deps.sh          build + test + data
 #   scripts/install-deps.sh --bench  also the benchmark peers (OpenBLAS, PyTorch)
 set -euo pipefail
-packages=(cmake ninja-build g++ pkg-config zlib1g-dev libcli11-dev nlohmann-json3-dev libfmt-dev
+packages=(cmake ninja-build g++ pkg-config zlib1g-dev libzip-dev libcli11-dev nlohmann-json3-dev libfmt-dev
           libgtest-dev libgmock-dev dataset-fashion-mnist jq bsdextrautils python3
           libonnx-dev libprotobuf-dev protobuf-compiler libonnx-testdata clang libclang-rt-14-dev
           python3-venv python3-numpy)

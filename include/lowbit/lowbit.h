@@ -24,6 +24,7 @@
 #include "lowbit/graph.h"
 #include "lowbit/idx.h"
 #include "lowbit/model_io.h"
+#include "lowbit/npy.h"
 #include "lowbit/onnx.h"
 #include "lowbit/ops.h"
 #include "lowbit/qat.h"

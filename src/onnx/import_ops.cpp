@@ -745,6 +745,43 @@ void qlinear_matmul(I& im, bool gemm) {
   if (moved) im.mark_shifted(im.output(0));
 }
 
+// DynamicQuantizeLinear: f32 -> uint8 codes, scale, zero point (all three outputs always named).
+void dynamic_quantize_linear(I& im) {
+  require_f32(im, 0);
+  std::vector<std::string> outputs;
+  for (int i = 0; i < 3; ++i) outputs.push_back(im.has_output(i) ? im.output(i) : im.fresh(im.output(0) + "_unused" + std::to_string(i)));
+  im.emit("DynamicQuantizeLinear", {im.input(0)}, std::move(outputs));
+}
+
+// MatMulInteger / ConvInteger operands: a, b, and both zero points (a zero of the codes' type
+// where absent). The codes are ONNX's own (uint8 stays uint8).
+std::vector<std::string> integer_operands(I& im) {
+  require_dtype(im, 0, {DType::S8, DType::U8});
+  require_dtype(im, 1, {DType::S8, DType::U8});
+  std::vector<std::string> in = {im.input(0), im.input(1)};
+  for (int i = 2; i < 4; ++i)
+    in.push_back(im.has_input(i) ? im.input(i)
+                                 : im.constant_value(Tensor(im.info(i - 2).dtype, {}), im.output(0) + (i == 2 ? "_a_zero_point" : "_b_zero_point")));
+  return in;
+}
+
+void conv_integer(I& im) {
+  const Shape& ws = im.info(1).shape;
+  if (ws.size() != im.info(0).shape.size() || ws.size() < 3) im.unsupported("weights must have the input's rank");
+  const Window w = window_of(im, "convolution", std::vector<int64_t>(ws.begin() + 2, ws.end()));
+  std::vector<std::string> in = integer_operands(im);
+  if (w.dims == 1) {  // [M, C/g, k] -> [M, C/g, 1, k]
+    const std::string weights = im.fresh(im.input(1) + "_4d");
+    im.emit("Unsqueeze", {in[1]}, {weights}, {{"axes", {2}}}, "_weights");
+    in[1] = weights;
+  }
+  on_4d(im, w, [&](const std::string& x, const std::string& y) {
+    in[0] = x;
+    im.emit("ConvInteger", in, {y},
+            {{"kernel_shape", w.kernel}, {"strides", w.strides}, {"dilations", w.dilations}, {"pads", w.pads}, {"group", im.attr_int("group", 1)}});
+  });
+}
+
 }  // namespace
 
 const std::map<std::string, Converter>& converters() {
@@ -795,6 +832,9 @@ const std::map<std::string, Converter>& converters() {
       {"QuantizeLinear", quantize_linear},
       {"QLinearConv", qlinear_conv},
       {"QLinearMatMul", [](I& im) { qlinear_matmul(im, false); }},
+      {"DynamicQuantizeLinear", dynamic_quantize_linear},
+      {"MatMulInteger", [](I& im) { im.emit("MatMulInteger", integer_operands(im), {im.output(0)}); }},
+      {"ConvInteger", conv_integer},
   };
   return table;
 }

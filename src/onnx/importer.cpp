@@ -584,6 +584,127 @@ void Importer::fuse_qdq() {
   }
 }
 
+// ONNX Runtime's dynamic quantization (quantize_dynamic) writes each layer as
+//   DynamicQuantizeLinear(x) -> q, s, zp;  MatMulInteger(q, W, zp, wz) or ConvInteger(...) -> acc;
+//   Cast(acc) -> f32;  Mul(that, Mul(s, w_scale));  optionally Add(bias), Relu
+// which is DynamicQDense / DynamicQConv2D with per-tensor activations ("tensor" granularity): the
+// weights' codes minus their zero point, when they lie in [-127, 127], times w_scale. Every
+// other arrangement keeps the generic ops, which compute ONNX's definition.
+void Importer::fuse_dynamic() {
+  auto producer = [&](const std::string& value) -> Node* {
+    for (auto& n : graph_.nodes)
+      if (std::find(n.outputs.begin(), n.outputs.end(), value) != n.outputs.end()) return &n;
+    return nullptr;
+  };
+  // The one node that reads `value`, when exactly one does and it is not a graph output.
+  auto only_reader = [&](const std::string& value) -> Node* {
+    if (std::find(graph_.outputs.begin(), graph_.outputs.end(), value) != graph_.outputs.end()) return nullptr;
+    Node* reader = nullptr;
+    for (auto& n : graph_.nodes)
+      for (const auto& in : n.inputs)
+        if (in == value) {
+          if (reader && reader != &n) return nullptr;
+          reader = &n;
+        }
+    return reader;
+  };
+  auto constant = [&](const std::string& value) -> const Tensor* {
+    auto it = constants_.find(value);
+    return it == constants_.end() ? nullptr : &it->second;
+  };
+  // A constant with one value, or `units` values along `axis` of a tensor of rank `rank` (every
+  // other dimension 1), as f32 [units]; undefined otherwise.
+  auto per_channel = [&](const Tensor* t, int64_t units, int64_t axis, size_t rank) {
+    if (!t || t->numel() == 0) return Tensor();
+    if (t->numel() != 1) {
+      const size_t r = static_cast<size_t>(t->rank());
+      if (t->numel() != units || r > rank || static_cast<int64_t>(rank - r) > axis) return Tensor();
+      const size_t at = static_cast<size_t>(axis) - (rank - r);  // t's dims align right
+      for (size_t d = 0; d < r; ++d)
+        if (d != at && t->shape()[d] != 1) return Tensor();
+    }
+    const Tensor f = cast(*t, DType::F32);
+    Tensor out(DType::F32, {units});
+    for (int64_t u = 0; u < units; ++u) out.data<float>()[u] = f.data<float>()[f.numel() == 1 ? 0 : u];
+    return out;
+  };
+  for (bool changed = true; changed;) {
+   changed = false;
+   for (size_t i = 0; i < graph_.nodes.size() && !changed; ++i) {
+    const Node mm = graph_.nodes[i];
+    const bool conv = mm.op == "ConvInteger";
+    if ((mm.op != "MatMulInteger" && !conv) || mm.inputs.size() != 4) continue;
+    const Node* dq = producer(mm.inputs[0]);
+    if (!dq || dq->op != "DynamicQuantizeLinear" || mm.inputs[0] != dq->outputs[0] || mm.inputs[2] != dq->outputs[2]) continue;
+    const Tensor* w = constant(mm.inputs[1]);
+    const Tensor* wz = constant(mm.inputs[3]);
+    if (!w || !wz || (conv ? w->rank() != 4 : w->rank() != 2)) continue;
+    const int64_t units = conv ? w->shape()[0] : w->shape()[1], k = w->numel() / units;
+    if (wz->numel() != 1 && wz->numel() != units) continue;
+    // codes [units, k] = w - wz (MatMulInteger's b is [K, N]: transposed).
+    const Tensor w32 = cast(*w, DType::S32), wz32 = cast(*wz, DType::S32);
+    Tensor codes(DType::S8, {units, k});
+    bool fits = true;
+    for (int64_t u = 0; u < units && fits; ++u)
+      for (int64_t j = 0; j < k; ++j) {
+        const int32_t c = w32.data<int32_t>()[conv ? u * k + j : j * units + u] - wz32.data<int32_t>()[wz->numel() == 1 ? 0 : u];
+        if (c < -127 || c > 127) {
+          fits = false;
+          break;
+        }
+        codes.data<int8_t>()[u * k + j] = static_cast<int8_t>(c);
+      }
+    if (!fits) continue;
+    // acc -> Cast to f32 -> Mul by (s * w_scale).
+    Node* to_float = only_reader(mm.outputs[0]);
+    if (!to_float || to_float->op != "Cast" || to_float->attr_string("to", "") != "f32") continue;
+    Node* rescale = only_reader(to_float->outputs[0]);
+    if (!rescale || rescale->op != "Mul" || rescale->inputs.size() != 2) continue;
+    const std::string factor = rescale->inputs[rescale->inputs[0] == to_float->outputs[0] ? 1 : 0];
+    const Node* scales = producer(factor);
+    if (!scales || scales->op != "Mul" || scales->inputs.size() != 2) continue;
+    const bool s_first = scales->inputs[0] == dq->outputs[1];
+    if (!s_first && scales->inputs[1] != dq->outputs[1]) continue;
+    const size_t out_rank = info_of(mm.outputs[0]).shape.size();
+    Tensor w_scale = per_channel(constant(scales->inputs[s_first ? 1 : 0]), units, conv ? 1 : static_cast<int64_t>(out_rank) - 1, out_rank);
+    if (!w_scale.defined()) continue;
+    std::set<std::string> absorbed = {to_float->name, rescale->name};  // node names
+    std::string output = rescale->outputs[0], bias;
+    if (Node* add = only_reader(output); add && add->op == "Add" && add->inputs.size() == 2) {
+      const std::string other = add->inputs[add->inputs[0] == output ? 1 : 0];
+      Tensor b = per_channel(constant(other), units, conv ? 1 : static_cast<int64_t>(out_rank) - 1, out_rank);
+      if (b.defined() && constant(other)->numel() == units) {
+        bias = constant_value(std::move(b), mm.name + ".bias");
+        output = add->outputs[0];
+        absorbed.insert(add->name);
+      }
+    }
+    std::string activation = "none";
+    if (Node* relu = only_reader(output); relu && relu->op == "Relu") {
+      activation = "relu";
+      output = relu->outputs[0];
+      absorbed.insert(relu->name);
+    }
+    std::vector<std::string> inputs = {dq->inputs[0], constant_value(std::move(codes), mm.name + ".weight_codes"),
+                                       constant_value(std::move(w_scale), mm.name + ".weight_scale")};
+    if (!bias.empty()) inputs.push_back(bias);
+    Attributes attrs{{"activation", activation}, {"granularity", "tensor"}};
+    if (conv) {
+      attrs["in_channels"] = w->shape()[1] * mm.attr_int("group", 1);
+      for (const char* key : {"kernel_shape", "strides", "pads", "dilations", "group"})
+        if (mm.attributes.count(key)) attrs[key] = mm.attributes.at(key);
+    } else {
+      attrs["in_features"] = k;
+    }
+    graph_.nodes[i] = Node{mm.name, conv ? "DynamicQConv2D" : "DynamicQDense", std::move(inputs), {output}, std::move(attrs)};
+    // The Cast, Mul (, Add, Relu) are now inside the layer; the scale product and the
+    // DynamicQuantizeLinear go when nothing else reads them (pruning).
+    std::erase_if(graph_.nodes, [&](const Node& n) { return absorbed.count(n.name) > 0; });
+    changed = true;
+   }
+  }
+}
+
 // Joins what lowbit runs as one layer, then drops nodes no output needs and turns the constants
 // that remaining nodes read into initializers.
 void Importer::fuse_and_prune() {
@@ -599,6 +720,7 @@ void Importer::fuse_and_prune() {
       if (std::find(n.outputs.begin(), n.outputs.end(), value) != n.outputs.end()) return &n;
     return nullptr;
   };
+  fuse_dynamic();
   bool changed = true;
   while (changed) {
     changed = false;

@@ -93,6 +93,7 @@ class Importer {
   void convert(const onnx::NodeProto& node);
   void fuse_and_prune();
   void fuse_qdq();
+  void fuse_dynamic();
   void propagate_symbols(const Node& node, const std::vector<ValueInfo>& outputs);
 
   const onnx::ModelProto& model_;

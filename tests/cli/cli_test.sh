@@ -135,6 +135,49 @@ if "$lowbit" import --help >/dev/null 2>&1; then
   check "nothing written for bad ONNX files" test ! -e "$work/x.lbm" -a ! -e "$work/x.onnx"
 fi
 
+# lowbit run: named arrays from numpy in (np.savez, np.savez_compressed, np.save), every output by
+# name out, read back by numpy; bad feeds give one error line and no output file.
+py=/usr/bin/python3
+if [[ -x $py ]] && "$py" -c "import numpy" 2>/dev/null; then
+  "$py" - "$data" "$work" <<'EOF'
+import gzip, os, sys
+import numpy as np
+data, work = sys.argv[1], sys.argv[2]
+name = os.path.join(data, "t10k-images-idx3-ubyte")
+raw = open(name, "rb").read() if os.path.exists(name) else gzip.open(name + ".gz").read()
+images = np.frombuffer(raw, np.uint8, offset=16).reshape(-1, 28, 28)[:300]
+np.savez(os.path.join(work, "feeds.npz"), image=images)
+np.savez_compressed(os.path.join(work, "feeds_z.npz"), image=images)
+np.save(os.path.join(work, "image.npy"), images)
+np.save(os.path.join(work, "wide.npy"), images.astype(np.float64))
+np.savez(os.path.join(work, "wrong.npz"), pixels=images)
+np.savez(os.path.join(work, "flat.npz"), image=images.reshape(300, 784))
+EOF
+  "$lowbit" run --model "$work/m.lbm" --inputs "$work/feeds.npz" --out "$work/out.npz" --threads 2 --json >"$work/run.out"
+  check "run exits 0" test $? -eq 0
+  check "run --json lists the outputs" grep -q '"shape":\[300,10\]' <(tail -n 1 "$work/run.out")
+  "$lowbit" run --model "$work/m.lbm" --inputs "$work/feeds_z.npz" --out "$work/out_z.npz" >/dev/null
+  "$lowbit" run --model "$work/m.lbm" --inputs "$work/image.npy" --out "$work/out.npy" >/dev/null
+  check "run's outputs (numpy.load) are the model's predictions" "$py" - "$work" <<'EOF'
+import sys
+import numpy as np
+work = sys.argv[1]
+a = np.load(f"{work}/out.npz")
+out = a[a.files[0]]
+assert out.shape == (300, 10) and out.dtype == np.float32, (out.shape, out.dtype)
+assert np.array_equal(out, np.load(f"{work}/out_z.npz")[a.files[0]]) and np.array_equal(out, np.load(f"{work}/out.npy"))
+pred = [int(line.split(",")[1]) for line in open(f"{work}/pred.csv").read().split()[1:301]]
+assert list(out.argmax(1)) == pred, "classes differ from lowbit predict's"
+EOF
+  fails "run: a float64 array" "dtype '<f8' is not supported" "$lowbit" run --model "$work/m.lbm" --inputs "$work/wide.npy" --out "$work/bad.npz"
+  fails "run: no array for an input" "no array for input 'image'" "$lowbit" run --model "$work/m.lbm" --inputs "$work/wrong.npz" --out "$work/bad.npz"
+  fails "run: a shape the model does not take" "image" "$lowbit" run --model "$work/m.lbm" --inputs "$work/flat.npz" --out "$work/bad.npz"
+  fails "run: a model file as feeds" "not an .npz archive" "$lowbit" run --model "$work/m.lbm" --inputs "$work/m.lbm" --out "$work/bad.npz"
+  check "nothing written by failed runs" test ! -e "$work/bad.npz"
+else
+  echo "SKIP: lowbit run checks (/usr/bin/python3 with numpy is missing)"
+fi
+
 # Learning under compression: qat and distill.
 "$lowbit" qat --model "$work/m.lbm" --data "$data" --bits 4 --epochs 1 --train-samples 2000 --threads 2 \
   --out "$work/qat.lbm" --json >"$work/qat.out"

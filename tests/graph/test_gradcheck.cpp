@@ -261,7 +261,11 @@ TEST(GradCheck, EveryTrainableOpIsChecked) {
       {"LsqFakeQuantize", "FakeQuantize.LsqGradientMatchesFiniteDifferences"},
       {"DistillationLoss", "Distillation.GradientMatchesFiniteDifferences"},
       {"Constant", "Constant.ValuesDtypesShapesAndErrors"},   // no inputs: nothing to differentiate
-      {"Shape", "Shape.ReturnsTheDimensionsWithStartAndEnd"}};  // sizes, not values: nothing to differentiate
+      {"Shape", "Shape.ReturnsTheDimensionsWithStartAndEnd"},  // sizes, not values: nothing to differentiate
+      // integer codes in and out (ONNX's integer ops): nothing to differentiate
+      {"DynamicQuantizeLinear", "DynamicQuantizeLinear.FollowsOnnxsFormula"},
+      {"MatMulInteger", "MatMulInteger.PerRowAndPerColumnZeroPointsAndBroadcastBatches"},
+      {"ConvInteger", "ConvInteger.MatchesFloatConvolutionOfTheZeroPointFreeValues"}};
   std::vector<std::string> tests;
   const auto* unit = ::testing::UnitTest::GetInstance();
   for (int i = 0; i < unit->total_test_suite_count(); ++i) {

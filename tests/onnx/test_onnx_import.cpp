@@ -250,6 +250,34 @@ TEST(OnnxExport, FloatModelRoundTripsWithIdenticalOutputs) {
   EXPECT_EQ(std::memcmp(ya.raw(), yb.raw(), ya.nbytes()), 0);
 }
 
+// ONNX Runtime's quantize_dynamic models: every DynamicQuantizeLinear -> MatMulInteger /
+// ConvInteger -> Cast -> Mul (-> Add, Relu) becomes one DynamicQDense / DynamicQConv2D (per-tensor
+// activations, as DynamicQuantizeLinear quantizes), none of the generic integer ops is left, and
+// the classes agree with ONNX Runtime's.
+TEST(OnnxImport, OnnxRuntimeDynamicModelsRunOnTheIntegerLayers) {
+  const DatasetSplits data = load_dataset_dir(testing::test_dataset_dir());
+  for (const std::string name : {"mlp_dynamic", "cnn_dynamic"}) {
+    SCOPED_TRACE(name);
+    const Graph g = import_onnx(data_dir() + name + ".onnx");
+    int integer = 0;
+    for (const auto& n : g.nodes) {
+      for (const char* generic : {"Dense", "Conv2D", "MatMulInteger", "ConvInteger", "DynamicQuantizeLinear", "Cast", "Mul", "Add"})
+        EXPECT_NE(n.op, generic);
+      if (n.op == "DynamicQDense" || n.op == "DynamicQConv2D") {
+        ++integer;
+        EXPECT_EQ(n.attr_string("granularity", ""), "tensor");
+      }
+    }
+    EXPECT_EQ(integer, name[0] == 'm' ? 3 : 4);
+    const std::vector<int32_t> ours = predict_classes(g, data.test);
+    const Tensor theirs = read_npy(data_dir() + name + ".classes.npy");
+    int64_t agree = 0;
+    for (int64_t i = 0; i < 10000; ++i) agree += ours[i] == theirs.data<uint8_t>()[i];
+    std::printf("%s: %lld of 10000 classes as ONNX Runtime's\n", name.c_str(), static_cast<long long>(agree));
+    EXPECT_GE(agree, 9950);
+  }
+}
+
 }  // namespace
 }  // namespace lowbit
 

@@ -214,6 +214,88 @@ Command add_predict(CLI::App& app) {
   };
 }
 
+// numpy's name of a dtype, for error messages that say how to fix the array.
+const char* numpy_name(DType d) {
+  switch (d) {
+    case DType::F32: return "np.float32";
+    case DType::F16: return "np.float16";
+    case DType::S64: return "np.int64";
+    case DType::S32: return "np.int32";
+    case DType::U8: return "np.uint8";
+    case DType::S8: return "np.int8";
+    case DType::Bool: return "bool";
+    default: return name_of(d);
+  }
+}
+
+Command add_run(CLI::App& app) {
+  auto* cmd = app.add_subcommand("run", "Run a model on named tensors from a numpy .npz/.npy file and write every output to one");
+  struct Options {
+    std::string model, inputs, out;
+    int threads = 0;
+    bool json = false;
+  };
+  auto o = std::make_shared<Options>();
+  cmd->add_option("--model", o->model, "Model file (.lbm, or .onnx: imported)")->required();
+  cmd->add_option("--inputs", o->inputs,
+                  "Feeds: an .npz with one array per model input, by name (np.savez), or an .npy for a one-input model")
+      ->required();
+  cmd->add_option("--out", o->out, "Where to write every graph output by name (.npz; .npy for a one-output model)")->required();
+  add_threads_option(cmd, o->threads);
+  cmd->add_flag("--json", o->json, "End with one JSON line describing the outputs");
+  return [o] {
+    apply_threads(o->threads);
+    const Graph model = open_model(o->model);
+    std::vector<NamedTensor> feeds = read_arrays(o->inputs);
+    const bool single_npy = feeds.size() == 1 && o->inputs.size() >= 4 && o->inputs.compare(o->inputs.size() - 4, 4, ".npy") == 0;
+    if (single_npy && model.inputs.size() == 1) feeds[0].name = model.inputs[0].name;  // an .npy feeds the one input
+    // Every input fed, nothing unknown, each of its declared dtype (shapes: Graph::check_inputs).
+    std::string missing, unknown, names;
+    for (const auto& in : model.inputs) {
+      names += (names.empty() ? "" : ", ") + in.name;
+      if (std::none_of(feeds.begin(), feeds.end(), [&](const NamedTensor& f) { return f.name == in.name; })) missing += " '" + in.name + "'";
+    }
+    for (const auto& f : feeds)
+      if (std::none_of(model.inputs.begin(), model.inputs.end(), [&](const ValueInfo& in) { return in.name == f.name; }))
+        unknown += " '" + f.name + "'";
+    if (!missing.empty() || !unknown.empty())
+      throw Error(ErrorKind::InvalidArgument, o->inputs + ": " + (missing.empty() ? "" : "no array for input" + missing) +
+                                                  (missing.empty() || unknown.empty() ? "" : "; ") +
+                                                  (unknown.empty() ? "" : "no model input named" + unknown) + " (the model's inputs: " + names + ")");
+    std::vector<const Tensor*> ordered;
+    for (const auto& in : model.inputs) {
+      const Tensor& t = std::find_if(feeds.begin(), feeds.end(), [&](const NamedTensor& f) { return f.name == in.name; })->tensor;
+      if (t.dtype() != in.dtype)
+        throw Error(ErrorKind::InvalidArgument, fmt::format("{}: array '{}' is {}, the model's input is {} (numpy: astype({}))", o->inputs,
+                                                            in.name, name_of(t.dtype()), name_of(in.dtype), numpy_name(in.dtype)));
+      ordered.push_back(&t);
+    }
+    model.check_inputs(ordered);
+    Executor run(model);
+    for (size_t i = 0; i < model.inputs.size(); ++i) run.input(model.inputs[i].name) = *ordered[i];
+    const auto start = std::chrono::steady_clock::now();
+    run.forward();
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::vector<NamedTensor> outputs;
+    json listed = json::array();
+    for (const auto& name : model.outputs) {
+      outputs.push_back({name, run.value(name).clone()});
+      const Tensor& t = outputs.back().tensor;
+      fmt::print("output {} {} {}\n", name, name_of(t.dtype()), to_string(t.shape()));
+      listed.push_back({{"name", name}, {"dtype", name_of(t.dtype())}, {"shape", t.shape()}});
+    }
+    write_arrays(o->out, outputs);
+    fmt::print("ran {} on {} ({} thread{}, {:.2f} ms); wrote {}\n", o->model, o->inputs, num_threads(), num_threads() == 1 ? "" : "s",
+               seconds * 1e3, o->out);
+    if (o->json) {
+      json j = {{"command", "run"}, {"model", o->model}, {"inputs", o->inputs}, {"out", o->out}, {"threads", num_threads()},
+                {"seconds", seconds}, {"outputs", listed}};
+      std::puts(j.dump().c_str());
+    }
+    return 0;
+  };
+}
+
 Command add_info(CLI::App& app) {
   auto* cmd = app.add_subcommand("info", "Show a model's layers, shapes, parameters and sizes");
   struct Options {

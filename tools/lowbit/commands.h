@@ -19,6 +19,7 @@ Command add_dequantize(CLI::App& app);
 Command add_compare(CLI::App& app);
 Command add_qat(CLI::App& app);
 Command add_distill(CLI::App& app);
+Command add_run(CLI::App& app);
 #ifdef LOWBIT_HAVE_ONNX
 Command add_import(CLI::App& app);
 Command add_export(CLI::App& app);

@@ -36,6 +36,7 @@ int main(int argc, char** argv) {
   add(lowbit::cli::add_eval);
   add(lowbit::cli::add_predict);
   add(lowbit::cli::add_info);
+  add(lowbit::cli::add_run);
   add(lowbit::cli::add_calibrate);
   add(lowbit::cli::add_quantize);
   add(lowbit::cli::add_dequantize);

@@ -21,6 +21,7 @@ void register_builtin_ops(const Registrar& add) {
   register_reduce(add);
   register_constant(add);
   register_transform_ops(add);
+  register_integer_ops(add);
 }
 
 void shape_error(const Node& node, const std::string& what) {

@@ -32,6 +32,7 @@ void register_cast(const Registrar& add);
 void register_reduce(const Registrar& add);
 void register_constant(const Registrar& add);
 void register_transform_ops(const Registrar& add);
+void register_integer_ops(const Registrar& add);
 
 [[noreturn]] void shape_error(const Node& node, const std::string& what);
 void expect_input_count(const Node& node, std::span<const Shape> inputs, size_t min, size_t max);

@@ -5,10 +5,12 @@
 // When b has no batch dimensions, every batch of a goes through one GEMM (a viewed as rows);
 // otherwise one GEMM per output batch. Gradients: da = dy b^T and db = a^T dy, added up over the
 // batches an input was broadcast along, in batch order (independent of the thread count).
+// MatMulInteger: the same product of 8-bit codes minus their zero points, in int32 (plain loops).
 #include <algorithm>
 
 #include "graph/ops/broadcast.h"
 #include "graph/ops/builtin_ops.h"
+#include "graph/ops/integer_layer.h"
 
 namespace lowbit::ops {
 namespace {
@@ -114,8 +116,70 @@ class MatMul final : public Op {
   }
 };
 
+// MatMulInteger: a (u8|s8) [..., M, K] times b (u8|s8) [..., K, N] as MatMul's shapes, with
+// optional zero points (a_zero_point: one value or one per row [M]; b_zero_point: one value or
+// one per column [N], each of its input's dtype) -> s32: sum_k (a - za[m])(b[k, n] - zb[n]),
+// wrapping as int32. Plain loops (ONNX's definition; the importer fuses the dynamic-quantization
+// pattern into DynamicQDense, which runs on the integer GEMM).
+class MatMulInteger final : public Op {
+ public:
+  MatMulInteger() { traits_ = {.onnx = "MatMulInteger"}; }
+  std::vector<Shape> infer_shapes(const Node& node, std::span<const Shape> in) const override {
+    expect_input_count(node, in, 2, 4);
+    const Shape a = promoted(node, in[0], true), b = promoted(node, in[1], false);
+    const int64_t k_a = a.back(), k_b = b[b.size() - 2];
+    if (k_a >= 0 && k_b >= 0 && k_a != k_b)
+      shape_error(node, "inner dimensions differ: " + to_string(in[0]) + " times " + to_string(in[1]));
+    for (size_t i = 2; i < in.size(); ++i) {
+      const int64_t per = i == 2 ? a[a.size() - 2] : b.back();
+      if (!(in[i].empty() || in[i] == Shape{1} || (in[i].size() == 1 && (in[i][0] == per || per < 0))))
+        shape_error(node, std::string(i == 2 ? "a_zero_point must be one value or one per row of a"
+                                             : "b_zero_point must be one value or one per column of b") +
+                              ", got " + to_string(in[i]));
+    }
+    return {result_shape(in[0], in[1], broadcast_shape(node, batch_of(a), batch_of(b)), a[a.size() - 2], b.back())};
+  }
+  std::vector<DType> infer_dtypes(const Node& node, std::span<const DType> in) const override {
+    expect_codes(node, in[0], "a");
+    expect_codes(node, in[1], "b");
+    if (in.size() > 2 && in[2] != in[0]) shape_error(node, std::string("a_zero_point must be ") + name_of(in[0]) + ", got " + name_of(in[2]));
+    if (in.size() > 3 && in[3] != in[1]) shape_error(node, std::string("b_zero_point must be ") + name_of(in[1]) + ", got " + name_of(in[3]));
+    return {DType::S32};
+  }
+  bool differentiable_input(int) const override { return false; }
+  void forward(const Node& node, std::span<const Tensor* const> in, std::span<Tensor* const> out) const override {
+    const Product p = plan(node, in[0]->shape(), in[1]->shape());
+    prepare_output(*out[0], DType::S32, p.out);
+    const Tensor &a = *in[0], &b = *in[1];
+    const Tensor* za = in.size() > 2 ? in[2] : nullptr;
+    const Tensor* zb = in.size() > 3 ? in[3] : nullptr;
+    if ((za && za->numel() != 1 && za->numel() != p.m) || (zb && zb->numel() != 1 && zb->numel() != p.n))
+      shape_error(node, "zero points must have one value, or one per row of a / column of b");
+    int32_t* y = out[0]->data<int32_t>();
+    for_each_broadcast(p.batch, 0, p.batch.numel(), [&](int64_t i, int64_t ia, int64_t ib) {
+      for (int64_t r = 0; r < p.m; ++r) {
+        const int32_t zr = za ? code_at(*za, za->numel() == 1 ? 0 : r) : 0;
+        for (int64_t c = 0; c < p.n; ++c) {
+          const int32_t zc = zb ? code_at(*zb, zb->numel() == 1 ? 0 : c) : 0;
+          uint32_t acc = 0;  // wraps like int32
+          for (int64_t k = 0; k < p.k; ++k)
+            acc += static_cast<uint32_t>((code_at(a, (ia * p.m + r) * p.k + k) - zr) * (code_at(b, (ib * p.k + k) * p.n + c) - zc));
+          y[(i * p.m + r) * p.n + c] = static_cast<int32_t>(acc);
+        }
+      }
+    });
+  }
+  void backward(const Node& node, std::span<const Tensor* const>, std::span<const Tensor* const>, std::span<const Tensor* const>,
+                std::span<Tensor* const>) const override {
+    shape_error(node, "integer products carry no gradient");
+  }
+};
+
 }  // namespace
 
-void register_matmul(const Registrar& add) { add("MatMul", std::make_unique<MatMul>()); }
+void register_matmul(const Registrar& add) {
+  add("MatMul", std::make_unique<MatMul>());
+  add("MatMulInteger", std::make_unique<MatMulInteger>());
+}
 
 }  // namespace lowbit::ops
