@@ -2,7 +2,8 @@
 """ONNX files run by lowbit (imported: `lowbit compare --model F.onnx`) and by ONNX Runtime, the same
 file in both, batch-256 throughput at the same thread counts, in one run (--rounds rounds,
 interleaved, best kept). The files are tests/data/onnx's: PyTorch's float exports and ONNX
-Runtime's own quantize_static models (QDQ and QOperator), which lowbit runs on its integer layers.
+Runtime's own quantize_static (QDQ and QOperator) and quantize_dynamic models, which lowbit runs on its
+integer layers.
 
     PY=$(scripts/onnx-venv.sh build/onnx-venv | tail -1)
     $PY bench/onnx_import_vs_onnxruntime.py --lowbit build/release/tools/lowbit/lowbit
@@ -31,7 +32,7 @@ def main():
     p.add_argument("--lowbit", default="build/release/tools/lowbit/lowbit")
     p.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
     p.add_argument("--models", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data", "onnx"))
-    p.add_argument("--files", default="mlp_op13,mlp_qdq,mlp_qop,cnn_op13,cnn_qdq,cnn_qop")
+    p.add_argument("--files", default="mlp_op13,mlp_qdq,mlp_qop,mlp_dynamic,cnn_op13,cnn_qdq,cnn_qop,cnn_dynamic")
     p.add_argument("--threads", default="1,2")
     p.add_argument("--rounds", type=int, default=3)
     args = p.parse_args()

@@ -6,7 +6,8 @@
 //   - maxpool2d: the maximum of each window (clipped to the input: the ONNX padding is smaller
 //     than the kernel, so every window holds an input element), computed per row of windows as
 //     the element-wise maximum of its input rows, then of each window's columns (vectorized;
-//     2-wide stride-2 windows have a loop of their own). s8 codes pass through: the maximum commutes with the monotone quantization, so the
+//     2x2 stride-2 windows straight from their two rows, in AVX2 registers where the CPU has
+//     it: kernels/maxpool_plane.h). s8 codes pass through: the maximum commutes with the monotone quantization, so the
 //     output has the input's scale and zero point.
 //   - maxpool2d_backward_f32: dy goes to the element the forward pass picked (recomputed).
 //   - avgpool2d_f32: (the window's inputs summed in float, row-major) * (1 / divisor); the divisor

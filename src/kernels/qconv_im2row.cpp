@@ -20,11 +20,66 @@ int64_t images_per_chunk(const ConvGeometry& g) {
   return std::clamp<int64_t>((int64_t{1} << 24) / std::max<int64_t>(per_image, 1), 1, std::max<int64_t>(g.batch, 1));
 }
 
+// Transposes the 8x8 byte block held as 8 little-endian rows: byte j of row i moves to byte i
+// of row j (three rounds of swapping 4x4, 2x2 and 1x1 sub-blocks across the diagonal).
+inline void transpose_8x8(uint64_t r[8]) {
+  for (int i = 0; i < 4; ++i) {
+    const uint64_t t = ((r[i] >> 32) ^ r[i + 4]) & 0x00000000FFFFFFFFull;
+    r[i] ^= t << 32;
+    r[i + 4] ^= t;
+  }
+  for (int i : {0, 1, 4, 5}) {
+    const uint64_t t = ((r[i] >> 16) ^ r[i + 2]) & 0x0000FFFF0000FFFFull;
+    r[i] ^= t << 16;
+    r[i + 2] ^= t;
+  }
+  for (int i : {0, 2, 4, 6}) {
+    const uint64_t t = ((r[i] >> 8) ^ r[i + 1]) & 0x00FF00FF00FF00FFull;
+    r[i] ^= t << 8;
+    r[i + 1] ^= t;
+  }
+}
+
 // The `count` NCHW images of x as NHWC with the padding materialized:
 // padded[i][y][x][c] = x[i, c, y - pad_top, x - pad_left], or `zero` outside the image.
 // `zero(i)`: the zero point of image i of the chunk.
+// Channels in multiples of 8 go image by image: the padding set, then the interior in blocks of
+// 8 channels x 8 pixels, each transposed in registers (transpose_8x8; a last, overlapping block
+// of pixels writes some bytes twice, the same values); other channel counts row by row.
 template <typename Zero> void to_padded_nhwc(const ConvGeometry& g, const int8_t* x, int64_t count, Zero zero_of, int8_t* padded) {
   const int64_t hp = padded_h(g), wp = padded_w(g), ch = g.in_channels;
+  const int64_t hw = g.in_spatial();
+  if (ch % 8 == 0 && hw >= 8) {
+    parallel_for(count, plane_grain(hp * wp * ch), [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) {
+        const unsigned char zero = static_cast<unsigned char>(static_cast<int8_t>(zero_of(i)));
+        int8_t* dst = padded + i * hp * wp * ch;
+        std::memset(dst, zero, static_cast<size_t>(g.pad_top * wp * ch));
+        std::memset(dst + (g.pad_top + g.in_h) * wp * ch, zero, static_cast<size_t>((hp - g.pad_top - g.in_h) * wp * ch));
+        for (int64_t y = 0; y < g.in_h; ++y) {
+          int8_t* r = dst + (y + g.pad_top) * wp * ch;
+          std::memset(r, zero, static_cast<size_t>(g.pad_left * ch));
+          std::memset(r + (g.pad_left + g.in_w) * ch, zero, static_cast<size_t>(g.pad_right * ch));
+        }
+        const int8_t* image = x + i * ch * hw;
+        for (int64_t p0 = 0; p0 < hw; p0 += 8) {
+          const int64_t p = std::min(p0, hw - 8);
+          int8_t* at[8];
+          for (int64_t j = 0, y = p / g.in_w, xx = p % g.in_w; j < 8; ++j) {
+            at[j] = dst + ((y + g.pad_top) * wp + xx + g.pad_left) * ch;
+            if (++xx == g.in_w) xx = 0, ++y;
+          }
+          for (int64_t c = 0; c < ch; c += 8) {
+            uint64_t r[8];
+            for (int k = 0; k < 8; ++k) std::memcpy(&r[k], image + (c + k) * hw + p, 8);
+            transpose_8x8(r);
+            for (int j = 0; j < 8; ++j) std::memcpy(at[j] + c, &r[j], 8);
+          }
+        }
+      }
+    });
+    return;
+  }
   parallel_for(count * hp, plane_grain(wp * ch), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t i = r / hp, y = r % hp - g.pad_top;
@@ -93,26 +148,6 @@ void im2row_nhwc(const ConvGeometry& g, const int8_t* padded, int64_t count, int
         }
     }
   });
-}
-
-// Transposes the 8x8 byte block held as 8 little-endian rows: byte j of row i moves to byte i
-// of row j (three rounds of swapping 4x4, 2x2 and 1x1 sub-blocks across the diagonal).
-inline void transpose_8x8(uint64_t r[8]) {
-  for (int i = 0; i < 4; ++i) {
-    const uint64_t t = ((r[i] >> 32) ^ r[i + 4]) & 0x00000000FFFFFFFFull;
-    r[i] ^= t << 32;
-    r[i + 4] ^= t;
-  }
-  for (int i : {0, 1, 4, 5}) {
-    const uint64_t t = ((r[i] >> 16) ^ r[i + 2]) & 0x0000FFFF0000FFFFull;
-    r[i] ^= t << 16;
-    r[i + 2] ^= t;
-  }
-  for (int i : {0, 2, 4, 6}) {
-    const uint64_t t = ((r[i] >> 8) ^ r[i + 1]) & 0x00FF00FF00FF00FFull;
-    r[i] ^= t << 8;
-    r[i + 1] ^= t;
-  }
 }
 
 // [count*OH*OW, OC] -> NCHW planes of the `count` images: per image, the [spatial, OC] matrix

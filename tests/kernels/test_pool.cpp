@@ -89,11 +89,13 @@ float inverse_divisor(const PoolGeometry& g, const Clipped& w, bool count_includ
 
 TEST_F(PoolKernelTest, MaxPoolIsTheFirstMaximumOfEveryWindowAndS8PassesThrough) {
   // The forward pass has a portable build and an AVX2 build (2x2 stride-2 rows vectorized by
-  // hand: widths 28, 34 and 66 cover whole vectors and tails).
+  // hand: widths 28, 31, 34 and 66 cover whole vectors and tails).
   std::vector<Case> all = cases();
   all.push_back({2, 3, 28, 28, 2, 2, 2, 2, {0, 0, 0, 0}});
   all.push_back({1, 5, 6, 34, 2, 2, 2, 2, {0, 0, 0, 0}});
   all.push_back({1, 2, 4, 66, 3, 2, 1, 2, {1, 0, 1, 0}});
+  all.push_back({1, 3, 5, 66, 2, 2, 2, 2, {0, 0, 0, 0}});  // 33 outputs per row: 2 x 16 + 1, 4 x 8 + 1
+  all.push_back({2, 2, 6, 31, 2, 2, 2, 2, {0, 0, 0, 0}});  // odd width: the last column is in no window
   for (Isa isa : testing::isa_levels({Isa::Reference, Isa::Avx2})) {
     set_max_isa(isa);
     SCOPED_TRACE(name_of(isa));

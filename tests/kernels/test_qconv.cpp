@@ -117,7 +117,10 @@ Layer make_layer(const Case& k, DType storage, bool affine, bool f32_output, boo
     if (l.f32_output)
       l.column_scale.push_back(static_cast<float>(real_scale));
     else
-      l.multiplier.push_back(FixedPointMultiplier::from(real_scale / output_scale));
+      // Every third channel with a multiplier of 2^30 - 1 (its products overflow int32; the
+      // outputs saturate): the kernels clamp those in 64-bit lanes, the others (multipliers at
+      // most 1) in 32-bit ones.
+      l.multiplier.push_back(FixedPointMultiplier::from(m % 3 == 2 ? 1073741823.0 : real_scale / output_scale));
   }
   QOutputStage& s = l.stage;
   s.column_offset = l.column_offset.data();

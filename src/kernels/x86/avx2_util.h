@@ -80,6 +80,27 @@ static inline __attribute__((always_inline)) __m256i requant4(__m256i x, const R
   return _mm256_blendv_epi8(y, q.hi, _mm256_cmpgt_epi64(y, q.hi));
 }
 
+// Whether each of the n multipliers is at most 1 (multiplier <= 2^shift): the requantized value
+// of any int32 then fits int32 (|x * m / 2^s| <= |x|, rounding included), so the clamp can run on
+// 32-bit lanes after the two halves are joined (requant8_narrow), with the same results.
+static inline bool multipliers_at_most_one(const FixedPointMultiplier* f, int64_t n) noexcept {
+  for (int64_t i = 0; i < n; ++i)
+    if (f[i].multiplier > 0 && static_cast<int64_t>(f[i].multiplier) > (int64_t{1} << f[i].shift)) return false;
+  return true;
+}
+
+// The requantization of 8 s32 lanes with load_requant8's constants when multipliers_at_most_one:
+// the 64-bit products shifted as requant4 does (each low half = floor + low32(B)), joined, B
+// removed (low_b = zp - add32), clamped to [lo, hi] (load_requant8's bounds) and zp added. Equal
+// to the 64-bit clamp of requant4 then add32, in 5 fewer instructions per 8 values.
+static inline __attribute__((always_inline)) __m256i requant8_narrow(__m256i x, const Requant4& e, const Requant4& o, __m256i low_b,
+                                                                     __m256i lo, __m256i hi, __m256i zp) noexcept {
+  const __m256i ye = _mm256_srlv_epi64(_mm256_add_epi64(_mm256_mul_epi32(x, e.m), e.round), e.shift);
+  const __m256i yo = _mm256_srlv_epi64(_mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(x, 32), o.m), o.round), o.shift);
+  const __m256i v = _mm256_sub_epi32(_mm256_blend_epi32(ye, _mm256_slli_epi64(yo, 32), 0xAA), low_b);
+  return _mm256_add_epi32(_mm256_min_epi32(_mm256_max_epi32(v, lo), hi), zp);
+}
+
 // Stores the first nv (< 16) bytes of v, piecewise (no memcpy call, no masked stores).
 static inline __attribute__((always_inline)) void store_partial_bytes(int8_t* dst, __m128i v, int nv) noexcept {
   if (nv & 8) {

@@ -23,6 +23,8 @@ struct alignas(32) Channel {
   Requant4 even, odd;
   __m256i add32;   // zero point - low 32 bits of the shift trick's bias
   __m256i offset;  // column offset, broadcast
+  __m256i low_b, lo, hi, zp;  // requant8_narrow's constants
+  bool narrow;                // the multiplier is at most 1: requant8_narrow
 };
 
 template <bool kF32>
@@ -85,6 +87,10 @@ void conv_row(const DirectConvShape& s, const DirectConvPlan& p, const Channel* 
       } else {
         __m256i v[2];
         for (int h = 0; h < 2; ++h) {
+          if (ch.narrow) {
+            v[h] = avx2::requant8_narrow(acc[h], ch.even, ch.odd, ch.low_b, ch.lo, ch.hi, ch.zp);
+            continue;
+          }
           const __m256i ye = avx2::requant4(acc[h], ch.even);
           const __m256i yo = avx2::requant4(_mm256_srli_epi64(acc[h], 32), ch.odd);
           v[h] = _mm256_add_epi32(_mm256_blend_epi32(ye, _mm256_slli_epi64(yo, 32), 0xAA), ch.add32);
@@ -118,6 +124,11 @@ bool direct(const DirectConvShape& s, const DirectConvPlan& plan, const int8_t* 
       FixedPointMultiplier same[8];
       std::fill(same, same + 8, out.multiplier[oc]);
       avx2::load_requant8(same, static_cast<int32_t>(lo8 - zp), static_cast<int32_t>(hi8 - zp), zp, ch.even, ch.odd, ch.add32);
+      ch.narrow = avx2::multipliers_at_most_one(same, 1);
+      ch.zp = _mm256_set1_epi32(zp);
+      ch.low_b = _mm256_sub_epi32(ch.zp, ch.add32);
+      ch.lo = _mm256_set1_epi32(static_cast<int32_t>(lo8 - zp));
+      ch.hi = _mm256_set1_epi32(static_cast<int32_t>(hi8 - zp));
     }
   }
   const int64_t in_image = s.channels * s.padded_h * s.padded_w, out_image = s.out_channels * s.out_h * s.out_w;

@@ -197,6 +197,7 @@ struct Problem {
   float* c32;
   int64_t ldc;
   int32_t lo, hi, zp;  // s8 output: clamp acc' = apply(acc) to [lo, hi], then add zp
+  bool narrow;         // every multiplier is at most 1: requant8_narrow
   int64_t mc;          // rows per A block (multiple of MR)
   const PaddedColumns* ragged;  // parameters of the last panel when N % 16 != 0
 };
@@ -364,12 +365,18 @@ __attribute__((noinline)) void finish(const Problem& p, __m256i (&acc)[MR][2], i
   __m256i add0, add1;
   load_requant8(col.mult, p.lo, p.hi, p.zp, e0, o0, add0);
   load_requant8(col.mult + 8, p.lo, p.hi, p.zp, e1, o1, add1);
+  const __m256i zp = _mm256_set1_epi32(p.zp), lo = _mm256_set1_epi32(p.lo), hi = _mm256_set1_epi32(p.hi);
+  const __m256i low_b0 = _mm256_sub_epi32(zp, add0), low_b1 = _mm256_sub_epi32(zp, add1);
 #pragma GCC unroll 6
   for (int r = 0; r < MR; ++r) {
     __m256i v[2];
 #pragma GCC unroll 2
     for (int h = 0; h < 2; ++h) {
       const __m256i x = acc[r][h];
+      if (p.narrow) {
+        v[h] = avx2::requant8_narrow(x, h ? e1 : e0, h ? o1 : o0, h ? low_b1 : low_b0, lo, hi, zp);
+        continue;
+      }
       const __m256i ye = requant4(x, h ? e1 : e0);
       const __m256i yo = requant4(_mm256_srli_epi64(x, 32), h ? o1 : o0);
       v[h] = _mm256_add_epi32(_mm256_blend_epi32(ye, _mm256_slli_epi64(yo, 32), 0xAA), h ? add1 : add0);
@@ -495,8 +502,10 @@ bool run(int64_t m, const int8_t* a, int64_t lda, const QWeights& w, const QOutp
     p.zp = out.output_zero_point;
     p.lo = static_cast<int32_t>(lo8 - p.zp);
     p.hi = static_cast<int32_t>(hi8 - p.zp);
+    p.narrow = avx2::multipliers_at_most_one(out.multiplier, p.n);
   } else {
     p.zp = p.lo = p.hi = 0;
+    p.narrow = false;
   }
   PaddedColumns ragged;
   p.ragged = &ragged;
