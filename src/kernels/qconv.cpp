@@ -2,7 +2,9 @@
 // and the run-time quantization of DynamicQConv2D's input.
 #include "kernels/qconv.h"
 
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "kernels/elementwise.h"
 #include "lowbit/quant_params.h"
@@ -18,6 +20,32 @@ std::vector<int32_t> qconv_weight_sums(const int32_t* codes, int64_t out_channel
 
 void quantize_images_s8(const float* x, int64_t images, int64_t image_size, bool per_image, int8_t* codes,
                         int32_t* zero_point, float* scale) {
+  const int64_t n = images * image_size;
+  if (!per_image && n >= (int64_t{1} << 16)) {
+    // One range for the whole batch: the minimum and maximum of chunks in parallel (exact, so the
+    // range does not depend on the thread count), then the codes in parallel.
+    constexpr int64_t kChunk = int64_t{1} << 14;
+    const int64_t chunks = (n + kChunk - 1) / kChunk;
+    std::vector<float> lows(static_cast<size_t>(chunks)), highs(static_cast<size_t>(chunks));
+    parallel_for(chunks, 1, [&](int64_t c0, int64_t c1) {
+      for (int64_t c = c0; c < c1; ++c)
+        minmax_f32(std::min(kChunk, n - c * kChunk), x + c * kChunk, &lows[static_cast<size_t>(c)], &highs[static_cast<size_t>(c)]);
+    });
+    float lo = NAN, hi = NAN;
+    for (int64_t c = 0; c < chunks; ++c) {
+      if (std::isnan(lows[static_cast<size_t>(c)])) continue;  // an all-NaN chunk
+      lo = std::isnan(lo) ? lows[static_cast<size_t>(c)] : std::min(lo, lows[static_cast<size_t>(c)]);
+      hi = std::isnan(hi) ? highs[static_cast<size_t>(c)] : std::max(hi, highs[static_cast<size_t>(c)]);
+    }
+    if (std::isnan(lo)) lo = hi = 0.0f;
+    const QuantParams p = choose_params(lo, hi, {8, QScheme::Affine});
+    parallel_for(chunks, 1, [&](int64_t c0, int64_t c1) {
+      const int64_t begin = c0 * kChunk, end = std::min(n, c1 * kChunk);
+      quantize_s8(end - begin, x + begin, p.scale[0], p.zero_point[0], codes + begin);
+    });
+    for (int64_t i = 0; i < images; ++i) zero_point[i] = p.zero_point[0], scale[i] = p.scale[0];
+    return;
+  }
   const int64_t ranges = per_image ? images : 1, per_range = per_image ? 1 : images;
   parallel_for(ranges, 1, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {

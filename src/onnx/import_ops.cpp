@@ -511,8 +511,11 @@ void conv(I& im) {
   });
 }
 
+std::string shifted_codes(I& im, const std::string& value);
+
 void pool(I& im, const char* op) {
-  if (std::string(op) == "MaxPool2D") require_dtype(im, 0, {DType::F32, DType::S8});  // the maximum of codes: their grid stays
+  // The maximum of codes: their grid stays (uint8 as lowbit's shifted int8: it commutes with the shift).
+  if (std::string(op) == "MaxPool2D") require_dtype(im, 0, {DType::F32, DType::S8, DType::U8});
   else require_f32(im, 0);
   if (im.has_output(1)) im.unsupported("the Indices output is not supported");
   Window w = window_of(im, "pooling", {});
@@ -539,6 +542,12 @@ void pool(I& im, const char* op) {
   }
   Attributes attrs{{"kernel_shape", w.kernel}, {"strides", w.strides}, {"pads", w.pads}};
   if (avg) attrs["count_include_pad"] = include_pad;
+  if (im.info(0).dtype == DType::U8) {
+    if (w.dims != 2) im.unsupported("uint8 max pooling is supported in 2-D");
+    im.emit(op, {shifted_codes(im, im.input(0))}, {im.output(0)}, attrs);
+    im.mark_shifted(im.output(0));
+    return;
+  }
   on_4d(im, w, [&](const std::string& x, const std::string& y) { im.emit(op, {x}, {y}, attrs); });
 }
 
@@ -698,7 +707,93 @@ void integer_output(I& im, int scale, int zero, std::vector<std::string>& inputs
   inputs.push_back(im.s8_zero_point(zero, moved, name + ".y_zero_point"));
 }
 
+// Whether lowbit's integer layers take input `i` as weights: constant int8 codes without -128
+// (their kernels' range is [-127, 127]).
+bool integer_layer_weights(I& im, int i) {
+  const Tensor* w = im.constant(i);
+  if (!w || w->dtype() != DType::S8) return false;
+  const int8_t* c = w->data<int8_t>();
+  return std::none_of(c, c + w->numel(), [](int8_t v) { return v == -128; });
+}
+
+// The codes of input `x` and the zero point of input `zero` in one representation: lowbit's
+// shifted int8 for a uint8 value it holds that way, else the codes' own dtype (absent: 0).
+std::pair<std::string, std::string> codes_and_zero(I& im, int x, int zero, const std::string& hint) {
+  require_dtype(im, x, {DType::S8, DType::U8});
+  const std::string codes = im.input(x);
+  if (im.shifted(codes)) {
+    bool moved = false;
+    std::string z = im.s8_zero_point(zero, moved, hint);
+    if (!moved) im.unsupported("the zero point's type does not match its uint8 codes");
+    return {codes, z};
+  }
+  if (!im.has_input(zero)) return {codes, im.constant_value(Tensor(im.info(x).dtype, {}), hint)};
+  if (im.info(zero).dtype != im.info(x).dtype) im.unsupported("a zero point's type differs from its codes'");
+  return {codes, im.input(zero)};
+}
+
+// x_scale * w_scale / y_scale in f32 (ONNX's order): one value, or one per output channel laid
+// along axis `axis` of a rank-`rank` result.
+std::string rescale(I& im, int x_scale, int w_scale, int y_scale, int64_t axis, size_t rank, const std::string& hint) {
+  const Tensor sx = cast(im.require_constant(x_scale, "the input scale"), DType::F32);
+  const Tensor sw = cast(im.require_constant(w_scale, "the weight scale"), DType::F32);
+  const Tensor sy = cast(im.require_constant(y_scale, "the output scale"), DType::F32);
+  if (sx.numel() != 1 || sy.numel() != 1) im.unsupported("the input and output scales must be per tensor");
+  Shape shape(rank - static_cast<size_t>(axis), 1);
+  shape[0] = sw.numel();
+  Tensor m(DType::F32, sw.numel() == 1 ? Shape{} : shape);
+  for (int64_t i = 0; i < sw.numel(); ++i) m.data<float>()[i] = sx.data<float>()[0] * sw.data<float>()[i] / sy.data<float>()[0];
+  return im.constant_value(std::move(m), hint);
+}
+
+// QLinearMatMul / QLinearConv whose weights the integer layers cannot take (uint8, the code -128,
+// or not constant): ONNX's definition on the generic ops, the int32 sums of MatMulInteger /
+// ConvInteger (+ the int32 bias) times x_scale * w_scale / y_scale, then QuantizeLinear (scale 1)
+// onto y's zero point (exact while the sums stay below 2^24, f32's integers).
+void qlinear_generic(I& im, bool conv) {
+  const std::string name = im.node().name().empty() ? im.output(0) : im.node().name();
+  auto [x, zx] = codes_and_zero(im, 0, 2, name + ".x_zero_point");
+  auto [w, zw] = codes_and_zero(im, 3, 5, name + ".w_zero_point");
+  const size_t rank = conv ? 4 : std::max<size_t>(im.info(0).shape.size(), im.info(3).shape.size());
+  const std::string acc = im.fresh(name + "_int32"), sums = im.fresh(name + "_sums"), scaled = im.fresh(name + "_scaled");
+  if (conv) {
+    const Shape& w4 = im.info(3).shape;
+    if (im.info(0).shape.size() != 4 || w4.size() != 4) im.unsupported("only 2-D convolution (4-D input and weights) is supported");
+    std::vector<int64_t> pads = im.attr_ints("pads", {0, 0, 0, 0});
+    const std::string auto_pad = im.attr_string("auto_pad", "NOTSET");
+    if (auto_pad != "NOTSET" && auto_pad != "VALID") im.unsupported("auto_pad " + auto_pad + " is not supported for QLinearConv");
+    if (auto_pad == "VALID") pads = {0, 0, 0, 0};
+    im.emit("ConvInteger", {x, w, zx, zw}, {acc},
+            {{"kernel_shape", im.attr_ints("kernel_shape", {w4[2], w4[3]})}, {"strides", im.attr_ints("strides", {1, 1})},
+             {"dilations", im.attr_ints("dilations", {1, 1})}, {"pads", pads}, {"group", im.attr_int("group", 1)}},
+            "_integer");
+  } else {
+    if (im.info(0).shape.size() < 2 || im.info(3).shape.size() < 2) im.unsupported("both inputs must have at least 2 dimensions");
+    im.emit("MatMulInteger", {x, w, zx, zw}, {acc}, {}, "_integer");
+  }
+  im.emit("Cast", {acc}, {sums}, {{"to", "f32"}}, "_cast");
+  std::string total = sums;
+  if (conv && im.has_input(8)) {  // the int32 bias, added before the rescale
+    Tensor b = cast(im.require_constant(8, "the bias"), DType::F32);
+    b.reshape({b.numel(), 1, 1});
+    total = im.fresh(name + "_biased");
+    im.emit("Add", {sums, im.constant_value(std::move(b), name + ".bias")}, {total}, {}, "_bias");
+  }
+  im.emit("Mul", {total, rescale(im, 1, 4, 6, conv ? 1 : static_cast<int64_t>(rank) - 1, rank, name + ".rescale")}, {scaled}, {},
+          "_rescale");
+  bool moved = false;
+  const std::string zy = im.s8_zero_point(7, moved, name + ".y_zero_point");
+  const Shape& zy_shape = im.info_of(zy).shape;
+  if (std::any_of(zy_shape.begin(), zy_shape.end(), [](int64_t d) { return d != 1; }))
+    im.unsupported("the output zero point must be per tensor");
+  Tensor unit(DType::F32, zy_shape);
+  unit.data<float>()[0] = 1.0f;
+  im.emit("QuantizeLinear", {scaled, im.constant_value(std::move(unit), name + ".unit_scale"), zy}, {im.output(0)}, {}, "_quantize");
+  if (moved) im.mark_shifted(im.output(0));
+}
+
 void qlinear_conv(I& im) {
+  if (!integer_layer_weights(im, 3)) return qlinear_generic(im, true);
   if (im.info(0).shape.size() != 4) im.unsupported("only 2-D convolution (a 4-D input) is supported");
   const std::string name = im.node().name().empty() ? im.output(0) : im.node().name();
   const Shape& w4 = im.info(3).shape;
@@ -726,6 +821,7 @@ void qlinear_conv(I& im) {
 // QLinearMatMul (ONNX) and QGemm (com.microsoft, as ONNX Runtime's quantizer writes Gemm):
 // [a, a_scale, a_zp, b, b_scale, b_zp, (C int32,) (y_scale, y_zp)] onto QDense.
 void qlinear_matmul(I& im, bool gemm) {
+  if (!gemm && !integer_layer_weights(im, 3)) return qlinear_generic(im, false);
   const std::string name = im.node().name().empty() ? im.output(0) : im.node().name();
   if (gemm) {
     if (im.attr_int("transA", 0)) im.unsupported("transA = 1 is not supported");
@@ -754,15 +850,11 @@ void dynamic_quantize_linear(I& im) {
 }
 
 // MatMulInteger / ConvInteger operands: a, b, and both zero points (a zero of the codes' type
-// where absent). The codes are ONNX's own (uint8 stays uint8).
+// where absent; uint8 values lowbit holds shifted keep their shifted zero points).
 std::vector<std::string> integer_operands(I& im) {
-  require_dtype(im, 0, {DType::S8, DType::U8});
-  require_dtype(im, 1, {DType::S8, DType::U8});
-  std::vector<std::string> in = {im.input(0), im.input(1)};
-  for (int i = 2; i < 4; ++i)
-    in.push_back(im.has_input(i) ? im.input(i)
-                                 : im.constant_value(Tensor(im.info(i - 2).dtype, {}), im.output(0) + (i == 2 ? "_a_zero_point" : "_b_zero_point")));
-  return in;
+  const auto [a, za] = codes_and_zero(im, 0, 2, im.output(0) + "_a_zero_point");
+  const auto [b, zb] = codes_and_zero(im, 1, 3, im.output(0) + "_b_zero_point");
+  return {a, b, za, zb};
 }
 
 void conv_integer(I& im) {

@@ -135,7 +135,7 @@ void Importer::alias(const std::string& onnx_output, const std::string& value) {
 // take the maximum (which commutes with the shift), or read them through their zero point.
 bool reads_shifted_codes(const std::string& op) {
   static const std::set<std::string> ops = {"Flatten", "Reshape", "Squeeze", "Unsqueeze", "MaxPool2D", "Identity", "Transpose",
-                                            "DequantizeLinear", "QDense", "QConv2D", "Requantize"};
+                                            "DequantizeLinear", "QDense", "QConv2D", "Requantize", "MatMulInteger", "ConvInteger"};
   return ops.count(op) > 0;
 }
 bool passes_shift(const std::string& op) {

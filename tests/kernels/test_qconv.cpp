@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/elementwise.h"
 #include "kernels/qconv.h"
 #include "kernels/qconv_direct.h"
 #include "lowbit/quant_params.h"
@@ -303,6 +304,43 @@ TEST_F(QConvKernelTest, ResultsDoNotDependOnTheThreadCount) {
 // The reference against the formula evaluated here in the plainest way (one output of a small
 // layer): acc = bias + sum (x - z_x)(w - z_w) over the taps inside the input, then the output
 // stage's f32 form.
+// The run-time quantization of the dynamic layers: per image, and per batch (from 2^16 values
+// the batch's range is taken over chunks in parallel) equal to one range over all values (NaNs
+// ignored, an infinity or two included), the same bytes for 1 and 2 threads.
+TEST_F(QConvKernelTest, RunTimeQuantizationTakesOneRangePerImageOrPerBatch) {
+  for (const int64_t images : {int64_t{3}, int64_t{40}}) {
+    const int64_t size = 4099, n = images * size;
+    std::vector<float> x(static_cast<size_t>(n));
+    Rng rng(static_cast<uint64_t>(images));
+    for (auto& v : x) v = rng.uniform(-3.0f, 5.0f);
+    x[7] = NAN;
+    x[static_cast<size_t>(n - 1)] = 11.5f;  // the maximum in the last chunk
+    for (bool per_image : {false, true}) {
+      std::vector<int8_t> codes[2];
+      for (int threads : {1, 2}) {
+        set_num_threads(threads);
+        std::vector<int8_t>& c = codes[threads - 1];
+        c.resize(static_cast<size_t>(n));
+        std::vector<int32_t> zero(static_cast<size_t>(images));
+        std::vector<float> scale(static_cast<size_t>(images));
+        kernels::quantize_images_s8(x.data(), images, size, per_image, c.data(), zero.data(), scale.data());
+        for (int64_t i = 0; i < images; ++i) {
+          const int64_t first = per_image ? i * size : 0, count = per_image ? size : n;
+          float lo = 0.0f, hi = 0.0f;
+          minmax_f32(count, x.data() + first, &lo, &hi);
+          const QuantParams p = choose_params(lo, hi, {8, QScheme::Affine});
+          ASSERT_EQ(scale[static_cast<size_t>(i)], p.scale[0]) << "image " << i;
+          ASSERT_EQ(zero[static_cast<size_t>(i)], p.zero_point[0]) << "image " << i;
+          std::vector<int8_t> want(static_cast<size_t>(size));
+          quantize_s8(size, x.data() + i * size, p.scale[0], p.zero_point[0], want.data());
+          ASSERT_EQ(std::memcmp(want.data(), c.data() + i * size, want.size()), 0) << "image " << i;
+        }
+      }
+      EXPECT_EQ(codes[0], codes[1]);
+    }
+  }
+}
+
 TEST_F(QConvKernelTest, ReferenceIsTheFormula) {
   const Case k{1, 2, 3, 3, 2, 3, 3, 1, 1, {1, 1, 1, 1}};
   const Layer l = make_layer(k, DType::S8, true, true, false, false, 3);

@@ -250,6 +250,74 @@ TEST(OnnxExport, FloatModelRoundTripsWithIdenticalOutputs) {
   EXPECT_EQ(std::memcmp(ya.raw(), yb.raw(), ya.nbytes()), 0);
 }
 
+// QLinearMatMul with uint8 weights (codes 0 and 255 included, zero point 128: outside the integer
+// layers' int8 range) reading a QuantizeLinear'd uint8 activation: ONNX's definition on the
+// generic ops (MatMulInteger of the shifted codes, f32 rescale, QuantizeLinear), checked against
+// that definition written out here.
+TEST(OnnxImport, QLinearMatMulWithUint8WeightsFollowsOnnxsDefinition) {
+  onnx::ModelProto m;
+  m.set_ir_version(7);
+  auto* op = m.add_opset_import();
+  op->set_domain("");
+  op->set_version(13);
+  auto* g = m.mutable_graph();
+  g->set_name("qlinear");
+  auto* in = g->add_input();
+  in->set_name("x");
+  auto* tt = in->mutable_type()->mutable_tensor_type();
+  tt->set_elem_type(onnx::TensorProto::FLOAT);
+  tt->mutable_shape()->add_dim()->set_dim_param("batch");
+  tt->mutable_shape()->add_dim()->set_dim_value(4);
+  auto scalar = [&](const std::string& name, int type, double v) {
+    auto* t = g->add_initializer();
+    t->set_name(name);
+    t->set_data_type(type);
+    if (type == onnx::TensorProto::FLOAT) t->add_float_data(static_cast<float>(v));
+    else t->add_int32_data(static_cast<int32_t>(v));
+  };
+  scalar("sx", onnx::TensorProto::FLOAT, 0.05), scalar("zx", onnx::TensorProto::UINT8, 120);
+  scalar("sw", onnx::TensorProto::FLOAT, 0.02), scalar("zw", onnx::TensorProto::UINT8, 128);
+  scalar("sy", onnx::TensorProto::FLOAT, 0.1), scalar("zy", onnx::TensorProto::UINT8, 100);
+  const std::vector<int> w = {0, 255, 17, 128, 200, 3, 99, 250, 1, 64, 190, 140};  // [4, 3]
+  auto* wt = g->add_initializer();
+  wt->set_name("w");
+  wt->set_data_type(onnx::TensorProto::UINT8);
+  wt->add_dims(4);
+  wt->add_dims(3);
+  for (int v : w) wt->add_int32_data(v);
+  auto node = [&](const std::string& type, std::vector<std::string> ins, const std::string& out) {
+    auto* n = g->add_node();
+    n->set_op_type(type);
+    n->set_name(out + "_node");
+    for (const auto& i : ins) n->add_input(i);
+    n->add_output(out);
+  };
+  node("QuantizeLinear", {"x", "sx", "zx"}, "q");
+  node("QLinearMatMul", {"q", "sx", "zx", "w", "sw", "zw", "sy", "zy"}, "qy");
+  node("DequantizeLinear", {"qy", "sy", "zy"}, "y");
+  g->add_output()->set_name("y");
+  const Graph graph = import_onnx_bytes(m.SerializeAsString(), "qlinear.onnx", "");
+  Tensor x(DType::F32, {5, 4});
+  Rng rng(3);
+  for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] = rng.uniform(-6.0f, 6.0f);
+  Executor run(graph);
+  run.input("x") = x;
+  run.forward();
+  const Tensor& y = run.value("y");
+  ASSERT_EQ(y.shape(), (Shape{5, 3}));
+  const float multiplier = 0.05f * 0.02f / 0.1f;
+  for (int64_t r = 0; r < 5; ++r)
+    for (int64_t c = 0; c < 3; ++c) {
+      int32_t acc = 0;
+      for (int64_t k = 0; k < 4; ++k) {
+        const float qx = std::clamp(std::nearbyint(x.data<float>()[r * 4 + k] / 0.05f) + 120.0f, 0.0f, 255.0f);
+        acc += (static_cast<int32_t>(qx) - 120) * (w[k * 3 + c] - 128);
+      }
+      const float qy = std::clamp(std::nearbyint(static_cast<float>(acc) * multiplier) + 100.0f, 0.0f, 255.0f);
+      EXPECT_FLOAT_EQ(y.data<float>()[r * 3 + c], (qy - 100.0f) * 0.1f) << "row " << r << ", column " << c;
+    }
+}
+
 // ONNX Runtime's quantize_dynamic models: every DynamicQuantizeLinear -> MatMulInteger /
 // ConvInteger -> Cast -> Mul (-> Add, Relu) becomes one DynamicQDense / DynamicQConv2D (per-tensor
 // activations, as DynamicQuantizeLinear quantizes), none of the generic integer ops is left, and
