@@ -35,6 +35,16 @@ Tensor read_npy(const std::string& path) {
   return t;
 }
 
+// How many of the 10000 test classes `ours` equal ONNX Runtime's, stored in
+// tests/data/onnx/<name>.classes.npy (printed too).
+int64_t agreement_with_ort(const std::string& name, const std::vector<int32_t>& ours) {
+  const Tensor theirs = read_npy(data_dir() + name + ".classes.npy");
+  int64_t agree = 0;
+  for (int64_t i = 0; i < 10000; ++i) agree += ours[i] == theirs.data<uint8_t>()[i];
+  std::printf("%s: %lld of 10000 classes as ONNX Runtime's\n", name.c_str(), static_cast<long long>(agree));
+  return agree;
+}
+
 TEST(OnnxImport, PyTorchExportsReproducePyTorchsPredictions) {
   const DatasetSplits data = load_dataset_dir(testing::test_dataset_dir());
   for (const std::string model : {"mlp", "cnn", "resnet_dw"}) {
@@ -70,20 +80,27 @@ TEST(OnnxImport, PyTorchExportsReproducePyTorchsPredictions) {
 
 // ---- malformed models: one clear error each, never a crash ----
 
-onnx::ModelProto tiny_model(int opset = 13) {
+// A model of the default domain at `opset` whose graph has one input x, f32 [batch, 4].
+onnx::ModelProto model_with_input(const std::string& name, int opset) {
   onnx::ModelProto m;
   m.set_ir_version(7);
   auto* op = m.add_opset_import();
   op->set_domain("");
   op->set_version(opset);
   auto* g = m.mutable_graph();
-  g->set_name("tiny");
+  g->set_name(name);
   auto* in = g->add_input();
   in->set_name("x");
   auto* tt = in->mutable_type()->mutable_tensor_type();
   tt->set_elem_type(onnx::TensorProto::FLOAT);
   tt->mutable_shape()->add_dim()->set_dim_param("batch");
   tt->mutable_shape()->add_dim()->set_dim_value(4);
+  return m;
+}
+
+onnx::ModelProto tiny_model(int opset = 13) {
+  onnx::ModelProto m = model_with_input("tiny", opset);
+  auto* g = m.mutable_graph();
   auto* w = g->add_initializer();
   w->set_name("w");
   w->set_data_type(onnx::TensorProto::FLOAT);
@@ -255,19 +272,8 @@ TEST(OnnxExport, FloatModelRoundTripsWithIdenticalOutputs) {
 // generic ops (MatMulInteger of the shifted codes, f32 rescale, QuantizeLinear), checked against
 // that definition written out here.
 TEST(OnnxImport, QLinearMatMulWithUint8WeightsFollowsOnnxsDefinition) {
-  onnx::ModelProto m;
-  m.set_ir_version(7);
-  auto* op = m.add_opset_import();
-  op->set_domain("");
-  op->set_version(13);
+  onnx::ModelProto m = model_with_input("qlinear", 13);
   auto* g = m.mutable_graph();
-  g->set_name("qlinear");
-  auto* in = g->add_input();
-  in->set_name("x");
-  auto* tt = in->mutable_type()->mutable_tensor_type();
-  tt->set_elem_type(onnx::TensorProto::FLOAT);
-  tt->mutable_shape()->add_dim()->set_dim_param("batch");
-  tt->mutable_shape()->add_dim()->set_dim_value(4);
   auto scalar = [&](const std::string& name, int type, double v) {
     auto* t = g->add_initializer();
     t->set_name(name);
@@ -337,12 +343,7 @@ TEST(OnnxImport, OnnxRuntimeDynamicModelsRunOnTheIntegerLayers) {
       }
     }
     EXPECT_EQ(integer, name[0] == 'm' ? 3 : 4);
-    const std::vector<int32_t> ours = predict_classes(g, data.test);
-    const Tensor theirs = read_npy(data_dir() + name + ".classes.npy");
-    int64_t agree = 0;
-    for (int64_t i = 0; i < 10000; ++i) agree += ours[i] == theirs.data<uint8_t>()[i];
-    std::printf("%s: %lld of 10000 classes as ONNX Runtime's\n", name.c_str(), static_cast<long long>(agree));
-    EXPECT_GE(agree, 9950);
+    EXPECT_GE(agreement_with_ort(name, predict_classes(g, data.test)), 9950);
   }
 }
 
@@ -372,11 +373,7 @@ TEST(OnnxImport, OnnxRuntimeQuantizedModelsRunOnTheIntegerLayers) {
     }
     EXPECT_EQ(integer, name[0] == 'm' ? 3 : 4);
     const std::vector<int32_t> ours = predict_classes(g, data.test);
-    const Tensor theirs = read_npy(data_dir() + name + ".classes.npy");
-    int64_t agree = 0;
-    for (int64_t i = 0; i < 10000; ++i) agree += ours[i] == theirs.data<uint8_t>()[i];
-    std::printf("%s: %lld of 10000 classes as ONNX Runtime's\n", name.c_str(), static_cast<long long>(agree));
-    EXPECT_GE(agree, name[0] == 'm' ? 9990 : 9800);
+    EXPECT_GE(agreement_with_ort(name, ours), name[0] == 'm' ? 9990 : 9800);
     if (name.ends_with("_qdq")) {
       const Tensor exact = read_npy(data_dir() + name + ".exact_classes.npy");
       int64_t same = 0;

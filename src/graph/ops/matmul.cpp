@@ -38,6 +38,16 @@ Shape result_shape(const Shape& in_a, const Shape& in_b, const Shape& batch, int
   return out;
 }
 
+// The shape of a times b (1-D inputs promoted, batch dimensions broadcast), the inner dimensions
+// checked where both are known.
+Shape product_shape(const Node& node, const Shape& in_a, const Shape& in_b) {
+  const Shape a = promoted(node, in_a, true), b = promoted(node, in_b, false);
+  const int64_t k_a = a.back(), k_b = b[b.size() - 2];
+  if (k_a >= 0 && k_b >= 0 && k_a != k_b)
+    shape_error(node, "inner dimensions differ: " + to_string(in_a) + " times " + to_string(in_b));
+  return result_shape(in_a, in_b, broadcast_shape(node, batch_of(a), batch_of(b)), a[a.size() - 2], b.back());
+}
+
 Product plan(const Node& node, const Shape& in_a, const Shape& in_b) {
   Product p;
   p.a = promoted(node, in_a, true);
@@ -58,11 +68,7 @@ class MatMul final : public Op {
   MatMul() { traits_ = {.onnx = "MatMul"}; }
   std::vector<Shape> infer_shapes(const Node& node, std::span<const Shape> in) const override {
     expect_input_count(node, in, 2, 2);
-    const Shape a = promoted(node, in[0], true), b = promoted(node, in[1], false);
-    const int64_t k_a = a.back(), k_b = b[b.size() - 2];
-    if (k_a >= 0 && k_b >= 0 && k_a != k_b)
-      shape_error(node, "inner dimensions differ: " + to_string(in[0]) + " times " + to_string(in[1]));
-    return {result_shape(in[0], in[1], broadcast_shape(node, batch_of(a), batch_of(b)), a[a.size() - 2], b.back())};
+    return {product_shape(node, in[0], in[1])};
   }
 
   void forward(const Node& node, std::span<const Tensor* const> in, std::span<Tensor* const> out) const override {
@@ -126,10 +132,8 @@ class MatMulInteger final : public Op {
   MatMulInteger() { traits_ = {.onnx = "MatMulInteger"}; }
   std::vector<Shape> infer_shapes(const Node& node, std::span<const Shape> in) const override {
     expect_input_count(node, in, 2, 4);
+    const Shape out = product_shape(node, in[0], in[1]);
     const Shape a = promoted(node, in[0], true), b = promoted(node, in[1], false);
-    const int64_t k_a = a.back(), k_b = b[b.size() - 2];
-    if (k_a >= 0 && k_b >= 0 && k_a != k_b)
-      shape_error(node, "inner dimensions differ: " + to_string(in[0]) + " times " + to_string(in[1]));
     for (size_t i = 2; i < in.size(); ++i) {
       const int64_t per = i == 2 ? a[a.size() - 2] : b.back();
       if (!(in[i].empty() || in[i] == Shape{1} || (in[i].size() == 1 && (in[i][0] == per || per < 0))))
@@ -137,7 +141,7 @@ class MatMulInteger final : public Op {
                                              : "b_zero_point must be one value or one per column of b") +
                               ", got " + to_string(in[i]));
     }
-    return {result_shape(in[0], in[1], broadcast_shape(node, batch_of(a), batch_of(b)), a[a.size() - 2], b.back())};
+    return {out};
   }
   std::vector<DType> infer_dtypes(const Node& node, std::span<const DType> in) const override {
     expect_codes(node, in[0], "a");
