@@ -416,11 +416,13 @@ class Exporter {
       if (!axes_input && n.attributes.count("axes")) set(p, "axes", n.attr_ints("axes", {}));
       if (n.attributes.count("keepdims")) set(p, "keepdims", n.attr_int("keepdims", 1));
       if (n.attributes.count("noop_with_empty_axes")) set(p, "noop_with_empty_axes", n.attr_int("noop_with_empty_axes", 0));
+    } else if (n.op == "DynamicQuantizeLinear") {
+      add(n.op, in, n.outputs, n.name);  // its three outputs: codes, scale, zero point
     } else {
       const OpTraits& t = traits_of(n);
       static const std::set<std::string> plain = {"Relu", "Sigmoid", "Tanh", "LeakyRelu", "Softmax", "LogSoftmax", "Add", "Sub", "Mul",
                                                   "Div", "MatMul", "Flatten", "Transpose", "Concat", "Shape", "Gather",
-                                                  "GlobalAveragePool", "BatchNormalization", "Identity"};
+                                                  "GlobalAveragePool", "BatchNormalization", "Identity", "MatMulInteger", "ConvInteger"};
       if (!plain.count(n.op) || t.onnx != n.op)
         throw Error(ErrorKind::Unsupported, "ONNX export: op " + n.op + " (node '" + n.name + "') has no ONNX form yet");
       auto* p = add(n.op, in, {n.outputs[0]}, n.name);

@@ -322,6 +322,44 @@ TEST(OnnxImport, QLinearMatMulWithUint8WeightsFollowsOnnxsDefinition) {
       const float qy = std::clamp(std::nearbyint(static_cast<float>(acc) * multiplier) + 100.0f, 0.0f, 255.0f);
       EXPECT_FLOAT_EQ(y.data<float>()[r * 3 + c], (qy - 100.0f) * 0.1f) << "row " << r << ", column " << c;
     }
+  // Exported (the generic integer ops as themselves) and imported again: the same outputs.
+  const Graph back = import_onnx_bytes(export_onnx_bytes(graph, {}).bytes, "back.onnx", "");
+  Executor again(back);
+  again.input("x") = x;
+  again.forward();
+  ASSERT_EQ(again.value("y").shape(), y.shape());
+  EXPECT_EQ(std::memcmp(again.value("y").raw(), y.raw(), y.nbytes()), 0);
+}
+
+// The generic integer ops a lowbit graph can hold (DynamicQuantizeLinear's three outputs,
+// MatMulInteger with a run-time zero point) export as themselves and import back to the same
+// outputs.
+TEST(OnnxImport, GenericIntegerOpsRoundTrip) {
+  Graph g;
+  g.name = "integer";
+  g.inputs = {ValueInfo{"x", DType::F32, {-1, 6}, {"batch", ""}}};
+  g.initializers["w"] = testing::random_bytes({6, 5}, 4);
+  Tensor wz(DType::U8, {});
+  wz.data<uint8_t>()[0] = 131;
+  g.initializers["wz"] = wz;
+  g.add_node(Node{"q", "DynamicQuantizeLinear", {"x"}, {"xq", "xs", "xz"}});
+  g.add_node(Node{"mm", "MatMulInteger", {"xq", "w", "xz", "wz"}, {"acc"}});
+  g.add_node(Node{"f", "Cast", {"acc"}, {"y"}, {{"to", "f32"}}});
+  g.outputs = {"y", "xs"};
+  g.validate();
+  const Graph back = import_onnx_bytes(export_onnx_bytes(g, {}).bytes, "back.onnx", "");
+  Tensor x(DType::F32, {3, 6});
+  Rng rng(8);
+  for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] = rng.uniform(-2.0f, 3.0f);
+  Executor a(g), b(back);
+  a.input("x") = x;
+  b.input("x") = x;
+  a.forward();
+  b.forward();
+  for (const char* out : {"y", "xs"}) {
+    ASSERT_EQ(a.value(out).shape(), b.value(out).shape()) << out;
+    EXPECT_EQ(std::memcmp(a.value(out).raw(), b.value(out).raw(), a.value(out).nbytes()), 0) << out;
+  }
 }
 
 // ONNX Runtime's quantize_dynamic models: every DynamicQuantizeLinear -> MatMulInteger /
