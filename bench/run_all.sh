@@ -16,5 +16,6 @@ python3 bench/qgemm_ratios.py build/bench/bench/lowbit_bench_qgemm | tee "$out/q
 python3 bench/conv_ratios.py build/bench/bench/lowbit_bench_conv --benchmark_repetitions=3 | tee "$out/conv.txt"
 "$lowbit" train --seed 0 --threads 2 --out "$out/fp32.lbm" >/dev/null
 python3 bench/int8_vs_onnxruntime.py --lowbit "$lowbit" --model "$out/fp32.lbm" | tee "$out/onnxruntime.txt"
+python3 bench/onnx_import_vs_onnxruntime.py --lowbit "$lowbit" | tee "$out/onnx_import.txt"
 bench/learn_epoch_cost.sh "$lowbit" | tee "$out/learn_epoch_cost.txt"
 /usr/bin/python3 bench/cnn_vs_pytorch.py --lowbit "$lowbit" --arch examples/models/cnn-teacher.json --epochs 2 | tee "$out/cnn_pytorch.txt"
