@@ -109,7 +109,7 @@ Tensor parse_npy(const std::string& where, std::string_view bytes) {
   const Shape shape = parse_shape(where, dict_value(where, header, "shape"));
   // Checked before allocating: the element count against the bytes present.
   const size_t data_bytes = bytes.size() - offset - header_len;
-  const size_t item = type->dtype == DType::F32 || type->dtype == DType::S32 ? 4 : type->dtype == DType::S64 ? 8 : type->dtype == DType::F16 ? 2 : 1;
+  const size_t item = storage_bytes(type->dtype, 1);  // every .npy dtype here is byte-addressable
   size_t count = 1;
   for (int64_t d : shape) {
     if (d != 0 && count > data_bytes / static_cast<size_t>(d)) bad(where, "the shape " + to_string(shape) + " needs more bytes than the file holds");

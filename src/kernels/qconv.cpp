@@ -21,7 +21,7 @@ std::vector<int32_t> qconv_weight_sums(const int32_t* codes, int64_t out_channel
 void quantize_images_s8(const float* x, int64_t images, int64_t image_size, bool per_image, int8_t* codes,
                         int32_t* zero_point, float* scale) {
   const int64_t n = images * image_size;
-  if (!per_image && n >= (int64_t{1} << 16)) {
+  if (!per_image) {
     // One range for the whole batch: the minimum and maximum of chunks in parallel (exact, so the
     // range does not depend on the thread count), then the codes in parallel.
     constexpr int64_t kChunk = int64_t{1} << 14;
@@ -46,17 +46,15 @@ void quantize_images_s8(const float* x, int64_t images, int64_t image_size, bool
     for (int64_t i = 0; i < images; ++i) zero_point[i] = p.zero_point[0], scale[i] = p.scale[0];
     return;
   }
-  const int64_t ranges = per_image ? images : 1, per_range = per_image ? 1 : images;
-  parallel_for(ranges, 1, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const int64_t count = per_range * image_size;
-      const float* first = x + r * count;
+  parallel_for(images, 1, [&](int64_t i0, int64_t i1) {  // one range per image
+    for (int64_t i = i0; i < i1; ++i) {
+      const float* first = x + i * image_size;
       float lo = 0.0f, hi = 0.0f;
-      if (count > 0) minmax_f32(count, first, &lo, &hi);
+      if (image_size > 0) minmax_f32(image_size, first, &lo, &hi);
       if (std::isnan(lo)) lo = hi = 0.0f;  // an all-NaN image
       const QuantParams p = choose_params(lo, hi, {8, QScheme::Affine});
-      quantize_s8(count, first, p.scale[0], p.zero_point[0], codes + r * count);
-      for (int64_t i = r * per_range; i < (r + 1) * per_range; ++i) zero_point[i] = p.zero_point[0], scale[i] = p.scale[0];
+      quantize_s8(image_size, first, p.scale[0], p.zero_point[0], codes + i * image_size);
+      zero_point[i] = p.zero_point[0], scale[i] = p.scale[0];
     }
   });
 }

@@ -759,13 +759,10 @@ void qlinear_generic(I& im, bool conv) {
   if (conv) {
     const Shape& w4 = im.info(3).shape;
     if (im.info(0).shape.size() != 4 || w4.size() != 4) im.unsupported("only 2-D convolution (4-D input and weights) is supported");
-    std::vector<int64_t> pads = im.attr_ints("pads", {0, 0, 0, 0});
-    const std::string auto_pad = im.attr_string("auto_pad", "NOTSET");
-    if (auto_pad != "NOTSET" && auto_pad != "VALID") im.unsupported("auto_pad " + auto_pad + " is not supported for QLinearConv");
-    if (auto_pad == "VALID") pads = {0, 0, 0, 0};
+    const Window win = window_of(im, "convolution", {w4[2], w4[3]});
     im.emit("ConvInteger", {x, w, zx, zw}, {acc},
-            {{"kernel_shape", im.attr_ints("kernel_shape", {w4[2], w4[3]})}, {"strides", im.attr_ints("strides", {1, 1})},
-             {"dilations", im.attr_ints("dilations", {1, 1})}, {"pads", pads}, {"group", im.attr_int("group", 1)}},
+            {{"kernel_shape", win.kernel}, {"strides", win.strides}, {"dilations", win.dilations}, {"pads", win.pads},
+             {"group", im.attr_int("group", 1)}},
             "_integer");
   } else {
     if (im.info(0).shape.size() < 2 || im.info(3).shape.size() < 2) im.unsupported("both inputs must have at least 2 dimensions");
@@ -805,16 +802,10 @@ void qlinear_conv(I& im) {
   bool moved = false;
   integer_output(im, 6, 7, inputs, moved, name);
   if (im.has_input(8)) inputs.push_back(int32_bias(im, 8, w.units, name));
-  // The window as Conv's (auto_pad needs the input's spatial size).
-  std::vector<int64_t> kernel = im.attr_ints("kernel_shape", {w4[2], w4[3]});
-  std::vector<int64_t> strides = im.attr_ints("strides", {1, 1}), dilations = im.attr_ints("dilations", {1, 1});
-  std::vector<int64_t> pads = im.attr_ints("pads", {0, 0, 0, 0});
-  const std::string auto_pad = im.attr_string("auto_pad", "NOTSET");
-  if (auto_pad != "NOTSET" && auto_pad != "VALID") im.unsupported("auto_pad " + auto_pad + " is not supported for QLinearConv");
-  if (auto_pad == "VALID") pads = {0, 0, 0, 0};
+  const Window win = window_of(im, "convolution", {w4[2], w4[3]});  // Conv's window: pads, auto_pad
   im.emit("QConv2D", std::move(inputs), {im.output(0)},
-          {{"in_channels", w4[1] * group}, {"kernel_shape", kernel}, {"strides", strides}, {"pads", pads}, {"dilations", dilations},
-           {"group", group}, {"activation", "none"}});
+          {{"in_channels", w4[1] * group}, {"kernel_shape", win.kernel}, {"strides", win.strides}, {"pads", win.pads},
+           {"dilations", win.dilations}, {"group", group}, {"activation", "none"}});
   if (moved) im.mark_shifted(im.output(0));
 }
 

@@ -591,11 +591,6 @@ void Importer::fuse_qdq() {
 // weights' codes minus their zero point, when they lie in [-127, 127], times w_scale. Every
 // other arrangement keeps the generic ops, which compute ONNX's definition.
 void Importer::fuse_dynamic() {
-  auto producer = [&](const std::string& value) -> Node* {
-    for (auto& n : graph_.nodes)
-      if (std::find(n.outputs.begin(), n.outputs.end(), value) != n.outputs.end()) return &n;
-    return nullptr;
-  };
   // The one node that reads `value`, when exactly one does and it is not a graph output.
   auto only_reader = [&](const std::string& value) -> Node* {
     if (std::find(graph_.outputs.begin(), graph_.outputs.end(), value) != graph_.outputs.end()) return nullptr;
@@ -634,7 +629,7 @@ void Importer::fuse_dynamic() {
     const Node mm = graph_.nodes[i];
     const bool conv = mm.op == "ConvInteger";
     if ((mm.op != "MatMulInteger" && !conv) || mm.inputs.size() != 4) continue;
-    const Node* dq = producer(mm.inputs[0]);
+    const Node* dq = producer_of(mm.inputs[0]);
     if (!dq || dq->op != "DynamicQuantizeLinear" || mm.inputs[0] != dq->outputs[0] || mm.inputs[2] != dq->outputs[2]) continue;
     const Tensor* w = constant(mm.inputs[1]);
     const Tensor* wz = constant(mm.inputs[3]);
@@ -661,7 +656,7 @@ void Importer::fuse_dynamic() {
     Node* rescale = only_reader(to_float->outputs[0]);
     if (!rescale || rescale->op != "Mul" || rescale->inputs.size() != 2) continue;
     const std::string factor = rescale->inputs[rescale->inputs[0] == to_float->outputs[0] ? 1 : 0];
-    const Node* scales = producer(factor);
+    const Node* scales = producer_of(factor);
     if (!scales || scales->op != "Mul" || scales->inputs.size() != 2) continue;
     const bool s_first = scales->inputs[0] == dq->outputs[1];
     if (!s_first && scales->inputs[1] != dq->outputs[1]) continue;
@@ -705,6 +700,11 @@ void Importer::fuse_dynamic() {
   }
 }
 
+Node* Importer::producer_of(const std::string& value) {
+  const int i = graph_.producer(value);
+  return i < 0 ? nullptr : &graph_.nodes[static_cast<size_t>(i)];
+}
+
 // Joins what lowbit runs as one layer, then drops nodes no output needs and turns the constants
 // that remaining nodes read into initializers.
 void Importer::fuse_and_prune() {
@@ -714,11 +714,6 @@ void Importer::fuse_and_prune() {
       for (const auto& in : n.inputs) ++count[in];
     for (const auto& out : graph_.outputs) count[out] += 1000;  // never fuse away a graph output
     return count;
-  };
-  auto producer_of = [&](const std::string& value) -> Node* {
-    for (auto& n : graph_.nodes)
-      if (std::find(n.outputs.begin(), n.outputs.end(), value) != n.outputs.end()) return &n;
-    return nullptr;
   };
   fuse_dynamic();
   bool changed = true;

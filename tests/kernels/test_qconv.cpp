@@ -304,9 +304,9 @@ TEST_F(QConvKernelTest, ResultsDoNotDependOnTheThreadCount) {
 // The reference against the formula evaluated here in the plainest way (one output of a small
 // layer): acc = bias + sum (x - z_x)(w - z_w) over the taps inside the input, then the output
 // stage's f32 form.
-// The run-time quantization of the dynamic layers: per image, and per batch (from 2^16 values
-// the batch's range is taken over chunks in parallel) equal to one range over all values (NaNs
-// ignored, an infinity or two included), the same bytes for 1 and 2 threads.
+// The run-time quantization of the dynamic layers: per image, and per batch (the batch's range
+// taken over chunks of 2^14 values in parallel: one chunk for 3 images, ten for 40) equal to one
+// range over all values (NaNs ignored), the same bytes for 1 and 2 threads.
 TEST_F(QConvKernelTest, RunTimeQuantizationTakesOneRangePerImageOrPerBatch) {
   for (const int64_t images : {int64_t{3}, int64_t{40}}) {
     const int64_t size = 4099, n = images * size;

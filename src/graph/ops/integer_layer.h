@@ -58,9 +58,7 @@ class PreparedInferenceOp : public InferenceOp {
 inline void expect_dtype(const Node& node, DType actual, DType expected, const char* what) {
   if (actual != expected) shape_error(node, std::string(what) + " must be " + name_of(expected) + ", got " + name_of(actual));
 }
-// 8-bit codes of ONNX's integer ops (integer_ops.cpp): element i of a u8 or s8 tensor as int32,
-// and the check that a value is u8 or s8.
-int32_t code_at(const Tensor& t, int64_t i);
+// The check that a value of ONNX's integer ops (integer_ops.cpp) is 8-bit codes, u8 or s8.
 void expect_codes(const Node& node, DType d, const char* what);
 
 // Weight codes [units, packed K] of an integer layer: a weight storage dtype (s8, s4, u4, s2, u2)

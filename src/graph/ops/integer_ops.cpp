@@ -11,14 +11,10 @@
 #include "graph/ops/builtin_ops.h"
 #include "graph/ops/conv_geometry.h"
 #include "graph/ops/integer_layer.h"
+#include "kernels/elementwise.h"
 #include "lowbit/runtime_config.h"
 
 namespace lowbit::ops {
-
-// Element i of 8-bit codes (u8 or s8) as int32.
-int32_t code_at(const Tensor& t, int64_t i) {
-  return t.dtype() == DType::U8 ? static_cast<int32_t>(t.data<uint8_t>()[i]) : static_cast<int32_t>(t.data<int8_t>()[i]);
-}
 
 void expect_codes(const Node& node, DType d, const char* what) {
   if (d != DType::U8 && d != DType::S8) shape_error(node, std::string(what) + " must be u8 or s8, got " + name_of(d));
@@ -50,10 +46,11 @@ class DynamicQuantizeLinear final : public InferenceOp {
     prepare_output(*out[1], DType::F32, {});
     prepare_output(*out[2], DType::U8, {});
     const float* v = x.data<float>();
-    float lo = 0.0f, hi = 0.0f;
-    for (int64_t i = 0; i < x.numel(); ++i) {
-      if (v[i] < lo) lo = v[i];
-      if (v[i] > hi) hi = v[i];
+    float lo = 0.0f, hi = 0.0f;  // the range always includes 0; NaNs are ignored
+    if (x.numel() > 0) {
+      float x_lo = NAN, x_hi = NAN;
+      minmax_f32(x.numel(), v, &x_lo, &x_hi);
+      if (!std::isnan(x_lo)) lo = std::min(lo, x_lo), hi = std::max(hi, x_hi);
     }
     const float scale = (hi - lo) / 255.0f;
     float zero = 0.0f;
@@ -96,15 +93,18 @@ class ConvInteger final : public InferenceOp {
   void forward(const Node& node, std::span<const Tensor* const> in, std::span<Tensor* const> out) const override {
     const ConvGeometry g = conv_geometry(node, in[0]->shape(), in[1]->shape());
     prepare_output(*out[0], DType::S32, {g.batch, g.out_channels, g.out_h, g.out_w});
-    const Tensor &x = *in[0], &w = *in[1];
-    const int32_t xz = in.size() > 2 ? code_at(*in[2], 0) : 0;
-    const Tensor* wz = in.size() > 3 ? in[3] : nullptr;
+    // The codes and zero points as int32 (lowbit::cast), read in the loops below.
+    const Tensor x32 = cast(*in[0], DType::S32), w32 = cast(*in[1], DType::S32);
+    const Tensor wz32 = in.size() > 3 ? cast(*in[3], DType::S32) : Tensor();
+    const int32_t* x = x32.data<int32_t>();
+    const int32_t* w = w32.data<int32_t>();
+    const int32_t xz = in.size() > 2 ? cast(*in[2], DType::S32).data<int32_t>()[0] : 0;
     int32_t* y = out[0]->data<int32_t>();
     const int64_t gin = g.group_in(), gout = g.group_out();
     parallel_for(g.batch * g.out_channels, 1, [&](int64_t p0, int64_t p1) {
       for (int64_t p = p0; p < p1; ++p) {
         const int64_t n = p / g.out_channels, oc = p % g.out_channels, c0 = oc / gout * gin;
-        const int32_t wzp = wz ? code_at(*wz, wz->numel() == 1 ? 0 : oc) : 0;
+        const int32_t wzp = wz32.defined() ? wz32.data<int32_t>()[wz32.numel() == 1 ? 0 : oc] : 0;
         for (int64_t oy = 0; oy < g.out_h; ++oy)
           for (int64_t ox = 0; ox < g.out_w; ++ox) {
             uint32_t acc = 0;  // wraps like int32
@@ -115,8 +115,8 @@ class ConvInteger final : public InferenceOp {
                 for (int64_t kx = 0; kx < g.kernel_w; ++kx) {
                   const int64_t ix = ox * g.stride_w - g.pad_left + kx * g.dilation_w;
                   if (ix < 0 || ix >= g.in_w) continue;
-                  const int32_t a = code_at(x, ((n * g.in_channels + c0 + c) * g.in_h + iy) * g.in_w + ix) - xz;
-                  const int32_t b = code_at(w, ((oc * gin + c) * g.kernel_h + ky) * g.kernel_w + kx) - wzp;
+                  const int32_t a = x[((n * g.in_channels + c0 + c) * g.in_h + iy) * g.in_w + ix] - xz;
+                  const int32_t b = w[((oc * gin + c) * g.kernel_h + ky) * g.kernel_w + kx] - wzp;
                   acc += static_cast<uint32_t>(a * b);
                 }
               }

@@ -154,20 +154,23 @@ class MatMulInteger final : public Op {
   void forward(const Node& node, std::span<const Tensor* const> in, std::span<Tensor* const> out) const override {
     const Product p = plan(node, in[0]->shape(), in[1]->shape());
     prepare_output(*out[0], DType::S32, p.out);
-    const Tensor &a = *in[0], &b = *in[1];
-    const Tensor* za = in.size() > 2 ? in[2] : nullptr;
-    const Tensor* zb = in.size() > 3 ? in[3] : nullptr;
-    if ((za && za->numel() != 1 && za->numel() != p.m) || (zb && zb->numel() != 1 && zb->numel() != p.n))
+    // The codes and zero points as int32 (lowbit::cast); an absent zero point is one 0.
+    const Tensor a32 = cast(*in[0], DType::S32), b32 = cast(*in[1], DType::S32);
+    const Tensor za = in.size() > 2 ? cast(*in[2], DType::S32) : Tensor(DType::S32, {});
+    const Tensor zb = in.size() > 3 ? cast(*in[3], DType::S32) : Tensor(DType::S32, {});
+    if ((za.numel() != 1 && za.numel() != p.m) || (zb.numel() != 1 && zb.numel() != p.n))
       shape_error(node, "zero points must have one value, or one per row of a / column of b");
+    const int32_t* a = a32.data<int32_t>();
+    const int32_t* b = b32.data<int32_t>();
     int32_t* y = out[0]->data<int32_t>();
     for_each_broadcast(p.batch, 0, p.batch.numel(), [&](int64_t i, int64_t ia, int64_t ib) {
       for (int64_t r = 0; r < p.m; ++r) {
-        const int32_t zr = za ? code_at(*za, za->numel() == 1 ? 0 : r) : 0;
+        const int32_t zr = za.data<int32_t>()[za.numel() == 1 ? 0 : r];
         for (int64_t c = 0; c < p.n; ++c) {
-          const int32_t zc = zb ? code_at(*zb, zb->numel() == 1 ? 0 : c) : 0;
+          const int32_t zc = zb.data<int32_t>()[zb.numel() == 1 ? 0 : c];
           uint32_t acc = 0;  // wraps like int32
           for (int64_t k = 0; k < p.k; ++k)
-            acc += static_cast<uint32_t>((code_at(a, (ia * p.m + r) * p.k + k) - zr) * (code_at(b, (ib * p.k + k) * p.n + c) - zc));
+            acc += static_cast<uint32_t>((a[(ia * p.m + r) * p.k + k] - zr) * (b[(ib * p.k + k) * p.n + c] - zc));
           y[(i * p.m + r) * p.n + c] = static_cast<int32_t>(acc);
         }
       }
