@@ -423,9 +423,9 @@ Graph Importer::run() {
       graph_.outputs.push_back(out.name());
       continue;
     }
-    const bool is_input = std::any_of(graph_.inputs.begin(), graph_.inputs.end(), [&](const ValueInfo& v) { return v.name == value; });
-    if (value != out.name() || constants_.count(value) || is_input) {
-      // The output is another value (an alias, a constant or an input): a copy gives it its name.
+    // An output that is a graph input under its own name is read straight from the feeds; one that
+    // is another value (an alias, a constant, another input) gets its name through a copy.
+    if (value != out.name() || constants_.count(value)) {
       node_name_ = out.name();
       if (value == out.name()) {  // a constant under the output's own name: the copy reads it renamed
         Tensor t = constants_.at(value);
