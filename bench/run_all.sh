@@ -19,3 +19,6 @@ python3 bench/int8_vs_onnxruntime.py --lowbit "$lowbit" --model "$out/fp32.lbm" 
 python3 bench/onnx_import_vs_onnxruntime.py --lowbit "$lowbit" | tee "$out/onnx_import.txt"
 bench/learn_epoch_cost.sh "$lowbit" | tee "$out/learn_epoch_cost.txt"
 /usr/bin/python3 bench/cnn_vs_pytorch.py --lowbit "$lowbit" --arch examples/models/cnn-teacher.json --epochs 2 | tee "$out/cnn_pytorch.txt"
+scripts/python-venv.sh build/bench-py-venv >/dev/null
+CMAKE_CXX_COMPILER_LAUNCHER=ccache build/bench-py-venv/bin/python -m pip install -q --disable-pip-version-check .
+build/bench-py-venv/bin/python bench/python_overhead.py --threads 1 | tee "$out/python_overhead.txt"

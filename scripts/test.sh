@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The test command (README, .ci/run): installs missing Debian packages, builds, runs the whole
-# suite (unit, end-to-end on Fashion-MNIST, CLI, find_package consumer), then builds the unit
-# tests again under AddressSanitizer + UndefinedBehaviorSanitizer and runs them, then fuzzes the
-# ONNX importer (libFuzzer, clang, ASan + UBSan) for LOWBIT_FUZZ_SECONDS (default 60) after its
-# regression corpus.
+# suite (unit, end-to-end on Fashion-MNIST, CLI, find_package consumer), then installs the Python
+# package with `pip install .` into a fresh virtual environment and runs its pytest suite, then
+# builds the unit tests again under AddressSanitizer + UndefinedBehaviorSanitizer and runs them,
+# then fuzzes the ONNX importer (libFuzzer, clang, ASan + UBSan) for LOWBIT_FUZZ_SECONDS (default
+# 60) after its regression corpus.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -14,9 +15,18 @@ jobs=$(nproc)
 onnx_python=$(scripts/onnx-venv.sh build/onnx-venv | tail -n 1)
 
 echo "== release build and full test suite"
-cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release -DLOWBIT_BUILD_TESTS=ON -DLOWBIT_ONNX_PYTHON="$onnx_python" >/dev/null
+# ccache: the Python package's build (pip install . below) compiles the library with the same flags
+# and takes its objects from the cache instead of compiling them a second time.
+cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release -DLOWBIT_BUILD_TESTS=ON -DLOWBIT_ONNX_PYTHON="$onnx_python" \
+  -DCMAKE_CXX_COMPILER_LAUNCHER=ccache >/dev/null
 cmake --build build/release -j "$jobs"
 ctest --test-dir build/release --output-on-failure -j "$jobs"
+
+echo "== Python package: pip install . in a fresh virtual environment, then its pytest suite"
+scripts/python-venv.sh build/py-venv
+CMAKE_CXX_COMPILER_LAUNCHER=ccache build/py-venv/bin/python -m pip install -q --disable-pip-version-check .
+(cd build && py-venv/bin/python -c 'import lowbit; print("installed lowbit", lowbit.__version__, "from", lowbit.__file__)')
+LOWBIT_CLI="$PWD/build/release/tools/lowbit/lowbit" build/py-venv/bin/python -m pytest -q -p no:cacheprovider tests/python
 
 echo "== unit tests under AddressSanitizer + UndefinedBehaviorSanitizer"
 cmake -S . -B build/sanitize -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLOWBIT_BUILD_TESTS=ON \

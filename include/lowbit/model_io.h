@@ -43,7 +43,10 @@ struct ModelDescription {
 // the JSON text itself (starting with '{'). Throws Error(Format) for a file that is not JSON.
 ModelDescription parse_arch(const std::string& arch);
 // Builds and validates the graph. `sample_shape` is one input sample's shape (e.g. [28, 28]);
-// `num_classes` must match the last layer. Throws Error(Format) naming the layer and field.
-Graph build_model(const ModelDescription& description, const Shape& sample_shape, int num_classes, uint64_t seed);
+// `num_classes` must match the last layer. `sample_dtype` is the data's (Dataset::images): f32
+// samples make the input f32 unless the description says otherwise. Throws Error(Format) naming
+// the layer and field.
+Graph build_model(const ModelDescription& description, const Shape& sample_shape, int num_classes, uint64_t seed,
+                  DType sample_dtype = DType::U8);
 
 }  // namespace lowbit

@@ -158,7 +158,8 @@ std::vector<int32_t> predict_classes(const Graph& model, const Dataset& data, in
 // Samples `indices` of `data` as the batch of `model`'s input `images` (check_compatible: the
 // input's sample shape is the images' shape, or that with a leading channel of 1, as [1, 28, 28]
 // for 28x28 images): the image bytes themselves when `images` is u8 (models that scale their input
-// in the graph), else floats scaled by input_scale(model).
+// in the graph), else floats scaled by input_scale(model); f32 samples as they are (into an f32
+// input only: Error(InvalidArgument) otherwise).
 void gather_batch(const Dataset& data, std::span<const uint32_t> indices, const Graph& model, Tensor& images,
                   Tensor* labels = nullptr);
 

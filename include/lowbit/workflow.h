@@ -19,6 +19,7 @@
 
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -138,8 +139,9 @@ ModelInfo model_info(const Graph& model);
 // A classifier's predictions, as `lowbit predict` makes them: the logits and the top-1 class of
 // every sample, computed batch by batch with evaluate()'s preprocessing (the u8 images scaled by
 // the model's "input_scale" metadata), so that the classes of a Dataset score exactly
-// evaluate()'s accuracy. The input is a Dataset, or a raw batch: a u8 Tensor
-// [N, ...the sample shape of the model's input], the pixel values as a Dataset holds them.
+// evaluate()'s accuracy. The input is a Dataset, or a raw batch [N, ...the sample shape of the
+// model's input, or that without a leading channel of 1]: u8 pixel values as a Dataset holds them, or, for a model with an f32 input, f32
+// values fed as they are.
 struct PredictOptions {
   int batch_size = 256;
 };
@@ -149,9 +151,31 @@ struct PredictResult {
   std::optional<double> accuracy;  // the Dataset form: share of samples whose class is their label
 };
 // Throws Error(InvalidArgument) naming the model's input when the samples' shape is not the one
-// it takes, or when a raw batch is not u8.
+// it takes, or when a raw batch is neither u8 nor (for an f32 input) f32.
 PredictResult predict(const Graph& model, const Dataset& data, const PredictOptions& options = {});
 PredictResult predict(const Graph& model, const Tensor& images, const PredictOptions& options = {});
+// predict() on raw batches, call after call, with the model planned once: the executor (with the
+// packed weights its plan holds) is kept, so a call costs its batch's compute, as a served model
+// should (a single 28x28 image through the reference MLP: microseconds instead of the planning's
+// tens). predict(model, images) is Predictor(model, options).predict(images). One Predictor runs
+// on one thread at a time; make one per thread (they share the weights).
+//   lowbit::Predictor predictor(model);
+//   lowbit::PredictResult r = predictor.predict(batch);   // u8 [N, 28, 28], as predict()
+class Predictor {
+ public:
+  explicit Predictor(const Graph& model, const PredictOptions& options = {});
+  ~Predictor();
+  Predictor(const Predictor&) = delete;
+  Predictor& operator=(const Predictor&) = delete;
+  PredictResult predict(const Tensor& images);
+
+ private:
+  Graph model_;  // shares the initializers' storage with the caller's graph
+  PredictOptions options_;
+  std::string logits_;
+  int64_t classes_ = 0;
+  std::unique_ptr<Executor> run_;
+};
 // Writes the predictions as CSV, atomically: a header line, then one line per sample,
 // "index,class,label" (labels: one per sample, as Dataset::labels), or "index,class" when
 // `labels` is empty. Throws Error(Io) naming the path.

@@ -14,14 +14,39 @@ Dataset Dataset::slice(int64_t begin, int64_t end) const {
   Dataset out;
   Shape shape = images.shape();
   shape[0] = end - begin;
-  out.images = Tensor(DType::U8, shape);
-  const int64_t per_sample = images.numel() / std::max<int64_t>(size(), 1);
-  std::memcpy(out.images.raw(), images.data<uint8_t>() + begin * per_sample, static_cast<size_t>((end - begin) * per_sample));
+  out.images = Tensor(images.dtype(), shape);
+  const size_t per_sample = images.nbytes() / static_cast<size_t>(std::max<int64_t>(size(), 1));
+  std::memcpy(out.images.raw(), static_cast<const std::byte*>(images.raw()) + static_cast<size_t>(begin) * per_sample,
+              static_cast<size_t>(end - begin) * per_sample);
   out.labels.assign(labels.begin() + begin, labels.begin() + end);
   out.num_classes = num_classes;
   return out;
 }
 
 Dataset Dataset::head(int64_t count) const { return slice(0, count); }
+
+Dataset make_dataset(Tensor samples, std::vector<int32_t> labels, int num_classes) {
+  auto fail = [](const std::string& what) { throw Error(ErrorKind::InvalidArgument, "dataset: " + what); };
+  if (!samples.defined()) fail("the samples hold no data");
+  if (samples.dtype() != DType::U8 && samples.dtype() != DType::F32)
+    fail(std::string("the samples are ") + name_of(samples.dtype()) + "; expected u8 (image bytes) or f32 values");
+  if (samples.rank() < 2)
+    fail("the samples have shape " + to_string(samples.shape()) + "; expected [count, ...sample shape] (at least 2 dimensions)");
+  if (samples.dim(0) != static_cast<int64_t>(labels.size()))
+    fail(std::to_string(samples.dim(0)) + " samples but " + std::to_string(labels.size()) + " labels");
+  if (labels.empty()) fail("no samples");
+  if (num_classes < 0) fail("num_classes " + std::to_string(num_classes) + " is negative");
+  const auto [lo, hi] = std::minmax_element(labels.begin(), labels.end());
+  if (*lo < 0) fail("label " + std::to_string(*lo) + " (sample " + std::to_string(lo - labels.begin()) + ") is negative");
+  if (num_classes == 0) num_classes = *hi + 1;
+  if (*hi >= num_classes)
+    fail("label " + std::to_string(*hi) + " (sample " + std::to_string(hi - labels.begin()) + ") is not below num_classes " +
+         std::to_string(num_classes));
+  Dataset d;
+  d.images = std::move(samples);
+  d.labels = std::move(labels);
+  d.num_classes = num_classes;
+  return d;
+}
 
 }  // namespace lowbit

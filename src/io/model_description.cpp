@@ -136,7 +136,8 @@ ModelDescription parse_arch(const std::string& arch) {
   return {parsed(files::read_file(arch), arch).dump(), arch};
 }
 
-Graph build_model(const ModelDescription& description, const Shape& sample_shape, int num_classes, uint64_t seed) {
+Graph build_model(const ModelDescription& description, const Shape& sample_shape, int num_classes, uint64_t seed,
+                  DType sample_dtype) {
   const json d = parsed(description.json, description.source);
   if (!d.is_object()) fail("top level", "expected a JSON object");
   check_keys(d, "top level", {"name", "input", "layers", "comment"});
@@ -153,7 +154,11 @@ Graph build_model(const ModelDescription& description, const Shape& sample_shape
     fail("input", "size " + input.at("size").dump() + " does not match the data's samples " + to_string(sample_shape) +
                       " = " + std::to_string(element_count(sample_shape)) + " values");
   shape.insert(shape.begin(), -1);
-  const std::string dtype = field<std::string>(input, "input", "dtype", "u8");
+  if (sample_dtype != DType::U8 && sample_dtype != DType::F32)
+    fail("input", std::string("the data's samples are ") + name_of(sample_dtype) + "; expected u8 image bytes or f32 values");
+  const std::string dtype = field<std::string>(input, "input", "dtype", sample_dtype == DType::F32 ? "f32" : "u8");
+  if (dtype == "u8" && sample_dtype == DType::F32)
+    fail("input", "field 'dtype' is \"u8\" (image bytes), but the data holds f32 values (use \"f32\")");
   // The scale as lowbit has always applied it: printed with six decimals, so 1/255 is 0.003922.
   const std::string scale_text = std::to_string(field<double>(input, "input", "scale", 1.0 / 255.0));
   const float scale = std::stof(scale_text);

@@ -114,6 +114,7 @@ std::string teacher_logits_key(const Graph& teacher, const Dataset& data) {
   t.add(model.data(), model.size());
   const Shape shape = data.images.shape();
   d.add(shape.data(), shape.size() * sizeof(int64_t));
+  if (data.images.dtype() != DType::U8) d.add(name_of(data.images.dtype()), 3);  // (u8 keys as they always were)
   d.add(data.images.raw(), data.images.nbytes());
   d.add(data.labels.data(), data.labels.size() * sizeof(int32_t));
   return t.hex() + "-" + d.hex();

@@ -50,6 +50,13 @@ void check_compatible(const Graph& model, const Dataset& data) {
   if (model.inputs[0].dtype != DType::U8 && model.inputs[0].dtype != DType::F32)
     throw Error(ErrorKind::InvalidArgument, "the model's input '" + model.inputs[0].name + "' is " +
                                                 name_of(model.inputs[0].dtype) + "; images feed a u8 or f32 input");
+  if (data.images.dtype() == DType::F32 && model.inputs[0].dtype != DType::F32)
+    throw Error(ErrorKind::InvalidArgument, "the model's input '" + model.inputs[0].name + "' is " +
+                                                name_of(model.inputs[0].dtype) +
+                                                " (image bytes); the data holds f32 values, which feed an f32 input");
+  if (data.images.dtype() != DType::F32 && data.images.dtype() != DType::U8)
+    throw Error(ErrorKind::InvalidArgument, std::string("the data's samples are ") + name_of(data.images.dtype()) +
+                                                "; expected u8 image bytes or f32 values");
   Shape expected(model.inputs[0].shape.begin() + 1, model.inputs[0].shape.end());
   Shape one_channel = data.sample_shape();
   one_channel.insert(one_channel.begin(), 1);
@@ -112,12 +119,21 @@ void gather_batch(const Dataset& data, std::span<const uint32_t> indices, const 
   if (!model.inputs.empty() && model.inputs[0].shape.size() == shape.size() + 2) shape.insert(shape.begin(), 1);  // one channel
   shape.insert(shape.begin(), static_cast<int64_t>(indices.size()));
   images.resize(shape);
-  const uint8_t* src = data.images.data<uint8_t>();
-  if (images.dtype() == DType::U8) {
+  if (data.images.dtype() == DType::F32) {  // values as they are
+    if (images.dtype() != DType::F32)
+      throw Error(ErrorKind::InvalidArgument, std::string("the model's input is ") + name_of(images.dtype()) +
+                                                  " (image bytes); the data holds f32 values, which feed an f32 input");
+    const float* src = data.images.data<float>();
+    for (size_t i = 0; i < indices.size(); ++i)
+      std::memcpy(images.data<float>() + static_cast<int64_t>(i) * per_sample,
+                  src + static_cast<int64_t>(indices[i]) * per_sample, static_cast<size_t>(per_sample) * sizeof(float));
+  } else if (images.dtype() == DType::U8) {
+    const uint8_t* src = data.images.data<uint8_t>();
     for (size_t i = 0; i < indices.size(); ++i)
       std::memcpy(images.data<uint8_t>() + static_cast<int64_t>(i) * per_sample,
                   src + static_cast<int64_t>(indices[i]) * per_sample, static_cast<size_t>(per_sample));
   } else {
+    const uint8_t* src = data.images.data<uint8_t>();
     float* dst = images.data<float>();
     for (size_t i = 0; i < indices.size(); ++i) {
       const uint8_t* __restrict s = src + static_cast<int64_t>(indices[i]) * per_sample;

@@ -1,5 +1,6 @@
 // predict() and save_predictions(): the steps of `lowbit predict` (include/lowbit/workflow.h).
 #include <algorithm>
+#include <numeric>
 
 #include "core/file_util.h"
 #include "lowbit/workflow.h"
@@ -28,28 +29,68 @@ PredictResult predict(const Graph& model, const Dataset& data, const PredictOpti
 }
 
 PredictResult predict(const Graph& model, const Tensor& images, const PredictOptions& options) {
+  return Predictor(model, options).predict(images);
+}
+
+Predictor::Predictor(const Graph& model, const PredictOptions& options) : model_(model), options_(options) {
   if (model.inputs.size() != 1)
     throw Error(ErrorKind::InvalidArgument, "predict: the model has " + std::to_string(model.inputs.size()) +
                                                 " inputs; predict feeds exactly one (the image)");
-  const ValueInfo& input = model.inputs[0];
+  if (model.inputs[0].dtype != DType::U8 && model.inputs[0].dtype != DType::F32)
+    throw Error(ErrorKind::InvalidArgument, "predict: the model's input '" + model.inputs[0].name + "' is " +
+                                                name_of(model.inputs[0].dtype) + "; images feed a u8 or f32 input");
+  if (options.batch_size < 1) throw Error(ErrorKind::InvalidArgument, "batch size must be at least 1");
+  logits_ = logits_value(model);
+  const Shape logits_shape = model.infer_shapes().at(logits_).shape;
+  if (logits_shape.size() != 2)
+    throw Error(ErrorKind::InvalidArgument, "predict: the model's logits '" + logits_ + "' have shape " + to_string(logits_shape) +
+                                                "; a classifier's are [N, classes]");
+  classes_ = logits_shape[1];
+  run_ = std::make_unique<Executor>(model_);
+}
+
+Predictor::~Predictor() = default;
+
+PredictResult Predictor::predict(const Tensor& images) {
+  const ValueInfo& input = model_.inputs[0];
   const Shape sample(input.shape.begin() + std::min<size_t>(1, input.shape.size()), input.shape.end());
   Shape expected = sample;
   expected.insert(expected.begin(), -1);
-  if (images.dtype() != DType::U8)
-    throw Error(ErrorKind::InvalidArgument, "predict: the batch for input '" + input.name + "' is " +
-                                                name_of(images.dtype()) +
-                                                "; a raw batch holds u8 pixel values (as a Dataset does), which the "
-                                                "model scales (in its graph, or by its input_scale when its input is f32)");
-  if (images.rank() != static_cast<int>(expected.size()) || !std::equal(sample.begin(), sample.end(), images.shape().begin() + 1))
+  if (images.dtype() != DType::U8 && !(images.dtype() == DType::F32 && input.dtype == DType::F32))
+    throw Error(ErrorKind::InvalidArgument,
+                "predict: the batch for input '" + input.name + "' (" + name_of(input.dtype) + ") is " + name_of(images.dtype()) +
+                    "; expected u8 pixel values (as a Dataset holds them), which the model scales (in its graph, or by "
+                    "its input_scale when its input is f32)" +
+                    (input.dtype == DType::F32 ? ", or f32 values, which it reads as they are" : ""));
+  // The sample shape, or that without a leading channel of 1 (images [N, 28, 28] for [N, 1, 28, 28]), as for a Dataset.
+  const Shape given(images.shape().begin() + std::min(1, images.rank()), images.shape().end());
+  const bool one_channel = sample.size() >= 2 && sample[0] == 1 && std::equal(sample.begin() + 1, sample.end(), given.begin(), given.end());
+  if (images.rank() < 1 || (given != sample && !one_channel))
     throw Error(ErrorKind::InvalidArgument, "predict: input '" + input.name + "' takes a batch of shape " + to_string(expected) +
                                                 ", the batch has " + to_string(images.shape()));
-  // The batch as an unlabelled Dataset (it shares the images' storage), so that it goes through
-  // evaluate()'s path; its labels are placeholders, and the accuracy they would give is dropped.
+  // The batch as an unlabelled Dataset (sharing the images' storage), through evaluate()'s
+  // gather_batch and logits value, batch by batch as compute_logits runs them: the same logits.
   Dataset data;
   data.images = images;
-  data.labels.assign(static_cast<size_t>(images.dim(0)), 0);
-  PredictResult r = predict(model, data, options);
-  r.accuracy.reset();
+  const int64_t n = images.dim(0);
+  PredictResult r;
+  r.logits = Tensor(DType::F32, {n, classes_});
+  r.classes.resize(static_cast<size_t>(n));
+  Tensor& batch = run_->input(input.name);
+  std::vector<uint32_t> indices;
+  for (int64_t begin = 0; begin < n; begin += options_.batch_size) {
+    const int64_t count = std::min<int64_t>(options_.batch_size, n - begin);
+    indices.resize(static_cast<size_t>(count));
+    std::iota(indices.begin(), indices.end(), static_cast<uint32_t>(begin));
+    gather_batch(data, indices, model_, batch);
+    run_->forward();
+    const Tensor& logits = run_->value(logits_);
+    std::copy_n(logits.data<float>(), count * classes_, r.logits.data<float>() + begin * classes_);
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    const float* row = r.logits.data<float>() + i * classes_;
+    r.classes[i] = static_cast<int32_t>(std::max_element(row, row + classes_) - row);  // first maximum, as evaluate()
+  }
   return r;
 }
 

@@ -8,7 +8,8 @@ namespace lowbit {
 TrainRunResult run_train(const DatasetSplits& data, const TrainRunOptions& options) {
   const Dataset train_data = options.train_samples > 0 ? data.train.head(options.train_samples) : data.train;
   TrainRunResult r;
-  r.model = build_model(parse_arch(options.arch), train_data.sample_shape(), train_data.num_classes, options.train.seed);
+  r.model = build_model(parse_arch(options.arch), train_data.sample_shape(), train_data.num_classes, options.train.seed,
+                        train_data.images.dtype());
   if (options.on_start) options.on_start(r.model, train_data.size());
   r.report = train(r.model, train_data, options.train);
   for (const auto& [key, value] : options.metadata) r.model.metadata[key] = value;
@@ -27,7 +28,7 @@ DistillRunResult run_distill(const Graph& teacher, const DatasetSplits& data, co
     if (options.train.epochs == 0)
       throw Error(ErrorKind::InvalidArgument, "a new student needs training epochs (0 epochs only fine-tunes a trained student)");
     r.student = build_model(parse_arch(options.student_arch), train_data.sample_shape(), train_data.num_classes,
-                            options.train.seed);
+                            options.train.seed, train_data.images.dtype());
   }
   r.parameters = r.student.parameter_count();
   TrainOptions train_options = options.train;

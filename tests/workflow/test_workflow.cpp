@@ -309,6 +309,22 @@ TEST(Workflow, PredictGivesEvaluatesClassesAndTheLogitsBehindThem) {
   EXPECT_EQ(predict(model, Tensor(DType::U8, {0, 28, 28})).logits.shape(), (Shape{0, 10}));
 }
 
+TEST(Workflow, PredictorKeepsItsPlanAndGivesPredictsResults) {
+  const Trained& s = trained_mlp();
+  const PredictResult all = predict(s.model, s.test);
+  Predictor predictor(s.model, PredictOptions{.batch_size = 96});
+  for (int64_t n : {1, 7, 300, 1}) {  // batches of any size, in any order, on one plan
+    const PredictResult r = predictor.predict(s.test.head(n).images);
+    ASSERT_EQ(r.logits.shape(), (Shape{n, 10}));
+    for (int64_t j = 0; j < r.logits.numel(); ++j) ASSERT_NEAR(r.logits.data<float>()[j], all.logits.data<float>()[j], 1e-5) << j;
+    EXPECT_EQ(r.classes, std::vector<int32_t>(all.classes.begin(), all.classes.begin() + n));
+    EXPECT_FALSE(r.accuracy.has_value());
+  }
+  EXPECT_EQ(predictor.predict(Tensor(DType::U8, {0, 28, 28})).logits.shape(), (Shape{0, 10}));
+  EXPECT_LOWBIT_ERROR(predictor.predict(Tensor(DType::U8, {2, 14, 14})), "the batch has [2, 14, 14]");
+  EXPECT_LOWBIT_ERROR(Predictor(s.model, PredictOptions{.batch_size = 0}), "batch size must be at least 1");
+}
+
 TEST(Workflow, PredictRefusesAWrongInputAndNamesIt) {
   const Trained& s = trained_mlp();
   const auto refused = [&](const auto& input, const std::string& needle) {
@@ -323,7 +339,7 @@ TEST(Workflow, PredictRefusesAWrongInputAndNamesIt) {
   refused(Tensor(DType::U8, {4, 14, 14}), "input 'image' takes a batch of shape [N, 28, 28], the batch has [4, 14, 14]");
   refused(Tensor(DType::U8, {784}), "input 'image' takes a batch of shape [N, 28, 28], the batch has [784]");
   refused(Tensor(DType::U8, {2, 784}), "the batch has [2, 784]");
-  refused(Tensor(DType::F32, {4, 28, 28}), "the batch for input 'image' is f32; a raw batch holds u8 pixel values");
+  refused(Tensor(DType::F32, {4, 28, 28}), "the batch for input 'image' (u8) is f32; expected u8 pixel values");
   Dataset small;
   small.images = Tensor(DType::U8, {2, 14, 14});
   small.labels = {0, 1};

@@ -1,0 +1,61 @@
+"""Long calls release the GIL; Ctrl-C stops training within a second and writes nothing."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import lowbit
+
+CHILD = textwrap.dedent("""
+    import sys, time, lowbit
+    data = lowbit.Dataset(lowbit.default_dataset_dir())
+    lowbit.set_num_threads(1)
+    started = []
+    def progress(p):
+        if not started:
+            started.append(1)
+            print("training", flush=True)
+    try:
+        model = lowbit.train(data, "784-256-128-10", epochs=100, callback=progress)
+        model.save(sys.argv[1])
+    except KeyboardInterrupt:
+        print("interrupted", time.monotonic(), flush=True)
+        sys.exit(7)
+""")
+
+
+def test_ctrl_c_during_training_raises_keyboard_interrupt_within_a_second(tmp_path):
+    out = tmp_path / "model.lbm"
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "training"
+        time.sleep(0.5)
+        sent = time.monotonic()
+        child.send_signal(signal.SIGINT)
+        line = child.stdout.readline().split()
+        assert child.wait(timeout=30) == 7
+    finally:
+        child.kill()
+    assert line[0] == "interrupted"
+    assert float(line[1]) - sent < 1.0
+    assert os.listdir(tmp_path) == []  # no model, no temporary file
+
+
+def test_long_calls_release_the_gil(fashion, small_model):
+    done = threading.Event()
+
+    def work():
+        for _ in range(3):
+            lowbit.evaluate(small_model, fashion, split="train")
+        done.set()
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    spins = 0
+    while not done.is_set():
+        spins += 1
+    worker.join()
+    assert spins > 10000  # the main thread kept running Python while lowbit computed
