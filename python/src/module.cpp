@@ -8,6 +8,7 @@
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/pair.h>
 #include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
 #include <nanobind/stl/vector.h>
 
 #include <chrono>
@@ -125,6 +126,17 @@ Data data_from_arrays(nb::handle x_train, nb::handle y_train, nb::handle x_test,
     bad_argument("x_train's samples have shape " + to_string(a.sample_shape()) + ", x_test's " + to_string(b.sample_shape()) +
                  "; both must be the same");
   return d;
+}
+
+// A model read from `path` by `read`, with the GIL released while it reads.
+template <typename Read>
+Model read_model(const std::string& path, Read read) {
+  Graph g;
+  {
+    nb::gil_scoped_release unlocked;
+    g = read(path);
+  }
+  return Model{std::move(g), path, {}};
 }
 
 const Graph& graph_of(const Model* model, const char* what) {
@@ -341,6 +353,15 @@ void bind(nb::module_& m) {
       .def_static("from_bytes", [](nb::bytes bytes) {
              return Model{deserialize_model(std::string_view(bytes.c_str(), bytes.size()), "bytes"), "", {}};
            }, "data"_a, "A model from the bytes of a native model file.")
+      .def("__getstate__", [](const Model& self) {
+             const std::string bytes = serialize_model(self.graph);
+             return nb::make_tuple(nb::bytes(bytes.data(), bytes.size()), self.source, self.report);
+           })
+      .def("__setstate__", [](Model& self, const std::tuple<nb::bytes, std::string, nb::dict>& state) {
+             const nb::bytes& bytes = std::get<0>(state);
+             new (&self) Model{deserialize_model(std::string_view(bytes.c_str(), bytes.size()), "pickled model"), std::get<1>(state),
+                               std::get<2>(state)};
+           })
       .def_prop_ro("name", [](const Model& self) { return self.graph.name; })
       .def_prop_ro("source", [](const Model& self) { return self.source; }, "The file it was loaded from, or ''.")
       .def_prop_ro("inputs", [](const Model& self) {
@@ -413,14 +434,8 @@ void bind(nb::module_& m) {
   m.def("num_threads", &num_threads, "Worker threads lowbit computes with.");
   m.def("set_num_threads", &set_num_threads, "threads"_a, "Sets the worker threads (as --threads or LOWBIT_NUM_THREADS).");
 
-  m.def("load", [](const std::string& path) {
-          Graph g;
-          {
-            nb::gil_scoped_release unlocked;
-            g = open_model(path);
-          }
-          return Model{std::move(g), path, {}};
-        }, "path"_a,
+  m.def("load", [](const std::string& path) { return read_model(path, [](const std::string& p) { return open_model(p); }); },
+        "path"_a,
         "Reads a model: a native file (.lbm) or an ONNX file (.onnx, imported) (as every CLI --model).");
   m.def("save", [](const Model* model, const std::string& path) {
           const Graph& g = graph_of(model, "model");
@@ -772,14 +787,8 @@ void bind(nb::module_& m) {
         "then quantization-aware distillation for qat_epochs, returning the integer student. teacher_cache: a file for\n"
         "the teacher's logits ('' : computed once in memory).");
 
-  m.def("import_onnx", [](const std::string& path) {
-          Graph g;
-          {
-            nb::gil_scoped_release unlocked;
-            g = import_onnx(path);
-          }
-          return Model{std::move(g), path, {}};
-        }, "path"_a,
+  m.def("import_onnx", [](const std::string& path) { return read_model(path, [](const std::string& p) { return import_onnx(p); }); },
+        "path"_a,
         "Imports an ONNX model (from PyTorch, ONNX Runtime's quantizer ...) as a lowbit model, as `lowbit import`.\n"
         "Unsupported ops are listed, all of them, in one lowbit.UnsupportedError.");
   m.def("export_onnx", [](const Model* model, const std::string& path, const std::string& profile, bool symmetric, int opset) {

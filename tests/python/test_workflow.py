@@ -72,6 +72,18 @@ def test_the_steps_one_call_each(fashion, small_model, tmp_path):
     assert loaded.to_bytes() == q.to_bytes() and loaded.source.endswith("q.lbm")
 
 
+def test_models_pickle_and_copy(fashion, small_model):
+    import copy
+    import pickle
+
+    q = lowbit.quantize(small_model, fashion)
+    again = pickle.loads(pickle.dumps(q))
+    assert again.to_bytes() == q.to_bytes() and again.report["plan"] == q.report["plan"]
+    x, _ = fashion.arrays("test")
+    assert np.array_equal(lowbit.predict(again, x[:50])[0], lowbit.predict(q, x[:50])[0])
+    assert copy.deepcopy(small_model).to_bytes() == small_model.to_bytes()
+
+
 def test_search_within_a_drop_reports_its_plan(fashion, small_model):
     lines = []
     q = lowbit.quantize(small_model, fashion, max_drop=1.0, validation_samples=2000, time_budget=30, log=lines.append)
