@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(cmake ninja-build g++ pkg-config zlib1g-dev libzip-dev libcli11-dev nlohmann-json3-dev libfmt-dev
           libgtest-dev libgmock-dev dataset-fashion-mnist jq bsdextrautils python3
           libonnx-dev libprotobuf-dev protobuf-compiler libonnx-testdata clang libclang-rt-14-dev
-          python3-venv python3-numpy python3-pytest python3-sklearn python3-torch ccache)
+          python3-venv python3-dev python3-numpy python3-pytest python3-sklearn python3-torch ccache)
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(python3-torch libbenchmark-dev libopenblas-dev libdnnl-dev python3-torch python3-numpy time)
 fi

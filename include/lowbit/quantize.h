@@ -37,6 +37,10 @@ struct LayerRule {
   bool per_channel = true;                      // one weight scale per output channel
   QScheme weight_scheme = QScheme::Symmetric;
   std::string calibration = "minmax";           // method whose ranges this layer's activations use
+  // How weights round onto their grid: "nearest", or "gptq" (error feedback through the layer's
+  // input Hessian; Dense layers, which quantize() gives Hessians from its calibration data;
+  // Conv2D layers round to nearest).
+  std::string rounding = "nearest";
 };
 
 struct QuantPlan {
@@ -69,6 +73,9 @@ std::vector<std::string> select_layers(const Graph& model, const std::string& pa
 // take precedence over the plan's weight rule and over the calibration ranges.
 struct FixedQuantParams {
   std::map<std::string, QuantParams> weights, activations;
+  // Weight codes decided in advance ([units, features] of the layer's `weights` parameters, e.g.
+  // GPTQ's), by layer name: used as they are instead of rounding the weights.
+  std::map<std::string, std::vector<int32_t>> weight_codes;
 };
 
 // `ranges` maps a calibration method name to its calibration (full and partial modes need the
@@ -90,5 +97,27 @@ Graph fold_batchnorm(const Graph& model);
 // Quantization-aware training starts from this graph too, so both see the same layers.
 Graph prepare_for_quantization(const Graph& model);
 bool is_quantized(const Graph& model);
+
+// ---- GPTQ (Frantar et al. 2022): rounding that feeds the error back ---------------------------
+struct GptqOptions {
+  double damp = 0.01;  // added to the Hessian's diagonal, as a fraction of its mean
+};
+// Codes of `weight` [units, features] on the grid `params` (per tensor or per output channel, as
+// choose_weight_params gives them), chosen column by column: a column is rounded to nearest and
+// its rounding error, weighted through the inverse of `hessian` ([features, features], the sum of
+// x x^T over the layer's calibration inputs x), is pushed onto the columns not rounded yet. The
+// layer's output error on those inputs is then (in practice always) below round-to-nearest's.
+// Deterministic (double precision, fixed order). docs/design.md derives the update.
+std::vector<int32_t> gptq_codes(const Tensor& weight, const Tensor& hessian, const QuantParams& params,
+                                const GptqOptions& options = {});
+// The sum of x x^T over the inputs x (rows of the last dimension) of each Dense layer in `layers`,
+// running the float `model` on the first `samples` samples of `data`, f32 [features, features].
+std::map<std::string, Tensor> layer_hessians(const Graph& model, const Dataset& data, const std::vector<std::string>& layers,
+                                             int64_t samples, int batch_size = 256);
+// The GPTQ codes (FixedQuantParams::weight_codes and their weights' parameters) of the Dense layers
+// that `plan` quantizes with rounding "gptq", from Hessians on the first `samples` samples of
+// `data`, for quantize_model(model, plan, ranges, fixed). Empty when no layer asks for GPTQ.
+FixedQuantParams gptq_weights(const Graph& model, const QuantPlan& plan, const Dataset& data, int64_t samples);
+bool plan_uses_gptq(const QuantPlan& plan);
 
 }  // namespace lowbit

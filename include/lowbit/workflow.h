@@ -49,6 +49,9 @@ struct QuantizeOptions {
   std::map<std::string, Calibration> ranges;
   const Dataset* calibration_data = nullptr;  // a training split; its end is the validation split
   std::string calibration_method = "minmax";
+  // Weight rounding: "nearest", or "gptq" (error feedback through each Dense layer's input
+  // Hessian on the calibration samples; needs calibration_data, also in dynamic mode).
+  std::string rounding = "nearest";
   int64_t calibration_samples = 1000;
   int64_t validation_samples = 10000;         // the last ones of calibration_data, never test data
   // Partial mode: the layers to quantize (names or fnmatch patterns, comma-separated); empty:

@@ -562,6 +562,7 @@ void bind(nb::module_& m) {
   m.def("quantize", [](const Model* model, const Data* data, const std::string& mode, int bits, bool per_channel, const std::string& scheme,
                        const std::string& activations, const std::string& granularity, nb::handle ranges, const std::string& calib_method,
                        int64_t calib_samples, int64_t validation_samples, const std::string& layers, int keep_float,
+                       const std::string& rounding,
                        std::optional<double> max_drop, const std::string& objective, double time_budget, nb::handle plan, nb::object log) {
           const Graph& g = graph_of(model, "model");
           if (is_quantized(g)) bad_argument("quantize: the model is already quantized");
@@ -582,6 +583,7 @@ void bind(nb::module_& m) {
           q.validation_samples = validation_samples;
           q.layers = layers;
           q.keep_float = keep_float;
+          q.rounding = rounding;
           q.max_drop = max_drop;
           q.objective = objective;
           q.time_budget_seconds = time_budget;
@@ -634,11 +636,12 @@ void bind(nb::module_& m) {
         }, "model"_a.none(), "data"_a.none() = nb::none(), nb::kw_only(), "mode"_a = "full", "bits"_a = 8, "per_channel"_a = true,
         "scheme"_a = "symmetric", "activations"_a = "affine", "granularity"_a = "row", "ranges"_a = nb::none(),
         "calib_method"_a = "minmax", "calib_samples"_a = 1000, "validation_samples"_a = 10000, "layers"_a = "", "keep_float"_a = 1,
-        "max_drop"_a = nb::none(), "objective"_a = "size", "time_budget"_a = 60.0, "plan"_a = nb::none(), "log"_a = nb::none(),
+        "rounding"_a = "nearest", "max_drop"_a = nb::none(), "objective"_a = "size", "time_budget"_a = 60.0, "plan"_a = nb::none(), "log"_a = nb::none(),
         "Quantizes a float model (as `lowbit quantize`). mode: \"full\" (integer-only: weights, biases, activations),\n"
         "\"partial\" (the layers named in `layers`, or all but the `keep_float` most sensitive), \"dynamic\" (activations\n"
         "quantized at run time per \"row\" or \"tensor\": `granularity`). bits: weight bits 8, 6, 4, 3 or 2; per_channel or\n"
-        "per tensor; scheme \"symmetric\" or \"affine\" weights; activations \"affine\" or \"symmetric\" (TensorRT). Static modes\n"
+        "per tensor; scheme \"symmetric\" or \"affine\" weights; rounding \"nearest\" or \"gptq\" (error feedback through each\n"
+        "Dense layer's input Hessian on the calibration samples); activations \"affine\" or \"symmetric\" (TensorRT). Static modes\n"
         "calibrate on `data`'s training split (calib_method, calib_samples) unless `ranges` (a Calibration or a ranges\n"
         "file) is given. max_drop: search per-layer rules within that accuracy drop (points) on the validation split (the\n"
         "last validation_samples training samples), for `objective` \"size\" or \"speed\" within time_budget seconds.\n"

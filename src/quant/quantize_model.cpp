@@ -41,9 +41,11 @@ namespace {
 using json = nlohmann::json;
 
 json rule_json(const LayerRule& r) {
-  return {{"quantize", r.quantize}, {"weight_bits", r.weight_bits},
-          {"granularity", r.per_channel ? "per_channel" : "per_tensor"}, {"weight_scheme", name_of(r.weight_scheme)},
-          {"calibration", r.calibration}};
+  json j = {{"quantize", r.quantize}, {"weight_bits", r.weight_bits},
+            {"granularity", r.per_channel ? "per_channel" : "per_tensor"}, {"weight_scheme", name_of(r.weight_scheme)},
+            {"calibration", r.calibration}};
+  if (r.rounding != "nearest") j["rounding"] = r.rounding;  // written when not the default
+  return j;
 }
 
 LayerRule rule_from_json(const json& j, const LayerRule& base, const std::string& where) {
@@ -72,8 +74,11 @@ LayerRule rule_from_json(const json& j, const LayerRule& base, const std::string
         fail(e.what());
       }
       r.calibration = v.get<std::string>();
+    } else if (key == "rounding") {
+      if (v != "nearest" && v != "gptq") fail("'rounding' must be \"nearest\" or \"gptq\"");
+      r.rounding = v.get<std::string>();
     } else {
-      fail("unknown field '" + key + "' (allowed: quantize, weight_bits, granularity, weight_scheme, calibration)");
+      fail("unknown field '" + key + "' (allowed: quantize, weight_bits, granularity, weight_scheme, calibration, rounding)");
     }
   }
   return r;
@@ -441,7 +446,12 @@ class Transform {
                                                     "' must be signed, per tensor or per output channel (" +
                                                     std::to_string(units) + " channels)");
     }
-    const std::vector<int32_t> codes = quantize_values(weight, wp);
+    auto fixed_codes = fixed_.weight_codes.find(node.name);
+    if (fixed_codes != fixed_.weight_codes.end() &&
+        (fixed_weight == fixed_.weights.end() || static_cast<int64_t>(fixed_codes->second.size()) != units * features))
+      throw Error(ErrorKind::InvalidArgument, "fixed weight codes of layer '" + node.name + "' need its weight parameters and " +
+                                                  std::to_string(units * features) + " codes");
+    const std::vector<int32_t> codes = fixed_codes != fixed_.weight_codes.end() ? fixed_codes->second : quantize_values(weight, wp);
     out_.initializers[prefix + "weight_codes"] = pack_codes(codes, {units, features}, wp.storage_dtype());
     Tensor& packed = out_.initializers[prefix + "weight_codes"];
     packed.reshape({units, static_cast<int64_t>(packed.numel() / units)});

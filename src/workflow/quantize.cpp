@@ -23,11 +23,14 @@ const Dataset& need_data(const QuantizeOptions& o, const char* why) {
 bool quantize_needs_data(const QuantizeOptions& o) {
   const bool calibrating = o.mode != QuantMode::Dynamic && o.ranges.empty();
   const bool by_sensitivity = o.mode == QuantMode::Partial && o.layers.empty() && !o.plan;
-  return calibrating || by_sensitivity || o.max_drop.has_value();
+  const bool gptq = o.plan ? plan_uses_gptq(*o.plan) : o.rounding == "gptq";
+  return calibrating || by_sensitivity || o.max_drop.has_value() || gptq;
 }
 
 QuantizeResult quantize(const Graph& model, const QuantizeOptions& o) {
   if (is_quantized(model)) throw Error(ErrorKind::InvalidArgument, "the model is already quantized");
+  if (o.rounding != "nearest" && o.rounding != "gptq")
+    throw Error(ErrorKind::InvalidArgument, "rounding must be \"nearest\" or \"gptq\", got \"" + o.rounding + "\"");
   const bool searching = o.max_drop.has_value();
   QuantizeResult result;
 
@@ -68,6 +71,7 @@ QuantizeResult quantize(const Graph& model, const QuantizeOptions& o) {
     plan.defaults.per_channel = o.per_channel;
     plan.defaults.weight_scheme = o.weight_scheme;
     plan.defaults.calibration = default_method;
+    plan.defaults.rounding = o.rounding;
     plan.dynamic_granularity = o.dynamic_granularity;
     if (o.mode == QuantMode::Partial) {
       std::vector<std::string> chosen;
@@ -89,7 +93,9 @@ QuantizeResult quantize(const Graph& model, const QuantizeOptions& o) {
     }
   }
   if (!o.plan) plan.activation_scheme = o.activation_scheme;
-  result.model = quantize_model(model, plan, ranges);
+  const FixedQuantParams fixed =
+      plan_uses_gptq(plan) ? gptq_weights(model, plan, need_data(o, "GPTQ rounding"), o.calibration_samples) : FixedQuantParams{};
+  result.model = quantize_model(model, plan, ranges, fixed);
   if (o.test_data) {
     result.float_test = evaluate(model, *o.test_data);
     result.test = evaluate(result.model, *o.test_data);

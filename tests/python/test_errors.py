@@ -132,6 +132,8 @@ CASES = [
     ("quantize with ranges of the wrong type", lambda c: lowbit.quantize(c["model"], ranges=3), lowbit.ArgumentError,
      "ranges: expected a lowbit.Calibration"),
     ("quantize with a broken plan", lambda c: lowbit.quantize(c["model"], c["data"], plan="{ nope"), lowbit.FormatError, "plan"),
+    ("quantize with an unknown rounding", lambda c: lowbit.quantize(c["model"], c["data"], rounding="best"), lowbit.ArgumentError,
+     "rounding must be \"nearest\" or \"gptq\""),
     ("quantize layers that do not exist", lambda c: lowbit.quantize(c["model"], c["data"], mode="partial", layers="conv_9"),
      lowbit.ArgumentError, "conv_9"),
     ("dequantize a float model", lambda c: lowbit.dequantize(c["model"]), lowbit.ArgumentError, "not quantized"),

@@ -58,6 +58,8 @@ def test_the_steps_one_call_each(fashion, small_model, tmp_path):
 
     dynamic = lowbit.quantize(small_model, mode="dynamic")
     assert any(layer["op"] == "DynamicQDense" for layer in dynamic.info()["layers"])
+    gptq = lowbit.quantize(small_model, fashion, bits=3, rounding="gptq")
+    assert gptq.report["plan"]["defaults"]["rounding"] == "gptq"
     partial = lowbit.quantize(small_model, fashion, mode="partial", layers="dense_1")
     assert partial.report["plan"]["mode"] == "partial"
 

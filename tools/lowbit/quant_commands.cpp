@@ -75,7 +75,7 @@ Command add_quantize(CLI::App& app) {
   auto* cmd = app.add_subcommand("quantize", "Quantize a float model: full, partial or dynamic");
   struct Options {
     std::string model, out, mode = "full", ranges, calib_data, calib_method = "minmax", layers, objective = "size", plan,
-                                              plan_out, granularity = "row", activations = "affine";
+                                              plan_out, granularity = "row", activations = "affine", rounding = "nearest";
     int bits = 8, weight_bits = 0, threads = 0, keep_float = 1;
     bool per_tensor = false, per_channel = false, affine = false, symmetric = false, json_out = false;
     double max_drop = -1, time_budget = 60;
@@ -109,6 +109,8 @@ Command add_quantize(CLI::App& app) {
       ->capture_default_str()->check(CLI::IsMember({"row", "tensor"}));
   cmd->add_option("--activations", o->activations, "Activation grids: affine (a zero point) or symmetric (zero point 0, for TensorRT)")
       ->capture_default_str()->check(CLI::IsMember({"affine", "symmetric"}));
+  cmd->add_option("--rounding", o->rounding, "Weight rounding: nearest, or gptq (error feedback on the calibration data)")
+      ->capture_default_str()->check(CLI::IsMember({"nearest", "gptq"}));
   cmd->add_option("--threads", o->threads, "Worker threads")->check(CLI::Range(1, 1024));
   cmd->add_flag("--json", o->json_out, "End with one JSON line of results");
   (void)ranges;
@@ -124,6 +126,7 @@ Command add_quantize(CLI::App& app) {
     q.dynamic_granularity = o->granularity;
     q.activation_scheme = o->activations == "symmetric" ? QScheme::Symmetric : QScheme::Affine;
     q.calibration_method = o->calib_method;
+    q.rounding = o->rounding;
     q.calibration_samples = o->calib_samples;
     q.validation_samples = o->validation_samples;
     q.layers = o->layers;
@@ -179,8 +182,9 @@ Command add_quantize(CLI::App& app) {
     for (const auto& layer : quantizable_layers(model)) {
       const LayerRule rule = plan.rule_for(layer);
       fmt::print("  {:<12} {}\n", layer,
-                 rule.quantize ? fmt::format("{}-bit weights {} {}, calibration {}", rule.weight_bits,
+                 rule.quantize ? fmt::format("{}-bit weights {} {}{}, calibration {}", rule.weight_bits,
                                              rule.per_channel ? "per-channel" : "per-tensor", name_of(rule.weight_scheme),
+                                             rule.rounding == "nearest" ? "" : ", " + rule.rounding + " rounding",
                                              plan.mode == QuantMode::Dynamic ? "dynamic" : rule.calibration)
                                : std::string("float"));
     }

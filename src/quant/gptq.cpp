@@ -1,0 +1,186 @@
+// GPTQ weight rounding (Frantar et al. 2022) and the layer Hessians it reads
+// (include/lowbit/quantize.h). docs/design.md, "GPTQ", derives the update.
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "kernels/gemm.h"
+#include "lowbit/executor.h"
+#include "lowbit/quantize.h"
+#include "lowbit/train.h"
+
+namespace lowbit {
+namespace {
+
+// In place: the lower Cholesky factor L of a symmetric positive definite n x n matrix (row-major;
+// the upper triangle is zeroed). False when a pivot is not positive.
+bool cholesky_lower(std::vector<double>& a, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    double* row_j = a.data() + j * n;
+    double d = row_j[j];
+    for (int64_t k = 0; k < j; ++k) d -= row_j[k] * row_j[k];
+    if (!(d > 0)) return false;
+    d = std::sqrt(d);
+    row_j[j] = d;
+    for (int64_t i = j + 1; i < n; ++i) {
+      double* row_i = a.data() + i * n;
+      double s = row_i[j];
+      for (int64_t k = 0; k < j; ++k) s -= row_i[k] * row_j[k];
+      row_i[j] = s / d;
+    }
+    for (int64_t k = j + 1; k < n; ++k) row_j[k] = 0;
+  }
+  return true;
+}
+
+// The upper triangular U with H^-1 = U^T U, from the lower Cholesky factor L of H (H = L L^T):
+// H^-1 = L^-T L^-1, whose lower Cholesky factor M gives U = M^T.
+std::vector<double> inverse_cholesky_upper(const std::vector<double>& l, int64_t n) {
+  // L^-1 (lower triangular), column by column of the identity.
+  std::vector<double> inv(static_cast<size_t>(n * n), 0.0);
+  for (int64_t c = 0; c < n; ++c) {
+    for (int64_t i = c; i < n; ++i) {
+      double s = i == c ? 1.0 : 0.0;
+      for (int64_t k = c; k < i; ++k) s -= l[i * n + k] * inv[k * n + c];
+      inv[i * n + c] = s / l[i * n + i];
+    }
+  }
+  // H^-1 = (L^-1)^T L^-1: entry (i, j) = sum_k inv[k][i] inv[k][j], k >= max(i, j).
+  std::vector<double> h(static_cast<size_t>(n * n));
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j <= i; ++j) {
+      double s = 0;
+      for (int64_t k = i; k < n; ++k) s += inv[k * n + i] * inv[k * n + j];
+      h[i * n + j] = h[j * n + i] = s;
+    }
+  if (!cholesky_lower(h, n)) throw Error(ErrorKind::Internal, "gptq: the inverse Hessian is not positive definite");
+  std::vector<double> u(static_cast<size_t>(n * n), 0.0);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j <= i; ++j) u[j * n + i] = h[i * n + j];
+  return u;
+}
+
+}  // namespace
+
+std::vector<int32_t> gptq_codes(const Tensor& weight, const Tensor& hessian, const QuantParams& params, const GptqOptions& options) {
+  if (weight.dtype() != DType::F32 || weight.rank() < 2)
+    throw Error(ErrorKind::InvalidArgument, "gptq: weights must be f32 [units, features...]");
+  const int64_t units = weight.dim(0), features = weight.numel() / std::max<int64_t>(units, 1);
+  if (hessian.dtype() != DType::F32 || hessian.shape() != Shape{features, features})
+    throw Error(ErrorKind::InvalidArgument, "gptq: the Hessian must be f32 [" + std::to_string(features) + ", " +
+                                                std::to_string(features) + "], got " + to_string(hessian.shape()));
+  if (params.per_channel() ? static_cast<int64_t>(params.channels()) != units : params.channels() != 1)
+    throw Error(ErrorKind::InvalidArgument, "gptq: the weight parameters must be per tensor or per output channel");
+  if (!(options.damp >= 0)) throw Error(ErrorKind::InvalidArgument, "gptq: damp must be >= 0");
+  // H + damp * mean(diag H) * I, and a unit diagonal for inputs never seen (zero rows and columns).
+  std::vector<double> h(hessian.data<float>(), hessian.data<float>() + hessian.numel());
+  double mean_diagonal = 0;
+  for (int64_t i = 0; i < features; ++i) mean_diagonal += h[i * features + i];
+  mean_diagonal /= static_cast<double>(features);
+  const double damp = options.damp * (mean_diagonal > 0 ? mean_diagonal : 1.0);
+  for (int64_t i = 0; i < features; ++i) {
+    double& d = h[i * features + i];
+    d = (d > 0 ? d : 1.0) + damp;
+  }
+  if (!cholesky_lower(h, features))
+    throw Error(ErrorKind::InvalidArgument, "gptq: the Hessian is not positive semi-definite (is it a sum of x x^T?)");
+  const std::vector<double> u = inverse_cholesky_upper(h, features);
+
+  // Column by column: round, then spread the rounding error (scaled by the inverse Hessian's
+  // Cholesky row) over the columns not rounded yet. Rows (output units) are independent.
+  std::vector<int32_t> codes(static_cast<size_t>(units * features));
+  std::vector<double> w(static_cast<size_t>(features));
+  for (int64_t n = 0; n < units; ++n) {
+    const size_t channel = params.per_channel() ? static_cast<size_t>(n) : 0;
+    const float* src = weight.data<float>() + n * features;
+    std::copy(src, src + features, w.begin());
+    for (int64_t i = 0; i < features; ++i) {
+      const int32_t q = params.quantize(static_cast<float>(w[i]), channel);
+      codes[static_cast<size_t>(n * features + i)] = q;
+      const double error = (w[i] - static_cast<double>(params.dequantize(q, channel))) / u[i * features + i];
+      const double* u_row = u.data() + i * features;
+      for (int64_t j = i + 1; j < features; ++j) w[j] -= error * u_row[j];
+    }
+  }
+  return codes;
+}
+
+std::map<std::string, Tensor> layer_hessians(const Graph& model, const Dataset& data, const std::vector<std::string>& layers,
+                                             int64_t samples, int batch_size) {
+  if (batch_size < 1) throw Error(ErrorKind::InvalidArgument, "layer_hessians: batch size must be at least 1");
+  std::map<std::string, std::string> input_of;  // layer -> the value it reads
+  std::map<std::string, int64_t> features_of;
+  for (const auto& name : layers) {
+    auto it = std::find_if(model.nodes.begin(), model.nodes.end(), [&](const Node& n) { return n.name == name; });
+    if (it == model.nodes.end()) throw Error(ErrorKind::InvalidArgument, "layer_hessians: no layer '" + name + "'");
+    const Node& node = *it;
+    if (node.op != "Dense")
+      throw Error(ErrorKind::InvalidArgument, "layer_hessians: layer '" + name + "' is " + node.op + " (Dense layers only)");
+    input_of[name] = node.inputs.at(0);
+    features_of[name] = model.initializers.at(node.inputs.at(1)).dim(1);
+  }
+  std::map<std::string, std::vector<double>> sums;
+  for (const auto& [name, k] : features_of) sums[name].assign(static_cast<size_t>(k * k), 0.0);
+  Executor run(model);
+  const int64_t count = std::min(samples, data.size());
+  std::vector<uint32_t> indices;
+  std::vector<float> product;
+  for (int64_t begin = 0; begin < count; begin += batch_size) {
+    const int64_t n = std::min<int64_t>(batch_size, count - begin);
+    indices.resize(static_cast<size_t>(n));
+    std::iota(indices.begin(), indices.end(), static_cast<uint32_t>(begin));
+    gather_batch(data, indices, model, run.input(model.inputs.at(0).name));
+    run.forward();
+    for (const auto& [name, value] : input_of) {
+      const Tensor& x = run.value(value);
+      const int64_t k = features_of[name], rows = x.numel() / k;
+      // X^T X of this batch in f32 (one GEMM), accumulated over batches in double.
+      product.resize(static_cast<size_t>(k * k));
+      gemm_f32(Transpose::Yes, Transpose::No, k, k, rows, 1.0f, x.data<float>(), k, x.data<float>(), k, 0.0f, product.data(), k);
+      std::vector<double>& sum = sums[name];
+      for (size_t i = 0; i < product.size(); ++i) sum[i] += product[i];
+    }
+  }
+  std::map<std::string, Tensor> result;
+  for (auto& [name, sum] : sums) {
+    const int64_t k = features_of[name];
+    Tensor h(DType::F32, {k, k});
+    for (int64_t i = 0; i < k; ++i)
+      for (int64_t j = 0; j < k; ++j)  // symmetric to the last bit
+        h.data<float>()[i * k + j] = static_cast<float>(i <= j ? sum[i * k + j] : sum[j * k + i]);
+    result[name] = std::move(h);
+  }
+  return result;
+}
+
+bool plan_uses_gptq(const QuantPlan& plan) {
+  if (plan.defaults.quantize && plan.defaults.rounding == "gptq" && plan.mode != QuantMode::Partial) return true;
+  for (const auto& [name, rule] : plan.layers)
+    if (rule.quantize && rule.rounding == "gptq") return true;
+  return false;
+}
+
+FixedQuantParams gptq_weights(const Graph& model, const QuantPlan& plan, const Dataset& data, int64_t samples) {
+  // The graph quantize_model quantizes (BatchNorm folded): its Dense weights are the ones rounded.
+  const Graph prepared = prepare_for_quantization(model);
+  std::vector<std::string> layers;
+  for (const auto& node : prepared.nodes) {
+    const LayerRule rule = plan.rule_for(node.name);
+    if (node.op == "Dense" && rule.quantize && rule.rounding == "gptq") layers.push_back(node.name);
+  }
+  FixedQuantParams fixed;
+  if (layers.empty()) return fixed;
+  const std::map<std::string, Tensor> hessians = layer_hessians(prepared, data, layers, samples);
+  for (const auto& node : prepared.nodes) {
+    auto h = hessians.find(node.name);
+    if (h == hessians.end()) continue;
+    const LayerRule rule = plan.rule_for(node.name);
+    const Tensor& weight = prepared.initializers.at(node.inputs.at(1));
+    QuantParams params = choose_weight_params(weight, QuantSpec{rule.weight_bits, rule.weight_scheme, rule.per_channel, true, true});
+    fixed.weight_codes[node.name] = gptq_codes(weight, h->second, params);
+    fixed.weights[node.name] = std::move(params);
+  }
+  return fixed;
+}
+
+}  // namespace lowbit

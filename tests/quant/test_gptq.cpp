@@ -1,0 +1,211 @@
+// GPTQ (src/quant/gptq.cpp): against a plain dense implementation, against round-to-nearest, and
+// through quantize().
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "test_util.h"
+
+namespace lowbit {
+namespace {
+
+// Inputs with correlated features (as real activations are): X = Z A, Z standard normal.
+Tensor correlated_inputs(int64_t rows, int64_t features, uint64_t seed) {
+  Rng rng(seed);
+  std::vector<float> a(static_cast<size_t>(features * features));
+  for (auto& v : a) v = rng.normal() * 0.5f;
+  for (int64_t i = 0; i < features; ++i) a[i * features + i] += 1.0f;
+  Tensor x(DType::F32, {rows, features});
+  std::vector<float> z(static_cast<size_t>(features));
+  for (int64_t r = 0; r < rows; ++r) {
+    for (auto& v : z) v = rng.normal();
+    for (int64_t j = 0; j < features; ++j) {
+      float s = 0;
+      for (int64_t k = 0; k < features; ++k) s += z[k] * a[k * features + j];
+      x.data<float>()[r * features + j] = s;
+    }
+  }
+  return x;
+}
+
+Tensor gram(const Tensor& x) {
+  const int64_t rows = x.dim(0), k = x.dim(1);
+  Tensor h(DType::F32, {k, k});
+  for (int64_t i = 0; i < k; ++i)
+    for (int64_t j = 0; j < k; ++j) {
+      double s = 0;
+      for (int64_t r = 0; r < rows; ++r) s += double(x.data<float>()[r * k + i]) * x.data<float>()[r * k + j];
+      h.data<float>()[i * k + j] = static_cast<float>(s);
+    }
+  return h;
+}
+
+Tensor random_weights(int64_t units, int64_t features, uint64_t seed) {
+  Rng rng(seed);
+  Tensor w(DType::F32, {units, features});
+  for (int64_t i = 0; i < w.numel(); ++i) w.data<float>()[i] = rng.normal() * 0.3f;
+  return w;
+}
+
+// GPTQ written the plain way (the OBQ form: an explicit inverse, no Cholesky, no lazy batches):
+// after rounding column q, the columns not rounded yet move by -(w_q - dequantized) / Hinv[q][q]
+// * Hinv[q][j], and Hinv drops column q (Hinv -= Hinv[:, q] Hinv[q, :] / Hinv[q][q]).
+std::vector<int32_t> plain_gptq(const Tensor& weight, const Tensor& hessian, const QuantParams& p, double damp_fraction) {
+  const int64_t n = weight.dim(0), k = weight.dim(1);
+  std::vector<double> h(hessian.data<float>(), hessian.data<float>() + hessian.numel());
+  double mean = 0;
+  for (int64_t i = 0; i < k; ++i) mean += h[i * k + i];
+  mean /= static_cast<double>(k);
+  for (int64_t i = 0; i < k; ++i) h[i * k + i] = (h[i * k + i] > 0 ? h[i * k + i] : 1.0) + damp_fraction * (mean > 0 ? mean : 1.0);
+  // Gauss-Jordan inverse with partial pivoting.
+  std::vector<double> inv(static_cast<size_t>(k * k), 0.0);
+  for (int64_t i = 0; i < k; ++i) inv[i * k + i] = 1;
+  for (int64_t c = 0; c < k; ++c) {
+    int64_t pivot = c;
+    for (int64_t r = c + 1; r < k; ++r)
+      if (std::abs(h[r * k + c]) > std::abs(h[pivot * k + c])) pivot = r;
+    for (int64_t j = 0; j < k; ++j) std::swap(h[c * k + j], h[pivot * k + j]), std::swap(inv[c * k + j], inv[pivot * k + j]);
+    const double d = h[c * k + c];
+    for (int64_t j = 0; j < k; ++j) h[c * k + j] /= d, inv[c * k + j] /= d;
+    for (int64_t r = 0; r < k; ++r) {
+      if (r == c) continue;
+      const double f = h[r * k + c];
+      for (int64_t j = 0; j < k; ++j) h[r * k + j] -= f * h[c * k + j], inv[r * k + j] -= f * inv[c * k + j];
+    }
+  }
+  std::vector<double> w(weight.data<float>(), weight.data<float>() + weight.numel());
+  std::vector<int32_t> codes(static_cast<size_t>(n * k));
+  for (int64_t q = 0; q < k; ++q) {
+    for (int64_t r = 0; r < n; ++r) {
+      const size_t ch = p.per_channel() ? static_cast<size_t>(r) : 0;
+      const int32_t c = p.quantize(static_cast<float>(w[r * k + q]), ch);
+      codes[r * k + q] = c;
+      const double e = (w[r * k + q] - p.dequantize(c, ch)) / inv[q * k + q];
+      for (int64_t j = q + 1; j < k; ++j) w[r * k + j] -= e * inv[q * k + j];
+    }
+    for (int64_t i = q + 1; i < k; ++i)
+      for (int64_t j = q + 1; j < k; ++j) inv[i * k + j] -= inv[i * k + q] * inv[q * k + j] / inv[q * k + q];
+  }
+  return codes;
+}
+
+// Squared error of the layer's outputs x w^T against those of the quantized weights.
+double output_error(const Tensor& x, const Tensor& w, const std::vector<int32_t>& codes, const QuantParams& p) {
+  const Tensor wq = dequantize_values(codes, w.shape(), p);
+  const int64_t rows = x.dim(0), k = x.dim(1), n = w.dim(0);
+  double e = 0;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t o = 0; o < n; ++o) {
+      double d = 0;
+      for (int64_t j = 0; j < k; ++j) d += double(x.data<float>()[r * k + j]) * (w.data<float>()[o * k + j] - wq.data<float>()[o * k + j]);
+      e += d * d;
+    }
+  return e;
+}
+
+TEST(Gptq, MatchesAPlainDenseImplementationCodeForCode) {
+  struct Case { int64_t units, features; int bits; QScheme scheme; bool per_channel; };
+  for (const Case& c : {Case{1, 1, 4, QScheme::Symmetric, true}, Case{7, 17, 4, QScheme::Symmetric, true},
+                        Case{5, 65, 3, QScheme::Affine, true}, Case{3, 33, 2, QScheme::Symmetric, false},
+                        Case{4, 63, 8, QScheme::Affine, false}}) {
+    const Tensor x = correlated_inputs(200, c.features, 1 + c.features);
+    const Tensor w = random_weights(c.units, c.features, 7 + c.units);
+    const Tensor h = gram(x);
+    const QuantParams p = choose_weight_params(w, QuantSpec{c.bits, c.scheme, c.per_channel, true, true});
+    const std::vector<int32_t> codes = gptq_codes(w, h, p);
+    EXPECT_EQ(codes, plain_gptq(w, h, p, 0.01)) << c.units << "x" << c.features << " " << c.bits << " bits";
+    EXPECT_EQ(codes, gptq_codes(w, h, p));  // deterministic
+  }
+}
+
+TEST(Gptq, OutputErrorIsNeverAboveRoundToNearestOnRandomLayers) {
+  for (uint64_t seed = 0; seed < 6; ++seed)
+    for (int bits : {2, 3, 4, 8}) {
+      const Tensor x = correlated_inputs(300, 24, seed);
+      const Tensor w = random_weights(9, 24, 100 + seed);
+      const QuantParams p = choose_weight_params(w, QuantSpec{bits, QScheme::Symmetric, true, true, true});
+      const double gptq = output_error(x, w, gptq_codes(w, gram(x), p), p);
+      const double nearest = output_error(x, w, quantize_values(w, p), p);
+      EXPECT_LE(gptq, nearest) << "seed " << seed << ", " << bits << " bits";
+    }
+}
+
+// An MLP trained on the first `samples` Fashion-MNIST training images for `epochs`, 2 threads.
+Graph trained_mlp(const DatasetSplits& data, const std::string& arch, int64_t samples, int epochs) {
+  set_num_threads(2);
+  const Dataset part = data.train.head(samples);
+  Graph model = build_model(parse_arch(arch), part.sample_shape(), 10, 0);
+  TrainOptions o;
+  o.epochs = epochs;
+  train(model, part, o);
+  return model;
+}
+
+TEST(Gptq, OutputErrorIsNeverAboveRoundToNearestOnATrainedMlp) {
+  const DatasetSplits data = load_dataset_dir(testing::test_dataset_dir());
+  const Graph model = trained_mlp(data, "784-32-16-10", 3000, 2);
+  const std::vector<std::string> layers = {"dense_1", "dense_2", "dense_3"};
+  const auto hessians = layer_hessians(model, data.train, layers, 200);
+  Executor run(model);
+  std::vector<uint32_t> indices(200);
+  std::iota(indices.begin(), indices.end(), 0u);
+  gather_batch(data.train, indices, model, run.input(model.inputs[0].name));
+  run.forward();
+  for (const auto& layer : layers) {
+    const Node& node = *std::find_if(model.nodes.begin(), model.nodes.end(), [&](const Node& n) { return n.name == layer; });
+    const Tensor& w = model.initializers.at(node.inputs[1]);
+    const Tensor& x = run.value(node.inputs[0]);
+    // The Hessian is the inputs' x^T x (here on the same 200 samples).
+    const Tensor expected = gram(x);
+    const Tensor& h = hessians.at(layer);
+    for (int64_t i = 0; i < h.numel(); i += 97)
+      EXPECT_NEAR(h.data<float>()[i], expected.data<float>()[i], 1e-4 * (1 + std::abs(expected.data<float>()[i]))) << layer;
+    for (int bits : {2, 3, 4}) {
+      const QuantParams p = choose_weight_params(w, QuantSpec{bits, QScheme::Symmetric, true, true, true});
+      EXPECT_LE(output_error(x, w, gptq_codes(w, h, p), p), output_error(x, w, quantize_values(w, p), p)) << layer << " " << bits;
+    }
+  }
+}
+
+TEST(Gptq, QuantizeWithGptqRoundingKeepsMoreAccuracyAtLowBits) {
+  const DatasetSplits data = load_dataset_dir(testing::test_dataset_dir());
+  const Graph model = trained_mlp(data, "784-64-32-10", 6000, 3);
+  const Dataset test = data.test.head(5000);
+  QuantizeOptions q;
+  q.weight_bits = 3;
+  q.calibration_data = &data.train;
+  const double nearest = evaluate(quantize(model, q).model, test).accuracy;
+  q.rounding = "gptq";
+  const QuantizeResult r = quantize(model, q);
+  const double gptq = evaluate(r.model, test).accuracy;
+  EXPECT_GT(gptq, nearest);
+  EXPECT_EQ(r.plan.defaults.rounding, "gptq");
+  EXPECT_NE(r.plan.to_json().find("\"rounding\":\"gptq\""), std::string::npos);
+  // The same codes again: deterministic.
+  EXPECT_EQ(serialize_model(quantize(model, q).model), serialize_model(r.model));
+}
+
+TEST(Gptq, PlansAndOptionsNameTheRounding) {
+  QuantPlan plan;
+  EXPECT_EQ(plan.to_json().find("rounding"), std::string::npos);  // not written when nearest
+  plan.defaults.rounding = "gptq";
+  EXPECT_EQ(QuantPlan::from_json(plan.to_json(), "p").defaults.rounding, "gptq");
+  EXPECT_TRUE(plan_uses_gptq(plan));
+  std::string bad = plan.to_json();
+  bad.replace(bad.find("\"gptq\""), 6, "\"best\"");
+  EXPECT_LOWBIT_ERROR(QuantPlan::from_json(bad, "p.json"), "'rounding' must be \"nearest\" or \"gptq\"");
+  QuantizeOptions q;
+  q.rounding = "gptq";
+  q.mode = QuantMode::Dynamic;
+  EXPECT_TRUE(quantize_needs_data(q));
+  const Graph model = build_model(parse_arch("16-8-3"), {16}, 3, 0);
+  EXPECT_LOWBIT_ERROR(quantize(model, q), "GPTQ rounding needs data");
+  q.rounding = "best";
+  EXPECT_LOWBIT_ERROR(quantize(model, q), "rounding must be \"nearest\" or \"gptq\"");
+  const Tensor w = random_weights(2, 3, 1);
+  const QuantParams p = choose_weight_params(w, QuantSpec{4, QScheme::Symmetric, true, true, true});
+  EXPECT_LOWBIT_ERROR(gptq_codes(w, Tensor(DType::F32, {4, 4}), p), "the Hessian must be f32 [3, 3]");
+}
+
+}  // namespace
+}  // namespace lowbit
