@@ -38,8 +38,8 @@ struct LayerRule {
   QScheme weight_scheme = QScheme::Symmetric;
   std::string calibration = "minmax";           // method whose ranges this layer's activations use
   // How weights round onto their grid: "nearest", or "gptq" (error feedback through the layer's
-  // input Hessian; Dense layers, which quantize() gives Hessians from its calibration data;
-  // Conv2D layers round to nearest).
+  // input Hessian, which quantize() computes on its calibration data: Dense layers, and Conv2D
+  // layers of one group through their input patches; grouped convolutions round to nearest).
   std::string rounding = "nearest";
 };
 
@@ -110,12 +110,14 @@ struct GptqOptions {
 // Deterministic (double precision, fixed order). docs/design.md derives the update.
 std::vector<int32_t> gptq_codes(const Tensor& weight, const Tensor& hessian, const QuantParams& params,
                                 const GptqOptions& options = {});
-// The sum of x x^T over the inputs x (rows of the last dimension) of each Dense layer in `layers`,
-// running the float `model` on the first `samples` samples of `data`, f32 [features, features].
+// The sum of x x^T over the inputs x of each layer in `layers`, running the float `model` on the
+// first `samples` samples of `data`, f32 [features, features]: for a Dense layer its input rows,
+// for a Conv2D layer (one group) its input patches in the weight's [channels, kh, kw] order, one
+// per image and output position (zeros where the window reads padding).
 std::map<std::string, Tensor> layer_hessians(const Graph& model, const Dataset& data, const std::vector<std::string>& layers,
                                              int64_t samples, int batch_size = 256);
-// The GPTQ codes (FixedQuantParams::weight_codes and their weights' parameters) of the Dense layers
-// that `plan` quantizes with rounding "gptq", from Hessians on the first `samples` samples of
+// The GPTQ codes (FixedQuantParams::weight_codes and their weights' parameters) of the Dense and
+// (one-group) Conv2D layers that `plan` quantizes with rounding "gptq", from Hessians on the first `samples` samples of
 // `data`, for quantize_model(model, plan, ranges, fixed). Empty when no layer asks for GPTQ.
 FixedQuantParams gptq_weights(const Graph& model, const QuantPlan& plan, const Dataset& data, int64_t samples);
 bool plan_uses_gptq(const QuantPlan& plan);

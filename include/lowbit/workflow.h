@@ -49,7 +49,7 @@ struct QuantizeOptions {
   std::map<std::string, Calibration> ranges;
   const Dataset* calibration_data = nullptr;  // a training split; its end is the validation split
   std::string calibration_method = "minmax";
-  // Weight rounding: "nearest", or "gptq" (error feedback through each Dense layer's input
+  // Weight rounding: "nearest", or "gptq" (error feedback through each Dense / Conv2D layer's input
   // Hessian on the calibration samples; needs calibration_data, also in dynamic mode).
   std::string rounding = "nearest";
   int64_t calibration_samples = 1000;

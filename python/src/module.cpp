@@ -641,7 +641,7 @@ void bind(nb::module_& m) {
         "\"partial\" (the layers named in `layers`, or all but the `keep_float` most sensitive), \"dynamic\" (activations\n"
         "quantized at run time per \"row\" or \"tensor\": `granularity`). bits: weight bits 8, 6, 4, 3 or 2; per_channel or\n"
         "per tensor; scheme \"symmetric\" or \"affine\" weights; rounding \"nearest\" or \"gptq\" (error feedback through each\n"
-        "Dense layer's input Hessian on the calibration samples); activations \"affine\" or \"symmetric\" (TensorRT). Static modes\n"
+        "Dense / Conv2D layer's input Hessian on the calibration samples); activations \"affine\" or \"symmetric\" (TensorRT). Static modes\n"
         "calibrate on `data`'s training split (calib_method, calib_samples) unless `ranges` (a Calibration or a ranges\n"
         "file) is given. max_drop: search per-layer rules within that accuracy drop (points) on the validation split (the\n"
         "last validation_samples training samples), for `objective` \"size\" or \"speed\" within time_budget seconds.\n"

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <numeric>
 
+#include "graph/ops/conv_geometry.h"
 #include "kernels/gemm.h"
 #include "lowbit/executor.h"
 #include "lowbit/quantize.h"
@@ -110,21 +111,28 @@ std::map<std::string, Tensor> layer_hessians(const Graph& model, const Dataset& 
   if (batch_size < 1) throw Error(ErrorKind::InvalidArgument, "layer_hessians: batch size must be at least 1");
   std::map<std::string, std::string> input_of;  // layer -> the value it reads
   std::map<std::string, int64_t> features_of;
+  std::map<std::string, const Node*> conv_of;     // Conv2D layers: their rows are input patches
   for (const auto& name : layers) {
     auto it = std::find_if(model.nodes.begin(), model.nodes.end(), [&](const Node& n) { return n.name == name; });
     if (it == model.nodes.end()) throw Error(ErrorKind::InvalidArgument, "layer_hessians: no layer '" + name + "'");
     const Node& node = *it;
-    if (node.op != "Dense")
-      throw Error(ErrorKind::InvalidArgument, "layer_hessians: layer '" + name + "' is " + node.op + " (Dense layers only)");
+    const Tensor& weight = model.initializers.at(node.inputs.at(1));
+    if (node.op == "Conv2D") {
+      if (node.attr_int("group", 1) != 1)
+        throw Error(ErrorKind::InvalidArgument, "layer_hessians: layer '" + name + "' is a grouped convolution (one Hessian per group is not supported)");
+      conv_of[name] = &node;
+    } else if (node.op != "Dense") {
+      throw Error(ErrorKind::InvalidArgument, "layer_hessians: layer '" + name + "' is " + node.op + " (Dense and Conv2D layers only)");
+    }
     input_of[name] = node.inputs.at(0);
-    features_of[name] = model.initializers.at(node.inputs.at(1)).dim(1);
+    features_of[name] = weight.numel() / weight.dim(0);
   }
   std::map<std::string, std::vector<double>> sums;
   for (const auto& [name, k] : features_of) sums[name].assign(static_cast<size_t>(k * k), 0.0);
   Executor run(model);
   const int64_t count = std::min(samples, data.size());
   std::vector<uint32_t> indices;
-  std::vector<float> product;
+  std::vector<float> product, patches;
   for (int64_t begin = 0; begin < count; begin += batch_size) {
     const int64_t n = std::min<int64_t>(batch_size, count - begin);
     indices.resize(static_cast<size_t>(n));
@@ -133,12 +141,41 @@ std::map<std::string, Tensor> layer_hessians(const Graph& model, const Dataset& 
     run.forward();
     for (const auto& [name, value] : input_of) {
       const Tensor& x = run.value(value);
-      const int64_t k = features_of[name], rows = x.numel() / k;
-      // X^T X of this batch in f32 (one GEMM), accumulated over batches in double.
-      product.resize(static_cast<size_t>(k * k));
-      gemm_f32(Transpose::Yes, Transpose::No, k, k, rows, 1.0f, x.data<float>(), k, x.data<float>(), k, 0.0f, product.data(), k);
+      const int64_t k = features_of[name];
       std::vector<double>& sum = sums[name];
-      for (size_t i = 0; i < product.size(); ++i) sum[i] += product[i];
+      // R^T R of rows R [rows, k] in f32 (one GEMM), accumulated in double.
+      auto accumulate = [&](const float* r, int64_t rows) {
+        product.resize(static_cast<size_t>(k * k));
+        gemm_f32(Transpose::Yes, Transpose::No, k, k, rows, 1.0f, r, k, r, k, 0.0f, product.data(), k);
+        for (size_t i = 0; i < product.size(); ++i) sum[i] += product[i];
+      };
+      auto conv = conv_of.find(name);
+      if (conv == conv_of.end()) {
+        accumulate(x.data<float>(), x.numel() / k);
+        continue;
+      }
+      // A convolution's rows are its input patches, one per image and output position, in the
+      // weight's [channels, kh, kw] order (zeros where the window reads padding).
+      const Tensor& w = model.initializers.at(conv->second->inputs.at(1));
+      const kernels::ConvGeometry g = ops::conv_geometry(*conv->second, x.shape(), w.shape());
+      const int64_t chunk = std::max<int64_t>(1, (int64_t{1} << 20) / k);  // rows per GEMM (4 MiB of patches)
+      patches.resize(static_cast<size_t>(chunk * k));
+      int64_t filled = 0;
+      for (int64_t b = 0; b < g.batch; ++b)
+        for (int64_t oy = 0; oy < g.out_h; ++oy)
+          for (int64_t ox = 0; ox < g.out_w; ++ox) {
+            float* row = patches.data() + filled * k;
+            for (int64_t c = 0; c < g.in_channels; ++c)
+              for (int64_t ky = 0; ky < g.kernel_h; ++ky)
+                for (int64_t kx = 0; kx < g.kernel_w; ++kx) {
+                  const int64_t iy = oy * g.stride_h - g.pad_top + ky * g.dilation_h;
+                  const int64_t ix = ox * g.stride_w - g.pad_left + kx * g.dilation_w;
+                  const bool inside = iy >= 0 && iy < g.in_h && ix >= 0 && ix < g.in_w;
+                  *row++ = inside ? x.data<float>()[((b * g.in_channels + c) * g.in_h + iy) * g.in_w + ix] : 0.0f;
+                }
+            if (++filled == chunk) accumulate(patches.data(), filled), filled = 0;
+          }
+      if (filled) accumulate(patches.data(), filled);
     }
   }
   std::map<std::string, Tensor> result;
@@ -166,7 +203,9 @@ FixedQuantParams gptq_weights(const Graph& model, const QuantPlan& plan, const D
   std::vector<std::string> layers;
   for (const auto& node : prepared.nodes) {
     const LayerRule rule = plan.rule_for(node.name);
-    if (node.op == "Dense" && rule.quantize && rule.rounding == "gptq") layers.push_back(node.name);
+    const bool grouped = node.op == "Conv2D" && node.attr_int("group", 1) != 1;
+    if ((node.op == "Dense" || node.op == "Conv2D") && !grouped && rule.quantize && rule.rounding == "gptq")
+      layers.push_back(node.name);
   }
   FixedQuantParams fixed;
   if (layers.empty()) return fixed;

@@ -185,6 +185,46 @@ TEST(Gptq, QuantizeWithGptqRoundingKeepsMoreAccuracyAtLowBits) {
   EXPECT_EQ(serialize_model(quantize(model, q).model), serialize_model(r.model));
 }
 
+TEST(Gptq, ConvolutionsUseTheGramOfTheirInputPatches) {
+  // A strided, padded 3x3 convolution of 2 channels: its rows are the patches, zeros on padding.
+  const Graph model = build_model({R"({"input": {"shape": [2, 7, 7], "dtype": "f32"}, "layers": [
+      {"type": "conv2d", "filters": 3, "kernel": 3, "padding": 1, "stride": 2}, {"type": "flatten"},
+      {"type": "dense", "units": 2}]})"}, {2, 7, 7}, 2, 0, DType::F32);
+  Tensor x = correlated_inputs(20, 2 * 7 * 7, 5);
+  x.reshape({20, 2, 7, 7});
+  const Dataset data = make_dataset(x, std::vector<int32_t>(20, 0), 2);
+  const Tensor h = layer_hessians(model, data, {"conv2d_1"}, 20).at("conv2d_1");
+  const int64_t k = 2 * 3 * 3, out = 4;  // (7 + 2 - 3) / 2 + 1
+  Tensor patches(DType::F32, {20 * out * out, k});
+  float* row = patches.data<float>();
+  for (int64_t b = 0; b < 20; ++b)
+    for (int64_t oy = 0; oy < out; ++oy)
+      for (int64_t ox = 0; ox < out; ++ox)
+        for (int64_t c = 0; c < 2; ++c)
+          for (int64_t ky = 0; ky < 3; ++ky)
+            for (int64_t kx = 0; kx < 3; ++kx) {
+              const int64_t iy = oy * 2 - 1 + ky, ix = ox * 2 - 1 + kx;
+              *row++ = iy < 0 || iy >= 7 || ix < 0 || ix >= 7 ? 0.0f : x.data<float>()[((b * 2 + c) * 7 + iy) * 7 + ix];
+            }
+  const Tensor expected = gram(patches);
+  ASSERT_EQ(h.shape(), expected.shape());
+  for (int64_t i = 0; i < h.numel(); ++i)
+    EXPECT_NEAR(h.data<float>()[i], expected.data<float>()[i], 1e-4 * (1 + std::abs(expected.data<float>()[i]))) << i;
+  // GPTQ on the convolution's weights, [filters, 2 * 3 * 3], beats round-to-nearest on its patches.
+  Tensor w = model.initializers.at("conv2d_1.weight").clone();
+  w.reshape({3, k});
+  const QuantParams p = choose_weight_params(w, QuantSpec{3, QScheme::Symmetric, true, true, true});
+  EXPECT_LE(output_error(patches, w, gptq_codes(w, h, p), p), output_error(patches, w, quantize_values(w, p), p));
+  // quantize() rounds it with GPTQ too (the plan says so for every layer).
+  QuantizeOptions q;
+  q.weight_bits = 3;
+  q.rounding = "gptq";
+  q.calibration_data = &data;
+  const Graph quantized = quantize(model, q).model;
+  const std::vector<int32_t> codes = unpack_codes(quantized.initializers.at("conv2d_1.weight_codes"), {3, k});
+  EXPECT_EQ(codes, gptq_codes(w, h, p));
+}
+
 TEST(Gptq, PlansAndOptionsNameTheRounding) {
   QuantPlan plan;
   EXPECT_EQ(plan.to_json().find("rounding"), std::string::npos);  // not written when nearest
