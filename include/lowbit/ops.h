@@ -65,10 +65,13 @@ struct OpTraits {
   Quantizable quantizable = Quantizable::No;
   std::string quantized_op = "";  // its static integer counterpart (Dense -> QDense)
   std::string dynamic_op = "";    // its dynamic counterpart (Dense -> DynamicQDense)
+  std::string block_op = "";      // its counterpart with block weights (Dense -> BlockQDense)
   // Integer layers: the float op they replace (dequantization maps them back); dynamic layers
   // take and produce f32 and quantize their input at run time.
   std::string float_op = "";
   bool dynamic = false;
+  // Weights in blocks along K with a scale each (BlockQDense, kernels/blockq.h): f32 in and out.
+  bool block_weights = false;
   // Where values change representation: QuantizeLinear (f32 -> s8), DequantizeLinear (s8 -> f32).
   enum class Boundary { None, Quantize, Dequantize };
   Boundary boundary = Boundary::None;

@@ -48,6 +48,10 @@ struct QuantParams {
   int axis = -1;                     // -1: per-tensor; else the channel axis
   std::vector<float> scale;          // one per channel (or one)
   std::vector<int32_t> zero_point;   // same length as scale
+  // Block (group) parameters: > 0 cuts each channel (axis 0) of a [channels, K] tensor into blocks
+  // of block_size values along K, each with its own scale and zero point, at index
+  // channel * blocks + k / block_size (blocks = ceil(K / block_size)). 0: one per channel.
+  int64_t block_size = 0;
 
   int32_t qmin() const noexcept;     // -128 for s8 affine, -127 for s8 symmetric or narrow, 0 for u8
   int32_t qmax() const noexcept;
@@ -78,6 +82,17 @@ QuantParams choose_params(float min, float max, const QuantSpec& spec);
 void fit_channel(QuantParams& p, size_t channel, float min, float max) noexcept;
 // Weight parameters from a [out, in, ...] tensor: per output channel (axis 0) if spec.per_channel.
 QuantParams choose_weight_params(const Tensor& weight, const QuantSpec& spec);
+
+// Block weight parameters of a [units, K] tensor: blocks of `block` values along K (32, 64 or
+// 128), 2..4 bits, symmetric or affine, each block fitted to its own range (fit_block). The
+// scales are fp16 values (the storage of block weights), so the codes chosen here are the codes
+// stored.
+QuantParams choose_block_weight_params(const Tensor& weight, int bits, QScheme scheme, int64_t block);
+// Fits parameter `index` of block parameters `p` to [min, max] (both finite): as fit_channel,
+// with the scale rounded to the nearest fp16 value (at least the smallest positive one) and the
+// affine zero point chosen for that scale. Throws Error(InvalidArgument) when the scale exceeds
+// fp16's range.
+void fit_block(QuantParams& p, size_t index, float min, float max);
 
 // Round-to-nearest-even quantization of a whole tensor to int32 codes ([channels, rest] layout
 // for per-channel params), and back. Stochastic rounding rounds up with probability equal to the

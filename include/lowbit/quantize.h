@@ -41,6 +41,11 @@ struct LayerRule {
   // input Hessian, which quantize() computes on its calibration data: Dense layers, and Conv2D
   // layers of one group through their input patches; grouped convolutions round to nearest).
   std::string rounding = "nearest";
+  // Block (group) weights: 0 for whole rows (per_channel / per_tensor); 32, 64 or 128 cuts each
+  // row of a Dense layer into blocks of that many inputs, each with an fp16 scale (and, affine, a
+  // zero point): BlockQDense layers (kernels/blockq.h; 2, 3 or 4 bits), which take and give f32
+  // in every mode and quantize their input per block at run time.
+  int group_size = 0;
 };
 
 struct QuantPlan {
@@ -103,12 +108,14 @@ struct GptqOptions {
   double damp = 0.01;  // added to the Hessian's diagonal, as a fraction of its mean
 };
 // Codes of `weight` [units, features] on the grid `params` (per tensor or per output channel, as
-// choose_weight_params gives them), chosen column by column: a column is rounded to nearest and
+// choose_weight_params gives them; or per block, choose_block_weight_params, whose scales and zero
+// points are refitted here, each when its block is reached, to the weights as updated by then),
+// chosen column by column: a column is rounded to nearest and
 // its rounding error, weighted through the inverse of `hessian` ([features, features], the sum of
 // x x^T over the layer's calibration inputs x), is pushed onto the columns not rounded yet. The
 // layer's output error on those inputs is then (in practice always) below round-to-nearest's.
 // Deterministic (double precision, fixed order). docs/design.md derives the update.
-std::vector<int32_t> gptq_codes(const Tensor& weight, const Tensor& hessian, const QuantParams& params,
+std::vector<int32_t> gptq_codes(const Tensor& weight, const Tensor& hessian, QuantParams& params,
                                 const GptqOptions& options = {});
 // The sum of x x^T over the inputs x of each layer in `layers`, running the float `model` on the
 // first `samples` samples of `data`, f32 [features, features]: for a Dense layer its input rows,

@@ -29,6 +29,7 @@ const char* name_of(Isa isa) noexcept;
 struct CpuFeatures {
   bool avx2 = false;
   bool fma = false;
+  bool f16c = false;  // fp16 <-> fp32 conversion (the block-weight scales)
   bool avx512f = false;
   bool avx512bw = false;
   bool avx512vl = false;

@@ -40,6 +40,7 @@ struct QuantizeOptions {
   QuantMode mode = QuantMode::Full;
   int weight_bits = 8;                        // 8, 6, 4, 3 or 2 (activations are 8-bit)
   bool per_channel = true;
+  int group_size = 0;                         // 32, 64 or 128: block weights (LayerRule::group_size)
   QScheme weight_scheme = QScheme::Symmetric;
   std::string dynamic_granularity = "row";    // dynamic mode: one activation range per "row" or "tensor"
   QScheme activation_scheme = QScheme::Affine;  // s8 activation grids (QuantPlan::activation_scheme)
@@ -129,12 +130,19 @@ struct LayerInfo {
   Shape output_shape;
   int64_t parameters = 0, bytes = 0;  // of its tensors
   std::vector<TensorInfo> tensors;
+  // Layers with weights (Dense, Conv2D and their quantized forms): how many weights, and the bits
+  // each costs in storage: its code plus its share of the scales and zero points (not the bias,
+  // not the activation parameters). 32 for float weights; 0 for layers without weights.
+  int64_t weights = 0;
+  double bits_per_weight = 0;
 };
 struct ModelInfo {
   std::string name;
   std::vector<ValueInfo> inputs;
   std::vector<ValueInfo> outputs;
   int64_t parameters = 0, tensor_bytes = 0;
+  int64_t weights = 0;           // over the layers with weights
+  double bits_per_weight = 0;    // their storage bits (as LayerInfo's) over all their weights
   std::vector<LayerInfo> layers;
 };
 ModelInfo model_info(const Graph& model);

@@ -224,6 +224,7 @@ nb::dict info_dict(const Model& m) {
     nb::dict layer;
     layer["name"] = l.name, layer["op"] = l.op, layer["output_shape"] = shape_list(l.output_shape);
     layer["parameters"] = l.parameters, layer["bytes"] = l.bytes;
+    layer["weights"] = l.weights, layer["bits_per_weight"] = l.bits_per_weight;
     nb::list tensors;
     for (const auto& t : l.tensors) {
       nb::dict td;
@@ -236,6 +237,7 @@ nb::dict info_dict(const Model& m) {
   }
   d["inputs"] = inputs, d["outputs"] = outputs, d["layers"] = layers;
   d["parameters"] = info.parameters, d["tensor_bytes"] = info.tensor_bytes;
+  d["weights"] = info.weights, d["bits_per_weight"] = info.bits_per_weight;
   d["quantized"] = is_quantized(m.graph);
   d["metadata"] = m.graph.metadata;
   return d;
@@ -559,7 +561,8 @@ void bind(nb::module_& m) {
         "Observes activation ranges on the first `samples` training samples (as `lowbit calibrate`): method minmax,\n"
         "moving_average, percentile, mse or kl.");
 
-  m.def("quantize", [](const Model* model, const Data* data, const std::string& mode, int bits, bool per_channel, const std::string& scheme,
+  m.def("quantize", [](const Model* model, const Data* data, const std::string& mode, int bits, bool per_channel, int group_size,
+                       const std::string& scheme,
                        const std::string& activations, const std::string& granularity, nb::handle ranges, const std::string& calib_method,
                        int64_t calib_samples, int64_t validation_samples, const std::string& layers, int keep_float,
                        const std::string& rounding,
@@ -575,6 +578,7 @@ void bind(nb::module_& m) {
           q.mode = quant_mode_from_name(mode);
           q.weight_bits = bits;
           q.per_channel = per_channel;
+          q.group_size = group_size;
           q.weight_scheme = scheme_named(scheme, "scheme");
           q.activation_scheme = scheme_named(activations, "activations");
           q.dynamic_granularity = granularity;
@@ -634,13 +638,14 @@ void bind(nb::module_& m) {
           }
           return Model{std::move(r.model), "", report};
         }, "model"_a.none(), "data"_a.none() = nb::none(), nb::kw_only(), "mode"_a = "full", "bits"_a = 8, "per_channel"_a = true,
-        "scheme"_a = "symmetric", "activations"_a = "affine", "granularity"_a = "row", "ranges"_a = nb::none(),
+        "group_size"_a = 0, "scheme"_a = "symmetric", "activations"_a = "affine", "granularity"_a = "row", "ranges"_a = nb::none(),
         "calib_method"_a = "minmax", "calib_samples"_a = 1000, "validation_samples"_a = 10000, "layers"_a = "", "keep_float"_a = 1,
         "rounding"_a = "nearest", "max_drop"_a = nb::none(), "objective"_a = "size", "time_budget"_a = 60.0, "plan"_a = nb::none(), "log"_a = nb::none(),
         "Quantizes a float model (as `lowbit quantize`). mode: \"full\" (integer-only: weights, biases, activations),\n"
         "\"partial\" (the layers named in `layers`, or all but the `keep_float` most sensitive), \"dynamic\" (activations\n"
         "quantized at run time per \"row\" or \"tensor\": `granularity`). bits: weight bits 8, 6, 4, 3 or 2; per_channel or\n"
-        "per tensor; scheme \"symmetric\" or \"affine\" weights; rounding \"nearest\" or \"gptq\" (error feedback through each\n"
+        "per tensor; group_size 32, 64 or 128: block weights (an fp16 scale per that many inputs of each output; Dense\n"
+        "layers, 2-4 bits, f32 in and out, the input quantized per block at run time); scheme \"symmetric\" or \"affine\" weights; rounding \"nearest\" or \"gptq\" (error feedback through each\n"
         "Dense / Conv2D layer's input Hessian on the calibration samples); activations \"affine\" or \"symmetric\" (TensorRT). Static modes\n"
         "calibrate on `data`'s training split (calib_method, calib_samples) unless `ranges` (a Calibration or a ranges\n"
         "file) is given. max_drop: search per-layer rules within that accuracy drop (points) on the validation split (the\n"

@@ -1,6 +1,9 @@
 #include "lowbit/runtime_config.h"
 
 #include <omp.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 
 #include <algorithm>
 #include <atomic>
@@ -28,6 +31,8 @@ const CpuFeatures& cpu_features() noexcept {
     __builtin_cpu_init();
     f.avx2 = __builtin_cpu_supports("avx2");
     f.fma = __builtin_cpu_supports("fma");
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;  // (clang's __builtin_cpu_supports does not know "f16c")
+    f.f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C) != 0;
     f.avx512f = __builtin_cpu_supports("avx512f");
     f.avx512bw = __builtin_cpu_supports("avx512bw");
     f.avx512vl = __builtin_cpu_supports("avx512vl");
@@ -70,7 +75,7 @@ ScopedRunSettings::~ScopedRunSettings() { t_settings = previous_; }
 Isa active_isa() noexcept {
   static const Isa hardware = [] {
     const CpuFeatures& f = cpu_features();
-    if (!(f.avx2 && f.fma)) return Isa::Reference;
+    if (!(f.avx2 && f.fma && f.f16c)) return Isa::Reference;
     if (f.avx512f && f.avx512bw && f.avx512vl && f.avx512vnni) return Isa::Avx512Vnni;
     return Isa::Avx2;
   }();

@@ -10,6 +10,7 @@
 #include "kernels/conv_geometry.h"
 #include "kernels/elementwise.h"
 #include "kernels/gemm.h"
+#include "kernels/blockq.h"
 #include "kernels/qgemm.h"
 
 namespace lowbit::kernels {
@@ -52,6 +53,30 @@ void qgemm_s8_avx2(int64_t m, const int8_t* a, int64_t lda, const QWeights& w, c
 void qgemm_s8_f32_avx2(int64_t m, const int8_t* a, int64_t lda, const QWeights& w, const QOutputStage& out, float* c,
                        int64_t ldc);
 void row_sums_s8_avx2(int64_t m, int64_t k, const int8_t* a, int64_t lda, int32_t* sums);
+
+// ---- blockq.h ------------------------------------------------------------------------------------
+// Rows of X quantized per block (quantize_rows_s8_block): codes [M, stride] with stride = blocks * B,
+// scales s and code sums t [M, blocks].
+struct BlockQuantizedRows {
+  const int8_t* xq;
+  const float* s;
+  const int32_t* t;
+  int64_t stride, blocks;
+};
+// Code j (0..31) of a 32-code sub-block in the storage layout of blockq.h.
+int32_t block_code_at(const uint8_t* sub, int bits, int j);
+void quantize_rows_s8_block_ref(int64_t m, int64_t k, int64_t block, const float* x, int64_t ldx, int8_t* xq, float* s,
+                                int32_t* t);
+void quantize_rows_s8_block_avx2(int64_t m, int64_t k, int64_t block, const float* x, int64_t ldx, int8_t* xq, float* s,
+                                 int32_t* t);
+// Columns [n0, n1) of Y (the reference reads the storage layout; weight-only reads X itself).
+void block_gemm_s8_ref(int64_t m, const BlockQuantizedRows& x, const BlockWeights& w, const BlockOutput& out, float* y,
+                       int64_t ldy, int64_t n0, int64_t n1);
+void block_gemm_f32_ref(int64_t m, const float* x, int64_t ldx, const BlockWeights& w, const BlockOutput& out, float* y,
+                        int64_t ldy, int64_t n0, int64_t n1);
+// Panels [p0, p1) of BlockWeights::kPanel columns, from the AVX2 layout.
+void block_gemm_s8_avx2(int64_t m, const BlockQuantizedRows& x, const BlockWeights& w, const BlockOutput& out, float* y,
+                        int64_t ldy, int64_t p0, int64_t p1);
 
 // ---- elementwise.h -----------------------------------------------------------------------------
 void fake_quantize_f32_ref(int64_t n, const float* x, const FakeQuantGrid& grid, float* y);

@@ -117,18 +117,59 @@ QuantParams choose_weight_params(const Tensor& weight, const QuantSpec& spec) {
   return p;
 }
 
+void fit_block(QuantParams& p, size_t index, float min, float max) {
+  fill_channel(p, index, min, max);
+  const float scale = f16_to_f32(f32_to_f16(p.scale[index]));
+  if (!std::isfinite(scale))
+    throw Error(ErrorKind::InvalidArgument, "block scale " + std::to_string(p.scale[index]) +
+                                                " is beyond fp16's range (weights up to about 65504 * 2^(bits-1)); use per-channel weights");
+  p.scale[index] = scale > 0.0f ? scale : f16_to_f32(1);  // the smallest positive fp16 (a block of zeros)
+  if (p.scheme == QScheme::Affine && max > min) {
+    const double zp = std::nearbyint(p.qmin() - static_cast<double>(std::min(min, 0.0f)) / p.scale[index]);
+    p.zero_point[index] = static_cast<int32_t>(std::clamp(zp, static_cast<double>(p.qmin()), static_cast<double>(p.qmax())));
+  }
+}
+
+QuantParams choose_block_weight_params(const Tensor& weight, int bits, QScheme scheme, int64_t block) {
+  if (bits < 2 || bits > 4) throw Error(ErrorKind::InvalidArgument, "block weights have 2, 3 or 4 bits, got " + std::to_string(bits));
+  if (block != 32 && block != 64 && block != 128)
+    throw Error(ErrorKind::InvalidArgument, "the block size must be 32, 64 or 128, got " + std::to_string(block));
+  if (weight.dtype() != DType::F32 || weight.rank() != 2)
+    throw Error(ErrorKind::InvalidArgument, "block weights must be f32 [units, K], got " + to_string(weight.shape()));
+  const int64_t units = weight.dim(0), k = weight.dim(1), blocks = (k + block - 1) / block;
+  QuantParams p{bits, true, scheme, true, 0, std::vector<float>(static_cast<size_t>(units * blocks), 1.0f),
+                std::vector<int32_t>(static_cast<size_t>(units * blocks), 0), block};
+  for (int64_t u = 0; u < units; ++u)
+    for (int64_t b = 0; b < blocks; ++b) {
+      const float* w = weight.data<float>() + u * k + b * block;
+      float lo = 0.0f, hi = 0.0f;
+      minmax_f32(std::min(block, k - b * block), w, &lo, &hi);
+      fit_block(p, static_cast<size_t>(u * blocks + b), std::min(0.0f, lo), std::max(0.0f, hi));
+    }
+  return p;
+}
+
 namespace {
-// Channel of flat element i for params over a [channels, rest] view (per-channel on axis 0).
+// Parameter index of flat element i for params over a [channels, rest] view (per channel on axis
+// 0, or per block of each channel).
 struct ChannelOf {
-  int64_t per;
-  size_t operator()(int64_t i) const { return per ? static_cast<size_t>(i / per) : 0; }
+  int64_t per = 0, block = 0, blocks = 0;
+  size_t operator()(int64_t i) const {
+    if (!per) return 0;
+    if (!block) return static_cast<size_t>(i / per);
+    return static_cast<size_t>((i / per) * blocks + (i % per) / block);
+  }
 };
 ChannelOf channel_of(const QuantParams& p, const Shape& shape) {
-  if (!p.per_channel()) return {0};
-  if (p.axis != 0 || shape.empty() || shape[0] != static_cast<int64_t>(p.channels()))
-    throw Error(ErrorKind::InvalidArgument, "per-channel parameters with " + std::to_string(p.channels()) +
-                                                " channels on axis " + std::to_string(p.axis) + " do not fit shape " + to_string(shape));
-  return {element_count(shape) / shape[0]};
+  if (!p.per_channel()) return {};
+  const int64_t rows = shape.empty() ? 0 : shape[0], per = rows ? element_count(shape) / rows : 0;
+  const int64_t blocks = p.block_size > 0 ? (per + p.block_size - 1) / p.block_size : 1;
+  if (p.axis != 0 || shape.empty() || rows * blocks != static_cast<int64_t>(p.channels()))
+    throw Error(ErrorKind::InvalidArgument, "per-channel parameters with " + std::to_string(p.channels()) + " scales on axis " +
+                                                std::to_string(p.axis) +
+                                                (p.block_size > 0 ? " in blocks of " + std::to_string(p.block_size) : std::string()) +
+                                                " do not fit shape " + to_string(shape));
+  return {per, p.block_size, blocks};
 }
 }  // namespace
 

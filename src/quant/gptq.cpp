@@ -13,65 +13,76 @@
 namespace lowbit {
 namespace {
 
+// sum_k a[k] b[k] over n terms, in four running sums added in a fixed order (deterministic on
+// every machine; four independent chains instead of one dependent one).
+double dot(const double* a, const double* b, int64_t n) {
+  double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  int64_t k = 0;
+  for (; k + 4 <= n; k += 4) {
+    s0 += a[k] * b[k];
+    s1 += a[k + 1] * b[k + 1];
+    s2 += a[k + 2] * b[k + 2];
+    s3 += a[k + 3] * b[k + 3];
+  }
+  for (; k < n; ++k) s0 += a[k] * b[k];
+  return (s0 + s1) + (s2 + s3);
+}
+
 // In place: the lower Cholesky factor L of a symmetric positive definite n x n matrix (row-major;
-// the upper triangle is zeroed). False when a pivot is not positive.
+// the upper triangle is zeroed). Row by row, every sum a dot product of two contiguous rows.
+// False when a pivot is not positive.
 bool cholesky_lower(std::vector<double>& a, int64_t n) {
-  for (int64_t j = 0; j < n; ++j) {
-    double* row_j = a.data() + j * n;
-    double d = row_j[j];
-    for (int64_t k = 0; k < j; ++k) d -= row_j[k] * row_j[k];
-    if (!(d > 0)) return false;
-    d = std::sqrt(d);
-    row_j[j] = d;
-    for (int64_t i = j + 1; i < n; ++i) {
-      double* row_i = a.data() + i * n;
-      double s = row_i[j];
-      for (int64_t k = 0; k < j; ++k) s -= row_i[k] * row_j[k];
-      row_i[j] = s / d;
+  for (int64_t i = 0; i < n; ++i) {
+    double* row_i = a.data() + i * n;
+    for (int64_t j = 0; j <= i; ++j) {
+      const double* row_j = a.data() + j * n;
+      const double s = row_i[j] - dot(row_i, row_j, j);
+      if (j < i) {
+        row_i[j] = s / row_j[j];
+      } else {
+        if (!(s > 0)) return false;
+        row_i[i] = std::sqrt(s);
+      }
     }
-    for (int64_t k = j + 1; k < n; ++k) row_j[k] = 0;
+    for (int64_t k = i + 1; k < n; ++k) row_i[k] = 0;
   }
   return true;
 }
 
-// The upper triangular U with H^-1 = U^T U, from the lower Cholesky factor L of H (H = L L^T):
-// H^-1 = L^-T L^-1, whose lower Cholesky factor M gives U = M^T.
-std::vector<double> inverse_cholesky_upper(const std::vector<double>& l, int64_t n) {
-  // L^-1 (lower triangular), column by column of the identity.
-  std::vector<double> inv(static_cast<size_t>(n * n), 0.0);
+// The upper triangular U with H^-1 = U^T U, from H (symmetric positive definite). With P the
+// reversal permutation and M the lower Cholesky factor of P H P: H^-1 = (P M^-1 P)^T (P M^-1 P),
+// and P M^-1 P is upper triangular with a positive diagonal, so it is U (unique). One Cholesky
+// factorization and one triangular inverse (n^3 / 2 multiply-adds); no inverse of H is formed.
+// False when H is not positive definite.
+bool inverse_cholesky_upper(const std::vector<double>& h, int64_t n, std::vector<double>& u) {
+  std::vector<double> m(static_cast<size_t>(n * n));
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < n; ++j) m[i * n + j] = h[(n - 1 - i) * n + (n - 1 - j)];
+  if (!cholesky_lower(m, n)) return false;
+  // M^-1 column by column: forward substitution M x = e_c, x[i] = 0 for i < c.
+  u.assign(static_cast<size_t>(n * n), 0.0);
+  std::vector<double> x(static_cast<size_t>(n));
   for (int64_t c = 0; c < n; ++c) {
-    for (int64_t i = c; i < n; ++i) {
-      double s = i == c ? 1.0 : 0.0;
-      for (int64_t k = c; k < i; ++k) s -= l[i * n + k] * inv[k * n + c];
-      inv[i * n + c] = s / l[i * n + i];
-    }
+    x[c] = 1.0 / m[c * n + c];
+    for (int64_t i = c + 1; i < n; ++i) x[i] = -dot(m.data() + i * n + c, x.data() + c, i - c) / m[i * n + i];
+    // U[a][b] = M^-1[n-1-a][n-1-b]: column c of M^-1 is column n-1-c of U, reversed.
+    for (int64_t i = c; i < n; ++i) u[(n - 1 - i) * n + (n - 1 - c)] = x[i];
   }
-  // H^-1 = (L^-1)^T L^-1: entry (i, j) = sum_k inv[k][i] inv[k][j], k >= max(i, j).
-  std::vector<double> h(static_cast<size_t>(n * n));
-  for (int64_t i = 0; i < n; ++i)
-    for (int64_t j = 0; j <= i; ++j) {
-      double s = 0;
-      for (int64_t k = i; k < n; ++k) s += inv[k * n + i] * inv[k * n + j];
-      h[i * n + j] = h[j * n + i] = s;
-    }
-  if (!cholesky_lower(h, n)) throw Error(ErrorKind::Internal, "gptq: the inverse Hessian is not positive definite");
-  std::vector<double> u(static_cast<size_t>(n * n), 0.0);
-  for (int64_t i = 0; i < n; ++i)
-    for (int64_t j = 0; j <= i; ++j) u[j * n + i] = h[i * n + j];
-  return u;
+  return true;
 }
 
 }  // namespace
 
-std::vector<int32_t> gptq_codes(const Tensor& weight, const Tensor& hessian, const QuantParams& params, const GptqOptions& options) {
+std::vector<int32_t> gptq_codes(const Tensor& weight, const Tensor& hessian, QuantParams& params, const GptqOptions& options) {
   if (weight.dtype() != DType::F32 || weight.rank() < 2)
     throw Error(ErrorKind::InvalidArgument, "gptq: weights must be f32 [units, features...]");
   const int64_t units = weight.dim(0), features = weight.numel() / std::max<int64_t>(units, 1);
   if (hessian.dtype() != DType::F32 || hessian.shape() != Shape{features, features})
     throw Error(ErrorKind::InvalidArgument, "gptq: the Hessian must be f32 [" + std::to_string(features) + ", " +
                                                 std::to_string(features) + "], got " + to_string(hessian.shape()));
-  if (params.per_channel() ? static_cast<int64_t>(params.channels()) != units : params.channels() != 1)
-    throw Error(ErrorKind::InvalidArgument, "gptq: the weight parameters must be per tensor or per output channel");
+  const int64_t block = params.block_size, blocks = block > 0 ? (features + block - 1) / block : 1;
+  if (params.per_channel() ? static_cast<int64_t>(params.channels()) != units * blocks : params.channels() != 1)
+    throw Error(ErrorKind::InvalidArgument, "gptq: the weight parameters must be per tensor, per output channel or per block");
   if (!(options.damp >= 0)) throw Error(ErrorKind::InvalidArgument, "gptq: damp must be >= 0");
   // H + damp * mean(diag H) * I, and a unit diagonal for inputs never seen (zero rows and columns).
   std::vector<double> h(hessian.data<float>(), hessian.data<float>() + hessian.numel());
@@ -83,19 +94,25 @@ std::vector<int32_t> gptq_codes(const Tensor& weight, const Tensor& hessian, con
     double& d = h[i * features + i];
     d = (d > 0 ? d : 1.0) + damp;
   }
-  if (!cholesky_lower(h, features))
+  std::vector<double> u;
+  if (!inverse_cholesky_upper(h, features, u))
     throw Error(ErrorKind::InvalidArgument, "gptq: the Hessian is not positive semi-definite (is it a sum of x x^T?)");
-  const std::vector<double> u = inverse_cholesky_upper(h, features);
 
   // Column by column: round, then spread the rounding error (scaled by the inverse Hessian's
   // Cholesky row) over the columns not rounded yet. Rows (output units) are independent.
   std::vector<int32_t> codes(static_cast<size_t>(units * features));
   std::vector<double> w(static_cast<size_t>(features));
   for (int64_t n = 0; n < units; ++n) {
-    const size_t channel = params.per_channel() ? static_cast<size_t>(n) : 0;
+    size_t channel = params.per_channel() ? static_cast<size_t>(n) : 0;
     const float* src = weight.data<float>() + n * features;
     std::copy(src, src + features, w.begin());
     for (int64_t i = 0; i < features; ++i) {
+      if (block > 0 && i % block == 0) {
+        // A block's grid is fitted when the block is reached, to its weights as updated so far.
+        channel = static_cast<size_t>(n * blocks + i / block);
+        const auto [lo, hi] = std::minmax_element(w.begin() + i, w.begin() + std::min(i + block, features));
+        fit_block(params, channel, static_cast<float>(std::min(*lo, 0.0)), static_cast<float>(std::max(*hi, 0.0)));
+      }
       const int32_t q = params.quantize(static_cast<float>(w[i]), channel);
       codes[static_cast<size_t>(n * features + i)] = q;
       const double error = (w[i] - static_cast<double>(params.dequantize(q, channel))) / u[i * features + i];
@@ -203,7 +220,8 @@ FixedQuantParams gptq_weights(const Graph& model, const QuantPlan& plan, const D
   std::vector<std::string> layers;
   for (const auto& node : prepared.nodes) {
     const LayerRule rule = plan.rule_for(node.name);
-    const bool grouped = node.op == "Conv2D" && node.attr_int("group", 1) != 1;
+    // (grouped convolutions round to nearest; block rules on a convolution are refused by quantize_model)
+    const bool grouped = node.op == "Conv2D" && (node.attr_int("group", 1) != 1 || rule.group_size > 0);
     if ((node.op == "Dense" || node.op == "Conv2D") && !grouped && rule.quantize && rule.rounding == "gptq")
       layers.push_back(node.name);
   }
@@ -215,7 +233,9 @@ FixedQuantParams gptq_weights(const Graph& model, const QuantPlan& plan, const D
     if (h == hessians.end()) continue;
     const LayerRule rule = plan.rule_for(node.name);
     const Tensor& weight = prepared.initializers.at(node.inputs.at(1));
-    QuantParams params = choose_weight_params(weight, QuantSpec{rule.weight_bits, rule.weight_scheme, rule.per_channel, true, true});
+    QuantParams params = rule.group_size > 0
+                             ? choose_block_weight_params(weight, rule.weight_bits, rule.weight_scheme, rule.group_size)
+                             : choose_weight_params(weight, QuantSpec{rule.weight_bits, rule.weight_scheme, rule.per_channel, true, true});
     fixed.weight_codes[node.name] = gptq_codes(weight, h->second, params);
     fixed.weights[node.name] = std::move(params);
   }

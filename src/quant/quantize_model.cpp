@@ -5,10 +5,12 @@
 #include <algorithm>
 #include <cmath>
 #include <set>
+#include <tuple>
 #include <nlohmann/json.hpp>
 
 #include "core/file_util.h"
 #include "graph/ops/integer_inputs.h"
+#include "kernels/blockq.h"
 #include "lowbit/ops.h"
 #include "lowbit/quantize.h"
 
@@ -45,6 +47,7 @@ json rule_json(const LayerRule& r) {
             {"granularity", r.per_channel ? "per_channel" : "per_tensor"}, {"weight_scheme", name_of(r.weight_scheme)},
             {"calibration", r.calibration}};
   if (r.rounding != "nearest") j["rounding"] = r.rounding;  // written when not the default
+  if (r.group_size != 0) j["group_size"] = r.group_size;
   return j;
 }
 
@@ -77,10 +80,17 @@ LayerRule rule_from_json(const json& j, const LayerRule& base, const std::string
     } else if (key == "rounding") {
       if (v != "nearest" && v != "gptq") fail("'rounding' must be \"nearest\" or \"gptq\"");
       r.rounding = v.get<std::string>();
+    } else if (key == "group_size") {
+      if (!v.is_number_integer() || (v != 32 && v != 64 && v != 128))
+        fail("'group_size' must be 32, 64 or 128 (leave it out for whole rows), got " + v.dump());
+      r.group_size = v.get<int>();
     } else {
-      fail("unknown field '" + key + "' (allowed: quantize, weight_bits, granularity, weight_scheme, calibration, rounding)");
+      fail("unknown field '" + key + "' (allowed: quantize, weight_bits, granularity, weight_scheme, calibration, rounding, group_size)");
     }
   }
+  if (r.group_size != 0 && (r.weight_bits < 2 || r.weight_bits > 4))
+    fail("block weights ('group_size') have 2, 3 or 4 bits, got 'weight_bits' " + std::to_string(r.weight_bits));
+  if (r.group_size != 0 && !r.per_channel) fail("'group_size' needs granularity \"per_channel\" (blocks of each row)");
   return r;
 }
 json plan_json(const QuantPlan& plan) {
@@ -217,7 +227,9 @@ class Transform {
     const auto info = model_.infer_shapes();
     for (const auto& node : model_.nodes) {
       const OpTraits& traits = traits_of(node);
-      if (traits.is_quantizable() && plan_.rule_for(node.name).quantize)
+      if (traits.is_quantizable() && plan_.rule_for(node.name).group_size > 0 && plan_.rule_for(node.name).quantize)
+        quantize_block_layer(node, traits);
+      else if (traits.is_quantizable() && plan_.rule_for(node.name).quantize)
         traits.quantizable == OpTraits::Quantizable::ConvWeights ? quantize_conv(node, traits) : quantize_dense(node, traits);
       else if (traits.passes_quantized)
         pass_through(node);
@@ -271,7 +283,7 @@ class Transform {
       if (std::find(node.inputs.begin(), node.inputs.end(), value) == node.inputs.end()) continue;
       const OpTraits& traits = traits_of(node);
       if (traits.is_quantizable() && node.inputs[0] == value && plan_.rule_for(node.name).quantize &&
-          plan_.mode != QuantMode::Dynamic)
+          plan_.rule_for(node.name).group_size == 0 && plan_.mode != QuantMode::Dynamic)
         return {value, plan_.rule_for(node.name).calibration};
       if (traits.passes_quantized && !is_graph_output(node.outputs[0])) {
         auto reader = integer_reader(node.outputs[0]);
@@ -497,6 +509,63 @@ class Transform {
     out_.add_node(std::move(n));
   }
 
+  // Dense -> BlockQDense: weights in blocks of rule.group_size along K (kernels/blockq.h), f32 in
+  // and out in every mode. Stored codes are unsigned: the signed code plus 2^(bits-1) (and so the
+  // zero point); a symmetric layer stores no zero points (2^(bits-1) everywhere).
+  void quantize_block_layer(const Node& node, const OpTraits& traits) {
+    const LayerRule rule = plan_.rule_for(node.name);
+    if (traits.block_op.empty())
+      throw Error(ErrorKind::InvalidArgument, "layer '" + node.name + "' (" + node.op + "): block weights ('group_size') apply to Dense layers only; give it a rule without group_size");
+    if (rule.weight_bits < 2 || rule.weight_bits > 4)
+      throw Error(ErrorKind::InvalidArgument, "layer '" + node.name + "': block weights have 2, 3 or 4 bits, got " + std::to_string(rule.weight_bits));
+    const Tensor& weight = model_.initializers.at(node.inputs.at(1));
+    const int64_t units = weight.dim(0), features = weight.dim(1), block = rule.group_size;
+    const int64_t blocks = (features + block - 1) / block;
+    auto fixed_weight = fixed_.weights.find(node.name);
+    QuantParams wp;
+    if (fixed_weight != fixed_.weights.end()) {
+      wp = fixed_weight->second;
+      if (wp.block_size != block || wp.bits != rule.weight_bits || static_cast<int64_t>(wp.channels()) != units * blocks)
+        throw Error(ErrorKind::InvalidArgument, "fixed weight parameters of layer '" + node.name + "' must be " +
+                                                    std::to_string(rule.weight_bits) + "-bit blocks of " + std::to_string(block));
+      wp.validate("weights of layer '" + node.name + "'");
+    } else {
+      wp = choose_block_weight_params(weight, rule.weight_bits, rule.weight_scheme, block);
+    }
+    auto fixed_codes = fixed_.weight_codes.find(node.name);
+    if (fixed_codes != fixed_.weight_codes.end() &&
+        (fixed_weight == fixed_.weights.end() || static_cast<int64_t>(fixed_codes->second.size()) != units * features))
+      throw Error(ErrorKind::InvalidArgument, "fixed weight codes of layer '" + node.name + "' need its weight parameters and " +
+                                                  std::to_string(units * features) + " codes");
+    std::vector<int32_t> codes = fixed_codes != fixed_.weight_codes.end() ? fixed_codes->second : quantize_values(weight, wp);
+    const int32_t offset = 1 << (rule.weight_bits - 1);
+    for (int32_t& c : codes) c += offset;
+    const std::vector<uint8_t> packed = pack_block_codes(codes, units, features, rule.weight_bits, block);
+    const std::string prefix = node.name + ".";
+    Tensor packed_tensor(DType::U8, {units, blocks * block_bytes(rule.weight_bits, block)});
+    std::copy(packed.begin(), packed.end(), packed_tensor.data<uint8_t>());
+    Tensor scale(DType::F16, {units, blocks}), zero(DType::U8, {units, blocks});
+    for (size_t i = 0; i < wp.scale.size(); ++i) {
+      static_cast<uint16_t*>(scale.raw())[i] = f32_to_f16(wp.scale[i]);
+      zero.data<uint8_t>()[i] = static_cast<uint8_t>(wp.zero_point[i] + offset);
+    }
+    const bool affine = rule.weight_scheme == QScheme::Affine;
+    out_.initializers[prefix + "weight_codes"] = std::move(packed_tensor);
+    out_.initializers[prefix + "weight_scale"] = std::move(scale);
+    Node n{node.name, traits.block_op, {as_float(node.inputs[0]), prefix + "weight_codes", prefix + "weight_scale"}, {node.outputs[0]},
+           {{"in_features", features}, {"bits", int64_t{rule.weight_bits}}, {"block_size", block},
+            {"scheme", std::string(affine ? "affine" : "symmetric")}, {"activation", node.attr_string("activation", "none")}}};
+    if (affine) {
+      out_.initializers[prefix + "weight_zero_point"] = std::move(zero);
+      n.inputs.push_back(prefix + "weight_zero_point");
+    }
+    if (node.inputs.size() > 2) {
+      n.inputs.push_back(node.inputs[2]);
+      out_.initializers[node.inputs[2]] = model_.initializers.at(node.inputs[2]);
+    }
+    out_.add_node(std::move(n));
+  }
+
   void quantize_dense(const Node& node, const OpTraits& traits) {
     const LayerRule rule = checked_rule(node);
     const Tensor& weight = model_.initializers.at(node.inputs.at(1));
@@ -574,6 +643,30 @@ Tensor dequantized_weight(const Graph& q, const Node& node) {
       w.data<float>()[u * features + k] =
           scale.data<float>()[u] * static_cast<float>(values[u * features + k] - (zero ? zero[u] : 0));
   return w;
+}
+
+// A BlockQDense layer's float weights [units, K] and bias [units] (zeros if it has none).
+std::pair<Tensor, Tensor> block_layer_weights(const Graph& q, const Node& node) {
+  const int bits = static_cast<int>(node.attr_int("bits", 4));
+  const int64_t block = node.attr_int("block_size", 32), features = node.attr_int("in_features", 0);
+  const Tensor& codes = q.initializers.at(node.inputs[1]);
+  const Tensor& scale = q.initializers.at(node.inputs[2]);
+  const bool affine = node.attr_string("scheme", "symmetric") == "affine";
+  const int64_t units = codes.dim(0), blocks = (features + block - 1) / block;
+  const std::vector<int32_t> values =
+      unpack_block_codes(std::span(codes.data<uint8_t>(), codes.nbytes()), units, features, bits, block);
+  const uint8_t* zero = affine ? q.initializers.at(node.inputs[3]).data<uint8_t>() : nullptr;
+  const uint16_t* d = static_cast<const uint16_t*>(scale.raw());
+  Tensor w(DType::F32, {units, features}), bias(DType::F32, {units});
+  for (int64_t u = 0; u < units; ++u)
+    for (int64_t k = 0; k < features; ++k) {
+      const size_t b = static_cast<size_t>(u * blocks + k / block);
+      w.data<float>()[u * features + k] =
+          f16_to_f32(d[b]) * static_cast<float>(values[u * features + k] - (zero ? zero[b] : 1 << (bits - 1)));
+    }
+  const size_t bias_input = affine ? 4 : 3;
+  if (node.inputs.size() > bias_input) std::copy_n(q.initializers.at(node.inputs[bias_input]).data<float>(), units, bias.data<float>());
+  return {std::move(w), std::move(bias)};
 }
 
 // The float bias [units] of an integer layer: QDense / QConv2D hold it as int32 at scale
@@ -657,6 +750,14 @@ Graph dequantize_model(const Graph& q) {
       copy_window_attributes(node, n);
       g.initializers[prefix + "weight"] = w;
       g.initializers[prefix + "bias"] = float_bias(q, node, units);
+      g.add_node(std::move(n));
+      continue;
+    }
+    if (traits.block_weights) {
+      const std::string prefix = node.name + ".";
+      Node n{node.name, traits.float_op, {resolve(node.inputs[0]), prefix + "weight", prefix + "bias"}, node.outputs,
+             {{"activation", node.attr_string("activation", "none")}}};
+      std::tie(g.initializers[prefix + "weight"], g.initializers[prefix + "bias"]) = block_layer_weights(q, node);
       g.add_node(std::move(n));
       continue;
     }

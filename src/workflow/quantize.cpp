@@ -1,6 +1,7 @@
 // quantize(): the steps of `lowbit quantize` (include/lowbit/workflow.h).
 #include <algorithm>
 
+#include "lowbit/ops.h"
 #include "lowbit/workflow.h"
 
 namespace lowbit {
@@ -31,6 +32,12 @@ QuantizeResult quantize(const Graph& model, const QuantizeOptions& o) {
   if (is_quantized(model)) throw Error(ErrorKind::InvalidArgument, "the model is already quantized");
   if (o.rounding != "nearest" && o.rounding != "gptq")
     throw Error(ErrorKind::InvalidArgument, "rounding must be \"nearest\" or \"gptq\", got \"" + o.rounding + "\"");
+  if (o.group_size != 0 && o.group_size != 32 && o.group_size != 64 && o.group_size != 128)
+    throw Error(ErrorKind::InvalidArgument, "group size must be 32, 64 or 128 (0: whole rows), got " + std::to_string(o.group_size));
+  if (o.group_size != 0 && (o.weight_bits < 2 || o.weight_bits > 4 || !o.per_channel))
+    throw Error(ErrorKind::InvalidArgument, "block weights (group size " + std::to_string(o.group_size) +
+                                                ") have 2, 3 or 4 bits per channel, got " + std::to_string(o.weight_bits) +
+                                                (o.per_channel ? " bits" : " bits per tensor"));
   const bool searching = o.max_drop.has_value();
   QuantizeResult result;
 
@@ -69,6 +76,7 @@ QuantizeResult quantize(const Graph& model, const QuantizeOptions& o) {
     plan.mode = o.mode;
     plan.defaults.weight_bits = o.weight_bits;
     plan.defaults.per_channel = o.per_channel;
+    plan.defaults.group_size = o.group_size;
     plan.defaults.weight_scheme = o.weight_scheme;
     plan.defaults.calibration = default_method;
     plan.defaults.rounding = o.rounding;
@@ -92,7 +100,18 @@ QuantizeResult quantize(const Graph& model, const QuantizeOptions& o) {
       }
     }
   }
-  if (!o.plan) plan.activation_scheme = o.activation_scheme;
+  if (!o.plan) {
+    plan.activation_scheme = o.activation_scheme;
+    // Block weights are for Dense layers: the other quantizable layers (convolutions) keep whole
+    // rows, with a rule of their own so that the plan says what was done.
+    if (plan.defaults.group_size > 0)
+      for (const auto& node : model.nodes)
+        if (traits_of(node).is_quantizable() && traits_of(node).block_op.empty()) {
+          LayerRule rule = plan.rule_for(node.name);
+          rule.group_size = 0;
+          plan.layers[node.name] = rule;
+        }
+  }
   const FixedQuantParams fixed =
       plan_uses_gptq(plan) ? gptq_weights(model, plan, need_data(o, "GPTQ rounding"), o.calibration_samples) : FixedQuantParams{};
   result.model = quantize_model(model, plan, ranges, fixed);

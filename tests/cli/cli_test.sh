@@ -81,6 +81,17 @@ check "quantize writes its plan" test -s "$work/q.lbm.plan.json"
 check "info shows packed low-bit and int8 tensors" grep -q 'QDense' "$work/qinfo.txt"
 "$lowbit" quantize --model "$work/m.lbm" --out "$work/q4.lbm" --bits 4 --calib-data "$data" --calib-samples 200 >/dev/null
 check "4-bit weights are stored as s4" grep -q 's4\[' <("$lowbit" info --model "$work/q4.lbm")
+"$lowbit" quantize --model "$work/m.lbm" --out "$work/qb.lbm" --bits 4 --group-size 32 --calib-data "$data" --calib-samples 200 --json >"$work/qb.out"
+check "quantize --group-size 32 reports its accuracy" grep -q '"test_accuracy":0\.[0-9]' <(tail -n 1 "$work/qb.out")
+"$lowbit" info --model "$work/qb.lbm" >"$work/qbinfo.txt"
+# dense_1: 784 inputs in 25 blocks of 32 (the last one padded): 400 code bytes + 25 fp16 scales per row = 4.59 bits per weight
+check "block weights are BlockQDense layers at 4.59 bits per weight" grep -q 'dense_1 .*BlockQDense .* 4\.59 ' "$work/qbinfo.txt"
+check "info --json reports bits per weight" grep -q '"bits_per_weight":4\.5' <("$lowbit" info --model "$work/qb.lbm" --json)
+fails "group size 48" "--group-size" "$lowbit" quantize --model "$work/m.lbm" --out "$work/x.lbm" --bits 4 --group-size 48 --ranges "$work/ranges.json"
+printf '{"format": "lowbit-quantization-plan", "version": 1, "defaults": {"weight_bits": 4, "group_size": 0}}' >"$work/bad-plan3.json"
+fails "plan with group size 0" "'group_size' must be 32, 64 or 128" "$lowbit" quantize --model "$work/m.lbm" --out "$work/x.lbm" --plan "$work/bad-plan3.json" --ranges "$work/ranges.json"
+printf '{"format": "lowbit-quantization-plan", "version": 1, "defaults": {"weight_bits": 5, "group_size": 32}}' >"$work/bad-plan4.json"
+fails "plan with 5-bit blocks" "have 2, 3 or 4 bits" "$lowbit" quantize --model "$work/m.lbm" --out "$work/x.lbm" --plan "$work/bad-plan4.json" --ranges "$work/ranges.json"
 "$lowbit" dequantize --model "$work/q.lbm" --out "$work/dq.lbm" >/dev/null
 check "dequantize gives a float model" test "$(grep -c QDense <("$lowbit" info --model "$work/dq.lbm"))" -eq 0
 "$lowbit" compare --model "$work/q.lbm" --against "$work/m.lbm" --data "$data" --json >"$work/cmp.out"

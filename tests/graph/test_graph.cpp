@@ -114,12 +114,17 @@ TEST(OpTraits, CounterpartsAreRegisteredAndLinkBack) {
       EXPECT_FALSE(find_op(t.quantized_op).traits().dynamic);
       EXPECT_EQ(find_op(t.dynamic_op).traits().float_op, type);
       EXPECT_TRUE(find_op(t.dynamic_op).traits().dynamic);
+      if (!t.block_op.empty()) {
+        ASSERT_TRUE(has_op(t.block_op)) << type;
+        EXPECT_EQ(find_op(t.block_op).traits().float_op, type);
+        EXPECT_TRUE(find_op(t.block_op).traits().block_weights);
+      }
     }
     if (t.is_integer_layer()) {
       ++integer;
       ASSERT_TRUE(has_op(t.float_op)) << type;
       const OpTraits& f = find_op(t.float_op).traits();
-      EXPECT_EQ(t.dynamic ? f.dynamic_op : f.quantized_op, type);
+      EXPECT_EQ(t.block_weights ? f.block_op : t.dynamic ? f.dynamic_op : f.quantized_op, type);
     }
     if (!t.fusable_as.empty()) {  // the fused form must be an activation the layers accept
       Node n{"n", "Dense", {"x", "w"}, {"y"}, {{"activation", t.fusable_as}}};
@@ -134,7 +139,7 @@ TEST(OpTraits, CounterpartsAreRegisteredAndLinkBack) {
     }
   }
   EXPECT_EQ(quantizable, 2);  // Dense, Conv2D
-  EXPECT_EQ(integer, 4);      // their static and dynamic integer forms
+  EXPECT_EQ(integer, 5);      // their static and dynamic integer forms, and Dense's block form
   EXPECT_EQ(traits_of(Node{"q", "QuantizeLinear"}).boundary, OpTraits::Boundary::Quantize);
   EXPECT_LOWBIT_ERROR(traits_of(Node{"x", "NoSuchOp"}), "unknown op type 'NoSuchOp'");
 }

@@ -60,6 +60,11 @@ def test_the_steps_one_call_each(fashion, small_model, tmp_path):
     assert any(layer["op"] == "DynamicQDense" for layer in dynamic.info()["layers"])
     gptq = lowbit.quantize(small_model, fashion, bits=3, rounding="gptq")
     assert gptq.report["plan"]["defaults"]["rounding"] == "gptq"
+    blocks = lowbit.quantize(small_model, mode="dynamic", bits=4, group_size=32)
+    layers = blocks.info()["layers"]
+    assert all(layer["op"] == "BlockQDense" for layer in layers if layer["name"].startswith("dense_"))
+    assert 4.5 <= layers[[l["name"] for l in layers].index("dense_1")]["bits_per_weight"] < 4.7
+    assert lowbit.evaluate(blocks, fashion)["accuracy"] > 0.7
     partial = lowbit.quantize(small_model, fashion, mode="partial", layers="dense_1")
     assert partial.report["plan"]["mode"] == "partial"
 

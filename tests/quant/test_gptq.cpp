@@ -50,7 +50,8 @@ Tensor random_weights(int64_t units, int64_t features, uint64_t seed) {
 // GPTQ written the plain way (the OBQ form: an explicit inverse, no Cholesky, no lazy batches):
 // after rounding column q, the columns not rounded yet move by -(w_q - dequantized) / Hinv[q][q]
 // * Hinv[q][j], and Hinv drops column q (Hinv -= Hinv[:, q] Hinv[q, :] / Hinv[q][q]).
-std::vector<int32_t> plain_gptq(const Tensor& weight, const Tensor& hessian, const QuantParams& p, double damp_fraction) {
+// Block parameters are refitted as in gptq_codes: a block's grid when its first column is reached.
+std::vector<int32_t> plain_gptq(const Tensor& weight, const Tensor& hessian, QuantParams p, double damp_fraction) {
   const int64_t n = weight.dim(0), k = weight.dim(1);
   std::vector<double> h(hessian.data<float>(), hessian.data<float>() + hessian.numel());
   double mean = 0;
@@ -77,7 +78,13 @@ std::vector<int32_t> plain_gptq(const Tensor& weight, const Tensor& hessian, con
   std::vector<int32_t> codes(static_cast<size_t>(n * k));
   for (int64_t q = 0; q < k; ++q) {
     for (int64_t r = 0; r < n; ++r) {
-      const size_t ch = p.per_channel() ? static_cast<size_t>(r) : 0;
+      const int64_t block = p.block_size, blocks = block ? (k + block - 1) / block : 1;
+      const size_t ch = block ? static_cast<size_t>(r * blocks + q / block) : p.per_channel() ? static_cast<size_t>(r) : 0;
+      if (block && q % block == 0) {
+        double lo = 0, hi = 0;
+        for (int64_t j = q; j < std::min(q + block, k); ++j) lo = std::min(lo, w[r * k + j]), hi = std::max(hi, w[r * k + j]);
+        fit_block(p, ch, static_cast<float>(lo), static_cast<float>(hi));
+      }
       const int32_t c = p.quantize(static_cast<float>(w[r * k + q]), ch);
       codes[r * k + q] = c;
       const double e = (w[r * k + q] - p.dequantize(c, ch)) / inv[q * k + q];
@@ -111,11 +118,29 @@ TEST(Gptq, MatchesAPlainDenseImplementationCodeForCode) {
     const Tensor x = correlated_inputs(200, c.features, 1 + c.features);
     const Tensor w = random_weights(c.units, c.features, 7 + c.units);
     const Tensor h = gram(x);
-    const QuantParams p = choose_weight_params(w, QuantSpec{c.bits, c.scheme, c.per_channel, true, true});
+    QuantParams p = choose_weight_params(w, QuantSpec{c.bits, c.scheme, c.per_channel, true, true});
     const std::vector<int32_t> codes = gptq_codes(w, h, p);
     EXPECT_EQ(codes, plain_gptq(w, h, p, 0.01)) << c.units << "x" << c.features << " " << c.bits << " bits";
     EXPECT_EQ(codes, gptq_codes(w, h, p));  // deterministic
   }
+}
+
+TEST(Gptq, BlockGridsMatchAPlainDenseImplementation) {
+  for (int bits : {2, 3, 4})
+    for (QScheme scheme : {QScheme::Symmetric, QScheme::Affine}) {
+      const Tensor x = correlated_inputs(200, 70, 3 + bits);
+      const Tensor w = random_weights(5, 70, 11 + bits);
+      const Tensor h = gram(x);
+      const QuantParams start = choose_block_weight_params(w, bits, scheme, 32);
+      QuantParams p = start;
+      const std::vector<int32_t> codes = gptq_codes(w, h, p);
+      EXPECT_EQ(codes, plain_gptq(w, h, start, 0.01)) << bits << " bits " << name_of(scheme);
+      EXPECT_EQ(p.scale[0], start.scale[0]);  // the first block sees the original weights
+      // Every block's grid is an fp16 scale, and the codes lie on it.
+      for (float d : p.scale) EXPECT_EQ(d, f16_to_f32(f32_to_f16(d)));
+      const double nearest = output_error(x, w, quantize_values(w, start), start);
+      EXPECT_LE(output_error(x, w, codes, p), nearest) << bits << " bits " << name_of(scheme);
+    }
 }
 
 TEST(Gptq, OutputErrorIsNeverAboveRoundToNearestOnRandomLayers) {
@@ -123,7 +148,7 @@ TEST(Gptq, OutputErrorIsNeverAboveRoundToNearestOnRandomLayers) {
     for (int bits : {2, 3, 4, 8}) {
       const Tensor x = correlated_inputs(300, 24, seed);
       const Tensor w = random_weights(9, 24, 100 + seed);
-      const QuantParams p = choose_weight_params(w, QuantSpec{bits, QScheme::Symmetric, true, true, true});
+      QuantParams p = choose_weight_params(w, QuantSpec{bits, QScheme::Symmetric, true, true, true});
       const double gptq = output_error(x, w, gptq_codes(w, gram(x), p), p);
       const double nearest = output_error(x, w, quantize_values(w, p), p);
       EXPECT_LE(gptq, nearest) << "seed " << seed << ", " << bits << " bits";
@@ -161,7 +186,7 @@ TEST(Gptq, OutputErrorIsNeverAboveRoundToNearestOnATrainedMlp) {
     for (int64_t i = 0; i < h.numel(); i += 97)
       EXPECT_NEAR(h.data<float>()[i], expected.data<float>()[i], 1e-4 * (1 + std::abs(expected.data<float>()[i]))) << layer;
     for (int bits : {2, 3, 4}) {
-      const QuantParams p = choose_weight_params(w, QuantSpec{bits, QScheme::Symmetric, true, true, true});
+      QuantParams p = choose_weight_params(w, QuantSpec{bits, QScheme::Symmetric, true, true, true});
       EXPECT_LE(output_error(x, w, gptq_codes(w, h, p), p), output_error(x, w, quantize_values(w, p), p)) << layer << " " << bits;
     }
   }
@@ -213,7 +238,7 @@ TEST(Gptq, ConvolutionsUseTheGramOfTheirInputPatches) {
   // GPTQ on the convolution's weights, [filters, 2 * 3 * 3], beats round-to-nearest on its patches.
   Tensor w = model.initializers.at("conv2d_1.weight").clone();
   w.reshape({3, k});
-  const QuantParams p = choose_weight_params(w, QuantSpec{3, QScheme::Symmetric, true, true, true});
+  QuantParams p = choose_weight_params(w, QuantSpec{3, QScheme::Symmetric, true, true, true});
   EXPECT_LE(output_error(patches, w, gptq_codes(w, h, p), p), output_error(patches, w, quantize_values(w, p), p));
   // quantize() rounds it with GPTQ too (the plan says so for every layer).
   QuantizeOptions q;
@@ -243,7 +268,7 @@ TEST(Gptq, PlansAndOptionsNameTheRounding) {
   q.rounding = "best";
   EXPECT_LOWBIT_ERROR(quantize(model, q), "rounding must be \"nearest\" or \"gptq\"");
   const Tensor w = random_weights(2, 3, 1);
-  const QuantParams p = choose_weight_params(w, QuantSpec{4, QScheme::Symmetric, true, true, true});
+  QuantParams p = choose_weight_params(w, QuantSpec{4, QScheme::Symmetric, true, true, true});
   EXPECT_LOWBIT_ERROR(gptq_codes(w, Tensor(DType::F32, {4, 4}), p), "the Hessian must be f32 [3, 3]");
 }
 

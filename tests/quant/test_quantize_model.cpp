@@ -3,6 +3,7 @@
 #include <cstring>
 #include <numeric>
 
+#include "kernels/blockq.h"
 #include "test_util.h"
 
 namespace lowbit {
@@ -246,6 +247,68 @@ TEST(Quantize, LowBitWeightsArePackedAndStillWork) {
     const double accuracy = evaluate(q, t.test).accuracy;
     EXPECT_GT(accuracy, bits == 4 ? t.float_accuracy - 0.03 : 0.3) << bits;
   }
+}
+
+TEST(Quantize, BlockWeightsAreBlockQDenseLayersInEveryMode) {
+  const Trained& t = trained();
+  for (QuantMode mode : {QuantMode::Full, QuantMode::Dynamic})
+    for (int bits : {4, 3, 2})
+      for (int group : {32, 128})
+        for (QScheme scheme : {QScheme::Symmetric, QScheme::Affine}) {
+          QuantPlan plan;
+          plan.mode = mode;
+          plan.defaults.weight_bits = bits;
+          plan.defaults.group_size = group;
+          plan.defaults.weight_scheme = scheme;
+          const Graph q = quantize_model(t.model, plan, t.ranges);
+          const std::string what = std::to_string(bits) + " bits, blocks of " + std::to_string(group) + " " + name_of(scheme);
+          for (const auto& node : q.nodes)
+            if (node.name.rfind("dense_", 0) == 0) {
+              EXPECT_EQ(node.op, "BlockQDense") << what;
+            }
+          const int64_t blocks = (784 + group - 1) / group;
+          EXPECT_EQ(q.initializers.at("dense_1.weight_codes").shape(), (Shape{64, blocks * block_bytes(bits, group)})) << what;
+          EXPECT_EQ(q.initializers.at("dense_1.weight_scale").dtype(), DType::F16);
+          EXPECT_EQ(q.initializers.count("dense_1.weight_zero_point"), scheme == QScheme::Affine ? 1u : 0u);
+          // The dequantized weights are the block grid's values: the layer's fake-quantized weights.
+          const Graph back = dequantize_model(q);
+          const Tensor& w = t.model.initializers.at("dense_1.weight");
+          const Tensor expected = fake_quantize(w, choose_block_weight_params(w, bits, scheme, group));
+          const Tensor& wb = back.initializers.at("dense_1.weight");
+          ASSERT_EQ(wb.shape(), w.shape());
+          EXPECT_EQ(std::memcmp(wb.raw(), expected.raw(), w.nbytes()), 0) << what;
+          // The quantized model computes the dequantized one with its inputs quantized per block:
+          // nearly the same predictions.
+          const double accuracy = evaluate(q, t.test).accuracy;
+          EXPECT_NEAR(accuracy, evaluate(back, t.test).accuracy, 0.01) << what;
+          if (bits == 4) {
+            EXPECT_GT(accuracy, t.float_accuracy - 0.02) << what;
+          }
+          // The model file keeps them exactly.
+          EXPECT_EQ(serialize_model(deserialize_model(serialize_model(q), "q")), serialize_model(q));
+        }
+}
+
+TEST(Quantize, BlockWeightsNeedDenseLayersAndFewBits) {
+  const Trained& t = trained();
+  QuantPlan plan;
+  plan.defaults.weight_bits = 8;
+  plan.defaults.group_size = 32;
+  EXPECT_LOWBIT_ERROR(quantize_model(t.model, plan, t.ranges), "block weights have 2, 3 or 4 bits");
+  EXPECT_LOWBIT_ERROR(QuantPlan::from_json(plan.to_json(), "p.json"), "have 2, 3 or 4 bits");
+  plan.defaults.weight_bits = 4;
+  const QuantPlan back = QuantPlan::from_json(plan.to_json(), "p.json");
+  EXPECT_EQ(back.defaults.group_size, 32);
+  std::string bad = plan.to_json();
+  bad.replace(bad.find("\"group_size\":32"), 15, "\"group_size\":0");
+  EXPECT_LOWBIT_ERROR(QuantPlan::from_json(bad, "p.json"), "'group_size' must be 32, 64 or 128");
+  QuantizeOptions o;
+  o.weight_bits = 4;
+  o.group_size = 16;
+  EXPECT_LOWBIT_ERROR(quantize(t.model, o), "group size must be 32, 64 or 128");
+  o.group_size = 64;
+  o.per_channel = false;
+  EXPECT_LOWBIT_ERROR(quantize(t.model, o), "bits per tensor");
 }
 
 TEST(Quantize, PartialKeepsChosenLayersFloatWithBoundaries) {

@@ -316,11 +316,12 @@ Command add_info(CLI::App& app) {
       for (const auto& t : l.tensors)
         tensors.push_back({{"name", t.name}, {"dtype", name_of(t.dtype)}, {"shape", t.shape}, {"bits", t.bits}, {"bytes", t.bytes}});
       layers.push_back({{"name", l.name}, {"op", l.op}, {"output_shape", l.output_shape}, {"parameters", l.parameters},
-                        {"bytes", l.bytes}, {"tensors", tensors}});
+                        {"bytes", l.bytes}, {"weights", l.weights}, {"bits_per_weight", l.bits_per_weight}, {"tensors", tensors}});
     }
     const int64_t total_bytes = info.tensor_bytes;
     json j = {{"command", "info"}, {"model", o->model}, {"name", model.name}, {"format_version", format_version},
               {"parameters", info.parameters}, {"tensor_bytes", total_bytes}, {"file_bytes", file_size(o->model)},
+              {"weights", info.weights}, {"bits_per_weight", info.bits_per_weight},
               {"metadata", model.metadata}, {"layers", layers}};
     if (o->json) {
       std::puts(j.dump().c_str());
@@ -336,19 +337,20 @@ Command add_info(CLI::App& app) {
       op_w = std::max(op_w, l["op"].get<std::string>().size());
       shape_w = std::max(shape_w, to_string(l["output_shape"].get<Shape>()).size());
     }
-    fmt::print("\n{:<{}} {:<{}} {:<{}} {:>10} {:>10}  {}\n", "layer", name_w, "op", op_w, "output", shape_w, "params", "bytes",
-               "tensors");
+    fmt::print("\n{:<{}} {:<{}} {:<{}} {:>10} {:>10} {:>6}  {}\n", "layer", name_w, "op", op_w, "output", shape_w, "params", "bytes",
+               "bits/w", "tensors");
     for (const auto& l : layers) {
       std::string tensors;
       for (const auto& t : l["tensors"])
         tensors += fmt::format("{}{} {}{}", tensors.empty() ? "" : ", ", t["name"].get<std::string>(),
                                t["dtype"].get<std::string>(), to_string(t["shape"].get<Shape>()));
-      fmt::print("{:<{}} {:<{}} {:<{}} {:>10} {:>10}  {}\n", l["name"].get<std::string>(), name_w, l["op"].get<std::string>(), op_w,
+      const double bits = l["bits_per_weight"].get<double>();
+      fmt::print("{:<{}} {:<{}} {:<{}} {:>10} {:>10} {:>6}  {}\n", l["name"].get<std::string>(), name_w, l["op"].get<std::string>(), op_w,
                  to_string(l["output_shape"].get<Shape>()), shape_w, l["parameters"].get<int64_t>(), l["bytes"].get<int64_t>(),
-                 tensors);
+                 bits > 0 ? fmt::format("{:.2f}", bits) : std::string("-"), tensors);
     }
-    fmt::print("\ntotal: {} parameters, {} bytes of tensors, {} bytes on disk\n", info.parameters, total_bytes,
-               file_size(o->model));
+    fmt::print("\ntotal: {} parameters, {} bytes of tensors, {} bytes on disk; {} weights at {:.2f} bits each (codes, scales and zero points)\n",
+               info.parameters, total_bytes, file_size(o->model), info.weights, info.bits_per_weight);
     return 0;
   };
 }

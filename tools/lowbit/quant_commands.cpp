@@ -76,7 +76,7 @@ Command add_quantize(CLI::App& app) {
   struct Options {
     std::string model, out, mode = "full", ranges, calib_data, calib_method = "minmax", layers, objective = "size", plan,
                                               plan_out, granularity = "row", activations = "affine", rounding = "nearest";
-    int bits = 8, weight_bits = 0, threads = 0, keep_float = 1;
+    int bits = 8, weight_bits = 0, threads = 0, keep_float = 1, group_size = 0;
     bool per_tensor = false, per_channel = false, affine = false, symmetric = false, json_out = false;
     double max_drop = -1, time_budget = 60;
     int64_t calib_samples = 1000, validation_samples = 10000;
@@ -88,7 +88,11 @@ Command add_quantize(CLI::App& app) {
   cmd->add_option("--bits", o->bits, "Weight bits (activations are 8-bit)")->capture_default_str()->check(CLI::IsMember({8, 6, 4, 3, 2}));
   cmd->add_option("--weight-bits", o->weight_bits, "Same as --bits")->check(CLI::IsMember({8, 6, 4, 3, 2}));
   auto* pc = cmd->add_flag("--per-channel", o->per_channel, "One weight scale per output channel (default)");
-  cmd->add_flag("--per-tensor", o->per_tensor, "One weight scale per layer")->excludes(pc);
+  auto* pt = cmd->add_flag("--per-tensor", o->per_tensor, "One weight scale per layer")->excludes(pc);
+  cmd->add_option("--group-size", o->group_size,
+                  "Block weights: one fp16 scale per this many inputs of each output (Dense layers; 2-4 bits)")
+      ->check(CLI::IsMember({32, 64, 128}))
+      ->excludes(pt);
   auto* sy = cmd->add_flag("--symmetric", o->symmetric, "Symmetric weights, zero point 0 (default)");
   cmd->add_flag("--affine", o->affine, "Affine weights with a zero point")->excludes(sy);
   auto* ranges = cmd->add_option("--ranges", o->ranges, "Ranges file from lowbit calibrate");
@@ -122,6 +126,7 @@ Command add_quantize(CLI::App& app) {
     q.mode = quant_mode_from_name(o->mode);
     q.weight_bits = o->weight_bits ? o->weight_bits : o->bits;
     q.per_channel = !o->per_tensor;
+    q.group_size = o->group_size;
     q.weight_scheme = o->affine ? QScheme::Affine : QScheme::Symmetric;
     q.dynamic_granularity = o->granularity;
     q.activation_scheme = o->activations == "symmetric" ? QScheme::Symmetric : QScheme::Affine;
@@ -183,7 +188,9 @@ Command add_quantize(CLI::App& app) {
       const LayerRule rule = plan.rule_for(layer);
       fmt::print("  {:<12} {}\n", layer,
                  rule.quantize ? fmt::format("{}-bit weights {} {}{}, calibration {}", rule.weight_bits,
-                                             rule.per_channel ? "per-channel" : "per-tensor", name_of(rule.weight_scheme),
+                                             rule.group_size ? fmt::format("in blocks of {}", rule.group_size)
+                                                             : rule.per_channel ? "per-channel" : "per-tensor",
+                                             name_of(rule.weight_scheme),
                                              rule.rounding == "nearest" ? "" : ", " + rule.rounding + " rounding",
                                              plan.mode == QuantMode::Dynamic ? "dynamic" : rule.calibration)
                                : std::string("float"));

@@ -15,7 +15,7 @@ namespace {
 
 class Dense final : public Op {
  public:
-  Dense() { traits_ = {.onnx = "Gemm", .quantizable = OpTraits::Quantizable::MatrixWeights, .quantized_op = "QDense", .dynamic_op = "DynamicQDense", .fuses_activation = true, .absorbs_batchnorm = true}; }
+  Dense() { traits_ = {.onnx = "Gemm", .quantizable = OpTraits::Quantizable::MatrixWeights, .quantized_op = "QDense", .dynamic_op = "DynamicQDense", .block_op = "BlockQDense", .fuses_activation = true, .absorbs_batchnorm = true}; }
   std::vector<Shape> infer_shapes(const Node& node, std::span<const Shape> in) const override {
     expect_input_count(node, in, 2, 3);
     activation_of(node);

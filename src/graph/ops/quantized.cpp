@@ -8,6 +8,7 @@
 
 #include "graph/ops/builtin_ops.h"
 #include "graph/ops/integer_layer.h"
+#include "kernels/blockq.h"
 #include "kernels/implementation.h"
 #include "kernels/qconv.h"
 #include "kernels/qgemm.h"
@@ -475,6 +476,118 @@ class DynamicQDense final : public PreparedInferenceOp {
   }
 };
 
+// ---- BlockQDense ---------------------------------------------------------------------------
+// Weights in blocks of block_size along K, each block with an fp16 scale and a zero point
+// (kernels/blockq.h has the storage and the arithmetic):
+// Inputs: x f32 [N, K]; codes u8 [U, blocks * block_bytes]; scale f16 [U, blocks]; with scheme
+//         "affine", zero_point u8 [U, blocks]; optional bias f32 [U].
+// Attributes: in_features (K), bits (2, 3, 4), block_size (32, 64, 128), scheme ("symmetric":
+//         zero point 2^(bits-1); "affine"), activation ("none"/"relu"), input_quantization
+//         ("s8_block": x quantized per block to int8 at run time, the default; "none": f32
+//         activations, weight-only).
+struct BlockDenseLayout {
+  int64_t features = 0, units = 0, blocks = 0, block = 0;
+  int bits = 0;
+  bool affine = false;
+  size_t bias = 0;  // index of the bias input (0: none)
+};
+
+BlockDenseLayout block_dense_layout(const Node& node, size_t inputs) {
+  BlockDenseLayout l;
+  l.features = node.attr_int("in_features", -1);
+  if (l.features < 1) shape_error(node, "attribute 'in_features' must be a positive integer");
+  l.bits = static_cast<int>(node.attr_int("bits", 4));
+  if (l.bits < 2 || l.bits > 4) shape_error(node, "attribute 'bits' must be 2, 3 or 4, got " + std::to_string(l.bits));
+  l.block = node.attr_int("block_size", 32);
+  if (l.block != 32 && l.block != 64 && l.block != 128)
+    shape_error(node, "attribute 'block_size' must be 32, 64 or 128, got " + std::to_string(l.block));
+  const std::string scheme = node.attr_string("scheme", "symmetric");
+  if (scheme != "symmetric" && scheme != "affine") shape_error(node, "attribute 'scheme' must be \"symmetric\" or \"affine\"");
+  l.affine = scheme == "affine";
+  const std::string input = node.attr_string("input_quantization", "s8_block");
+  if (input != "s8_block" && input != "none") shape_error(node, "attribute 'input_quantization' must be \"s8_block\" or \"none\"");
+  const size_t first_optional = l.affine ? 4 : 3;
+  if (inputs < first_optional || inputs > first_optional + 1)
+    shape_error(node, "takes " + std::to_string(first_optional) + " inputs (x, codes, scale" + (l.affine ? ", zero_point" : "") +
+                          ") and an optional bias, got " + std::to_string(inputs));
+  l.bias = inputs == first_optional + 1 ? first_optional : 0;
+  l.blocks = (l.features + l.block - 1) / l.block;
+  return l;
+}
+
+struct BlockDenseState : OpState {
+  BlockWeights weights;
+  std::vector<float> bias;
+  BlockOutput output;
+};
+
+class BlockQDense final : public PreparedInferenceOp {
+ public:
+  BlockQDense() { traits_ = {.float_op = "Dense", .dynamic = true, .block_weights = true}; }
+  std::vector<Shape> infer_shapes(const Node& node, std::span<const Shape> in) const override {
+    const BlockDenseLayout l = block_dense_layout(node, in.size());
+    if (in[0].size() < 2 || (in[0].back() >= 0 && in[0].back() != l.features))
+      shape_error(node, "input must be [batch, ..., " + std::to_string(l.features) + "], got " + to_string(in[0]));
+    if (in[1].size() != 2 || in[1][1] != l.blocks * block_bytes(l.bits, l.block))
+      shape_error(node, "codes must be [units, " + std::to_string(l.blocks * block_bytes(l.bits, l.block)) + "], got " +
+                            to_string(in[1]));
+    const int64_t units = in[1][0];
+    if (in[2] != Shape{units, l.blocks})
+      shape_error(node, "scale must be [" + std::to_string(units) + ", " + std::to_string(l.blocks) + "], got " + to_string(in[2]));
+    if (l.affine && in[3] != in[2]) shape_error(node, "zero_point must have the shape of scale, got " + to_string(in[3]));
+    if (l.bias && in[l.bias] != Shape{units}) shape_error(node, "bias must be [" + std::to_string(units) + "], got " + to_string(in[l.bias]));
+    return {with_last(in[0], units)};
+  }
+  std::vector<DType> infer_dtypes(const Node& node, std::span<const DType> in) const override {
+    const BlockDenseLayout l = block_dense_layout(node, in.size());
+    expect_dtype(node, in[0], DType::F32, "input");
+    expect_dtype(node, in[1], DType::U8, "codes");
+    expect_dtype(node, in[2], DType::F16, "scale");
+    if (l.affine) expect_dtype(node, in[3], DType::U8, "zero_point");
+    if (l.bias) expect_dtype(node, in[l.bias], DType::F32, "bias");
+    return {DType::F32};
+  }
+  std::shared_ptr<const OpState> prepare(const Node& node, std::span<const Tensor* const> c) const override {
+    if (!constants_known(c)) return nullptr;
+    const BlockDenseLayout l = block_dense_layout(node, c.size());
+    auto s = std::make_shared<BlockDenseState>();
+    const Tensor& codes = *c[1];
+    const int64_t units = codes.dim(0);
+    const auto span_of = [](const Tensor& t) { return std::span(static_cast<const uint8_t*>(t.raw()), t.nbytes()); };
+    std::span<const uint8_t> zero_points;
+    if (l.affine) zero_points = span_of(*c[3]);
+    const std::span<const uint16_t> scales(static_cast<const uint16_t*>(c[2]->raw()), static_cast<size_t>(c[2]->numel()));
+    try {
+      s->weights = BlockWeights::pack(span_of(codes), scales, zero_points, units, l.features, l.bits, l.block);
+    } catch (const Error& e) {
+      shape_error(node, e.what());
+    }
+    for (size_t i = 0; i < scales.size(); ++i) {
+      const float d = f16_to_f32(scales[i]);
+      if (!(d >= 0.0f) || !std::isfinite(d)) shape_error(node, "scale[" + std::to_string(i) + "] must be finite and not negative");
+    }
+    if (l.bias) s->bias.assign(c[l.bias]->data<float>(), c[l.bias]->data<float>() + units);
+    s->output.bias = s->bias.empty() ? nullptr : s->bias.data();
+    s->output.relu = relu_of(node);
+    s->output.input = node.attr_string("input_quantization", "s8_block") == "none" ? InputQuantization::None : InputQuantization::S8Block;
+    return s;
+  }
+  std::string describe(const Node&, const OpState* state) const override {
+    if (!state) return "prepared on every call (weights are not constants)";
+    const auto& s = state_as<BlockDenseState>(state);
+    return describe_block_gemm(s.weights, s.output);
+  }
+  void forward_prepared(const Node& node, const OpState* state, std::span<const Tensor* const> in,
+                        std::span<Tensor* const> out, Workspace& workspace) const override {
+    if (!state) return forward(node, in, out);
+    const auto& s = state_as<BlockDenseState>(state);
+    const Tensor& x = *in[0];
+    const int64_t batch = rows_of(node, x, s.weights.k()), units = s.weights.n();
+    prepare_output(*out[0], DType::F32, with_last(x.shape(), units));
+    block_gemm(batch, x.data<float>(), s.weights.k(), s.weights, s.output, out[0]->data<float>(), units, workspace);
+  }
+};
+
 }  // namespace
 
 void check_weight_tensor(const Node& node, const Tensor& codes, int64_t k) {
@@ -595,6 +708,7 @@ void register_quantized(const Registrar& add) {
   add("Requantize", std::make_unique<Requantize>());
   add("QDense", std::make_unique<QDense>());
   add("DynamicQDense", std::make_unique<DynamicQDense>());
+  add("BlockQDense", std::make_unique<BlockQDense>());
 }
 
 }  // namespace lowbit::ops
