@@ -87,6 +87,18 @@ QuantizeResult quantize(const Graph& model, const QuantizeOptions& options);
 // by sensitivity, or to search), so that a caller loads data only then.
 bool quantize_needs_data(const QuantizeOptions& options);
 
+// The defaults that depend on the weight bit width, for the options a user did not give (the CLI
+// and the Python package apply them and say what they chose). Measured on the reference MLP
+// (README): below 5 bits GPTQ rounding keeps most of the accuracy round-to-nearest loses; below 4
+// bits an affine grid does better than a symmetric one, and quantization-aware training needs
+// learned step sizes (LSQ): min-max observers leave a 2-bit student 7 points below float.
+struct BitWidthDefaults {
+  std::string rounding = "nearest";          // quantize: "gptq" at <= 4 bits (it needs calibration data)
+  QScheme weight_scheme = QScheme::Symmetric;  // quantize: affine at <= 3 bits (not in dynamic mode)
+  bool lsq = false;                          // qat, distill: learned step sizes at <= 3 bits
+};
+BitWidthDefaults defaults_for_bits(int weight_bits);
+
 struct LayerError {
   std::string layer, op, against_op;
   ErrorMetrics error;  // of the layer's output in `model` against the same value in `against`

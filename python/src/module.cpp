@@ -267,7 +267,9 @@ QuantPlan plan_from(nb::handle plan) {
   bad_argument("plan: expected a dict, JSON text or a plan file's path");
 }
 
-QatOptions qat_options(int bits, bool per_channel, const std::string& scheme, bool lsq, int64_t observer_steps, nb::handle plan) {
+// lsq: None chooses by bit width (defaults_for_bits), as the CLI does.
+QatOptions qat_options(int bits, bool per_channel, const std::string& scheme, std::optional<bool> lsq, int64_t observer_steps,
+                       nb::handle plan) {
   QatOptions q;
   if (!plan.is_none()) {
     q.plan = plan_from(plan);
@@ -277,7 +279,7 @@ QatOptions qat_options(int bits, bool per_channel, const std::string& scheme, bo
     q.plan.defaults.per_channel = per_channel;
     q.plan.defaults.weight_scheme = scheme_named(scheme, "scheme");
   }
-  q.lsq = lsq;
+  q.lsq = lsq.value_or(plan.is_none() && defaults_for_bits(bits).lsq);
   q.observer_steps = observer_steps;
   return q;
 }
@@ -562,10 +564,10 @@ void bind(nb::module_& m) {
         "moving_average, percentile, mse or kl.");
 
   m.def("quantize", [](const Model* model, const Data* data, const std::string& mode, int bits, bool per_channel, int group_size,
-                       const std::string& scheme,
+                       std::optional<std::string> scheme,
                        const std::string& activations, const std::string& granularity, nb::handle ranges, const std::string& calib_method,
                        int64_t calib_samples, int64_t validation_samples, const std::string& layers, int keep_float,
-                       const std::string& rounding,
+                       std::optional<std::string> rounding,
                        std::optional<double> max_drop, const std::string& objective, double time_budget, nb::handle plan, nb::object log) {
           const Graph& g = graph_of(model, "model");
           if (is_quantized(g)) bad_argument("quantize: the model is already quantized");
@@ -579,7 +581,12 @@ void bind(nb::module_& m) {
           q.weight_bits = bits;
           q.per_channel = per_channel;
           q.group_size = group_size;
-          q.weight_scheme = scheme_named(scheme, "scheme");
+          // Defaults by bit width for a scheme or rounding not given (as the CLI), not with a plan or a search.
+          const BitWidthDefaults defaults = defaults_for_bits(bits);
+          const bool deciding = plan.is_none() && !max_drop;
+          const bool dynamic = q.mode == QuantMode::Dynamic;  // (its per-row layers take symmetric weights only)
+          q.weight_scheme = scheme ? scheme_named(*scheme, "scheme") : deciding && !dynamic ? defaults.weight_scheme : QScheme::Symmetric;
+          q.rounding = rounding ? *rounding : deciding && data ? defaults.rounding : std::string("nearest");
           q.activation_scheme = scheme_named(activations, "activations");
           q.dynamic_granularity = granularity;
           q.calibration_method = calib_method;
@@ -587,7 +594,6 @@ void bind(nb::module_& m) {
           q.validation_samples = validation_samples;
           q.layers = layers;
           q.keep_float = keep_float;
-          q.rounding = rounding;
           q.max_drop = max_drop;
           q.objective = objective;
           q.time_budget_seconds = time_budget;
@@ -638,15 +644,16 @@ void bind(nb::module_& m) {
           }
           return Model{std::move(r.model), "", report};
         }, "model"_a.none(), "data"_a.none() = nb::none(), nb::kw_only(), "mode"_a = "full", "bits"_a = 8, "per_channel"_a = true,
-        "group_size"_a = 0, "scheme"_a = "symmetric", "activations"_a = "affine", "granularity"_a = "row", "ranges"_a = nb::none(),
+        "group_size"_a = 0, "scheme"_a = nb::none(), "activations"_a = "affine", "granularity"_a = "row", "ranges"_a = nb::none(),
         "calib_method"_a = "minmax", "calib_samples"_a = 1000, "validation_samples"_a = 10000, "layers"_a = "", "keep_float"_a = 1,
-        "rounding"_a = "nearest", "max_drop"_a = nb::none(), "objective"_a = "size", "time_budget"_a = 60.0, "plan"_a = nb::none(), "log"_a = nb::none(),
+        "rounding"_a = nb::none(), "max_drop"_a = nb::none(), "objective"_a = "size", "time_budget"_a = 60.0, "plan"_a = nb::none(), "log"_a = nb::none(),
         "Quantizes a float model (as `lowbit quantize`). mode: \"full\" (integer-only: weights, biases, activations),\n"
         "\"partial\" (the layers named in `layers`, or all but the `keep_float` most sensitive), \"dynamic\" (activations\n"
         "quantized at run time per \"row\" or \"tensor\": `granularity`). bits: weight bits 8, 6, 4, 3 or 2; per_channel or\n"
         "per tensor; group_size 32, 64 or 128: block weights (an fp16 scale per that many inputs of each output; Dense\n"
         "layers, 2-4 bits, f32 in and out, the input quantized per block at run time); scheme \"symmetric\" or \"affine\" weights; rounding \"nearest\" or \"gptq\" (error feedback through each\n"
-        "Dense / Conv2D layer's input Hessian on the calibration samples); activations \"affine\" or \"symmetric\" (TensorRT). Static modes\n"
+        "Dense / Conv2D layer's input Hessian on the calibration samples); scheme and rounding left out are chosen by bit\n"
+        "width (gptq at 4 bits and below when `data` is given, affine at 3 and below); activations \"affine\" or \"symmetric\" (TensorRT). Static modes\n"
         "calibrate on `data`'s training split (calib_method, calib_samples) unless `ranges` (a Calibration or a ranges\n"
         "file) is given. max_drop: search per-layer rules within that accuracy drop (points) on the validation split (the\n"
         "last validation_samples training samples), for `objective` \"size\" or \"speed\" within time_budget seconds.\n"
@@ -694,7 +701,7 @@ void bind(nb::module_& m) {
         "cosine and error of every value both compute, and (speed=True) batch-1 latency and batch-256 throughput.");
 
   m.def("qat", [](const Model* model, const Data& data, int epochs, int batch_size, float lr, uint64_t seed, int bits, bool per_channel,
-                  const std::string& scheme, bool lsq, nb::handle plan, int64_t observer_steps, int64_t calib_samples, int64_t train_samples,
+                  const std::string& scheme, std::optional<bool> lsq, nb::handle plan, int64_t observer_steps, int64_t calib_samples, int64_t train_samples,
                   const Model* teacher, float temperature, float alpha, const std::string& teacher_cache, nb::object callback, bool progress) {
           const Graph& g = graph_of(model, "model");
           if (is_quantized(g) || is_qat_model(g)) bad_argument("qat: the model is not a float model (QAT starts from a trained float model)");
@@ -726,18 +733,18 @@ void bind(nb::module_& m) {
           report["fake_quantized"] = Model{std::move(r.fake_quantized), "", {}};
           return Model{std::move(r.model), "", report};
         }, "model"_a.none(), "data"_a, nb::kw_only(), "epochs"_a = 3, "batch_size"_a = 32, "lr"_a = 1e-4f, "seed"_a = 0, "bits"_a = 4,
-        "per_channel"_a = true, "scheme"_a = "symmetric", "lsq"_a = false, "plan"_a = nb::none(), "observer_steps"_a = -1,
+        "per_channel"_a = true, "scheme"_a = "symmetric", "lsq"_a = nb::none(), "plan"_a = nb::none(), "observer_steps"_a = -1,
         "calib_samples"_a = 1000, "train_samples"_a = 0, "teacher"_a = nb::none(), "temperature"_a = 4.0f, "alpha"_a = 0.7f,
         "teacher_cache"_a = "", "callback"_a = nb::none(), "progress"_a = true,
         "Quantization-aware training (as `lowbit qat`): calibrates, inserts fake quantization (bits, per_channel, scheme,\n"
-        "or a plan), fine-tunes for `epochs` (Adam, lr), learning the step sizes with lsq=True, and converts to the integer\n"
-        "model, which it returns. With a teacher, training distils from it (temperature, alpha; its logits cached in the\n"
+        "or a plan), fine-tunes for `epochs` (Adam, lr), learning the step sizes with lsq=True (None: by bit width,\n"
+        "on at 3 bits and below), and converts to the integer model, which it returns. With a teacher, training distils from it (temperature, alpha; its logits cached in the\n"
         "file teacher_cache when given). The report holds both accuracies and the fake-quantized model.");
 
   m.def("distill", [](const Model* teacher, const Data& data, nb::handle student, int epochs, int batch_size, float lr,
                       const std::string& lr_schedule, uint64_t seed, int64_t train_samples, float temperature, float alpha,
                       const std::string& teacher_cache, std::optional<int> bits, int qat_epochs, float qat_lr, bool per_channel,
-                      const std::string& scheme, bool lsq, nb::handle plan, int64_t observer_steps, int64_t calib_samples,
+                      const std::string& scheme, std::optional<bool> lsq, nb::handle plan, int64_t observer_steps, int64_t calib_samples,
                       nb::object callback, bool progress) {
           const Graph& t = graph_of(teacher, "teacher");
           if (epochs < 0) bad_argument("epochs must be >= 0, got " + std::to_string(epochs));
@@ -788,11 +795,11 @@ void bind(nb::module_& m) {
         }, "teacher"_a.none(), "data"_a, nb::kw_only(), "student"_a = "784-64-32-10", "epochs"_a = 10, "batch_size"_a = 32, "lr"_a = 1e-3f,
         "lr_schedule"_a = "constant", "seed"_a = 0, "train_samples"_a = 0, "temperature"_a = 4.0f, "alpha"_a = 0.7f,
         "teacher_cache"_a = "", "bits"_a = nb::none(), "qat_epochs"_a = 5, "qat_lr"_a = 1e-4f, "per_channel"_a = true,
-        "scheme"_a = "symmetric", "lsq"_a = false, "plan"_a = nb::none(), "observer_steps"_a = -1, "calib_samples"_a = 1000,
+        "scheme"_a = "symmetric", "lsq"_a = nb::none(), "plan"_a = nb::none(), "observer_steps"_a = -1, "calib_samples"_a = 1000,
         "callback"_a = nb::none(), "progress"_a = true,
         "Knowledge distillation (as `lowbit distill`): trains `student` (an architecture, built with `seed`, or a float\n"
         "Model to fine-tune) on the teacher's soft predictions (temperature, alpha) for `epochs`; with `bits` (or a plan)\n"
-        "then quantization-aware distillation for qat_epochs, returning the integer student. teacher_cache: a file for\n"
+        "then quantization-aware distillation for qat_epochs (lsq None: learned step sizes at 3 bits and below), returning the integer student. teacher_cache: a file for\n"
         "the teacher's logits ('' : computed once in memory).");
 
   m.def("import_onnx", [](const std::string& path) { return read_model(path, [](const std::string& p) { return import_onnx(p); }); },

@@ -97,10 +97,13 @@ BlockWeights BlockWeights::pack(std::span<const uint8_t> codes, std::span<const 
   w.panel_codes_.assign(static_cast<size_t>(panels * blocks * kPanel * bb), 0);
   w.panel_scales_.assign(static_cast<size_t>(panels * blocks * kPanel), 0);
   w.panel_zero_points_.assign(static_cast<size_t>(panels * blocks * kPanel), 0);
+  const int64_t subs = block / 32, sub = block_bytes(bits, 32);
   for (int64_t col = 0; col < n; ++col)
     for (int64_t b = 0; b < blocks; ++b) {
       const int64_t slot = ((col / kPanel) * blocks + b) * kPanel + col % kPanel;
-      std::copy_n(codes.data() + (col * blocks + b) * bb, bb, w.panel_codes_.data() + slot * bb);
+      for (int64_t s = 0; s < subs; ++s)  // sub-block s of the 8 columns side by side
+        std::copy_n(codes.data() + (col * blocks + b) * bb + s * sub, sub,
+                    w.panel_codes_.data() + (((col / kPanel) * blocks + b) * subs + s) * kPanel * sub + (col % kPanel) * sub);
       w.panel_scales_[static_cast<size_t>(slot)] = scales[static_cast<size_t>(col * blocks + b)];
       w.panel_zero_points_[static_cast<size_t>(slot)] = static_cast<uint8_t>(w.zero_point(col, b));
     }

@@ -73,8 +73,10 @@ class BlockWeights {
     return zero_points_.empty() ? 1 << (bits_ - 1) : zero_points_[static_cast<size_t>(n * blocks() + b)];
   }
   // The AVX2 layout (empty when packed for the reference): panels of kPanel = 8 columns (the last
-  // zero-padded), panel after panel, block after block; per (panel, block): the 8 columns' codes
-  // (8 x block_bytes, storage layout), and separately the 8 scales (f16) and 8 zero points (u8).
+  // zero-padded), panel after panel, block after block; per (panel, block): sub-block after
+  // sub-block of 32 codes, the 8 columns' bytes of it side by side (8 x block_bytes(bits, 32),
+  // storage layout: at 4 bits two neighbouring columns are one 32-byte load); and separately the
+  // 8 scales (f16) and 8 zero points (u8) per (panel, block).
   static constexpr int64_t kPanel = 8;
   const std::vector<uint8_t>& panel_codes() const noexcept { return panel_codes_; }
   const std::vector<uint16_t>& panel_scales() const noexcept { return panel_scales_; }

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <set>
 #include <tuple>
 #include <nlohmann/json.hpp>
@@ -273,20 +274,24 @@ class Transform {
   }
 
   // Does some consumer of `value` (looking through ops that pass s8 through: reshapes,
-  // max-pooling) take integer input?
-  bool has_integer_consumer(const std::string& value) const { return !integer_reader(value).first.empty(); }
+  // max-pooling) take integer input? `bytes`: value is scaled image bytes (see integer_reader).
+  bool has_integer_consumer(const std::string& value, bool bytes = false) const {
+    return !integer_reader(value, bytes).first.empty();
+  }
 
   // The value through which an integer layer reads `value` (itself, or the output of ops that pass
-  // s8 values on) and that layer's calibration method; "" if no integer layer reads it.
-  std::pair<std::string, std::string> integer_reader(const std::string& value) const {
+  // s8 values on) and that layer's calibration method; "" if no integer layer reads it. In dynamic
+  // mode only a layer reading scaled image bytes (`bytes`) is one: those are already 8-bit codes
+  // on a known grid, so the layer takes them as they are instead of quantizing floats at run time.
+  std::pair<std::string, std::string> integer_reader(const std::string& value, bool bytes = false) const {
     for (const auto& node : model_.nodes) {
       if (std::find(node.inputs.begin(), node.inputs.end(), value) == node.inputs.end()) continue;
       const OpTraits& traits = traits_of(node);
       if (traits.is_quantizable() && node.inputs[0] == value && plan_.rule_for(node.name).quantize &&
-          plan_.rule_for(node.name).group_size == 0 && plan_.mode != QuantMode::Dynamic)
+          plan_.rule_for(node.name).group_size == 0 && (plan_.mode != QuantMode::Dynamic || bytes))
         return {value, plan_.rule_for(node.name).calibration};
       if (traits.passes_quantized && !is_graph_output(node.outputs[0])) {
-        auto reader = integer_reader(node.outputs[0]);
+        auto reader = integer_reader(node.outputs[0], bytes);
         if (!reader.first.empty()) return reader;
       }
     }
@@ -356,7 +361,7 @@ class Transform {
     auto bytes = requantized_.find(node.inputs[0]);
     if (integer_.count(node.inputs[0]) && !is_graph_output(node.outputs[0])) {
       integer_[node.outputs[0]] = integer_[node.inputs[0]];
-    } else if (bytes != requantized_.end() && !is_graph_output(node.outputs[0]) && has_integer_consumer(node.outputs[0])) {
+    } else if (bytes != requantized_.end() && !is_graph_output(node.outputs[0]) && has_integer_consumer(node.outputs[0], true)) {
       n.inputs[0] = bytes->second;  // on the way from requantized image bytes to an integer layer
       integer_[node.outputs[0]] = integer_.at(bytes->second);
     } else {
@@ -376,13 +381,22 @@ class Transform {
   // The scaling of image bytes (a DequantizeLinear of u8 codes) whose values an integer layer reads:
   // the bytes go to that layer's input grid in one Requantize (no float tensor between the scaling
   // and the quantization; bit-identical to the two). The float scaling is added only if some
-  // other node reads its output (as_float).
+  // other node reads its output (as_float). In dynamic mode the grid is the bytes' own (scale and
+  // zero point - 128: every byte b becomes the code b - 128 exactly), so the first layer runs as a
+  // static integer layer with f32 output, without a float input or a range to find at run time.
   void scale_bytes(const Node& node) {
     const std::string& v = node.outputs[0];
-    const auto [reader, method] = integer_reader(v);
+    const auto [reader, method] = integer_reader(v, true);
     if (reader.empty() || is_graph_output(v)) return keep_float(node);
+    std::optional<QuantParams> params;
+    if (plan_.mode == QuantMode::Dynamic) {
+      params = byte_grid(node);
+      if (!params) return keep_float(node);
+    } else {
+      params = activation_params(reader, method);
+    }
     const std::string name = v + "_quantized";
-    const S8Value& s8 = add_s8_value(name, activation_params(reader, method));
+    const S8Value& s8 = add_s8_value(name, *params);
     Node n{name, "Requantize", {node.inputs[0], node.inputs[1], s8.scale, s8.zero_point}, {name}};
     if (node.inputs.size() == 3) n.inputs.push_back(node.inputs[2]);  // x_zero_point, last in Requantize
     copy_initializers(node);
@@ -391,9 +405,34 @@ class Transform {
     deferred_float_[v] = node;
   }
 
+  // The s8 grid on which the bytes that `node` (a DequantizeLinear of u8) scales are exact codes:
+  // its scale, and its zero point - 128. None when the scale or zero point is not a constant scalar
+  // (an initializer, or a Constant node's value_float).
+  std::optional<QuantParams> byte_grid(const Node& node) const {
+    float scale_value = 0.0f;
+    auto scale = model_.initializers.find(node.inputs.at(1));
+    const int producer = model_.producer(node.inputs[1]);
+    if (scale != model_.initializers.end() && scale->second.numel() == 1 && scale->second.dtype() == DType::F32)
+      scale_value = scale->second.data<float>()[0];
+    else if (producer >= 0 && model_.nodes[static_cast<size_t>(producer)].op == "Constant" &&
+             model_.nodes[static_cast<size_t>(producer)].attributes.count("value_float"))
+      scale_value = static_cast<float>(model_.nodes[static_cast<size_t>(producer)].attr_float("value_float", 0.0));
+    else
+      return std::nullopt;
+    int32_t zero_point = 0;
+    if (node.inputs.size() > 2) {
+      auto zp = model_.initializers.find(node.inputs[2]);
+      if (zp == model_.initializers.end() || zp->second.numel() != 1 || zp->second.dtype() != DType::U8) return std::nullopt;
+      zero_point = zp->second.data<uint8_t>()[0];
+    }
+    QuantParams p{8, true, QScheme::Affine, false, -1, {scale_value}, {zero_point - 128}};
+    p.validate("the input scaling '" + node.name + "'");
+    return p;
+  }
+
   // Conv2D -> QConv2D: weights per output channel as rows [OC, IC/group*kh*kw], s8 input, s8
   // output when an integer layer consumes it, else f32. Dynamic mode: DynamicQConv2D (f32 in and
-  // out, the input quantized at run time).
+  // out, the input quantized at run time), except on image bytes (scale_bytes): QConv2D, f32 out.
   void quantize_conv(const Node& node, const OpTraits& traits) {
     const LayerRule rule = checked_rule(node);
     const Tensor& weight4 = model_.initializers.at(node.inputs.at(1));
@@ -408,7 +447,7 @@ class Transform {
     Attributes attributes = {{"in_channels", in_channels},
                              {"kernel_shape", Shape{weight4.dim(2), weight4.dim(3)}},
                              {"activation", node.attr_string("activation", "none")}};
-    if (plan_.mode == QuantMode::Dynamic) {
+    if (plan_.mode == QuantMode::Dynamic && !integer_.count(node.inputs[0])) {
       attributes["granularity"] = plan_.dynamic_granularity;
       Node n{node.name, traits.dynamic_op, {as_float(node.inputs[0]), prefix + "weight_codes", prefix + "weight_scale"},
              {node.outputs[0]}, attributes};
@@ -577,7 +616,7 @@ class Transform {
     const std::string activation = node.attr_string("activation", "none");
     const std::string out_value = node.outputs[0];
 
-    if (plan_.mode == QuantMode::Dynamic)
+    if (plan_.mode == QuantMode::Dynamic && !integer_.count(node.inputs[0]))  // (else: it reads image bytes, scale_bytes)
       return add_dynamic_layer(
           node, {node.name, traits.dynamic_op, {as_float(node.inputs[0]), prefix + "weight_codes", prefix + "weight_scale"},
                  {out_value}, {{"in_features", features}, {"activation", activation}, {"granularity", plan_.dynamic_granularity}}});

@@ -28,6 +28,16 @@ bool quantize_needs_data(const QuantizeOptions& o) {
   return calibrating || by_sensitivity || o.max_drop.has_value() || gptq;
 }
 
+BitWidthDefaults defaults_for_bits(int weight_bits) {
+  BitWidthDefaults d;
+  if (weight_bits <= 4) d.rounding = "gptq";
+  if (weight_bits <= 3) {
+    d.weight_scheme = QScheme::Affine;
+    d.lsq = true;
+  }
+  return d;
+}
+
 QuantizeResult quantize(const Graph& model, const QuantizeOptions& o) {
   if (is_quantized(model)) throw Error(ErrorKind::InvalidArgument, "the model is already quantized");
   if (o.rounding != "nearest" && o.rounding != "gptq")

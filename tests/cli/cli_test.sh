@@ -81,6 +81,11 @@ check "quantize writes its plan" test -s "$work/q.lbm.plan.json"
 check "info shows packed low-bit and int8 tensors" grep -q 'QDense' "$work/qinfo.txt"
 "$lowbit" quantize --model "$work/m.lbm" --out "$work/q4.lbm" --bits 4 --calib-data "$data" --calib-samples 200 >/dev/null
 check "4-bit weights are stored as s4" grep -q 's4\[' <("$lowbit" info --model "$work/q4.lbm")
+"$lowbit" quantize --model "$work/m.lbm" --out "$work/q3.lbm" --bits 3 --calib-data "$data" --calib-samples 200 >"$work/q3.out"
+check "quantize --bits 3 says which defaults it chose" grep -q 'defaults for 3-bit weights: affine weights (--symmetric to change), gptq rounding' "$work/q3.out"
+check "the plan records them" grep -q '"rounding": "gptq"' "$work/q3.lbm.plan.json"
+"$lowbit" quantize --model "$work/m.lbm" --out "$work/q3n.lbm" --bits 3 --symmetric --rounding nearest --calib-data "$data" --calib-samples 200 >"$work/q3n.out"
+check "given options are not defaulted" test "$(grep -c 'defaults for' "$work/q3n.out")" -eq 0
 "$lowbit" quantize --model "$work/m.lbm" --out "$work/qb.lbm" --bits 4 --group-size 32 --calib-data "$data" --calib-samples 200 --json >"$work/qb.out"
 check "quantize --group-size 32 reports its accuracy" grep -q '"test_accuracy":0\.[0-9]' <(tail -n 1 "$work/qb.out")
 "$lowbit" info --model "$work/qb.lbm" >"$work/qbinfo.txt"
@@ -208,9 +213,11 @@ check "distill reuses the cache" grep -q "read from the cache" "$work/d2.out"
 "$lowbit" train --data "$data" --train-samples 600 --epochs 1 --seed 2 --threads 2 --out "$work/m.lbm" >/dev/null
 "$lowbit" distill --teacher "$work/m.lbm" --student 784-16-10 --data "$data" --epochs 1 --train-samples 2000 --out "$work/d3.lbm" >"$work/d3.out"
 check "a retrained teacher invalidates the cache" grep -q "another teacher or other data" "$work/d3.out"
-"$lowbit" distill --teacher "$work/m.lbm" --student "$work/d.lbm" --data "$data" --epochs 0 --bits 2 --lsq --qat-epochs 1 \
+"$lowbit" distill --teacher "$work/m.lbm" --student "$work/d.lbm" --data "$data" --epochs 0 --bits 2 --qat-epochs 1 \
   --train-samples 2000 --out "$work/d2bit.lbm" --json >"$work/d2bit.out"
 check "distill --bits 2 writes a 2-bit integer model" grep -q 's2\[' <("$lowbit" info --model "$work/d2bit.lbm")
+check "distill --bits 2 learns the step sizes by default, and says so" grep -q 'defaults for 2-bit weights: learned step sizes' "$work/d2bit.out"
+check "distill --bits 2 --json reports lsq" grep -q '"lsq":true' <(tail -n 1 "$work/d2bit.out")
 fails "distill --epochs 0 needs a trained student" "needs a trained student" "$lowbit" distill --teacher "$work/m.lbm" --epochs 0 --out "$work/x.lbm"
 fails "distill with an unwritable cache" "cannot write" "$lowbit" distill --teacher "$work/m.lbm" --teacher-cache "$work/no/dir/c" \
   --train-samples 100 --epochs 1 --out "$work/x.lbm"

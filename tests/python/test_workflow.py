@@ -60,6 +60,11 @@ def test_the_steps_one_call_each(fashion, small_model, tmp_path):
     assert any(layer["op"] == "DynamicQDense" for layer in dynamic.info()["layers"])
     gptq = lowbit.quantize(small_model, fashion, bits=3, rounding="gptq")
     assert gptq.report["plan"]["defaults"]["rounding"] == "gptq"
+    # Left out, the grid and the rounding follow the bit width (gptq needs data; affine at 3 bits).
+    chosen = lowbit.quantize(small_model, fashion, bits=3).report["plan"]["defaults"]
+    assert chosen["rounding"] == "gptq" and chosen["weight_scheme"] == "affine"
+    without_data = lowbit.quantize(small_model, mode="dynamic", bits=3).report["plan"]["defaults"]
+    assert "rounding" not in without_data and without_data["weight_scheme"] == "symmetric"  # (dynamic layers are symmetric)
     blocks = lowbit.quantize(small_model, mode="dynamic", bits=4, group_size=32)
     layers = blocks.info()["layers"]
     assert all(layer["op"] == "BlockQDense" for layer in layers if layer["name"].startswith("dense_"))

@@ -333,7 +333,24 @@ TEST(Quantize, DynamicNeedsNoCalibration) {
   QuantPlan plan;
   plan.mode = QuantMode::Dynamic;
   Graph q = quantize_model(t.model, plan, {});
-  for (const auto& node : q.nodes) EXPECT_NE(node.op, "QDense");
+  // The first layer reads the image bytes as they are (exact s8 codes b - 128 on the bytes' grid,
+  // one Requantize, then an integer layer with f32 output); the others quantize at run time.
+  std::map<std::string, std::string> ops;
+  for (const auto& node : q.nodes) ops[node.name] = node.op;
+  EXPECT_EQ(ops["dense_1"], "QDense");
+  EXPECT_EQ(ops["dense_2"], "DynamicQDense");
+  EXPECT_EQ(ops["dense_3"], "DynamicQDense");
+  for (const auto& node : q.nodes) EXPECT_NE(node.op, "QuantizeLinear");
+  const auto first = std::find_if(q.nodes.begin(), q.nodes.end(), [](const Node& n) { return n.op == "Requantize"; });
+  ASSERT_NE(first, q.nodes.end());
+  const auto info = q.infer_shapes();
+  const Node& dense_1 = *std::find_if(q.nodes.begin(), q.nodes.end(), [](const Node& n) { return n.name == "dense_1"; });
+  EXPECT_EQ(info.at(dense_1.inputs[0]).dtype, DType::S8);
+  EXPECT_EQ(info.at(dense_1.outputs[0]).dtype, DType::F32);
+  // The bytes' grid: scale 1/255 (the model's input scaling), zero point -128.
+  EXPECT_NEAR(q.initializers.at(first->inputs[2]).data<float>()[0], 1.0 / 255, 1e-6);  // the model's 0.003922
+  EXPECT_EQ(q.initializers.at(first->inputs[3]).data<int8_t>()[0], -128);
+  EXPECT_FALSE(is_quantized(dequantize_model(q)));
   EXPECT_NEAR(evaluate(q, t.test).accuracy, t.float_accuracy, 0.01);
   plan.dynamic_granularity = "tensor";
   EXPECT_NEAR(evaluate(quantize_model(t.model, plan, {}), t.test).accuracy, t.float_accuracy, 0.01);

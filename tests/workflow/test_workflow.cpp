@@ -147,6 +147,29 @@ TEST(Workflow, ModelInfoListsLayersTensorsAndSizes) {
   EXPECT_EQ(qd->tensors[0].bits, 4);
   EXPECT_EQ(qd->tensors[0].bytes, 64 * 784 / 2);
   EXPECT_LT(q.tensor_bytes, f.tensor_bytes / 6);
+  // Bits per weight: float weights 32; 4-bit codes plus an f32 scale and an s32 zero point per row.
+  EXPECT_EQ(dense->weights, 784 * 64);
+  EXPECT_DOUBLE_EQ(dense->bits_per_weight, 32.0);
+  EXPECT_DOUBLE_EQ(f.bits_per_weight, 32.0);
+  EXPECT_EQ(qd->weights, 784 * 64);
+  EXPECT_DOUBLE_EQ(qd->bits_per_weight, 8.0 * (64 * 392 + 64 * 4 + 64 * 4) / (784 * 64));
+  const auto softmax = std::find_if(f.layers.begin(), f.layers.end(), [](const LayerInfo& l) { return l.op == "Softmax"; });
+  ASSERT_NE(softmax, f.layers.end());
+  EXPECT_EQ(softmax->weights, 0);
+}
+
+TEST(Workflow, DefaultsDependOnTheBitWidth) {
+  EXPECT_EQ(defaults_for_bits(8).rounding, "nearest");
+  EXPECT_EQ(defaults_for_bits(8).weight_scheme, QScheme::Symmetric);
+  EXPECT_FALSE(defaults_for_bits(8).lsq);
+  EXPECT_EQ(defaults_for_bits(4).rounding, "gptq");
+  EXPECT_EQ(defaults_for_bits(4).weight_scheme, QScheme::Symmetric);
+  EXPECT_FALSE(defaults_for_bits(4).lsq);
+  for (int bits : {3, 2}) {
+    EXPECT_EQ(defaults_for_bits(bits).rounding, "gptq");
+    EXPECT_EQ(defaults_for_bits(bits).weight_scheme, QScheme::Affine);
+    EXPECT_TRUE(defaults_for_bits(bits).lsq);
+  }
 }
 
 TEST(Workflow, RunTrainIsBuildTrainEvaluate) {

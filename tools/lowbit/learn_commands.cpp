@@ -46,12 +46,14 @@ struct QatCli {
   bool lsq = false, per_tensor = false, affine = false;
   std::string plan;
   int64_t observer_steps = -1, calib_samples = 1000;
+  CLI::Option* lsq_option = nullptr;
   void add(CLI::App* cmd, bool required_bits) {
     auto* b = cmd->add_option("--bits", bits, "Weight bits of the quantized layers")->check(CLI::IsMember({8, 6, 4, 3, 2}));
     if (!required_bits) b->capture_default_str();
     cmd->add_option("--act-bits", act_bits, "Activation bits (the integer runtime computes with 8)")->capture_default_str()
         ->check(CLI::IsMember({8}));
-    cmd->add_flag("--lsq", lsq, "Learn the step sizes (LSQ) instead of following min-max observers");
+    lsq_option = cmd->add_flag("--lsq,!--no-lsq", lsq,
+                               "Learn the step sizes (LSQ) instead of following min-max observers (default at 3 bits and below)");
     cmd->add_flag("--per-tensor", per_tensor, "One weight scale per layer (default: per output channel)");
     cmd->add_flag("--affine", affine, "Affine weights with a zero point (default: symmetric)");
     cmd->add_option("--plan", plan, "Per-layer rules (a plan file of lowbit quantize); overrides --bits");
@@ -70,8 +72,14 @@ struct QatCli {
     }
     q.activation_bits = act_bits;
     q.lsq = lsq;
+    if (plan.empty() && lsq_option->count() == 0) q.lsq = defaults_for_bits(bits).lsq;
     q.observer_steps = observer_steps;
     return q;
+  }
+  // Prints the defaults chosen by bit width (what options() applied that was not given).
+  void print_defaults() const {
+    if (plan.empty() && lsq_option->count() == 0 && defaults_for_bits(bits).lsq)
+      fmt::print("defaults for {}-bit weights: learned step sizes (LSQ; --no-lsq to change)\n", bits);
   }
 };
 
@@ -132,6 +140,7 @@ Command add_qat(CLI::App& app) {
     if (o->train_samples > 0) data.train = data.train.head(o->train_samples);
     QatRunOptions run;
     run.qat = o->qat.options();
+    o->qat.print_defaults();
     run.calibration_samples = o->qat.calib_samples;
     TrainOptions& options = run.train;
     options.epochs = o->epochs;
@@ -235,6 +244,7 @@ Command add_distill(CLI::App& app) {
     if (quantized) {
       QatRunOptions q;
       q.qat = o->qat.options();
+      o->qat.print_defaults();
       q.train = options;
       q.calibration_samples = o->qat.calib_samples;
       q.train.epochs = o->qat_epochs;

@@ -93,8 +93,8 @@ Command add_quantize(CLI::App& app) {
                   "Block weights: one fp16 scale per this many inputs of each output (Dense layers; 2-4 bits)")
       ->check(CLI::IsMember({32, 64, 128}))
       ->excludes(pt);
-  auto* sy = cmd->add_flag("--symmetric", o->symmetric, "Symmetric weights, zero point 0 (default)");
-  cmd->add_flag("--affine", o->affine, "Affine weights with a zero point")->excludes(sy);
+  auto* sy = cmd->add_flag("--symmetric", o->symmetric, "Symmetric weights, zero point 0 (default above 3 bits)");
+  auto* af = cmd->add_flag("--affine", o->affine, "Affine weights with a zero point (default at 3 bits and below)")->excludes(sy);
   auto* ranges = cmd->add_option("--ranges", o->ranges, "Ranges file from lowbit calibrate");
   cmd->add_option("--calib-data", o->calib_data, "Dataset directory to calibrate on (and validate, for --max-drop)");
   cmd->add_option("--calib-method", o->calib_method, "Calibration method when calibrating here")->capture_default_str();
@@ -113,12 +113,14 @@ Command add_quantize(CLI::App& app) {
       ->capture_default_str()->check(CLI::IsMember({"row", "tensor"}));
   cmd->add_option("--activations", o->activations, "Activation grids: affine (a zero point) or symmetric (zero point 0, for TensorRT)")
       ->capture_default_str()->check(CLI::IsMember({"affine", "symmetric"}));
-  cmd->add_option("--rounding", o->rounding, "Weight rounding: nearest, or gptq (error feedback on the calibration data)")
-      ->capture_default_str()->check(CLI::IsMember({"nearest", "gptq"}));
+  auto* rounding = cmd->add_option("--rounding", o->rounding,
+                                   "Weight rounding: nearest, or gptq (error feedback on the calibration data; the default at "
+                                   "4 bits and below when there is calibration data)")
+                       ->check(CLI::IsMember({"nearest", "gptq"}));
   cmd->add_option("--threads", o->threads, "Worker threads")->check(CLI::Range(1, 1024));
   cmd->add_flag("--json", o->json_out, "End with one JSON line of results");
   (void)ranges;
-  return [o, max_drop] {
+  return [o, max_drop, sy, af, rounding] {
     if (o->threads > 0) set_num_threads(o->threads);
     const Graph model = open_model(o->model);
     if (is_quantized(model)) throw Error(ErrorKind::InvalidArgument, "'" + o->model + "' is already quantized");
@@ -127,7 +129,29 @@ Command add_quantize(CLI::App& app) {
     q.weight_bits = o->weight_bits ? o->weight_bits : o->bits;
     q.per_channel = !o->per_tensor;
     q.group_size = o->group_size;
+    // Defaults by bit width for what was not given (not with a plan or a search, which decide per layer).
+    const BitWidthDefaults defaults = defaults_for_bits(q.weight_bits);
+    const bool deciding = o->plan.empty() && max_drop->count() == 0;
+    const bool has_data = (q.mode != QuantMode::Dynamic && o->ranges.empty()) || !o->calib_data.empty();
+    std::vector<std::string> chosen;
     q.weight_scheme = o->affine ? QScheme::Affine : QScheme::Symmetric;
+    if (deciding && sy->count() == 0 && af->count() == 0 && defaults.weight_scheme != QScheme::Symmetric &&
+        q.mode != QuantMode::Dynamic) {  // (dynamic per-row layers take symmetric weights only)
+      q.weight_scheme = defaults.weight_scheme;
+      chosen.push_back(std::string(name_of(q.weight_scheme)) + " weights (--symmetric to change)");
+    }
+    if (deciding && rounding->count() == 0 && defaults.rounding != "nearest" && has_data) {
+      o->rounding = defaults.rounding;
+      chosen.push_back(defaults.rounding + " rounding (--rounding nearest to change)");
+    }
+    if (!chosen.empty()) {
+      std::string line;
+      for (const auto& c : chosen) line += (line.empty() ? "" : ", ") + c;
+      fmt::print("defaults for {}-bit weights: {}\n", q.weight_bits, line);
+    }
+    if (deciding && q.weight_bits == 2)
+      fmt::print("note: 2-bit weights lose much accuracy after training; lowbit qat --bits 2 or lowbit distill --bits 2 "
+                 "train them back\n");
     q.dynamic_granularity = o->granularity;
     q.activation_scheme = o->activations == "symmetric" ? QScheme::Symmetric : QScheme::Affine;
     q.calibration_method = o->calib_method;
