@@ -47,12 +47,18 @@ void quantize_images_s8(const float* x, int64_t images, int64_t image_size, bool
     return;
   }
   parallel_for(images, 1, [&](int64_t i0, int64_t i1) {  // one range per image
+    // choose_params' grid, fitted in place: no allocation per row (dynamic dense layers quantize
+    // rows of a few dozen values, where two small vectors per row cost as much as the work).
+    QuantParams p{8, true, QScheme::Affine, false, -1, {1.0f}, {0}};
     for (int64_t i = i0; i < i1; ++i) {
       const float* first = x + i * image_size;
       float lo = 0.0f, hi = 0.0f;
       if (image_size > 0) minmax_f32(image_size, first, &lo, &hi);
       if (std::isnan(lo)) lo = hi = 0.0f;  // an all-NaN image
-      const QuantParams p = choose_params(lo, hi, {8, QScheme::Affine});
+      if (std::isfinite(lo) && std::isfinite(hi))
+        fit_channel(p, 0, lo, hi);
+      else
+        p = choose_params(lo, hi, {8, QScheme::Affine});  // (its error for an infinite range)
       quantize_s8(image_size, first, p.scale[0], p.zero_point[0], codes + i * image_size);
       zero_point[i] = p.zero_point[0], scale[i] = p.scale[0];
     }

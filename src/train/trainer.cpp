@@ -118,11 +118,11 @@ void gather_batch(const Dataset& data, std::span<const uint32_t> indices, const 
   const int64_t per_sample = element_count(shape);
   if (!model.inputs.empty() && model.inputs[0].shape.size() == shape.size() + 2) shape.insert(shape.begin(), 1);  // one channel
   shape.insert(shape.begin(), static_cast<int64_t>(indices.size()));
+  if (data.images.dtype() == DType::F32 && images.dtype() != DType::F32)  // (checked before the tensor is touched)
+    throw Error(ErrorKind::InvalidArgument, std::string("the model's input is ") + name_of(images.dtype()) +
+                                                " (image bytes); the data holds f32 values, which feed an f32 input");
   images.resize(shape);
   if (data.images.dtype() == DType::F32) {  // values as they are
-    if (images.dtype() != DType::F32)
-      throw Error(ErrorKind::InvalidArgument, std::string("the model's input is ") + name_of(images.dtype()) +
-                                                  " (image bytes); the data holds f32 values, which feed an f32 input");
     const float* src = data.images.data<float>();
     for (size_t i = 0; i < indices.size(); ++i)
       std::memcpy(images.data<float>() + static_cast<int64_t>(i) * per_sample,
