@@ -14,6 +14,7 @@
 
 #include "core/file_util.h"
 #include "graph/ops/integer_inputs.h"
+#include "kernels/blockq.h"
 #include "lowbit/error.h"
 #include "lowbit/ops.h"
 #include "lowbit/quant_params.h"
@@ -289,6 +290,7 @@ class Exporter {
         throw Error(ErrorKind::Internal, "ONNX export: integer layer in a float export");
       if (n.op == "QDense" || n.op == "QConv2D") return integer_layer(n);
       if (n.op == "DynamicQDense" || n.op == "DynamicQConv2D") return dynamic_layer(n);
+      if (n.op == "BlockQDense") return block_layer(n);
       throw Error(ErrorKind::Unsupported, "ONNX export: integer op " + n.op + " (node '" + n.name + "') has no ONNX form yet");
     }
     if (n.op == "Requantize") {
@@ -551,6 +553,55 @@ class Exporter {
       auto [ys, yz] = grid(n.inputs[l.y_scale], n.inputs[l.y_zero_point]);
       add("QuantizeLinear", {yf, ys, yz}, {out}, n.name + "_quantize");
     }
+  }
+
+  // BlockQDense: its weights as a blocked DequantizeLinear (opset 21: 4-bit codes, [K, N] with
+  // block_size along K; symmetric layers as int4 codes q - 2^(bits-1) without zero points, affine
+  // ones as uint4 codes with uint4 zero points; f32 scales, the fp16 values exactly), then MatMul,
+  // bias and ReLU in float. ONNX has no per-block int8 quantization of the input: the runtime
+  // computes with f32 activations (ONNX Runtime fuses the pair into its MatMulNBits).
+  void block_layer(const Node& n) {
+    require_opset(21, "block weights (layer '" + n.name + "', 4-bit codes with a block_size)");
+    const int bits = static_cast<int>(n.attr_int("bits", 4));
+    const int64_t block = n.attr_int("block_size", 32), k = n.attr_int("in_features", 0);
+    const bool affine = n.attr_string("scheme", "symmetric") == "affine";
+    const Tensor& packed = tensor(n.inputs[1]);
+    const Tensor& scale = tensor(n.inputs[2]);
+    const int64_t units = packed.dim(0), blocks = (k + block - 1) / block;
+    const std::vector<int32_t> codes = unpack_block_codes(std::span(packed.data<uint8_t>(), packed.nbytes()), units, k, bits, block);
+    const int32_t offset = affine ? 0 : 1 << (bits - 1);
+    std::vector<int32_t> codes_t(static_cast<size_t>(k * units));  // [K, N]
+    for (int64_t u = 0; u < units; ++u)
+      for (int64_t i = 0; i < k; ++i) codes_t[static_cast<size_t>(i * units + u)] = codes[static_cast<size_t>(u * k + i)] - offset;
+    std::vector<float> scale_t(static_cast<size_t>(blocks * units));
+    std::vector<int32_t> zero_t(static_cast<size_t>(blocks * units));
+    for (int64_t u = 0; u < units; ++u)
+      for (int64_t b = 0; b < blocks; ++b) {
+        const size_t i = static_cast<size_t>(u * blocks + b);
+        scale_t[static_cast<size_t>(b * units + u)] = f16_to_f32(static_cast<const uint16_t*>(scale.raw())[i]);
+        if (affine) zero_t[static_cast<size_t>(b * units + u)] = tensor(n.inputs[3]).data<uint8_t>()[i];
+      }
+    std::vector<std::string> dq = {int4_init(codes_t, {k, units}, !affine, n.name + ".weight_q_t"),
+                                   f32_init(scale_t, {blocks, units}, n.name + ".weight_scale")};
+    if (affine) dq.push_back(int4_init(zero_t, {blocks, units}, false, n.name + ".weight_zero_point"));
+    const std::string& out = n.outputs[0];
+    const std::string w = fresh(n.name + ".weight_t");
+    auto* d = add("DequantizeLinear", dq, {w}, n.name + "_dequantize_weight");
+    set(d, "axis", int64_t{0});
+    set(d, "block_size", block);
+    notes_.insert("block-weight layers run with f32 activations in ONNX (lowbit quantizes them per block to int8)");
+    const bool relu = n.attr_string("activation", "none") == "relu";
+    const size_t bias_input = affine ? 4 : 3;
+    const bool bias = n.inputs.size() > bias_input;
+    const std::string y = bias || relu ? fresh(out + "_matmul") : out;
+    add("MatMul", {n.inputs[0], w}, {y}, n.name);
+    std::string cur = y;
+    if (bias) {
+      const std::string yb = relu ? fresh(out + "_biased") : out;
+      add("Add", {cur, use(n.inputs[bias_input])}, {yb}, n.name + "_bias");
+      cur = yb;
+    }
+    if (relu) add("Relu", {cur}, {out}, n.name + "_relu");
   }
 
   void dynamic_layer(const Node& n) {
