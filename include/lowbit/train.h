@@ -154,6 +154,12 @@ EvalReport evaluate(const Graph& model, const Dataset& data, int batch_size = 25
 Tensor compute_logits(const Graph& model, const Dataset& data, int batch_size = 256);
 // Top-1 class of every sample.
 std::vector<int32_t> predict_classes(const Graph& model, const Dataset& data, int batch_size = 256);
+// The inference loop under the three above: the first `samples` samples of `data` (labels are
+// not needed) in batches of batch_size through `run` (an executor of `model`, which a caller may
+// keep between calls), each batch gathered by gather_batch, and visit(begin, count, logits) with
+// the value `logits` of every batch.
+void run_batches(Executor& run, const Graph& model, const Dataset& data, int64_t samples, int batch_size,
+                 const std::string& logits, const std::function<void(int64_t begin, int64_t count, const Tensor& logits)>& visit);
 
 // Samples `indices` of `data` as the batch of `model`'s input `images` (check_compatible: the
 // input's sample shape is the images' shape, or that with a leading channel of 1, as [1, 28, 28]

@@ -267,25 +267,30 @@ TrainReport train(Graph& model, const Dataset& all_data, const TrainOptions& opt
   return report;
 }
 
-namespace {
-// Runs an inference pass over `data` in batches and hands each batch's logits to `visit(begin,
-// count, logits)`. Shared by predict, compute_logits and evaluate.
-template <typename Visit>
-void for_each_batch(const Graph& model, const Dataset& data, int batch_size, Visit visit) {
-  check_compatible(model, data);
+void run_batches(Executor& run, const Graph& model, const Dataset& data, int64_t samples, int batch_size,
+                 const std::string& logits, const std::function<void(int64_t, int64_t, const Tensor&)>& visit) {
   if (batch_size < 1) throw Error(ErrorKind::InvalidArgument, "batch size must be at least 1");
-  Executor run(model);
-  const std::string logits_name = logits_value(model);
-  Tensor& images = run.input(model.inputs[0].name);
+  Tensor& images = run.input(model.inputs.at(0).name);
   std::vector<uint32_t> indices;
-  for (int64_t begin = 0; begin < data.size(); begin += batch_size) {
-    const int64_t count = std::min<int64_t>(batch_size, data.size() - begin);
+  for (int64_t begin = 0; begin < samples; begin += batch_size) {
+    const int64_t count = std::min<int64_t>(batch_size, samples - begin);
     indices.resize(static_cast<size_t>(count));
     std::iota(indices.begin(), indices.end(), static_cast<uint32_t>(begin));
     gather_batch(data, indices, model, images);
     run.forward();
-    visit(begin, count, run.value(logits_name));
+    visit(begin, count, run.value(logits));
   }
+}
+
+namespace {
+// An inference pass over `data` (checked against the model) on an executor of its own: shared by
+// predict_classes, compute_logits and evaluate.
+void for_each_batch(const Graph& model, const Dataset& data, int batch_size,
+                    const std::function<void(int64_t, int64_t, const Tensor&)>& visit) {
+  check_compatible(model, data);
+  if (batch_size < 1) throw Error(ErrorKind::InvalidArgument, "batch size must be at least 1");
+  Executor run(model);
+  run_batches(run, model, data, data.size(), batch_size, logits_value(model), visit);
 }
 }  // namespace
 

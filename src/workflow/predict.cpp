@@ -1,11 +1,23 @@
 // predict() and save_predictions(): the steps of `lowbit predict` (include/lowbit/workflow.h).
 #include <algorithm>
-#include <numeric>
 
 #include "core/file_util.h"
 #include "lowbit/workflow.h"
 
 namespace lowbit {
+
+namespace {
+// The top-1 class of every row of logits [N, classes]: the first maximum, as evaluate() counts it.
+std::vector<int32_t> classes_of(const Tensor& logits) {
+  const int64_t n = logits.dim(0), classes = logits.dim(1);
+  std::vector<int32_t> result(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    const float* row = logits.data<float>() + i * classes;
+    result[static_cast<size_t>(i)] = static_cast<int32_t>(std::max_element(row, row + classes) - row);
+  }
+  return result;
+}
+}  // namespace
 
 PredictResult predict(const Graph& model, const Dataset& data, const PredictOptions& options) {
   PredictResult r;
@@ -16,14 +28,9 @@ PredictResult predict(const Graph& model, const Dataset& data, const PredictOpti
     r.logits = Tensor(DType::F32, {0, model.infer_shapes().at(logits_value(model)).shape.at(1)});
     return r;
   }
-  const int64_t classes = r.logits.dim(1);
-  r.classes.resize(static_cast<size_t>(data.size()));
+  r.classes = classes_of(r.logits);
   int64_t correct = 0;
-  for (int64_t i = 0; i < data.size(); ++i) {
-    const float* row = r.logits.data<float>() + i * classes;
-    r.classes[i] = static_cast<int32_t>(std::max_element(row, row + classes) - row);  // first maximum, as evaluate()
-    correct += r.classes[i] == data.labels[i];
-  }
+  for (int64_t i = 0; i < data.size(); ++i) correct += r.classes[static_cast<size_t>(i)] == data.labels[static_cast<size_t>(i)];
   r.accuracy = static_cast<double>(correct) / static_cast<double>(data.size());
   return r;
 }
@@ -75,22 +82,10 @@ PredictResult Predictor::predict(const Tensor& images) {
   const int64_t n = images.dim(0);
   PredictResult r;
   r.logits = Tensor(DType::F32, {n, classes_});
-  r.classes.resize(static_cast<size_t>(n));
-  Tensor& batch = run_->input(input.name);
-  std::vector<uint32_t> indices;
-  for (int64_t begin = 0; begin < n; begin += options_.batch_size) {
-    const int64_t count = std::min<int64_t>(options_.batch_size, n - begin);
-    indices.resize(static_cast<size_t>(count));
-    std::iota(indices.begin(), indices.end(), static_cast<uint32_t>(begin));
-    gather_batch(data, indices, model_, batch);
-    run_->forward();
-    const Tensor& logits = run_->value(logits_);
+  run_batches(*run_, model_, data, n, options_.batch_size, logits_, [&](int64_t begin, int64_t count, const Tensor& logits) {
     std::copy_n(logits.data<float>(), count * classes_, r.logits.data<float>() + begin * classes_);
-  }
-  for (int64_t i = 0; i < n; ++i) {
-    const float* row = r.logits.data<float>() + i * classes_;
-    r.classes[i] = static_cast<int32_t>(std::max_element(row, row + classes_) - row);  // first maximum, as evaluate()
-  }
+  });
+  r.classes = classes_of(r.logits);
   return r;
 }
 
