@@ -98,6 +98,14 @@ struct BitWidthDefaults {
   bool lsq = false;                          // qat, distill: learned step sizes at <= 3 bits
 };
 BitWidthDefaults defaults_for_bits(int weight_bits);
+// Applies defaults_for_bits(o.weight_bits) to the weight grid and the rounding of `o` where the
+// caller did not give them (`scheme_given`, `rounding_given`), unless a plan or a search decides
+// per layer: affine not in dynamic mode (its per-row layers are symmetric), GPTQ only when the
+// caller has calibration data (`has_data`). Says what it changed.
+struct AppliedDefaults {
+  bool scheme = false, rounding = false;
+};
+AppliedDefaults apply_bit_width_defaults(QuantizeOptions& o, bool scheme_given, bool rounding_given, bool has_data);
 
 struct LayerError {
   std::string layer, op, against_op;

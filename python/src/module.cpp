@@ -581,12 +581,8 @@ void bind(nb::module_& m) {
           q.weight_bits = bits;
           q.per_channel = per_channel;
           q.group_size = group_size;
-          // Defaults by bit width for a scheme or rounding not given (as the CLI), not with a plan or a search.
-          const BitWidthDefaults defaults = defaults_for_bits(bits);
-          const bool deciding = plan.is_none() && !max_drop;
-          const bool dynamic = q.mode == QuantMode::Dynamic;  // (its per-row layers take symmetric weights only)
-          q.weight_scheme = scheme ? scheme_named(*scheme, "scheme") : deciding && !dynamic ? defaults.weight_scheme : QScheme::Symmetric;
-          q.rounding = rounding ? *rounding : deciding && data ? defaults.rounding : std::string("nearest");
+          if (scheme) q.weight_scheme = scheme_named(*scheme, "scheme");
+          if (rounding) q.rounding = *rounding;
           q.activation_scheme = scheme_named(activations, "activations");
           q.dynamic_granularity = granularity;
           q.calibration_method = calib_method;
@@ -598,6 +594,7 @@ void bind(nb::module_& m) {
           q.objective = objective;
           q.time_budget_seconds = time_budget;
           if (!plan.is_none()) q.plan = plan_from(plan);
+          apply_bit_width_defaults(q, scheme.has_value(), rounding.has_value(), data != nullptr);  // as the CLI
           if (!ranges.is_none()) {
             Calibration c = nb::isinstance<Calibration>(ranges) ? nb::cast<Calibration>(ranges)
                             : nb::isinstance<nb::str>(ranges)   ? load_calibration(nb::cast<std::string>(ranges))

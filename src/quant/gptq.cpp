@@ -221,8 +221,8 @@ FixedQuantParams gptq_weights(const Graph& model, const QuantPlan& plan, const D
   for (const auto& node : prepared.nodes) {
     const LayerRule rule = plan.rule_for(node.name);
     // (grouped convolutions round to nearest; block rules on a convolution are refused by quantize_model)
-    const bool grouped = node.op == "Conv2D" && (node.attr_int("group", 1) != 1 || rule.group_size > 0);
-    if ((node.op == "Dense" || node.op == "Conv2D") && !grouped && rule.quantize && rule.rounding == "gptq")
+    const bool conv_to_nearest = node.op == "Conv2D" && (node.attr_int("group", 1) != 1 || rule.group_size > 0);
+    if ((node.op == "Dense" || node.op == "Conv2D") && !conv_to_nearest && rule.quantize && rule.rounding == "gptq")
       layers.push_back(node.name);
   }
   FixedQuantParams fixed;

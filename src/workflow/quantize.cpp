@@ -38,6 +38,21 @@ BitWidthDefaults defaults_for_bits(int weight_bits) {
   return d;
 }
 
+AppliedDefaults apply_bit_width_defaults(QuantizeOptions& o, bool scheme_given, bool rounding_given, bool has_data) {
+  AppliedDefaults applied;
+  if (o.plan || o.max_drop) return applied;
+  const BitWidthDefaults d = defaults_for_bits(o.weight_bits);
+  if (!scheme_given && o.mode != QuantMode::Dynamic && d.weight_scheme != o.weight_scheme) {
+    o.weight_scheme = d.weight_scheme;
+    applied.scheme = true;
+  }
+  if (!rounding_given && has_data && d.rounding != o.rounding) {
+    o.rounding = d.rounding;
+    applied.rounding = true;
+  }
+  return applied;
+}
+
 QuantizeResult quantize(const Graph& model, const QuantizeOptions& o) {
   if (is_quantized(model)) throw Error(ErrorKind::InvalidArgument, "the model is already quantized");
   if (o.rounding != "nearest" && o.rounding != "gptq")

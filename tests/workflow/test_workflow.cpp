@@ -170,6 +170,21 @@ TEST(Workflow, DefaultsDependOnTheBitWidth) {
     EXPECT_EQ(defaults_for_bits(bits).weight_scheme, QScheme::Affine);
     EXPECT_TRUE(defaults_for_bits(bits).lsq);
   }
+  // Applied only where not given, GPTQ only with data, affine not in dynamic mode, nothing with a plan.
+  QuantizeOptions o{.weight_bits = 3};
+  const AppliedDefaults a = apply_bit_width_defaults(o, false, false, true);
+  EXPECT_TRUE(a.scheme && a.rounding);
+  EXPECT_EQ(o.weight_scheme, QScheme::Affine);
+  EXPECT_EQ(o.rounding, "gptq");
+  QuantizeOptions given{.weight_bits = 3};
+  EXPECT_FALSE(apply_bit_width_defaults(given, true, false, false).scheme);
+  EXPECT_EQ(given.rounding, "nearest");
+  QuantizeOptions dynamic{.mode = QuantMode::Dynamic, .weight_bits = 3};
+  EXPECT_FALSE(apply_bit_width_defaults(dynamic, false, true, true).scheme);
+  QuantizeOptions planned{.weight_bits = 3};
+  planned.plan = QuantPlan{};
+  const AppliedDefaults none = apply_bit_width_defaults(planned, false, false, true);
+  EXPECT_FALSE(none.scheme || none.rounding);
 }
 
 TEST(Workflow, RunTrainIsBuildTrainEvaluate) {

@@ -129,29 +129,7 @@ Command add_quantize(CLI::App& app) {
     q.weight_bits = o->weight_bits ? o->weight_bits : o->bits;
     q.per_channel = !o->per_tensor;
     q.group_size = o->group_size;
-    // Defaults by bit width for what was not given (not with a plan or a search, which decide per layer).
-    const BitWidthDefaults defaults = defaults_for_bits(q.weight_bits);
-    const bool deciding = o->plan.empty() && max_drop->count() == 0;
-    const bool has_data = (q.mode != QuantMode::Dynamic && o->ranges.empty()) || !o->calib_data.empty();
-    std::vector<std::string> chosen;
     q.weight_scheme = o->affine ? QScheme::Affine : QScheme::Symmetric;
-    if (deciding && sy->count() == 0 && af->count() == 0 && defaults.weight_scheme != QScheme::Symmetric &&
-        q.mode != QuantMode::Dynamic) {  // (dynamic per-row layers take symmetric weights only)
-      q.weight_scheme = defaults.weight_scheme;
-      chosen.push_back(std::string(name_of(q.weight_scheme)) + " weights (--symmetric to change)");
-    }
-    if (deciding && rounding->count() == 0 && defaults.rounding != "nearest" && has_data) {
-      o->rounding = defaults.rounding;
-      chosen.push_back(defaults.rounding + " rounding (--rounding nearest to change)");
-    }
-    if (!chosen.empty()) {
-      std::string line;
-      for (const auto& c : chosen) line += (line.empty() ? "" : ", ") + c;
-      fmt::print("defaults for {}-bit weights: {}\n", q.weight_bits, line);
-    }
-    if (deciding && q.weight_bits == 2)
-      fmt::print("note: 2-bit weights lose much accuracy after training; lowbit qat --bits 2 or lowbit distill --bits 2 "
-                 "train them back\n");
     q.dynamic_granularity = o->granularity;
     q.activation_scheme = o->activations == "symmetric" ? QScheme::Symmetric : QScheme::Affine;
     q.calibration_method = o->calib_method;
@@ -165,6 +143,17 @@ Command add_quantize(CLI::App& app) {
     q.time_budget_seconds = o->time_budget;
     if (!o->plan.empty()) q.plan = load_plan(o->plan);
     q.log = [](const std::string& line) { fmt::print("search: {}\n", line); };
+    // Defaults by bit width for what was not given (not with a plan or a search, which decide per layer).
+    const bool has_data = (q.mode != QuantMode::Dynamic && o->ranges.empty()) || !o->calib_data.empty();
+    const AppliedDefaults applied = apply_bit_width_defaults(q, sy->count() + af->count() > 0, rounding->count() > 0, has_data);
+    if (applied.scheme || applied.rounding)
+      fmt::print("defaults for {}-bit weights: {}{}{}\n", q.weight_bits,
+                 applied.scheme ? std::string(name_of(q.weight_scheme)) + " weights (--symmetric to change)" : "",
+                 applied.scheme && applied.rounding ? ", " : "",
+                 applied.rounding ? q.rounding + " rounding (--rounding nearest to change)" : "");
+    if (!q.plan && !q.max_drop && q.weight_bits == 2)
+      fmt::print("note: 2-bit weights lose much accuracy after training; lowbit qat --bits 2 or lowbit distill --bits 2 "
+                 "train them back\n");
     if (!o->ranges.empty()) {
       Calibration c = load_calibration(o->ranges);
       q.ranges[c.method.empty() ? "minmax" : c.method] = c;

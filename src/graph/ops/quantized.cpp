@@ -486,7 +486,7 @@ class DynamicQDense final : public PreparedInferenceOp {
 //         ("s8_block": x quantized per block to int8 at run time, the default; "none": f32
 //         activations, weight-only).
 struct BlockDenseLayout {
-  int64_t features = 0, units = 0, blocks = 0, block = 0;
+  int64_t features = 0, blocks = 0, block = 0;
   int bits = 0;
   bool affine = false;
   size_t bias = 0;  // index of the bias input (0: none)
