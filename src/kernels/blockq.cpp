@@ -92,22 +92,66 @@ BlockWeights BlockWeights::pack(std::span<const uint8_t> codes, std::span<const 
   w.codes_.assign(codes.begin(), codes.end());
   w.scales_.assign(scales.begin(), scales.end());
   w.zero_points_.assign(zero_points.begin(), zero_points.end());
-  if (isa < Isa::Avx2) return w;
-  const int64_t panels = (n + kPanel - 1) / kPanel;
-  w.panel_codes_.assign(static_cast<size_t>(panels * blocks * kPanel * bb), 0);
-  w.panel_scales_.assign(static_cast<size_t>(panels * blocks * kPanel), 0);
-  w.panel_zero_points_.assign(static_cast<size_t>(panels * blocks * kPanel), 0);
-  const int64_t subs = block / 32, sub = block_bytes(bits, 32);
-  for (int64_t col = 0; col < n; ++col)
+  const CpuFeatures& cpu = cpu_features();
+  if (isa >= Isa::Avx512Vnni && cpu.avx512f && cpu.avx512bw && cpu.avx512vl && cpu.avx512vnni)
+    w.pack_vnni_panels(codes, scales);
+  else if (isa >= Isa::Avx2)
+    w.pack_avx2_panels(codes, scales);
+  return w;
+}
+
+void BlockWeights::pack_avx2_panels(std::span<const uint8_t> codes, std::span<const uint16_t> scales) {
+  layout_ = PanelLayout::Avx2;
+  const int64_t blocks = this->blocks(), bb = block_bytes(bits_, block_), panels = (n_ + kPanel - 1) / kPanel;
+  panel_codes_.assign(static_cast<size_t>(panels * blocks * kPanel * bb), 0);
+  panel_scales_.assign(static_cast<size_t>(panels * blocks * kPanel), 0);
+  panel_zero_points_.assign(static_cast<size_t>(panels * blocks * kPanel), 0);
+  const int64_t subs = block_ / 32, sub = block_bytes(bits_, 32);
+  for (int64_t col = 0; col < n_; ++col)
     for (int64_t b = 0; b < blocks; ++b) {
       const int64_t slot = ((col / kPanel) * blocks + b) * kPanel + col % kPanel;
       for (int64_t s = 0; s < subs; ++s)  // sub-block s of the 8 columns side by side
         std::copy_n(codes.data() + (col * blocks + b) * bb + s * sub, sub,
-                    w.panel_codes_.data() + (((col / kPanel) * blocks + b) * subs + s) * kPanel * sub + (col % kPanel) * sub);
-      w.panel_scales_[static_cast<size_t>(slot)] = scales[static_cast<size_t>(col * blocks + b)];
-      w.panel_zero_points_[static_cast<size_t>(slot)] = static_cast<uint8_t>(w.zero_point(col, b));
+                    panel_codes_.data() + (((col / kPanel) * blocks + b) * subs + s) * kPanel * sub + (col % kPanel) * sub);
+      panel_scales_[static_cast<size_t>(slot)] = scales[static_cast<size_t>(col * blocks + b)];
+      panel_zero_points_[static_cast<size_t>(slot)] = static_cast<uint8_t>(zero_point(col, b));
     }
-  return w;
+}
+
+void BlockWeights::pack_vnni_panels(std::span<const uint8_t> codes, std::span<const uint16_t> scales) {
+  layout_ = PanelLayout::Avx512Vnni;
+  constexpr int64_t P = kVnniPanel;
+  const int64_t blocks = this->blocks(), bb = block_bytes(bits_, block_), panels = (n_ + P - 1) / P;
+  const int64_t subs = block_ / 32, sub = block_bytes(bits_, 32);
+  panel_codes_.assign(static_cast<size_t>(panels * blocks * P * bb), 0);  // P * bb = subs * (P * sub) bytes
+  panel_scales_.assign(static_cast<size_t>(panels * blocks * P), 0);
+  panel_zero_points_.assign(static_cast<size_t>(panels * blocks * P), 0);
+  for (int64_t col = 0; col < n_; ++col) {
+    const int64_t c = col % P;
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t slot = ((col / P) * blocks + b) * P + c;
+      panel_scales_[static_cast<size_t>(slot)] = scales[static_cast<size_t>(col * blocks + b)];
+      panel_zero_points_[static_cast<size_t>(slot)] = static_cast<uint8_t>(zero_point(col, b));
+      for (int64_t s = 0; s < subs; ++s) {
+        const uint8_t* from = codes.data() + (col * blocks + b) * bb + s * sub;
+        uint8_t* to = panel_codes_.data() + (((col / P) * blocks + b) * subs + s) * P * sub;
+        for (int j = 0; j < 32; ++j) {  // code j = 4g + i goes to byte 4c + i of group g's vector
+          const uint32_t q = static_cast<uint32_t>(kernels::block_code_at(from, bits_, j));
+          const int g = j / 4, i = j % 4;
+          const int64_t byte = 4 * c + i;
+          if (bits_ == 4) {
+            to[(g / 2) * 64 + byte] |= static_cast<uint8_t>(q << (4 * (g % 2)));
+          } else if (bits_ == 2) {
+            to[(g / 4) * 64 + byte] |= static_cast<uint8_t>(q << (2 * (g % 4)));
+          } else if (g < 6) {
+            to[(g / 2) * 64 + byte] |= static_cast<uint8_t>(q << (4 * (g % 2)));
+          } else {  // groups 6 and 7: bit v of the code in bit 3 (group 6) or 7 (group 7) of vector v
+            for (int v = 0; v < 3; ++v) to[v * 64 + byte] |= static_cast<uint8_t>(((q >> v) & 1u) << (g == 6 ? 3 : 7));
+          }
+        }
+      }
+    }
+  }
 }
 
 namespace {
@@ -115,13 +159,16 @@ struct BlockProblem {
   const BlockWeights* w;
   const BlockOutput* out;
 };
-const char* avx2_declines(const BlockProblem& p) {
-  if (const char* why = kernels::isa_declines(Isa::Avx2)) return why;
+const char* panel_declines(const BlockProblem& p, Isa isa, BlockWeights::PanelLayout layout) {
+  if (const char* why = kernels::isa_declines(isa)) return why;
   if (p.out->input != InputQuantization::S8Block) return "weight-only (f32 activations) runs the reference";
-  if (p.w->panel_codes().empty()) return "weights not packed for AVX2";
+  if (p.w->panel_layout() != layout) return "the weights were not packed for it";
   return nullptr;
 }
+const char* vnni_declines(const BlockProblem& p) { return panel_declines(p, Isa::Avx512Vnni, BlockWeights::PanelLayout::Avx512Vnni); }
+const char* avx2_declines(const BlockProblem& p) { return panel_declines(p, Isa::Avx2, BlockWeights::PanelLayout::Avx2); }
 const kernels::Implementation<BlockProblem> kImplementations[] = {
+    {"block_gemm_s8__avx512vnni", vnni_declines},
     {"block_gemm_s8__avx2", avx2_declines},
     {"block_gemm_ref", nullptr},
 };
@@ -160,9 +207,15 @@ void block_gemm(int64_t m, const float* x, int64_t ldx, const BlockWeights& w, c
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / panel_work);
   const int choice = kernels::choose(kImplementations, BlockProblem{&w, &out}).index;
 #if defined(LOWBIT_HAVE_X86)
-  if (choice == 0) {
-    const int64_t panels = (n + BlockWeights::kPanel - 1) / BlockWeights::kPanel;
-    parallel_for(panels, grain, [&](int64_t p0, int64_t p1) { kernels::block_gemm_s8_avx2(m, rows, w, out, y, ldy, p0, p1); });
+  if (choice <= 1) {
+    const int64_t width = w.panel_width(), panels = (n + width - 1) / width;
+    const int64_t panel_grain = std::max<int64_t>(1, grain * BlockWeights::kPanel / width);
+    parallel_for(panels, panel_grain, [&](int64_t p0, int64_t p1) {
+      if (choice == 0)
+        kernels::block_gemm_s8_avx512vnni(m, rows, w, out, y, ldy, p0, p1);
+      else
+        kernels::block_gemm_s8_avx2(m, rows, w, out, y, ldy, p0, p1);
+    });
     return;
   }
 #endif

@@ -27,8 +27,8 @@
 //   dot  = sum_k q[n][k] * xq[m][k] - z[n][b] * t[m][b]        exact, in s32
 //   acc  = fma(d[n][b] * s[m][b], float(dot), acc)             acc starts at 0
 //   y    = acc + bias[n], then max(y, 0) if relu
-// The AVX2 path computes exactly these operations in this order, so it is bit-identical to the
-// reference on every shape and thread count.
+// The AVX2 and AVX-512 VNNI paths compute exactly these operations in this order, so they are
+// bit-identical to the reference on every shape and thread count.
 // InputQuantization::None (weight-only): y = sum_b d[n][b] * (sum_k x[m][k] * (q[n][k] - z[n][b]))
 // + bias, in f32 (the reference only; results of other paths would agree within float rounding).
 #pragma once
@@ -56,7 +56,7 @@ class BlockWeights {
   // codes: n * blocks * block_bytes bytes as above; scales: n * blocks f16 bit patterns; zero
   // points: n * blocks bytes, or empty for symmetric weights. Throws Error(InvalidArgument) for a
   // bit width other than 2, 3, 4, a block size other than 32, 64, 128, or sizes that disagree.
-  // Builds the AVX2 layout when `isa` has AVX2 (by default the ISA active now).
+  // Builds the panel layout of the best kernel `isa` allows (by default the ISA active now).
   static BlockWeights pack(std::span<const uint8_t> codes, std::span<const uint16_t> scales,
                            std::span<const uint8_t> zero_points, int64_t n, int64_t k, int bits, int64_t block,
                            Isa isa = active_isa());
@@ -72,12 +72,26 @@ class BlockWeights {
   int32_t zero_point(int64_t n, int64_t b) const noexcept {
     return zero_points_.empty() ? 1 << (bits_ - 1) : zero_points_[static_cast<size_t>(n * blocks() + b)];
   }
-  // The AVX2 layout (empty when packed for the reference): panels of kPanel = 8 columns (the last
-  // zero-padded), panel after panel, block after block; per (panel, block): sub-block after
-  // sub-block of 32 codes, the 8 columns' bytes of it side by side (8 x block_bytes(bits, 32),
-  // storage layout: at 4 bits two neighbouring columns are one 32-byte load); and separately the
-  // 8 scales (f16) and 8 zero points (u8) per (panel, block).
-  static constexpr int64_t kPanel = 8;
+  // The panel layout the SIMD kernels read (empty when packed for the reference), one of:
+  //  - Avx2: panels of 8 columns (the last zero-padded), panel after panel, block after block; per
+  //    (panel, block): sub-block after sub-block of 32 codes, the 8 columns' bytes of it side by
+  //    side (8 x block_bytes(bits, 32), storage layout: at 4 bits two neighbouring columns are one
+  //    32-byte load).
+  //  - Avx512Vnni: panels of 16 columns, one per 32-bit lane, so that vpdpbusd leaves the 16
+  //    column sums in one register with no reduction. Per (panel, block), sub-block after sub-block
+  //    of 32 codes k = 0..31, as groups g = 0..7 of four (k = 4g + i): byte 4c + i of a 64-byte
+  //    vector belongs to column c, code 4g + i, and holds
+  //      4 bits: 4 vectors, vector v: group 2v in the low nibble, group 2v+1 in the high nibble;
+  //      2 bits: 2 vectors, vector v: group 4v + j in bits 2j, 2j+1;
+  //      3 bits: 3 vectors, vector v: group 2v in bits 0-2, group 2v+1 in bits 4-6, and bit v of
+  //              group 6's code in bit 3, of group 7's in bit 7 (3 bits a weight; groups 0-5
+  //              unpack as 4-bit nibbles, groups 6 and 7 with three shifts and two bit selects).
+  // and separately the scales (f16) and zero points (u8) of the panel's columns per (panel, block).
+  enum class PanelLayout : uint8_t { None, Avx2, Avx512Vnni };
+  static constexpr int64_t kPanel = 8;       // columns of an Avx2 panel
+  static constexpr int64_t kVnniPanel = 16;  // columns of an Avx512Vnni panel
+  PanelLayout panel_layout() const noexcept { return layout_; }
+  int64_t panel_width() const noexcept { return layout_ == PanelLayout::Avx512Vnni ? kVnniPanel : kPanel; }
   const std::vector<uint8_t>& panel_codes() const noexcept { return panel_codes_; }
   const std::vector<uint16_t>& panel_scales() const noexcept { return panel_scales_; }
   const std::vector<uint8_t>& panel_zero_points() const noexcept { return panel_zero_points_; }
@@ -85,6 +99,9 @@ class BlockWeights {
  private:
   int64_t n_ = 0, k_ = 0, block_ = 32;
   int bits_ = 4;
+  PanelLayout layout_ = PanelLayout::None;
+  void pack_avx2_panels(std::span<const uint8_t> codes, std::span<const uint16_t> scales);
+  void pack_vnni_panels(std::span<const uint8_t> codes, std::span<const uint16_t> scales);
   std::vector<uint8_t> codes_, zero_points_, panel_codes_, panel_zero_points_;
   std::vector<uint16_t> scales_, panel_scales_;
 };

@@ -74,9 +74,12 @@ void block_gemm_s8_ref(int64_t m, const BlockQuantizedRows& x, const BlockWeight
                        int64_t ldy, int64_t n0, int64_t n1);
 void block_gemm_f32_ref(int64_t m, const float* x, int64_t ldx, const BlockWeights& w, const BlockOutput& out, float* y,
                         int64_t ldy, int64_t n0, int64_t n1);
-// Panels [p0, p1) of BlockWeights::kPanel columns, from the AVX2 layout.
+// Panels [p0, p1) of BlockWeights::kPanel columns, from the Avx2 panel layout.
 void block_gemm_s8_avx2(int64_t m, const BlockQuantizedRows& x, const BlockWeights& w, const BlockOutput& out, float* y,
                         int64_t ldy, int64_t p0, int64_t p1);
+// Panels [p0, p1) of BlockWeights::kVnniPanel columns, from the Avx512Vnni panel layout.
+void block_gemm_s8_avx512vnni(int64_t m, const BlockQuantizedRows& x, const BlockWeights& w, const BlockOutput& out,
+                              float* y, int64_t ldy, int64_t p0, int64_t p1);
 
 // ---- elementwise.h -----------------------------------------------------------------------------
 void fake_quantize_f32_ref(int64_t n, const float* x, const FakeQuantGrid& grid, float* y);

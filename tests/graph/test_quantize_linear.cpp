@@ -137,15 +137,33 @@ TEST(QuantizeLinear, DequantizesU8Codes) {
 }
 
 // Requantize is DequantizeLinear then QuantizeLinear, bit for bit: every byte value and s8 code,
-// awkward sizes, one and two threads.
+// awkward sizes, one and two threads; on grids that differ by a whole number of codes (its integer
+// path), on grids that do not, and on equal scales where the codes clamp (not a pure offset).
 TEST(Requantize, IsDequantizeThenQuantize) {
+  struct Grids {
+    float ys;
+    int8_t yz;
+    uint8_t xz_u8;
+    int8_t xz_s8;
+    bool offset;  // the integer path is expected
+  };
+  const Grids cases[] = {{0.0041f, -120, 3, -5, false}, {1.0f / 255.0f, -128, 0, 0, true},
+                         {1.0f / 255.0f, -120, 3, -5, false}, {1.0f / 255.0f, 0, 128, 0, true}};
+  for (const Grids& grids : cases)
   for (DType from : {DType::U8, DType::S8})
     for (int64_t n : {1, 7, 256, 513, 70001}) {
       Tensor x(from, {n});
       for (int64_t i = 0; i < n; ++i) static_cast<uint8_t*>(x.raw())[i] = static_cast<uint8_t>((i * 7 + n) % 256);
-      const Tensor xs = testing::scalar_f32(1.0f / 255.0f), ys = testing::scalar_f32(0.0041f), yz = testing::scalar_s8(-120);
+      const Tensor xs = testing::scalar_f32(1.0f / 255.0f), ys = testing::scalar_f32(grids.ys), yz = testing::scalar_s8(grids.yz);
       Tensor xz(from, {});
-      static_cast<uint8_t*>(xz.raw())[0] = from == DType::U8 ? 3 : static_cast<uint8_t>(-5);
+      static_cast<uint8_t*>(xz.raw())[0] = from == DType::U8 ? grids.xz_u8 : static_cast<uint8_t>(grids.xz_s8);
+      if (from == DType::U8) {
+        const Node node{"r", "Requantize", {"x", "xs", "ys", "yz", "xz"}, {"y"}};
+        const Tensor* constants[] = {nullptr, &xs, &ys, &yz, &xz};
+        const Op& op = find_op("Requantize");
+        const std::string text = op.describe(node, op.prepare(node, constants).get());
+        EXPECT_EQ(text.rfind("requantize_offset", 0) == 0, grids.offset) << text;
+      }
       const Tensor scaled = run_cast("DequantizeLinear", x, xs, xz, {});
       const Tensor expected = run_cast("QuantizeLinear", scaled, ys, yz, {});
       for (int threads : {1, 2}) {

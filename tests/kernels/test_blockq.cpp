@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <random>
 #include <vector>
 
@@ -129,12 +130,18 @@ TEST(BlockGemm, WeightOnlyMatchesDequantizedWeights) {
 
 TEST_F(BlockQTest, EveryPathMatchesTheReferenceBitForBit) {
   if (active_isa() < Isa::Avx2) GTEST_SKIP() << "this CPU has no AVX2 path (only the reference runs)";
+  std::vector<Isa> paths = {Isa::Avx2};
+  if (active_isa() >= Isa::Avx512Vnni)
+    paths.push_back(Isa::Avx512Vnni);
+  else
+    std::printf("[   NOTE   ] AVX-512 VNNI path not tested: the CPU lacks AVX-512 VNNI\n");
+  for (Isa path : paths)
   for (int bits : {2, 3, 4})
     for (int64_t block : {32, 64, 128})
       for (int64_t n : {1, 7, 8, 65})
         for (int64_t k : {1, 17, 63, 65, 200})
           for (bool affine : {false, true}) {
-            const int64_t m = (n + k) % 3 + 1, ldx = k + 3;
+            const int64_t m = (n + k) % 3 + 1 + (path == Isa::Avx512Vnni && n == 65 ? 5 : 0), ldx = k + 3;
             const Weights s = random_weights(n, k, bits, block, affine, static_cast<uint32_t>(n * 7919 + k * 31 + bits));
             std::vector<float> x = random_rows(m, ldx, static_cast<uint32_t>(k));
             if (k > 20) x[5] = 0.0f, x[6] = -x[7];  // zeros and ties in a row
@@ -144,8 +151,8 @@ TEST_F(BlockQTest, EveryPathMatchesTheReferenceBitForBit) {
               const std::vector<float> want = run(s, out, m, x, ldx, Isa::Reference);
               for (int threads : {1, 2}) {
                 set_num_threads(threads);
-                EXPECT_EQ(run(s, out, m, x, ldx, Isa::Avx2), want)
-                    << bits << " bits, block " << block << ", n " << n << ", k " << k << (affine ? " affine" : "")
+                EXPECT_EQ(run(s, out, m, x, ldx, path), want)
+                    << name_of(path) << ", " << bits << " bits, block " << block << ", n " << n << ", k " << k << (affine ? " affine" : "")
                     << (relu ? " relu" : "") << ", " << threads << " threads";
               }
             }
@@ -167,6 +174,24 @@ TEST_F(BlockQTest, RowQuantizationMatchesTheReference) {
     EXPECT_EQ(s1, s2);
     EXPECT_EQ(t1, t2);
   }
+}
+
+TEST_F(BlockQTest, DescribesTheChosenPathAndWhyOthersDecline) {
+  const Weights s = random_weights(3, 40, 4, 32, false, 5);
+  set_max_isa(Isa::Avx2);
+  const BlockWeights avx2 = BlockWeights::pack(s.packed, s.scales, s.zeros, 3, 40, 4, 32);
+  set_max_isa(Isa::Avx512Vnni);
+  const std::string text = describe_block_gemm(avx2, {});
+  if (active_isa() >= Isa::Avx512Vnni) {
+    EXPECT_NE(text.find("block_gemm_s8__avx2"), std::string::npos) << text;
+    EXPECT_NE(text.find("not packed for it"), std::string::npos) << text;
+    const BlockWeights vnni = BlockWeights::pack(s.packed, s.scales, s.zeros, 3, 40, 4, 32);
+    EXPECT_EQ(vnni.panel_width(), BlockWeights::kVnniPanel);
+    EXPECT_EQ(describe_block_gemm(vnni, {}).rfind("block_gemm_s8__avx512vnni", 0), 0u) << describe_block_gemm(vnni, {});
+  } else if (active_isa() >= Isa::Avx2) {
+    EXPECT_EQ(text.rfind("block_gemm_s8__avx2", 0), 0u) << text;
+  }
+  EXPECT_NE(describe_block_gemm(avx2, {nullptr, false, InputQuantization::None}).find("block_gemm_ref"), std::string::npos);
 }
 
 TEST(BlockGemm, AllZeroRowGivesTheBias) {

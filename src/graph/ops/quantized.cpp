@@ -240,7 +240,10 @@ class DequantizeLinear final : public ActivationCast<DType::S8, DType::F32> {
 // x_zero_point (x's type) []] (x's zero point last, as it is optional). The quantize pass puts it
 // where image bytes meet the first integer layer: the input scaling and the layer's input
 // quantization in one pass, without the float tensor between them. It runs the two casts' kernels
-// on chunks that stay in L1, so it is bit-identical to the two ops. ONNX: DequantizeLinear, then
+// on chunks that stay in L1, so it is bit-identical to the two ops. When the two grids differ by a
+// whole number of codes (the same scale, as dynamic mode and most image inputs make them: every
+// one of the 256 input codes is checked through those kernels), it adds that number to each byte
+// instead, which is the same result in one integer pass. ONNX: DequantizeLinear, then
 // QuantizeLinear.
 class Requantize final : public InferenceOp {
  public:
@@ -263,7 +266,12 @@ class Requantize final : public InferenceOp {
     if (std::any_of(c.begin() + 1, c.end(), [](const Tensor* t) { return t == nullptr; })) return nullptr;
     return std::make_shared<State>(params(node, c));
   }
-  std::string describe(const Node&, const OpState*) const override {
+  std::string describe(const Node&, const OpState* state) const override {
+    if (state) {  // the input type is known from x_zero_point's, else both must take the integer path
+      const State& s = state_as<State>(state);
+      if (s.input_type >= 0 ? s.offset_only[s.input_type] : s.offset_only[0] && s.offset_only[1])
+        return "requantize_offset (the grids differ by a whole number of codes: one integer add)";
+    }
     return kernels::describe_avx2_or_reference("dequantize_u8__avx2 (or _s8) + quantize_s8__avx2 on 512-value chunks",
                                                "dequantize_u8_ref (or _s8) + quantize_s8_ref on 512-value chunks");
   }
@@ -279,15 +287,53 @@ class Requantize final : public InferenceOp {
  private:
   struct State : OpState {
     CastParams from, to;
+    // Per input type (u8, s8): whether y = x + offset for every input code (see above).
+    bool offset_only[2] = {false, false};
+    int32_t offset[2] = {0, 0};
+    int input_type = -1;  // 0: u8, 1: s8, as x_zero_point says; -1 without one
   };
   static State params(const Node& node, std::span<const Tensor* const> c) {
     State s;
     s.from = cast_params(node, *c[1], c.size() == 5 ? c[4] : nullptr);
     s.to = cast_params(node, *c[2], c[3]);
+    if (c.size() == 5) s.input_type = c[4]->dtype() == DType::U8 ? 0 : 1;
+    // Every input code through the two kernels (the same ones run() uses, elementwise).
+    for (int type = 0; type < 2; ++type) {  // 0: u8, 1: s8
+      float values[256];
+      int8_t codes[256];
+      uint8_t bytes[256];
+      for (int v = 0; v < 256; ++v) bytes[v] = static_cast<uint8_t>(type == 0 ? v : v - 128);
+      if (type == 0)
+        dequantize_u8(256, bytes, s.from.scale[0], s.from.zero_point[0], values);
+      else
+        dequantize_s8(256, reinterpret_cast<const int8_t*>(bytes), s.from.scale[0], s.from.zero_point[0], values);
+      quantize_s8(256, values, s.to.scale[0], s.to.zero_point[0], codes);
+      const int32_t first = type == 0 ? 0 : -128;  // the input code of entry v is first + v
+      s.offset[type] = codes[0] - first;
+      bool exact = true;
+      for (int v = 0; v < 256; ++v) exact = exact && codes[v] == first + v + s.offset[type];
+      s.offset_only[type] = exact;
+    }
     return s;
   }
   static void run(const State& s, const Tensor& x, Tensor& y) {
     prepare_output(y, DType::S8, x.shape());
+    const int type = x.dtype() == DType::U8 ? 0 : 1;
+    if (s.offset_only[type]) {  // one integer pass; no code leaves [-128, 127] (checked above)
+      const int64_t n = x.numel();
+      const uint8_t* in = type == 0 ? x.data<uint8_t>() : reinterpret_cast<const uint8_t*>(x.data<int8_t>());
+      uint8_t* out = reinterpret_cast<uint8_t*>(y.data<int8_t>());
+      const auto add = static_cast<uint8_t>(s.offset[type]);  // modulo 256: the same bytes as the signed sum
+      parallel_for(n, 1 << 16, [&](int64_t begin, int64_t end) {
+        // Locals: byte stores may alias anything, so captured values would be reloaded after
+        // each one and the loop not vectorized.
+        const uint8_t* __restrict src = in + begin;
+        uint8_t* __restrict dst = out + begin;
+        const uint8_t a = add;
+        for (int64_t i = 0, count = end - begin; i < count; ++i) dst[i] = static_cast<uint8_t>(src[i] + a);
+      });
+      return;
+    }
     const float xs = s.from.scale[0], ys = s.to.scale[0];
     const int32_t xz = s.from.zero_point[0], yz = s.to.zero_point[0];
     const bool bytes = x.dtype() == DType::U8;
