@@ -3,7 +3,7 @@
 // analyze_sensitivity quantizes one layer at a time (everything else float) and measures the
 // accuracy drop on validation data and the SQNR / cosine similarity of that layer's output.
 // search_plan looks for the per-layer rules (weight bits 8/6/4/3/2, granularity, weight scheme,
-// calibration method) that meet a maximum accuracy drop, smallest or fastest first, guided by
+// calibration method, rounding to nearest or GPTQ) that meet a maximum accuracy drop, smallest or fastest first, guided by
 // those measurements. It always returns the best plan found within its time budget.
 //
 //   lowbit::SearchOptions options;           // --max-drop 0.5 points, objective size, 60 s
@@ -43,6 +43,10 @@ struct SearchOptions {
   double time_budget_seconds = 60;
   QuantMode mode = QuantMode::Full;       // Full (static) or Dynamic layers
   std::vector<int> bits = {8, 6, 4, 3, 2};
+  // With calibration data, a layer tried at 4 bits or fewer is also tried with GPTQ rounding
+  // (Hessians from the first calibration_samples samples, computed once, when first needed).
+  const Dataset* calibration_data = nullptr;
+  int64_t calibration_samples = 1000;
   std::function<void(const std::string&)> log;  // one line per step, optional
 };
 

@@ -41,6 +41,8 @@ struct LayerRule {
   // input Hessian, which quantize() computes on its calibration data: Dense layers, and Conv2D
   // layers of one group through their input patches; grouped convolutions round to nearest).
   std::string rounding = "nearest";
+  // With "gptq": round the columns by decreasing Hessian diagonal (GptqOptions::act_order).
+  bool act_order = false;
   // Block (group) weights: 0 for whole rows (per_channel / per_tensor); 32, 64 or 128 cuts each
   // row of a Dense layer into blocks of that many inputs, each with an fp16 scale (and, affine, a
   // zero point): BlockQDense layers (kernels/blockq.h; 2, 3 or 4 bits), which take and give f32
@@ -105,7 +107,10 @@ bool is_quantized(const Graph& model);
 
 // ---- GPTQ (Frantar et al. 2022): rounding that feeds the error back ---------------------------
 struct GptqOptions {
-  double damp = 0.01;  // added to the Hessian's diagonal, as a fraction of its mean
+  double damp = 0.01;      // added to the Hessian's diagonal, as a fraction of its mean
+  bool act_order = false;  // round the columns by decreasing Hessian diagonal (inputs with the most
+                           // energy first), not left to right; block grids stay the storage's blocks
+  int64_t batch = 128;     // lazy batches of columns (0: all at once); the codes do not depend on it
 };
 // Codes of `weight` [units, features] on the grid `params` (per tensor or per output channel, as
 // choose_weight_params gives them; or per block, choose_block_weight_params, whose scales and zero
@@ -114,7 +119,9 @@ struct GptqOptions {
 // its rounding error, weighted through the inverse of `hessian` ([features, features], the sum of
 // x x^T over the layer's calibration inputs x), is pushed onto the columns not rounded yet. The
 // layer's output error on those inputs is then (in practice always) below round-to-nearest's.
-// Deterministic (double precision, fixed order). docs/design.md derives the update.
+// Deterministic (double precision, fixed order; the same codes for any thread count and batch).
+// With act_order a block's grid is fitted when the first of its columns comes up, to the block's
+// weights as updated by then. docs/design.md derives the update.
 std::vector<int32_t> gptq_codes(const Tensor& weight, const Tensor& hessian, QuantParams& params,
                                 const GptqOptions& options = {});
 // The sum of x x^T over the inputs x of each layer in `layers`, running the float `model` on the
@@ -127,6 +134,12 @@ std::map<std::string, Tensor> layer_hessians(const Graph& model, const Dataset& 
 // (one-group) Conv2D layers that `plan` quantizes with rounding "gptq", from Hessians on the first `samples` samples of
 // `data`, for quantize_model(model, plan, ranges, fixed). Empty when no layer asks for GPTQ.
 FixedQuantParams gptq_weights(const Graph& model, const QuantPlan& plan, const Dataset& data, int64_t samples);
+// Whether `rule` rounds `node` (of prepare_for_quantization's graph) with GPTQ: Dense and one-group
+// Conv2D layers whose rule says "gptq".
+bool gptq_rounds(const Node& node, const LayerRule& rule);
+// One layer's GPTQ codes and grid, from its Hessian (layer_hessians on the prepared graph), into
+// `fixed` (what gptq_weights does for each layer; the plan search calls it per candidate rule).
+void gptq_layer(const Graph& prepared, const Node& node, const LayerRule& rule, const Tensor& hessian, FixedQuantParams& fixed);
 bool plan_uses_gptq(const QuantPlan& plan);
 
 }  // namespace lowbit

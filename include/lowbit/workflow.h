@@ -53,6 +53,7 @@ struct QuantizeOptions {
   // Weight rounding: "nearest", or "gptq" (error feedback through each Dense / Conv2D layer's input
   // Hessian on the calibration samples; needs calibration_data, also in dynamic mode).
   std::string rounding = "nearest";
+  bool act_order = false;                     // GPTQ: columns by decreasing Hessian diagonal (LayerRule::act_order)
   int64_t calibration_samples = 1000;
   int64_t validation_samples = 10000;         // the last ones of calibration_data, never test data
   // Partial mode: the layers to quantize (names or fnmatch patterns, comma-separated); empty:

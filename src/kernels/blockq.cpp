@@ -102,17 +102,25 @@ BlockWeights BlockWeights::pack(std::span<const uint8_t> codes, std::span<const 
 
 void BlockWeights::pack_avx2_panels(std::span<const uint8_t> codes, std::span<const uint16_t> scales) {
   layout_ = PanelLayout::Avx2;
+  // 2- and 3-bit codes are widened to the 4-bit layout (see panel_layout()).
   const int64_t blocks = this->blocks(), bb = block_bytes(bits_, block_), panels = (n_ + kPanel - 1) / kPanel;
-  panel_codes_.assign(static_cast<size_t>(panels * blocks * kPanel * bb), 0);
+  const int64_t panel_bb = block_bytes(4, block_);
+  panel_codes_.assign(static_cast<size_t>(panels * blocks * kPanel * panel_bb), 0);
   panel_scales_.assign(static_cast<size_t>(panels * blocks * kPanel), 0);
   panel_zero_points_.assign(static_cast<size_t>(panels * blocks * kPanel), 0);
-  const int64_t subs = block_ / 32, sub = block_bytes(bits_, 32);
+  const int64_t subs = block_ / 32, sub = block_bytes(bits_, 32), panel_sub = block_bytes(4, 32);
   for (int64_t col = 0; col < n_; ++col)
     for (int64_t b = 0; b < blocks; ++b) {
       const int64_t slot = ((col / kPanel) * blocks + b) * kPanel + col % kPanel;
-      for (int64_t s = 0; s < subs; ++s)  // sub-block s of the 8 columns side by side
-        std::copy_n(codes.data() + (col * blocks + b) * bb + s * sub, sub,
-                    panel_codes_.data() + (((col / kPanel) * blocks + b) * subs + s) * kPanel * sub + (col % kPanel) * sub);
+      for (int64_t s = 0; s < subs; ++s) {  // sub-block s of the 8 columns side by side
+        const uint8_t* from = codes.data() + (col * blocks + b) * bb + s * sub;
+        uint8_t* to = panel_codes_.data() + (((col / kPanel) * blocks + b) * subs + s) * kPanel * panel_sub + (col % kPanel) * panel_sub;
+        if (bits_ == 4) {
+          std::copy_n(from, sub, to);
+        } else {
+          for (int j = 0; j < 32; ++j) put_code(to, 4, j, static_cast<uint32_t>(kernels::block_code_at(from, bits_, j)));
+        }
+      }
       panel_scales_[static_cast<size_t>(slot)] = scales[static_cast<size_t>(col * blocks + b)];
       panel_zero_points_[static_cast<size_t>(slot)] = static_cast<uint8_t>(zero_point(col, b));
     }

@@ -75,8 +75,9 @@ class BlockWeights {
   // The panel layout the SIMD kernels read (empty when packed for the reference), one of:
   //  - Avx2: panels of 8 columns (the last zero-padded), panel after panel, block after block; per
   //    (panel, block): sub-block after sub-block of 32 codes, the 8 columns' bytes of it side by
-  //    side (8 x block_bytes(bits, 32), storage layout: at 4 bits two neighbouring columns are one
-  //    32-byte load).
+  //    side (8 x 16 bytes, the 4-bit storage layout: two neighbouring columns are one 32-byte
+  //    load). 2- and 3-bit codes are widened to 4 bits here (so they run as fast as 4-bit ones on
+  //    AVX2, holding 4 bits a weight in memory while they run; the file keeps 2 or 3).
   //  - Avx512Vnni: panels of 16 columns, one per 32-bit lane, so that vpdpbusd leaves the 16
   //    column sums in one register with no reduction. Per (panel, block), sub-block after sub-block
   //    of 32 codes k = 0..31, as groups g = 0..7 of four (k = 4g + i): byte 4c + i of a 64-byte

@@ -2,6 +2,7 @@
 // (include/lowbit/quantize.h). docs/design.md, "GPTQ", derives the update.
 #include <algorithm>
 #include <cmath>
+#include <exception>
 #include <numeric>
 
 #include "graph/ops/conv_geometry.h"
@@ -94,32 +95,103 @@ std::vector<int32_t> gptq_codes(const Tensor& weight, const Tensor& hessian, Qua
     double& d = h[i * features + i];
     d = (d > 0 ? d : 1.0) + damp;
   }
+  if (options.batch < 0) throw Error(ErrorKind::InvalidArgument, "gptq: the batch of columns must be >= 0");
+  // Processing order: the columns as they are, or (activation order) by decreasing Hessian
+  // diagonal, ties by position. H is permuted the same way; position i holds column order[i].
+  std::vector<int64_t> order(static_cast<size_t>(features));
+  std::iota(order.begin(), order.end(), int64_t{0});
+  if (options.act_order) {
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int64_t a, int64_t b) { return h[a * features + a] > h[b * features + b]; });
+    std::vector<double> permuted(h.size());
+    for (int64_t i = 0; i < features; ++i)
+      for (int64_t j = 0; j < features; ++j) permuted[i * features + j] = h[order[i] * features + order[j]];
+    h.swap(permuted);
+  }
+  std::vector<int64_t> position(static_cast<size_t>(features));  // column -> position
+  for (int64_t i = 0; i < features; ++i) position[order[i]] = i;
   std::vector<double> u;
   if (!inverse_cholesky_upper(h, features, u))
     throw Error(ErrorKind::InvalidArgument, "gptq: the Hessian is not positive semi-definite (is it a sum of x x^T?)");
+  // The position at which each block of columns is first reached (its grid is fitted then).
+  std::vector<int64_t> first_of_block(static_cast<size_t>(block > 0 ? blocks : 0), features);
+  for (int64_t c = 0; c < features && block > 0; ++c)
+    first_of_block[c / block] = std::min(first_of_block[c / block], position[c]);
+  const int64_t batch = options.batch > 0 ? std::min(options.batch, features) : features;
 
-  // Column by column: round, then spread the rounding error (scaled by the inverse Hessian's
-  // Cholesky row) over the columns not rounded yet. Rows (output units) are independent.
+  // Position by position: round, then spread the rounding error (scaled by the inverse Hessian's
+  // Cholesky row) over the positions not rounded yet. Rows (output units) are independent, so
+  // they are split over threads without changing a bit. Lazy batches: within a batch of
+  // positions [i0, i1) the updates reach only the batch's own positions; the later positions
+  // receive the batch's updates when it ends, a tile of columns at a time for all the thread's
+  // rows (the inverse Hessian's rows stay in cache), each column still updated by position
+  // i0, i0 + 1, ... in turn: the same operations in the same order as updating everything at
+  // once, so the codes are the plain algorithm's bit for bit.
   std::vector<int32_t> codes(static_cast<size_t>(units * features));
-  std::vector<double> w(static_cast<size_t>(features));
-  for (int64_t n = 0; n < units; ++n) {
-    size_t channel = params.per_channel() ? static_cast<size_t>(n) : 0;
-    const float* src = weight.data<float>() + n * features;
-    std::copy(src, src + features, w.begin());
-    for (int64_t i = 0; i < features; ++i) {
-      if (block > 0 && i % block == 0) {
-        // A block's grid is fitted when the block is reached, to its weights as updated so far.
-        channel = static_cast<size_t>(n * blocks + i / block);
-        const auto [lo, hi] = std::minmax_element(w.begin() + i, w.begin() + std::min(i + block, features));
-        fit_block(params, channel, static_cast<float>(std::min(*lo, 0.0)), static_cast<float>(std::max(*hi, 0.0)));
+  std::vector<std::exception_ptr> failures(static_cast<size_t>(units));
+  parallel_for(units, std::max<int64_t>(1, (int64_t{1} << 22) / std::max<int64_t>(1, features * features)), [&](int64_t n0, int64_t n1) {
+    const int64_t rows = n1 - n0;
+    std::vector<double> w(static_cast<size_t>(rows * features)), errors(static_cast<size_t>(rows * batch));
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t i = 0; i < features; ++i) w[r * features + i] = weight.data<float>()[(n0 + r) * features + order[i]];
+    std::vector<bool> failed(static_cast<size_t>(rows), false);
+    for (int64_t i0 = 0; i0 < features; i0 += batch) {
+      const int64_t i1 = std::min(i0 + batch, features);
+      for (int64_t i = i0; i < i1; ++i) {
+        const int64_t column = order[i];
+        const double* u_row = u.data() + i * features;
+        for (int64_t r = 0; r < rows; ++r) {
+          if (failed[r]) continue;
+          double* wr = w.data() + r * features;
+          const int64_t n = n0 + r;
+          size_t channel = params.per_channel() ? static_cast<size_t>(n) : 0;
+          if (block > 0) {
+            const int64_t b = column / block;
+            channel = static_cast<size_t>(n * blocks + b);
+            if (first_of_block[b] == i) {
+              // The block's grid, fitted to its weights as updated so far: positions in this
+              // batch or before it are current; later ones still owe this batch's updates.
+              double lo = 0, hi = 0;
+              for (int64_t c = b * block; c < std::min((b + 1) * block, features); ++c) {
+                const int64_t at = position[c];
+                double v = wr[at];
+                if (at >= i1)
+                  for (int64_t t = i0; t < i; ++t) v -= errors[r * batch + (t - i0)] * u[t * features + at];
+                lo = std::min(lo, v), hi = std::max(hi, v);
+              }
+              try {
+                fit_block(params, channel, static_cast<float>(lo), static_cast<float>(hi));
+              } catch (...) {
+                failures[static_cast<size_t>(n)] = std::current_exception();
+                failed[r] = true;
+                continue;
+              }
+            }
+          }
+          const int32_t q = params.quantize(static_cast<float>(wr[i]), channel);
+          codes[static_cast<size_t>(n * features + column)] = q;
+          const double error = (wr[i] - static_cast<double>(params.dequantize(q, channel))) / u_row[i];
+          errors[r * batch + (i - i0)] = error;
+          for (int64_t j = i + 1; j < i1; ++j) wr[j] -= error * u_row[j];
+        }
       }
-      const int32_t q = params.quantize(static_cast<float>(w[i]), channel);
-      codes[static_cast<size_t>(n * features + i)] = q;
-      const double error = (w[i] - static_cast<double>(params.dequantize(q, channel))) / u[i * features + i];
-      const double* u_row = u.data() + i * features;
-      for (int64_t j = i + 1; j < features; ++j) w[j] -= error * u_row[j];
+      // The batch's updates to the later positions, a tile of columns at a time.
+      constexpr int64_t kTile = 256;
+      for (int64_t j0 = i1; j0 < features; j0 += kTile) {
+        const int64_t j1 = std::min(j0 + kTile, features);
+        for (int64_t r = 0; r < rows; ++r) {
+          double* wr = w.data() + r * features;
+          for (int64_t t = i0; t < i1; ++t) {
+            const double e = errors[r * batch + (t - i0)];
+            const double* u_row = u.data() + t * features;
+            for (int64_t j = j0; j < j1; ++j) wr[j] -= e * u_row[j];
+          }
+        }
+      }
     }
-  }
+  });
+  for (const auto& failure : failures)
+    if (failure) std::rethrow_exception(failure);
   return codes;
 }
 
@@ -214,30 +286,35 @@ bool plan_uses_gptq(const QuantPlan& plan) {
   return false;
 }
 
+bool gptq_rounds(const Node& node, const LayerRule& rule) {
+  // (grouped convolutions round to nearest; block rules on a convolution are refused by quantize_model)
+  const bool conv_to_nearest = node.op == "Conv2D" && (node.attr_int("group", 1) != 1 || rule.group_size > 0);
+  return (node.op == "Dense" || node.op == "Conv2D") && !conv_to_nearest && rule.quantize && rule.rounding == "gptq";
+}
+
+void gptq_layer(const Graph& prepared, const Node& node, const LayerRule& rule, const Tensor& hessian, FixedQuantParams& fixed) {
+  const Tensor& weight = prepared.initializers.at(node.inputs.at(1));
+  QuantParams params = rule.group_size > 0
+                           ? choose_block_weight_params(weight, rule.weight_bits, rule.weight_scheme, rule.group_size)
+                           : choose_weight_params(weight, QuantSpec{rule.weight_bits, rule.weight_scheme, rule.per_channel, true, true});
+  GptqOptions options;
+  options.act_order = rule.act_order;
+  fixed.weight_codes[node.name] = gptq_codes(weight, hessian, params, options);
+  fixed.weights[node.name] = std::move(params);
+}
+
 FixedQuantParams gptq_weights(const Graph& model, const QuantPlan& plan, const Dataset& data, int64_t samples) {
   // The graph quantize_model quantizes (BatchNorm folded): its Dense weights are the ones rounded.
   const Graph prepared = prepare_for_quantization(model);
   std::vector<std::string> layers;
-  for (const auto& node : prepared.nodes) {
-    const LayerRule rule = plan.rule_for(node.name);
-    // (grouped convolutions round to nearest; block rules on a convolution are refused by quantize_model)
-    const bool conv_to_nearest = node.op == "Conv2D" && (node.attr_int("group", 1) != 1 || rule.group_size > 0);
-    if ((node.op == "Dense" || node.op == "Conv2D") && !conv_to_nearest && rule.quantize && rule.rounding == "gptq")
-      layers.push_back(node.name);
-  }
+  for (const auto& node : prepared.nodes)
+    if (gptq_rounds(node, plan.rule_for(node.name))) layers.push_back(node.name);
   FixedQuantParams fixed;
   if (layers.empty()) return fixed;
   const std::map<std::string, Tensor> hessians = layer_hessians(prepared, data, layers, samples);
   for (const auto& node : prepared.nodes) {
     auto h = hessians.find(node.name);
-    if (h == hessians.end()) continue;
-    const LayerRule rule = plan.rule_for(node.name);
-    const Tensor& weight = prepared.initializers.at(node.inputs.at(1));
-    QuantParams params = rule.group_size > 0
-                             ? choose_block_weight_params(weight, rule.weight_bits, rule.weight_scheme, rule.group_size)
-                             : choose_weight_params(weight, QuantSpec{rule.weight_bits, rule.weight_scheme, rule.per_channel, true, true});
-    fixed.weight_codes[node.name] = gptq_codes(weight, h->second, params);
-    fixed.weights[node.name] = std::move(params);
+    if (h != hessians.end()) gptq_layer(prepared, node, plan.rule_for(node.name), h->second, fixed);
   }
   return fixed;
 }

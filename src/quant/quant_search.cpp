@@ -70,6 +70,12 @@ std::string output_of(const Graph& model, const std::string& layer) {
   throw Error(ErrorKind::InvalidArgument, "the model has no layer named '" + layer + "'");
 }
 
+// The fields of a rule that decide its GPTQ codes.
+std::string rule_key(const LayerRule& r) {
+  return std::to_string(r.weight_bits) + (r.per_channel ? "c" : "t") + name_of(r.weight_scheme) + std::to_string(r.group_size) +
+         (r.act_order ? "o" : "");
+}
+
 QuantPlan single_layer_plan(const std::string& layer, const LayerRule& rule, QuantMode mode) {
   QuantPlan p;
   p.mode = mode == QuantMode::Dynamic ? QuantMode::Dynamic : QuantMode::Partial;
@@ -133,6 +139,34 @@ SearchResult search_plan(const Graph& model, const Dataset& validation, const st
   if (options.mode == QuantMode::Full && methods.empty())
     throw Error(ErrorKind::InvalidArgument, "the search needs calibration ranges for at least one method");
 
+  // GPTQ codes per (layer, rule), from Hessians computed the first time a candidate asks for them.
+  const Graph prepared = options.calibration_data ? prepare_for_quantization(model) : Graph{};
+  std::map<std::string, Tensor> hessians;
+  std::map<std::string, FixedQuantParams> gptq_cache;
+  auto gptq_fixed = [&](const QuantPlan& plan) {
+    FixedQuantParams fixed;
+    for (const auto& node : prepared.nodes) {
+      const LayerRule rule = plan.rule_for(node.name);
+      if (!gptq_rounds(node, rule)) continue;
+      if (hessians.empty()) {
+        std::vector<std::string> eligible;
+        for (const auto& n : prepared.nodes)
+          if (gptq_rounds(n, LayerRule{.rounding = "gptq"})) eligible.push_back(n.name);
+        hessians = layer_hessians(prepared, *options.calibration_data, eligible, options.calibration_samples);
+      }
+      const std::string key = node.name + "|" + rule_key(rule);
+      auto cached = gptq_cache.find(key);
+      if (cached == gptq_cache.end()) {
+        FixedQuantParams one;
+        gptq_layer(prepared, node, rule, hessians.at(node.name), one);
+        cached = gptq_cache.emplace(key, std::move(one)).first;
+      }
+      fixed.weights[node.name] = cached->second.weights.at(node.name);
+      fixed.weight_codes[node.name] = cached->second.weight_codes.at(node.name);
+    }
+    return fixed;
+  };
+
   struct Candidate {
     QuantPlan plan;
     double accuracy = 0, drop = 1e9, margin = 0;
@@ -142,7 +176,7 @@ SearchResult search_plan(const Graph& model, const Dataset& validation, const st
   auto try_plan = [&](const QuantPlan& plan) {
     Candidate c;
     c.plan = plan;
-    Graph q = quantize_model(model, plan, ranges);
+    Graph q = quantize_model(model, plan, ranges, gptq_fixed(plan));
     const std::vector<int32_t> predictions = predict_classes(q, validation);
     // Paired difference per sample: d = [float correct] - [quantized correct], in {-1, 0, 1}.
     const double n = static_cast<double>(std::max<int64_t>(validation.size(), 1));
@@ -221,17 +255,26 @@ SearchResult search_plan(const Graph& model, const Dataset& validation, const st
       bool accepted = false;
       for (int bits : ascending) {
         if (accepted || bits >= best.plan.rule_for(s.layer).weight_bits || out_of_time()) break;
-        for (QScheme scheme : {QScheme::Symmetric, QScheme::Affine}) {
-          if (scheme == QScheme::Affine && options.mode == QuantMode::Dynamic) continue;
-          QuantPlan p = best.plan;
-          p.layers[s.layer].weight_bits = bits;
-          p.layers[s.layer].weight_scheme = scheme;
-          Candidate c = try_plan(p);
-          log(s.layer + " at " + std::to_string(bits) + " bits " + name_of(scheme) + ": " + describe(c));
-          if (c.meets(options.max_drop_points) && c.bytes <= best.bytes) {
-            best = c;
-            accepted = true;
-            break;
+        // Symmetric, then affine, each rounded to nearest, then (4 bits or fewer, with
+        // calibration data) with GPTQ: the first that meets the drop is kept.
+        const bool gptq = options.calibration_data && bits <= 4;
+        for (const std::string rounding : {"nearest", "gptq"}) {
+          if (accepted || (rounding == "gptq" && !gptq)) break;
+          for (QScheme scheme : {QScheme::Symmetric, QScheme::Affine}) {
+            if (scheme == QScheme::Affine && options.mode == QuantMode::Dynamic) continue;
+            if (out_of_time()) break;
+            QuantPlan p = best.plan;
+            p.layers[s.layer].weight_bits = bits;
+            p.layers[s.layer].weight_scheme = scheme;
+            p.layers[s.layer].rounding = rounding;
+            Candidate c = try_plan(p);
+            log(s.layer + " at " + std::to_string(bits) + " bits " + name_of(scheme) +
+                (rounding == "gptq" ? ", gptq" : "") + ": " + describe(c));
+            if (c.meets(options.max_drop_points) && c.bytes <= best.bytes) {
+              best = c;
+              accepted = true;
+              break;
+            }
           }
         }
       }

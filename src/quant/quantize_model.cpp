@@ -48,6 +48,7 @@ json rule_json(const LayerRule& r) {
             {"granularity", r.per_channel ? "per_channel" : "per_tensor"}, {"weight_scheme", name_of(r.weight_scheme)},
             {"calibration", r.calibration}};
   if (r.rounding != "nearest") j["rounding"] = r.rounding;  // written when not the default
+  if (r.act_order) j["act_order"] = true;
   if (r.group_size != 0) j["group_size"] = r.group_size;
   return j;
 }
@@ -81,12 +82,15 @@ LayerRule rule_from_json(const json& j, const LayerRule& base, const std::string
     } else if (key == "rounding") {
       if (v != "nearest" && v != "gptq") fail("'rounding' must be \"nearest\" or \"gptq\"");
       r.rounding = v.get<std::string>();
+    } else if (key == "act_order") {
+      if (!v.is_boolean()) fail("'act_order' must be true or false");
+      r.act_order = v.get<bool>();
     } else if (key == "group_size") {
       if (!v.is_number_integer() || (v != 32 && v != 64 && v != 128))
         fail("'group_size' must be 32, 64 or 128 (leave it out for whole rows), got " + v.dump());
       r.group_size = v.get<int>();
     } else {
-      fail("unknown field '" + key + "' (allowed: quantize, weight_bits, granularity, weight_scheme, calibration, rounding, group_size)");
+      fail("unknown field '" + key + "' (allowed: quantize, weight_bits, granularity, weight_scheme, calibration, rounding, act_order, group_size)");
     }
   }
   if (r.group_size != 0 && (r.weight_bits < 2 || r.weight_bits > 4))

@@ -91,6 +91,8 @@ QuantizeResult quantize(const Graph& model, const QuantizeOptions& o) {
     s.time_budget_seconds = o.time_budget_seconds;
     s.mode = o.mode == QuantMode::Dynamic ? QuantMode::Dynamic : QuantMode::Full;
     s.log = o.log;
+    s.calibration_data = o.calibration_data;  // GPTQ candidates at 4 bits and fewer
+    s.calibration_samples = o.calibration_samples;
     const Dataset validation = validation_split(need_data(o, "a search"), o.validation_samples);
     result.validation_samples = validation.size();
     result.search = search_plan(model, validation, ranges, s);
@@ -105,6 +107,7 @@ QuantizeResult quantize(const Graph& model, const QuantizeOptions& o) {
     plan.defaults.weight_scheme = o.weight_scheme;
     plan.defaults.calibration = default_method;
     plan.defaults.rounding = o.rounding;
+    plan.defaults.act_order = o.act_order;
     plan.dynamic_granularity = o.dynamic_granularity;
     if (o.mode == QuantMode::Partial) {
       std::vector<std::string> chosen;

@@ -84,6 +84,10 @@ check "4-bit weights are stored as s4" grep -q 's4\[' <("$lowbit" info --model "
 "$lowbit" quantize --model "$work/m.lbm" --out "$work/q3.lbm" --bits 3 --calib-data "$data" --calib-samples 200 >"$work/q3.out"
 check "quantize --bits 3 says which defaults it chose" grep -q 'defaults for 3-bit weights: affine weights (--symmetric to change), gptq rounding' "$work/q3.out"
 check "the plan records them" grep -q '"rounding": "gptq"' "$work/q3.lbm.plan.json"
+"$lowbit" quantize --model "$work/m.lbm" --out "$work/q4a.lbm" --bits 4 --rounding gptq --act-order --calib-data "$data" --calib-samples 200 >/dev/null
+check "quantize --act-order is recorded in the plan" grep -q '"act_order": true' "$work/q4a.lbm.plan.json"
+"$lowbit" quantize --model "$work/m.lbm" --out "$work/q4b.lbm" --plan "$work/q4a.lbm.plan.json" --calib-data "$data" --calib-samples 200 >/dev/null
+check "the plan reproduces the act-order model byte for byte" cmp -s "$work/q4a.lbm" "$work/q4b.lbm"
 "$lowbit" quantize --model "$work/m.lbm" --out "$work/q3n.lbm" --bits 3 --symmetric --rounding nearest --calib-data "$data" --calib-samples 200 >"$work/q3n.out"
 check "given options are not defaulted" test "$(grep -c 'defaults for' "$work/q3n.out")" -eq 0
 "$lowbit" quantize --model "$work/m.lbm" --out "$work/qb.lbm" --bits 4 --group-size 32 --calib-data "$data" --calib-samples 200 --json >"$work/qb.out"

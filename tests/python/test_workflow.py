@@ -60,6 +60,9 @@ def test_the_steps_one_call_each(fashion, small_model, tmp_path):
     assert any(layer["op"] == "DynamicQDense" for layer in dynamic.info()["layers"])
     gptq = lowbit.quantize(small_model, fashion, bits=3, rounding="gptq")
     assert gptq.report["plan"]["defaults"]["rounding"] == "gptq"
+    ordered = lowbit.quantize(small_model, fashion, bits=4, rounding="gptq", act_order=True)
+    assert ordered.report["plan"]["defaults"]["act_order"] is True
+    assert "act_order" not in gptq.report["plan"]["defaults"]
     # Left out, the grid and the rounding follow the bit width (gptq needs data; affine at 3 bits).
     chosen = lowbit.quantize(small_model, fashion, bits=3).report["plan"]["defaults"]
     assert chosen["rounding"] == "gptq" and chosen["weight_scheme"] == "affine"

@@ -47,12 +47,18 @@ Tensor random_weights(int64_t units, int64_t features, uint64_t seed) {
   return w;
 }
 
-// GPTQ written the plain way (the OBQ form: an explicit inverse, no Cholesky, no lazy batches):
-// after rounding column q, the columns not rounded yet move by -(w_q - dequantized) / Hinv[q][q]
-// * Hinv[q][j], and Hinv drops column q (Hinv -= Hinv[:, q] Hinv[q, :] / Hinv[q][q]).
-// Block parameters are refitted as in gptq_codes: a block's grid when its first column is reached.
-std::vector<int32_t> plain_gptq(const Tensor& weight, const Tensor& hessian, QuantParams p, double damp_fraction) {
+// GPTQ written the plain way (the OBQ form: an explicit inverse, no Cholesky, no lazy batches), in
+// the column order `order` (empty: left to right): after rounding column q, the columns not
+// rounded yet move by -(w_q - dequantized) / Hinv[q][q] * Hinv[q][j], and Hinv drops column q
+// (Hinv -= Hinv[:, q] Hinv[q, :] / Hinv[q][q]). Block parameters are refitted as in gptq_codes: a
+// block's grid when the first of its columns is reached, to the block's current weights.
+std::vector<int32_t> plain_gptq(const Tensor& weight, const Tensor& hessian, QuantParams p, double damp_fraction,
+                                std::vector<int64_t> order = {}) {
   const int64_t n = weight.dim(0), k = weight.dim(1);
+  if (order.empty()) {
+    order.resize(static_cast<size_t>(k));
+    std::iota(order.begin(), order.end(), int64_t{0});
+  }
   std::vector<double> h(hessian.data<float>(), hessian.data<float>() + hessian.numel());
   double mean = 0;
   for (int64_t i = 0; i < k; ++i) mean += h[i * k + i];
@@ -76,24 +82,42 @@ std::vector<int32_t> plain_gptq(const Tensor& weight, const Tensor& hessian, Qua
   }
   std::vector<double> w(weight.data<float>(), weight.data<float>() + weight.numel());
   std::vector<int32_t> codes(static_cast<size_t>(n * k));
-  for (int64_t q = 0; q < k; ++q) {
+  std::vector<bool> done(static_cast<size_t>(k), false);
+  const int64_t block = p.block_size, blocks = block ? (k + block - 1) / block : 1;
+  std::vector<bool> fitted(static_cast<size_t>(blocks), false);
+  for (int64_t q : order) {
+    const bool fit = block && !fitted[q / block];
+    if (block) fitted[q / block] = true;
     for (int64_t r = 0; r < n; ++r) {
-      const int64_t block = p.block_size, blocks = block ? (k + block - 1) / block : 1;
       const size_t ch = block ? static_cast<size_t>(r * blocks + q / block) : p.per_channel() ? static_cast<size_t>(r) : 0;
-      if (block && q % block == 0) {
+      if (fit) {
         double lo = 0, hi = 0;
-        for (int64_t j = q; j < std::min(q + block, k); ++j) lo = std::min(lo, w[r * k + j]), hi = std::max(hi, w[r * k + j]);
+        for (int64_t j = q / block * block; j < std::min((q / block + 1) * block, k); ++j)
+          lo = std::min(lo, w[r * k + j]), hi = std::max(hi, w[r * k + j]);
         fit_block(p, ch, static_cast<float>(lo), static_cast<float>(hi));
       }
       const int32_t c = p.quantize(static_cast<float>(w[r * k + q]), ch);
       codes[r * k + q] = c;
       const double e = (w[r * k + q] - p.dequantize(c, ch)) / inv[q * k + q];
-      for (int64_t j = q + 1; j < k; ++j) w[r * k + j] -= e * inv[q * k + j];
+      for (int64_t j = 0; j < k; ++j)
+        if (!done[j] && j != q) w[r * k + j] -= e * inv[q * k + j];
     }
-    for (int64_t i = q + 1; i < k; ++i)
-      for (int64_t j = q + 1; j < k; ++j) inv[i * k + j] -= inv[i * k + q] * inv[q * k + j] / inv[q * k + q];
+    done[q] = true;
+    for (int64_t i = 0; i < k; ++i)
+      for (int64_t j = 0; j < k; ++j)
+        if (!done[i] && !done[j]) inv[i * k + j] -= inv[i * k + q] * inv[q * k + j] / inv[q * k + q];
   }
   return codes;
+}
+
+// Columns by decreasing Hessian diagonal (after dampening, which adds the same to each), ties by index.
+std::vector<int64_t> activation_order(const Tensor& h) {
+  const int64_t k = h.dim(0);
+  std::vector<int64_t> order(static_cast<size_t>(k));
+  std::iota(order.begin(), order.end(), int64_t{0});
+  auto diag = [&](int64_t i) { const float d = h.data<float>()[i * k + i]; return d > 0 ? double(d) : 1.0; };
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return diag(a) > diag(b); });
+  return order;
 }
 
 // Squared error of the layer's outputs x w^T against those of the quantized weights.
@@ -141,6 +165,54 @@ TEST(Gptq, BlockGridsMatchAPlainDenseImplementation) {
       const double nearest = output_error(x, w, quantize_values(w, start), start);
       EXPECT_LE(output_error(x, w, codes, p), nearest) << bits << " bits " << name_of(scheme);
     }
+}
+
+// Activation order: the plain algorithm in that order, code for code, per channel and in blocks
+// (whose grids stay the storage's blocks, each fitted when its first column comes up).
+TEST(Gptq, ActivationOrderMatchesThePlainAlgorithmInThatOrder) {
+  for (int64_t block : {int64_t{0}, int64_t{32}})
+    for (int bits : {3, 4}) {
+      const Tensor x = correlated_inputs(200, 70, 5 + bits);
+      const Tensor w = random_weights(6, 70, 13 + bits);
+      const Tensor h = gram(x);
+      const QuantParams start = block ? choose_block_weight_params(w, bits, QScheme::Affine, block)
+                                      : choose_weight_params(w, QuantSpec{bits, QScheme::Symmetric, true, true, true});
+      QuantParams p = start;
+      const std::vector<int32_t> codes = gptq_codes(w, h, p, {.damp = 0.01, .act_order = true});
+      EXPECT_EQ(codes, plain_gptq(w, h, start, 0.01, activation_order(h))) << bits << " bits, block " << block;
+      QuantParams in_order = start;
+      EXPECT_NE(codes, gptq_codes(w, h, in_order)) << "the order made no difference";
+      const double nearest = output_error(x, w, quantize_values(w, start), start);
+      EXPECT_LE(output_error(x, w, codes, p), nearest) << bits << " bits, block " << block;
+    }
+}
+
+// Lazy batches change where the updates are applied, not the arithmetic: the same codes and grids
+// for every batch size and thread count, with and without activation order.
+TEST(Gptq, LazyBatchesAndThreadsDoNotChangeTheCodes) {
+  const Tensor x = correlated_inputs(400, 300, 17);
+  const Tensor w = random_weights(64, 300, 19);  // 64 rows: two chunks on two threads
+  const Tensor h = gram(x);
+  for (bool act_order : {false, true})
+    for (int64_t block : {int64_t{0}, int64_t{64}}) {
+      const QuantParams start = block ? choose_block_weight_params(w, 4, QScheme::Symmetric, block)
+                                      : choose_weight_params(w, QuantSpec{4, QScheme::Affine, true, true, true});
+      set_num_threads(1);
+      QuantParams all = start;
+      const std::vector<int32_t> codes = gptq_codes(w, h, all, {.damp = 0.01, .act_order = act_order, .batch = 0});
+      for (int threads : {1, 2})
+        for (int64_t batch : {1, 7, 64, 128, 1000}) {
+          set_num_threads(threads);
+          QuantParams p = start;
+          EXPECT_EQ(gptq_codes(w, h, p, {.damp = 0.01, .act_order = act_order, .batch = batch}), codes)
+              << "batch " << batch << ", " << threads << " threads, block " << block << (act_order ? ", act order" : "");
+          EXPECT_EQ(p.scale, all.scale);
+          EXPECT_EQ(p.zero_point, all.zero_point);
+        }
+    }
+  set_num_threads(2);
+  QuantParams p = choose_weight_params(w, QuantSpec{4, QScheme::Affine, true, true, true});
+  EXPECT_LOWBIT_ERROR(gptq_codes(w, h, p, {.damp = 0.01, .act_order = false, .batch = -1}), "batch of columns");
 }
 
 TEST(Gptq, OutputErrorIsNeverAboveRoundToNearestOnRandomLayers) {
@@ -259,6 +331,12 @@ TEST(Gptq, PlansAndOptionsNameTheRounding) {
   std::string bad = plan.to_json();
   bad.replace(bad.find("\"gptq\""), 6, "\"best\"");
   EXPECT_LOWBIT_ERROR(QuantPlan::from_json(bad, "p.json"), "'rounding' must be \"nearest\" or \"gptq\"");
+  EXPECT_EQ(plan.to_json().find("act_order"), std::string::npos);  // not written when off
+  plan.defaults.act_order = true;
+  EXPECT_TRUE(QuantPlan::from_json(plan.to_json(), "p").defaults.act_order);
+  std::string bad_order = plan.to_json();
+  bad_order.replace(bad_order.find("true", bad_order.find("act_order")), 4, "1");
+  EXPECT_LOWBIT_ERROR(QuantPlan::from_json(bad_order, "p.json"), "'p.json': defaults: 'act_order' must be true or false");
   QuantizeOptions q;
   q.rounding = "gptq";
   q.mode = QuantMode::Dynamic;

@@ -412,6 +412,45 @@ TEST(Search, SensitivityAndPlansThatMeetTheDrop) {
   EXPECT_LT(r.weight_bytes, initializer_bytes(uniform8));  // smaller than int8
 }
 
+// With calibration data the search also tries GPTQ rounding at 4 bits and fewer (and only there),
+// and the plan it returns rebuilds the model it measured.
+TEST(Search, TriesGptqRoundingAtLowBitsWithCalibrationData) {
+  const Trained& t = trained();
+  SearchOptions o;
+  o.max_drop_points = 1.0;
+  o.time_budget_seconds = 120;
+  const Dataset calibration = t.data.train.head(500);
+  o.calibration_data = &calibration;
+  o.calibration_samples = 500;
+  std::vector<std::string> lines;
+  o.log = [&](const std::string& line) { lines.push_back(line); };
+  const SearchResult r = search_plan(t.model, t.validation, t.ranges, o);
+  EXPECT_TRUE(r.met);
+  int gptq_tries = 0;
+  for (const auto& line : lines)
+    if (line.find(", gptq:") != std::string::npos) {
+      ++gptq_tries;
+      EXPECT_TRUE(line.find(" at 4 bits") != std::string::npos || line.find(" at 3 bits") != std::string::npos ||
+                  line.find(" at 2 bits") != std::string::npos) << line;
+    }
+  EXPECT_GT(gptq_tries, 0);
+  for (const auto& [layer, rule] : r.plan.layers) {
+    if (rule.rounding == "gptq") {
+      EXPECT_LE(rule.weight_bits, 4) << layer;
+    }
+  }
+  // The model of the returned plan (GPTQ codes recomputed as quantize() does) scores what the search measured.
+  const Graph q = quantize_model(t.model, r.plan, t.ranges, gptq_weights(t.model, r.plan, calibration, 500));
+  EXPECT_DOUBLE_EQ(evaluate(q, t.validation).accuracy, r.accuracy);
+  EXPECT_EQ(initializer_bytes(q), r.weight_bytes);
+  // Without calibration data: round to nearest only.
+  o.calibration_data = nullptr;
+  lines.clear();
+  const SearchResult nearest = search_plan(t.model, t.validation, t.ranges, o);
+  for (const auto& line : lines) EXPECT_EQ(line.find("gptq"), std::string::npos) << line;
+  for (const auto& [layer, rule] : nearest.plan.layers) EXPECT_EQ(rule.rounding, "nearest") << layer;
+}
+
 TEST(Search, UnreachableDropReturnsTheBestPlanFound) {
   const Trained& t = trained();
   SearchOptions o;

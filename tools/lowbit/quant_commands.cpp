@@ -77,7 +77,7 @@ Command add_quantize(CLI::App& app) {
     std::string model, out, mode = "full", ranges, calib_data, calib_method = "minmax", layers, objective = "size", plan,
                                               plan_out, granularity = "row", activations = "affine", rounding = "nearest";
     int bits = 8, weight_bits = 0, threads = 0, keep_float = 1, group_size = 0;
-    bool per_tensor = false, per_channel = false, affine = false, symmetric = false, json_out = false;
+    bool per_tensor = false, per_channel = false, affine = false, symmetric = false, json_out = false, act_order = false;
     double max_drop = -1, time_budget = 60;
     int64_t calib_samples = 1000, validation_samples = 10000;
   };
@@ -117,6 +117,8 @@ Command add_quantize(CLI::App& app) {
                                    "Weight rounding: nearest, or gptq (error feedback on the calibration data; the default at "
                                    "4 bits and below when there is calibration data)")
                        ->check(CLI::IsMember({"nearest", "gptq"}));
+  cmd->add_flag("--act-order", o->act_order,
+                "GPTQ: round the columns by decreasing Hessian diagonal (the inputs with the most energy first)");
   cmd->add_option("--threads", o->threads, "Worker threads")->check(CLI::Range(1, 1024));
   cmd->add_flag("--json", o->json_out, "End with one JSON line of results");
   (void)ranges;
@@ -134,6 +136,7 @@ Command add_quantize(CLI::App& app) {
     q.activation_scheme = o->activations == "symmetric" ? QScheme::Symmetric : QScheme::Affine;
     q.calibration_method = o->calib_method;
     q.rounding = o->rounding;
+    q.act_order = o->act_order;
     q.calibration_samples = o->calib_samples;
     q.validation_samples = o->validation_samples;
     q.layers = o->layers;

@@ -8,7 +8,9 @@
 // GCC 12 flags the "undefined" pass-through operand of its own AVX-512 intrinsic wrappers
 // (avx512fintrin.h: _mm512_mul_epi32, _mm512_srav_epi64, _mm512_cvtepi8_epi32, ...) as possibly
 // uninitialized once they are inlined into loops; every lane the kernels use is computed.
+#if defined(__GNUC__) && !defined(__clang__)  // (clang has no such warning)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 
 #include <immintrin.h>
 

@@ -1,8 +1,9 @@
-// AVX2 block-quantized product (kernels/blockq.h): codes unpacked in registers (one shift and one
-// AND per 32 codes; 3 bits add a byte shuffle for the high bits), multiplied with the s8 rows by
-// vpmaddubsw (codes as the unsigned operand: |pair| <= 2 * 15 * 127, no saturation, and the
-// sub-blocks of one block summed in s16: <= 4 * 3810), one vpmaddwd per block and column, the 8
-// columns of a panel reduced to one vector, then the block's float step for 8 columns at once:
+// AVX2 block-quantized product (kernels/blockq.h), on the Avx2 panel layout (4-bit codes; 2- and
+// 3-bit weights are widened to it when packed): codes unpacked in registers (one shift and one
+// AND per 32 codes), multiplied with the s8 rows by vpmaddubsw (codes as the unsigned operand:
+// |pair| <= 2 * 15 * 127, no saturation, and the sub-blocks of one block summed in s16:
+// <= 4 * 3810), the 8 columns of a panel reduced to one vector, then the block's float step for 8
+// columns at once:
 // exactly the reference's operations (integer sums are exact; the float steps are the same ops in
 // the same order), so the output is bit-identical.
 #include <immintrin.h>
@@ -64,87 +65,43 @@ void quantize_rows_s8_block_avx2(int64_t m, int64_t k, int64_t block, const floa
 
 namespace {
 
-// 32 codes of a sub-block (storage layout, blockq.h) as 32 bytes, byte j = q[j].
-template <int Bits>
-inline __attribute__((always_inline)) __m256i unpack32(const uint8_t* sub) {
-  if constexpr (Bits == 4) {
-    const __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sub)));
-    return _mm256_and_si256(_mm256_srlv_epi64(v, _mm256_setr_epi64x(0, 0, 4, 4)), _mm256_set1_epi8(15));
-  } else {
-    int64_t low;
-    std::memcpy(&low, sub, 8);
-    __m256i q = _mm256_and_si256(_mm256_srlv_epi64(_mm256_set1_epi64x(low), _mm256_setr_epi64x(0, 2, 4, 6)), _mm256_set1_epi8(3));
-    if constexpr (Bits == 3) {
-      int32_t high;
-      std::memcpy(&high, sub + 8, 4);
-      // Byte j of the result takes byte j / 8 of the word, then its bit j % 8.
-      const __m256i spread = _mm256_shuffle_epi8(
-          _mm256_set1_epi32(high), _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3,
-                                                    3, 3, 3, 3, 3, 3, 3));
-      const __m256i bit = _mm256_set1_epi64x(static_cast<int64_t>(0x8040201008040201ULL));
-      const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
-      q = _mm256_or_si256(q, _mm256_and_si256(set, _mm256_set1_epi8(4)));
-    }
-    return q;
-  }
-}
-
-// Eight vectors of 8 s32 lanes to one vector of their 8 sums.
-inline __attribute__((always_inline)) __m256i reduce8(const __m256i c[8]) {
-  const __m256i t01 = _mm256_hadd_epi32(c[0], c[1]), t23 = _mm256_hadd_epi32(c[2], c[3]);
-  const __m256i t45 = _mm256_hadd_epi32(c[4], c[5]), t67 = _mm256_hadd_epi32(c[6], c[7]);
-  const __m256i u0 = _mm256_hadd_epi32(t01, t23), u1 = _mm256_hadd_epi32(t45, t67);
-  return _mm256_add_epi32(_mm256_permute2x128_si256(u0, u1, 0x20), _mm256_permute2x128_si256(u0, u1, 0x31));
-}
-
 // The 8 columns' exact sums over one block, sum_k q[c][k] * xq[k] (one s32 lane per column), from
-// the block's codes in the panel layout (sub-block after sub-block, 8 columns side by side).
-template <int Bits>
-inline __attribute__((always_inline)) __m256i block_sums(const uint8_t* codes, const int8_t* x, int64_t subs, int64_t sub) {
+// the block's codes in the panel layout (4-bit codes, sub-block after sub-block, 8 columns side by
+// side). Two columns per register: a 32-byte load holds columns c and c+1 (16 bytes each); the
+// low nibbles are their codes 0-15, the high nibbles codes 16-31, multiplied by x[0..15] and
+// x[16..31] broadcast to both halves. Pairs of products summed in s16 over the sub-blocks: at
+// most 2 * 2 * 15 * 128 per sub-block, 4 sub-blocks: 30720, no saturation.
+inline __attribute__((always_inline)) __m256i block_sums(const uint8_t* codes, const int8_t* x, int64_t subs) {
   const __m256i ones16 = _mm256_set1_epi16(1);
-  if constexpr (Bits == 4) {
-    // Two columns per register: a 32-byte load holds columns c and c+1 (16 bytes each); the low
-    // nibbles are their codes 0-15, the high nibbles codes 16-31, multiplied by x[0..15] and
-    // x[16..31] broadcast to both halves. Pairs of products summed in s16 over the sub-blocks:
-    // at most 2 * 2 * 15 * 128 per sub-block, 4 sub-blocks: 30720, no saturation.
-    const __m256i mask = _mm256_set1_epi8(15);
-    __m256i acc[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
-    for (int64_t s = 0; s < subs; ++s) {
-      const __m256i xlo = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + 32 * s)));
-      const __m256i xhi = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + 32 * s + 16)));
-      const uint8_t* cs = codes + s * BlockWeights::kPanel * sub;
-      for (int p = 0; p < 4; ++p) {
-        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cs + 32 * p));
-        const __m256i lo = _mm256_and_si256(v, mask), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
-        acc[p] = _mm256_add_epi16(acc[p], _mm256_add_epi16(_mm256_maddubs_epi16(lo, xlo), _mm256_maddubs_epi16(hi, xhi)));
-      }
+  const __m256i mask = _mm256_set1_epi8(15);
+  __m256i acc[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
+  for (int64_t s = 0; s < subs; ++s) {
+    const __m256i xlo = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + 32 * s)));
+    const __m256i xhi = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + 32 * s + 16)));
+    const uint8_t* cs = codes + s * BlockWeights::kPanel * 16;
+    for (int p = 0; p < 4; ++p) {
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cs + 32 * p));
+      const __m256i lo = _mm256_and_si256(v, mask), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
+      acc[p] = _mm256_add_epi16(acc[p], _mm256_add_epi16(_mm256_maddubs_epi16(lo, xlo), _mm256_maddubs_epi16(hi, xhi)));
     }
-    // acc[p] as s32: [column 2p: 4 lanes | column 2p+1: 4 lanes]; three hadds leave
-    // [c0 c2 c4 c6 | c1 c3 c5 c7], then the columns in order.
-    const __m256i h01 = _mm256_hadd_epi32(_mm256_madd_epi16(acc[0], ones16), _mm256_madd_epi16(acc[1], ones16));
-    const __m256i h23 = _mm256_hadd_epi32(_mm256_madd_epi16(acc[2], ones16), _mm256_madd_epi16(acc[3], ones16));
-    return _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(h01, h23), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-  } else {
-    __m256i col[BlockWeights::kPanel];
-    for (int64_t c = 0; c < BlockWeights::kPanel; ++c) {
-      __m256i a16 = _mm256_setzero_si256();
-      for (int64_t s = 0; s < subs; ++s)
-        a16 = _mm256_add_epi16(a16, _mm256_maddubs_epi16(unpack32<Bits>(codes + (s * BlockWeights::kPanel + c) * sub),
-                                                         _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 32 * s))));
-      col[c] = _mm256_madd_epi16(a16, ones16);
-    }
-    return reduce8(col);
   }
+  // acc[p] as s32: [column 2p: 4 lanes | column 2p+1: 4 lanes]; three hadds leave
+  // [c0 c2 c4 c6 | c1 c3 c5 c7], then the columns in order.
+  const __m256i h01 = _mm256_hadd_epi32(_mm256_madd_epi16(acc[0], ones16), _mm256_madd_epi16(acc[1], ones16));
+  const __m256i h23 = _mm256_hadd_epi32(_mm256_madd_epi16(acc[2], ones16), _mm256_madd_epi16(acc[3], ones16));
+  return _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(h01, h23), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
 
-template <int Bits>
-void panels(int64_t m, const BlockQuantizedRows& x, const BlockWeights& w, const BlockOutput& out, float* y, int64_t ldy,
-            int64_t p0, int64_t p1) {
+}  // namespace
+
+void block_gemm_s8_avx2(int64_t m, const BlockQuantizedRows& x, const BlockWeights& w, const BlockOutput& out, float* y,
+                        int64_t ldy, int64_t p0, int64_t p1) {
   constexpr int64_t P = BlockWeights::kPanel;
-  const int64_t blocks = w.blocks(), block = w.block(), bb = block_bytes(Bits, block), sub = block_bytes(Bits, 32);
+  const int64_t blocks = w.blocks(), block = w.block(), bb = block_bytes(4, block);  // the panels hold 4-bit codes
   const int64_t subs = block / 32, n = w.n();
+  // Symmetric weights have the zero point 2^(bits-1) everywhere; the panels hold it too.
   const bool symmetric = w.symmetric();
-  const int32_t zero = 1 << (Bits - 1);
+  const int32_t zero = 1 << (w.bits() - 1);
   for (int64_t p = p0; p < p1; ++p) {
     const uint8_t* codes = w.panel_codes().data() + p * blocks * P * bb;
     const uint16_t* scales = w.panel_scales().data() + p * blocks * P;
@@ -156,9 +113,7 @@ void panels(int64_t m, const BlockQuantizedRows& x, const BlockWeights& w, const
       const int8_t* xr = x.xq + r * x.stride;
       __m256 acc = _mm256_setzero_ps();
       for (int64_t b = 0; b < blocks; ++b) {
-        const uint8_t* cb = codes + b * P * bb;
-        const int8_t* xb = xr + b * block;
-        const __m256i sums = block_sums<Bits>(cb, xb, subs, sub);
+        const __m256i sums = block_sums(codes + b * P * bb, xr + b * block, subs);
         const int32_t tb = x.t[r * x.blocks + b];
         const __m256i correction =
             symmetric ? _mm256_set1_epi32(zero * tb)
@@ -177,17 +132,6 @@ void panels(int64_t m, const BlockQuantizedRows& x, const BlockWeights& w, const
       else
         avx2::store_partial(dst, v, v, static_cast<int>(cols));
     }
-  }
-}
-
-}  // namespace
-
-void block_gemm_s8_avx2(int64_t m, const BlockQuantizedRows& x, const BlockWeights& w, const BlockOutput& out, float* y,
-                        int64_t ldy, int64_t p0, int64_t p1) {
-  switch (w.bits()) {
-    case 4: return panels<4>(m, x, w, out, y, ldy, p0, p1);
-    case 3: return panels<3>(m, x, w, out, y, ldy, p0, p1);
-    default: return panels<2>(m, x, w, out, y, ldy, p0, p1);
   }
 }
 

@@ -12,7 +12,9 @@
 // standard-library template is instantiated here (see avx512_common.h).
 // GCC 12 flags the pass-through operand of its own AVX-512 intrinsic wrappers as possibly
 // uninitialized once inlined (as avx512_common.h says); every lane used is computed.
+#if defined(__GNUC__) && !defined(__clang__)  // (clang has no such warning)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 
 #include <immintrin.h>
 
