@@ -406,6 +406,14 @@ class Exporter {
     } else if (n.op == "Dropout") {
       add("Identity", {in[0]}, {out}, n.name);  // inference
       if (n.outputs.size() > 1) throw Error(ErrorKind::Unsupported, "ONNX export: Dropout's mask output has no inference form");
+    } else if (n.op == "Expand") {
+      add("Expand", {in[0], ints_init(n.attr_ints("shape", {}), out + "_shape")}, {out}, n.name);
+    } else if (n.op == "LayerNormalization") {
+      require_opset(17, "LayerNormalization");
+      if (n.outputs.size() > 1) throw Error(ErrorKind::Unsupported, "ONNX export: LayerNormalization's statistics outputs are not exported");
+      auto* p = add("LayerNormalization", in, {out}, n.name);
+      set(p, "axis", n.attr_int("axis", -1));
+      set(p, "epsilon", static_cast<float>(n.attr_float("epsilon", 1e-5f)));
     } else if (n.op == "Gelu") {
       require_opset(20, "Gelu");
       auto* p = add("Gelu", in, {out}, n.name);
@@ -424,7 +432,8 @@ class Exporter {
       const OpTraits& t = traits_of(n);
       static const std::set<std::string> plain = {"Relu", "Sigmoid", "Tanh", "LeakyRelu", "Softmax", "LogSoftmax", "Add", "Sub", "Mul",
                                                   "Div", "MatMul", "Flatten", "Transpose", "Concat", "Shape", "Gather",
-                                                  "GlobalAveragePool", "BatchNormalization", "Identity", "MatMulInteger", "ConvInteger"};
+                                                  "GlobalAveragePool", "BatchNormalization", "Identity", "MatMulInteger", "ConvInteger",
+                                                  "Sqrt", "Reciprocal", "Neg", "Erf", "Exp", "Log", "Abs", "Pow", "Equal", "Where"};
       if (!plain.count(n.op) || t.onnx != n.op)
         throw Error(ErrorKind::Unsupported, "ONNX export: op " + n.op + " (node '" + n.name + "') has no ONNX form yet");
       auto* p = add(n.op, in, {n.outputs[0]}, n.name);

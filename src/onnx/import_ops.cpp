@@ -285,6 +285,19 @@ void shape(I& im) {
   if (set_sym(im, im.output(0), v, false)) im.emit("Shape", {im.input(0)}, {im.output(0)}, std::move(attrs));
 }
 
+// Size: the element count as an int64 scalar, folded to a constant (the shape must be known).
+void size(I& im) {
+  const ValueInfo& x = im.info(0);
+  int64_t count = 1;
+  for (int64_t d : x.shape) {
+    if (d < 0) im.unsupported("the size of a tensor with a dynamic dimension (" + to_string(x.shape) + ") is not supported");
+    count *= d;
+  }
+  Tensor t(DType::S64, {});
+  t.data<int64_t>()[0] = count;
+  im.set_constant(im.output(0), std::move(t));
+}
+
 // Runs the op at run time unless its int64 result can be followed symbolically from a symbolic
 // input (then the node is emitted too when its inputs exist at run time; unused, it is dropped).
 void gather(I& im) {
@@ -569,6 +582,50 @@ void batchnorm(I& im) {
   for (int i = 0; i < 5; ++i) inputs.push_back(im.input(i));
   im.emit("BatchNormalization", std::move(inputs), {im.output(0)},
           {{"epsilon", static_cast<double>(im.attr_float("epsilon", 1e-5f))}, {"momentum", static_cast<double>(im.attr_float("momentum", 0.9f))}});
+}
+
+// ReduceSum / ReduceMean / ReduceMax / ReduceMin: axes as an attribute (older opsets) or a
+// constant input (ReduceSum from opset 13, the others from 18), keepdims, noop_with_empty_axes.
+void reduce(I& im, const char* op) {
+  require_f32(im, 0);
+  Attributes attrs = {{"keepdims", im.attr_int("keepdims", 1)}, {"noop_with_empty_axes", im.attr_int("noop_with_empty_axes", 0)}};
+  if (auto axes = ints_from(im, "axes", 1, "axes")) attrs["axes"] = *axes;
+  im.emit(op, {im.input(0)}, {im.output(0)}, std::move(attrs));
+}
+
+// Expand: the target shape constant or followed from Shape(); a dimension known only at run time
+// must be x's own (same symbol, aligned from the end), which Expand keeps by a 1 in `shape`.
+void expand(I& im) {
+  auto target = im.symbolic(1);
+  if (!target) im.unsupported("the target shape must be a constant or computed from Shape()");
+  const ValueInfo& x = im.info(0);
+  std::vector<int64_t> dims;
+  for (size_t i = 0; i < target->size(); ++i) {
+    const SymDim& d = (*target)[i];
+    if (d.known()) {
+      dims.push_back(d.value);
+      continue;
+    }
+    const int64_t xi = static_cast<int64_t>(i) - static_cast<int64_t>(target->size()) + static_cast<int64_t>(x.shape.size());
+    if (xi < 0 || x.shape[static_cast<size_t>(xi)] >= 0 || static_cast<size_t>(xi) >= x.symbols.size() ||
+        x.symbols[static_cast<size_t>(xi)] != d.symbol)
+      im.unsupported("dimension " + std::to_string(i) + " of the target shape is known only at run time and is not the input's own");
+    dims.push_back(1);
+  }
+  im.emit("Expand", {im.input(0)}, {im.output(0)}, {{"shape", dims}});
+}
+
+// LayerNormalization (opset 17): the same op; statistics in f32 or better (stash_type 1).
+void layer_norm(I& im) {
+  require_f32(im, 0);
+  if (im.attr_int("stash_type", 1) != 1) im.unsupported("stash_type other than 1 (float) is not supported");
+  std::vector<std::string> inputs = {im.input(0), im.input(1)};
+  if (im.has_input(2)) inputs.push_back(im.input(2));
+  std::vector<std::string> outputs = {im.output(0)};
+  const int last = im.has_output(2) ? 2 : im.has_output(1) ? 1 : 0;
+  for (int i = 1; i <= last; ++i) outputs.push_back(im.has_output(i) ? im.output(i) : im.fresh(im.output(0) + "_stat"));
+  im.emit("LayerNormalization", std::move(inputs), std::move(outputs),
+          {{"axis", im.attr_int("axis", -1)}, {"epsilon", static_cast<double>(im.attr_float("epsilon", 1e-5f))}});
 }
 
 // ---- quantization ------------------------------------------------------------------------------
@@ -872,6 +929,24 @@ const std::map<std::string, Converter>& converters() {
       {"Relu", [](I& im) { unary(im, "Relu"); }},
       {"Sigmoid", [](I& im) { unary(im, "Sigmoid"); }},
       {"Tanh", [](I& im) { unary(im, "Tanh"); }},
+      {"Sqrt", [](I& im) { unary(im, "Sqrt"); }},
+      {"Reciprocal", [](I& im) { unary(im, "Reciprocal"); }},
+      {"Neg",
+       [](I& im) {
+         // An int64 constant (shape arithmetic, e.g. -rank in LayerNorm's expanded form) is folded here.
+         const Tensor* c = im.constant(0);
+         if (c && (c->dtype() == DType::S64 || c->dtype() == DType::S32)) {
+           Tensor t = cast(*c, DType::S64);
+           for (int64_t i = 0; i < t.numel(); ++i) t.data<int64_t>()[i] = -t.data<int64_t>()[i];
+           im.set_constant(im.output(0), cast(t, c->dtype()));
+           return;
+         }
+         unary(im, "Neg");
+       }},
+      {"Erf", [](I& im) { unary(im, "Erf"); }},
+      {"Exp", [](I& im) { unary(im, "Exp"); }},
+      {"Log", [](I& im) { unary(im, "Log"); }},
+      {"Abs", [](I& im) { unary(im, "Abs"); }},
       {"LeakyRelu", [](I& im) { unary(im, "LeakyRelu", {{"alpha", static_cast<double>(im.attr_float("alpha", 0.01f))}}); }},
       {"Clip", clip},
       {"Softmax", [](I& im) { softmax_like(im, "Softmax"); }},
@@ -880,6 +955,17 @@ const std::map<std::string, Converter>& converters() {
       {"Sub", [](I& im) { binary(im, "Sub"); }},
       {"Mul", [](I& im) { binary(im, "Mul"); }},
       {"Div", [](I& im) { binary(im, "Div"); }},
+      {"Pow",
+       [](I& im) {
+         // f32 base; the exponent f32, or a constant of another type (x^2 as exporters write it) taken as f32.
+         require_f32(im, 0);
+         const Tensor* e = im.constant(1);
+         if (im.info(1).dtype != DType::F32 && e) {
+           im.emit("Pow", {im.input(0), im.constant_value(cast(*e, DType::F32), im.output(0) + "_exponent")}, {im.output(0)});
+           return;
+         }
+         binary(im, "Pow");
+       }},
       {"MatMul", matmul},
       {"Gemm", gemm},
       {"Flatten", [](I& im) { im.emit("Flatten", {im.input(0)}, {im.output(0)}, {{"axis", im.attr_int("axis", 1)}}); }},
@@ -899,6 +985,10 @@ const std::map<std::string, Converter>& converters() {
       {"Constant", constant},
       {"ConstantOfShape", constant_of_shape},
       {"Shape", shape},
+      {"Size", size},
+      {"Expand", expand},
+      {"Equal", [](I& im) { im.emit("Equal", {im.input(0), im.input(1)}, {im.output(0)}); }},
+      {"Where", [](I& im) { im.emit("Where", {im.input(0), im.input(1), im.input(2)}, {im.output(0)}); }},
       {"Gather", gather},
       {"Slice", slice},
       {"Conv", conv},
@@ -911,6 +1001,11 @@ const std::map<std::string, Converter>& converters() {
          im.emit("GlobalAveragePool", {im.input(0)}, {im.output(0)});
        }},
       {"BatchNormalization", batchnorm},
+      {"LayerNormalization", layer_norm},
+      {"ReduceSum", [](I& im) { reduce(im, "ReduceSum"); }},
+      {"ReduceMean", [](I& im) { reduce(im, "ReduceMean"); }},
+      {"ReduceMax", [](I& im) { reduce(im, "ReduceMax"); }},
+      {"ReduceMin", [](I& im) { reduce(im, "ReduceMin"); }},
       {"DequantizeLinear", dequantize_linear},
       {"QuantizeLinear", quantize_linear},
       {"QLinearConv", qlinear_conv},

@@ -21,7 +21,8 @@ bool keeps_batch(const std::string& op) {
   static const std::set<std::string> ops = {"Relu", "Sigmoid", "Tanh", "LeakyRelu", "Clip", "Softmax", "LogSoftmax",
                                             "Conv2D", "MaxPool2D", "AveragePool2D", "GlobalAveragePool",
                                             "BatchNormalization", "Dense", "Flatten", "Dropout", "Cast", "Add",
-                                            "Sub", "Mul", "Div", "Gelu"};
+                                            "Sub", "Mul", "Div", "Gelu", "LayerNormalization", "Sqrt", "Reciprocal",
+                                            "Neg", "Erf", "Exp", "Log", "Abs"};
   return ops.count(op) > 0;
 }
 
@@ -700,6 +701,185 @@ void Importer::fuse_dynamic() {
   }
 }
 
+// LayerNormalization as exporters spell it out of primitives (PyTorch before opset 17, Keras,
+// hand-written BERTs):
+//   m = ReduceMean(x, trailing axes)   d = Sub(x, m)   v = ReduceMean(Pow(d, 2) or Mul(d, d))
+//   n = Div(d, Sqrt(Add(v, eps)))  or  Mul(d, Reciprocal(Sqrt(Add(v, eps))))
+//   [y = Mul(n, scale)] [z = Add(y, bias)]        (scale, bias, eps constants)
+// becomes one LayerNormalization node in place of the last node of the chain (the others, read by
+// nothing else, are pruned). Each intermediate value must be read only inside the pattern.
+void Importer::fuse_layer_norm() {
+  std::map<std::string, int> count;
+  for (const auto& n : graph_.nodes)
+    for (const auto& in : n.inputs) ++count[in];
+  for (const auto& out : graph_.outputs) count[out] += 1000;
+  auto single = [&](const std::string& v) { return count[v] == 1; };
+  auto node_of = [&](const std::string& v, const char* op) -> Node* {
+    Node* p = producer_of(v);
+    return p && p->op == op ? p : nullptr;
+  };
+  auto constant_f32 = [&](const std::string& v) -> const Tensor* {
+    auto c = constants_.find(v);
+    return c != constants_.end() && c->second.dtype() == DType::F32 ? &c->second : nullptr;
+  };
+  auto scalar_equals = [&](const std::string& v, float want) {
+    const Tensor* t = constant_f32(v);
+    return t && t->numel() == 1 && t->data<float>()[0] == want;
+  };
+  // The axes a ReduceMean with keepdims reduces, as a count of trailing axes of a rank-r input (0 if not trailing).
+  auto trailing = [&](const Node& r, size_t rank) -> int64_t {
+    if (r.attr_int("keepdims", 1) != 1) return 0;
+    std::vector<int64_t> axes = r.attr_ints("axes", {});
+    if (axes.empty()) return 0;
+    for (auto& a : axes) a = a < 0 ? a + static_cast<int64_t>(rank) : a;
+    std::sort(axes.begin(), axes.end());
+    for (size_t i = 0; i < axes.size(); ++i)
+      if (axes[i] != static_cast<int64_t>(rank - axes.size() + i)) return 0;
+    return static_cast<int64_t>(axes.size());
+  };
+  for (size_t i = 0; i < graph_.nodes.size(); ++i) {
+    Node& last = graph_.nodes[i];
+    // n = d / s  or  d * (1 / s)
+    if (last.op != "Div" && last.op != "Mul") continue;
+    if (last.inputs.size() != 2) continue;
+    std::string d = last.inputs[0], s;
+    if (last.op == "Div") {
+      s = last.inputs[1];
+    } else {
+      Node* r = node_of(last.inputs[1], "Reciprocal");
+      if (!r || !single(last.inputs[1])) continue;
+      s = r->inputs[0];
+    }
+    Node* sqrt = node_of(s, "Sqrt");
+    if (!sqrt || !single(s)) continue;
+    Node* add_eps = node_of(sqrt->inputs[0], "Add");
+    if (!add_eps || !single(sqrt->inputs[0]) || add_eps->inputs.size() != 2) continue;
+    const Tensor* eps = constant_f32(add_eps->inputs[1]);
+    if (!eps || eps->numel() != 1) continue;
+    Node* var = node_of(add_eps->inputs[0], "ReduceMean");
+    if (!var || !single(add_eps->inputs[0])) continue;
+    Node* square = producer_of(var->inputs[0]);
+    if (!square || !single(var->inputs[0])) continue;
+    const bool squares_d = (square->op == "Pow" && square->inputs[0] == d && scalar_equals(square->inputs[1], 2.0f)) ||
+                           (square->op == "Mul" && square->inputs[0] == d && square->inputs[1] == d);
+    if (!squares_d) continue;
+    Node* sub = node_of(d, "Sub");
+    if (!sub) continue;
+    const int expected_reads = square->op == "Mul" ? 3 : 2;  // d feeds the square and the division
+    if (count[d] != expected_reads) continue;
+    const std::string x = sub->inputs[0];
+    Node* mean = node_of(sub->inputs[1], "ReduceMean");
+    if (!mean || mean->inputs[0] != x || !single(sub->inputs[1])) continue;
+    const size_t rank = info_of(x).shape.size();
+    const int64_t axes = trailing(*mean, rank);
+    if (axes == 0 || trailing(*var, rank) != axes) continue;
+    const Shape& xs = info_of(x).shape;
+    int64_t n = 1;
+    for (size_t k = rank - static_cast<size_t>(axes); k < rank; ++k) n = xs[k] < 0 ? -1 : (n < 0 ? -1 : n * xs[k]);
+    // A scale / bias constant that varies only along the normalized axes (or not at all).
+    auto fits = [&](const Tensor& t) {
+      if (static_cast<size_t>(t.rank()) > rank) return false;
+      const size_t t_rank = static_cast<size_t>(t.rank());
+      for (size_t k = 0; k < t_rank; ++k) {
+        const size_t axis = rank - t_rank + k;
+        if (axis < rank - static_cast<size_t>(axes) && t.shape()[k] != 1) return false;
+      }
+      return t.numel() == 1 || t.numel() == n;
+    };
+    Node* end = &last;
+    std::string scale, bias;
+    if (single(last.outputs[0])) {
+      for (auto& m : graph_.nodes)
+        if (m.op == "Mul" && m.inputs.size() == 2 && m.inputs[0] == last.outputs[0]) {
+          const Tensor* c = constant_f32(m.inputs[1]);
+          if (c && fits(*c)) scale = m.inputs[1], end = &m;
+          break;
+        }
+    }
+    if (!scale.empty() && single(end->outputs[0])) {
+      for (auto& m : graph_.nodes)
+        if (m.op == "Add" && m.inputs.size() == 2 && m.inputs[0] == end->outputs[0]) {
+          const Tensor* c = constant_f32(m.inputs[1]);
+          if (c && fits(*c)) bias = m.inputs[1], end = &m;
+          break;
+        }
+    }
+    auto flat = [&](const std::string& v, const std::string& hint) {
+      Tensor t = constants_.at(v).clone();
+      t.reshape({t.numel()});
+      return constant_value(std::move(t), hint);
+    };
+    std::vector<std::string> inputs = {x};
+    if (scale.empty()) {
+      Tensor ones(DType::F32, {1});
+      ones.data<float>()[0] = 1.0f;
+      inputs.push_back(constant_value(std::move(ones), last.name + ".scale"));
+    } else {
+      inputs.push_back(flat(scale, last.name + ".scale"));
+    }
+    if (!bias.empty()) inputs.push_back(flat(bias, last.name + ".bias"));
+    end->op = "LayerNormalization";
+    end->inputs = std::move(inputs);
+    end->attributes = {{"axis", -axes}, {"epsilon", static_cast<double>(eps->data<float>()[0])}};
+    // The chain's first nodes now feed nothing that matters; counts are stale: start again.
+    count.clear();
+    for (const auto& m : graph_.nodes)
+      for (const auto& in : m.inputs) ++count[in];
+    for (const auto& out : graph_.outputs) count[out] += 1000;
+  }
+}
+
+// GELU as exporters spell it (PyTorch before opset 20): 0.5 * x * (1 + erf(x / sqrt 2)), written
+//   a = Div(x, sqrt 2) or Mul(x, 1 / sqrt 2);  c = Add(Erf(a), 1);  Mul(Mul(x, c), 0.5)
+// (either operand order of the Adds and Muls) becomes one Gelu node in place of the last Mul.
+void Importer::fuse_gelu() {
+  std::map<std::string, int> count;
+  for (const auto& n : graph_.nodes)
+    for (const auto& in : n.inputs) ++count[in];
+  for (const auto& out : graph_.outputs) count[out] += 1000;
+  auto scalar = [&](const std::string& v, double want) {
+    auto c = constants_.find(v);
+    return c != constants_.end() && c->second.dtype() == DType::F32 && c->second.numel() == 1 &&
+           std::fabs(c->second.data<float>()[0] - want) <= 1e-6 * std::fabs(want);
+  };
+  // The other operand of a two-input node when one of them is `v` (or a scalar equal to `want`).
+  auto other = [](const Node& n, const std::string& v) -> std::string {
+    if (n.inputs.size() != 2) return "";
+    return n.inputs[0] == v ? n.inputs[1] : n.inputs[1] == v ? n.inputs[0] : "";
+  };
+  for (Node& last : graph_.nodes) {
+    if (last.op != "Mul" || last.inputs.size() != 2) continue;
+    // last = Mul(d, 0.5)
+    const bool half_second = scalar(last.inputs[1], 0.5), half_first = scalar(last.inputs[0], 0.5);
+    if (half_second == half_first) continue;
+    const std::string d = half_second ? last.inputs[0] : last.inputs[1];
+    Node* mul = producer_of(d);
+    if (!mul || mul->op != "Mul" || count[d] != 1 || mul->inputs.size() != 2) continue;
+    for (int side = 0; side < 2; ++side) {  // mul = Mul(x, c), c = Add(Erf(a), 1)
+      const std::string x = mul->inputs[static_cast<size_t>(side)], c = mul->inputs[static_cast<size_t>(1 - side)];
+      Node* add = producer_of(c);
+      if (!add || add->op != "Add" || count[c] != 1) continue;
+      const std::string e = scalar(add->inputs[1], 1.0) ? add->inputs[0] : scalar(add->inputs[0], 1.0) ? add->inputs[1] : "";
+      Node* erf = e.empty() ? nullptr : producer_of(e);
+      if (!erf || erf->op != "Erf" || count[e] != 1) continue;
+      Node* scale = producer_of(erf->inputs[0]);
+      if (!scale || count[erf->inputs[0]] != 1 || scale->inputs.size() != 2 || scale->inputs[0] != x) continue;
+      const bool ok = (scale->op == "Div" && scalar(scale->inputs[1], std::sqrt(2.0))) ||
+                      (scale->op == "Mul" && scalar(other(*scale, x), 1.0 / std::sqrt(2.0)));
+      if (!ok) continue;
+      last.op = "Gelu";
+      last.inputs = {x};
+      last.attributes = {};
+      // (the chain's other nodes, read by nothing now, are pruned)
+      count.clear();
+      for (const auto& n : graph_.nodes)
+        for (const auto& in : n.inputs) ++count[in];
+      for (const auto& out : graph_.outputs) count[out] += 1000;
+      break;
+    }
+  }
+}
+
 Node* Importer::producer_of(const std::string& value) {
   const int i = graph_.producer(value);
   return i < 0 ? nullptr : &graph_.nodes[static_cast<size_t>(i)];
@@ -716,6 +896,8 @@ void Importer::fuse_and_prune() {
     return count;
   };
   fuse_dynamic();
+  fuse_layer_norm();
+  fuse_gelu();
   bool changed = true;
   while (changed) {
     changed = false;

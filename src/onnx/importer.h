@@ -94,6 +94,8 @@ class Importer {
   void fuse_and_prune();
   void fuse_qdq();
   void fuse_dynamic();
+  void fuse_layer_norm();
+  void fuse_gelu();
   Node* producer_of(const std::string& value);  // the node computing `value`, or null
   void propagate_symbols(const Node& node, const std::vector<ValueInfo>& outputs);
 

@@ -54,7 +54,8 @@ inline void check_gradients(const Node& node, std::vector<Tensor> inputs, const 
   Tensor unused;
   grad_out.push_back(&weights);
   for (size_t i = 1; i < outs.size(); ++i) grad_out.push_back(&unused);
-  std::vector<Tensor> grads(inputs.size(), Tensor(DType::F32, {1}));
+  std::vector<Tensor> grads;  // one buffer each (copies of one Tensor would share it)
+  for (size_t i = 0; i < inputs.size(); ++i) grads.emplace_back(DType::F32, Shape{1});
   std::vector<Tensor*> grad_in;
   for (size_t i = 0; i < inputs.size(); ++i)
     grad_in.push_back(inputs[i].dtype() == DType::F32 && op.differentiable_input(int(i)) ? &grads[i] : nullptr);

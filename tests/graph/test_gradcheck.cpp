@@ -123,6 +123,21 @@ TEST(GradCheck, ExecutorThroughMlp) {
   }
 }
 
+// The element-wise math of exported transformer graphs, on their domains (positive inputs where
+// the function needs them, away from |x|'s kink).
+TEST(GradCheck, Sqrt) { check_gradients(Node{"s", "Sqrt", {"x"}, {"y"}}, {random({3, 5}, 40, 0.5f, 3.0f)}); }
+TEST(GradCheck, Reciprocal) { check_gradients(Node{"r", "Reciprocal", {"x"}, {"y"}}, {random({3, 5}, 41, 0.5f, 3.0f)}); }
+TEST(GradCheck, Neg) { check_gradients(Node{"n", "Neg", {"x"}, {"y"}}, {random({3, 5}, 42)}); }
+TEST(GradCheck, Erf) { check_gradients(Node{"e", "Erf", {"x"}, {"y"}}, {random({3, 5}, 43, -2.0f, 2.0f)}); }
+TEST(GradCheck, Exp) { check_gradients(Node{"e", "Exp", {"x"}, {"y"}}, {random({3, 5}, 44, -2.0f, 2.0f)}); }
+TEST(GradCheck, Log) { check_gradients(Node{"l", "Log", {"x"}, {"y"}}, {random({3, 5}, 45, 0.5f, 3.0f)}); }
+TEST(GradCheck, Abs) { check_gradients(Node{"a", "Abs", {"x"}, {"y"}}, {away_from_zero({3, 5}, 46)}); }
+
+TEST(GradCheck, PowBothOperandsAndBroadcast) {
+  check_gradients(Node{"p", "Pow", {"a", "b"}, {"y"}}, {random({3, 4}, 47, 0.5f, 2.0f), random({3, 4}, 48, -1.5f, 2.0f)});
+  check_gradients(Node{"p", "Pow", {"a", "b"}, {"y"}}, {random({3, 4}, 49, 0.5f, 2.0f), random({1}, 50, 1.5f, 2.5f)});
+}
+
 TEST(GradCheck, GeluExact) {
   check_gradients(Node{"g", "Gelu", {"x"}, {"y"}}, {random({3, 7}, 20, -3, 3)});
 }
@@ -262,6 +277,7 @@ TEST(GradCheck, EveryTrainableOpIsChecked) {
       {"DistillationLoss", "Distillation.GradientMatchesFiniteDifferences"},
       {"Constant", "Constant.ValuesDtypesShapesAndErrors"},   // no inputs: nothing to differentiate
       {"Shape", "Shape.ReturnsTheDimensionsWithStartAndEnd"},  // sizes, not values: nothing to differentiate
+      {"Equal", "Equal.BroadcastsAndComparesLikeOnnx"},       // a bool output: nothing to differentiate
       // integer codes in and out (ONNX's integer ops): nothing to differentiate
       {"DynamicQuantizeLinear", "DynamicQuantizeLinear.FollowsOnnxsFormula"},
       {"MatMulInteger", "MatMulInteger.PerRowAndPerColumnZeroPointsAndBroadcastBatches"},

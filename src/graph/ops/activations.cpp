@@ -1,5 +1,6 @@
 // Element-wise and row-wise activations with ONNX semantics (ONNX op name = lowbit op name): Relu,
-// Sigmoid, Tanh, LeakyRelu, Clip (f32, element-wise) and Softmax, LogSoftmax (f32, over one axis).
+// Sigmoid, Tanh, LeakyRelu, Clip, Sqrt, Reciprocal, Neg, Erf, Exp, Log, Abs (f32, element-wise) and
+// Softmax, LogSoftmax (f32, over one axis).
 #include <algorithm>
 #include <cmath>
 
@@ -248,6 +249,61 @@ struct ClipFunction {
   static float slope(const Params& p, float x, float) { return p.lo < x && x < p.hi ? 1.0f : 0.0f; }
 };
 
+// The element-wise math of transformer graphs as exporters spell it (LayerNorm as ReduceMean, Sub,
+// Pow / Mul, Sqrt, Reciprocal / Div; GELU as Erf): ONNX's definitions in f32, IEEE special values
+// as the C library gives them (sqrt(-1) = NaN, 1/0 = inf, log(0) = -inf).
+struct SqrtFunction {
+  static constexpr const char* kOnnx = "Sqrt";
+  struct Params {};
+  static Params params(const Node&) { return {}; }
+  static float value(const Params&, float x) { return std::sqrt(x); }
+  static float slope(const Params&, float, float y) { return 0.5f / y; }
+};
+struct ReciprocalFunction {
+  static constexpr const char* kOnnx = "Reciprocal";
+  struct Params {};
+  static Params params(const Node&) { return {}; }
+  static float value(const Params&, float x) { return 1.0f / x; }
+  static float slope(const Params&, float, float y) { return -y * y; }
+};
+struct NegFunction {
+  static constexpr const char* kOnnx = "Neg";
+  struct Params {};
+  static Params params(const Node&) { return {}; }
+  static float value(const Params&, float x) { return -x; }
+  static float slope(const Params&, float, float) { return -1.0f; }
+};
+struct ErfFunction {
+  static constexpr const char* kOnnx = "Erf";
+  struct Params {};
+  static Params params(const Node&) { return {}; }
+  static float value(const Params&, float x) { return std::erf(x); }
+  // 2 / sqrt(pi) exp(-x^2)
+  static float slope(const Params&, float x, float) { return static_cast<float>(1.1283791670955126 * std::exp(-double(x) * x)); }
+};
+struct ExpFunction {
+  static constexpr const char* kOnnx = "Exp";
+  struct Params {};
+  static Params params(const Node&) { return {}; }
+  static float value(const Params&, float x) { return std::exp(x); }
+  static float slope(const Params&, float, float y) { return y; }
+};
+struct LogFunction {
+  static constexpr const char* kOnnx = "Log";
+  struct Params {};
+  static Params params(const Node&) { return {}; }
+  static float value(const Params&, float x) { return std::log(x); }
+  static float slope(const Params&, float x, float) { return 1.0f / x; }
+};
+// |x|; the slope at 0 is 0 (the subgradient PyTorch uses).
+struct AbsFunction {
+  static constexpr const char* kOnnx = "Abs";
+  struct Params {};
+  static Params params(const Node&) { return {}; }
+  static float value(const Params&, float x) { return std::fabs(x); }
+  static float slope(const Params&, float x, float) { return x > 0.0f ? 1.0f : x < 0.0f ? -1.0f : 0.0f; }
+};
+
 }  // namespace
 
 void register_activations(const Registrar& add) {
@@ -258,6 +314,13 @@ void register_activations(const Registrar& add) {
   add("Tanh", std::make_unique<ElementWise<TanhFunction>>());
   add("LeakyRelu", std::make_unique<ElementWise<LeakyReluFunction>>());
   add("Clip", std::make_unique<ElementWise<ClipFunction>>());
+  add("Sqrt", std::make_unique<ElementWise<SqrtFunction>>());
+  add("Reciprocal", std::make_unique<ElementWise<ReciprocalFunction>>());
+  add("Neg", std::make_unique<ElementWise<NegFunction>>());
+  add("Erf", std::make_unique<ElementWise<ErfFunction>>());
+  add("Exp", std::make_unique<ElementWise<ExpFunction>>());
+  add("Log", std::make_unique<ElementWise<LogFunction>>());
+  add("Abs", std::make_unique<ElementWise<AbsFunction>>());
 }
 
 }  // namespace lowbit::ops

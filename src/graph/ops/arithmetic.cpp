@@ -1,14 +1,15 @@
-// Add, Sub, Mul and Div: y = a (+, -, *, /) b element-wise with numpy / ONNX broadcasting
+// Add, Sub, Mul, Div and Pow: y = a (+, -, *, /, ^) b element-wise with numpy / ONNX broadcasting
 // (broadcast.h; same shapes and a scalar operand run one contiguous loop), as the ONNX ops of those
 // names: residual connections (same shapes), biases and per-channel scales ([C, 1, 1] on NCHW),
 // gates ([N, 1] on [N, F]), normalization (x - mean) / std, a preprocessing scale (a scalar).
 // Gradients: dy for Add, dy and -dy for Sub, dy * b and dy * a for Mul, dy / b and -dy * y / b for
-// Div, each summed over the
+// Div, dy * b * a^(b-1) and dy * y * ln a for Pow, each summed over the
 // dimensions its input was broadcast along; the sums run in output order on one thread, so they do
 // not depend on the thread count. Both inputs receive their own gradient tensor (never shared:
 // the executor may add further contributions into either); Add(x, x) works, the executor sums the
 // two contributions.
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "graph/ops/broadcast.h"
@@ -18,12 +19,13 @@
 namespace lowbit::ops {
 namespace {
 
-enum class Arithmetic { Add, Sub, Mul, Div };
+enum class Arithmetic { Add, Sub, Mul, Div, Pow };
 
 template <Arithmetic kind> float apply(float a, float b) {
   if constexpr (kind == Arithmetic::Add) return a + b;
   if constexpr (kind == Arithmetic::Sub) return a - b;
   if constexpr (kind == Arithmetic::Mul) return a * b;
+  if constexpr (kind == Arithmetic::Pow) return std::pow(a, b);
   return a / b;
 }
 
@@ -79,6 +81,8 @@ template <Arithmetic kind> class Binary final : public Op {
       if constexpr (kind == Arithmetic::Add) return dy[i];
       if constexpr (kind == Arithmetic::Sub) return which == 0 ? dy[i] : -dy[i];
       if constexpr (kind == Arithmetic::Mul) return which == 0 ? dy[i] * b[ib] : dy[i] * a[ia];
+      if constexpr (kind == Arithmetic::Pow)  // d/da a^b = b a^(b-1); d/db a^b = a^b ln a
+        return which == 0 ? dy[i] * b[ib] * std::pow(a[ia], b[ib] - 1.0f) : dy[i] * y[i] * std::log(a[ia]);
       return which == 0 ? dy[i] / b[ib] : -dy[i] * y[i] / b[ib];
     };
     for (int which = 0; which < 2 && which < static_cast<int>(in_grad.size()); ++which) {
@@ -111,6 +115,7 @@ void register_arithmetic(const Registrar& add) {
   add("Sub", std::make_unique<Binary<Arithmetic::Sub>>("Sub"));
   add("Mul", std::make_unique<Binary<Arithmetic::Mul>>("Mul"));
   add("Div", std::make_unique<Binary<Arithmetic::Div>>("Div"));
+  add("Pow", std::make_unique<Binary<Arithmetic::Pow>>("Pow"));
 }
 
 }  // namespace lowbit::ops

@@ -15,6 +15,8 @@ void register_builtin_ops(const Registrar& add) {
   register_conv(add);
   register_norm(add);
   register_gelu(add);
+  register_layer_norm(add);
+  register_select_ops(add);
   register_arithmetic(add);
   register_matmul(add);
   register_cast(add);

@@ -26,6 +26,8 @@ void register_fake_quant(const Registrar& add);
 void register_conv(const Registrar& add);
 void register_norm(const Registrar& add);
 void register_gelu(const Registrar& add);
+void register_layer_norm(const Registrar& add);
+void register_select_ops(const Registrar& add);
 void register_arithmetic(const Registrar& add);
 void register_matmul(const Registrar& add);
 void register_cast(const Registrar& add);
