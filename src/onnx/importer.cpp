@@ -905,6 +905,9 @@ void Importer::fuse_and_prune() {
     for (size_t i = 0; i < graph_.nodes.size() && !changed; ++i) {
       Node& n = graph_.nodes[i];
       if (n.inputs.empty()) continue;
+      // Add(bias, x) as PyTorch writes it: the same as Add(x, bias).
+      if (n.op == "Add" && n.inputs.size() == 2 && constants_.count(n.inputs[0]) && !constants_.count(n.inputs[1]))
+        std::swap(n.inputs[0], n.inputs[1]);
       Node* p = producer_of(n.inputs[0]);
       if (!p || count[n.inputs[0]] != 1) continue;
       const bool layer = p->op == "Dense" || p->op == "Conv2D";

@@ -315,6 +315,20 @@ std::vector<int64_t> reference_slice(int64_t n, int64_t start, int64_t end, int6
   return taken;
 }
 
+// Ends given at run time (a second input) replace the attribute: x[:, :seq] with seq a value of
+// the run; the sliced size is unknown until then.
+TEST(Slice, RunTimeEndsReplaceTheAttribute) {
+  const Tensor x = iota_s64({2, 6});
+  Tensor ends(DType::S64, {1});
+  ends.data<int64_t>()[0] = 4;
+  const Node node{"s", "Slice", {"x", "e"}, {"y"}, {{"starts", {int64_t{1}}}, {"ends", {int64_t{0}}}, {"axes", {int64_t{1}}}}};
+  const Tensor y = run1(node, {x, ends});
+  EXPECT_EQ(y.shape(), (Shape{2, 3}));
+  EXPECT_EQ(values_of<int64_t>(y), (std::vector<int64_t>{1, 2, 3, 7, 8, 9}));
+  EXPECT_EQ(infer(node, {{2, 6}, {1}})[0], (Shape{2, -1}));
+  EXPECT_LOWBIT_ERROR(infer(node, {{2, 6}, {2}}), "run-time ends must be one value per sliced axis (1), got [2]");
+}
+
 TEST(Slice, NegativeStepsAndClampingMatchTheSpec) {
   auto slice1 = [](const Tensor& x, int64_t start, int64_t end, int64_t step) {
     return values_of<int64_t>(run1(Node{"s", "Slice", {"x"}, {"y"}, {{"starts", {start}}, {"ends", {end}}, {"steps", {step}}}}, {x}));

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <regex>
 
+#include "lowbit/npy.h"
 #include "lowbit/onnx.h"
 #include "test_util.h"
 
@@ -523,6 +524,36 @@ TEST(OnnxImport, GeluSpelledOutIsFused) {
   b.forward();
   for (int64_t i = 0; i < x.numel(); ++i)
     EXPECT_NEAR(a.value("y").data<float>()[i], b.value(back.outputs[0]).data<float>()[i], 1e-6 * (1 + std::fabs(a.value("y").data<float>()[i])));
+}
+
+// A BERT encoder from HF transformers, exported by PyTorch at opset 14 (tests/onnx/make_bert.py):
+// it imports with its LayerNorms and GELUs fused and its biases in the Dense layers, runs with other
+// batch and sequence sizes than it was exported with (dynamic axes, a padded attention mask), and
+// matches PyTorch's outputs within 1e-4 relative (max |got - want| / max |want|).
+TEST(OnnxImport, TinyBertMatchesPyTorch) {
+  const Graph g = import_onnx(data_dir() + "bert_tiny.onnx");
+  std::map<std::string, int> ops;
+  for (const auto& n : g.nodes) ++ops[n.op];
+  EXPECT_EQ(ops["LayerNormalization"], 5);  // embeddings + 2 per layer
+  EXPECT_EQ(ops["Gelu"], 2);
+  EXPECT_EQ(ops["Dense"], 13);  // q, k, v, output, intermediate, output per layer, the pooler
+  EXPECT_EQ(ops["ReduceMean"] + ops["Erf"] + ops["Sqrt"], 0);
+  for (int set = 0; set < 2; ++set) {
+    SCOPED_TRACE("input set " + std::to_string(set));
+    Executor run(g);
+    for (auto& [name, tensor] : read_npz(data_dir() + "bert_tiny.inputs" + std::to_string(set) + ".npz")) run.input(name) = tensor;
+    run.forward();
+    for (auto& [name, want] : read_npz(data_dir() + "bert_tiny.outputs" + std::to_string(set) + ".npz")) {
+      const Tensor& got = run.value(name);
+      ASSERT_EQ(got.shape(), want.shape()) << name;
+      double diff = 0, scale = 0;
+      for (int64_t i = 0; i < want.numel(); ++i) {
+        diff = std::max(diff, std::fabs(double(got.data<float>()[i]) - want.data<float>()[i]));
+        scale = std::max(scale, std::fabs(double(want.data<float>()[i])));
+      }
+      EXPECT_LE(diff, 1e-4 * scale) << name;
+    }
+  }
 }
 
 // A mean over an axis that is not trailing, or a value read outside the pattern, is left alone.

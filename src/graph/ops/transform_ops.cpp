@@ -334,23 +334,32 @@ class Unsqueeze final : public ViewOp {
 class Slice final : public Op {
  public:
   Slice() { traits_ = {.onnx = "Slice"}; }
+  // Optional second input: `ends` given at run time (s64 or s32, one per sliced axis; an exporter's
+  // x[:, :seq] where seq is another input's length), replacing the attribute; the sliced sizes are
+  // then unknown until run time.
   std::vector<Shape> infer_shapes(const Node& node, std::span<const Shape> in) const override {
-    expect_input_count(node, in, 1, 1);
+    expect_input_count(node, in, 1, 2);
     const Plan p = plan(node, in[0]);
+    if (in.size() == 2 && (in[1].size() != 1 || (in[1][0] >= 0 && in[1][0] != static_cast<int64_t>(p.axes.size()))))
+      shape_error(node, "run-time ends must be one value per sliced axis (" + std::to_string(p.axes.size()) + "), got " + to_string(in[1]));
     Shape out = in[0];
     for (size_t i = 0; i < p.axes.size(); ++i) {
       const size_t d = p.axes[i];
-      out[d] = in[0][d] >= 0 ? clamped(in[0][d], p.starts[i], p.ends[i], p.steps[i]).count
-                             : dynamic_count(p.starts[i], p.ends[i], p.steps[i]);
+      out[d] = in.size() == 2 ? -1
+               : in[0][d] >= 0 ? clamped(in[0][d], p.starts[i], p.ends[i], p.steps[i]).count
+                               : dynamic_count(p.starts[i], p.ends[i], p.steps[i]);
     }
     return {out};
   }
   std::vector<DType> infer_dtypes(const Node& node, std::span<const DType> in) const override {
     element_size(node, in[0]);
+    if (in.size() == 2 && in[1] != DType::S64 && in[1] != DType::S32)
+      shape_error(node, std::string("run-time ends must be s64 or s32, got ") + name_of(in[1]));
     return {in[0]};
   }
+  bool differentiable_input(int i) const override { return i == 0; }
   void forward(const Node& node, std::span<const Tensor* const> in, std::span<Tensor* const> out) const override {
-    const StridedView v = view(node, in[0]->shape());
+    const StridedView v = view(node, in[0]->shape(), in.size() > 1 ? in[1] : nullptr);
     const size_t size = element_size(node, in[0]->dtype());
     prepare_output(*out[0], in[0]->dtype(), v.shape);
     copy_view(v, size, in[0]->raw(), out[0]->raw());
@@ -358,7 +367,7 @@ class Slice final : public Op {
   void backward(const Node& node, std::span<const Tensor* const> in, std::span<const Tensor* const>,
                 std::span<const Tensor* const> out_grad, std::span<Tensor* const> in_grad) const override {
     if (!in_grad[0] || !start_gradient(*in_grad[0], *in[0])) return;
-    scatter_view(view(node, in[0]->shape()), out_grad[0]->data<float>(), in_grad[0]->data<float>());
+    scatter_view(view(node, in[0]->shape(), in.size() > 1 ? in[1] : nullptr), out_grad[0]->data<float>(), in_grad[0]->data<float>());
   }
 
  private:
@@ -370,11 +379,16 @@ class Slice final : public Op {
     int64_t start = 0, count = 0;
   };
 
-  static Plan plan(const Node& node, const Shape& in) {
+  static Plan plan(const Node& node, const Shape& in, const Tensor* ends = nullptr) {
     const int64_t rank = static_cast<int64_t>(in.size());
     Plan p;
     p.starts = required_ints(node, "starts");
-    p.ends = required_ints(node, "ends");
+    if (ends) {
+      const Tensor e = cast(*ends, DType::S64);
+      p.ends.assign(e.data<int64_t>(), e.data<int64_t>() + e.numel());
+    } else {
+      p.ends = required_ints(node, "ends");
+    }
     const size_t k = p.starts.size();
     std::vector<int64_t> axes(k);
     for (size_t i = 0; i < k; ++i) axes[i] = static_cast<int64_t>(i);
@@ -422,8 +436,8 @@ class Slice final : public Op {
     return -1;
   }
 
-  static StridedView view(const Node& node, const Shape& in) {
-    const Plan p = plan(node, in);
+  static StridedView view(const Node& node, const Shape& in, const Tensor* ends) {
+    const Plan p = plan(node, in, ends);
     StridedView v{in, strides_of(in), 0};
     for (size_t i = 0; i < p.axes.size(); ++i) {
       const size_t d = p.axes[i];
