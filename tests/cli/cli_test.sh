@@ -176,6 +176,9 @@ EOF
   "$lowbit" run --model "$work/m.lbm" --inputs "$work/feeds.npz" --out "$work/out.npz" --threads 2 --json >"$work/run.out"
   check "run exits 0" test $? -eq 0
   check "run --json lists the outputs" grep -q '"shape":\[300,10\]' <(tail -n 1 "$work/run.out")
+  "$lowbit" run --model "$work/m.lbm" --inputs "$work/feeds.npz" --out "$work/out_r.npz" --repeat 3 --json >"$work/run_r.out"
+  check "run --repeat reports the fastest and the median of its runs" grep -q '3 runs: fastest .* ms, median .* ms' "$work/run_r.out"
+  check "run --repeat --json has them too" grep -q '"runs":3' <(tail -n 1 "$work/run_r.out")
   "$lowbit" run --model "$work/m.lbm" --inputs "$work/feeds_z.npz" --out "$work/out_z.npz" >/dev/null
   "$lowbit" run --model "$work/m.lbm" --inputs "$work/image.npy" --out "$work/out.npy" >/dev/null
   check "run's outputs (numpy.load) are the model's predictions" "$py" - "$work" <<'EOF'

@@ -232,11 +232,13 @@ Command add_run(CLI::App& app) {
   auto* cmd = app.add_subcommand("run", "Run a model on named tensors from a numpy .npz/.npy file and write every output to one");
   struct Options {
     std::string model, inputs, out;
-    int threads = 0;
+    int threads = 0, repeat = 1;
     bool json = false;
   };
   auto o = std::make_shared<Options>();
   cmd->add_option("--model", o->model, "Model file (.lbm, or .onnx: imported)")->required();
+  cmd->add_option("--repeat", o->repeat, "Run this many times and report the fastest and the median time (a benchmark)")
+      ->check(CLI::Range(1, 1000000));
   cmd->add_option("--inputs", o->inputs,
                   "Feeds: an .npz with one array per model input, by name (np.savez), or an .npy for a one-input model")
       ->required();
@@ -273,9 +275,16 @@ Command add_run(CLI::App& app) {
     model.check_inputs(ordered);
     Executor run(model);
     for (size_t i = 0; i < model.inputs.size(); ++i) run.input(model.inputs[i].name) = *ordered[i];
-    const auto start = std::chrono::steady_clock::now();
-    run.forward();
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::vector<double> times;
+    for (int r = 0; r < o->repeat; ++r) {
+      const auto start = std::chrono::steady_clock::now();
+      run.forward();
+      times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    }
+    const double seconds = times[0];
+    std::vector<double> sorted = times;
+    std::sort(sorted.begin(), sorted.end());
+    const double best = sorted.front(), median = sorted[sorted.size() / 2];
     std::vector<NamedTensor> outputs;
     json listed = json::array();
     for (const auto& name : model.outputs) {
@@ -287,9 +296,10 @@ Command add_run(CLI::App& app) {
     write_arrays(o->out, outputs);
     fmt::print("ran {} on {} ({} thread{}, {:.2f} ms); wrote {}\n", o->model, o->inputs, num_threads(), num_threads() == 1 ? "" : "s",
                seconds * 1e3, o->out);
+    if (o->repeat > 1) fmt::print("{} runs: fastest {:.3f} ms, median {:.3f} ms\n", o->repeat, best * 1e3, median * 1e3);
     if (o->json) {
       json j = {{"command", "run"}, {"model", o->model}, {"inputs", o->inputs}, {"out", o->out}, {"threads", num_threads()},
-                {"seconds", seconds}, {"outputs", listed}};
+                {"seconds", seconds}, {"runs", o->repeat}, {"best_seconds", best}, {"median_seconds", median}, {"outputs", listed}};
       std::puts(j.dump().c_str());
     }
     return 0;
