@@ -94,72 +94,62 @@ BlockWeights BlockWeights::pack(std::span<const uint8_t> codes, std::span<const 
   w.zero_points_.assign(zero_points.begin(), zero_points.end());
   const CpuFeatures& cpu = cpu_features();
   if (isa >= Isa::Avx512Vnni && cpu.avx512f && cpu.avx512bw && cpu.avx512vl && cpu.avx512vnni)
-    w.pack_vnni_panels(codes, scales);
+    w.pack_panels(PanelLayout::Avx512Vnni, codes, scales);
   else if (isa >= Isa::Avx2)
-    w.pack_avx2_panels(codes, scales);
+    w.pack_panels(PanelLayout::Avx2, codes, scales);
   return w;
 }
 
-void BlockWeights::pack_avx2_panels(std::span<const uint8_t> codes, std::span<const uint16_t> scales) {
-  layout_ = PanelLayout::Avx2;
-  // 2- and 3-bit codes are widened to the 4-bit layout (see panel_layout()).
-  const int64_t blocks = this->blocks(), bb = block_bytes(bits_, block_), panels = (n_ + kPanel - 1) / kPanel;
-  const int64_t panel_bb = block_bytes(4, block_);
-  panel_codes_.assign(static_cast<size_t>(panels * blocks * kPanel * panel_bb), 0);
-  panel_scales_.assign(static_cast<size_t>(panels * blocks * kPanel), 0);
-  panel_zero_points_.assign(static_cast<size_t>(panels * blocks * kPanel), 0);
-  const int64_t subs = block_ / 32, sub = block_bytes(bits_, 32), panel_sub = block_bytes(4, 32);
-  for (int64_t col = 0; col < n_; ++col)
-    for (int64_t b = 0; b < blocks; ++b) {
-      const int64_t slot = ((col / kPanel) * blocks + b) * kPanel + col % kPanel;
-      for (int64_t s = 0; s < subs; ++s) {  // sub-block s of the 8 columns side by side
-        const uint8_t* from = codes.data() + (col * blocks + b) * bb + s * sub;
-        uint8_t* to = panel_codes_.data() + (((col / kPanel) * blocks + b) * subs + s) * kPanel * panel_sub + (col % kPanel) * panel_sub;
-        if (bits_ == 4) {
-          std::copy_n(from, sub, to);
-        } else {
-          for (int j = 0; j < 32; ++j) put_code(to, 4, j, static_cast<uint32_t>(kernels::block_code_at(from, bits_, j)));
-        }
-      }
-      panel_scales_[static_cast<size_t>(slot)] = scales[static_cast<size_t>(col * blocks + b)];
-      panel_zero_points_[static_cast<size_t>(slot)] = static_cast<uint8_t>(zero_point(col, b));
-    }
+namespace {
+// One sub-block of 32 codes (storage layout) of panel column c, into the panel's sub-block `to`:
+// Avx2, 16 bytes per column side by side, 4-bit codes (2 and 3 bits widened);
+void place_avx2(const uint8_t* from, int bits, uint8_t* to, int64_t c) {
+  to += c * block_bytes(4, 32);
+  if (bits == 4) {
+    std::copy_n(from, block_bytes(4, 32), to);
+    return;
+  }
+  for (int j = 0; j < 32; ++j) put_code(to, 4, j, static_cast<uint32_t>(kernels::block_code_at(from, bits, j)));
 }
+// Avx512Vnni, code j = 4g + i at byte 4c + i of group g's vector (blockq.h).
+void place_vnni(const uint8_t* from, int bits, uint8_t* to, int64_t c) {
+  for (int j = 0; j < 32; ++j) {
+    const uint32_t q = static_cast<uint32_t>(kernels::block_code_at(from, bits, j));
+    const int g = j / 4, i = j % 4;
+    const int64_t byte = 4 * c + i;
+    if (bits == 4) {
+      to[(g / 2) * 64 + byte] |= static_cast<uint8_t>(q << (4 * (g % 2)));
+    } else if (bits == 2) {
+      to[(g / 4) * 64 + byte] |= static_cast<uint8_t>(q << (2 * (g % 4)));
+    } else if (g < 6) {
+      to[(g / 2) * 64 + byte] |= static_cast<uint8_t>(q << (4 * (g % 2)));
+    } else {  // groups 6 and 7: bit v of the code in bit 3 (group 6) or 7 (group 7) of vector v
+      for (int v = 0; v < 3; ++v) to[v * 64 + byte] |= static_cast<uint8_t>(((q >> v) & 1u) << (g == 6 ? 3 : 7));
+    }
+  }
+}
+}  // namespace
 
-void BlockWeights::pack_vnni_panels(std::span<const uint8_t> codes, std::span<const uint16_t> scales) {
-  layout_ = PanelLayout::Avx512Vnni;
-  constexpr int64_t P = kVnniPanel;
-  const int64_t blocks = this->blocks(), bb = block_bytes(bits_, block_), panels = (n_ + P - 1) / P;
-  const int64_t subs = block_ / 32, sub = block_bytes(bits_, 32);
-  panel_codes_.assign(static_cast<size_t>(panels * blocks * P * bb), 0);  // P * bb = subs * (P * sub) bytes
+void BlockWeights::pack_panels(PanelLayout layout, std::span<const uint8_t> codes, std::span<const uint16_t> scales) {
+  layout_ = layout;
+  const int64_t P = panel_width(), blocks = this->blocks(), panels = (n_ + P - 1) / P;
+  const int64_t bb = block_bytes(bits_, block_), subs = block_ / 32, sub = block_bytes(bits_, 32);
+  // Bytes of one sub-block of a panel: Avx2 holds 4-bit codes, Avx512Vnni the codes' own width.
+  const int64_t panel_sub = P * (layout == PanelLayout::Avx2 ? block_bytes(4, 32) : sub);
+  panel_codes_.assign(static_cast<size_t>(panels * blocks * subs * panel_sub), 0);
   panel_scales_.assign(static_cast<size_t>(panels * blocks * P), 0);
   panel_zero_points_.assign(static_cast<size_t>(panels * blocks * P), 0);
-  for (int64_t col = 0; col < n_; ++col) {
-    const int64_t c = col % P;
+  for (int64_t col = 0; col < n_; ++col)
     for (int64_t b = 0; b < blocks; ++b) {
-      const int64_t slot = ((col / P) * blocks + b) * P + c;
+      const int64_t panel_block = (col / P) * blocks + b, slot = panel_block * P + col % P;
       panel_scales_[static_cast<size_t>(slot)] = scales[static_cast<size_t>(col * blocks + b)];
       panel_zero_points_[static_cast<size_t>(slot)] = static_cast<uint8_t>(zero_point(col, b));
       for (int64_t s = 0; s < subs; ++s) {
         const uint8_t* from = codes.data() + (col * blocks + b) * bb + s * sub;
-        uint8_t* to = panel_codes_.data() + (((col / P) * blocks + b) * subs + s) * P * sub;
-        for (int j = 0; j < 32; ++j) {  // code j = 4g + i goes to byte 4c + i of group g's vector
-          const uint32_t q = static_cast<uint32_t>(kernels::block_code_at(from, bits_, j));
-          const int g = j / 4, i = j % 4;
-          const int64_t byte = 4 * c + i;
-          if (bits_ == 4) {
-            to[(g / 2) * 64 + byte] |= static_cast<uint8_t>(q << (4 * (g % 2)));
-          } else if (bits_ == 2) {
-            to[(g / 4) * 64 + byte] |= static_cast<uint8_t>(q << (2 * (g % 4)));
-          } else if (g < 6) {
-            to[(g / 2) * 64 + byte] |= static_cast<uint8_t>(q << (4 * (g % 2)));
-          } else {  // groups 6 and 7: bit v of the code in bit 3 (group 6) or 7 (group 7) of vector v
-            for (int v = 0; v < 3; ++v) to[v * 64 + byte] |= static_cast<uint8_t>(((q >> v) & 1u) << (g == 6 ? 3 : 7));
-          }
-        }
+        uint8_t* to = panel_codes_.data() + (panel_block * subs + s) * panel_sub;
+        (layout == PanelLayout::Avx2 ? place_avx2 : place_vnni)(from, bits_, to, col % P);
       }
     }
-  }
 }
 
 namespace {

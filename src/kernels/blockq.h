@@ -101,8 +101,7 @@ class BlockWeights {
   int64_t n_ = 0, k_ = 0, block_ = 32;
   int bits_ = 4;
   PanelLayout layout_ = PanelLayout::None;
-  void pack_avx2_panels(std::span<const uint8_t> codes, std::span<const uint16_t> scales);
-  void pack_vnni_panels(std::span<const uint8_t> codes, std::span<const uint16_t> scales);
+  void pack_panels(PanelLayout layout, std::span<const uint8_t> codes, std::span<const uint16_t> scales);
   std::vector<uint8_t> codes_, zero_points_, panel_codes_, panel_zero_points_;
   std::vector<uint16_t> scales_, panel_scales_;
 };

@@ -363,12 +363,11 @@ void slice(I& im) {
     if (!im.constant(2) && im.info(0).shape.size() != 1 && im.symbolic(2)) {
       // Ends known only at run time (x[:, :seq], seq another input's length): the Slice reads them
       // then; the attribute holds placeholders of the right count.
-      const Attributes attrs{{"starts", *starts}, {"ends", std::vector<int64_t>(starts->size(), 0)}};
-      Attributes all = attrs;
-      if (axes) all["axes"] = *axes;
-      if (steps) all["steps"] = *steps;
+      Attributes attrs{{"starts", *starts}, {"ends", std::vector<int64_t>(starts->size(), 0)}};
+      if (axes) attrs["axes"] = *axes;
+      if (steps) attrs["steps"] = *steps;
       require_dtype(im, 2, {DType::S64, DType::S32});
-      im.emit("Slice", {im.input(0), im.input(2)}, {im.output(0)}, std::move(all));
+      im.emit("Slice", {im.input(0), im.input(2)}, {im.output(0)}, std::move(attrs));
       return;
     }
     ends = ints_of(im.require_constant(2, "ends"));

@@ -709,10 +709,7 @@ void Importer::fuse_dynamic() {
 // becomes one LayerNormalization node in place of the last node of the chain (the others, read by
 // nothing else, are pruned). Each intermediate value must be read only inside the pattern.
 void Importer::fuse_layer_norm() {
-  std::map<std::string, int> count;
-  for (const auto& n : graph_.nodes)
-    for (const auto& in : n.inputs) ++count[in];
-  for (const auto& out : graph_.outputs) count[out] += 1000;
+  std::map<std::string, int> count = readers();
   auto single = [&](const std::string& v) { return count[v] == 1; };
   auto node_of = [&](const std::string& v, const char* op) -> Node* {
     Node* p = producer_of(v);
@@ -721,10 +718,6 @@ void Importer::fuse_layer_norm() {
   auto constant_f32 = [&](const std::string& v) -> const Tensor* {
     auto c = constants_.find(v);
     return c != constants_.end() && c->second.dtype() == DType::F32 ? &c->second : nullptr;
-  };
-  auto scalar_equals = [&](const std::string& v, float want) {
-    const Tensor* t = constant_f32(v);
-    return t && t->numel() == 1 && t->data<float>()[0] == want;
   };
   // The axes a ReduceMean with keepdims reduces, as a count of trailing axes of a rank-r input (0 if not trailing).
   auto trailing = [&](const Node& r, size_t rank) -> int64_t {
@@ -754,13 +747,13 @@ void Importer::fuse_layer_norm() {
     if (!sqrt || !single(s)) continue;
     Node* add_eps = node_of(sqrt->inputs[0], "Add");
     if (!add_eps || !single(sqrt->inputs[0]) || add_eps->inputs.size() != 2) continue;
-    const Tensor* eps = constant_f32(add_eps->inputs[1]);
-    if (!eps || eps->numel() != 1) continue;
+    const std::optional<float> eps = scalar_f32(add_eps->inputs[1]);
+    if (!eps) continue;
     Node* var = node_of(add_eps->inputs[0], "ReduceMean");
     if (!var || !single(add_eps->inputs[0])) continue;
     Node* square = producer_of(var->inputs[0]);
     if (!square || !single(var->inputs[0])) continue;
-    const bool squares_d = (square->op == "Pow" && square->inputs[0] == d && scalar_equals(square->inputs[1], 2.0f)) ||
+    const bool squares_d = (square->op == "Pow" && square->inputs[0] == d && scalar_f32(square->inputs[1]) == 2.0f) ||
                            (square->op == "Mul" && square->inputs[0] == d && square->inputs[1] == d);
     if (!squares_d) continue;
     Node* sub = node_of(d, "Sub");
@@ -774,16 +767,15 @@ void Importer::fuse_layer_norm() {
     const int64_t axes = trailing(*mean, rank);
     if (axes == 0 || trailing(*var, rank) != axes) continue;
     const Shape& xs = info_of(x).shape;
-    int64_t n = 1;
-    for (size_t k = rank - static_cast<size_t>(axes); k < rank; ++k) n = xs[k] < 0 ? -1 : (n < 0 ? -1 : n * xs[k]);
+    const size_t first = rank - static_cast<size_t>(axes);  // the first normalized axis
+    int64_t n = 1;  // values normalized together (-1: known only at run time)
+    for (size_t k = first; k < rank; ++k) n = xs[k] < 0 || n < 0 ? -1 : n * xs[k];
     // A scale / bias constant that varies only along the normalized axes (or not at all).
     auto fits = [&](const Tensor& t) {
-      if (static_cast<size_t>(t.rank()) > rank) return false;
       const size_t t_rank = static_cast<size_t>(t.rank());
-      for (size_t k = 0; k < t_rank; ++k) {
-        const size_t axis = rank - t_rank + k;
-        if (axis < rank - static_cast<size_t>(axes) && t.shape()[k] != 1) return false;
-      }
+      if (t_rank > rank) return false;
+      for (size_t k = 0; k < t_rank; ++k)
+        if (rank - t_rank + k < first && t.shape()[k] != 1) return false;
       return t.numel() == 1 || t.numel() == n;
     };
     Node* end = &last;
@@ -820,32 +812,20 @@ void Importer::fuse_layer_norm() {
     if (!bias.empty()) inputs.push_back(flat(bias, last.name + ".bias"));
     end->op = "LayerNormalization";
     end->inputs = std::move(inputs);
-    end->attributes = {{"axis", -axes}, {"epsilon", static_cast<double>(eps->data<float>()[0])}};
+    end->attributes = {{"axis", -axes}, {"epsilon", static_cast<double>(*eps)}};
     // The chain's first nodes now feed nothing that matters; counts are stale: start again.
-    count.clear();
-    for (const auto& m : graph_.nodes)
-      for (const auto& in : m.inputs) ++count[in];
-    for (const auto& out : graph_.outputs) count[out] += 1000;
+    count = readers();
   }
 }
 
 // GELU as exporters spell it (PyTorch before opset 20): 0.5 * x * (1 + erf(x / sqrt 2)), written
 //   a = Div(x, sqrt 2) or Mul(x, 1 / sqrt 2);  c = Add(Erf(a), 1);  Mul(Mul(x, c), 0.5)
-// (either operand order of the Adds and Muls) becomes one Gelu node in place of the last Mul.
+// (either operand order of the Add and the two outer Muls) becomes one Gelu node in place of the last Mul.
 void Importer::fuse_gelu() {
-  std::map<std::string, int> count;
-  for (const auto& n : graph_.nodes)
-    for (const auto& in : n.inputs) ++count[in];
-  for (const auto& out : graph_.outputs) count[out] += 1000;
-  auto scalar = [&](const std::string& v, double want) {
-    auto c = constants_.find(v);
-    return c != constants_.end() && c->second.dtype() == DType::F32 && c->second.numel() == 1 &&
-           std::fabs(c->second.data<float>()[0] - want) <= 1e-6 * std::fabs(want);
-  };
-  // The other operand of a two-input node when one of them is `v` (or a scalar equal to `want`).
-  auto other = [](const Node& n, const std::string& v) -> std::string {
-    if (n.inputs.size() != 2) return "";
-    return n.inputs[0] == v ? n.inputs[1] : n.inputs[1] == v ? n.inputs[0] : "";
+  std::map<std::string, int> count = readers();
+  auto scalar = [&](const std::string& v, double want) {  // a one-value f32 constant within 1e-6 of `want`
+    const std::optional<float> c = scalar_f32(v);
+    return c && std::fabs(*c - want) <= 1e-6 * std::fabs(want);
   };
   for (Node& last : graph_.nodes) {
     if (last.op != "Mul" || last.inputs.size() != 2) continue;
@@ -865,19 +845,30 @@ void Importer::fuse_gelu() {
       Node* scale = producer_of(erf->inputs[0]);
       if (!scale || count[erf->inputs[0]] != 1 || scale->inputs.size() != 2 || scale->inputs[0] != x) continue;
       const bool ok = (scale->op == "Div" && scalar(scale->inputs[1], std::sqrt(2.0))) ||
-                      (scale->op == "Mul" && scalar(other(*scale, x), 1.0 / std::sqrt(2.0)));
+                      (scale->op == "Mul" && scalar(scale->inputs[1], 1.0 / std::sqrt(2.0)));
       if (!ok) continue;
       last.op = "Gelu";
       last.inputs = {x};
       last.attributes = {};
       // (the chain's other nodes, read by nothing now, are pruned)
-      count.clear();
-      for (const auto& n : graph_.nodes)
-        for (const auto& in : n.inputs) ++count[in];
-      for (const auto& out : graph_.outputs) count[out] += 1000;
+      count = readers();
       break;
     }
   }
+}
+
+std::optional<float> Importer::scalar_f32(const std::string& value) const {
+  auto c = constants_.find(value);
+  if (c == constants_.end() || c->second.dtype() != DType::F32 || c->second.numel() != 1) return std::nullopt;
+  return c->second.data<float>()[0];
+}
+
+std::map<std::string, int> Importer::readers() const {
+  std::map<std::string, int> count;
+  for (const auto& n : graph_.nodes)
+    for (const auto& in : n.inputs) ++count[in];
+  for (const auto& out : graph_.outputs) count[out] += 1000;  // never fuse away a graph output
+  return count;
 }
 
 Node* Importer::producer_of(const std::string& value) {
@@ -888,20 +879,13 @@ Node* Importer::producer_of(const std::string& value) {
 // Joins what lowbit runs as one layer, then drops nodes no output needs and turns the constants
 // that remaining nodes read into initializers.
 void Importer::fuse_and_prune() {
-  auto consumers = [&]() {
-    std::map<std::string, int> count;
-    for (const auto& n : graph_.nodes)
-      for (const auto& in : n.inputs) ++count[in];
-    for (const auto& out : graph_.outputs) count[out] += 1000;  // never fuse away a graph output
-    return count;
-  };
   fuse_dynamic();
   fuse_layer_norm();
   fuse_gelu();
   bool changed = true;
   while (changed) {
     changed = false;
-    auto count = consumers();
+    auto count = readers();
     for (size_t i = 0; i < graph_.nodes.size() && !changed; ++i) {
       Node& n = graph_.nodes[i];
       if (n.inputs.empty()) continue;
@@ -940,7 +924,7 @@ void Importer::fuse_and_prune() {
   changed = true;
   while (changed) {
     changed = false;
-    auto count = consumers();
+    auto count = readers();
     for (size_t i = graph_.nodes.size(); i-- > 0;) {
       const Node& n = graph_.nodes[i];
       const bool used = std::any_of(n.outputs.begin(), n.outputs.end(), [&](const std::string& o) { return count[o] > 0; });

@@ -97,6 +97,9 @@ class Importer {
   void fuse_layer_norm();
   void fuse_gelu();
   Node* producer_of(const std::string& value);  // the node computing `value`, or null
+  // How many node inputs read each value; graph outputs count 1000 more (never fused away).
+  std::map<std::string, int> readers() const;
+  std::optional<float> scalar_f32(const std::string& value) const;  // a one-value f32 constant's value
   void propagate_symbols(const Node& node, const std::vector<ValueInfo>& outputs);
 
   const onnx::ModelProto& model_;

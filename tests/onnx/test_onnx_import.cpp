@@ -438,6 +438,14 @@ Tensor uniform(Shape shape, uint64_t seed, float lo = -1.0f, float hi = 1.0f) {
   return t;
 }
 
+// The first output of a one-input graph run on x.
+Tensor output_of(const Graph& g, const Tensor& x) {
+  Executor run(g);
+  run.input(g.inputs[0].name) = x;
+  run.forward();
+  return run.value(g.outputs[0]).clone();
+}
+
 // LayerNorm spelled out of primitives (as PyTorch exports it before opset 17, and as hand-written
 // BERTs do): the importer fuses it into one LayerNormalization node, whose outputs match the
 // spelled-out graph's within 1e-6 relative. Both spellings of the square and of the division.
@@ -445,11 +453,8 @@ TEST(OnnxImport, LayerNormSpelledOutOfPrimitivesIsFused) {
   for (bool reciprocal : {false, true}) {
     Graph g;
     g.inputs.push_back({"x", DType::F32, {-1, 5, 16}});
-    Tensor eps(DType::F32, {});
-    eps.data<float>()[0] = 1e-5f;
-    Tensor two(DType::F32, {});
-    two.data<float>()[0] = 2.0f;
-    g.initializers = {{"eps", eps}, {"two", two}, {"gamma", uniform({16}, 1)}, {"beta", uniform({16}, 2)}};
+    g.initializers = {{"eps", testing::scalar_f32(1e-5f)}, {"two", testing::scalar_f32(2.0f)}, {"gamma", uniform({16}, 1)},
+                      {"beta", uniform({16}, 2)}};
     const Attributes last_axis = {{"axes", std::vector<int64_t>{-1}}, {"keepdims", int64_t{1}}};
     g.add_node({"mean", "ReduceMean", {"x"}, {"m"}, last_axis});
     g.add_node({"center", "Sub", {"x", "m"}, {"d"}});
@@ -479,13 +484,7 @@ TEST(OnnxImport, LayerNormSpelledOutOfPrimitivesIsFused) {
     EXPECT_EQ(fused, 1) << (reciprocal ? "reciprocal" : "division");
     EXPECT_EQ(primitives, 0);
     const Tensor x = uniform({3, 5, 16}, 3, -4.0f, 6.0f);
-    Executor a(g), b(back);
-    a.input("x") = x;
-    b.input(back.inputs[0].name) = x;
-    a.forward();
-    b.forward();
-    const Tensor& ya = a.value("z");
-    const Tensor& yb = b.value(back.outputs[0]);
+    const Tensor ya = output_of(g, x), yb = output_of(back, x);
     ASSERT_EQ(ya.shape(), yb.shape());
     double worst = 0, largest = 0;
     for (int64_t i = 0; i < ya.numel(); ++i) {
@@ -500,12 +499,8 @@ TEST(OnnxImport, LayerNormSpelledOutOfPrimitivesIsFused) {
 TEST(OnnxImport, GeluSpelledOutIsFused) {
   Graph g;
   g.inputs.push_back({"x", DType::F32, {-1, 8}});
-  auto scalar = [](float v) {
-    Tensor t(DType::F32, {});
-    t.data<float>()[0] = v;
-    return t;
-  };
-  g.initializers = {{"sqrt2", scalar(1.4142135381698608f)}, {"one", scalar(1.0f)}, {"half", scalar(0.5f)}};
+  g.initializers = {{"sqrt2", testing::scalar_f32(1.4142135381698608f)}, {"one", testing::scalar_f32(1.0f)},
+                    {"half", testing::scalar_f32(0.5f)}};
   g.add_node({"div", "Div", {"x", "sqrt2"}, {"a"}});
   g.add_node({"erf", "Erf", {"a"}, {"b"}});
   g.add_node({"add", "Add", {"b", "one"}, {"c"}});
@@ -517,13 +512,9 @@ TEST(OnnxImport, GeluSpelledOutIsFused) {
   ASSERT_EQ(back.nodes.size(), 1u);
   EXPECT_EQ(back.nodes[0].op, "Gelu");
   const Tensor x = uniform({4, 8}, 5, -5.0f, 5.0f);
-  Executor a(g), b(back);
-  a.input("x") = x;
-  b.input(back.inputs[0].name) = x;
-  a.forward();
-  b.forward();
+  const Tensor ya = output_of(g, x), yb = output_of(back, x);
   for (int64_t i = 0; i < x.numel(); ++i)
-    EXPECT_NEAR(a.value("y").data<float>()[i], b.value(back.outputs[0]).data<float>()[i], 1e-6 * (1 + std::fabs(a.value("y").data<float>()[i])));
+    EXPECT_NEAR(ya.data<float>()[i], yb.data<float>()[i], 1e-6 * (1 + std::fabs(ya.data<float>()[i])));
 }
 
 // A BERT encoder from HF transformers, exported by PyTorch at opset 14 (tests/onnx/make_bert.py):
@@ -560,9 +551,7 @@ TEST(OnnxImport, TinyBertMatchesPyTorch) {
 TEST(OnnxImport, LayerNormLookalikesAreNotFused) {
   Graph g;
   g.inputs.push_back({"x", DType::F32, {4, 8}});
-  Tensor eps(DType::F32, {});
-  eps.data<float>()[0] = 1e-5f;
-  g.initializers = {{"eps", eps}};
+  g.initializers = {{"eps", testing::scalar_f32(1e-5f)}};
   const Attributes first_axis = {{"axes", std::vector<int64_t>{0}}, {"keepdims", int64_t{1}}};
   g.add_node({"mean", "ReduceMean", {"x"}, {"m"}, first_axis});
   g.add_node({"center", "Sub", {"x", "m"}, {"d"}});

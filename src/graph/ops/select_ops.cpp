@@ -100,7 +100,9 @@ class Equal final : public Op {
       for_each_element(m, 0, m.numel(), [&](int64_t i, const int64_t* o) { y[i] = a[o[0]] == b[o[1]]; });
       return;
     }
-    const Tensor a = cast(*in[0], DType::S64), b = cast(*in[1], DType::S64);
+    // (int64 masks, the usual input, are read as they are: cast would copy them)
+    auto as_s64 = [](const Tensor& t) { return t.dtype() == DType::S64 ? t : cast(t, DType::S64); };
+    const Tensor a = as_s64(*in[0]), b = as_s64(*in[1]);
     const int64_t* pa = a.data<int64_t>();
     const int64_t* pb = b.data<int64_t>();
     for_each_element(m, 0, m.numel(), [&](int64_t i, const int64_t* o) { y[i] = pa[o[0]] == pb[o[1]]; });
