@@ -1,15 +1,18 @@
 #!/usr/bin/env python3
-"""Training time per epoch of a CNN in lowbit and in PyTorch, same machine, same script run.
+"""Training time per epoch of a CNN or a vision transformer in lowbit and in PyTorch, same machine,
+same script run.
 
 The PyTorch model is built from the same JSON model description lowbit trains (layer types reshape,
-conv2d, batchnorm, relu, maxpool2d, avgpool2d, globalavgpool, dropout, flatten, dense, softmax;
-docs/model-description.md), with the same optimizer (Adam 1e-3, eps 1e-7), batch 32, shuffling and
+conv2d, batchnorm, relu, maxpool2d, avgpool2d, globalavgpool, dropout, flatten, dense, softmax,
+and the transformer's patches, position_embedding, layernorm, gelu, attention, transformer_block,
+mean_pool; docs/model-description.md), with the same optimizer (Adam 1e-3, eps 1e-7), batch 32, shuffling and
 data (IDX scaled to [0, 1]). Time per epoch is the training loop alone (data loading excluded);
 the fastest epoch of each side is compared. Prints both, the ratio lowbit / PyTorch and both
 test accuracies.
 
 Run with Debian's PyTorch:
   /usr/bin/python3 bench/cnn_vs_pytorch.py --arch examples/models/reference-cnn.json --epochs 2
+  /usr/bin/python3 bench/cnn_vs_pytorch.py --arch examples/models/vit-tiny.json --epochs 1
 """
 import argparse
 import json
@@ -39,16 +42,88 @@ def pair(v, default):
     return (v, v) if isinstance(v, int) else tuple(v)
 
 
+def transformer_modules():
+    """PyTorch modules computing what lowbit's transformer layer types compute."""
+    import math
+    import torch
+    from torch import nn
+
+    class Patches(nn.Module):
+        def __init__(self, ph, pw):
+            super().__init__()
+            self.ph, self.pw = ph, pw
+
+        def forward(self, x):
+            n, c, h, w = x.shape
+            gh, gw = h // self.ph, w // self.pw
+            x = x.reshape(n, c, gh, self.ph, gw, self.pw).permute(0, 2, 4, 1, 3, 5)
+            return x.reshape(n, gh * gw, c * self.ph * self.pw)
+
+    class PositionEmbedding(nn.Module):
+        def __init__(self, tokens, width):
+            super().__init__()
+            self.weight = nn.Parameter(torch.randn(tokens, width) * 0.02)
+
+        def forward(self, x):
+            return x + self.weight
+
+    class Attention(nn.Module):
+        def __init__(self, width, heads):
+            super().__init__()
+            self.heads = heads
+            self.q, self.k, self.v, self.out = (nn.Linear(width, width) for _ in range(4))
+            for lin in (self.q, self.k, self.v, self.out):
+                nn.init.xavier_uniform_(lin.weight)
+                nn.init.zeros_(lin.bias)
+
+        def forward(self, x):
+            n, t, w = x.shape
+            d = w // self.heads
+            split = lambda y: y.view(n, t, self.heads, d).transpose(1, 2)  # noqa: E731
+            q, k, v = split(self.q(x)), split(self.k(x)), split(self.v(x))
+            p = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(d), dim=-1)
+            return self.out((p @ v).transpose(1, 2).reshape(n, t, w))
+
+    class Block(nn.Module):
+        def __init__(self, width, heads, hidden, eps, approximate):
+            super().__init__()
+            self.norm1, self.norm2 = nn.LayerNorm(width, eps=eps), nn.LayerNorm(width, eps=eps)
+            self.attention = Attention(width, heads)
+            self.mlp1, self.mlp2 = nn.Linear(width, hidden), nn.Linear(hidden, width)
+            for lin in (self.mlp1, self.mlp2):
+                nn.init.xavier_uniform_(lin.weight)
+                nn.init.zeros_(lin.bias)
+            self.gelu = nn.GELU(approximate=approximate)
+
+        def forward(self, x):
+            x = x + self.attention(self.norm1(x))
+            return x + self.mlp2(self.gelu(self.mlp1(self.norm2(x))))
+
+    class MeanPool(nn.Module):
+        def forward(self, x):
+            return x.mean(1)
+
+    class Reshape(nn.Module):  # (nn.Unflatten does not export to ONNX in PyTorch 1.13)
+        def __init__(self, shape):
+            super().__init__()
+            self.shape = list(shape)
+
+        def forward(self, x):
+            return x.reshape([x.shape[0]] + self.shape)
+
+    return Patches, PositionEmbedding, Attention, Block, MeanPool, Reshape
+
+
 def build_torch_model(description, sample_shape):
     import torch
     from torch import nn
+    Patches, PositionEmbedding, Attention, Block, MeanPool, Reshape = transformer_modules()
     layers, shape = [], [1] + list(sample_shape)  # one sample, no batch dim in `shape`
     probe = torch.zeros([1] + list(sample_shape))
     for layer in description["layers"]:
         t = layer["type"]
         if t == "reshape":
-            target = layer["shape"]
-            layers.append(nn.Unflatten(1, target) if probe.dim() == 2 else nn.Sequential(nn.Flatten(), nn.Unflatten(1, target)))
+            layers.append(Reshape(layer["shape"]))
         elif t == "conv2d":
             in_ch = probe.shape[1]
             k = pair(layer.get("kernel"), 1)
@@ -81,7 +156,7 @@ def build_torch_model(description, sample_shape):
         elif t == "flatten":
             layers.append(nn.Flatten())
         elif t == "dense":
-            lin = nn.Linear(probe.shape[1], layer["units"], bias=layer.get("bias", True))
+            lin = nn.Linear(probe.shape[-1], layer["units"], bias=layer.get("bias", True))
             nn.init.xavier_uniform_(lin.weight)
             if lin.bias is not None:
                 nn.init.zeros_(lin.bias)
@@ -90,6 +165,22 @@ def build_torch_model(description, sample_shape):
                 layers.append(nn.ReLU())
         elif t == "softmax":
             continue  # trained on logits with CrossEntropyLoss, as lowbit trains
+        elif t == "patches":
+            layers.append(Patches(*pair(layer["size"], 1)))
+        elif t == "position_embedding":
+            layers.append(PositionEmbedding(probe.shape[1], probe.shape[2]))
+        elif t == "layernorm":
+            layers.append(nn.LayerNorm(probe.shape[-1], eps=layer.get("epsilon", 1e-5)))
+        elif t == "gelu":
+            layers.append(nn.GELU(approximate=layer.get("approximate", "none")))
+        elif t == "attention":
+            layers.append(Attention(probe.shape[-1], layer["heads"]))
+        elif t == "transformer_block":
+            width = probe.shape[-1]
+            layers.append(Block(width, layer["heads"], layer.get("mlp", 4 * width), layer.get("epsilon", 1e-5),
+                                layer.get("approximate", "none")))
+        elif t == "mean_pool":
+            layers.append(MeanPool())
         else:
             sys.exit(f"layer type {t} not supported by this benchmark")
         with torch.no_grad():

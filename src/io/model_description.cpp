@@ -94,6 +94,47 @@ Shape spatial_input(const Graph& g, const std::string& where, const std::string&
   return in;
 }
 
+
+// A Dense node `name` from `input` (`features` wide) to `units`, its weight initialized by `init`
+// and its bias (if any) zero, added to the graph's initializers.
+Node dense_node(Graph& g, const std::string& name, const std::string& input, int64_t features, int64_t units, Init init,
+                bool bias, Rng& rng) {
+  Node node{name, "Dense", {input, name + ".weight"}, {name}};
+  Tensor weight(DType::F32, {units, features});
+  initialize(weight, init, features, units, rng);
+  g.initializers[name + ".weight"] = weight;
+  if (bias) {
+    node.inputs.push_back(name + ".bias");
+    g.initializers[name + ".bias"] = Tensor(DType::F32, {units});
+  }
+  return node;
+}
+
+// LayerNormalization over the last axis (`width` values), scale 1 and shift 0 at the start.
+Node layer_norm_node(Graph& g, const std::string& name, const std::string& input, int64_t width, double epsilon) {
+  Tensor scale(DType::F32, {width});
+  std::fill_n(scale.data<float>(), width, 1.0f);
+  g.initializers[name + ".scale"] = scale;
+  g.initializers[name + ".bias"] = Tensor(DType::F32, {width});
+  return Node{name, "LayerNormalization", {input, name + ".scale", name + ".bias"}, {name}, {{"axis", -1}, {"epsilon", epsilon}}};
+}
+
+// Multi-head self-attention over tokens [batch, tokens, width]: q, k, v projections
+// (name.q, name.k, name.v), Attention (name.heads), the output projection (name). Returns the last node.
+Node attention_nodes(Graph& g, const std::string& name, const std::string& input, int64_t width, int64_t heads, Rng& rng) {
+  const Init init = init_from_name("glorot_uniform");
+  for (const char* part : {".q", ".k", ".v"}) g.add_node(dense_node(g, name + part, input, width, width, init, true, rng));
+  g.add_node(Node{name + ".heads", "Attention", {name + ".q", name + ".k", name + ".v"}, {name + ".heads"}, {{"num_heads", heads}}});
+  return dense_node(g, name, name + ".heads", width, width, init, true, rng);
+}
+
+// The input of a token layer must be [batch, tokens, width].
+Shape token_input(const Graph& g, const std::string& where, const std::string& value) {
+  const Shape in = shape_of(g, value);
+  if (in.size() != 3 || in[1] < 1 || in[2] < 1)
+    fail(where, "input " + to_string(in) + " must be [batch, tokens, width]: start with a patches layer and a dense layer");
+  return in;
+}
 }  // namespace
 
 namespace {
@@ -224,18 +265,12 @@ Graph build_model(const ModelDescription& description, const Shape& sample_shape
         fail(where, e.what());
       }
       // The input width comes from shape inference over the layers built so far.
+      // The input width comes from shape inference over the layers built so far; a dense layer
+      // maps the last axis ([batch, features], or [batch, tokens, features] in a transformer).
       const Shape in_shape = shape_of(g, inputs.at(0));
-      if (in_shape.size() != 2) fail(where, "input " + to_string(in_shape) + " must be [batch, features]: add a flatten layer");
-      const int64_t features = in_shape[1];
-      Tensor weight(DType::F32, {units, features});
-      initialize(weight, init, features, units, rng);
-      node.op = "Dense";
-      node.inputs.push_back(name + ".weight");
-      g.initializers[name + ".weight"] = weight;
-      if (field<bool>(layer, where, "bias", true)) {
-        node.inputs.push_back(name + ".bias");
-        g.initializers[name + ".bias"] = Tensor(DType::F32, {units});
-      }
+      if (in_shape.size() < 2 || in_shape.back() < 1)
+        fail(where, "input " + to_string(in_shape) + " must be [batch, features] or [batch, ..., features]");
+      node = dense_node(g, name, inputs.at(0), in_shape.back(), units, init, field<bool>(layer, where, "bias", true), rng);
       node.attributes["activation"] = activation;
     } else if (type == "reshape") {
       check_keys(layer, where, {"type", "name", "inputs", "shape"});
@@ -333,10 +368,86 @@ Graph build_model(const ModelDescription& description, const Shape& sample_shape
       check_keys(layer, where, {"type", "name", "inputs"});
       if (inputs.size() != 2) fail(where, "field 'inputs' must name the two layers to add, e.g. [\"conv2d_2\", \"relu_1\"]");
       node.op = "Add";
+    } else if (type == "patches") {
+      // [N, C, H, W] -> [N, (H / ph) (W / pw), C ph pw]: non-overlapping patches as tokens, row by row.
+      check_keys(layer, where, {"type", "name", "inputs", "size"});
+      if (!layer.contains("size")) fail(where, "field 'size' (an integer or [ph, pw]) is required");
+      const auto size = int_pair(layer, where, "size", {1, 1}, 1);
+      const Shape in_shape = spatial_input(g, where, inputs.at(0));
+      if (in_shape[2] % size[0] || in_shape[3] % size[1])
+        fail(where, "patches of " + std::to_string(size[0]) + "x" + std::to_string(size[1]) + " do not tile the input " + to_string(in_shape));
+      const int64_t c = in_shape[1], gh = in_shape[2] / size[0], gw = in_shape[3] / size[1];
+      g.add_node(Node{name + ".grid", "Reshape", {inputs.at(0)}, {name + ".grid"}, {{"shape", Shape{c, gh, size[0], gw, size[1]}}}});
+      g.add_node(Node{name + ".order", "Transpose", {name + ".grid"}, {name + ".order"}, {{"perm", Shape{0, 2, 4, 1, 3, 5}}}});
+      node.op = "Reshape";
+      node.inputs = {name + ".order"};
+      node.attributes["shape"] = Shape{gh * gw, c * size[0] * size[1]};
+    } else if (type == "position_embedding") {
+      // A learned [tokens, width] added to every sample (initialized N(0, 0.02^2), as ViT).
+      check_keys(layer, where, {"type", "name", "inputs"});
+      const Shape in_shape = token_input(g, where, inputs.at(0));
+      Tensor table(DType::F32, {in_shape[1], in_shape[2]});
+      for (int64_t k = 0; k < table.numel(); ++k) table.data<float>()[k] = 0.02f * rng.normal();
+      g.initializers[name + ".weight"] = table;
+      node.op = "Add";
+      node.inputs.push_back(name + ".weight");
+    } else if (type == "layernorm") {
+      check_keys(layer, where, {"type", "name", "inputs", "epsilon"});
+      const double epsilon = field<double>(layer, where, "epsilon", 1e-5);
+      if (!(epsilon > 0.0)) fail(where, "field 'epsilon' must be positive");
+      const Shape in_shape = shape_of(g, inputs.at(0));
+      if (in_shape.size() < 2 || in_shape.back() < 1) fail(where, "input " + to_string(in_shape) + " must be [batch, ..., features]");
+      node = layer_norm_node(g, name, inputs.at(0), in_shape.back(), epsilon);
+    } else if (type == "gelu") {
+      check_keys(layer, where, {"type", "name", "inputs", "approximate"});
+      const std::string approximate = field<std::string>(layer, where, "approximate", "none");
+      if (approximate != "none" && approximate != "tanh") fail(where, "field 'approximate' must be \"none\" or \"tanh\"");
+      node.op = "Gelu";
+      node.attributes["approximate"] = approximate;
+    } else if (type == "attention" || type == "transformer_block") {
+      const bool block = type == "transformer_block";
+      if (block)
+        check_keys(layer, where, {"type", "name", "inputs", "heads", "mlp", "epsilon", "approximate"});
+      else
+        check_keys(layer, where, {"type", "name", "inputs", "heads"});
+      const Shape in_shape = token_input(g, where, inputs.at(0));
+      const int64_t width = in_shape[2], heads = field<int64_t>(layer, where, "heads", 0);
+      if (heads < 1 || width % heads)
+        fail(where, "field 'heads' must be a positive divisor of the width " + std::to_string(width) + " (got " + std::to_string(heads) + ")");
+      if (!block) {
+        node = attention_nodes(g, name, inputs.at(0), width, heads, rng);
+      } else {
+        // Pre-norm: x + attention(norm(x)), then that + mlp(norm(that)), the MLP dense-GELU-dense.
+        const int64_t hidden = field<int64_t>(layer, where, "mlp", 4 * width);
+        const double epsilon = field<double>(layer, where, "epsilon", 1e-5);
+        const std::string approximate = field<std::string>(layer, where, "approximate", "none");
+        if (hidden < 1) fail(where, "field 'mlp' (the hidden width of the MLP) must be a positive integer");
+        if (!(epsilon > 0.0)) fail(where, "field 'epsilon' must be positive");
+        if (approximate != "none" && approximate != "tanh") fail(where, "field 'approximate' must be \"none\" or \"tanh\"");
+        const std::string x = inputs.at(0);
+        const Init init = init_from_name("glorot_uniform");
+        g.add_node(layer_norm_node(g, name + ".norm1", x, width, epsilon));
+        g.add_node(attention_nodes(g, name + ".attention", name + ".norm1", width, heads, rng));
+        g.add_node(Node{name + ".residual1", "Add", {x, name + ".attention"}, {name + ".residual1"}});
+        g.add_node(layer_norm_node(g, name + ".norm2", name + ".residual1", width, epsilon));
+        g.add_node(dense_node(g, name + ".mlp1", name + ".norm2", width, hidden, init, true, rng));
+        g.add_node(Node{name + ".gelu", "Gelu", {name + ".mlp1"}, {name + ".gelu"}, {{"approximate", approximate}}});
+        g.add_node(dense_node(g, name + ".mlp2", name + ".gelu", hidden, width, init, true, rng));
+        node.op = "Add";
+        node.inputs = {name + ".residual1", name + ".mlp2"};
+      }
+    } else if (type == "mean_pool") {
+      // [N, tokens, width] -> [N, width]: the mean over the tokens.
+      check_keys(layer, where, {"type", "name", "inputs"});
+      token_input(g, where, inputs.at(0));
+      node.op = "ReduceMean";
+      node.attributes["axes"] = Shape{1};
+      node.attributes["keepdims"] = 0;
     } else {
       fail(where, "unknown layer type '" + type +
                       "' (known: flatten, reshape, dense, conv2d, maxpool2d, avgpool2d, globalavgpool, batchnorm, "
-                      "dropout, add, relu, softmax)");
+                      "dropout, add, relu, softmax, patches, position_embedding, layernorm, gelu, attention, "
+                      "transformer_block, mean_pool)");
     }
     g.add_node(std::move(node));
     previous = name;
@@ -346,7 +457,8 @@ Graph build_model(const ModelDescription& description, const Shape& sample_shape
   const Shape out = g.infer_shapes().at(previous).shape;
   if (out.size() != 2 || out[1] != num_classes)
     fail("layers", "the last layer produces " + to_string(out) + " but the data has " + std::to_string(num_classes) +
-                       " classes: expected [N, " + std::to_string(num_classes) + "]");
+                       " classes: expected [N, " + std::to_string(num_classes) + "]" +
+                       (out.size() > 2 ? " (add a flatten layer, or a mean_pool over tokens, before the classifier)" : ""));
   return g;
 }
 

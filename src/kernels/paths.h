@@ -7,6 +7,7 @@
 
 #include <cstdint>
 
+#include "kernels/activation.h"
 #include "kernels/conv_geometry.h"
 #include "kernels/elementwise.h"
 #include "kernels/gemm.h"
@@ -53,6 +54,17 @@ void qgemm_s8_avx2(int64_t m, const int8_t* a, int64_t lda, const QWeights& w, c
 void qgemm_s8_f32_avx2(int64_t m, const int8_t* a, int64_t lda, const QWeights& w, const QOutputStage& out, float* c,
                        int64_t ldc);
 void row_sums_s8_avx2(int64_t m, int64_t k, const int8_t* a, int64_t lda, int32_t* sums);
+
+// ---- activation.h --------------------------------------------------------------------------------
+// The reference (activation_math.h's formulas element by element) and the AVX2 path, bit-identical.
+void exp_f32_ref(int64_t n, const float* x, float* y);
+void softmax_row_f32_ref(int64_t n, const float* x, float* y);
+void gelu_f32_ref(int64_t n, const float* x, float* y, bool tanh_form);
+void gelu_backward_f32_ref(int64_t n, const float* x, const float* dy, float* dx, bool tanh_form);
+void exp_f32_avx2(int64_t n, const float* x, float* y);
+void softmax_row_f32_avx2(int64_t n, const float* x, float* y);
+void gelu_f32_avx2(int64_t n, const float* x, float* y, bool tanh_form);
+void gelu_backward_f32_avx2(int64_t n, const float* x, const float* dy, float* dx, bool tanh_form);
 
 // ---- blockq.h ------------------------------------------------------------------------------------
 // Rows of X quantized per block (quantize_rows_s8_block): codes [M, stride] with stride = blocks * B,

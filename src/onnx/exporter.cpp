@@ -414,6 +414,34 @@ class Exporter {
       auto* p = add("LayerNormalization", in, {out}, n.name);
       set(p, "axis", n.attr_int("axis", -1));
       set(p, "epsilon", static_cast<float>(n.attr_float("epsilon", 1e-5f)));
+    } else if (n.op == "Attention") {
+      // Its unfused spelling, as PyTorch exports it: heads split by Reshape + Transpose, softmax
+      // of the scaled (and masked) scores, heads merged back.
+      const int64_t h = n.attr_int("num_heads", 1);
+      const Shape& q = shapes_.at(n.inputs[0]).shape;
+      const float scale = static_cast<float>(n.attr_float("scale", 1.0 / std::sqrt(static_cast<double>(q.back() / h))));
+      auto heads = [&](const std::string& x, std::vector<int64_t> perm, const char* tag) {
+        const std::string r = fresh(out + "_" + tag + "_heads"), t = fresh(out + "_" + tag + "_t");
+        add("Reshape", {x, ints_init({0, 0, h, -1}, r + "_shape")}, {r}, n.name + "_" + tag + "_reshape");
+        set(add("Transpose", {r}, {t}, n.name + "_" + tag + "_transpose"), "perm", std::move(perm));
+        return t;
+      };
+      const std::string qh = heads(in[0], {0, 2, 1, 3}, "q"), kt = heads(in[1], {0, 2, 3, 1}, "k"), vh = heads(in[2], {0, 2, 1, 3}, "v");
+      std::string s = fresh(out + "_scores");
+      add("MatMul", {qh, kt}, {s}, n.name + "_scores");
+      const std::string scaled = fresh(out + "_scaled");
+      add("Mul", {s, scalar(scale, out + "_scale")}, {scaled}, n.name + "_scale");
+      s = scaled;
+      if (in.size() > 3) {
+        const std::string masked = fresh(out + "_masked");
+        add("Add", {s, in[3]}, {masked}, n.name + "_mask");
+        s = masked;
+      }
+      const std::string p = fresh(out + "_probabilities"), o = fresh(out + "_heads_out"), ot = fresh(out + "_heads_t");
+      set(add("Softmax", {s}, {p}, n.name + "_softmax"), "axis", int64_t{-1});
+      add("MatMul", {p, vh}, {o}, n.name + "_values");
+      set(add("Transpose", {o}, {ot}, n.name + "_merge_transpose"), "perm", std::vector<int64_t>{0, 2, 1, 3});
+      add("Reshape", {ot, ints_init({0, 0, -1}, out + "_merge_shape")}, {out}, n.name);
     } else if (n.op == "Gelu") {
       require_opset(20, "Gelu");
       auto* p = add("Gelu", in, {out}, n.name);

@@ -857,6 +857,117 @@ void Importer::fuse_gelu() {
   }
 }
 
+// Multi-head attention as exporters write it (HF transformers' BERT, hand-written PyTorch):
+//   qh = Transpose(Reshape(q, [B, S, H, D]), perm 0 2 1 3)           (likewise vh from v)
+//   kt = Transpose(Reshape(k, ...), perm 0 2 3 1)  or  Transpose(Transpose(..., 0 2 1 3), 0 1 3 2)
+//   s = MatMul(qh, kt);  [s = Div(s, c) or Mul(s, c)];  [s = Add(s, mask) or Add(mask, s)]
+//   o = MatMul(Softmax(s, last axis), vh);  y = Reshape(Transpose(o, 0 2 1 3), [B, S, H * Dv])
+// becomes Attention(q, k, v[, mask]) with num_heads H and scale 1 / c (or c) in place of the
+// last Reshape; every intermediate value must be read only inside the pattern.
+void Importer::fuse_attention() {
+  drop_unread();  // the Shape nodes of the head reshapes (followed statically) would count as readers
+  std::map<std::string, int> count = readers();
+  auto single = [&](const std::string& v) { return count[v] == 1; };
+  auto node_of = [&](const std::string& v, const char* op) -> Node* {
+    Node* p = producer_of(v);
+    return p && p->op == op && single(v) ? p : nullptr;
+  };
+  auto perm_is = [](const Node* n, std::vector<int64_t> perm) { return n && n->attr_ints("perm", {}) == perm; };
+  // A concrete stand-in for a declared shape: sizes known only at run time become 3, 5, 7, ...
+  auto probe = [](Shape s) {
+    int64_t next = 3;
+    for (auto& d : s)
+      if (d < 0) d = next, next += 2;
+    return s;
+  };
+  auto reshaped = [&](const Node& r, const Shape& in) -> std::optional<Shape> {
+    try {
+      const Shape shapes[] = {in};
+      return find_op("Reshape").infer_shapes(r, shapes)[0];
+    } catch (const Error&) {
+      return std::nullopt;
+    }
+  };
+  // x [B, S, H*D] split into heads: Reshape to [B, S, H, D]; returns the source value and sets h, d.
+  auto head_split = [&](const Node* r, int64_t& h, int64_t& d) -> std::string {
+    if (!r || r->op != "Reshape" || r->inputs.size() != 1) return "";
+    const Shape in = info_of(r->inputs[0]).shape;
+    if (in.size() != 3 || in[2] < 0) return "";
+    const Shape p = probe(in);
+    const std::optional<Shape> out = reshaped(*r, p);
+    if (!out || out->size() != 4 || (*out)[0] != p[0] || (*out)[1] != p[1] || (*out)[2] * (*out)[3] != in[2]) return "";
+    h = (*out)[2], d = (*out)[3];
+    return r->inputs[0];
+  };
+  for (Node& softmax : graph_.nodes) {
+    if (softmax.op != "Softmax" || softmax.inputs.empty()) continue;
+    const Shape& scores_shape = info_of(softmax.inputs[0]).shape;
+    const int64_t axis = softmax.attr_int("axis", -1);
+    if (scores_shape.size() != 4 || (axis != -1 && axis != 3) || !single(softmax.outputs[0])) continue;
+    // o = MatMul(probabilities, vh), read once, then the head merge.
+    Node* out_mm = nullptr;
+    for (Node& n : graph_.nodes)
+      if (n.op == "MatMul" && n.inputs.size() == 2 && n.inputs[0] == softmax.outputs[0]) out_mm = &n;
+    if (!out_mm || !single(out_mm->outputs[0])) continue;
+    Node* merge_t = nullptr;
+    for (Node& n : graph_.nodes)
+      if (n.op == "Transpose" && n.inputs.size() == 1 && n.inputs[0] == out_mm->outputs[0]) merge_t = &n;
+    if (!perm_is(merge_t, {0, 2, 1, 3}) || !single(merge_t->outputs[0])) continue;
+    Node* merge = nullptr;
+    for (Node& n : graph_.nodes)
+      if (n.op == "Reshape" && n.inputs.size() == 1 && n.inputs[0] == merge_t->outputs[0]) merge = &n;
+    if (!merge) continue;
+    // The scores: [Add(., mask)] of [Div/Mul(., c)] of MatMul(qh, kt).
+    std::string s = softmax.inputs[0], mask;
+    if (Node* add = node_of(s, "Add"); add && add->inputs.size() == 2) {
+      for (int side = 0; side < 2 && mask.empty(); ++side) {
+        Node* p = producer_of(add->inputs[static_cast<size_t>(side)]);
+        if (p && (p->op == "MatMul" || p->op == "Div" || p->op == "Mul") && info_of(add->inputs[static_cast<size_t>(1 - side)]).dtype == DType::F32)
+          s = add->inputs[static_cast<size_t>(side)], mask = add->inputs[static_cast<size_t>(1 - side)];
+      }
+      if (mask.empty()) continue;
+    }
+    float scale = 0.0f;  // 0: the default, 1 / sqrt(D)
+    if (Node* p = producer_of(s); p && (p->op == "Div" || p->op == "Mul") && single(s) && p->inputs.size() == 2) {
+      const std::optional<float> c = scalar_f32(p->inputs[1]);
+      if (!c || *c == 0.0f || !std::isfinite(*c)) continue;
+      scale = p->op == "Div" ? 1.0f / *c : *c;
+      s = p->inputs[0];
+    }
+    Node* scores = node_of(s, "MatMul");
+    if (!scores || scores->inputs.size() != 2) continue;
+    // qh, kt and vh from the projections.
+    Node* qt = node_of(scores->inputs[0], "Transpose");
+    Node* vt = node_of(out_mm->inputs[1], "Transpose");
+    if (!perm_is(qt, {0, 2, 1, 3}) || !perm_is(vt, {0, 2, 1, 3})) continue;
+    Node* kt = node_of(scores->inputs[1], "Transpose");
+    Node* k_reshape = nullptr;
+    if (perm_is(kt, {0, 2, 3, 1})) {
+      k_reshape = node_of(kt->inputs[0], "Reshape");
+    } else if (perm_is(kt, {0, 1, 3, 2})) {
+      Node* kh = node_of(kt->inputs[0], "Transpose");
+      if (perm_is(kh, {0, 2, 1, 3})) k_reshape = node_of(kh->inputs[0], "Reshape");
+    }
+    int64_t hq = 0, dq = 0, hk = 0, dk = 0, hv = 0, dv = 0;
+    const std::string q = head_split(node_of(qt->inputs[0], "Reshape"), hq, dq);
+    const std::string k = head_split(k_reshape, hk, dk);
+    const std::string v = head_split(node_of(vt->inputs[0], "Reshape"), hv, dv);
+    if (q.empty() || k.empty() || v.empty() || hq != hk || hq != hv || dq != dk) continue;
+    // The merge: [B, S, H, Dv] -> [B, S, H * Dv].
+    Shape merged_in = probe(info_of(q).shape);
+    merged_in = {merged_in[0], merged_in[1], hv, dv};
+    const std::optional<Shape> merged = reshaped(*merge, merged_in);
+    if (!merged || *merged != Shape{merged_in[0], merged_in[1], hv * dv}) continue;
+    Attributes attributes = {{"num_heads", hq}};
+    if (scale != 0.0f) attributes["scale"] = static_cast<double>(scale);
+    merge->op = "Attention";
+    merge->inputs = {q, k, v};
+    if (!mask.empty()) merge->inputs.push_back(mask);
+    merge->attributes = std::move(attributes);
+    count = readers();  // the pattern's other nodes, read by nothing now, are pruned
+  }
+}
+
 std::optional<float> Importer::scalar_f32(const std::string& value) const {
   auto c = constants_.find(value);
   if (c == constants_.end() || c->second.dtype() != DType::F32 || c->second.numel() != 1) return std::nullopt;
@@ -876,12 +987,30 @@ Node* Importer::producer_of(const std::string& value) {
   return i < 0 ? nullptr : &graph_.nodes[static_cast<size_t>(i)];
 }
 
+// Drops nodes whose outputs nothing reads (e.g. Shape nodes whose result was followed statically).
+void Importer::drop_unread() {
+  bool changed = true;
+  while (changed) {
+    changed = false;
+    auto count = readers();
+    for (size_t i = graph_.nodes.size(); i-- > 0;) {
+      const Node& n = graph_.nodes[i];
+      const bool used = std::any_of(n.outputs.begin(), n.outputs.end(), [&](const std::string& o) { return count[o] > 0; });
+      if (!used) {
+        graph_.nodes.erase(graph_.nodes.begin() + static_cast<std::ptrdiff_t>(i));
+        changed = true;
+      }
+    }
+  }
+}
+
 // Joins what lowbit runs as one layer, then drops nodes no output needs and turns the constants
 // that remaining nodes read into initializers.
 void Importer::fuse_and_prune() {
   fuse_dynamic();
   fuse_layer_norm();
   fuse_gelu();
+  fuse_attention();
   bool changed = true;
   while (changed) {
     changed = false;
@@ -920,20 +1049,7 @@ void Importer::fuse_and_prune() {
     }
   }
   fuse_qdq();
-  // Drop nodes whose outputs nothing reads (e.g. Shape nodes whose result was followed statically).
-  changed = true;
-  while (changed) {
-    changed = false;
-    auto count = readers();
-    for (size_t i = graph_.nodes.size(); i-- > 0;) {
-      const Node& n = graph_.nodes[i];
-      const bool used = std::any_of(n.outputs.begin(), n.outputs.end(), [&](const std::string& o) { return count[o] > 0; });
-      if (!used) {
-        graph_.nodes.erase(graph_.nodes.begin() + static_cast<std::ptrdiff_t>(i));
-        changed = true;
-      }
-    }
-  }
+  drop_unread();
   for (const auto& n : graph_.nodes)
     for (const auto& in : n.inputs) {
       auto c = constants_.find(in);

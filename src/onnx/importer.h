@@ -96,6 +96,8 @@ class Importer {
   void fuse_dynamic();
   void fuse_layer_norm();
   void fuse_gelu();
+  void fuse_attention();
+  void drop_unread();
   Node* producer_of(const std::string& value);  // the node computing `value`, or null
   // How many node inputs read each value; graph outputs count 1000 more (never fused away).
   std::map<std::string, int> readers() const;

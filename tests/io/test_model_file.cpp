@@ -212,6 +212,32 @@ TEST(ModelDescription, TheModelScalesTheImageBytesItself) {
                       "name 'image_scaled' is used twice");
 }
 
+// examples/models/vit-tiny.json: 16 tokens of 7x7 patches, width 64, four pre-norm blocks; the
+// patches layer orders the pixels of each patch row by row, patches row by row.
+TEST(ModelDescription, VitTinyBuildsATransformer) {
+  const Graph g = build_model(parse_arch(LOWBIT_SOURCE_DIR "/examples/models/vit-tiny.json"), {28, 28}, 10, 0);
+  std::map<std::string, int> ops;
+  for (const auto& n : g.nodes) ++ops[n.op];
+  EXPECT_EQ(ops["Attention"], 4);
+  EXPECT_EQ(ops["LayerNormalization"], 9);
+  EXPECT_EQ(ops["Gelu"], 4);
+  const int64_t block = 2 * 64 * 2 + 4 * (64 * 64 + 64) + (64 * 128 + 128) + (128 * 64 + 64);
+  EXPECT_EQ(g.parameter_count(), (49 * 64 + 64) + 16 * 64 + 4 * block + 2 * 64 + (64 * 10 + 10));
+  EXPECT_EQ(g.infer_shapes().at("patches_1").shape, (Shape{-1, 16, 49}));
+  Tensor image(DType::U8, {1, 28, 28});
+  for (int64_t i = 0; i < image.numel(); ++i) image.data<uint8_t>()[i] = static_cast<uint8_t>(i % 251);
+  Executor run(g);
+  run.input("image") = image;
+  run.forward();
+  const Tensor& tokens = run.value("patches_1");
+  for (int64_t p = 0; p < 16; ++p)
+    for (int64_t k = 0; k < 49; ++k) {
+      const int64_t row = p / 4 * 7 + k / 7, col = p % 4 * 7 + k % 7;
+      ASSERT_EQ(tokens.data<float>()[p * 49 + k], run.value("image_scaled").data<float>()[row * 28 + col]) << p << " " << k;
+    }
+  EXPECT_EQ(run.value(g.outputs[0]).shape(), (Shape{1, 10}));
+}
+
 TEST(ModelDescription, ErrorsNameTheLayerAndField) {
   auto build = [](const char* text) { return build_model({text}, {28, 28}, 10, 0); };
   EXPECT_LOWBIT_ERROR(build(R"({"layers": [{"type": "flatten"}, {"type": "dense", "unit": 10}]})"),
@@ -220,6 +246,16 @@ TEST(ModelDescription, ErrorsNameTheLayerAndField) {
                       "field 'units' has the wrong type");
   EXPECT_LOWBIT_ERROR(build(R"({"layers": [{"type": "dense", "units": 10}]})"), "add a flatten layer");
   EXPECT_LOWBIT_ERROR(build(R"({"layers": [{"type": "conv9"}]})"), "unknown layer type 'conv9'");
+  EXPECT_LOWBIT_ERROR(build(R"({"layers": [{"type": "patches", "size": 7}]})"), "must be [batch, channels, height, width]");
+  EXPECT_LOWBIT_ERROR(build(R"({"layers": [{"type": "reshape", "shape": [1, 28, 28]}, {"type": "patches", "size": 5}]})"),
+                      "patches of 5x5 do not tile the input");
+  EXPECT_LOWBIT_ERROR(build(R"({"layers": [{"type": "flatten"}, {"type": "attention", "heads": 2}]})"),
+                      "must be [batch, tokens, width]");
+  EXPECT_LOWBIT_ERROR(build(R"({"layers": [{"type": "reshape", "shape": [1, 28, 28]}, {"type": "patches", "size": 7},
+                                           {"type": "transformer_block", "heads": 5}]})"),
+                      "layers[2] (transformer_block): field 'heads' must be a positive divisor of the width 49");
+  EXPECT_LOWBIT_ERROR(build(R"({"layers": [{"type": "flatten"}, {"type": "gelu", "approximate": "fast"}]})"),
+                      "field 'approximate' must be");
   EXPECT_LOWBIT_ERROR(build(R"({"layers": []})"), "non-empty array");
   EXPECT_LOWBIT_ERROR(parse_arch("no-such-file.json"), "neither layer sizes");
   TempDir dir;

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <regex>
 
+#include "graph/gradcheck.h"
 #include "lowbit/npy.h"
 #include "lowbit/onnx.h"
 #include "test_util.h"
@@ -529,6 +530,8 @@ TEST(OnnxImport, TinyBertMatchesPyTorch) {
   EXPECT_EQ(ops["Gelu"], 2);
   EXPECT_EQ(ops["Dense"], 13);  // q, k, v, output, intermediate, output per layer, the pooler
   EXPECT_EQ(ops["ReduceMean"] + ops["Erf"] + ops["Sqrt"], 0);
+  EXPECT_EQ(ops["Attention"], 2);  // one per layer, with the padding mask
+  EXPECT_EQ(ops["Softmax"] + ops["Transpose"] + ops["MatMul"], 0);
   for (int set = 0; set < 2; ++set) {
     SCOPED_TRACE("input set " + std::to_string(set));
     Executor run(g);
@@ -545,6 +548,31 @@ TEST(OnnxImport, TinyBertMatchesPyTorch) {
       EXPECT_LE(diff, 1e-4 * scale) << name;
     }
   }
+}
+
+// The vision transformer of tests/onnx/make_vit.py (examples/models/vit-tiny.json's layer types at
+// width 32, two blocks; PyTorch's multi-head attention written as HF transformers writes it):
+// attention, LayerNorm and GELU fused, the logits within 1e-4 of PyTorch's.
+TEST(OnnxImport, TinyVitMatchesPyTorch) {
+  const Graph g = import_onnx(data_dir() + "vit_tiny.onnx");
+  std::map<std::string, int> ops;
+  for (const auto& n : g.nodes) ++ops[n.op];
+  EXPECT_EQ(ops["Attention"], 2);
+  EXPECT_EQ(ops["LayerNormalization"], 5);
+  EXPECT_EQ(ops["Gelu"], 2);
+  EXPECT_EQ(ops["Softmax"] + ops["MatMul"] + ops["Erf"], 0);
+  Executor run(g);
+  run.input("image") = read_npz(data_dir() + "vit_tiny.inputs0.npz").at(0).tensor;
+  run.forward();
+  const Tensor want = read_npz(data_dir() + "vit_tiny.outputs0.npz").at(0).tensor;
+  const Tensor& got = run.value("logits");
+  ASSERT_EQ(got.shape(), want.shape());
+  double diff = 0, scale = 0;
+  for (int64_t i = 0; i < want.numel(); ++i) {
+    diff = std::max(diff, std::fabs(double(got.data<float>()[i]) - want.data<float>()[i]));
+    scale = std::max(scale, std::fabs(double(want.data<float>()[i])));
+  }
+  EXPECT_LE(diff, 1e-4 * scale);
 }
 
 // A mean over an axis that is not trailing, or a value read outside the pattern, is left alone.
@@ -564,6 +592,62 @@ TEST(OnnxImport, LayerNormLookalikesAreNotFused) {
   g.validate();
   const Graph back = import_onnx_bytes(export_onnx_bytes(g, {}).bytes, "ln.onnx", "");
   for (const auto& n : back.nodes) EXPECT_NE(n.op, "LayerNormalization");
+}
+
+// Multi-head attention spelled out (heads split by Reshape + Transpose, scaled and masked scores,
+// Softmax, values, heads merged) becomes one Attention node after an ONNX round trip, with the
+// same outputs; with the probabilities also a graph output it stays unfused.
+Graph spelled_out_attention(bool probabilities_out) {
+  Graph g;
+  g.inputs = {{"q", DType::F32, {2, 5, 12}}, {"k", DType::F32, {2, 7, 12}}, {"v", DType::F32, {2, 7, 6}},
+              {"mask", DType::F32, {2, 1, 1, 7}}};
+  g.initializers = {{"c", testing::scalar_f32(2.0f)}};
+  auto split = [&](const std::string& x, Shape perm) {
+    g.add_node({x + "_r", "Reshape", {x}, {x + "_r"}, {{"dims", Shape{0, 0, 3, -1}}}});
+    g.add_node({x + "_t", "Transpose", {x + "_r"}, {x + "_t"}, {{"perm", perm}}});
+  };
+  split("q", {0, 2, 1, 3});
+  split("k", {0, 2, 3, 1});
+  split("v", {0, 2, 1, 3});
+  g.add_node({"scores", "MatMul", {"q_t", "k_t"}, {"s"}});
+  g.add_node({"scale", "Div", {"s", "c"}, {"s2"}});
+  g.add_node({"masked", "Add", {"s2", "mask"}, {"s3"}});
+  g.add_node({"softmax", "Softmax", {"s3"}, {"p"}, {{"axis", -1}}});
+  g.add_node({"values", "MatMul", {"p", "v_t"}, {"o"}});
+  g.add_node({"merge_t", "Transpose", {"o"}, {"o_t"}, {{"perm", Shape{0, 2, 1, 3}}}});
+  g.add_node({"merge", "Reshape", {"o_t"}, {"y"}, {{"dims", Shape{0, 0, -1}}}});
+  g.outputs = {"y"};
+  if (probabilities_out) g.outputs.push_back("p");
+  g.validate();
+  return g;
+}
+
+TEST(OnnxImport, SpelledOutAttentionIsFusedAndExportsBack) {
+  const Graph plain = spelled_out_attention(false);
+  const Graph fused = import_onnx_bytes(export_onnx_bytes(plain, {}).bytes, "attention.onnx", "");
+  ASSERT_EQ(fused.nodes.size(), 1u);
+  EXPECT_EQ(fused.nodes[0].op, "Attention");
+  EXPECT_EQ(fused.nodes[0].attr_int("num_heads", 0), 3);
+  EXPECT_FLOAT_EQ(static_cast<float>(fused.nodes[0].attr_float("scale", 0)), 0.5f);
+  // The fused graph exported (as the pattern) and imported again is fused again.
+  const Graph again = import_onnx_bytes(export_onnx_bytes(fused, {}).bytes, "again.onnx", "");
+  ASSERT_EQ(again.nodes.size(), 1u);
+  EXPECT_EQ(again.nodes[0].op, "Attention");
+  std::map<std::string, Tensor> in = {{"q", testing::random({2, 5, 12}, 1)}, {"k", testing::random({2, 7, 12}, 2)},
+                                      {"v", testing::random({2, 7, 6}, 3)}, {"mask", Tensor(DType::F32, {2, 1, 1, 7})}};
+  in["mask"].zero();
+  in["mask"].data<float>()[13] = -10000.0f;  // the second sample's last key is padding
+  Executor a(plain), b(fused), c(again);
+  for (auto& [name, t] : in) a.input(name) = t, b.input(name) = t, c.input(name) = t;
+  a.forward(), b.forward(), c.forward();
+  const Tensor &want = a.value("y"), &got = b.value("y"), &round = c.value("y");
+  ASSERT_EQ(got.shape(), want.shape());
+  for (int64_t i = 0; i < want.numel(); ++i) {
+    EXPECT_NEAR(got.data<float>()[i], want.data<float>()[i], 1e-6 * (1 + std::fabs(want.data<float>()[i])));
+    EXPECT_EQ(round.data<float>()[i], got.data<float>()[i]);
+  }
+  const Graph kept = import_onnx_bytes(export_onnx_bytes(spelled_out_attention(true), {}).bytes, "kept.onnx", "");
+  for (const auto& n : kept.nodes) EXPECT_NE(n.op, "Attention");
 }
 
 }  // namespace

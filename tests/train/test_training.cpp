@@ -65,6 +65,34 @@ TEST(Training, LearnsASeparableProblemWithBothOptimizers) {
   }
 }
 
+// A small vision transformer (docs/model-description.md's transformer layers: patches, position
+// embedding, a pre-norm block with attention and a GELU MLP, mean pooling) learns the quadrant
+// problem, and its training is deterministic and independent of the thread count.
+constexpr const char* kTinyVit = R"({"layers": [
+  {"type": "reshape", "shape": [1, 8, 8]}, {"type": "patches", "size": 4}, {"type": "dense", "units": 16},
+  {"type": "position_embedding"}, {"type": "transformer_block", "heads": 2, "mlp": 32}, {"type": "layernorm"},
+  {"type": "mean_pool"}, {"type": "dense", "units": 4}, {"type": "softmax"}]})";
+
+std::string train_vit_bytes(int threads, Graph* trained = nullptr) {
+  set_num_threads(threads);
+  Dataset data = synthetic(2000, 4);
+  Graph model = build_model({kTinyVit}, data.sample_shape(), 4, 7);
+  TrainOptions o;
+  o.epochs = 4;
+  o.batch_size = 16;
+  o.seed = 7;
+  train(model, data, o);
+  if (trained) *trained = model;
+  return serialize_model(model);
+}
+
+TEST(Training, VisionTransformerLearnsDeterministically) {
+  Graph model;
+  const std::string bytes = train_vit_bytes(2, &model);
+  EXPECT_GT(evaluate(model, synthetic(500, 3)).accuracy, 0.95);
+  EXPECT_EQ(bytes, train_vit_bytes(1));
+}
+
 // The cosine schedule: lr_t = lr (1 + cos(pi t / T)) / 2 per step. Plain SGD makes it observable: the
 // total movement of a parameter is lr * sum_t schedule(t) * g_t, so recording the learning rate each
 // step through a hook and comparing with the formula checks the schedule exactly.

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "graph/ops/builtin_ops.h"
+#include "lowbit/runtime_config.h"
 
 namespace lowbit::ops {
 namespace {
@@ -54,7 +55,8 @@ class Relu final : public Op {
 
 // Softmax over one axis (attribute `axis`, default -1 as in ONNX opset 13; negative counts from the
 // end). The tensor is viewed as [outer, n, inner] around that axis; the last axis (inner = 1) runs
-// row by row through softmax_row, the same floats as SoftmaxCrossEntropy.
+// row by row through softmax_row (rows split over threads), the same floats as
+// SoftmaxCrossEntropy. (The fused Attention op runs kernels/activation.h's vectorized softmax.)
 class Softmax final : public Op {
  public:
   Softmax() { traits_ = {.onnx = "Softmax", .probabilities_of_logits = true}; }
@@ -70,7 +72,9 @@ class Softmax final : public Op {
     const float* x = in[0]->data<float>();
     float* y = out[0]->data<float>();
     if (v.inner == 1) {
-      for (int64_t r = 0; r < v.outer; ++r) softmax_row(x + r * v.n, y + r * v.n, v.n);
+      parallel_for(v.outer, std::max<int64_t>(1, 16384 / std::max<int64_t>(v.n, 1)), [&](int64_t begin, int64_t end) {
+        for (int64_t r = begin; r < end; ++r) softmax_row(x + r * v.n, y + r * v.n, v.n);
+      });
       return;
     }
     std::vector<float> line(static_cast<size_t>(v.n)), result(static_cast<size_t>(v.n));

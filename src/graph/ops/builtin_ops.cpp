@@ -19,6 +19,7 @@ void register_builtin_ops(const Registrar& add) {
   register_select_ops(add);
   register_arithmetic(add);
   register_matmul(add);
+  register_attention(add);
   register_cast(add);
   register_reduce(add);
   register_constant(add);

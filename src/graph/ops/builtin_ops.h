@@ -30,6 +30,7 @@ void register_layer_norm(const Registrar& add);
 void register_select_ops(const Registrar& add);
 void register_arithmetic(const Registrar& add);
 void register_matmul(const Registrar& add);
+void register_attention(const Registrar& add);
 void register_cast(const Registrar& add);
 void register_reduce(const Registrar& add);
 void register_constant(const Registrar& add);
@@ -44,7 +45,8 @@ Activation activation_of(const Node& node);
 // Rows of a [rows, cols] view of `shape` collapsing all but the last dimension.
 int64_t leading_rows(const Shape& shape);
 // Row-wise softmax with the row maximum subtracted: y = exp(x - max) / sum. y may not alias x.
-// Shared by Softmax and SoftmaxCrossEntropy so both compute the same floats.
+// Shared by Softmax and SoftmaxCrossEntropy so both compute the same floats (the fused Attention
+// op runs kernels/activation.h's vectorized softmax instead).
 void softmax_row(const float* x, float* y, int64_t n);
 // log(sum(exp(x))), computed as max + log(sum(exp(x - max))).
 float log_sum_exp(const float* x, int64_t n);
