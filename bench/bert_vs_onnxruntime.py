@@ -6,7 +6,9 @@ lowbit and by ONNX Runtime, float and int8 dynamic (lowbit `quantize --mode dyna
 
   - fp32 agreement: lowbit's and ORT's last_hidden_state against PyTorch's (max |diff| / max |ref|);
   - int8 dynamic accuracy: the mean cosine similarity of each token's last_hidden_state to
-    PyTorch's float one, lowbit's and ORT's, on the same file and inputs;
+    PyTorch's float one, lowbit's and ORT's, on the same file and inputs; and lowbit's static int8
+    (calibrated on 64 other random sequences: `quantize --mode full --calib-data calib.npz`),
+    without and with SmoothQuant (`--smooth 0.5`);
   - latency, batch 1 x 128 and batch 32 x 128 tokens, at 1 and 2 threads: lowbit through
     `lowbit run --repeat`, ORT through InferenceSession.run, the fastest of --calls calls, rounds
     interleaved, best round kept.
@@ -76,6 +78,19 @@ def main():
     lowbit_int8 = os.path.join(work, "bert_lowbit_int8.lbm")
     subprocess.run([args.lowbit, "quantize", "--model", fp32, "--mode", "dynamic", "--out", lowbit_int8], check=True,
                    capture_output=True)
+    # Static int8 (activation ranges calibrated on 64 other random sequences, half of them padded),
+    # without and with SmoothQuant.
+    calib_ids = torch.randint(0, config.vocab_size, (64, 128), generator=torch.Generator().manual_seed(1))
+    calib_mask = torch.ones(64, 128, dtype=torch.long)
+    calib_mask[32:, 80:] = 0
+    np.savez(os.path.join(work, "calib.npz"), input_ids=calib_ids.numpy(), attention_mask=calib_mask.numpy(),
+             token_type_ids=np.zeros((64, 128), np.int64))
+    static = {}
+    for label, extra in (("lowbit int8 static", []), ("lowbit int8 static + SmoothQuant 0.5", ["--smooth", "0.5"])):
+        path = os.path.join(work, f"bert_static{len(static)}.lbm")
+        subprocess.run([args.lowbit, "quantize", "--model", fp32, "--mode", "full", "--calib-data", os.path.join(work, "calib.npz"),
+                        "--calib-samples", "64", "--out", path] + extra, check=True, capture_output=True)
+        static[label] = path
 
     def lowbit_run(path, batch, threads, repeat):
         out = os.path.join(work, "out.npz")
@@ -105,7 +120,7 @@ def main():
     variants = {"lowbit fp32": (lowbit_run, fp32), "lowbit int8 dynamic": (lowbit_run, lowbit_int8),
                 "ORT fp32": (ort_run, fp32), "ORT int8 dynamic": (ort_run, ort_int8)}
     quality = {}
-    for name, (fn, path) in variants.items():
+    for name, (fn, path) in list(variants.items()) + [(label, (lowbit_run, path)) for label, path in static.items()]:
         _, y = fn(path, 32, 2, 1)
         quality[name] = {"relative_to_pytorch": relative(y, reference[32]), "mean_cosine": cosine(y, reference[32])}
     threads = [int(t) for t in args.threads.split(",")]

@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "lowbit/dataset.h"
 #include "lowbit/tensor.h"
 
 namespace lowbit {
@@ -36,6 +37,11 @@ Tensor read_npy(const std::string& path);
 std::vector<NamedTensor> read_npz(const std::string& path);
 // .npz or .npy, by the file's content (an .npy's array is named after the file, without ".npy").
 std::vector<NamedTensor> read_arrays(const std::string& path);
+
+// Every array of an .npz / .npy as one unlabelled named-input dataset (make_input_dataset: each
+// array [count, ...], the same count): calibration data for models with named inputs, e.g.
+// `lowbit quantize --calib-data calib.npz` for a BERT. Errors name the file.
+Dataset read_npz_dataset(const std::string& path);
 
 void write_npy(const std::string& path, const Tensor& tensor);
 // An .npz of stored (uncompressed) entries, numpy.load-able; names must be unique and non-empty.

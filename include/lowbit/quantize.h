@@ -142,4 +142,23 @@ bool gptq_rounds(const Node& node, const LayerRule& rule);
 void gptq_layer(const Graph& prepared, const Node& node, const LayerRule& rule, const Tensor& hessian, FixedQuantParams& fixed);
 bool plan_uses_gptq(const QuantPlan& plan);
 
+// SmoothQuant (Xiao et al. 2022): activation outliers moved into the weights before static
+// quantization. For each LayerNormalization (last axis, constant scale and bias) that Dense layers
+// read, channel j of what those layers read is divided by
+//   s_j = max|x_j|^alpha / max|W_:,j|^(1 - alpha)
+// (max|x_j| over the first `samples` samples of `data`, max|W_:,j| over every Dense reading it) and
+// column j of their weights multiplied by it: the float function is unchanged (to rounding), the
+// quantized activations flatter and the weights steeper. When only Dense layers read the LayerNorm
+// (pre-norm transformers) 1 / s goes into its scale and bias, for free; otherwise (post-norm, e.g.
+// BERT, whose LayerNorm output is also the residual stream) a Mul node `<norm>.smooth` by 1 / s
+// feeds the Dense layers. alpha in [0, 1]; s_j = 1 where either maximum is 0. Returns the smoothed
+// graph (the input is not modified) and, in `smoothed`, the LayerNorm nodes it acted on.
+struct SmoothOptions {
+  double alpha = 0.5;
+  int64_t samples = 512;
+  int batch_size = 64;
+};
+Graph smooth_activations(const Graph& model, const Dataset& data, const SmoothOptions& options,
+                         std::vector<std::string>* smoothed = nullptr);
+
 }  // namespace lowbit

@@ -168,6 +168,10 @@ void run_batches(Executor& run, const Graph& model, const Dataset& data, int64_t
 // input only: Error(InvalidArgument) otherwise).
 void gather_batch(const Dataset& data, std::span<const uint32_t> indices, const Graph& model, Tensor& images,
                   Tensor* labels = nullptr);
+// Samples `indices` of `data` into every input of `run` (an executor of `model`): the named
+// inputs of data.inputs by name (dtype and sample shape checked; Error(InvalidArgument) naming the
+// input the data lacks), or, for images, the model's one input through gather_batch.
+void feed_batch(const Dataset& data, std::span<const uint32_t> indices, const Graph& model, Executor& run);
 
 // The value holding the logits of a classifier: the input of a trailing Softmax, else the output.
 std::string logits_value(const Graph& model);

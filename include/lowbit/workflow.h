@@ -54,6 +54,10 @@ struct QuantizeOptions {
   // Hessian on the calibration samples; needs calibration_data, also in dynamic mode).
   std::string rounding = "nearest";
   bool act_order = false;                     // GPTQ: columns by decreasing Hessian diagonal (LayerRule::act_order)
+  // SmoothQuant before static quantization (smooth_activations in lowbit/quantize.h, on the first
+  // calibration_samples of calibration_data): alpha in [0, 1]; absent: none. Full and partial
+  // modes only (dynamic mode quantizes activations per row at run time).
+  std::optional<double> smooth_alpha;
   int64_t calibration_samples = 1000;
   int64_t validation_samples = 10000;         // the last ones of calibration_data, never test data
   // Partial mode: the layers to quantize (names or fnmatch patterns, comma-separated); empty:
@@ -77,6 +81,7 @@ struct QuantizeResult {
   std::vector<LayerSensitivity> sensitivity;   // partial selection by sensitivity, or the search's
   int64_t validation_samples = 0;              // size of the validation split used (0: none)
   std::optional<SearchResult> search;          // with max_drop
+  std::vector<std::string> smoothed_layers;    // with smooth_alpha: the LayerNorms smoothing scaled
   bool met = true;                             // false when a search found no plan within max_drop
   std::optional<EvalReport> float_test, test;  // with test_data: the float model and the quantized one
 };

@@ -8,10 +8,27 @@ namespace lowbit {
 
 Shape Dataset::sample_shape() const { return Shape(images.shape().begin() + 1, images.shape().end()); }
 
+namespace {
+// Rows [begin, end) of a [count, ...] tensor, copied.
+Tensor rows_of(const Tensor& t, int64_t begin, int64_t end) {
+  Shape shape = t.shape();
+  shape[0] = end - begin;
+  Tensor out(t.dtype(), shape);
+  const size_t per_sample = t.nbytes() / static_cast<size_t>(std::max<int64_t>(t.dim(0), 1));
+  std::memcpy(out.raw(), static_cast<const std::byte*>(t.raw()) + static_cast<size_t>(begin) * per_sample,
+              static_cast<size_t>(end - begin) * per_sample);
+  return out;
+}
+}  // namespace
+
 Dataset Dataset::slice(int64_t begin, int64_t end) const {
   begin = std::clamp<int64_t>(begin, 0, size());
   end = std::clamp<int64_t>(end, begin, size());
   Dataset out;
+  if (!inputs.empty()) {
+    for (const auto& [name, t] : inputs) out.inputs.emplace_back(name, rows_of(t, begin, end));
+    return out;
+  }
   Shape shape = images.shape();
   shape[0] = end - begin;
   out.images = Tensor(images.dtype(), shape);
@@ -24,6 +41,25 @@ Dataset Dataset::slice(int64_t begin, int64_t end) const {
 }
 
 Dataset Dataset::head(int64_t count) const { return slice(0, count); }
+
+Dataset make_input_dataset(std::vector<std::pair<std::string, Tensor>> inputs) {
+  auto fail = [](const std::string& what) { throw Error(ErrorKind::InvalidArgument, "dataset: " + what); };
+  if (inputs.empty()) fail("no named inputs");
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const auto& [name, t] = inputs[i];
+    if (!t.defined() || t.rank() < 1 || t.dim(0) < 1)
+      fail("input '" + name + "' has shape " + (t.defined() ? to_string(t.shape()) : std::string("(none)")) +
+           "; expected [count, ...] with at least one sample");
+    if (t.dim(0) != inputs[0].second.dim(0))
+      fail("input '" + name + "' has " + std::to_string(t.dim(0)) + " samples, '" + inputs[0].first + "' " +
+           std::to_string(inputs[0].second.dim(0)));
+    for (size_t j = 0; j < i; ++j)
+      if (inputs[j].first == name) fail("input '" + name + "' is given twice");
+  }
+  Dataset d;
+  d.inputs = std::move(inputs);
+  return d;
+}
 
 Dataset make_dataset(Tensor samples, std::vector<int32_t> labels, int num_classes) {
   auto fail = [](const std::string& what) { throw Error(ErrorKind::InvalidArgument, "dataset: " + what); };

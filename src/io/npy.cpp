@@ -211,6 +211,16 @@ std::vector<NamedTensor> read_arrays(const std::string& path) {
   return read_npz(path);
 }
 
+Dataset read_npz_dataset(const std::string& path) {
+  std::vector<std::pair<std::string, Tensor>> inputs;
+  for (auto& a : read_arrays(path)) inputs.emplace_back(std::move(a.name), std::move(a.tensor));
+  try {
+    return make_input_dataset(std::move(inputs));
+  } catch (const Error& e) {
+    throw Error(ErrorKind::Format, "'" + path + "': " + e.what());
+  }
+}
+
 void write_npy(const std::string& path, const Tensor& tensor) { files::write_file_atomically(path, npy_bytes(path, tensor)); }
 
 void write_npz(const std::string& path, const std::vector<NamedTensor>& arrays) {

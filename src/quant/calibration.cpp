@@ -148,9 +148,10 @@ Calibration calibrate(const Graph& model, const Dataset& data, const Calibration
   if (!(options.percentile > 50.0 && options.percentile <= 100.0))
     throw Error(ErrorKind::InvalidArgument, "percentile must be in (50, 100]");
   Executor run(model);
-  // Observe the graph input (when it is f32: image bytes are not) and every f32 value a node produces.
+  // Observe the graph inputs (those that are f32: image bytes are not) and every f32 value a node produces.
   std::vector<std::string> names;
-  if (model.inputs.at(0).dtype == DType::F32) names.push_back(model.inputs[0].name);
+  for (const auto& in : model.inputs)
+    if (in.dtype == DType::F32) names.push_back(in.name);
   const auto info = model.infer_shapes();
   for (const auto& node : model.nodes)
     for (const auto& out : node.outputs)
@@ -165,7 +166,7 @@ Calibration calibrate(const Graph& model, const Dataset& data, const Calibration
       const int64_t n = std::min<int64_t>(options.batch_size, count - begin);
       indices.resize(static_cast<size_t>(n));
       std::iota(indices.begin(), indices.end(), static_cast<uint32_t>(begin));
-      gather_batch(data, indices, model, run.input(model.inputs[0].name));
+      feed_batch(data, indices, model, run);
       run.forward();
       for (const auto& name : names) {
         const Tensor& v = run.value(name);

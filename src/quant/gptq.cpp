@@ -226,7 +226,7 @@ std::map<std::string, Tensor> layer_hessians(const Graph& model, const Dataset& 
     const int64_t n = std::min<int64_t>(batch_size, count - begin);
     indices.resize(static_cast<size_t>(n));
     std::iota(indices.begin(), indices.end(), static_cast<uint32_t>(begin));
-    gather_batch(data, indices, model, run.input(model.inputs.at(0).name));
+    feed_batch(data, indices, model, run);
     run.forward();
     for (const auto& [name, value] : input_of) {
       const Tensor& x = run.value(value);

@@ -43,6 +43,9 @@ Graph training_graph(const Graph& model, std::string& logits, const DistillSetti
 }
 
 void check_compatible(const Graph& model, const Dataset& data) {
+  if (!data.inputs.empty())
+    throw Error(ErrorKind::InvalidArgument, "the data holds named inputs without labels (e.g. an .npz): it can calibrate a "
+                                            "model, not train or evaluate one");
   if (model.inputs.size() != 1)
     throw Error(ErrorKind::InvalidArgument, "the model has " + std::to_string(model.inputs.size()) +
                                                 " inputs; training and evaluation need exactly one (the image)");
@@ -112,7 +115,43 @@ float input_scale(const Graph& model) {
   }
 }
 
+void feed_batch(const Dataset& data, std::span<const uint32_t> indices, const Graph& model, Executor& run) {
+  if (data.inputs.empty()) {
+    if (model.inputs.empty()) throw Error(ErrorKind::InvalidArgument, "the model has no input");
+    gather_batch(data, indices, model, run.input(model.inputs[0].name));
+    return;
+  }
+  for (const auto& in : model.inputs) {
+    auto it = std::find_if(data.inputs.begin(), data.inputs.end(), [&](const auto& p) { return p.first == in.name; });
+    if (it == data.inputs.end()) {
+      std::string have;
+      for (const auto& [name, t] : data.inputs) have += (have.empty() ? "" : ", ") + name;
+      throw Error(ErrorKind::InvalidArgument, "the data has no input '" + in.name + "' (it has " + have + ")");
+    }
+    const Tensor& all = it->second;
+    const Shape sample(all.shape().begin() + 1, all.shape().end());
+    bool fits = all.dtype() == in.dtype && sample.size() + 1 == in.shape.size();
+    for (size_t d = 0; fits && d < sample.size(); ++d) fits = in.shape[d + 1] < 0 || in.shape[d + 1] == sample[d];
+    if (!fits)
+      throw Error(ErrorKind::InvalidArgument, "the data's input '" + in.name + "' is " + name_of(all.dtype()) + to_string(all.shape()) +
+                                                  "; the model's is " + name_of(in.dtype) + to_string(in.shape));
+    Shape shape = all.shape();
+    shape[0] = static_cast<int64_t>(indices.size());
+    Tensor& batch = run.input(in.name);
+    if (!batch.defined() || batch.dtype() != all.dtype())
+      batch = Tensor(all.dtype(), shape);
+    else
+      batch.resize(shape);
+    const size_t per_sample = all.nbytes() / static_cast<size_t>(all.dim(0));
+    for (size_t i = 0; i < indices.size(); ++i)
+      std::memcpy(static_cast<std::byte*>(batch.raw()) + i * per_sample,
+                  static_cast<const std::byte*>(all.raw()) + static_cast<size_t>(indices[i]) * per_sample, per_sample);
+  }
+}
+
 void gather_batch(const Dataset& data, std::span<const uint32_t> indices, const Graph& model, Tensor& images, Tensor* labels) {
+  if (!data.inputs.empty())
+    throw Error(ErrorKind::InvalidArgument, "the data holds named inputs (e.g. an .npz), not images: feed them by name");
   const float scale = input_scale(model);
   Shape shape = data.sample_shape();
   const int64_t per_sample = element_count(shape);

@@ -22,7 +22,7 @@ const Dataset& need_data(const QuantizeOptions& o, const char* why) {
 }  // namespace
 
 bool quantize_needs_data(const QuantizeOptions& o) {
-  const bool calibrating = o.mode != QuantMode::Dynamic && o.ranges.empty();
+  const bool calibrating = o.mode != QuantMode::Dynamic && (o.ranges.empty() || o.smooth_alpha);
   const bool by_sensitivity = o.mode == QuantMode::Partial && o.layers.empty() && !o.plan;
   const bool gptq = o.plan ? plan_uses_gptq(*o.plan) : o.rounding == "gptq";
   return calibrating || by_sensitivity || o.max_drop.has_value() || gptq;
@@ -53,8 +53,12 @@ AppliedDefaults apply_bit_width_defaults(QuantizeOptions& o, bool scheme_given, 
   return applied;
 }
 
-QuantizeResult quantize(const Graph& model, const QuantizeOptions& o) {
-  if (is_quantized(model)) throw Error(ErrorKind::InvalidArgument, "the model is already quantized");
+QuantizeResult quantize(const Graph& float_model, const QuantizeOptions& o) {
+  if (is_quantized(float_model)) throw Error(ErrorKind::InvalidArgument, "the model is already quantized");
+  if (o.smooth_alpha && o.mode == QuantMode::Dynamic)
+    throw Error(ErrorKind::InvalidArgument, "smoothing (SmoothQuant) is for static quantization: dynamic mode quantizes activations at run time");
+  if (o.smooth_alpha && !o.ranges.empty())
+    throw Error(ErrorKind::InvalidArgument, "smoothing changes the activations: calibrate here (calibration_data), not with given ranges");
   if (o.rounding != "nearest" && o.rounding != "gptq")
     throw Error(ErrorKind::InvalidArgument, "rounding must be \"nearest\" or \"gptq\", got \"" + o.rounding + "\"");
   if (o.group_size != 0 && o.group_size != 32 && o.group_size != 64 && o.group_size != 128)
@@ -65,6 +69,15 @@ QuantizeResult quantize(const Graph& model, const QuantizeOptions& o) {
                                                 (o.per_channel ? " bits" : " bits per tensor"));
   const bool searching = o.max_drop.has_value();
   QuantizeResult result;
+  // SmoothQuant: every step below sees the smoothed float model (the same function).
+  Graph smoothed;
+  if (o.smooth_alpha) {
+    SmoothOptions so;
+    so.alpha = *o.smooth_alpha;
+    so.samples = o.calibration_samples;
+    smoothed = smooth_activations(float_model, need_data(o, "smoothing"), so, &result.smoothed_layers);
+  }
+  const Graph& model = o.smooth_alpha ? smoothed : float_model;
 
   std::map<std::string, Calibration> ranges = o.ranges;
   if (o.mode != QuantMode::Dynamic && ranges.empty()) {
@@ -144,7 +157,7 @@ QuantizeResult quantize(const Graph& model, const QuantizeOptions& o) {
       plan_uses_gptq(plan) ? gptq_weights(model, plan, need_data(o, "GPTQ rounding"), o.calibration_samples) : FixedQuantParams{};
   result.model = quantize_model(model, plan, ranges, fixed);
   if (o.test_data) {
-    result.float_test = evaluate(model, *o.test_data);
+    result.float_test = evaluate(float_model, *o.test_data);
     result.test = evaluate(result.model, *o.test_data);
   }
   return result;

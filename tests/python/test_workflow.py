@@ -63,6 +63,11 @@ def test_the_steps_one_call_each(fashion, small_model, tmp_path):
     ordered = lowbit.quantize(small_model, fashion, bits=4, rounding="gptq", act_order=True)
     assert ordered.report["plan"]["defaults"]["act_order"] is True
     assert "act_order" not in gptq.report["plan"]["defaults"]
+    # SmoothQuant is for static modes (an MLP has no LayerNorm to smooth: the same accuracy).
+    smoothed = lowbit.quantize(small_model, fashion, smooth=0.5)
+    assert smoothed.report["test_accuracy"] == lowbit.quantize(small_model, fashion).report["test_accuracy"]
+    with pytest.raises(lowbit.ArgumentError, match="for static quantization"):
+        lowbit.quantize(small_model, fashion, mode="dynamic", smooth=0.5)
     # Left out, the grid and the rounding follow the bit width (gptq needs data; affine at 3 bits).
     chosen = lowbit.quantize(small_model, fashion, bits=3).report["plan"]["defaults"]
     assert chosen["rounding"] == "gptq" and chosen["weight_scheme"] == "affine"

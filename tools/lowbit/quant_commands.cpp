@@ -38,6 +38,18 @@ json sensitivity_json(const std::vector<LayerSensitivity>& rows) {
 
 }  // namespace
 
+// Calibration data: a dataset directory (IDX images and labels, training and test splits), or an
+// .npz / .npy of a model's named inputs (unlabelled: calibration only, no test split).
+namespace {
+DatasetSplits load_calibration_data(const std::string& path) {
+  const bool arrays = path.size() > 4 && (path.ends_with(".npz") || path.ends_with(".npy"));
+  if (!arrays) return load_dataset_dir(path);
+  DatasetSplits splits;
+  splits.train = read_npz_dataset(path);
+  return splits;
+}
+}  // namespace
+
 Command add_calibrate(CLI::App& app) {
   auto* cmd = app.add_subcommand("calibrate", "Observe activation ranges on calibration data (for static quantization)");
   struct Options {
@@ -48,7 +60,7 @@ Command add_calibrate(CLI::App& app) {
   };
   auto o = std::make_shared<Options>();
   cmd->add_option("--model", o->model, "Float model (.lbm, or .onnx: imported)")->required();
-  cmd->add_option("--data", o->data, "Dataset directory; the first --samples training samples are used")->capture_default_str();
+  cmd->add_option("--data", o->data, "Dataset directory (the first --samples training samples are used), or an .npz of the model's named inputs")->capture_default_str();
   cmd->add_option("--method", o->method, "minmax, moving_average, percentile, mse or kl")->capture_default_str();
   cmd->add_option("--samples", o->samples, "Calibration samples")->capture_default_str()->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
   cmd->add_option("--percentile", o->percentile, "For --method percentile")->capture_default_str();
@@ -58,7 +70,7 @@ Command add_calibrate(CLI::App& app) {
     if (o->threads > 0) set_num_threads(o->threads);
     Graph model = open_model(o->model);
     if (is_quantized(model)) throw Error(ErrorKind::InvalidArgument, "'" + o->model + "' is already quantized: calibrate the float model");
-    DatasetSplits data = load_dataset_dir(o->data);
+    DatasetSplits data = load_calibration_data(o->data);
     CalibrationOptions options;
     options.method = calibration_method_from_name(o->method);
     options.samples = o->samples;
@@ -74,6 +86,7 @@ Command add_calibrate(CLI::App& app) {
 Command add_quantize(CLI::App& app) {
   auto* cmd = app.add_subcommand("quantize", "Quantize a float model: full, partial or dynamic");
   struct Options {
+    double smooth = 0.5;
     std::string model, out, mode = "full", ranges, calib_data, calib_method = "minmax", layers, objective = "size", plan,
                                               plan_out, granularity = "row", activations = "affine", rounding = "nearest";
     int bits = 8, weight_bits = 0, threads = 0, keep_float = 1, group_size = 0;
@@ -96,7 +109,10 @@ Command add_quantize(CLI::App& app) {
   auto* sy = cmd->add_flag("--symmetric", o->symmetric, "Symmetric weights, zero point 0 (default above 3 bits)");
   auto* af = cmd->add_flag("--affine", o->affine, "Affine weights with a zero point (default at 3 bits and below)")->excludes(sy);
   auto* ranges = cmd->add_option("--ranges", o->ranges, "Ranges file from lowbit calibrate");
-  cmd->add_option("--calib-data", o->calib_data, "Dataset directory to calibrate on (and validate, for --max-drop)");
+  auto* smooth = cmd->add_option("--smooth", o->smooth, "SmoothQuant (static modes): move activation outliers after each LayerNorm into the Dense weights reading it, with this strength alpha (e.g. 0.5)")
+                     ->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--calib-data", o->calib_data,
+                  "Dataset directory to calibrate on (and validate, for --max-drop), or an .npz of the model's named inputs (calibration only)");
   cmd->add_option("--calib-method", o->calib_method, "Calibration method when calibrating here")->capture_default_str();
   cmd->add_option("--calib-samples", o->calib_samples, "Calibration samples")->capture_default_str();
   cmd->add_option("--validation-samples", o->validation_samples,
@@ -122,7 +138,7 @@ Command add_quantize(CLI::App& app) {
   cmd->add_option("--threads", o->threads, "Worker threads")->check(CLI::Range(1, 1024));
   cmd->add_flag("--json", o->json_out, "End with one JSON line of results");
   (void)ranges;
-  return [o, max_drop, sy, af, rounding] {
+  return [o, max_drop, sy, af, rounding, smooth] {
     if (o->threads > 0) set_num_threads(o->threads);
     const Graph model = open_model(o->model);
     if (is_quantized(model)) throw Error(ErrorKind::InvalidArgument, "'" + o->model + "' is already quantized");
@@ -138,6 +154,7 @@ Command add_quantize(CLI::App& app) {
     q.rounding = o->rounding;
     q.act_order = o->act_order;
     q.calibration_samples = o->calib_samples;
+    if (smooth->count() > 0) q.smooth_alpha = o->smooth;
     q.validation_samples = o->validation_samples;
     q.layers = o->layers;
     q.keep_float = o->keep_float;
@@ -164,10 +181,10 @@ Command add_quantize(CLI::App& app) {
     // Data: calibration (static modes without ranges), validation (search, sensitivity).
     std::optional<DatasetSplits> data;
     if (quantize_needs_data(q) || !o->calib_data.empty())
-      data = load_dataset_dir(o->calib_data.empty() ? default_dataset_dir() : o->calib_data);
+      data = load_calibration_data(o->calib_data.empty() ? default_dataset_dir() : o->calib_data);
     if (data) {
       q.calibration_data = &data->train;
-      q.test_data = &data->test;  // the accuracy of both models, reported below
+      if (data->test.size() > 0) q.test_data = &data->test;  // the accuracy of both models, reported below
     }
 
     const QuantizeResult r = quantize(model, q);
@@ -192,6 +209,11 @@ Command add_quantize(CLI::App& app) {
                  r.validation_samples);
       print_sensitivity(r.sensitivity);
       report["sensitivity"] = sensitivity_json(r.sensitivity);
+    }
+    if (q.smooth_alpha) {
+      fmt::print("smoothed (alpha {}) the outputs of {} LayerNorm(s) into the Dense layers reading them\n", *q.smooth_alpha,
+                 r.smoothed_layers.size());
+      report["smoothed_layers"] = r.smoothed_layers;
     }
     const QuantPlan& plan = r.plan;
     save_model(r.model, o->out);

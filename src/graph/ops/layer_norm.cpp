@@ -5,14 +5,16 @@
 // Inputs: X f32, Scale f32 and optional B f32, each holding the normalized shape's n values
 // (X.shape[axis:], or a shape with that many values, or one value). Outputs: Y, and optionally
 // Mean and InvStdDev with shape X.shape[:axis] + [1, ...] (ONNX's, for training frameworks).
-// Statistics are summed in double, in order, one row per task: the result does not depend on the
-// thread count. The backward pass gives the gradients of X, Scale and B.
+// The rows run on kernels/layer_norm_f32.h (sums in eight float lanes added in double, the rest in
+// float; one row per task): the result does not depend on the thread count. The backward pass
+// gives the gradients of X, Scale and B.
 #include <cmath>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "graph/ops/builtin_ops.h"
+#include "kernels/layer_norm_f32.h"
 #include "lowbit/runtime_config.h"
 
 namespace lowbit::ops {
@@ -35,16 +37,6 @@ Rows rows_of(const Node& node, const Shape& shape) {
   Rows r;
   for (size_t d = 0; d < shape.size(); ++d) (d < axis ? r.rows : r.n) *= shape[d];
   return r;
-}
-
-// A row's mean and 1 / sqrt(variance + epsilon), summed in double in order.
-std::pair<double, double> row_statistics(const float* x, int64_t n, double epsilon) {
-  double sum = 0;
-  for (int64_t i = 0; i < n; ++i) sum += x[i];
-  const double mean = sum / static_cast<double>(n);
-  double squares = 0;
-  for (int64_t i = 0; i < n; ++i) squares += (x[i] - mean) * (x[i] - mean);
-  return {mean, 1.0 / std::sqrt(squares / static_cast<double>(n) + epsilon)};
 }
 
 float epsilon_of(const Node& node) {
@@ -99,92 +91,58 @@ class LayerNormalization final : public Op {
     for (size_t d = norm_axis(node, shape); d < stats.size(); ++d) stats[d] = 1;
     for (size_t o = 1; o < out.size(); ++o)
       if (out[o]) prepare_output(*out[o], DType::F32, stats);
-    const float* x = in[0]->data<float>();
-    const float* scale = in[1]->data<float>();
-    const bool scale_one = in[1]->numel() == 1 && r.n != 1;
     const float* bias = in.size() > 2 && in[2] ? in[2]->data<float>() : nullptr;
-    const bool bias_one = bias && in[2]->numel() == 1 && r.n != 1;
+    const int64_t scale_step = in[1]->numel() == 1 && r.n != 1 ? 0 : 1;
+    const int64_t bias_step = bias && in[2]->numel() == 1 && r.n != 1 ? 0 : 1;
+    const float* x = in[0]->data<float>();
     float* y = out[0]->data<float>();
     float* mean_out = out.size() > 1 && out[1] ? out[1]->data<float>() : nullptr;
     float* inv_out = out.size() > 2 && out[2] ? out[2]->data<float>() : nullptr;
     parallel_for(r.rows, std::max<int64_t>(1, 4096 / std::max<int64_t>(r.n, 1)), [&](int64_t r0, int64_t r1) {
-      for (int64_t row = r0; row < r1; ++row) {
-        const float* xr = x + row * r.n;
-        const auto [mean, inv] = row_statistics(xr, r.n, epsilon);
-        float* yr = y + row * r.n;
-        for (int64_t i = 0; i < r.n; ++i) {
-          const double normalized = (xr[i] - mean) * inv;
-          const double shifted = normalized * scale[scale_one ? 0 : i] + (bias ? bias[bias_one ? 0 : i] : 0.0f);
-          yr[i] = static_cast<float>(shifted);
-        }
-        if (mean_out) mean_out[row] = static_cast<float>(mean);
-        if (inv_out) inv_out[row] = static_cast<float>(inv);
-      }
+      kernels::layer_norm_rows_f32(r1 - r0, r.n, x + r0 * r.n, in[1]->data<float>(), scale_step, bias, bias_step,
+                                   static_cast<float>(epsilon), y + r0 * r.n, mean_out ? mean_out + r0 : nullptr,
+                                   inv_out ? inv_out + r0 : nullptr);
     });
   }
 
-  // With xh = (x - mean) * inv and g = dy * scale (per row):
-  //   dx = inv * (g - mean(g) - xh * mean(g * xh)),  dscale = sum over rows of dy * xh,  dbias = sum of dy.
+  // The gradients of x (rows in parallel), scale and bias (rows added in order, one pass):
+  // kernels/layer_norm_f32.h.
   void backward(const Node& node, std::span<const Tensor* const> in, std::span<const Tensor* const>,
                 std::span<const Tensor* const> out_grad, std::span<Tensor* const> in_grad) const override {
     const Shape& shape = in[0]->shape();
     const Rows r = rows_of(node, shape);
-    const double epsilon = epsilon_of(node);
+    const float epsilon = static_cast<float>(epsilon_of(node));
     const float* x = in[0]->data<float>();
     const float* scale = in[1]->data<float>();
-    const bool scale_one = in[1]->numel() == 1 && r.n != 1;
+    const int64_t scale_step = in[1]->numel() == 1 && r.n != 1 ? 0 : 1;
     const float* dy = out_grad[0]->data<float>();
-    // The statistics and normalized values again (cheaper to recompute than to keep).
-    std::vector<double> mean(static_cast<size_t>(r.rows)), inv(static_cast<size_t>(r.rows));
-    parallel_for(r.rows, std::max<int64_t>(1, 4096 / std::max<int64_t>(r.n, 1)), [&](int64_t r0, int64_t r1) {
-      for (int64_t row = r0; row < r1; ++row) {
-        const auto [m, s] = row_statistics(x + row * r.n, r.n, epsilon);
-        mean[static_cast<size_t>(row)] = m;
-        inv[static_cast<size_t>(row)] = s;
-      }
+    // The statistics again (cheaper to recompute than to keep).
+    std::vector<float> mean(static_cast<size_t>(r.rows)), inv(static_cast<size_t>(r.rows));
+    const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(r.n, 1));
+    parallel_for(r.rows, grain, [&](int64_t r0, int64_t r1) {
+      kernels::layer_norm_statistics_f32(r1 - r0, r.n, x + r0 * r.n, epsilon, mean.data() + r0, inv.data() + r0);
     });
     if (in_grad[0]) {
       in_grad[0]->resize(shape);
       float* dx = in_grad[0]->data<float>();
-      parallel_for(r.rows, std::max<int64_t>(1, 4096 / std::max<int64_t>(r.n, 1)), [&](int64_t r0, int64_t r1) {
-        for (int64_t row = r0; row < r1; ++row) {
-          const float* xr = x + row * r.n;
-          const float* dyr = dy + row * r.n;
-          const double m = mean[static_cast<size_t>(row)], s = inv[static_cast<size_t>(row)];
-          double g_sum = 0, gx_sum = 0;
-          for (int64_t i = 0; i < r.n; ++i) {
-            const double g = static_cast<double>(dyr[i]) * scale[scale_one ? 0 : i];
-            g_sum += g;
-            gx_sum += g * (xr[i] - m) * s;
-          }
-          const double g_mean = g_sum / static_cast<double>(r.n), gx_mean = gx_sum / static_cast<double>(r.n);
-          for (int64_t i = 0; i < r.n; ++i) {
-            const double g = static_cast<double>(dyr[i]) * scale[scale_one ? 0 : i];
-            dx[row * r.n + i] = static_cast<float>(s * (g - g_mean - (xr[i] - m) * s * gx_mean));
-          }
-        }
+      parallel_for(r.rows, grain, [&](int64_t r0, int64_t r1) {
+        kernels::layer_norm_backward_rows_f32(r1 - r0, r.n, x + r0 * r.n, dy + r0 * r.n, scale, scale_step, mean.data() + r0,
+                                              inv.data() + r0, dx + r0 * r.n, nullptr, nullptr);
       });
     }
-    // Scale and bias: per column, the rows summed in order (deterministic).
-    for (size_t p = 1; p < in_grad.size() && p < 3; ++p) {
-      if (!in_grad[p]) continue;
-      const bool one = in[p]->numel() == 1 && r.n != 1;
-      std::vector<double> sums(static_cast<size_t>(r.n), 0.0);
-      parallel_for(r.n, 64, [&](int64_t c0, int64_t c1) {
-        for (int64_t c = c0; c < c1; ++c) {
-          double s = 0;
-          for (int64_t row = 0; row < r.rows; ++row) {
-            const double d = dy[row * r.n + c];
-            s += p == 1 ? d * (x[row * r.n + c] - mean[static_cast<size_t>(row)]) * inv[static_cast<size_t>(row)] : d;
-          }
-          sums[static_cast<size_t>(c)] = s;
-        }
-      });
+    const bool want_scale = in_grad.size() > 1 && in_grad[1], want_bias = in_grad.size() > 2 && in_grad[2];
+    if (!want_scale && !want_bias) return;
+    std::vector<double> dscale(want_scale ? static_cast<size_t>(r.n) : 0), dbias(want_bias ? static_cast<size_t>(r.n) : 0);
+    kernels::layer_norm_backward_rows_f32(r.rows, r.n, x, dy, scale, scale_step, mean.data(), inv.data(), nullptr,
+                                          want_scale ? dscale.data() : nullptr, want_bias ? dbias.data() : nullptr);
+    for (size_t p = 1; p < 3; ++p) {
+      if (p >= in_grad.size() || !in_grad[p]) continue;
+      const std::vector<double>& sums = p == 1 ? dscale : dbias;
       in_grad[p]->resize(in[p]->shape());
       float* g = in_grad[p]->data<float>();
-      if (one) {
+      if (in[p]->numel() == 1 && r.n != 1) {
         double total = 0;
-        for (double s : sums) total += s;
+        for (double v : sums) total += v;
         g[0] = static_cast<float>(total);
       } else {
         for (int64_t c = 0; c < r.n; ++c) g[c] = static_cast<float>(sums[static_cast<size_t>(c)]);
