@@ -8,7 +8,8 @@ lowbit and by ONNX Runtime, float and int8 dynamic (lowbit `quantize --mode dyna
   - int8 dynamic accuracy: the mean cosine similarity of each token's last_hidden_state to
     PyTorch's float one, lowbit's and ORT's, on the same file and inputs; and lowbit's static int8
     (calibrated on 64 other random sequences: `quantize --mode full --calib-data calib.npz`),
-    without and with SmoothQuant (`--smooth 0.5`);
+    without and with SmoothQuant (`--smooth 0.5`); and lowbit's 4-bit weights in blocks of 32
+    rounded by GPTQ on the same calibration sequences (`--bits 4 --group-size 32 --rounding gptq`);
   - latency, batch 1 x 128 and batch 32 x 128 tokens, at 1 and 2 threads: lowbit through
     `lowbit run --repeat`, ORT through InferenceSession.run, the fastest of --calls calls, rounds
     interleaved, best round kept.
@@ -20,6 +21,7 @@ lowbit and by ONNX Runtime, float and int8 dynamic (lowbit `quantize --mode dyna
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -43,6 +45,7 @@ def main():
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--calls", type=int, default=10)
     p.add_argument("--threads", default="1,2")
+    p.add_argument("--keep", help="write the models and inputs into this folder (kept) instead of a temporary one")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
 
@@ -51,7 +54,8 @@ def main():
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from transformers import BertConfig, BertModel
 
-    work = tempfile.mkdtemp(prefix="lowbit-bert-")
+    work = args.keep or tempfile.mkdtemp(prefix="lowbit-bert-")
+    os.makedirs(work, exist_ok=True)
     torch.manual_seed(0)
     config = BertConfig(vocab_size=8000, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
                         intermediate_size=1024, max_position_embeddings=128)
@@ -85,6 +89,11 @@ def main():
     calib_mask[32:, 80:] = 0
     np.savez(os.path.join(work, "calib.npz"), input_ids=calib_ids.numpy(), attention_mask=calib_mask.numpy(),
              token_type_ids=np.zeros((64, 128), np.int64))
+    # 4-bit weights in blocks of 32 (an fp16 scale each), rounded by GPTQ on the same calibration sequences.
+    lowbit_int4 = os.path.join(work, "bert_lowbit_int4.lbm")
+    subprocess.run([args.lowbit, "quantize", "--model", fp32, "--mode", "dynamic", "--bits", "4", "--group-size", "32",
+                    "--rounding", "gptq", "--calib-data", os.path.join(work, "calib.npz"), "--calib-samples", "64",
+                    "--out", lowbit_int4], check=True, capture_output=True)
     static = {}
     for label, extra in (("lowbit int8 static", []), ("lowbit int8 static + SmoothQuant 0.5", ["--smooth", "0.5"])):
         path = os.path.join(work, f"bert_static{len(static)}.lbm")
@@ -118,7 +127,7 @@ def main():
         return best, y
 
     variants = {"lowbit fp32": (lowbit_run, fp32), "lowbit int8 dynamic": (lowbit_run, lowbit_int8),
-                "ORT fp32": (ort_run, fp32), "ORT int8 dynamic": (ort_run, ort_int8)}
+                "lowbit 4-bit g32 GPTQ": (lowbit_run, lowbit_int4), "ORT fp32": (ort_run, fp32), "ORT int8 dynamic": (ort_run, ort_int8)}
     quality = {}
     for name, (fn, path) in list(variants.items()) + [(label, (lowbit_run, path)) for label, path in static.items()]:
         _, y = fn(path, 32, 2, 1)
@@ -137,7 +146,7 @@ def main():
     print("| variant | max |diff| / max |PyTorch| | mean cosine to PyTorch fp32 |")
     print("|---|---|---|")
     for name, q in quality.items():
-        print(f"| {name} | {q['relative_to_pytorch']:.2e} | {q['mean_cosine']:.6f} |")
+        print(f"| {name} | {q['relative_to_pytorch']:.2e} | {q['mean_cosine']:.7f} |")
     print("\n| ms (fastest) | " + " | ".join(f"batch {b}, {t} thr" for t in threads for b in (1, 32)) + " |")
     print("|---|" + "---|" * (2 * len(threads)))
     for name in variants:
@@ -147,6 +156,8 @@ def main():
                     for t in threads for b in (1, 32)))
     if args.json:
         print(json.dumps({"quality": quality, "ms": {f"{n}|{b}|{t}": s * 1e3 for (n, b, t), s in times.items()}}))
+    if not args.keep:
+        shutil.rmtree(work)
 
 
 if __name__ == "__main__":

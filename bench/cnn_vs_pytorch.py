@@ -25,10 +25,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from lbm import torch_splits  # noqa: E402
 
 
-def run_lowbit(binary, arch, data_dir, seed, threads, epochs):
+def run_lowbit(binary, arch, data_dir, seed, threads, epochs, train_samples):
     out = f"/tmp/lowbit-cnn-bench-seed{seed}.lbm"
     cmd = [binary, "train", "--data", data_dir, "--arch", arch, "--epochs", str(epochs), "--batch", "32", "--lr", "0.001",
            "--optimizer", "adam", "--seed", str(seed), "--threads", str(threads), "--out", out, "--json"]
+    if train_samples:
+        cmd += ["--train-samples", str(train_samples)]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
         sys.exit(f"lowbit train failed ({result.returncode}):\n{result.stdout}{result.stderr}")
@@ -188,12 +190,14 @@ def build_torch_model(description, sample_shape):
     return nn.Sequential(*layers)
 
 
-def run_pytorch(arch, data_dir, seed, threads, epochs):
+def run_pytorch(arch, data_dir, seed, threads, epochs, train_samples):
     import torch
     from torch import nn
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     x_train, y_train, x_test, y_test = torch_splits(data_dir)
+    if train_samples:
+        x_train, y_train = x_train[:train_samples], y_train[:train_samples]
     with open(arch) as f:
         model = build_torch_model(json.load(f), x_train.shape[1:])
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-7)
@@ -223,13 +227,15 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--train-samples", type=int, default=0, help="only the first N training samples, both sides (0: all)")
     args = p.parse_args()
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # see bench/reference_vs_pytorch.py
-    lb = run_lowbit(args.lowbit, args.arch, args.data, args.seed, args.threads, args.epochs)
-    pt = run_pytorch(args.arch, args.data, args.seed, args.threads, args.epochs)
+    lb = run_lowbit(args.lowbit, args.arch, args.data, args.seed, args.threads, args.epochs, args.train_samples)
+    pt = run_pytorch(args.arch, args.data, args.seed, args.threads, args.epochs, args.train_samples)
     lb_epoch = min(e["seconds"] for e in lb["history"])
     pt_epoch = min(pt["epoch_seconds"])
-    print(f"{os.path.basename(args.arch)}, {args.epochs} epoch(s), batch 32, {args.threads} threads, fastest epoch:")
+    samples = f"the first {args.train_samples} training samples" if args.train_samples else "all training samples"
+    print(f"{os.path.basename(args.arch)}, {args.epochs} epoch(s) of {samples}, batch 32, {args.threads} threads, fastest epoch:")
     print(f"  lowbit           {lb_epoch:8.2f} s   test accuracy {lb['test_accuracy']:.4f}")
     print(f"  PyTorch {pt['torch']:<8} {pt_epoch:8.2f} s   test accuracy {pt['test_accuracy']:.4f}")
     print(f"  lowbit / PyTorch {lb_epoch / pt_epoch:8.2f}x  (PyTorch / lowbit {pt_epoch / lb_epoch:.2f}x)")

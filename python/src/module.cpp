@@ -407,6 +407,23 @@ void bind(nb::module_& m) {
            }, "x_train"_a.none(), "y_train"_a.none(), "x_test"_a.none(), "y_test"_a.none(), "num_classes"_a = 0,
            "Arrays [count, ...sample shape] (float32 or uint8; C-contiguous arrays are shared, others copied once) and\n"
            "1-D integer labels in 0 .. num_classes - 1 (num_classes 0: 1 + the largest label).")
+      .def_static("from_npz", [](const std::string& path) {
+             Data d;
+             {
+               nb::gil_scoped_release unlocked;
+               d.splits.train = read_npz_dataset(path);
+             }
+             return d;
+           }, "path"_a,
+           "Unlabelled named inputs for calibration (quantize's calibration, GPTQ, smooth) of a model whose inputs are\n"
+           "not one image, e.g. a BERT's input_ids, attention_mask, token_type_ids: every array of an .npz (or an .npy),\n"
+           "each [count, ...], fed to the model's input of the same name. No labels and no test split: it cannot train,\n"
+           "evaluate or validate a search.")
+      .def_prop_ro("input_names", [](const Data& d) {
+             std::vector<std::string> names;
+             for (const auto& [name, t] : d.splits.train.inputs) names.push_back(name);
+             return names;
+           }, "The named inputs (Dataset.from_npz), or [] for images.")
       .def_prop_ro("name", [](const Data& d) { return d.name; }, "The folder's name, or '' for arrays.")
       .def_prop_ro("train_size", [](const Data& d) { return d.splits.train.size(); })
       .def_prop_ro("test_size", [](const Data& d) { return d.splits.test.size(); })
@@ -414,10 +431,16 @@ void bind(nb::module_& m) {
       .def_prop_ro("sample_shape", [](const Data& d) { return d.splits.train.sample_shape(); })
       .def_prop_ro("dtype", [](const Data& d) { return std::string(d.splits.train.images.dtype() == DType::U8 ? "uint8" : "float32"); })
       .def("arrays", [](const Data& d, const std::string& split) {
+             if (!d.splits.train.inputs.empty()) bad_argument("arrays: this dataset holds named inputs (Dataset.from_npz), not images");
              const Dataset& s = split_of(d, split);
              return nb::make_tuple(array_from_tensor(s.images), array_from_vector(s.labels));
            }, "split"_a = "train", "(samples, labels) of the split as numpy arrays (sharing the dataset's memory).")
       .def("__repr__", [](const Data& d) {
+        if (!d.splits.train.inputs.empty()) {
+          std::string names;
+          for (const auto& [name, t] : d.splits.train.inputs) names += (names.empty() ? "" : ", ") + name;
+          return "<lowbit.Dataset: " + std::to_string(d.splits.train.size()) + " unlabelled samples of inputs " + names + ">";
+        }
         return "<lowbit.Dataset" + (d.name.empty() ? std::string() : " '" + d.name + "'") + ": " +
                std::to_string(d.splits.train.size()) + " train, " + std::to_string(d.splits.test.size()) + " test samples of " +
                to_string(d.splits.train.sample_shape()) + ", " + std::to_string(d.splits.train.num_classes) + " classes>";
@@ -612,7 +635,7 @@ void bind(nb::module_& m) {
           }
           if (data) {
             q.calibration_data = &data->splits.train;
-            q.test_data = &data->splits.test;
+            if (data->splits.test.size() > 0) q.test_data = &data->splits.test;
           } else if (quantize_needs_data(q)) {
             bad_argument("quantize: mode \"" + mode + "\" with these options needs data (calibration" +
                          (max_drop ? std::string(", validation") : std::string()) + "): pass a lowbit.Dataset");

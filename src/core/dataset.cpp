@@ -6,7 +6,10 @@
 
 namespace lowbit {
 
-Shape Dataset::sample_shape() const { return Shape(images.shape().begin() + 1, images.shape().end()); }
+Shape Dataset::sample_shape() const {
+  if (images.rank() < 1) return {};  // no images (named inputs, or empty)
+  return Shape(images.shape().begin() + 1, images.shape().end());
+}
 
 namespace {
 // Rows [begin, end) of a [count, ...] tensor, copied.

@@ -12,24 +12,7 @@
 namespace lowbit::kernels {
 namespace {
 
-// sum((x - center)^2) and sum(dy * (x - center)) over a run, as sum_run.
-double sum_squared_deviation(const float* __restrict x, float center, int64_t n) {
-  float lanes[8] = {};
-  int64_t q = 0;
-  for (; q + 8 <= n; q += 8)
-    for (int l = 0; l < 8; ++l) {
-      const float d = x[q + l] - center;
-      lanes[l] += d * d;
-    }
-  for (; q < n; ++q) {
-    const float d = x[q] - center;
-    lanes[q % 8] += d * d;
-  }
-  double sum = 0;
-  for (float v : lanes) sum += v;
-  return sum;
-}
-
+// sum(dy * (x - center)) over a run, as sum_run (sum((x - center)^2) is squares_run, sum_run.h).
 double sum_product_deviation(const float* __restrict dy, const float* __restrict x, float center, int64_t n) {
   float lanes[8] = {};
   int64_t q = 0;
@@ -58,7 +41,7 @@ void batch_statistics(const NormGeometry& g, const float* x, std::vector<float>&
       for (int64_t n = 0; n < g.batch; ++n) sum += sum_run(x + g.plane(n, c), g.spatial);
       const float m = static_cast<float>(sum / count);
       double squares = 0;
-      for (int64_t n = 0; n < g.batch; ++n) squares += sum_squared_deviation(x + g.plane(n, c), m, g.spatial);
+      for (int64_t n = 0; n < g.batch; ++n) squares += squares_run(x + g.plane(n, c), m, g.spatial);
       mean[c] = m;
       variance[c] = squares / count;
     }

@@ -7,27 +7,9 @@
 namespace lowbit::kernels {
 namespace {
 
-// sum((x - mean)^2) as sum_run adds: eight float lanes, then double.
-double squares_run(const float* __restrict x, int64_t n, float mean) {
-  float lanes[8] = {};
-  int64_t q = 0;
-  for (; q + 8 <= n; q += 8)
-    for (int l = 0; l < 8; ++l) {
-      const float d = x[q + l] - mean;
-      lanes[l] += d * d;
-    }
-  for (; q < n; ++q) {
-    const float d = x[q] - mean;
-    lanes[q % 8] += d * d;
-  }
-  double sum = 0;
-  for (float v : lanes) sum += v;
-  return sum;
-}
-
 void row_statistics(const float* x, int64_t n, float epsilon, float* mean, float* inv) {
   const float m = static_cast<float>(sum_run(x, n) / static_cast<double>(n));
-  const double var = squares_run(x, n, m) / static_cast<double>(n);
+  const double var = squares_run(x, m, n) / static_cast<double>(n);
   *mean = m;
   *inv = static_cast<float>(1.0 / std::sqrt(var + static_cast<double>(epsilon)));
 }

@@ -475,6 +475,13 @@ Window window_of(I& im, const char* what, std::vector<int64_t> kernel_default) {
   w.pads = im.attr_ints("pads", std::vector<int64_t>(2 * n, 0));
   if (w.kernel.size() != n || w.strides.size() != n || w.dilations.size() != n || w.pads.size() != 2 * n)
     im.unsupported("kernel_shape, strides and dilations need " + std::to_string(n) + " values and pads " + std::to_string(2 * n));
+  // (before any arithmetic divides by a stride or sizes a window)
+  for (size_t d = 0; d < n; ++d)
+    if (w.kernel[d] < 1 || w.strides[d] < 1 || w.dilations[d] < 1)
+      im.unsupported("kernel_shape, strides and dilations must be at least 1, got kernel_shape " + to_string(Shape(w.kernel)) +
+                     ", strides " + to_string(Shape(w.strides)) + ", dilations " + to_string(Shape(w.dilations)));
+  for (int64_t p : w.pads)
+    if (p < 0) im.unsupported("pads must not be negative, got " + to_string(Shape(w.pads)));
   const std::string auto_pad = im.attr_string("auto_pad", "NOTSET");
   if (auto_pad == "VALID") {
     std::fill(w.pads.begin(), w.pads.end(), 0);

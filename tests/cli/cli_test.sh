@@ -201,6 +201,27 @@ else
   echo "SKIP: lowbit run checks (/usr/bin/python3 with numpy is missing)"
 fi
 
+# A model with named inputs (a BERT from PyTorch) calibrates on an .npz of them: static int8, with
+# SmoothQuant (its post-norm LayerNorms feed the Dense layers through a Mul), and GPTQ 4-bit blocks.
+bert=$(cd "$(dirname "$0")/../data/onnx" && pwd)
+if "$lowbit" import --help >/dev/null 2>&1 && [[ -f $bert/bert_tiny.onnx ]]; then
+  "$lowbit" quantize --model "$bert/bert_tiny.onnx" --mode full --calib-data "$bert/bert_tiny.inputs0.npz" --smooth 0.5 \
+    --out "$work/bert_s8.lbm" --json >"$work/bert_s8.out"
+  check "static int8 of a BERT calibrated on an .npz exits 0" test $? -eq 0
+  check "--smooth reports the LayerNorms it smoothed" grep -q 'smoothed (alpha 0.5) the outputs of 4 LayerNorm' "$work/bert_s8.out"
+  check "the smoothed static BERT has integer layers and Mul nodes" grep -q 'QDense' <("$lowbit" info --model "$work/bert_s8.lbm")
+  "$lowbit" run --model "$work/bert_s8.lbm" --inputs "$bert/bert_tiny.inputs1.npz" --out "$work/bert_out.npz" >/dev/null
+  check "the static BERT runs on other inputs" test -s "$work/bert_out.npz"
+  "$lowbit" quantize --model "$bert/bert_tiny.onnx" --mode dynamic --bits 4 --group-size 32 --rounding gptq \
+    --calib-data "$bert/bert_tiny.inputs0.npz" --out "$work/bert_b4.lbm" >/dev/null
+  check "GPTQ 4-bit blocks of a BERT calibrated on an .npz" grep -q 'BlockQDense' <("$lowbit" info --model "$work/bert_b4.lbm")
+  fails "--smooth in dynamic mode" "for static quantization" "$lowbit" quantize --model "$bert/bert_tiny.onnx" --mode dynamic \
+    --smooth 0.5 --calib-data "$bert/bert_tiny.inputs0.npz" --out "$work/x.lbm"
+  fails "an .npz without the model's inputs" "the data has no input 'input_ids'" "$lowbit" quantize --model "$bert/bert_tiny.onnx" \
+    --calib-data "$bert/bert_tiny.outputs0.npz" --out "$work/x.lbm"
+  check "nothing written by failed quantize" test ! -e "$work/x.lbm"
+fi
+
 # Learning under compression: qat and distill.
 "$lowbit" qat --model "$work/m.lbm" --data "$data" --bits 4 --epochs 1 --train-samples 2000 --threads 2 \
   --out "$work/qat.lbm" --json >"$work/qat.out"

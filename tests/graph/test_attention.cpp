@@ -14,15 +14,7 @@ namespace {
 
 using testing::check_gradients;
 using testing::random;
-
-Tensor run1(const Node& node, std::vector<Tensor> inputs) {
-  std::vector<const Tensor*> in;
-  for (auto& t : inputs) in.push_back(&t);
-  Tensor y(DType::F32, {1});
-  Tensor* out[] = {&y};
-  find_op(node.op).forward(node, in, out);
-  return y;
-}
+using testing::run1;
 
 Node attention(int64_t heads, bool mask, Attributes extra = {}) {
   Attributes a = {{"num_heads", heads}};

@@ -190,3 +190,18 @@ def test_onnx_runtime_runs_the_export(small_model, fashion, tmp_path):
     ours = lowbit.predict(q, x[:1000])[1]
     theirs = session.run(None, {feed.name: x[:1000].reshape([1000] + [d for d in q.inputs[0]["shape"][1:]])})[0].argmax(axis=1)
     assert np.mean(ours == theirs) >= 0.995
+
+
+def test_a_bert_calibrates_on_named_inputs():
+    # A BERT from PyTorch (three int64 inputs) quantizes statically, with SmoothQuant, on an .npz of its inputs.
+    data = lowbit.Dataset.from_npz(str(REPO / "tests/data/onnx/bert_tiny.inputs0.npz"))
+    assert data.input_names == ["input_ids", "attention_mask", "token_type_ids"] and data.train_size == 2
+    assert "unlabelled samples of inputs input_ids" in repr(data)
+    bert = lowbit.import_onnx(str(REPO / "tests/data/onnx/bert_tiny.onnx"))
+    q = lowbit.quantize(bert, data, smooth=0.5)
+    layers = q.info()["layers"]
+    assert sum(layer["op"] == "QDense" for layer in layers) >= 12
+    assert sum(layer["name"].endswith(".smooth") for layer in layers) == 4
+    assert "test_accuracy" not in q.report
+    with pytest.raises(lowbit.ArgumentError, match="named inputs"):
+        data.arrays()
