@@ -1,6 +1,8 @@
 // Internal: the constants and scalar formulas of kernels/activation.h, shared by the reference
 // (ref/activation_ref.cpp), which is these formulas element by element, and the vector paths'
-// tails. Every vector path performs exactly these operations in this order.
+// tails. Every vector path performs exactly these operations in this order. Internal linkage on
+// purpose (an anonymous namespace): a copy compiled with AVX flags must never be the one the
+// linker picks for the reference, which runs on any x86-64.
 #pragma once
 
 #include <algorithm>
@@ -9,6 +11,7 @@
 #include <cstdint>
 
 namespace lowbit::kernels::act {
+namespace {
 
 // e^x = 2^n e^r, n = nearest(x log2 e), r = x - n ln 2 (ln 2 in two parts, the first exact in
 // n * hi for |n| <= 128), e^r by a degree-7 polynomial on |r| <= ln 2 / 2 (Cephes' expf).
@@ -87,4 +90,5 @@ inline float gelu_tanh_grad(float x) {
   return s + xc * (((s + s) * (1.0f - s)) * dv);
 }
 
+}  // namespace
 }  // namespace lowbit::kernels::act

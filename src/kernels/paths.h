@@ -65,6 +65,10 @@ void exp_f32_avx2(int64_t n, const float* x, float* y);
 void softmax_row_f32_avx2(int64_t n, const float* x, float* y);
 void gelu_f32_avx2(int64_t n, const float* x, float* y, bool tanh_form);
 void gelu_backward_f32_avx2(int64_t n, const float* x, const float* dy, float* dx, bool tanh_form);
+// AVX-512 (x86 builds, CPUs with AVX-512 F: active_isa() Avx512Vnni), bit-identical as well.
+void exp_f32_avx512(int64_t n, const float* x, float* y);
+void gelu_f32_avx512(int64_t n, const float* x, float* y, bool tanh_form);
+void gelu_backward_f32_avx512(int64_t n, const float* x, const float* dy, float* dx, bool tanh_form);
 
 // ---- blockq.h ------------------------------------------------------------------------------------
 // Rows of X quantized per block (quantize_rows_s8_block): codes [M, stride] with stride = blocks * B,

@@ -33,12 +33,18 @@ bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
 
 TEST(Activation, EveryPathMatchesTheReferenceBitForBit) {
   if (active_isa() < Isa::Avx2) GTEST_SKIP() << "this CPU has no AVX2 path (only the reference runs)";
-  for (int64_t n : {1, 7, 8, 9, 17, 63, 64, 65, 1000}) {
+  const bool avx512 = active_isa() >= Isa::Avx512Vnni;
+  if (!avx512) std::printf("[   NOTE   ] AVX-512 paths not tested: the CPU lacks AVX-512 (F/BW/VL/VNNI)\n");
+  for (int64_t n : {1, 7, 8, 9, 15, 16, 17, 31, 33, 63, 64, 65, 1000}) {
     const std::vector<float> x = awkward_values(n, static_cast<uint64_t>(n)), dy = awkward_values(n, 99);
     std::vector<float> want(x.size()), got(x.size());
     kernels::exp_f32_ref(n, x.data(), want.data());
     kernels::exp_f32_avx2(n, x.data(), got.data());
     EXPECT_TRUE(same_bits(want, got)) << "exp n=" << n;
+    if (avx512) {
+      kernels::exp_f32_avx512(n, x.data(), got.data());
+      EXPECT_TRUE(same_bits(want, got)) << "exp avx512 n=" << n;
+    }
     for (bool tanh_form : {false, true}) {
       kernels::gelu_f32_ref(n, x.data(), want.data(), tanh_form);
       kernels::gelu_f32_avx2(n, x.data(), got.data(), tanh_form);
@@ -46,6 +52,13 @@ TEST(Activation, EveryPathMatchesTheReferenceBitForBit) {
       kernels::gelu_backward_f32_ref(n, x.data(), dy.data(), want.data(), tanh_form);
       kernels::gelu_backward_f32_avx2(n, x.data(), dy.data(), got.data(), tanh_form);
       EXPECT_TRUE(same_bits(want, got)) << "gelu backward n=" << n << " tanh " << tanh_form;
+      if (avx512) {
+        kernels::gelu_backward_f32_avx512(n, x.data(), dy.data(), got.data(), tanh_form);
+        EXPECT_TRUE(same_bits(want, got)) << "gelu backward avx512 n=" << n << " tanh " << tanh_form;
+        kernels::gelu_f32_ref(n, x.data(), want.data(), tanh_form);
+        kernels::gelu_f32_avx512(n, x.data(), got.data(), tanh_form);
+        EXPECT_TRUE(same_bits(want, got)) << "gelu avx512 n=" << n << " tanh " << tanh_form;
+      }
     }
     // Softmax rows: finite scores, with -inf (masked) entries but no NaN.
     std::vector<float> s(x.size());
