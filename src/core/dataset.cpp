@@ -32,12 +32,7 @@ Dataset Dataset::slice(int64_t begin, int64_t end) const {
     for (const auto& [name, t] : inputs) out.inputs.emplace_back(name, rows_of(t, begin, end));
     return out;
   }
-  Shape shape = images.shape();
-  shape[0] = end - begin;
-  out.images = Tensor(images.dtype(), shape);
-  const size_t per_sample = images.nbytes() / static_cast<size_t>(std::max<int64_t>(size(), 1));
-  std::memcpy(out.images.raw(), static_cast<const std::byte*>(images.raw()) + static_cast<size_t>(begin) * per_sample,
-              static_cast<size_t>(end - begin) * per_sample);
+  out.images = rows_of(images, begin, end);
   out.labels.assign(labels.begin() + begin, labels.begin() + end);
   out.num_classes = num_classes;
   return out;

@@ -780,21 +780,13 @@ void Importer::fuse_layer_norm() {
     };
     Node* end = &last;
     std::string scale, bias;
-    if (single(last.outputs[0])) {
-      for (auto& m : graph_.nodes)
-        if (m.op == "Mul" && m.inputs.size() == 2 && m.inputs[0] == last.outputs[0]) {
-          const Tensor* c = constant_f32(m.inputs[1]);
-          if (c && fits(*c)) scale = m.inputs[1], end = &m;
-          break;
-        }
+    if (Node* m = single(last.outputs[0]) ? reader_of(last.outputs[0], "Mul", 2) : nullptr) {
+      const Tensor* c = constant_f32(m->inputs[1]);
+      if (c && fits(*c)) scale = m->inputs[1], end = m;
     }
-    if (!scale.empty() && single(end->outputs[0])) {
-      for (auto& m : graph_.nodes)
-        if (m.op == "Add" && m.inputs.size() == 2 && m.inputs[0] == end->outputs[0]) {
-          const Tensor* c = constant_f32(m.inputs[1]);
-          if (c && fits(*c)) bias = m.inputs[1], end = &m;
-          break;
-        }
+    if (Node* m = !scale.empty() && single(end->outputs[0]) ? reader_of(end->outputs[0], "Add", 2) : nullptr) {
+      const Tensor* c = constant_f32(m->inputs[1]);
+      if (c && fits(*c)) bias = m->inputs[1], end = m;
     }
     auto flat = [&](const std::string& v, const std::string& hint) {
       Tensor t = constants_.at(v).clone();
@@ -905,17 +897,11 @@ void Importer::fuse_attention() {
     const int64_t axis = softmax.attr_int("axis", -1);
     if (scores_shape.size() != 4 || (axis != -1 && axis != 3) || !single(softmax.outputs[0])) continue;
     // o = MatMul(probabilities, vh), read once, then the head merge.
-    Node* out_mm = nullptr;
-    for (Node& n : graph_.nodes)
-      if (n.op == "MatMul" && n.inputs.size() == 2 && n.inputs[0] == softmax.outputs[0]) out_mm = &n;
+    Node* out_mm = reader_of(softmax.outputs[0], "MatMul", 2);
     if (!out_mm || !single(out_mm->outputs[0])) continue;
-    Node* merge_t = nullptr;
-    for (Node& n : graph_.nodes)
-      if (n.op == "Transpose" && n.inputs.size() == 1 && n.inputs[0] == out_mm->outputs[0]) merge_t = &n;
+    Node* merge_t = reader_of(out_mm->outputs[0], "Transpose", 1);
     if (!perm_is(merge_t, {0, 2, 1, 3}) || !single(merge_t->outputs[0])) continue;
-    Node* merge = nullptr;
-    for (Node& n : graph_.nodes)
-      if (n.op == "Reshape" && n.inputs.size() == 1 && n.inputs[0] == merge_t->outputs[0]) merge = &n;
+    Node* merge = reader_of(merge_t->outputs[0], "Reshape", 1);
     if (!merge) continue;
     // The scores: [Add(., mask)] of [Div/Mul(., c)] of MatMul(qh, kt).
     std::string s = softmax.inputs[0], mask;
@@ -980,6 +966,12 @@ std::map<std::string, int> Importer::readers() const {
     for (const auto& in : n.inputs) ++count[in];
   for (const auto& out : graph_.outputs) count[out] += 1000;  // never fuse away a graph output
   return count;
+}
+
+Node* Importer::reader_of(const std::string& value, const std::string& op, size_t inputs) {
+  for (Node& n : graph_.nodes)
+    if (n.op == op && n.inputs.size() == inputs && n.inputs[0] == value) return &n;
+  return nullptr;
 }
 
 Node* Importer::producer_of(const std::string& value) {

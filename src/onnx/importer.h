@@ -98,6 +98,8 @@ class Importer {
   void fuse_gelu();
   void fuse_attention();
   void drop_unread();
+  // The first node of type `op` with `inputs` inputs that reads `value` as its first input, or null.
+  Node* reader_of(const std::string& value, const std::string& op, size_t inputs);
   Node* producer_of(const std::string& value);  // the node computing `value`, or null
   // How many node inputs read each value; graph outputs count 1000 more (never fused away).
   std::map<std::string, int> readers() const;

@@ -39,6 +39,9 @@ Rows rows_of(const Node& node, const Shape& shape) {
   return r;
 }
 
+// The stride of a scale or bias over a row: 1 (n values), or 0 (one value for all).
+int64_t step_of(const Tensor& parameter, const Rows& r) { return parameter.numel() == 1 && r.n != 1 ? 0 : 1; }
+
 float epsilon_of(const Node& node) {
   const float e = node.attr_float("epsilon", 1e-5f);
   if (!(e >= 0.0f) || !std::isfinite(e)) shape_error(node, "attribute 'epsilon' must be a finite value >= 0");
@@ -92,8 +95,7 @@ class LayerNormalization final : public Op {
     for (size_t o = 1; o < out.size(); ++o)
       if (out[o]) prepare_output(*out[o], DType::F32, stats);
     const float* bias = in.size() > 2 && in[2] ? in[2]->data<float>() : nullptr;
-    const int64_t scale_step = in[1]->numel() == 1 && r.n != 1 ? 0 : 1;
-    const int64_t bias_step = bias && in[2]->numel() == 1 && r.n != 1 ? 0 : 1;
+    const int64_t scale_step = step_of(*in[1], r), bias_step = bias ? step_of(*in[2], r) : 1;
     const float* x = in[0]->data<float>();
     float* y = out[0]->data<float>();
     float* mean_out = out.size() > 1 && out[1] ? out[1]->data<float>() : nullptr;
@@ -114,7 +116,7 @@ class LayerNormalization final : public Op {
     const float epsilon = static_cast<float>(epsilon_of(node));
     const float* x = in[0]->data<float>();
     const float* scale = in[1]->data<float>();
-    const int64_t scale_step = in[1]->numel() == 1 && r.n != 1 ? 0 : 1;
+    const int64_t scale_step = step_of(*in[1], r);
     const float* dy = out_grad[0]->data<float>();
     // The statistics again (cheaper to recompute than to keep).
     std::vector<float> mean(static_cast<size_t>(r.rows)), inv(static_cast<size_t>(r.rows));
@@ -140,7 +142,7 @@ class LayerNormalization final : public Op {
       const std::vector<double>& sums = p == 1 ? dscale : dbias;
       in_grad[p]->resize(in[p]->shape());
       float* g = in_grad[p]->data<float>();
-      if (in[p]->numel() == 1 && r.n != 1) {
+      if (step_of(*in[p], r) == 0) {
         double total = 0;
         for (double v : sums) total += v;
         g[0] = static_cast<float>(total);
