@@ -65,6 +65,17 @@ class Executor {
   void backward(const std::string& loss);
   std::vector<Parameter>& parameters() { return parameters_; }
 
+  // Profiling (as ONNX Runtime's enable_profiling): while on, forward() adds each node's wall time
+  // to its entry; node_times() lists the nodes in run order with their total seconds and the
+  // number of forward() calls that ran them. Turning it on clears the totals.
+  struct NodeTime {
+    std::string name, op;
+    double seconds = 0;
+    int64_t runs = 0;
+  };
+  void set_profiling(bool on);
+  const std::vector<NodeTime>& node_times() const { return node_times_; }
+
  private:
   struct Step {
     const Node* node;
@@ -86,6 +97,8 @@ class Executor {
   RunContext context_;
   RunSettings settings_;
   Workspace workspace_;  // scratch memory lent to one node at a time
+  bool profiling_ = false;
+  std::vector<NodeTime> node_times_;  // one per step while profiling
 };
 
 }  // namespace lowbit

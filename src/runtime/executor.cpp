@@ -3,6 +3,7 @@
 #include "lowbit/runtime_config.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <utility>
 
@@ -100,6 +101,13 @@ Tensor& Executor::input(const std::string& name) {
 
 const Tensor& Executor::value(const std::string& name) const { return values_[id_of(name)]; }
 
+void Executor::set_profiling(bool on) {
+  profiling_ = on;
+  node_times_.clear();
+  if (on)
+    for (const auto& step : steps_) node_times_.push_back({step.node->name, step.node->op, 0.0, 0});
+}
+
 void Executor::forward() {
   ScopedRunSettings scope(settings_);
   std::vector<const Tensor*> ins;
@@ -112,12 +120,18 @@ void Executor::forward() {
     outs.clear();
     for (int id : step.outputs) outs.push_back(&values_[id]);
     workspace_.reset();  // before, not after: a node that threw may have left buffers taken
+    const auto start = profiling_ ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
     if (context_.training) {
       for (int id : step.inputs) mutable_ins.push_back(&values_[id]);
       step.op->forward_train(*step.node, step.state.get(), context_, mutable_ins, outs, workspace_);
     } else {
       for (int id : step.inputs) ins.push_back(&values_[id]);
       step.op->forward_prepared(*step.node, step.state.get(), ins, outs, workspace_);
+    }
+    if (profiling_) {
+      NodeTime& t = node_times_[static_cast<size_t>(&step - steps_.data())];
+      t.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      ++t.runs;
     }
   }
   if (context_.training) ++context_.step;

@@ -147,6 +147,37 @@ TEST(QGemmVnni, S8OutputWithoutWeightZeroPointsOnEveryTilePath) {
   set_num_threads(saved);
 }
 
+TEST(QGemmVnni, F32OutputOnEveryTilePath) {
+  // f32 output (dynamic quantization) takes the same 6-row tiles as s8 (FullTiles, the float
+  // stage applied to each finished tile inside the next one's k loop), with and without weight
+  // zero points, row scales, bias and ReLU; rows past whole tiles and partial pairs go through
+  // the 8-row tiles; K = 4096 gives several blocks of pairs, K = 63 a copied A, lda > K a strided
+  // one; 2 threads claim row tiles dynamically. Bit-identical to the reference.
+  if (!has_vnni()) GTEST_SKIP() << "no AVX-512 VNNI on this CPU";
+  const int saved = num_threads();
+  uint64_t seed = 200;
+  struct Shape { int64_t m, n, k, lda; };
+  const Shape shapes[] = {{6, 32, 4, 4},     {7, 48, 64, 70},       {12, 100, 63, 63}, {13, 64, 1000, 1000},
+                          {37, 96, 256, 260}, {100, 288, 4096, 4096}, {128, 768, 256, 256}, {65, 256, 1024, 1028}};
+  for (int threads : {1, 2}) {
+    set_num_threads(threads);
+    for (const Shape& s : shapes)
+      for (int variant = 0; variant < 6; ++variant) {
+        Problem p = make(s.m, s.n, s.k, DType::S8, ++seed, variant % 2 == 0, false);
+        std::vector<int8_t> strided(static_cast<size_t>(s.m * s.lda), 0x33);
+        for (int64_t i = 0; i < s.m; ++i) std::memcpy(&strided[static_cast<size_t>(i * s.lda)], &p.a[static_cast<size_t>(i * s.k)], static_cast<size_t>(s.k));
+        std::vector<float> ref(static_cast<size_t>(s.m * s.n)), fast(ref.size(), -1.0f);
+        kernels::qgemm_s8_f32_ref(s.m, strided.data(), s.lda, p.w, p.out, ref.data(), s.n);
+        ASSERT_TRUE(kernels::qgemm_s8_f32_vnni(s.m, strided.data(), s.lda, p.w, p.out, fast.data(), s.n));
+        EXPECT_EQ(std::memcmp(fast.data(), ref.data(), ref.size() * sizeof(float)), 0)
+            << s.m << "x" << s.n << "x" << s.k << " lda " << s.lda << " threads " << threads << " variant " << variant
+            << (p.out.weight_zero_point ? " zero points" : "") << (p.out.row_scale ? " row scales" : "") << (p.out.bias ? " bias" : "")
+            << (p.out.relu ? " relu" : "");
+      }
+  }
+  set_num_threads(saved);
+}
+
 TEST(QGemmVnni, DispatchUsesEveryPathWithTheSameResult) {
   Problem p = make(64, 40, 100, DType::S8, 9, true, false);
   std::vector<int8_t> results[3];

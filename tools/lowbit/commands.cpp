@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "lowbit/lowbit.h"
@@ -228,12 +229,43 @@ const char* numpy_name(DType d) {
   }
 }
 
+// `run --profile`: milliseconds per run by op type (largest first) and the 15 slowest nodes; the
+// same figures as JSON (every node, in run order).
+json print_profile(const std::vector<Executor::NodeTime>& times) {
+  double total = 0;
+  std::map<std::string, std::pair<double, int>> by_op;  // seconds per run, nodes
+  for (const auto& t : times) {
+    const double per_run = t.runs > 0 ? t.seconds / static_cast<double>(t.runs) : 0.0;
+    total += per_run;
+    by_op[t.op].first += per_run;
+    ++by_op[t.op].second;
+  }
+  std::vector<std::pair<std::string, std::pair<double, int>>> ops(by_op.begin(), by_op.end());
+  std::stable_sort(ops.begin(), ops.end(), [](const auto& a, const auto& b) { return a.second.first > b.second.first; });
+  const auto share = [&](double s) { return total > 0 ? 100.0 * s / total : 0.0; };
+  fmt::print("profile ({:.3f} ms per run in the nodes, {} run{} timed)\n", total * 1e3, times.empty() ? 0 : times[0].runs,
+             !times.empty() && times[0].runs == 1 ? "" : "s");
+  fmt::print("  {:<24} {:>6} {:>10} {:>7}\n", "op", "nodes", "ms/run", "share");
+  for (const auto& [op, v] : ops) fmt::print("  {:<24} {:>6} {:>10.3f} {:>6.1f}%\n", op, v.second, v.first * 1e3, share(v.first));
+  std::vector<size_t> order(times.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  const auto per_run = [&](size_t i) { return times[i].runs > 0 ? times[i].seconds / static_cast<double>(times[i].runs) : 0.0; };
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return per_run(a) > per_run(b); });
+  fmt::print("  slowest nodes:\n");
+  for (size_t k = 0; k < std::min<size_t>(15, order.size()); ++k)
+    fmt::print("  {:<56} {:<18} {:>9.3f} {:>6.1f}%\n", times[order[k]].name, times[order[k]].op, per_run(order[k]) * 1e3,
+               share(per_run(order[k])));
+  json nodes = json::array();
+  for (size_t i = 0; i < times.size(); ++i) nodes.push_back({{"name", times[i].name}, {"op", times[i].op}, {"ms_per_run", per_run(i) * 1e3}});
+  return {{"ms_per_run", total * 1e3}, {"nodes", nodes}};
+}
+
 Command add_run(CLI::App& app) {
   auto* cmd = app.add_subcommand("run", "Run a model on named tensors from a numpy .npz/.npy file and write every output to one");
   struct Options {
     std::string model, inputs, out;
     int threads = 0, repeat = 1;
-    bool json = false;
+    bool json = false, profile = false;
   };
   auto o = std::make_shared<Options>();
   cmd->add_option("--model", o->model, "Model file (.lbm, or .onnx: imported)")->required();
@@ -245,6 +277,8 @@ Command add_run(CLI::App& app) {
   cmd->add_option("--out", o->out, "Where to write every graph output by name (.npz; .npy for a one-output model)")->required();
   add_threads_option(cmd, o->threads);
   cmd->add_flag("--json", o->json, "End with one JSON line describing the outputs");
+  cmd->add_flag("--profile", o->profile,
+                "Time every node (the runs after the first when --repeat > 1) and print where the time goes, by op type and by node");
   return [o] {
     apply_threads(o->threads);
     const Graph model = open_model(o->model);
@@ -277,6 +311,7 @@ Command add_run(CLI::App& app) {
     for (size_t i = 0; i < model.inputs.size(); ++i) run.input(model.inputs[i].name) = *ordered[i];
     std::vector<double> times;
     for (int r = 0; r < o->repeat; ++r) {
+      if (o->profile && r == (o->repeat > 1 ? 1 : 0)) run.set_profiling(true);  // the first run warms up
       const auto start = std::chrono::steady_clock::now();
       run.forward();
       times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
@@ -297,9 +332,11 @@ Command add_run(CLI::App& app) {
     fmt::print("ran {} on {} ({} thread{}, {:.2f} ms); wrote {}\n", o->model, o->inputs, num_threads(), num_threads() == 1 ? "" : "s",
                seconds * 1e3, o->out);
     if (o->repeat > 1) fmt::print("{} runs: fastest {:.3f} ms, median {:.3f} ms\n", o->repeat, best * 1e3, median * 1e3);
+    json profile = o->profile ? print_profile(run.node_times()) : json();
     if (o->json) {
       json j = {{"command", "run"}, {"model", o->model}, {"inputs", o->inputs}, {"out", o->out}, {"threads", num_threads()},
                 {"seconds", seconds}, {"runs", o->repeat}, {"best_seconds", best}, {"median_seconds", median}, {"outputs", listed}};
+      if (o->profile) j["profile"] = profile;
       std::puts(j.dump().c_str());
     }
     return 0;

@@ -16,12 +16,13 @@
 // batch >= 5 GEMMs are compute-bound, so bytes are cheaper than unpacking in the loop. Batch 1-4
 // GEMVs on packed low-bit weights stay on the AVX2 kernel, which streams the packed nibbles.
 //
-// Micro-kernels, two panels (32 columns) wide. The bulk of a GEMM with s8 output and no weight
-// zero points (quantized Linear and Conv layers with symmetric weights) runs through FullTiles:
+// Micro-kernels, two panels (32 columns) wide. The bulk of a GEMM with f32 output (dynamic
+// quantization), or with s8 output and no weight zero points (quantized Linear and Conv layers with
+// symmetric weights), runs through FullTiles:
 // 6 rows x 32 columns in 12 zmm accumulators, per 4-k group 2 weight loads and 6 broadcasts of 4
 // activation bytes feed 12 vpdpbusd; the k loop is asm, and each tile's sums stay in registers to
-// be requantized and stored inside the next tile's k loop. Everything else (other
-// output stages, f32 output, rows past whole 6-row tiles, partial pairs) takes `tile`: 8 rows x 32
+// be requantized (or scaled to f32) and stored inside the next tile's k loop. Everything else
+// (other s8 output stages, rows past whole 6-row tiles, partial pairs) takes `tile`: 8 rows x 32
 // columns in 16 accumulators (the dpbusd wrapper is inline asm too: GCC 12's intrinsic cost ~2% at
 // 1024^3), then the output stage. The accumulators start at the column offset minus the row's
 // 128 * sum_k a, so the output stage adds neither. The output stage: weight-zero-point term, then
@@ -155,27 +156,32 @@ void tile(const int8_t* a, int64_t a_stride, int64_t groups, const uint8_t* w0, 
 constexpr int kFullRows = 6;
 constexpr int64_t kPairBlockBytes = int64_t{512} << 10;  // see `block` in qgemm_vnni
 
+// What FullTiles' flush writes: s8 through requantize<kPlain> or <kS32>, or f32 (tile's float
+// stage, the same operations in the same order: weight-zero-point term, then scales and bias).
+enum class FullOut { kPlain, kS32, kF32 };
+
 struct FullTiles {
   const int8_t* a;                      // row r at a + r * a_stride, whole 4-byte groups
   int64_t a_stride, groups;
   const uint8_t* layout;                // QWeights::vnni_layout
   const PanelConstants* pcs;            // per panel
   const int32_t* row_correction;        // per row
-  int8_t* c;
+  void* c;                              // int8_t or float (kF32)
   int64_t ldc;
+  const QOutputStage* out;              // the float stage's scales, bias and weight zero points
   // `tiles` row tiles of kFullRows rows from row r0, panel pairs [q0, q1), visited as
   //   for each block of `pair_block` pairs: for each row tile: for each pair of the block
   // (the block's weights stay in L2 while the rows pass; each row tile's activations are
   // reused from L1 across the block's pairs). Pairs with fast[q] false are skipped.
   // With `next` (shared by the threads, starting at 0), the (block, row tile) items are claimed
   // one at a time in that order instead: dynamic scheduling across threads.
-  // The output stage: kPlain or kS32 (see requantize), with cc from clamp_constants.
-  template <Clamp kClamp>
+  // The output stage: s8 through requantize<kPlain or kS32> with cc from clamp_constants, or f32.
+  template <FullOut kOut>
   void run(int64_t r0, int64_t tiles, int64_t q0, int64_t q1, int64_t pair_block, const bool* fast,
            const ClampConstants& cc, std::atomic<int64_t>* next = nullptr) const;
 };
 
-template <Clamp kClamp>
+template <FullOut kOut>
 void FullTiles::run(int64_t r0, int64_t tiles, int64_t q0, int64_t q1, int64_t pair_block, const bool* fast,
                     const ClampConstants& cc, std::atomic<int64_t>* next) const {
   const int64_t s1 = a_stride;
@@ -183,10 +189,23 @@ void FullTiles::run(int64_t r0, int64_t tiles, int64_t q0, int64_t q1, int64_t p
   for (int j = 0; j < 2 * kFullRows; ++j) ends[j] = groups * (j + 1) / (2 * kFullRows + 1);
   __m512i p00, p01, p10, p11, p20, p21, p30, p31, p40, p41, p50, p51;  // the previous tile's sums
   const PanelConstants* ppc = nullptr;  // its panel constants (null: nothing pending)
-  int8_t* pdst = nullptr;               // and output
+  int64_t prow = 0, pcol = 0;           // and its first row and column
   auto flush = [&](__m512i v, int j) __attribute__((always_inline)) {
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(pdst + (j >> 1) * ldc + (j & 1) * kPanel),
-                     requantize<kClamp>(v, ppc[j & 1], cc));
+    const int64_t row = prow + (j >> 1), col = pcol + (j & 1) * kPanel;
+    if constexpr (kOut == FullOut::kF32) {
+      const QOutputStage& o = *out;
+      if (o.weight_zero_point)
+        v = _mm512_sub_epi32(v, _mm512_mullo_epi32(_mm512_loadu_si512(o.weight_zero_point + col), _mm512_set1_epi32(o.row_offset[row])));
+      __m512 f = _mm512_cvtepi32_ps(v);
+      if (o.row_scale) f = _mm512_mul_ps(f, _mm512_set1_ps(o.row_scale[row]));
+      f = _mm512_mul_ps(f, _mm512_loadu_ps(o.column_scale + col));
+      if (o.bias) f = _mm512_add_ps(f, _mm512_loadu_ps(o.bias + col));
+      if (o.relu) f = _mm512_max_ps(f, _mm512_setzero_ps());
+      _mm512_storeu_ps(static_cast<float*>(c) + row * ldc + col, f);
+    } else {
+      constexpr Clamp kClamp = kOut == FullOut::kPlain ? Clamp::kPlain : Clamp::kS32;
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(static_cast<int8_t*>(c) + row * ldc + col), requantize<kClamp>(v, ppc[j & 1], cc));
+    }
   };
   const int64_t items = (q1 - q0 + pair_block - 1) / pair_block * tiles;
   for (int64_t i = 0;; ++i) {
@@ -254,7 +273,7 @@ void FullTiles::run(int64_t r0, int64_t tiles, int64_t q0, int64_t q1, int64_t p
       for (; g < groups; ++g) step(g);
       p00 = c00, p01 = c01, p10 = c10, p11 = c11, p20 = c20, p21 = c21;
       p30 = c30, p31 = c31, p40 = c40, p41 = c41, p50 = c50, p51 = c51;
-      ppc = pc, pdst = c + row0 * ldc + 2 * q * kPanel;
+      ppc = pc, prow = row0, pcol = 2 * q * kPanel;
     }
   }
   if (ppc != nullptr) {
@@ -323,23 +342,25 @@ bool qgemm_vnni(int64_t m, const int8_t* a, int64_t lda, const QWeights& w, cons
   const ClampConstants cc = clamp_constants(out);
   const uint8_t* layout = static_cast<const uint8_t*>(w.vnni_layout().raw());
   const PanelConstants* pcs = constants.data;
-  // s8 output without weight zero points (and with a sane output zero point) runs full 6-row tiles
-  // of full pairs through FullTiles (the output stage interleaved into the k loops); everything
-  // else goes through `tile`, 8 rows at a time.
-  const bool defer = !kF32 && clamp != Clamp::kS64 && !out.weight_zero_point;
+  // f32 output, and s8 output without weight zero points (and with a sane output zero point), run
+  // full 6-row tiles of full pairs through FullTiles (the output stage interleaved into the k
+  // loops); everything else goes through `tile`, 8 rows at a time.
+  const bool defer = kF32 || (clamp != Clamp::kS64 && !out.weight_zero_point);
   const int64_t row_tiles = (m + kRows - 1) / kRows, pairs = (panels + 1) / 2;
   bool* const fast = fast_pairs.data;
   for (int64_t q = 0; q < pairs; ++q)
-    fast[q] = defer && 2 * q * kPanel + 2 * kPanel <= n && pcs[2 * q].fits_s32 && pcs[2 * q + 1].fits_s32;
-  const FullTiles full{a_rows, stride, groups, layout, pcs, row_correction, static_cast<int8_t*>(c), ldc};
+    fast[q] = defer && 2 * q * kPanel + 2 * kPanel <= n && (kF32 || (pcs[2 * q].fits_s32 && pcs[2 * q + 1].fits_s32));
+  const FullTiles full{a_rows, stride, groups, layout, pcs, row_correction, c, ldc, &out};
   // Pairs per block: their weights fill about half of a 1 MiB L2 (16 pairs at K = 1024).
   const int64_t block =
       std::clamp<int64_t>(kPairBlockBytes / (std::max<int64_t>(groups, 1) * 128), 1, std::max<int64_t>(pairs, 1));
   auto run_full = [&](int64_t r0, int64_t tiles, int64_t q0, int64_t q1, std::atomic<int64_t>* next) {
-    if (clamp == Clamp::kPlain)
-      full.run<Clamp::kPlain>(r0, tiles, q0, q1, block, fast, cc, next);
+    if constexpr (kF32)
+      full.run<FullOut::kF32>(r0, tiles, q0, q1, block, fast, cc, next);
+    else if (clamp == Clamp::kPlain)
+      full.run<FullOut::kPlain>(r0, tiles, q0, q1, block, fast, cc, next);
     else
-      full.run<Clamp::kS32>(r0, tiles, q0, q1, block, fast, cc, next);
+      full.run<FullOut::kS32>(r0, tiles, q0, q1, block, fast, cc, next);
   };
   // Tiles that FullTiles does not take (all rows of the other pairs, the rows past whole 6-row
   // tiles of the fast ones), 8 rows at a time: rows [r0, r1) of pair q, of which the first
