@@ -24,6 +24,7 @@ void softmax_rows_f32(int64_t rows, int64_t n, const float* x, int64_t ldx, floa
   void (*row)(int64_t, const float*, float*) = kernels::softmax_row_f32_ref;
 #if defined(LOWBIT_HAVE_X86)
   if (avx2()) row = kernels::softmax_row_f32_avx2;
+  if (avx512()) row = kernels::softmax_row_f32_avx512;
 #endif
   for (int64_t r = 0; r < rows; ++r) row(n, x + r * ldx, y + r * ldy);
 }

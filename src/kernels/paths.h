@@ -67,6 +67,7 @@ void gelu_f32_avx2(int64_t n, const float* x, float* y, bool tanh_form);
 void gelu_backward_f32_avx2(int64_t n, const float* x, const float* dy, float* dx, bool tanh_form);
 // AVX-512 (x86 builds, CPUs with AVX-512 F: active_isa() Avx512Vnni), bit-identical as well.
 void exp_f32_avx512(int64_t n, const float* x, float* y);
+void softmax_row_f32_avx512(int64_t n, const float* x, float* y);
 void gelu_f32_avx512(int64_t n, const float* x, float* y, bool tanh_form);
 void gelu_backward_f32_avx512(int64_t n, const float* x, const float* dy, float* dx, bool tanh_form);
 

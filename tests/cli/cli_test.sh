@@ -179,6 +179,15 @@ EOF
   "$lowbit" run --model "$work/m.lbm" --inputs "$work/feeds.npz" --out "$work/out_r.npz" --repeat 3 --json >"$work/run_r.out"
   check "run --repeat reports the fastest and the median of its runs" grep -q '3 runs: fastest .* ms, median .* ms' "$work/run_r.out"
   check "run --repeat --json has them too" grep -q '"runs":3' <(tail -n 1 "$work/run_r.out")
+  "$lowbit" run --model "$work/m.lbm" --inputs "$work/feeds.npz" --out "$work/out_p.npz" --repeat 3 --profile --json >"$work/run_p.out"
+  check "run --profile times the runs after the first, by op type" grep -q '^profile (.* ms per run in the nodes, 2 runs timed)' "$work/run_p.out"
+  check "run --profile lists the slowest nodes" grep -q 'slowest nodes:' "$work/run_p.out"
+  check "run --profile --json gives every node's time" "$py" -c '
+import json, sys
+j = json.loads(open(sys.argv[1]).read().splitlines()[-1])["profile"]
+assert len(j["nodes"]) >= 3 and all(n["ms_per_run"] >= 0 for n in j["nodes"]), j
+assert abs(sum(n["ms_per_run"] for n in j["nodes"]) - j["ms_per_run"]) < 1e-6 * max(1.0, j["ms_per_run"]), j
+' "$work/run_p.out"
   "$lowbit" run --model "$work/m.lbm" --inputs "$work/feeds_z.npz" --out "$work/out_z.npz" >/dev/null
   "$lowbit" run --model "$work/m.lbm" --inputs "$work/image.npy" --out "$work/out.npy" >/dev/null
   check "run's outputs (numpy.load) are the model's predictions" "$py" - "$work" <<'EOF'

@@ -67,6 +67,13 @@ TEST(Activation, EveryPathMatchesTheReferenceBitForBit) {
     kernels::softmax_row_f32_ref(n, s.data(), want.data());
     kernels::softmax_row_f32_avx2(n, s.data(), got.data());
     EXPECT_TRUE(same_bits(want, got)) << "softmax n=" << n;
+    if (avx512) {
+      std::vector<float> copy = s;
+      kernels::softmax_row_f32_avx512(n, s.data(), got.data());
+      EXPECT_TRUE(same_bits(want, got)) << "softmax avx512 n=" << n;
+      kernels::softmax_row_f32_avx512(n, copy.data(), copy.data());  // in place
+      EXPECT_TRUE(same_bits(want, copy)) << "softmax avx512 in place n=" << n;
+    }
     kernels::softmax_row_f32_avx2(n, s.data(), s.data());  // in place
     EXPECT_TRUE(same_bits(want, s)) << "softmax in place n=" << n;
   }

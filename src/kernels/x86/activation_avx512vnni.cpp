@@ -11,6 +11,9 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
+#include <cmath>
+
 #include "kernels/activation_math.h"
 #include "kernels/paths.h"
 
@@ -64,6 +67,37 @@ void exp_f32_avx512(int64_t n, const float* x, float* y) {
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, exp16(_mm512_loadu_ps(x + i)));
   exp_f32_ref(n - i, x + i, y + i);
+}
+
+// The reference's order exactly: the maximum (order-free), e^(x - max) 16 at a time, their sum in
+// the reference's 8 lanes (each 16-vector adds its lower then its upper half, the AVX2 path's two
+// consecutive 8-vectors), the same lane tree, then one reciprocal multiplied in.
+void softmax_row_f32_avx512(int64_t n, const float* x, float* y) {
+  const int64_t whole16 = n / 16 * 16, whole = n / 8 * 8;
+  __m512 peak16 = _mm512_set1_ps(-INFINITY);
+  for (int64_t i = 0; i < whole16; i += 16) peak16 = _mm512_max_ps(_mm512_loadu_ps(x + i), peak16);
+  alignas(64) float lanes[16];
+  _mm512_store_ps(lanes, peak16);
+  float peak = -INFINITY;
+  for (float v : lanes) peak = std::max(peak, v);
+  for (int64_t i = whole16; i < n; ++i) peak = std::max(peak, x[i]);
+  const __m512 p = _mm512_set1_ps(peak);
+  __m256 sum8 = _mm256_setzero_ps();
+  for (int64_t i = 0; i < whole16; i += 16) {
+    const __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(x + i), p));
+    _mm512_storeu_ps(y + i, e);
+    sum8 = _mm256_add_ps(sum8, _mm512_castps512_ps256(e));
+    sum8 = _mm256_add_ps(sum8, _mm256_loadu_ps(y + i + 8));  // the upper half, just stored
+  }
+  for (int64_t i = whole16; i < n; ++i) y[i] = act::exp(x[i] - peak);
+  if (whole > whole16) sum8 = _mm256_add_ps(sum8, _mm256_loadu_ps(y + whole16));
+  const __m128 quad = _mm_add_ps(_mm256_castps256_ps128(sum8), _mm256_extractf128_ps(sum8, 1));
+  const __m128 pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
+  float sum = _mm_cvtss_f32(_mm_add_ss(pair, _mm_shuffle_ps(pair, pair, 1)));
+  for (int64_t i = whole; i < n; ++i) sum += y[i];
+  const __m512 inv = _mm512_set1_ps(1.0f / sum);
+  for (int64_t i = 0; i < whole16; i += 16) _mm512_storeu_ps(y + i, _mm512_mul_ps(_mm512_loadu_ps(y + i), inv));
+  for (int64_t i = whole16; i < n; ++i) y[i] *= 1.0f / sum;
 }
 
 void gelu_f32_avx512(int64_t n, const float* x, float* y, bool tanh_form) {
