@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian packages lowbit needs, only those that are missing.
-#   scripts/install-deps.sh          build + test + data (+ Python: pytest, scikit-learn, torch)
+#   scripts/install-deps.sh          build + test + data (+ Python: pytest, scikit-learn, torch; Chromium)
 #   scripts/install-deps.sh --bench  also the benchmark peers (OpenBLAS, oneDNN, Google Benchmark)
 set -euo pipefail
 packages=(cmake ninja-build g++ pkg-config zlib1g-dev libzip-dev libcli11-dev nlohmann-json3-dev libfmt-dev
           libgtest-dev libgmock-dev dataset-fashion-mnist jq bsdextrautils python3
           libonnx-dev libprotobuf-dev protobuf-compiler libonnx-testdata clang libclang-rt-14-dev
-          python3-venv python3-dev python3-numpy python3-pytest python3-sklearn python3-torch ccache)
+          python3-venv python3-dev python3-numpy python3-pytest python3-sklearn python3-torch ccache
+          chromium)  # chromium: the sweep report's test renders it headless
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(python3-torch libbenchmark-dev libopenblas-dev libdnnl-dev python3-torch python3-numpy time)
 fi

@@ -24,6 +24,7 @@ PUBLIC = {
     "onnx.h": "onnx",
     "qat.h": "learn", "distill.h": "learn",
     "workflow.h": "workflow",
+    "sweep.h": "workflow",
     "lowbit.h": None,  # everything: for users, not for the library itself
 }
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)

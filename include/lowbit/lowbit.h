@@ -33,6 +33,7 @@
 #include "lowbit/quantize.h"
 #include "lowbit/random.h"
 #include "lowbit/runtime_config.h"
+#include "lowbit/sweep.h"
 #include "lowbit/tensor.h"
 #include "lowbit/train.h"
 #include "lowbit/workflow.h"

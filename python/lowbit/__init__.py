@@ -41,6 +41,7 @@ from ._lowbit import (  # noqa: F401
     quantize,
     save,
     set_num_threads,
+    sweep,
     train,
 )
 

@@ -724,6 +724,44 @@ void bind(nb::module_& m) {
         "Compares two models on the test split (as `lowbit compare`): accuracies, prediction agreement, per-layer SQNR,\n"
         "cosine and error of every value both compute, and (speed=True) batch-1 latency and batch-256 throughput.");
 
+  m.def("sweep", [](const Model* model, const Data& data, const std::string& out, std::vector<int> bits, std::vector<std::string> modes,
+                    std::vector<std::string> rounding, std::vector<std::string> granularity, std::vector<double> max_drop,
+                    double time_budget, int64_t calib_samples, int64_t validation_samples, bool speed) {
+          const Graph& g = graph_of(model, "model");
+          check_positive(calib_samples, "calib_samples");
+          check_positive(validation_samples, "validation_samples");
+          SweepOptions o;
+          o.bits = std::move(bits);
+          o.modes.clear();
+          for (const auto& m : modes) o.modes.push_back(quant_mode_from_name(m));
+          o.roundings = std::move(rounding);
+          o.granularities = std::move(granularity);
+          o.max_drops = std::move(max_drop);
+          o.time_budget_seconds = time_budget;
+          o.calibration_samples = calib_samples;
+          o.validation_samples = validation_samples;
+          o.measure_speed = speed;
+          o.out_dir = out;
+          o.model_path = model->source;
+          std::string text;
+          {
+            nb::gil_scoped_release unlocked;
+            const SweepResult r = run_sweep(g, data.splits, o);
+            write_sweep_report(r, (std::filesystem::path(out) / "report.html").string());
+            text = sweep_json(r);
+          }
+          return nb::module_::import_("json").attr("loads")(text);
+        }, "model"_a.none(), "data"_a, "out"_a, nb::kw_only(), "bits"_a = std::vector<int>{8, 6, 4, 3, 2},
+        "modes"_a = std::vector<std::string>{"full", "dynamic"}, "rounding"_a = std::vector<std::string>{"nearest", "gptq"},
+        "granularity"_a = std::vector<std::string>{"per-channel"}, "max_drop"_a = std::vector<double>{}, "time_budget"_a = 0.0,
+        "calib_samples"_a = 1000, "validation_samples"_a = 5000, "speed"_a = true,
+        "Quantizes `model` in every combination of bits x modes x rounding x granularity (and an accuracy-driven search\n"
+        "per max_drop), as `lowbit sweep`: each variant a model file in `out`, measured on the test split (accuracy, size,\n"
+        "per-layer SQNR, cosine and sensitivity, batch-1 latency and batch-256 throughput unless speed=False), and\n"
+        "out/report.html drawn from the figures. A sweep into the same folder reuses what an earlier one measured (same\n"
+        "model, data and settings); time_budget (seconds, 0: none) stops starting variants. Returns the figures as a dict\n"
+        "(the report's numbers, as `lowbit sweep --json`).");
+
   m.def("qat", [](const Model* model, const Data& data, int epochs, int batch_size, float lr, uint64_t seed, int bits, bool per_channel,
                   const std::string& scheme, std::optional<bool> lsq, nb::handle plan, int64_t observer_steps, int64_t calib_samples, int64_t train_samples,
                   const Model* teacher, float temperature, float alpha, const std::string& teacher_cache, nb::object callback, bool progress) {

@@ -201,6 +201,9 @@ assert np.array_equal(out, np.load(f"{work}/out_z.npz")[a.files[0]]) and np.arra
 pred = [int(line.split(",")[1]) for line in open(f"{work}/pred.csv").read().split()[1:301]]
 assert list(out.argmax(1)) == pred, "classes differ from lowbit predict's"
 EOF
+  fails "sweep: a bit width it cannot make" "bits must be 8, 6, 4, 3 or 2, got 5" "$lowbit" sweep --model "$work/m.lbm" --data "$data" --bits 8,5 --out "$work/sw"
+  fails "sweep: an unknown granularity" "granularity must be per-channel" "$lowbit" sweep --model "$work/m.lbm" --data "$data" --granularity per-row --out "$work/sw"
+  fails "sweep: an empty list entry" "--modes: an empty entry" "$lowbit" sweep --model "$work/m.lbm" --data "$data" --modes full,,dynamic --out "$work/sw"
   fails "run: a float64 array" "dtype '<f8' is not supported" "$lowbit" run --model "$work/m.lbm" --inputs "$work/wide.npy" --out "$work/bad.npz"
   fails "run: no array for an input" "no array for input 'image'" "$lowbit" run --model "$work/m.lbm" --inputs "$work/wrong.npz" --out "$work/bad.npz"
   fails "run: a shape the model does not take" "image" "$lowbit" run --model "$work/m.lbm" --inputs "$work/flat.npz" --out "$work/bad.npz"

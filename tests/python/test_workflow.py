@@ -205,3 +205,24 @@ def test_a_bert_calibrates_on_named_inputs():
     assert "test_accuracy" not in q.report
     with pytest.raises(lowbit.ArgumentError, match="named inputs"):
         data.arrays()
+
+
+def test_sweep_writes_the_variants_and_the_report(fashion, small_model, tmp_path):
+    out = tmp_path / "sweep"
+    figures = lowbit.sweep(small_model, fashion, str(out), bits=[8, 4], modes=["dynamic"], rounding=["nearest"],
+                           calib_samples=300, validation_samples=1000, speed=False)
+    names = [v["name"] for v in figures["variants"]]
+    assert names == ["dynamic-w8-nearest-per-channel", "dynamic-w4-nearest-per-channel"]
+    assert all(v["measured"] and not v["reused"] for v in figures["variants"])
+    for v in figures["variants"]:
+        q = lowbit.load(v["model_file"])
+        assert lowbit.evaluate(q, fashion)["accuracy"] == v["test_accuracy"]
+    assert figures["variants"][1]["file_bytes"] < figures["variants"][0]["file_bytes"]
+    assert set(figures["pareto_front"]) <= set(names) and figures["pareto_front"]
+    html = (out / "report.html").read_text()
+    assert html.count('<circle class="point') == 2 and "<script" not in html
+    again = lowbit.sweep(small_model, fashion, str(out), bits=[8, 4], modes=["dynamic"], rounding=["nearest"],
+                         calib_samples=300, validation_samples=1000, speed=False)
+    assert all(v["reused"] for v in again["variants"])
+    with pytest.raises(lowbit.ArgumentError, match="bits must be"):
+        lowbit.sweep(small_model, fashion, str(tmp_path / "bad"), bits=[5])

@@ -17,6 +17,7 @@ Command add_calibrate(CLI::App& app);
 Command add_quantize(CLI::App& app);
 Command add_dequantize(CLI::App& app);
 Command add_compare(CLI::App& app);
+Command add_sweep(CLI::App& app);
 Command add_qat(CLI::App& app);
 Command add_distill(CLI::App& app);
 Command add_run(CLI::App& app);

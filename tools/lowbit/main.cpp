@@ -41,6 +41,7 @@ int main(int argc, char** argv) {
   add(lowbit::cli::add_quantize);
   add(lowbit::cli::add_dequantize);
   add(lowbit::cli::add_compare);
+  add(lowbit::cli::add_sweep);
   add(lowbit::cli::add_qat);
   add(lowbit::cli::add_distill);
 #ifdef LOWBIT_HAVE_ONNX

@@ -267,7 +267,7 @@ Command add_dequantize(CLI::App& app) {
 Command add_compare(CLI::App& app) {
   auto* cmd = app.add_subcommand("compare", "Compare two models: accuracy, agreement, per-layer error, size, speed");
   struct Options {
-    std::string a, b, data = default_dataset_dir();
+    std::string a, b, data = default_dataset_dir(), html;
     int threads = 0;
     bool json_out = false;
   };
@@ -277,11 +277,13 @@ Command add_compare(CLI::App& app) {
   cmd->add_option("--data", o->data, "Dataset directory (test split)")->capture_default_str();
   cmd->add_option("--threads", o->threads, "Worker threads")->check(CLI::Range(1, 1024));
   cmd->add_flag("--json", o->json_out, "End with one JSON line of results");
+  cmd->add_option("--html", o->html, "Also write the comparison as a self-contained HTML page (lowbit sweep's report for one variant)");
   return [o] {
     if (o->threads > 0) set_num_threads(o->threads);
     const Graph a = open_model(o->a), b = open_model(o->b);
     const DatasetSplits data = load_dataset_dir(o->data);
     const CompareResult r = compare(a, b, data.test);
+    if (!o->html.empty()) write_sweep_report(compare_sweep(a, b, data, r, o->a, o->b, o->data), o->html);
     json layers = json::array();
     fmt::print("{:<12} {:>9} {:>9}  {}\n", "layer", "SQNR dB", "cosine", "ops");
     for (const auto& l : r.layers) {
@@ -298,6 +300,7 @@ Command add_compare(CLI::App& app) {
                tb.batch256_images_per_second);
     fmt::print("prediction agreement {:.4f}, accuracy difference {:.2f} points, {} thread(s)\n", r.agreement,
                (r.model_accuracy - r.against_accuracy) * 100, num_threads());
+    if (!o->html.empty()) fmt::print("wrote {}\n", o->html);
     if (o->json_out) {
       json j = {{"command", "compare"}, {"model", o->a}, {"against", o->b}, {"threads", num_threads()},
                 {"model_accuracy", r.model_accuracy}, {"against_accuracy", r.against_accuracy}, {"agreement", r.agreement},
