@@ -3,8 +3,8 @@
 # suite (unit, end-to-end on Fashion-MNIST, CLI, find_package consumer), then installs the Python
 # package with `pip install .` into a fresh virtual environment and runs its pytest suite, then
 # builds the unit tests again under AddressSanitizer + UndefinedBehaviorSanitizer and runs them,
-# then fuzzes the ONNX importer (libFuzzer, clang, ASan + UBSan) for LOWBIT_FUZZ_SECONDS (default
-# 60) after its regression corpus.
+# then fuzzes every loader (libFuzzer, clang, ASan + UBSan: the model file, IDX, model descriptions,
+# ranges, plans, ONNX) for LOWBIT_FUZZ_SECONDS each (default 60) after their regression corpora.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -35,8 +35,8 @@ cmake --build build/sanitize -j "$jobs"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build/sanitize -L unit --output-on-failure -j "$jobs"
 
-echo "== fuzzing the ONNX importer (libFuzzer with ASan + UBSan, ${LOWBIT_FUZZ_SECONDS:-60} s)"
+echo "== fuzzing every loader (libFuzzer with ASan + UBSan, ${LOWBIT_FUZZ_SECONDS:-60} s each)"
 cmake -S . -B build/fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ -DLOWBIT_FUZZ=ON \
   -DLOWBIT_SANITIZE=address,undefined -DLOWBIT_BUILD_TOOLS=OFF -DLOWBIT_BUILD_TESTS=OFF >/dev/null
-cmake --build build/fuzz -j "$jobs" --target lowbit_fuzz_onnx_import
+cmake --build build/fuzz -j "$jobs" --target lowbit_fuzzers
 tests/fuzz/run_fuzzers.sh build/fuzz "${LOWBIT_FUZZ_SECONDS:-60}"

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <filesystem>
 #include <memory>
+#include <vector>
 
 #include "core/file_util.h"
 #include "lowbit/idx.h"
@@ -84,16 +85,36 @@ Tensor read_idx(const std::string& path) {
     fail(path, "truncated: the file ends inside the IDX header");
   Shape shape;
   for (int i = 0; i < rank; ++i) shape.push_back(big_endian(dims + 4 * i));
-  int64_t count = element_count(shape);
+  int64_t count = 1;
+  for (int64_t d : shape) count = d != 0 && count > (int64_t{1} << 34) / d ? (int64_t{1} << 34) + 1 : count * d;  // no overflow
   if (count > (int64_t{1} << 34)) fail(path, "IDX header declares " + to_string(shape) + ", implausibly large");
-  Tensor tensor(DType::U8, shape);
-  size_t got = read_some(file.handle, path, tensor.raw(), static_cast<size_t>(count));
-  if (got != static_cast<size_t>(count))
+  const auto truncated = [&](int64_t found) {
     fail(path, "truncated: header declares " + to_string(shape) + " = " + std::to_string(count) + " bytes of data, found " +
-                   std::to_string(got));
-  unsigned char extra;
-  if (read_some(file.handle, path, &extra, 1) != 0)
+                   std::to_string(found));
+  };
+  const auto extra_data = [&] {
     fail(path, "has data after the " + std::to_string(count) + " bytes its header " + to_string(shape) + " declares");
+  };
+  // Nothing is allocated for more data than the file holds. A plain file states its size; a
+  // gzip stream does not, so its data is read in pieces of at most 64 MiB as it comes.
+  if (gzdirect(file.handle)) {
+    const auto size = std::filesystem::file_size(path, ec);
+    const int64_t data_bytes = ec ? -1 : static_cast<int64_t>(size) - 4 - 4 * rank;
+    if (data_bytes >= 0 && data_bytes < count) truncated(data_bytes);
+    if (data_bytes > count) extra_data();
+  }
+  std::vector<unsigned char> bytes;
+  while (static_cast<int64_t>(bytes.size()) < count) {
+    const size_t before = bytes.size();
+    const size_t piece = static_cast<size_t>(std::min<int64_t>(count - static_cast<int64_t>(before), int64_t{64} << 20));
+    bytes.resize(before + piece);
+    const size_t got = read_some(file.handle, path, bytes.data() + before, piece);
+    if (got != piece) truncated(static_cast<int64_t>(before + got));
+  }
+  unsigned char extra;
+  if (read_some(file.handle, path, &extra, 1) != 0) extra_data();
+  Tensor tensor(DType::U8, shape);
+  if (count > 0) std::memcpy(tensor.raw(), bytes.data(), static_cast<size_t>(count));
   return tensor;
 }
 

@@ -1,7 +1,9 @@
 // The JSON model description (docs/model-description.md) and the "784-64-32-10" shorthand.
 #include <algorithm>
 #include <array>
+#include <charconv>
 #include <cmath>
+#include <cstdlib>
 #include <regex>
 #include <set>
 #include <nlohmann/json.hpp>
@@ -95,27 +97,57 @@ Shape spatial_input(const Graph& g, const std::string& where, const std::string&
 }
 
 
+// The bytes a model description may allocate for its parameters: LOWBIT_MAX_MODEL_BYTES, else
+// 4 GiB (docs/model-description.md).
+int64_t max_model_bytes() {
+  if (const char* env = std::getenv("LOWBIT_MAX_MODEL_BYTES")) {
+    char* end = nullptr;
+    const long long v = std::strtoll(env, &end, 10);
+    if (end != env && *end == '\0' && v > 0) return v;
+    throw Error(ErrorKind::InvalidArgument, std::string("LOWBIT_MAX_MODEL_BYTES must be a positive number of bytes, got '") + env + "'");
+  }
+  return int64_t{4} << 30;
+}
+
+// An f32 parameter of `shape` for layer `where`: refused, before anything is allocated, when its
+// size (or the model's parameters so far plus it) exceeds max_model_bytes().
+Tensor parameter(const Graph& g, const std::string& where, const Shape& shape) {
+  const int64_t limit = max_model_bytes();
+  int64_t bytes = 4;
+  for (int64_t d : shape) {
+    if (d < 1) fail(where, "a parameter of shape " + to_string(shape) + " has a dimension below 1");
+    if (bytes > limit / d) bytes = limit + 1;  // (no overflow: stays above the limit)
+    else bytes *= d;
+  }
+  int64_t total = bytes;
+  for (const auto& [name, t] : g.initializers) total += static_cast<int64_t>(t.nbytes());
+  if (bytes > limit || total > limit)
+    fail(where, "a parameter of shape " + to_string(shape) + " takes the model's parameters beyond " + std::to_string(limit) +
+                    " bytes (LOWBIT_MAX_MODEL_BYTES sets the limit)");
+  return Tensor(DType::F32, shape);
+}
+
 // A Dense node `name` from `input` (`features` wide) to `units`, its weight initialized by `init`
 // and its bias (if any) zero, added to the graph's initializers.
 Node dense_node(Graph& g, const std::string& name, const std::string& input, int64_t features, int64_t units, Init init,
                 bool bias, Rng& rng) {
   Node node{name, "Dense", {input, name + ".weight"}, {name}};
-  Tensor weight(DType::F32, {units, features});
+  Tensor weight = parameter(g, name, {units, features});
   initialize(weight, init, features, units, rng);
   g.initializers[name + ".weight"] = weight;
   if (bias) {
     node.inputs.push_back(name + ".bias");
-    g.initializers[name + ".bias"] = Tensor(DType::F32, {units});
+    g.initializers[name + ".bias"] = parameter(g, name, {units});
   }
   return node;
 }
 
 // LayerNormalization over the last axis (`width` values), scale 1 and shift 0 at the start.
 Node layer_norm_node(Graph& g, const std::string& name, const std::string& input, int64_t width, double epsilon) {
-  Tensor scale(DType::F32, {width});
+  Tensor scale = parameter(g, name, {width});
   std::fill_n(scale.data<float>(), width, 1.0f);
   g.initializers[name + ".scale"] = scale;
-  g.initializers[name + ".bias"] = Tensor(DType::F32, {width});
+  g.initializers[name + ".bias"] = parameter(g, name, {width});
   return Node{name, "LayerNormalization", {input, name + ".scale", name + ".bias"}, {name}, {{"axis", -1}, {"epsilon", epsilon}}};
 }
 
@@ -142,7 +174,7 @@ namespace {
 json parsed(const std::string& text, const std::string& source) {
   try {
     return json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // a syntax error, or a number beyond double's range
     throw Error(ErrorKind::Format, (source.empty() ? std::string("model description") : "'" + source + "'") +
                                        ": not valid JSON (" + e.what() + ")");
   }
@@ -157,7 +189,12 @@ ModelDescription parse_arch(const std::string& arch) {
     while (start <= arch.size()) {
       size_t dash = arch.find('-', start);
       if (dash == std::string::npos) dash = arch.size();
-      sizes.push_back(std::stoll(arch.substr(start, dash - start)));
+      const std::string size = arch.substr(start, dash - start);
+      int64_t value = 0;
+      const auto [end, ec] = std::from_chars(size.data(), size.data() + size.size(), value);
+      if (ec != std::errc() || end != size.data() + size.size() || value < 1 || value > (int64_t{1} << 31))
+        throw Error(ErrorKind::InvalidArgument, "architecture '" + arch + "': layer size " + size + " is not a number from 1 to 2^31");
+      sizes.push_back(value);
       start = dash + 1;
     }
     json d = {{"name", "mlp-" + arch}, {"input", {{"size", sizes[0]}}}, {"layers", json::array({{{"type", "flatten"}}})}};
@@ -177,8 +214,9 @@ ModelDescription parse_arch(const std::string& arch) {
   return {parsed(files::read_file(arch), arch).dump(), arch};
 }
 
-Graph build_model(const ModelDescription& description, const Shape& sample_shape, int num_classes, uint64_t seed,
-                  DType sample_dtype) {
+namespace {
+Graph build_described(const ModelDescription& description, const Shape& sample_shape, int num_classes, uint64_t seed,
+                      DType sample_dtype) {
   const json d = parsed(description.json, description.source);
   if (!d.is_object()) fail("top level", "expected a JSON object");
   check_keys(d, "top level", {"name", "input", "layers", "comment"});
@@ -301,7 +339,7 @@ Graph build_model(const ModelDescription& description, const Shape& sample_shape
       if (groups < 1 || channels % groups || filters % groups)
         fail(where, "field 'groups' (" + std::to_string(groups) + ") must be positive and divide the input channels (" +
                         std::to_string(channels) + ") and 'filters' (" + std::to_string(filters) + ")");
-      Tensor weight(DType::F32, {filters, channels / groups, kernel[0], kernel[1]});
+      Tensor weight = parameter(g, where, {filters, channels / groups, kernel[0], kernel[1]});
       // Receptive field times the channels feeding one output (fan_in) or fed by one input (fan_out).
       initialize(weight, init, channels / groups * kernel[0] * kernel[1], filters * kernel[0] * kernel[1], rng);
       node.op = "Conv2D";
@@ -309,7 +347,7 @@ Graph build_model(const ModelDescription& description, const Shape& sample_shape
       g.initializers[name + ".weight"] = weight;
       if (field<bool>(layer, where, "bias", true)) {
         node.inputs.push_back(name + ".bias");
-        g.initializers[name + ".bias"] = Tensor(DType::F32, {filters});
+        g.initializers[name + ".bias"] = parameter(g, where, {filters});
       }
       node.attributes["strides"] = Shape{stride[0], stride[1]};
       node.attributes["pads"] = pads_of(layer, where, in_shape, kernel, stride, dilation);
@@ -346,14 +384,14 @@ Graph build_model(const ModelDescription& description, const Shape& sample_shape
         fail(where, "input " + to_string(in_shape) + " must be [batch, channels] or [batch, channels, height, width]");
       const int64_t channels = in_shape[1];
       // Identity at the start: scale 1, shift 0, running mean 0 and variance 1 (as PyTorch).
-      Tensor scale(DType::F32, {channels}), running_var(DType::F32, {channels});
+      Tensor scale = parameter(g, where, {channels}), running_var = parameter(g, where, {channels});
       std::fill_n(scale.data<float>(), channels, 1.0f);
       std::fill_n(running_var.data<float>(), channels, 1.0f);
       node.op = "BatchNormalization";
       for (const char* suffix : {".scale", ".bias", ".running_mean", ".running_var"}) node.inputs.push_back(name + suffix);
       g.initializers[name + ".scale"] = scale;
-      g.initializers[name + ".bias"] = Tensor(DType::F32, {channels});
-      g.initializers[name + ".running_mean"] = Tensor(DType::F32, {channels});
+      g.initializers[name + ".bias"] = parameter(g, where, {channels});
+      g.initializers[name + ".running_mean"] = parameter(g, where, {channels});
       g.initializers[name + ".running_var"] = running_var;
       node.attributes["momentum"] = momentum;
       node.attributes["epsilon"] = epsilon;
@@ -386,7 +424,7 @@ Graph build_model(const ModelDescription& description, const Shape& sample_shape
       // A learned [tokens, width] added to every sample (initialized N(0, 0.02^2), as ViT).
       check_keys(layer, where, {"type", "name", "inputs"});
       const Shape in_shape = token_input(g, where, inputs.at(0));
-      Tensor table(DType::F32, {in_shape[1], in_shape[2]});
+      Tensor table = parameter(g, where, {in_shape[1], in_shape[2]});
       for (int64_t k = 0; k < table.numel(); ++k) table.data<float>()[k] = 0.02f * rng.normal();
       g.initializers[name + ".weight"] = table;
       node.op = "Add";
@@ -460,6 +498,17 @@ Graph build_model(const ModelDescription& description, const Shape& sample_shape
                        " classes: expected [N, " + std::to_string(num_classes) + "]" +
                        (out.size() > 2 ? " (add a flatten layer, or a mean_pool over tokens, before the classifier)" : ""));
   return g;
+}
+}  // namespace
+
+Graph build_model(const ModelDescription& description, const Shape& sample_shape, int num_classes, uint64_t seed,
+                  DType sample_dtype) {
+  try {
+    return build_described(description, sample_shape, num_classes, seed, sample_dtype);
+  } catch (const json::exception& e) {  // a field of a type that no check above expected
+    throw Error(ErrorKind::Format, (description.source.empty() ? std::string("model description") : "'" + description.source + "'") +
+                                       ": " + e.what());
+  }
 }
 
 }  // namespace lowbit

@@ -211,17 +211,19 @@ Calibration load_calibration(const std::string& path) {
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(files::read_file(path));
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {  // a syntax error, or a number beyond double's range
     fail(std::string("not valid JSON (") + e.what() + ")");
   }
-  if (!j.is_object() || j.value("format", "") != "lowbit-calibration")
+  if (!j.is_object() || !j.contains("format") || !j["format"].is_string() || j["format"].get<std::string>() != "lowbit-calibration")
     fail("field 'format' must be \"lowbit-calibration\"");
   if (!j.contains("version") || !j["version"].is_number_integer() || j["version"].get<int>() != 1)
     fail("field 'version' must be 1");
   if (!j.contains("ranges") || !j["ranges"].is_object()) fail("field 'ranges' must be an object of {\"min\", \"max\"}");
   Calibration c;
+  if (j.contains("method") && !j["method"].is_string()) fail("field 'method' must be a string");
+  if (j.contains("samples") && !j["samples"].is_number_integer()) fail("field 'samples' must be an integer");
   c.method = j.value("method", "");
-  c.samples = j.value("samples", 0);
+  c.samples = j.value("samples", int64_t{0});
   for (const auto& [name, r] : j["ranges"].items()) {
     if (!r.is_object() || !r.contains("min") || !r.contains("max") || !r["min"].is_number() || !r["max"].is_number())
       fail("ranges." + name + " must be {\"min\": number, \"max\": number}");

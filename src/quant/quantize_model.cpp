@@ -153,10 +153,14 @@ QuantPlan QuantPlan::from_json(const std::string& text, const std::string& sourc
   json j;
   try {
     j = json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // a syntax error, or a number beyond double's range
     throw Error(ErrorKind::Format, "'" + source + "': not valid JSON (" + e.what() + ")");
   }
-  return plan_from_json(j, source);
+  try {
+    return plan_from_json(j, source);
+  } catch (const json::exception& e) {  // a field of the wrong type that a check above let through
+    throw Error(ErrorKind::Format, "'" + source + "': " + e.what());
+  }
 }
 
 void save_plan(const QuantPlan& plan, const std::string& path) { files::write_file_atomically(path, plan_json(plan).dump(2) + "\n"); }

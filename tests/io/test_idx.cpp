@@ -65,6 +65,25 @@ TEST(Idx, TruncatedFilesNameTheFile) {
   EXPECT_LOWBIT_ERROR(read_idx(dir.file("long")), "has data after");
 }
 
+TEST(Idx, ClaimedSizesBeyondTheDataAreRefusedBeforeAllocating) {
+  // A header claiming 2 x 65536 x 65536 bytes (8 GiB) over a few bytes of data: refused with the
+  // claim and what the file holds, plain or gzipped, without allocating the claim (the fuzzer's
+  // 2 GiB limit would stop the test: tests/fuzz/regressions/idx).
+  TempDir dir;
+  const std::string header("\x00\x00\x08\x03\x00\x00\x00\x02\x00\x01\x00\x00\x00\x01\x00\x00", 16);
+  testing::write_bytes(dir.file("big"), header + "abcdefgh");
+  EXPECT_LOWBIT_ERROR(read_idx(dir.file("big")), "truncated: header declares [2, 65536, 65536] = 8589934592 bytes of data, found 8");
+  write_idx(dir.file("small.gz"), images(1), true);
+  gzFile f = gzopen(dir.file("big.gz").c_str(), "wb");
+  ASSERT_NE(f, nullptr);
+  gzwrite(f, (header + "abcdefgh").data(), static_cast<unsigned>(header.size() + 8));
+  gzclose(f);
+  EXPECT_LOWBIT_ERROR(read_idx(dir.file("big.gz")), "found 8");
+  // Beyond 2^34 bytes: implausible, whatever the data (the dimensions' product does not overflow).
+  testing::write_bytes(dir.file("huge"), std::string("\x00\x00\x08\x04\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", 20));
+  EXPECT_LOWBIT_ERROR(read_idx(dir.file("huge")), "implausibly large");
+}
+
 TEST(Idx, TruncatedGzipIsAnError) {
   TempDir dir;
   write_idx(dir.file("full.gz"), images(40), true);

@@ -238,6 +238,19 @@ TEST(ModelDescription, VitTinyBuildsATransformer) {
   EXPECT_EQ(run.value(g.outputs[0]).shape(), (Shape{1, 10}));
 }
 
+TEST(ModelDescription, ParametersBeyondTheLimitAreRefusedBeforeAllocating) {
+  // 784 x 2 000 000 f32 weights = 6.3 GB: beyond the default 4 GiB, refused naming the layer.
+  EXPECT_LOWBIT_ERROR(build_model(parse_arch("784-2000000-10"), {28, 28}, 10, 0),
+                      "dense_1: a parameter of shape [2000000, 784] takes the model's parameters beyond 4294967296 bytes");
+  // LOWBIT_MAX_MODEL_BYTES lowers (or raises) it; the sum of the layers counts.
+  setenv("LOWBIT_MAX_MODEL_BYTES", "1000000", 1);
+  EXPECT_NO_THROW(build_model(parse_arch("784-300-10"), {28, 28}, 10, 0));  // 953 KB
+  EXPECT_LOWBIT_ERROR(build_model(parse_arch("784-300-300-10"), {28, 28}, 10, 0), "beyond 1000000 bytes");
+  setenv("LOWBIT_MAX_MODEL_BYTES", "lots", 1);
+  EXPECT_LOWBIT_ERROR(build_model(parse_arch("784-30-10"), {28, 28}, 10, 0), "LOWBIT_MAX_MODEL_BYTES must be a positive number");
+  unsetenv("LOWBIT_MAX_MODEL_BYTES");
+}
+
 TEST(ModelDescription, ErrorsNameTheLayerAndField) {
   auto build = [](const char* text) { return build_model({text}, {28, 28}, 10, 0); };
   EXPECT_LOWBIT_ERROR(build(R"({"layers": [{"type": "flatten"}, {"type": "dense", "unit": 10}]})"),
@@ -258,6 +271,9 @@ TEST(ModelDescription, ErrorsNameTheLayerAndField) {
                       "field 'approximate' must be");
   EXPECT_LOWBIT_ERROR(build(R"({"layers": []})"), "non-empty array");
   EXPECT_LOWBIT_ERROR(parse_arch("no-such-file.json"), "neither layer sizes");
+  // Found by the fuzzer (tests/fuzz/regressions/model_description): sizes beyond int64.
+  EXPECT_LOWBIT_ERROR(parse_arch("784-99999999999999999999999-10"), "layer size 99999999999999999999999 is not a number from 1 to 2^31");
+  EXPECT_LOWBIT_ERROR(build(R"({"layers": [{"type": "flatten"}, {"type": "dense", "units": 1e999}]})"), "not valid JSON");
   TempDir dir;
   testing::write_bytes(dir.file("broken.json"), "{\"layers\": [");
   EXPECT_LOWBIT_ERROR(parse_arch(dir.file("broken.json")), "broken.json': not valid JSON");

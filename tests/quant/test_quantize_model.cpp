@@ -89,6 +89,14 @@ TEST(Calibration, FileRoundTripAndBadFiles) {
   EXPECT_LOWBIT_ERROR(load_calibration(dir.file("bad2.json")), "field 'format'");
   testing::write_bytes(dir.file("bad3.json"), "{");
   EXPECT_LOWBIT_ERROR(load_calibration(dir.file("bad3.json")), "not valid JSON");
+  // Found by the fuzzer (tests/fuzz/regressions/ranges): a number beyond double's range, and
+  // fields of the wrong type, are errors naming the file, not escaping JSON exceptions.
+  testing::write_bytes(dir.file("bad4.json"), R"({"format": "lowbit-calibration", "version": 1, "ranges": {"x": {"min": 1e999, "max": 2}}})");
+  EXPECT_LOWBIT_ERROR(load_calibration(dir.file("bad4.json")), "bad4.json': not valid JSON");
+  testing::write_bytes(dir.file("bad5.json"), R"({"format": "lowbit-calibration", "version": 1, "samples": "many", "ranges": {}})");
+  EXPECT_LOWBIT_ERROR(load_calibration(dir.file("bad5.json")), "field 'samples' must be an integer");
+  testing::write_bytes(dir.file("bad6.json"), R"({"format": 7, "version": 1, "ranges": {}})");
+  EXPECT_LOWBIT_ERROR(load_calibration(dir.file("bad6.json")), "field 'format' must be");
   EXPECT_LOWBIT_ERROR(calibration_method_from_name("entropy"), "unknown calibration method");
 }
 
@@ -109,6 +117,7 @@ TEST(QuantPlan, JsonRoundTripAndErrors) {
                       "unknown field 'bits'");
   EXPECT_LOWBIT_ERROR(bad(R"({"format": "lowbit-quantization-plan", "version": 1, "mode": "half"})"), "unknown quantization mode");
   EXPECT_LOWBIT_ERROR(bad(R"({"format": "lowbit-quantization-plan", "version": 2})"), "'version' must be 1");
+  EXPECT_LOWBIT_ERROR(bad(R"({"format": "lowbit-quantization-plan", "version": 1e999})"), "p.json': not valid JSON");
 }
 
 // A reference MLP trained briefly on real Fashion-MNIST, shared by the tests below.
