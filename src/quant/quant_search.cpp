@@ -94,7 +94,12 @@ std::vector<LayerSensitivity> analyze_sensitivity(const Graph& model, const Data
   const auto layers = quantizable_layers(model);
   std::vector<LayerSensitivity> result;
   for (const auto& layer : layers) {
-    QuantPlan plan = single_layer_plan(layer, rule, mode);
+    // Block weights are for the layers that have a block form (Dense); the others (convolutions)
+    // take the rule with whole rows, as quantize() gives them.
+    LayerRule own = rule;
+    const Node& quantized_node = model.nodes[model.producer(output_of(model, layer))];
+    if (own.group_size > 0 && traits_of(quantized_node).block_op.empty()) own.group_size = 0;
+    QuantPlan plan = single_layer_plan(layer, own, mode);
     if (mode == QuantMode::Dynamic) {
       // Dynamic mode: layers not in the plan are float because rule_for says quantize = false.
       plan.defaults.quantize = false;

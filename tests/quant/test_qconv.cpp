@@ -379,6 +379,32 @@ TEST(QuantizeCnn, FullInt8IsIntegerOnlyBitExactAndAccurate) {
   }
 }
 
+TEST(QuantizeCnn, PartialBlockWeightsBySensitivityKeepConvolutionsInRows) {
+  // Partial mode chosen by sensitivity with 4-bit blocks of 32 (the sweep found it refused): each
+  // convolution is measured and quantized with whole rows, as full and dynamic modes do; the
+  // dense layers get blocks.
+  const TrainedCnn& t = trained_cnn();
+  QuantizeOptions o;
+  o.mode = QuantMode::Partial;
+  o.weight_bits = 4;
+  o.group_size = 32;
+  o.ranges = t.ranges;
+  o.calibration_data = &t.data.train;
+  o.validation_samples = 1000;
+  const QuantizeResult r = quantize(t.model, o);
+  ASSERT_EQ(r.sensitivity.size(), 4u);  // two convolutions, two dense layers
+  std::map<std::string, std::string> op;
+  for (const auto& node : r.model.nodes) op[node.name] = node.op;
+  int blocks = 0, float_layers = 0;
+  for (const char* layer : {"conv2d_1", "conv2d_2", "dense_1", "dense_2"}) {
+    blocks += op.at(layer) == "BlockQDense";
+    float_layers += op.at(layer) == "Conv2D" || op.at(layer) == "Dense";
+    EXPECT_NE(op.at(layer), "BlockQConv2D") << layer;
+  }
+  EXPECT_EQ(float_layers, 1);  // keep_float = 1: the most sensitive stays float
+  EXPECT_GE(blocks, 1);
+}
+
 TEST(QuantizeCnn, PartialAndDynamicModes) {
   const TrainedCnn& t = trained_cnn();
   QuantPlan partial;
