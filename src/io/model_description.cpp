@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <regex>
 #include <set>
+#include <type_traits>
 #include <nlohmann/json.hpp>
 
 #include "core/file_util.h"
@@ -34,6 +35,13 @@ void check_keys(const json& object, const std::string& where, const std::set<std
 template <typename T> T field(const json& object, const std::string& where, const char* key, T fallback) {
   auto it = object.find(key);
   if (it == object.end()) return fallback;
+  // Integers (and arrays of them) must be written as integers: nlohmann converts a float such as
+  // 1e300 to int64 with undefined behaviour (found by the fuzzer).
+  const auto integral = [](const json& v) { return v.is_number_integer(); };
+  bool wrong = false;
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) wrong = !integral(*it);
+  if constexpr (std::is_same_v<T, Shape>) wrong = !it->is_array() || !std::all_of(it->begin(), it->end(), integral);
+  if (wrong) fail(where, std::string("field '") + key + "' has the wrong type (" + it->dump() + "): expected integers");
   try {
     return it->get<T>();
   } catch (const json::exception&) {
