@@ -73,6 +73,7 @@ struct SweepVariant {
   std::vector<SweepLayer> layers;
   std::vector<int64_t> confusion;           // classes x classes test counts, [true][predicted]
   std::vector<int64_t> newly_wrong;         // test samples the float model gets right and this one not (first 48)
+  std::vector<int32_t> newly_wrong_classes; // what this one predicts for them
   bool on_front = false;                    // on the Pareto front of size against test accuracy
 };
 

@@ -133,6 +133,7 @@ struct CompareResult {
   int64_t samples = 0;
   double model_accuracy = 0, against_accuracy = 0;
   double agreement = 0;           // share of samples on which both predict the same class
+  std::vector<int32_t> model_classes, against_classes;  // each test sample's top-1 class (the first on ties)
   std::vector<LayerError> layers; // every value both models compute (layout-only ops skipped)
   Speed model_speed, against_speed;
 };

@@ -58,6 +58,8 @@ CompareResult compare(const Graph& a, const Graph& b, const Dataset& test, const
     for (size_t i = 0; i < idx.size(); ++i) {
       const int64_t pa = std::max_element(xa.data<float>() + i * ca, xa.data<float>() + (i + 1) * ca) - (xa.data<float>() + i * ca);
       const int64_t pb = std::max_element(xb.data<float>() + i * cb, xb.data<float>() + (i + 1) * cb) - (xb.data<float>() + i * cb);
+      r.model_classes.push_back(static_cast<int32_t>(pa));
+      r.against_classes.push_back(static_cast<int32_t>(pb));
       agree += pa == pb;
       correct_a += pa == test.labels[begin + i];
       correct_b += pb == test.labels[begin + i];

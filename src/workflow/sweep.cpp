@@ -21,7 +21,7 @@ namespace lowbit {
 namespace {
 
 using json = nlohmann::ordered_json;
-constexpr int kFormat = 1;            // of the variant files; another value is measured again
+constexpr int kFormat = 2;            // of the variant files; another value is measured again
 constexpr size_t kNewlyWrong = 48;    // test samples listed per variant (the report's thumbnails)
 
 // FNV-1a, 64 bits: a digest of what a variant's figures depend on.
@@ -83,13 +83,6 @@ int group_size_of(const std::string& granularity) {
   if (granularity == "per-channel" || granularity == "per-tensor") return 0;
   throw Error(ErrorKind::InvalidArgument, "sweep: granularity must be per-channel, per-tensor, block32, block64 or block128, got '" +
                                               granularity + "'");
-}
-
-// Why a combination cannot be made (empty: it can).
-std::string why_not(const Settings& s) {
-  if (s.max_drop) return "";
-  if (group_size_of(s.granularity) > 0 && s.bits > 4) return "block weights have 2, 3 or 4 bits";
-  return "";
 }
 
 QuantizeOptions options_for(const Settings& s, const SweepOptions& o, const Dataset& train) {
@@ -168,6 +161,7 @@ json variant_to_json(const SweepVariant& v, const std::string& key) {
   j["layers"] = layers;
   j["confusion"] = v.confusion;
   j["newly_wrong"] = v.newly_wrong;
+  j["newly_wrong_classes"] = v.newly_wrong_classes;
   return j;
 }
 
@@ -205,6 +199,8 @@ std::optional<SweepVariant> read_variant(const std::string& path, const std::str
     }
     v.confusion = j.at("confusion").get<std::vector<int64_t>>();
     v.newly_wrong = j.at("newly_wrong").get<std::vector<int64_t>>();
+    v.newly_wrong_classes = j.at("newly_wrong_classes").get<std::vector<int32_t>>();
+    if (v.newly_wrong_classes.size() != v.newly_wrong.size()) return std::nullopt;
     return v;
   } catch (const std::exception&) {
     return std::nullopt;  // a damaged file: measure again
@@ -213,28 +209,31 @@ std::optional<SweepVariant> read_variant(const std::string& path, const std::str
 
 void write_json(const std::string& path, const json& j) { files::write_file_atomically(path, j.dump(1) + "\n"); }
 
-// The report's thumbnails: test images `samples` with what `predicted` says of them (u8 images of
-// one channel only; other data has none).
-void add_thumbnails(SweepResult& r, const Dataset& test, const std::vector<int64_t>& samples, const std::vector<int32_t>& predicted) {
+// The report's thumbnails: the test images of v's newly_wrong samples with what v predicts for them
+// (u8 images of one channel only; other data has none).
+void add_thumbnails(SweepResult& r, const Dataset& test, const SweepVariant& v) {
   const Shape shape = test.sample_shape();
   if (!test.images.defined() || test.images.dtype() != DType::U8 || !(shape.size() == 2 || (shape.size() == 3 && shape[0] == 1))) return;
   r.image_height = shape[shape.size() - 2];
   r.image_width = shape.back();
   const size_t pixels = static_cast<size_t>(r.image_height * r.image_width);
-  for (int64_t t : samples) {
-    const uint8_t* first = test.images.data<uint8_t>() + static_cast<size_t>(t) * pixels;
+  for (size_t i = 0; i < v.newly_wrong.size(); ++i) {
+    const size_t t = static_cast<size_t>(v.newly_wrong[i]);
+    const uint8_t* first = test.images.data<uint8_t>() + t * pixels;
     r.thumbnails.emplace_back(first, first + pixels);
-    r.thumbnail_labels.push_back(test.labels[static_cast<size_t>(t)]);
-    r.thumbnail_predictions.push_back(predicted[static_cast<size_t>(t)]);
+    r.thumbnail_labels.push_back(test.labels[t]);
+    r.thumbnail_predictions.push_back(v.newly_wrong_classes[i]);
   }
 }
 
-// Test samples the reference classifies right and `classes` wrong, the first kNewlyWrong.
-std::vector<int64_t> newly_wrong(const std::vector<int32_t>& reference, const std::vector<int32_t>& classes, const Dataset& test) {
-  std::vector<int64_t> out;
-  for (size_t t = 0; t < classes.size() && out.size() < kNewlyWrong; ++t)
-    if (reference[t] == test.labels[t] && classes[t] != test.labels[t]) out.push_back(static_cast<int64_t>(t));
-  return out;
+// v's test samples that the reference classifies right and `classes` wrong (the first
+// kNewlyWrong), with their classes.
+void set_newly_wrong(SweepVariant& v, const std::vector<int32_t>& reference, const std::vector<int32_t>& classes, const Dataset& test) {
+  for (size_t t = 0; t < classes.size() && v.newly_wrong.size() < kNewlyWrong; ++t)
+    if (reference[t] == test.labels[t] && classes[t] != test.labels[t]) {
+      v.newly_wrong.push_back(static_cast<int64_t>(t));
+      v.newly_wrong_classes.push_back(classes[t]);
+    }
 }
 
 }  // namespace
@@ -376,16 +375,13 @@ SweepResult run_sweep(const Graph& model, const DatasetSplits& data, const Sweep
       continue;
     }
     const auto begin = Clock::now();
-    v.skipped = why_not(s);
     Graph quantized;
-    if (v.skipped.empty()) {
-      try {
-        QuantizeOptions q = options_for(s, o, train);
-        if (s.mode != QuantMode::Dynamic && !s.max_drop) q.ranges = ranges_once();
-        quantized = quantize(model, q).model;
-      } catch (const Error& e) {
-        v.skipped = e.what();
-      }
+    QuantizeOptions q = options_for(s, o, train);
+    try {  // quantize() refuses what cannot be made (e.g. block weights at 8 bits): a skipped variant
+      if (s.mode != QuantMode::Dynamic && !s.max_drop) q.ranges = ranges_once();
+      quantized = quantize(model, q).model;
+    } catch (const Error& e) {
+      v.skipped = e.what();
     }
     if (!v.skipped.empty()) {
       write_json(figures, variant_to_json(v, key));
@@ -395,15 +391,14 @@ SweepResult run_sweep(const Graph& model, const DatasetSplits& data, const Sweep
     save_model(quantized, v.model_file);
     v.file_bytes = static_cast<int64_t>(std::filesystem::file_size(v.model_file, ec));
     v.bits_per_weight = model_info(quantized).bits_per_weight;
-    const std::vector<int32_t> classes = predict_classes(quantized, test);
-    v.test_accuracy = accuracy_of(classes, test);
-    v.drop_points = (result.float_test_accuracy - v.test_accuracy) * 100;
-    v.validation_accuracy = evaluate(quantized, validation).accuracy;
-    v.confusion = confusion_of(classes, test, result.classes);
-    v.newly_wrong = newly_wrong(float_classes, classes, test);
     CompareOptions co;
     co.measure_speed = false;
-    const CompareResult c = compare(quantized, model, test, co);
+    const CompareResult c = compare(quantized, model, test, co);  // its classes, and the layers' errors
+    v.test_accuracy = c.model_accuracy;
+    v.drop_points = (result.float_test_accuracy - v.test_accuracy) * 100;
+    v.validation_accuracy = evaluate(quantized, validation).accuracy;
+    v.confusion = confusion_of(c.model_classes, test, result.classes);
+    set_newly_wrong(v, float_classes, c.model_classes, test);
     std::map<std::string, double> sensitivity;
     if (!s.max_drop) {
       // Each layer quantized alone with these settings (round-to-nearest: GPTQ would need its
@@ -412,14 +407,10 @@ SweepResult run_sweep(const Graph& model, const DatasetSplits& data, const Sweep
       rule.weight_bits = s.bits;
       rule.per_channel = s.granularity != "per-tensor";
       rule.group_size = group_size_of(s.granularity);
-      rule.weight_scheme = options_for(s, o, train).weight_scheme;
-      try {
-        const QuantMode m = s.mode == QuantMode::Dynamic ? QuantMode::Dynamic : QuantMode::Full;
-        for (const auto& l : analyze_sensitivity(model, validation, rule, m, m == QuantMode::Dynamic ? ranges : ranges_once()))
-          sensitivity[l.layer] = l.drop_points;
-      } catch (const Error&) {
-        // a rule some layer cannot take (e.g. block weights on a convolution): no sensitivity bars
-      }
+      rule.weight_scheme = q.weight_scheme;
+      const QuantMode m = s.mode == QuantMode::Dynamic ? QuantMode::Dynamic : QuantMode::Full;
+      for (const auto& l : analyze_sensitivity(model, validation, rule, m, m == QuantMode::Dynamic ? ranges : ranges_once()))
+        sensitivity[l.layer] = l.drop_points;
     }
     for (const auto& l : c.layers) {
       SweepLayer layer{l.layer, l.error.sqnr_db, l.error.cosine};
@@ -451,11 +442,7 @@ SweepResult run_sweep(const Graph& model, const DatasetSplits& data, const Sweep
     if ((v_ok && !c_ok) || (v_ok && c_ok && v.file_bytes < c.file_bytes) || (!v_ok && !c_ok && v.test_accuracy > c.test_accuracy))
       result.chosen = static_cast<int>(i);
   }
-  // Thumbnails of what the chosen variant now gets wrong.
-  if (result.chosen >= 0) {
-    const SweepVariant& c = result.variants[static_cast<size_t>(result.chosen)];
-    if (!c.newly_wrong.empty()) add_thumbnails(result, test, c.newly_wrong, predict_classes(load_model(c.model_file), test));
-  }
+  if (result.chosen >= 0) add_thumbnails(result, test, result.variants[static_cast<size_t>(result.chosen)]);
   return result;
 }
 
@@ -498,8 +485,8 @@ SweepResult compare_sweep(const Graph& model, const Graph& against, const Datase
   r.data_path = data_path;
   r.test_samples = test.size();
   r.classes = test.num_classes;
-  const std::vector<int32_t> reference = predict_classes(against, test), classes = predict_classes(model, test);
-  r.float_test_accuracy = accuracy_of(reference, test);
+  const std::vector<int32_t>&reference = c.against_classes, &classes = c.model_classes;  // compare() made both
+  r.float_test_accuracy = c.against_accuracy;
   r.float_file_bytes = static_cast<int64_t>(serialize_model(against).size());
   r.float_confusion = confusion_of(reference, test, r.classes);
   r.float_batch1_latency_us = c.against_speed.batch1_latency_us;
@@ -511,19 +498,19 @@ SweepResult compare_sweep(const Graph& model, const Graph& against, const Datase
   v.model_file = model_path;
   v.command = "lowbit compare --model " + quoted(model_path) + " --against " + quoted(against_path) + " --data " + quoted(data_path);
   v.measured = true;
-  v.test_accuracy = accuracy_of(classes, test);
+  v.test_accuracy = c.model_accuracy;
   v.drop_points = (r.float_test_accuracy - v.test_accuracy) * 100;
   v.file_bytes = static_cast<int64_t>(serialize_model(model).size());
   v.bits_per_weight = model_info(model).bits_per_weight;
   v.batch1_latency_us = c.model_speed.batch1_latency_us;
   v.batch256_images_per_second = c.model_speed.batch256_images_per_second;
   v.confusion = confusion_of(classes, test, r.classes);
-  v.newly_wrong = newly_wrong(reference, classes, test);
+  set_newly_wrong(v, reference, classes, test);
   for (const auto& l : c.layers) v.layers.push_back({l.layer, l.error.sqnr_db, l.error.cosine});
   v.on_front = true;
   r.variants.push_back(v);
   r.chosen = 0;
-  add_thumbnails(r, test, v.newly_wrong, classes);
+  add_thumbnails(r, test, v);
   return r;
 }
 

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <filesystem>
 #include <map>
+#include <numeric>
 #include <nlohmann/json.hpp>
 
 #include "lowbit/lowbit.h"
@@ -232,14 +233,14 @@ const char* numpy_name(DType d) {
 // `run --profile`: milliseconds per run by op type (largest first) and the 15 slowest nodes; the
 // same figures as JSON (every node, in run order).
 json print_profile(const std::vector<Executor::NodeTime>& times) {
-  double total = 0;
+  std::vector<double> per_run;  // seconds per run, per node
   std::map<std::string, std::pair<double, int>> by_op;  // seconds per run, nodes
   for (const auto& t : times) {
-    const double per_run = t.runs > 0 ? t.seconds / static_cast<double>(t.runs) : 0.0;
-    total += per_run;
-    by_op[t.op].first += per_run;
+    per_run.push_back(t.runs > 0 ? t.seconds / static_cast<double>(t.runs) : 0.0);
+    by_op[t.op].first += per_run.back();
     ++by_op[t.op].second;
   }
+  const double total = std::accumulate(per_run.begin(), per_run.end(), 0.0);
   std::vector<std::pair<std::string, std::pair<double, int>>> ops(by_op.begin(), by_op.end());
   std::stable_sort(ops.begin(), ops.end(), [](const auto& a, const auto& b) { return a.second.first > b.second.first; });
   const auto share = [&](double s) { return total > 0 ? 100.0 * s / total : 0.0; };
@@ -248,15 +249,14 @@ json print_profile(const std::vector<Executor::NodeTime>& times) {
   fmt::print("  {:<24} {:>6} {:>10} {:>7}\n", "op", "nodes", "ms/run", "share");
   for (const auto& [op, v] : ops) fmt::print("  {:<24} {:>6} {:>10.3f} {:>6.1f}%\n", op, v.second, v.first * 1e3, share(v.first));
   std::vector<size_t> order(times.size());
-  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-  const auto per_run = [&](size_t i) { return times[i].runs > 0 ? times[i].seconds / static_cast<double>(times[i].runs) : 0.0; };
-  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return per_run(a) > per_run(b); });
+  std::iota(order.begin(), order.end(), size_t{0});
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return per_run[a] > per_run[b]; });
   fmt::print("  slowest nodes:\n");
   for (size_t k = 0; k < std::min<size_t>(15, order.size()); ++k)
-    fmt::print("  {:<56} {:<18} {:>9.3f} {:>6.1f}%\n", times[order[k]].name, times[order[k]].op, per_run(order[k]) * 1e3,
-               share(per_run(order[k])));
+    fmt::print("  {:<56} {:<18} {:>9.3f} {:>6.1f}%\n", times[order[k]].name, times[order[k]].op, per_run[order[k]] * 1e3,
+               share(per_run[order[k]]));
   json nodes = json::array();
-  for (size_t i = 0; i < times.size(); ++i) nodes.push_back({{"name", times[i].name}, {"op", times[i].op}, {"ms_per_run", per_run(i) * 1e3}});
+  for (size_t i = 0; i < times.size(); ++i) nodes.push_back({{"name", times[i].name}, {"op", times[i].op}, {"ms_per_run", per_run[i] * 1e3}});
   return {{"ms_per_run", total * 1e3}, {"nodes", nodes}};
 }
 

@@ -95,9 +95,10 @@ void softmax_row_f32_avx512(int64_t n, const float* x, float* y) {
   const __m128 pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
   float sum = _mm_cvtss_f32(_mm_add_ss(pair, _mm_shuffle_ps(pair, pair, 1)));
   for (int64_t i = whole; i < n; ++i) sum += y[i];
-  const __m512 inv = _mm512_set1_ps(1.0f / sum);
-  for (int64_t i = 0; i < whole16; i += 16) _mm512_storeu_ps(y + i, _mm512_mul_ps(_mm512_loadu_ps(y + i), inv));
-  for (int64_t i = whole16; i < n; ++i) y[i] *= 1.0f / sum;
+  const float inv = 1.0f / sum;
+  const __m512 inv16 = _mm512_set1_ps(inv);
+  for (int64_t i = 0; i < whole16; i += 16) _mm512_storeu_ps(y + i, _mm512_mul_ps(_mm512_loadu_ps(y + i), inv16));
+  for (int64_t i = whole16; i < n; ++i) y[i] *= inv;
 }
 
 void gelu_f32_avx512(int64_t n, const float* x, float* y, bool tanh_form) {

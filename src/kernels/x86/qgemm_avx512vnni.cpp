@@ -93,6 +93,24 @@ void accumulate(const int8_t* a, int64_t a_stride, int64_t groups, const uint8_t
   }
 }
 
+// The reference's s32 accumulator of 16 columns of one row from the tile's sums (column offset
+// included): less the weight-zero-point term when there is one (wzp: those columns' zero points).
+inline __m512i less_zero_points(__m512i v, const QOutputStage& out, int64_t row, __m512i wzp) {
+  return out.weight_zero_point ? _mm512_sub_epi32(v, _mm512_mullo_epi32(wzp, _mm512_set1_epi32(out.row_offset[row]))) : v;
+}
+
+// The float output stage of those 16 columns, as the reference computes it: times the row's scale,
+// times the column scales, plus the bias, then ReLU. The column vectors (cs, bias) are the caller's,
+// loaded once per panel or per vector, masked at the edge.
+inline __m512 float_stage(__m512i v, const QOutputStage& out, int64_t row, __m512 cs, __m512 bias) {
+  __m512 f = _mm512_cvtepi32_ps(v);
+  if (out.row_scale) f = _mm512_mul_ps(f, _mm512_set1_ps(out.row_scale[row]));
+  f = _mm512_mul_ps(f, cs);
+  if (out.bias) f = _mm512_add_ps(f, bias);
+  if (out.relu) f = _mm512_max_ps(f, _mm512_setzero_ps());
+  return f;
+}
+
 template <int R, bool kF32>
 void tile(const int8_t* a, int64_t a_stride, int64_t groups, const uint8_t* w0, const uint8_t* w1, bool two_panels,
           const PanelConstants* pc, const int32_t* row_correction, int64_t row0, int64_t col0, int64_t n,
@@ -109,22 +127,13 @@ void tile(const int8_t* a, int64_t a_stride, int64_t groups, const uint8_t* w0, 
     if (valid <= 0) continue;
     const __mmask16 mask = static_cast<__mmask16>((1u << valid) - 1);
     const __m512i wzp = out.weight_zero_point ? _mm512_maskz_loadu_epi32(mask, out.weight_zero_point + col) : _mm512_setzero_si512();
-    auto value = [&](int r) {  // the reference's s32 accumulator, column offset included
-      __m512i v = acc[r][p];
-      if (out.weight_zero_point) v = _mm512_sub_epi32(v, _mm512_mullo_epi32(wzp, _mm512_set1_epi32(out.row_offset[row0 + r])));
-      return v;
-    };
+    auto value = [&](int r) { return less_zero_points(acc[r][p], out, row0 + r, wzp); };
     if constexpr (kF32) {
       const __m512 cs = _mm512_maskz_loadu_ps(mask, out.column_scale + col);
       const __m512 bias = out.bias ? _mm512_maskz_loadu_ps(mask, out.bias + col) : _mm512_setzero_ps();
-      for (int r = 0; r < R; ++r) {
-        __m512 f = _mm512_cvtepi32_ps(value(r));
-        if (out.row_scale) f = _mm512_mul_ps(f, _mm512_set1_ps(out.row_scale[row0 + r]));
-        f = _mm512_mul_ps(f, cs);
-        if (out.bias) f = _mm512_add_ps(f, bias);
-        if (out.relu) f = _mm512_max_ps(f, _mm512_setzero_ps());
-        _mm512_mask_storeu_ps(static_cast<float*>(c) + (row0 + r) * ldc + col, mask, f);
-      }
+      for (int r = 0; r < R; ++r)
+        _mm512_mask_storeu_ps(static_cast<float*>(c) + (row0 + r) * ldc + col, mask,
+                              float_stage(value(r), out, row0 + r, cs, bias));
     } else {
       int8_t* dst = static_cast<int8_t*>(c) + row0 * ldc + col;
       const PanelConstants& k = pc[p];
@@ -192,16 +201,12 @@ void FullTiles::run(int64_t r0, int64_t tiles, int64_t q0, int64_t q1, int64_t p
   int64_t prow = 0, pcol = 0;           // and its first row and column
   auto flush = [&](__m512i v, int j) __attribute__((always_inline)) {
     const int64_t row = prow + (j >> 1), col = pcol + (j & 1) * kPanel;
-    if constexpr (kOut == FullOut::kF32) {
+    if constexpr (kOut == FullOut::kF32) {  // whole pairs: no masks
       const QOutputStage& o = *out;
-      if (o.weight_zero_point)
-        v = _mm512_sub_epi32(v, _mm512_mullo_epi32(_mm512_loadu_si512(o.weight_zero_point + col), _mm512_set1_epi32(o.row_offset[row])));
-      __m512 f = _mm512_cvtepi32_ps(v);
-      if (o.row_scale) f = _mm512_mul_ps(f, _mm512_set1_ps(o.row_scale[row]));
-      f = _mm512_mul_ps(f, _mm512_loadu_ps(o.column_scale + col));
-      if (o.bias) f = _mm512_add_ps(f, _mm512_loadu_ps(o.bias + col));
-      if (o.relu) f = _mm512_max_ps(f, _mm512_setzero_ps());
-      _mm512_storeu_ps(static_cast<float*>(c) + row * ldc + col, f);
+      const __m512i wzp = o.weight_zero_point ? _mm512_loadu_si512(o.weight_zero_point + col) : _mm512_setzero_si512();
+      const __m512 bias = o.bias ? _mm512_loadu_ps(o.bias + col) : _mm512_setzero_ps();
+      _mm512_storeu_ps(static_cast<float*>(c) + row * ldc + col,
+                       float_stage(less_zero_points(v, o, row, wzp), o, row, _mm512_loadu_ps(o.column_scale + col), bias));
     } else {
       constexpr Clamp kClamp = kOut == FullOut::kPlain ? Clamp::kPlain : Clamp::kS32;
       _mm_storeu_si128(reinterpret_cast<__m128i*>(static_cast<int8_t*>(c) + row * ldc + col), requantize<kClamp>(v, ppc[j & 1], cc));
