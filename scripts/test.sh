@@ -3,8 +3,9 @@
 # suite (unit, end-to-end on Fashion-MNIST, CLI, find_package consumer), then installs the Python
 # package with `pip install .` into a fresh virtual environment and runs its pytest suite, then
 # builds the unit tests again under AddressSanitizer + UndefinedBehaviorSanitizer and runs them,
-# then fuzzes every loader (libFuzzer, clang, ASan + UBSan: the model file, IDX, model descriptions,
-# ranges, plans, ONNX) for LOWBIT_FUZZ_SECONDS each (default 60) after their regression corpora.
+# then the thread-safety tests under ThreadSanitizer, then fuzzes every loader (libFuzzer, clang,
+# ASan + UBSan: the model file and checkpoints, IDX, model descriptions, ranges, plans, ONNX) for
+# LOWBIT_FUZZ_SECONDS each (default 60) after their regression corpora.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -34,6 +35,14 @@ cmake -S . -B build/sanitize -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLOWBIT
 cmake --build build/sanitize -j "$jobs"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build/sanitize -L unit --output-on-failure -j "$jobs"
+
+echo "== the thread-safety tests under ThreadSanitizer"
+# Only what they need: the library without ONNX, and one test program. One kernel thread per call
+# (LOWBIT_NUM_THREADS=1): libgomp is not built for TSan, so its teams would only add false reports.
+cmake -S . -B build/tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLOWBIT_BUILD_TESTS=ON -DLOWBIT_BUILD_TOOLS=OFF \
+  -DLOWBIT_ONNX=OFF -DLOWBIT_SANITIZE=thread >/dev/null
+cmake --build build/tsan -j "$jobs" --target lowbit_thread_tests
+LOWBIT_NUM_THREADS=1 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 build/tsan/tests/lowbit_thread_tests
 
 echo "== fuzzing every loader (libFuzzer with ASan + UBSan, ${LOWBIT_FUZZ_SECONDS:-60} s each)"
 cmake -S . -B build/fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ -DLOWBIT_FUZZ=ON \

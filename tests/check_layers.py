@@ -20,7 +20,7 @@ PUBLIC = {
     "executor.h": "runtime",
     "train.h": "train",
     "quantize.h": "quant", "calibration.h": "quant", "quant_search.h": "quant",
-    "model_io.h": "io", "idx.h": "io", "npy.h": "io",
+    "model_io.h": "io", "idx.h": "io", "npy.h": "io", "checkpoint.h": "io",
     "onnx.h": "onnx",
     "qat.h": "learn", "distill.h": "learn",
     "workflow.h": "workflow",

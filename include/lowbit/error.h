@@ -26,6 +26,7 @@ enum class ErrorKind {
   Format,           // a file whose contents are not what its format requires
   Unsupported,      // valid, but not handled by this build (e.g. a newer file version)
   Internal,         // a broken invariant: a bug in lowbit
+  Interrupted,      // stopped on request (SIGINT/SIGTERM at the CLI) before it finished
 };
 
 const char* to_string(ErrorKind kind) noexcept;

@@ -15,9 +15,15 @@
 //   for (auto& p : run.parameters()) { /* p.value, *p.grad */ }
 //
 // Gradients of a value read by several nodes (or twice by one node, as Add(x, x)) are summed.
-// Scratch memory (im2col columns, quantized activations) comes from one Workspace that the
-// executor lends to each node in turn, so one executor must not run on two threads at once; run
-// several executors of one graph instead (they share the weights).
+//
+// Threads. A Graph (a loaded model) is read-only to executors: any number of threads may plan
+// executors of one model at once. One inference executor serves any number of threads through
+// run(), which keeps each call's values and scratch memory to itself (its plan and packed weights
+// are shared); forward(), input() and value() use the executor's own slots and scratch (one
+// Workspace lent to each node in turn), so they are for one thread at a time. Training state (the
+// values of a step, gradients, the optimizer) belongs to one executor on one thread; training
+// updates the model's weights in place, so no other thread may run that model meanwhile.
+// tests/runtime/test_concurrent.cpp checks these rules under ThreadSanitizer.
 //
 // A training executor runs every node through Op::forward_train with its RunContext: BatchNorm
 // normalizes with batch statistics and updates its running statistics in the graph, Dropout draws
@@ -26,6 +32,7 @@
 // executor runs the inference forward (running statistics, no dropout).
 #pragma once
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -61,6 +68,12 @@ class Executor {
   void set_seed(uint64_t seed) { context_.seed = seed; }
   void set_step(int64_t step) { context_.step = step; }
   const RunContext& context() const { return context_; }
+  // Inference from several threads at once. run() keeps the values of each call to itself, so one
+  // executor (its plan, its packed weights) serves any number of threads; it feeds `inputs` (by
+  // the graph's input names; the caller's tensors are read, not copied) and returns the graph's
+  // outputs in order. forward(), input() and value() are for one thread at a time. Training
+  // executors refuse (Error(InvalidArgument)): training state belongs to one executor and thread.
+  std::vector<Tensor> run(const std::map<std::string, Tensor>& inputs) const;
   // Back-propagates from the scalar `loss` value (computed by the last forward()).
   void backward(const std::string& loss);
   std::vector<Parameter>& parameters() { return parameters_; }
@@ -94,6 +107,7 @@ class Executor {
   std::vector<Step> steps_;
   std::vector<Parameter> parameters_;
   std::vector<Tensor> scratch_;  // one per input slot that adds to an already written gradient
+  std::vector<int> constant_ids_;  // initializers and folded constants: what run() shares between calls
   RunContext context_;
   RunSettings settings_;
   Workspace workspace_;  // scratch memory lent to one node at a time

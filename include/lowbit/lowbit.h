@@ -17,6 +17,7 @@
 #pragma once
 
 #include "lowbit/calibration.h"
+#include "lowbit/checkpoint.h"
 #include "lowbit/dataset.h"
 #include "lowbit/distill.h"
 #include "lowbit/error.h"

@@ -18,6 +18,8 @@ namespace lowbit {
 class Rng {
  public:
   explicit Rng(uint64_t seed) : state_(seed) {}
+  // The generator's whole state: Rng(rng.state()) continues the same sequence (checkpoints).
+  uint64_t state() const noexcept { return state_; }
 
   // SplitMix64: a 64-bit counter passed through a bijective mixer. Fast and statistically strong
   // enough for initialization and shuffling; not for cryptography.

@@ -14,9 +14,12 @@
 // "input_scale" metadata (1/255 by default) when batches are assembled.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -55,6 +58,11 @@ class Optimizer {
   // Applies one update to every parameter from its gradient.
   virtual void step(std::vector<Parameter>& parameters) = 0;
   virtual void set_learning_rate(float learning_rate) = 0;  // used by schedules
+  // Everything step() carries from one call to the next (moments, step count), as named tensors
+  // (checkpoints); set_state() puts it back for `parameters` (Error(Format) naming a tensor that
+  // does not fit them).
+  virtual std::map<std::string, Tensor> state(const std::vector<Parameter>& parameters) const = 0;
+  virtual void set_state(const std::map<std::string, Tensor>& state, const std::vector<Parameter>& parameters) = 0;
   static std::unique_ptr<Optimizer> create(const OptimizerOptions& options);  // throws for an unknown name
 };
 
@@ -64,6 +72,8 @@ class Sgd final : public Optimizer {
   explicit Sgd(float learning_rate, float momentum = 0.0f) : lr_(learning_rate), momentum_(momentum) {}
   void step(std::vector<Parameter>& parameters) override;
   void set_learning_rate(float learning_rate) override { lr_ = learning_rate; }
+  std::map<std::string, Tensor> state(const std::vector<Parameter>& parameters) const override;
+  void set_state(const std::map<std::string, Tensor>& state, const std::vector<Parameter>& parameters) override;
 
  private:
   float lr_, momentum_;
@@ -78,6 +88,8 @@ class Adam final : public Optimizer {
       : lr_(learning_rate), beta1_(beta1), beta2_(beta2), epsilon_(epsilon) {}
   void step(std::vector<Parameter>& parameters) override;
   void set_learning_rate(float learning_rate) override { lr_ = learning_rate; }
+  std::map<std::string, Tensor> state(const std::vector<Parameter>& parameters) const override;
+  void set_state(const std::map<std::string, Tensor>& state, const std::vector<Parameter>& parameters) override;
 
  private:
   float lr_, beta1_, beta2_, epsilon_;
@@ -121,6 +133,48 @@ struct DistillSettings {
   bool enabled() const { return teacher_logits || teacher; }
 };
 
+// ---- Checkpoints -------------------------------------------------------------------------------
+struct EpochReport {
+  int epoch = 0;
+  double loss = 0, accuracy = 0, val_loss = -1, val_accuracy = -1, seconds = 0;
+};
+
+// What the training loop carries from one step to the next besides the model's own tensors (the
+// weights, BatchNorm statistics and QAT observers are initializers of the model). A run resumed
+// from it gives the same model bytes as a run never stopped (same seed, data, options, threads).
+struct TrainState {
+  int epoch = 1;                 // the epoch of the next step, 1-based; epochs + 1 once training is done
+  int64_t batch = 0;             // the next batch of that epoch; > 0: the epoch's order is shuffled already
+  uint64_t rng = 0;              // the shuffling generator (Rng::state)
+  std::vector<uint32_t> order;   // the sample order: each epoch shuffles the previous epoch's
+  double loss_sum = 0;           // the epoch's running totals (loss summed over samples)
+  int64_t correct = 0, seen = 0;
+  std::vector<EpochReport> history;  // the epochs done
+  double seconds = 0;                // training time up to this state
+  double best_val_accuracy = -1;     // the best epoch's validation accuracy so far (-1: none)
+  int best_epoch = 0;
+  std::map<std::string, Tensor> optimizer;           // Optimizer::state
+  std::map<std::string, float> learning_rate_scales;  // Parameter::learning_rate_scale, by parameter
+  // The options, data and thread count that shape the model bytes, one "key=value" per line: a
+  // checkpoint resumes only a run whose settings are the same.
+  std::string settings;
+};
+
+// Where checkpoints go: train() calls save() every TrainOptions::checkpoint_every_* and when it is
+// stopped, and, given resume, load() once before the first step. CheckpointFile (checkpoint.h) is
+// the file implementation.
+class Checkpointer {
+ public:
+  virtual ~Checkpointer() = default;
+  // The last saved state with the model's tensors copied into `model` (whose graph must be the
+  // checkpoint's: Error(InvalidArgument) otherwise), or nullopt when nothing was saved yet.
+  virtual std::optional<TrainState> load(Graph& model) = 0;
+  virtual void save(const Graph& model, const TrainState& state) = 0;
+  // After an epoch whose validation accuracy is the best so far: that model.
+  virtual void save_best(const Graph& /*model*/, const TrainState& /*state*/) {}
+  virtual std::string where() const = 0;  // for messages: the file
+};
+
 struct TrainOptions {
   int epochs = 10;
   int batch_size = 32;
@@ -130,16 +184,24 @@ struct TrainOptions {
   std::function<void(const TrainProgress&)> on_progress;  // called after every batch
   DistillSettings distill;         // off unless a teacher is given
   TrainHooks* hooks = nullptr;
-};
-
-struct EpochReport {
-  int epoch = 0;
-  double loss = 0, accuracy = 0, val_loss = -1, val_accuracy = -1, seconds = 0;
+  // Checkpoints (none unless `checkpoints` is set): one every checkpoint_every_steps optimizer
+  // steps when that is > 0, else at the end of every checkpoint_every_epochs-th epoch; one when
+  // training is stopped; one when it ends. With resume, training continues from the saved state
+  // when there is one (and starts afresh when there is none).
+  Checkpointer* checkpoints = nullptr;
+  int64_t checkpoint_every_steps = 0;
+  int checkpoint_every_epochs = 1;
+  bool resume = false;
+  // Set (e.g. by a signal handler) to stop at the next step boundary: a checkpoint is written if
+  // there is a Checkpointer, and train() throws Error(Interrupted) saying where training stopped.
+  const std::atomic<bool>* stop = nullptr;
 };
 
 struct TrainReport {
   std::vector<EpochReport> epochs;
-  double seconds = 0;  // wall time of the training loop
+  double seconds = 0;            // wall time of the training loop (all runs of a resumed one)
+  int64_t resumed_at_step = -1;  // the optimizer step a checkpoint resumed from, or -1
+  int64_t steps = 0;             // optimizer steps in all
 };
 
 TrainReport train(Graph& model, const Dataset& data, const TrainOptions& options);

@@ -11,7 +11,8 @@ its own. A dozen lines from data to a 4-bit model::
     logits, classes = lowbit.predict(q, x_test)
 
 Errors are lowbit.Error subclasses: ArgumentError (also ValueError), IoError (also OSError),
-FormatError, UnsupportedError, InternalError, with the CLI's messages.
+FormatError, UnsupportedError, InternalError, with the CLI's messages; Ctrl-C during training raises
+Interrupted (also a KeyboardInterrupt) at the next batch, after writing a checkpoint if asked to.
 """
 from ._lowbit import (  # noqa: F401
     ArgumentError,
@@ -20,6 +21,7 @@ from ._lowbit import (  # noqa: F401
     Error,
     FormatError,
     InternalError,
+    Interrupted,
     IoError,
     Model,
     Progress,

@@ -11,6 +11,7 @@
 #include <nanobind/stl/tuple.h>
 #include <nanobind/stl/vector.h>
 
+#include <atomic>
 #include <chrono>
 #include <mutex>
 #include <filesystem>
@@ -27,7 +28,7 @@ namespace {
 
 // ---- Errors --------------------------------------------------------------------------------------
 
-PyObject* error_types[5] = {};  // by ErrorKind
+PyObject* error_types[6] = {};  // by ErrorKind
 
 void register_errors(nb::module_& m) {
   PyObject* base = PyErr_NewExceptionWithDoc("lowbit.Error", "Every error lowbit reports (the CLI's one line of text).",
@@ -45,17 +46,23 @@ void register_errors(nb::module_& m) {
   PyObject* unsupported = derived("lowbit.UnsupportedError", "Valid, but not handled by this build (an ONNX op, a newer file).",
                                   nullptr);
   PyObject* internal = derived("lowbit.InternalError", "A broken invariant: a bug in lowbit (please report it).", nullptr);
+  PyObject* interrupted = derived("lowbit.Interrupted",
+                                  "Training stopped by Ctrl-C at a step boundary (also a KeyboardInterrupt); the message says where "
+                                  "its checkpoint is, if it had a checkpoint_dir.",
+                                  PyExc_KeyboardInterrupt);
   error_types[static_cast<int>(ErrorKind::InvalidArgument)] = argument;
   error_types[static_cast<int>(ErrorKind::Io)] = io;
   error_types[static_cast<int>(ErrorKind::Format)] = format;
   error_types[static_cast<int>(ErrorKind::Unsupported)] = unsupported;
   error_types[static_cast<int>(ErrorKind::Internal)] = internal;
+  error_types[static_cast<int>(ErrorKind::Interrupted)] = interrupted;
   m.attr("Error") = nb::handle(base);
   m.attr("ArgumentError") = nb::handle(argument);
   m.attr("IoError") = nb::handle(io);
   m.attr("FormatError") = nb::handle(format);
   m.attr("UnsupportedError") = nb::handle(unsupported);
   m.attr("InternalError") = nb::handle(internal);
+  m.attr("Interrupted") = nb::handle(interrupted);
   nb::register_exception_translator([](const std::exception_ptr& p, void*) {
     try {
       std::rethrow_exception(p);
@@ -152,7 +159,11 @@ void check_threads(std::optional<int> threads) {
 
 // The hook the training loop calls after every batch: checks for Ctrl-C (KeyboardInterrupt within
 // a batch), then calls `callback` or, without one, lowbit's progress bar when `progress` is true.
-std::function<void(const TrainProgress&)> progress_hook(nb::object callback, bool progress, const std::string& phase) {
+// The per-batch hook of a training call: the Python callback (or a progress bar), and Ctrl-C: a
+// pending KeyboardInterrupt asks training to stop at the step boundary (`stop`), which writes a
+// checkpoint when it has a checkpoint_dir and raises lowbit.Interrupted (a KeyboardInterrupt).
+std::function<void(const TrainProgress&)> progress_hook(nb::object callback, bool progress, const std::string& phase,
+                                                        std::shared_ptr<std::atomic<bool>> stop = nullptr) {
   if (callback.is_none() && progress) callback = nb::module_::import_("lowbit._progress").attr("ProgressBar")(phase);
   if (!callback.is_none() && !PyCallable_Check(callback.ptr()))
     bad_argument("callback: expected a callable taking a lowbit.Progress, got a " +
@@ -162,12 +173,47 @@ std::function<void(const TrainProgress&)> progress_hook(nb::object callback, boo
     nb::gil_scoped_acquire gil;
     *held = nb::object();
   });
-  return [held, release](const TrainProgress& p) {
+  return [held, release, stop](const TrainProgress& p) {
     nb::gil_scoped_acquire gil;
-    if (PyErr_CheckSignals() != 0) throw nb::python_error();
-    if (!held->is_none()) (*held)(p);
+    if (PyErr_CheckSignals() != 0) {
+      if (!stop || !PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) throw nb::python_error();
+      PyErr_Clear();
+      stop->store(true);
+      return;
+    }
+    if (held->is_none()) return;
+    try {
+      (*held)(p);
+    } catch (nb::python_error& e) {  // Ctrl-C while the callback ran Python: the same stop
+      if (!stop || !e.matches(PyExc_KeyboardInterrupt)) throw;
+      stop->store(true);
+    }
   };
 }
+
+// checkpoint_dir, checkpoint_every and resume of train, qat and distill, as the CLI's options:
+// DIR/<name>.lbm every checkpoint_every steps (0: every epoch), the best epoch's model DIR/<best>.lbm.
+struct Checkpoints {
+  std::shared_ptr<std::atomic<bool>> stop = std::make_shared<std::atomic<bool>>(false);
+  std::vector<std::unique_ptr<CheckpointFile>> files;
+  void apply(TrainOptions& o, const std::optional<std::string>& dir, int64_t every, bool resume, const std::string& name,
+             const std::string& best) {
+    o.stop = stop.get();
+    if (every < 0) bad_argument("checkpoint_every must be >= 0 steps (0: every epoch), got " + std::to_string(every));
+    if (!dir) {
+      if (resume) bad_argument("resume=True needs checkpoint_dir (where the checkpoint is)");
+      return;
+    }
+    std::error_code ec;
+    std::filesystem::create_directories(*dir, ec);
+    if (ec) throw Error(ErrorKind::Io, "cannot create checkpoint directory '" + *dir + "': " + ec.message());
+    const std::filesystem::path d(*dir);
+    files.push_back(std::make_unique<CheckpointFile>((d / (name + ".lbm")).string(), (d / (best + ".lbm")).string()));
+    o.checkpoints = files.back().get();
+    o.checkpoint_every_steps = every;
+    o.resume = resume;
+  }
+};
 
 nb::list history_of(const TrainReport& report) {
   nb::list history;
@@ -473,7 +519,8 @@ void bind(nb::module_& m) {
 
   m.def("train", [](const Data& data, nb::handle arch, int epochs, int batch_size, float lr, const std::string& optimizer_name,
                     float momentum, const std::string& lr_schedule, uint64_t seed, double validation_split, int64_t train_samples,
-                    nb::object callback, bool progress) {
+                    nb::object callback, bool progress, std::optional<std::string> checkpoint_dir, int64_t checkpoint_every,
+                    bool resume) {
           check_positive(epochs, "epochs");
           check_positive(batch_size, "batch_size");
           if (!(validation_split >= 0 && validation_split <= 0.99))
@@ -487,7 +534,9 @@ void bind(nb::module_& m) {
           run.train.optimizer = optimizer(optimizer_name, lr, momentum, lr_schedule);
           run.train.seed = seed;
           run.train.validation_split = validation_split;
-          run.train.on_progress = progress_hook(callback, progress, "train");
+          Checkpoints checkpoints;
+          checkpoints.apply(run.train, checkpoint_dir, checkpoint_every, resume, "checkpoint", "best");
+          run.train.on_progress = progress_hook(callback, progress, "train", checkpoints.stop);
           if (!data.name.empty()) run.metadata["trained_on"] = data.name;
           TrainRunResult r;
           {
@@ -497,19 +546,23 @@ void bind(nb::module_& m) {
           nb::dict report;
           report["history"] = history_of(r.report);
           report["train_seconds"] = r.report.seconds;
+          if (r.report.resumed_at_step >= 0) report["resumed_at_step"] = r.report.resumed_at_step;
           report["test_accuracy"] = r.test.accuracy;
           report["test_loss"] = r.test.loss;
           report["parameters"] = r.model.parameter_count();
           return Model{std::move(r.model), "", report};
         }, "data"_a, "arch"_a = "784-64-32-10", nb::kw_only(), "epochs"_a = 10, "batch_size"_a = 32, "lr"_a = 1e-3f,
         "optimizer"_a = "adam", "momentum"_a = 0.0f, "lr_schedule"_a = "constant", "seed"_a = 0, "validation_split"_a = 0.0,
-        "train_samples"_a = 0, "callback"_a = nb::none(), "progress"_a = true,
+        "train_samples"_a = 0, "callback"_a = nb::none(), "progress"_a = true, "checkpoint_dir"_a = nb::none(),
+        "checkpoint_every"_a = 0, "resume"_a = false,
         "Trains a new model (as `lowbit train`): `arch` is layer sizes like \"784-64-32-10\" (input size first, classes\n"
         "last), a JSON model description (text or a .json path; see docs/model-description.md) or a dict. Adam or SGD,\n"
         "`seed` sets the initial weights and the shuffling: the same seed, data and threads give the same model bytes as\n"
         "the CLI. `callback(progress)` is called after every batch (a lowbit.Progress); without one a progress bar is\n"
-        "shown unless progress=False. Ctrl-C raises KeyboardInterrupt within a batch. Returns the model; its report\n"
-        "holds the history and the test accuracy.");
+        "shown unless progress=False. Ctrl-C stops at the next batch with lowbit.Interrupted (a KeyboardInterrupt).\n"
+        "checkpoint_dir: resumable checkpoints there (checkpoint.lbm; best.lbm, the best validation epoch), every\n"
+        "checkpoint_every steps (0: every epoch), and on Ctrl-C; resume=True continues from one (the same arguments give\n"
+        "the same model bytes as a run never stopped). Returns the model; its report holds the history and the test accuracy.");
 
   m.def("evaluate", [](const Model* model, const Data& data, const std::string& split, int batch_size) {
           const Graph& g = graph_of(model, "model");
@@ -764,7 +817,8 @@ void bind(nb::module_& m) {
 
   m.def("qat", [](const Model* model, const Data& data, int epochs, int batch_size, float lr, uint64_t seed, int bits, bool per_channel,
                   const std::string& scheme, std::optional<bool> lsq, nb::handle plan, int64_t observer_steps, int64_t calib_samples, int64_t train_samples,
-                  const Model* teacher, float temperature, float alpha, const std::string& teacher_cache, nb::object callback, bool progress) {
+                  const Model* teacher, float temperature, float alpha, const std::string& teacher_cache, nb::object callback, bool progress,
+                  std::optional<std::string> checkpoint_dir, int64_t checkpoint_every, bool resume) {
           const Graph& g = graph_of(model, "model");
           if (is_quantized(g) || is_qat_model(g)) bad_argument("qat: the model is not a float model (QAT starts from a trained float model)");
           check_positive(epochs, "epochs");
@@ -778,7 +832,9 @@ void bind(nb::module_& m) {
           run.train.batch_size = batch_size;
           run.train.optimizer.learning_rate = lr;
           run.train.seed = seed;
-          run.train.on_progress = progress_hook(callback, progress, "qat");
+          Checkpoints checkpoints;
+          checkpoints.apply(run.train, checkpoint_dir, checkpoint_every, resume, "checkpoint", "best");
+          run.train.on_progress = progress_hook(callback, progress, "qat", checkpoints.stop);
           if (teacher) {
             run.teacher = &teacher->graph;
             run.teacher_cache = teacher_cache;
@@ -797,17 +853,20 @@ void bind(nb::module_& m) {
         }, "model"_a.none(), "data"_a, nb::kw_only(), "epochs"_a = 3, "batch_size"_a = 32, "lr"_a = 1e-4f, "seed"_a = 0, "bits"_a = 4,
         "per_channel"_a = true, "scheme"_a = "symmetric", "lsq"_a = nb::none(), "plan"_a = nb::none(), "observer_steps"_a = -1,
         "calib_samples"_a = 1000, "train_samples"_a = 0, "teacher"_a = nb::none(), "temperature"_a = 4.0f, "alpha"_a = 0.7f,
-        "teacher_cache"_a = "", "callback"_a = nb::none(), "progress"_a = true,
+        "teacher_cache"_a = "", "callback"_a = nb::none(), "progress"_a = true, "checkpoint_dir"_a = nb::none(),
+        "checkpoint_every"_a = 0, "resume"_a = false,
         "Quantization-aware training (as `lowbit qat`): calibrates, inserts fake quantization (bits, per_channel, scheme,\n"
         "or a plan), fine-tunes for `epochs` (Adam, lr), learning the step sizes with lsq=True (None: by bit width,\n"
         "on at 3 bits and below), and converts to the integer model, which it returns. With a teacher, training distils from it (temperature, alpha; its logits cached in the\n"
-        "file teacher_cache when given). The report holds both accuracies and the fake-quantized model.");
+        "file teacher_cache when given). checkpoint_dir, checkpoint_every and resume as in train(). The report holds both\n"
+        "accuracies and the fake-quantized model.");
 
   m.def("distill", [](const Model* teacher, const Data& data, nb::handle student, int epochs, int batch_size, float lr,
                       const std::string& lr_schedule, uint64_t seed, int64_t train_samples, float temperature, float alpha,
                       const std::string& teacher_cache, std::optional<int> bits, int qat_epochs, float qat_lr, bool per_channel,
                       const std::string& scheme, std::optional<bool> lsq, nb::handle plan, int64_t observer_steps, int64_t calib_samples,
-                      nb::object callback, bool progress) {
+                      nb::object callback, bool progress, std::optional<std::string> checkpoint_dir, int64_t checkpoint_every,
+                      bool resume) {
           const Graph& t = graph_of(teacher, "teacher");
           if (epochs < 0) bad_argument("epochs must be >= 0, got " + std::to_string(epochs));
           check_positive(batch_size, "batch_size");
@@ -826,7 +885,9 @@ void bind(nb::module_& m) {
           run.train.distill.alpha = alpha;
           run.train.optimizer = optimizer("adam", lr, 0.0f, lr_schedule);
           run.train.epochs = epochs;
-          run.train.on_progress = progress_hook(callback, progress, "distill");
+          Checkpoints checkpoints;
+          checkpoints.apply(run.train, checkpoint_dir, checkpoint_every, resume, "checkpoint", "best");
+          run.train.on_progress = progress_hook(callback, progress, "distill", checkpoints.stop);
           if (bits || !plan.is_none()) {
             check_positive(qat_epochs, "qat_epochs");
             check_positive(calib_samples, "calib_samples");
@@ -836,7 +897,8 @@ void bind(nb::module_& m) {
             q.calibration_samples = calib_samples;
             q.train.epochs = qat_epochs;
             q.train.optimizer.learning_rate = qat_lr;
-            q.train.on_progress = progress_hook(callback, progress, "qat");
+            checkpoints.apply(q.train, checkpoint_dir, checkpoint_every, resume, "checkpoint-qat", "best-qat");
+            q.train.on_progress = progress_hook(callback, progress, "qat", checkpoints.stop);
             run.quantize = q;
           }
           if (!data.name.empty()) run.metadata["trained_on"] = data.name;
@@ -858,11 +920,13 @@ void bind(nb::module_& m) {
         "lr_schedule"_a = "constant", "seed"_a = 0, "train_samples"_a = 0, "temperature"_a = 4.0f, "alpha"_a = 0.7f,
         "teacher_cache"_a = "", "bits"_a = nb::none(), "qat_epochs"_a = 5, "qat_lr"_a = 1e-4f, "per_channel"_a = true,
         "scheme"_a = "symmetric", "lsq"_a = nb::none(), "plan"_a = nb::none(), "observer_steps"_a = -1, "calib_samples"_a = 1000,
-        "callback"_a = nb::none(), "progress"_a = true,
+        "callback"_a = nb::none(), "progress"_a = true, "checkpoint_dir"_a = nb::none(), "checkpoint_every"_a = 0,
+        "resume"_a = false,
         "Knowledge distillation (as `lowbit distill`): trains `student` (an architecture, built with `seed`, or a float\n"
         "Model to fine-tune) on the teacher's soft predictions (temperature, alpha) for `epochs`; with `bits` (or a plan)\n"
         "then quantization-aware distillation for qat_epochs (lsq None: learned step sizes at 3 bits and below), returning the integer student. teacher_cache: a file for\n"
-        "the teacher's logits ('' : computed once in memory).");
+        "the teacher's logits ('' : computed once in memory). checkpoint_dir, checkpoint_every and resume as in train()\n"
+        "(the quantization-aware phase's checkpoint is checkpoint-qat.lbm).");
 
   m.def("import_onnx", [](const std::string& path) { return read_model(path, [](const std::string& p) { return import_onnx(p); }); },
         "path"_a,

@@ -9,6 +9,7 @@ const char* to_string(ErrorKind kind) noexcept {
     case ErrorKind::Format: return "format error";
     case ErrorKind::Unsupported: return "unsupported";
     case ErrorKind::Internal: return "internal error";
+    case ErrorKind::Interrupted: return "interrupted";
   }
   return "error";
 }

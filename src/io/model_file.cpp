@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/file_util.h"
+#include "io/model_file.h"
 #include "lowbit/model_io.h"
 #include "lowbit/ops.h"
 
@@ -146,10 +147,10 @@ std::string graph_json(const Graph& g) {
   return j.dump();
 }
 
-std::string tensors_payload(const Graph& g) {
+std::string tensors_payload(const std::map<std::string, Tensor>& tensors) {
   std::string out;
-  put<uint32_t>(out, static_cast<uint32_t>(g.initializers.size()));
-  for (const auto& [name, t] : g.initializers) {
+  put<uint32_t>(out, static_cast<uint32_t>(tensors.size()));
+  for (const auto& [name, t] : tensors) {
     put<uint32_t>(out, static_cast<uint32_t>(name.size()));
     out.append(name);
     put<uint32_t>(out, static_cast<uint32_t>(t.dtype()));
@@ -205,8 +206,9 @@ void parse_graph(std::string_view payload, const std::string& source, uint32_t f
   }
 }
 
-void parse_tensors(std::string_view payload, const std::string& source, Graph& g) {
-  Reader r(payload, source, "section TNSR");
+void parse_tensors(std::string_view payload, const std::string& source, const std::string& section,
+                   std::map<std::string, Tensor>& tensors) {
+  Reader r(payload, source, "section " + section);
   const uint32_t count = r.get<uint32_t>("tensor count");
   for (uint32_t i = 0; i < count; ++i) {
     const uint32_t name_size = r.get<uint32_t>("tensor name length");
@@ -238,23 +240,42 @@ void parse_tensors(std::string_view payload, const std::string& source, Graph& g
     std::string_view data = r.take(nbytes, "tensor data");
     Tensor t(dtype, shape);
     std::memcpy(t.raw(), data.data(), data.size());
-    if (!g.initializers.emplace(name, std::move(t)).second) r.fail("tensor '" + name + "' appears twice");
+    if (!tensors.emplace(name, std::move(t)).second) r.fail("tensor '" + name + "' appears twice");
   }
   if (r.remaining() != 0) r.fail(std::to_string(r.remaining()) + " unexpected bytes after the last tensor");
 }
 
 }  // namespace
 
-std::string serialize_model(const Graph& model) {
+std::string serialize_model(const Graph& model) { return model_file::serialize(model, {}); }
+
+Graph deserialize_model(std::string_view bytes, const std::string& source) { return model_file::deserialize(bytes, source, nullptr); }
+
+namespace model_file {
+
+std::string graph_json(const Graph& g) { return lowbit::graph_json(g); }
+std::string serialize_tensors(const std::map<std::string, Tensor>& tensors) { return tensors_payload(tensors); }
+std::map<std::string, Tensor> deserialize_tensors(std::string_view payload, const std::string& source, const std::string& section) {
+  std::map<std::string, Tensor> tensors;
+  parse_tensors(payload, source, section, tensors);
+  return tensors;
+}
+
+std::string serialize(const Graph& model, const std::vector<Section>& extra) {
   std::string out(kMagic, sizeof(kMagic));
   put<uint32_t>(out, kModelFormatVersion);
-  put<uint32_t>(out, 2);  // section count
-  put_section(out, tag_of("GRPH"), kRequired, graph_json(model));
-  put_section(out, tag_of("TNSR"), kRequired, tensors_payload(model));
+  put<uint32_t>(out, static_cast<uint32_t>(2 + extra.size()));  // section count
+  put_section(out, tag_of("GRPH"), kRequired, lowbit::graph_json(model));
+  put_section(out, tag_of("TNSR"), kRequired, tensors_payload(model.initializers));
+  for (const auto& section : extra) {
+    LOWBIT_CHECK(section.tag.size() == 4 && section.tag != "GRPH" && section.tag != "TNSR", "extra section tag '" + section.tag + "'");
+    char tag[5] = {section.tag[0], section.tag[1], section.tag[2], section.tag[3], 0};
+    put_section(out, tag_of(tag), 0, section.payload);  // optional: plain readers skip it
+  }
   return out;
 }
 
-Graph deserialize_model(std::string_view bytes, const std::string& source) {
+Graph deserialize(std::string_view bytes, const std::string& source, std::vector<Section>* extra) {
   Reader r(bytes, source, "header");
   if (bytes.size() < sizeof(kMagic) || std::memcmp(bytes.data(), kMagic, sizeof(kMagic)) != 0)
     throw Error(ErrorKind::Format, "'" + source + "' is not a lowbit model file (its first bytes are not \"LOWBITM\")");
@@ -282,15 +303,19 @@ Graph deserialize_model(std::string_view bytes, const std::string& source) {
     (void)crc;
 #endif
     if (tag == tag_of("GRPH")) {
+      if (have_graph) throw Error(ErrorKind::Format, "'" + source + "': section GRPH appears twice");
       parse_graph(payload, source, version, g);
       have_graph = true;
     } else if (tag == tag_of("TNSR")) {
-      parse_tensors(payload, source, g);
+      if (have_tensors) throw Error(ErrorKind::Format, "'" + source + "': section TNSR appears twice");
+      parse_tensors(payload, source, "TNSR", g.initializers);
       have_tensors = true;
     } else if (flags & kRequired) {
       throw Error(ErrorKind::Unsupported, "'" + source + "': required section " + tag_name(tag) +
                                               " is unknown to this build of lowbit (written by a newer version?)");
-    }  // unknown optional sections are skipped
+    } else if (extra) {
+      extra->push_back({tag_name(tag), std::string(payload)});
+    }  // other optional sections are skipped
   }
   if (r.remaining() != 0)
     throw Error(ErrorKind::Format, "'" + source + "': " + std::to_string(r.remaining()) + " unexpected bytes after the last section");
@@ -303,6 +328,8 @@ Graph deserialize_model(std::string_view bytes, const std::string& source) {
   }
   return g;
 }
+
+}  // namespace model_file
 
 void save_model(const Graph& model, const std::string& path) { files::write_file_atomically(path, serialize_model(model)); }
 

@@ -66,6 +66,8 @@ Executor::Executor(const Graph& graph, bool training, RunSettings settings) : gr
                    step.op->describe(node, step.state.get()).c_str());
     steps_.push_back(std::move(step));
   }
+  for (const auto& [name, tensor] : graph_.initializers) constant_ids_.push_back(ids_.at(name));
+  for (const auto& [name, id] : folded) constant_ids_.push_back(id);
   grads_.resize(values_.size());
   size_t max_inputs = 0;
   for (const auto& step : steps_) max_inputs = std::max(max_inputs, step.inputs.size());
@@ -135,6 +137,38 @@ void Executor::forward() {
     }
   }
   if (context_.training) ++context_.step;
+}
+
+std::vector<Tensor> Executor::run(const std::map<std::string, Tensor>& inputs) const {
+  if (context_.training)
+    throw Error(ErrorKind::InvalidArgument, "run() is for inference executors; a training executor runs forward() on one thread");
+  ScopedRunSettings scope(settings_);
+  std::vector<Tensor> values(values_.size());  // this call's values; constants shared read-only
+  for (int id : constant_ids_) values[id] = values_[id];
+  std::vector<const Tensor*> ins;
+  for (const auto& in : graph_.inputs) {
+    auto it = inputs.find(in.name);
+    if (it == inputs.end()) throw Error(ErrorKind::InvalidArgument, "run(): no tensor for the graph's input '" + in.name + "'");
+    values[ids_.at(in.name)] = it->second;
+    ins.push_back(&it->second);
+  }
+  for (const auto& given : inputs)
+    if (std::none_of(graph_.inputs.begin(), graph_.inputs.end(), [&](const ValueInfo& in) { return in.name == given.first; }))
+      throw Error(ErrorKind::InvalidArgument, "run(): '" + given.first + "' is not an input of the graph");
+  graph_.check_inputs(ins);
+  Workspace workspace;
+  std::vector<Tensor*> outs;
+  for (const auto& step : steps_) {
+    ins.clear();
+    outs.clear();
+    for (int id : step.outputs) outs.push_back(&values[id]);
+    for (int id : step.inputs) ins.push_back(&values[id]);
+    workspace.reset();
+    step.op->forward_prepared(*step.node, step.state.get(), ins, outs, workspace);
+  }
+  std::vector<Tensor> outputs;
+  for (const auto& name : graph_.outputs) outputs.push_back(std::move(values[ids_.at(name)]));
+  return outputs;
 }
 
 void Executor::backward(const std::string& loss) {

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cmath>
 
 #include "kernels/elementwise.h"
@@ -58,6 +59,80 @@ void Adam::step(std::vector<Parameter>& parameters) {
       adam_update_f32(end - begin, w + begin, g + begin, m + begin, v + begin, constants);
     });
   }
+}
+
+}  // namespace lowbit
+
+namespace lowbit {
+namespace {
+// Optimizer state as tensors: one f32 vector per parameter under "<kind>/<parameter>" (absent
+// before the first step that needs it), and scalars as one-element tensors.
+void put_vectors(std::map<std::string, Tensor>& out, const std::string& kind, const std::vector<std::vector<float>>& vectors,
+                 const std::vector<Parameter>& parameters) {
+  for (size_t p = 0; p < vectors.size() && p < parameters.size(); ++p) {
+    if (vectors[p].empty()) continue;
+    Tensor t(DType::F32, {static_cast<int64_t>(vectors[p].size())});
+    std::copy(vectors[p].begin(), vectors[p].end(), t.data<float>());
+    out.emplace(kind + "/" + parameters[p].name, std::move(t));
+  }
+}
+
+std::vector<std::vector<float>> get_vectors(const std::map<std::string, Tensor>& state, const std::string& kind,
+                                            const std::vector<Parameter>& parameters) {
+  std::vector<std::vector<float>> vectors(parameters.size());
+  for (size_t p = 0; p < parameters.size(); ++p) {
+    auto it = state.find(kind + "/" + parameters[p].name);
+    if (it == state.end()) continue;
+    const Tensor& t = it->second;
+    if (t.dtype() != DType::F32 || t.rank() != 1 || t.numel() != parameters[p].value.numel())
+      throw Error(ErrorKind::Format, "optimizer state '" + it->first + "' is " + name_of(t.dtype()) + to_string(t.shape()) +
+                                         ", expected f32[" + std::to_string(parameters[p].value.numel()) + "] (the parameter's size)");
+    vectors[p].assign(t.data<float>(), t.data<float>() + t.numel());
+  }
+  for (const auto& entry : state) {
+    const std::string& name = entry.first;
+    if (name.rfind(kind + "/", 0) == 0 && std::none_of(parameters.begin(), parameters.end(), [&](const Parameter& p) {
+          return name == kind + "/" + p.name;
+        }))
+      throw Error(ErrorKind::Format, "optimizer state '" + name + "' belongs to no parameter of the model");
+  }
+  return vectors;
+}
+}  // namespace
+
+std::map<std::string, Tensor> Sgd::state(const std::vector<Parameter>& parameters) const {
+  std::map<std::string, Tensor> out;
+  put_vectors(out, "sgd.velocity", velocity_, parameters);
+  return out;
+}
+
+void Sgd::set_state(const std::map<std::string, Tensor>& state, const std::vector<Parameter>& parameters) {
+  for (const auto& [name, t] : state)
+    if (name.rfind("sgd.velocity/", 0) != 0)
+      throw Error(ErrorKind::Format, "optimizer state '" + name + "' is not SGD's (was it saved by another optimizer?)");
+  velocity_ = get_vectors(state, "sgd.velocity", parameters);
+}
+
+std::map<std::string, Tensor> Adam::state(const std::vector<Parameter>& parameters) const {
+  std::map<std::string, Tensor> out;
+  Tensor t(DType::S64, {1});
+  t.data<int64_t>()[0] = t_;
+  out.emplace("adam.t", std::move(t));
+  put_vectors(out, "adam.m", m_, parameters);
+  put_vectors(out, "adam.v", v_, parameters);
+  return out;
+}
+
+void Adam::set_state(const std::map<std::string, Tensor>& state, const std::vector<Parameter>& parameters) {
+  auto it = state.find("adam.t");
+  if (it == state.end() || it->second.dtype() != DType::S64 || it->second.numel() != 1 || it->second.data<int64_t>()[0] < 0)
+    throw Error(ErrorKind::Format, "optimizer state 'adam.t' (Adam's step count) is missing or not one non-negative s64");
+  for (const auto& [name, t] : state)
+    if (name != "adam.t" && name.rfind("adam.m/", 0) != 0 && name.rfind("adam.v/", 0) != 0)
+      throw Error(ErrorKind::Format, "optimizer state '" + name + "' is not Adam's (was it saved by another optimizer?)");
+  t_ = it->second.data<int64_t>()[0];
+  m_ = get_vectors(state, "adam.m", parameters);
+  v_ = get_vectors(state, "adam.v", parameters);
 }
 
 }  // namespace lowbit

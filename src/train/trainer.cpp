@@ -1,12 +1,15 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <numeric>
 
-#include "lowbit/train.h"
 #include "lowbit/ops.h"
+#include "lowbit/runtime_config.h"
+#include "lowbit/train.h"
 
 namespace lowbit {
 namespace {
@@ -90,6 +93,110 @@ void gather_teacher_logits(const DistillSettings& distill, Executor* teacher, co
   const Tensor& logits = teacher->value(teacher_logits);
   out.resize(logits.shape());
   std::copy_n(logits.data<float>(), logits.numel(), out.data<float>());
+}
+
+// The settings that shape a run's model bytes, one "key=value" per line (TrainState::settings):
+// options, the training data (size and a hash of its bytes), the teacher, the thread count.
+uint64_t fnv1a(const void* bytes, size_t size, uint64_t hash = 0xcbf29ce484222325ULL) {
+  const auto* p = static_cast<const unsigned char*>(bytes);
+  for (size_t i = 0; i < size; ++i) hash = (hash ^ p[i]) * 0x100000001b3ULL;
+  return hash;
+}
+std::string exact(double value) {  // round-trips
+  char text[40];
+  std::snprintf(text, sizeof(text), "%.17g", value);
+  return text;
+}
+std::string train_settings(const TrainOptions& o, const Dataset& data, int64_t held_out) {
+  const OptimizerOptions& opt = o.optimizer;
+  uint64_t data_hash = fnv1a(data.images.raw(), data.images.nbytes());
+  data_hash = fnv1a(data.labels.data(), data.labels.size() * sizeof(int32_t), data_hash);
+  std::string s;
+  auto add = [&](const char* key, const std::string& value) { s += std::string(key) + "=" + value + "\n"; };
+  add("epochs", std::to_string(o.epochs));
+  add("batch", std::to_string(o.batch_size));
+  add("optimizer", opt.name);
+  add("learning_rate", exact(opt.learning_rate));
+  add("momentum", exact(opt.momentum));
+  add("beta1", exact(opt.beta1));
+  add("beta2", exact(opt.beta2));
+  add("epsilon", exact(opt.epsilon));
+  add("schedule", opt.schedule);
+  add("seed", std::to_string(o.seed));
+  add("validation_samples", std::to_string(held_out));
+  add("training_samples", std::to_string(data.size()));
+  char hash[20];
+  std::snprintf(hash, sizeof(hash), "%016llx", static_cast<unsigned long long>(data_hash));
+  add("training_data_hash", hash);
+  if (o.distill.enabled()) {
+    add("distill_temperature", exact(o.distill.temperature));
+    add("distill_alpha", exact(o.distill.alpha));
+    if (o.distill.teacher_logits) {
+      std::snprintf(hash, sizeof(hash), "%016llx", static_cast<unsigned long long>(fnv1a(
+                                                       o.distill.teacher_logits->raw(), o.distill.teacher_logits->nbytes())));
+      add("teacher_logits_hash", hash);
+    } else {
+      add("teacher", "model");
+    }
+  }
+  add("threads", std::to_string(num_threads()));
+  return s;
+}
+
+std::map<std::string, std::string> settings_map(const std::string& settings) {
+  std::map<std::string, std::string> m;
+  size_t begin = 0;
+  while (begin < settings.size()) {
+    size_t end = settings.find('\n', begin);
+    if (end == std::string::npos) end = settings.size();
+    const std::string line = settings.substr(begin, end - begin);
+    const size_t eq = line.find('=');
+    if (eq != std::string::npos) m[line.substr(0, eq)] = line.substr(eq + 1);
+    begin = end + 1;
+  }
+  return m;
+}
+
+// A saved state fits this run: the same settings, and positions inside the run.
+void check_resumable(const TrainState& saved, const TrainState& fresh, const TrainOptions& options, int64_t batches,
+                     const std::string& where) {
+  if (saved.settings != fresh.settings) {
+    const auto then = settings_map(saved.settings), now = settings_map(fresh.settings);
+    std::string difference = "different settings";
+    for (const auto& [key, value] : now) {
+      auto it = then.find(key);
+      const std::string old = it == then.end() ? "(none)" : it->second;
+      if (old != value) {
+        difference = key + " was " + old + ", this run has " + value;
+        break;
+      }
+    }
+    if (difference == "different settings")
+      for (const auto& [key, value] : then)
+        if (!now.count(key)) {
+          difference = key + " was " + value + ", this run has none";
+          break;
+        }
+    throw Error(ErrorKind::InvalidArgument, "checkpoint '" + where + "' belongs to another run (" + difference +
+                                                "): resume with the settings it was written with, or start afresh");
+  }
+  auto bad = [&](const std::string& what) {
+    throw Error(ErrorKind::Format, "checkpoint '" + where + "': " + what);
+  };
+  if (saved.epoch < 1 || saved.epoch > options.epochs + 1) bad("epoch " + std::to_string(saved.epoch) + " is outside the run");
+  if (saved.batch < 0 || saved.batch >= batches || (saved.epoch > options.epochs && saved.batch != 0))
+    bad("batch " + std::to_string(saved.batch) + " is outside epoch " + std::to_string(saved.epoch));
+  if (saved.history.size() != static_cast<size_t>(saved.epoch - 1))
+    bad(std::to_string(saved.history.size()) + " epoch reports for " + std::to_string(saved.epoch - 1) + " epochs done");
+  if (saved.order.size() != fresh.order.size())
+    bad("the sample order has " + std::to_string(saved.order.size()) + " entries for " + std::to_string(fresh.order.size()) + " samples");
+  std::vector<bool> seen(saved.order.size(), false);
+  for (uint32_t i : saved.order) {
+    if (i >= seen.size() || seen[i]) bad("the sample order is not a permutation of the samples");
+    seen[i] = true;
+  }
+  if (saved.seen < 0 || saved.correct < 0 || saved.correct > saved.seen)
+    bad("the epoch's running totals are inconsistent");
 }
 
 }  // namespace
@@ -232,25 +339,71 @@ TrainReport train(Graph& model, const Dataset& all_data, const TrainOptions& opt
   auto optimizer = Optimizer::create(options.optimizer);
   if (options.hooks) options.hooks->on_start(run.parameters());
   const bool cosine = options.optimizer.schedule == "cosine";
-  Rng rng(options.seed ^ 0x5eed5eed5eed5eedULL);
   const std::string input_name = model.inputs[0].name;
-
-  std::vector<uint32_t> order(static_cast<size_t>(data->size()));
-  std::iota(order.begin(), order.end(), 0u);
   const int64_t batches = (data->size() + options.batch_size - 1) / options.batch_size;
+  const int64_t total_steps = batches * options.epochs;
+
+  // Everything that carries from step to step besides the model: a checkpoint saves it.
+  TrainState state;
+  state.rng = Rng(options.seed ^ 0x5eed5eed5eed5eedULL).state();
+  state.order.resize(static_cast<size_t>(data->size()));
+  std::iota(state.order.begin(), state.order.end(), 0u);
+  Checkpointer* store = options.checkpoints;
+  if (store) {
+    if (options.checkpoint_every_steps < 0 || options.checkpoint_every_epochs < 1)
+      throw Error(ErrorKind::InvalidArgument, "checkpoints go every N >= 1 steps or epochs");
+    state.settings = train_settings(options, *data, held_out);
+  }
   TrainReport report;
+  if (store && options.resume) {
+    if (std::optional<TrainState> saved = store->load(model)) {
+      check_resumable(*saved, state, options, batches, store->where());
+      optimizer->set_state(saved->optimizer, run.parameters());
+      for (auto& p : run.parameters()) {
+        auto it = saved->learning_rate_scales.find(p.name);
+        if (it != saved->learning_rate_scales.end()) p.learning_rate_scale = it->second;
+      }
+      state = std::move(*saved);
+      report.resumed_at_step = static_cast<int64_t>(state.epoch - 1) * batches + state.batch;
+    }
+  }
+  const double seconds_before = state.seconds;
   const auto start = Clock::now();
+  auto elapsed = [&] { return seconds_before + seconds_since(start); };
+  auto save = [&] {
+    state.seconds = elapsed();
+    state.optimizer = optimizer->state(run.parameters());
+    state.learning_rate_scales.clear();
+    for (const auto& p : run.parameters()) state.learning_rate_scales[p.name] = p.learning_rate_scale;
+    store->save(model, state);
+  };
+  auto stop_requested = [&] { return options.stop && options.stop->load(std::memory_order_relaxed); };
+  auto stopped = [&](int64_t steps_done) {
+    std::string message = "training stopped after step " + std::to_string(steps_done) + " of " + std::to_string(total_steps) +
+                          " (epoch " + std::to_string(std::min(state.epoch, options.epochs)) + " of " + std::to_string(options.epochs) + ")";
+    if (store) {
+      save();
+      message += "; checkpoint saved to '" + store->where() + "'";
+    }
+    return Error(ErrorKind::Interrupted, message);
+  };
+
   Tensor& images = run.input(input_name);
   Tensor& labels = run.input("__labels");
-  for (int epoch = 1; epoch <= options.epochs; ++epoch) {
+  while (state.epoch <= options.epochs) {
+    const int epoch = state.epoch;
     const auto epoch_start = Clock::now();
-    rng.shuffle(order);
-    double loss_sum = 0;
-    int64_t correct = 0, seen = 0;
-    for (int64_t b = 0; b < batches; ++b) {
+    if (state.batch == 0) {
+      Rng rng(state.rng);
+      rng.shuffle(state.order);
+      state.rng = rng.state();
+      state.loss_sum = 0, state.correct = 0, state.seen = 0;
+    }
+    while (state.batch < batches) {
+      const int64_t b = state.batch;
       const int64_t begin = b * options.batch_size;
       const int64_t count = std::min<int64_t>(options.batch_size, data->size() - begin);
-      const auto batch_indices = std::span<const uint32_t>(order).subspan(begin, count);
+      const auto batch_indices = std::span<const uint32_t>(state.order).subspan(begin, count);
       gather_batch(*data, batch_indices, model, images, &labels);
       if (distill.enabled()) gather_teacher_logits(distill, teacher_run.get(), teacher_logits_name, *data, batch_indices,
                                                    run.input("__teacher_logits"));
@@ -258,8 +411,9 @@ TrainReport train(Graph& model, const Dataset& all_data, const TrainOptions& opt
       if (cosine)
         optimizer->set_learning_rate(static_cast<float>(
             options.optimizer.learning_rate * 0.5 *
-            (1.0 + std::cos(3.14159265358979323846 * static_cast<double>(step) / static_cast<double>(batches * options.epochs)))));
+            (1.0 + std::cos(3.14159265358979323846 * static_cast<double>(step) / static_cast<double>(total_steps)))));
       if (options.hooks) options.hooks->before_forward(step);
+      run.set_step(step);  // dropout masks are a function of (seed, step, node)
       run.forward();
       if (options.hooks) options.hooks->after_forward(run, step);
       run.backward("__loss");
@@ -270,39 +424,57 @@ TrainReport train(Graph& model, const Dataset& all_data, const TrainOptions& opt
       if (!std::isfinite(loss))
         throw Error(ErrorKind::InvalidArgument, "training diverged: the loss became " + std::to_string(loss) + " in epoch " +
                                                     std::to_string(epoch) + " (try a smaller learning rate)");
-      loss_sum += static_cast<double>(loss) * count;
+      state.loss_sum += static_cast<double>(loss) * count;
       const Tensor& logits = run.value(logits_name);
       const int64_t classes = logits.dim(1);
       const int32_t* l = labels.data<int32_t>();
-      for (int64_t i = 0; i < count; ++i) correct += argmax(logits.data<float>() + i * classes, classes) == l[i];
-      seen += count;
-      if (options.on_progress) {
+      for (int64_t i = 0; i < count; ++i) state.correct += argmax(logits.data<float>() + i * classes, classes) == l[i];
+      state.seen += count;
+      state.batch = b + 1;
+      if (options.on_progress && state.batch < batches) {
         TrainProgress p;
-        p.epoch = epoch, p.epochs = options.epochs, p.batch = b + 1, p.batches = batches;
-        p.loss = loss_sum / seen, p.accuracy = static_cast<double>(correct) / seen;
-        p.elapsed_seconds = seconds_since(start);
-        if (b + 1 < batches) options.on_progress(p);
+        p.epoch = epoch, p.epochs = options.epochs, p.batch = state.batch, p.batches = batches;
+        p.loss = state.loss_sum / state.seen, p.accuracy = static_cast<double>(state.correct) / state.seen;
+        p.elapsed_seconds = elapsed();
+        options.on_progress(p);
       }
+      if (state.batch == batches) break;  // the epoch's end below checkpoints and stops
+      if (stop_requested()) throw stopped(step + 1);
+      if (store && options.checkpoint_every_steps > 0 && (step + 1) % options.checkpoint_every_steps == 0) save();
     }
     EpochReport e;
     e.epoch = epoch;
-    e.loss = loss_sum / seen;
-    e.accuracy = static_cast<double>(correct) / seen;
+    e.loss = state.loss_sum / state.seen;
+    e.accuracy = static_cast<double>(state.correct) / state.seen;
     if (held_out > 0) {
       EvalReport v = evaluate(model, validation);
       e.val_loss = v.loss, e.val_accuracy = v.accuracy;
     }
     e.seconds = seconds_since(epoch_start);
-    report.epochs.push_back(e);
+    state.history.push_back(e);
+    state.epoch = epoch + 1;
+    state.batch = 0;
+    const bool best = held_out > 0 && e.val_accuracy > state.best_val_accuracy;
+    if (best) state.best_val_accuracy = e.val_accuracy, state.best_epoch = epoch;
     if (options.on_progress) {
       TrainProgress p;
       p.epoch = epoch, p.epochs = options.epochs, p.batch = batches, p.batches = batches;
-      p.loss = e.loss, p.accuracy = e.accuracy, p.elapsed_seconds = seconds_since(start);
+      p.loss = e.loss, p.accuracy = e.accuracy, p.elapsed_seconds = elapsed();
       p.epoch_done = true, p.val_loss = e.val_loss, p.val_accuracy = e.val_accuracy;
       options.on_progress(p);
     }
+    const int64_t steps_done = static_cast<int64_t>(epoch) * batches;
+    if (store) {
+      if (best) store->save_best(model, state);
+      const bool due = options.checkpoint_every_steps > 0 ? steps_done % options.checkpoint_every_steps == 0
+                                                          : epoch % options.checkpoint_every_epochs == 0;
+      if (state.epoch > options.epochs || (due && !stop_requested())) save();  // (stopped() saves)
+    }
+    if (state.epoch <= options.epochs && stop_requested()) throw stopped(steps_done);
   }
-  report.seconds = seconds_since(start);
+  report.epochs = state.history;
+  report.seconds = elapsed();
+  report.steps = total_steps;
   return report;
 }
 

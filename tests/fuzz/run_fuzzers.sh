@@ -31,7 +31,7 @@ seeds() {
                dequantizelinear_axis concat_1d_axis_0 averagepool_2d_ceil; do
         [[ -f "$nodes/test_$n/model.onnx" ]] && cp "$nodes/test_$n/model.onnx" "$dir/node_$n.onnx"
       done ;;
-    model_file)  # today's format (seeds/model_file: f32, int8, 4-bit blocks, a dynamic BERT) and version 1
+    model_file)  # today's format (seeds/model_file: f32, int8, 4-bit blocks, a dynamic BERT, a training checkpoint) and version 1
       cp "$here"/seeds/model_file/*.lbm "$dir/"
       find "$repo/tests/data/format-v1" -name '*.lbm' -exec cp {} "$dir/" \; ;;
     idx)  # 2 images of 3x4 and their labels, plain and gzipped
@@ -75,4 +75,16 @@ for t in "${targets[@]}"; do
   runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$work/fuzz.log" | grep -o '[0-9]*$' || echo 0)
   cov=$(grep -o 'cov: [0-9]*' "$work/fuzz.log" | tail -n 1 | grep -o '[0-9]*' || echo 0)
   echo "fuzz: $t: $runs runs in $seconds s ($((runs / seconds))/s), coverage $cov edges, no crash, hang or sanitizer report"
+  # Inputs of at most 100 bytes never make a loader allocate more than 4 MiB at once (model
+  # descriptions excepted: a few bytes may describe a large model, bounded by LOWBIT_MAX_MODEL_BYTES).
+  if [[ $t != model_description ]]; then
+    small=()
+    while IFS= read -r -d '' f; do small+=("$f"); done < <(find "$work/corpus/$t" "$here/regressions/$t" -type f -size -101c -print0 2>/dev/null)
+    if (( ${#small[@]} > 0 )); then
+      "$target" -malloc_limit_mb=4 -rss_limit_mb=2048 "${small[@]}" >"$work/small.log" 2>&1 || { tail -n 40 "$work/small.log"; exit 1; }
+      echo "fuzz: $t: ${#small[@]} corpus inputs of at most 100 bytes, none allocates 4 MiB at once"
+    fi
+  fi
+  # LOWBIT_FUZZ_KEEP=DIR keeps each corpus (DIR/<target>: bench/hostile_inputs.py measures the CLI on it).
+  if [[ -n ${LOWBIT_FUZZ_KEEP:-} ]]; then mkdir -p "$LOWBIT_FUZZ_KEEP/$t" && cp -r "$work/corpus/$t/." "$work/seeds/$t/." "$LOWBIT_FUZZ_KEEP/$t/"; fi
 done

@@ -78,7 +78,14 @@ TEST(Idx, ClaimedSizesBeyondTheDataAreRefusedBeforeAllocating) {
   ASSERT_NE(f, nullptr);
   gzwrite(f, (header + "abcdefgh").data(), static_cast<unsigned>(header.size() + 8));
   gzclose(f);
-  EXPECT_LOWBIT_ERROR(read_idx(dir.file("big.gz")), "found 8");
+  EXPECT_LOWBIT_ERROR(read_idx(dir.file("big.gz")), "= 8589934592 bytes of data, more than a gzip file of");
+  // Within what the gzip file could hold, but short: the claim is read in place and found short.
+  gzFile g = gzopen(dir.file("short.gz").c_str(), "wb");
+  ASSERT_NE(g, nullptr);
+  const std::string claim("\x00\x00\x08\x03\x00\x00\x00\x02\x00\x00\x00\x10\x00\x00\x00\x10", 16);  // 2 x 16 x 16
+  gzwrite(g, (claim + "abcdefgh").data(), static_cast<unsigned>(claim.size() + 8));
+  gzclose(g);
+  EXPECT_LOWBIT_ERROR(read_idx(dir.file("short.gz")), "truncated: header declares [2, 16, 16] = 512 bytes of data, found 8");
   // Beyond 2^34 bytes: implausible, whatever the data (the dimensions' product does not overflow).
   testing::write_bytes(dir.file("huge"), std::string("\x00\x00\x08\x04\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", 20));
   EXPECT_LOWBIT_ERROR(read_idx(dir.file("huge")), "implausibly large");

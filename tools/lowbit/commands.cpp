@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <fstream>
+#include <optional>
 #include <map>
 #include <numeric>
 #include <nlohmann/json.hpp>
@@ -75,6 +77,7 @@ Command add_train(CLI::App& app) {
     double validation_split = 0.0;
     int64_t train_samples = 0;
     bool json = false;
+    CheckpointCli checkpoints;
   };
   auto o = std::make_shared<Options>();
   cmd->add_option("--data", o->data, "Dataset directory with the four IDX files")->capture_default_str();
@@ -93,10 +96,13 @@ Command add_train(CLI::App& app) {
   cmd->add_option("--out", o->out, "Where to write the trained model (.lbm)")->required();
   cmd->add_flag("--json", o->json, "End with one JSON line of results");
   add_threads_option(cmd, o->threads);
+  o->checkpoints.add(cmd);
   return [o] {
+    stop_training_on_signals();  // first: a signal while the data loads stops training at its first step
     apply_threads(o->threads);
     const DatasetSplits data = load_dataset_dir(o->data);
     TrainRunOptions run;
+    o->checkpoints.apply(run.train, "checkpoint", "best");
     run.arch = o->arch;
     run.train_samples = o->train_samples;
     TrainOptions& options = run.train;
@@ -113,6 +119,7 @@ Command add_train(CLI::App& app) {
     run.on_start = [&](const Graph& model, int64_t samples) {
       fmt::print("training {} ({} parameters) on {} samples of '{}', {} thread(s)\n", model.name, model.parameter_count(),
                  samples, o->data, num_threads());
+      if (!o->checkpoints.describe().empty()) fmt::print("{}\n", o->checkpoints.describe());
       std::fflush(stdout);
     };
     run.metadata["trained_on"] = std::filesystem::path(o->data).filename().string();
@@ -121,6 +128,9 @@ Command add_train(CLI::App& app) {
     const TrainReport& report = result.report;
     const EvalReport& test = result.test;
     save_model(model, o->out);
+    if (report.resumed_at_step >= 0)
+      fmt::print("resumed from step {} of {} (checkpoint {})\n", report.resumed_at_step, report.steps,
+                 run.train.checkpoints->where());
     fmt::print("test accuracy {:.4f}  test loss {:.4f}  train time {:.2f} s  saved {} ({} bytes)\n", test.accuracy,
                test.loss, report.seconds, o->out, file_size(o->out));
     if (o->json) {
@@ -357,6 +367,13 @@ Command add_info(CLI::App& app) {
     const bool onnx = o->model.size() >= 5 && o->model.compare(o->model.size() - 5, 5, ".onnx") == 0;
     const uint32_t format_version = onnx ? 0 : model_file_version(o->model);  // 0: an ONNX file
     const ModelInfo info = model_info(model);
+    // A training checkpoint (checkpoint.h) is a model file with the training state beside it.
+    std::optional<TrainState> state;
+    if (!onnx) {
+      std::ifstream in(o->model, std::ios::binary);
+      const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      state = parse_train_state(bytes, o->model);
+    }
     json layers = json::array();
     for (const auto& l : info.layers) {
       json tensors = json::array();
@@ -370,11 +387,22 @@ Command add_info(CLI::App& app) {
               {"parameters", info.parameters}, {"tensor_bytes", total_bytes}, {"file_bytes", file_size(o->model)},
               {"weights", info.weights}, {"bits_per_weight", info.bits_per_weight},
               {"metadata", model.metadata}, {"layers", layers}};
+    if (state) {
+      j["checkpoint"] = {{"epoch", state->epoch}, {"batch", state->batch}, {"epochs_done", state->history.size()},
+                         {"train_seconds", state->seconds}, {"best_val_accuracy", state->best_val_accuracy},
+                         {"best_epoch", state->best_epoch}};
+    }
     if (o->json) {
       std::puts(j.dump().c_str());
       return 0;
     }
     fmt::print("model {} ({}), format version {}\n", o->model, model.name, format_version);
+    if (state) {
+      fmt::print("training checkpoint: {} epoch(s) done, next: epoch {} batch {}, {:.1f} s of training", state->history.size(),
+                 state->epoch, state->batch, state->seconds);
+      if (state->best_epoch > 0) fmt::print(", best validation accuracy {:.4f} (epoch {})", state->best_val_accuracy, state->best_epoch);
+      fmt::print("\n");
+    }
     for (const auto& in : info.inputs) fmt::print("input  {} {}{}\n", in.name, name_of(in.dtype), to_string(in.shape));
     for (const auto& out : info.outputs) fmt::print("output {} {}\n", out.name, to_string(out.shape));
     // Column widths fit the longest name, op and shape (CNN op names and shapes are long).

@@ -4,8 +4,32 @@
 
 #include <CLI/CLI.hpp>
 #include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "lowbit/checkpoint.h"
+#include "lowbit/train.h"
 
 namespace lowbit::cli {
+
+// --checkpoint-dir, --checkpoint-every and --resume of train, qat and distill (checkpoint_cli.cpp).
+struct CheckpointCli {
+  std::string dir, every;
+  bool resume = false;
+  void add(CLI::App* cmd);
+  // Points `options` at the checkpoint DIR/<name>.lbm (best model DIR/<best>.lbm) with the cadence
+  // of --checkpoint-every, and at the stop flag that SIGINT and SIGTERM set. Without
+  // --checkpoint-dir, only the stop flag.
+  void apply(TrainOptions& options, const std::string& name, const std::string& best);
+  // One line for the user: where checkpoints go and how often, or "" without --checkpoint-dir.
+  std::string describe() const;
+  std::vector<std::unique_ptr<CheckpointFile>> files;
+};
+// The first SIGINT or SIGTERM asks training to stop at its next step boundary (a second one ends
+// the process at once); interrupted_exit_code() is 128 + that signal (130, 143).
+void stop_training_on_signals();
+int interrupted_exit_code();
 
 // Runs the command; returns the exit code (0, or a command-specific code such as quantize's 3).
 using Command = std::function<int()>;

@@ -113,6 +113,7 @@ Command add_qat(CLI::App& app) {
     uint64_t seed = 0;
     bool json_out = false;
     QatCli qat;
+    CheckpointCli checkpoints;
   };
   auto o = std::make_shared<Options>();
   cmd->add_option("--model", o->model, "Trained float model (.lbm or .onnx)")->required();
@@ -131,7 +132,9 @@ Command add_qat(CLI::App& app) {
   cmd->add_flag("--json", o->json_out, "End with one JSON line of results");
   o->qat.add(cmd, false);
   cmd->add_option("--threads", o->threads, "Worker threads")->check(CLI::Range(1, 1024));
+  o->checkpoints.add(cmd);
   return [o] {
+    stop_training_on_signals();  // first: a signal while the data loads stops training at its first step
     if (o->threads > 0) set_num_threads(o->threads);
     Graph model = open_model(o->model);
     if (is_quantized(model) || is_qat_model(model))
@@ -148,6 +151,7 @@ Command add_qat(CLI::App& app) {
     options.optimizer.learning_rate = o->lr;
     options.seed = o->seed;
     options.on_progress = [](const TrainProgress& p) { print_epoch(p, "qat"); };
+    o->checkpoints.apply(options, "checkpoint", "best");
     Graph teacher;
     if (!o->teacher.empty()) {
       teacher = open_model(o->teacher);
@@ -160,9 +164,12 @@ Command add_qat(CLI::App& app) {
       if (!r.teacher_cache_note.empty()) fmt::print("teacher logits: {}\n", r.teacher_cache_note);
       fmt::print("float model {}: test accuracy {:.4f}; quantization-aware training for {} epoch(s), {} thread(s)\n", o->model,
                  r.float_test.accuracy, o->epochs, num_threads());
+      if (!o->checkpoints.describe().empty()) fmt::print("{}\n", o->checkpoints.describe());
       std::fflush(stdout);
     };
     const QatRunResult r = run_qat(model, data.train, data.test, run);
+    if (r.report.resumed_at_step >= 0)
+      fmt::print("resumed from step {} of {} (checkpoint {})\n", r.report.resumed_at_step, r.report.steps, options.checkpoints->where());
     save_model(r.model, o->out);
     if (!o->fake_quant_out.empty()) save_model(r.fake_quantized, o->fake_quant_out);
     const json report = qat_report(r, run.qat, o->epochs);
@@ -190,6 +197,7 @@ Command add_distill(CLI::App& app) {
     uint64_t seed = 0;
     bool json_out = false;
     QatCli qat;
+    CheckpointCli checkpoints;
   };
   auto o = std::make_shared<Options>();
   cmd->add_option("--teacher", o->teacher, "Trained teacher model (.lbm or .onnx), any architecture")->required();
@@ -215,7 +223,9 @@ Command add_distill(CLI::App& app) {
   o->qat.add(cmd, true);
   auto* bits = cmd->get_option("--bits");
   cmd->add_option("--threads", o->threads, "Worker threads")->check(CLI::Range(1, 1024));
+  o->checkpoints.add(cmd);
   return [o, bits] {
+    stop_training_on_signals();  // first: a signal while the teacher and data load stops training at its first step
     if (o->threads > 0) set_num_threads(o->threads);
     const bool quantized = bits->count() > 0 || !o->qat.plan.empty();
     const Graph teacher = open_model(o->teacher);
@@ -241,6 +251,7 @@ Command add_distill(CLI::App& app) {
     options.epochs = o->epochs;
     options.optimizer.learning_rate = o->lr;
     options.on_progress = [](const TrainProgress& p) { print_epoch(p, "distill"); };
+    o->checkpoints.apply(options, "checkpoint", "best");
     if (quantized) {
       QatRunOptions q;
       q.qat = o->qat.options();
@@ -250,6 +261,7 @@ Command add_distill(CLI::App& app) {
       q.train.epochs = o->qat_epochs;
       q.train.optimizer.learning_rate = o->qat_lr;
       q.train.on_progress = [](const TrainProgress& p) { print_epoch(p, "qat"); };
+      o->checkpoints.apply(q.train, "checkpoint-qat", "best-qat");
       run.quantize = q;
     }
     run.metadata["trained_on"] = std::filesystem::path(o->data).filename().string();
@@ -258,6 +270,7 @@ Command add_distill(CLI::App& app) {
       if (!cache.empty()) fmt::print("teacher logits: {}\n", r.teacher_cache_hit ? "read from the cache " + cache : r.teacher_cache_note);
       fmt::print("teacher {}: test accuracy {:.4f}; student {} ({} parameters), T = {}, alpha = {}, {} thread(s)\n", o->teacher,
                  r.teacher_test.accuracy, o->student, r.parameters, o->temperature, o->alpha, num_threads());
+      if (!o->checkpoints.describe().empty()) fmt::print("{}\n", o->checkpoints.describe());
       std::fflush(stdout);
     };
     run.on_float_done = [&](const DistillRunResult& r) {
@@ -267,6 +280,10 @@ Command add_distill(CLI::App& app) {
       std::fflush(stdout);
     };
     const DistillRunResult r = run_distill(teacher, data, run);
+    if (r.report.resumed_at_step >= 0)
+      fmt::print("float phase resumed from step {} of {}\n", r.report.resumed_at_step, r.report.steps);
+    if (r.qat && r.qat->report.resumed_at_step >= 0)
+      fmt::print("quantization-aware phase resumed from step {} of {}\n", r.qat->report.resumed_at_step, r.qat->report.steps);
     json j = {{"command", "distill"}, {"teacher", o->teacher}, {"student", o->student}, {"out", o->out},
               {"seed", o->seed}, {"threads", num_threads()}, {"temperature", o->temperature}, {"alpha", o->alpha},
               {"teacher_test_accuracy", r.teacher_test.accuracy}, {"teacher_cache", cache.empty() ? "none" : cache},

@@ -4,6 +4,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <map>
+#include <new>
+#include <string>
 
 #include "commands.h"
 #include "lowbit/error.h"
@@ -20,6 +22,26 @@ static void bind_threads_to_cores(char** argv) {
   if (!std::getenv("OMP_WAIT_POLICY")) setenv("OMP_WAIT_POLICY", "active", 1);
   setenv("LOWBIT_NO_REEXEC", "1", 1);
   execv("/proc/self/exe", argv);  // returns only on failure: then run unbound
+}
+
+// Exit codes (docs/errors.md): one per kind of failure, so that scripts can tell them apart.
+constexpr int kExitInternal = 1;   // a bug in lowbit (ErrorKind::Internal) or out of memory
+constexpr int kExitUsage = 2;      // the command line: unknown option, bad value (ErrorKind::InvalidArgument)
+// 3: a target not met (quantize/sweep --max-drop): returned by those commands
+constexpr int kExitBadInput = 4;   // a file's contents (ErrorKind::Format) or what this build cannot handle (Unsupported)
+constexpr int kExitIo = 5;         // a file that cannot be opened, read or written (ErrorKind::Io)
+// 128 + signal: training stopped by SIGINT (130) or SIGTERM (143), checkpoint written
+
+static int exit_code(lowbit::ErrorKind kind) {
+  switch (kind) {
+    case lowbit::ErrorKind::InvalidArgument: return kExitUsage;
+    case lowbit::ErrorKind::Format:
+    case lowbit::ErrorKind::Unsupported: return kExitBadInput;
+    case lowbit::ErrorKind::Io: return kExitIo;
+    case lowbit::ErrorKind::Internal:
+    case lowbit::ErrorKind::Interrupted: break;
+  }
+  return kExitInternal;
 }
 
 int main(int argc, char** argv) {
@@ -56,19 +78,29 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     std::fprintf(stderr, "lowbit: error: %s (see lowbit --help)\n", e.what());
-    return 2;
+    return kExitUsage;
   }
   int code = 0;
   try {
     for (auto* sub : app.get_subcommands()) code = commands.at(sub)();
   } catch (const lowbit::Error& e) {
     std::fflush(stdout);
+    if (e.kind() == lowbit::ErrorKind::Interrupted) {
+      const bool saved = std::string(e.what()).find("checkpoint saved") != std::string::npos;
+      std::fprintf(stderr, "lowbit: interrupted: %s%s\n", e.what(),
+                   saved ? " (run the same command with --resume to continue)" : "");
+      return lowbit::cli::interrupted_exit_code();
+    }
     std::fprintf(stderr, "lowbit: error: %s\n", e.what());
-    return 1;
+    return exit_code(e.kind());
+  } catch (const std::bad_alloc&) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "lowbit: error: out of memory\n");
+    return kExitInternal;
   } catch (const std::exception& e) {
     std::fflush(stdout);
     std::fprintf(stderr, "lowbit: error: %s\n", e.what());
-    return 1;
+    return kExitInternal;
   }
   std::fflush(stdout);
   return code;

@@ -1,0 +1,76 @@
+// Checkpoint options and the signals that stop training (commands.h).
+#include <csignal>
+#include <filesystem>
+#include <regex>
+
+#include "commands.h"
+#include "lowbit/error.h"
+
+namespace lowbit::cli {
+namespace {
+
+std::atomic<bool> stop_requested{false};
+volatile std::sig_atomic_t stop_signal = 0;
+
+extern "C" void on_stop_signal(int sig) {
+  if (stop_requested.load()) {  // the second one: stop now
+    std::signal(sig, SIG_DFL);
+    std::raise(sig);
+    return;
+  }
+  stop_signal = sig;
+  stop_requested.store(true);
+}
+
+}  // namespace
+
+void stop_training_on_signals() {
+  static_assert(std::atomic<bool>::is_always_lock_free, "the signal handler needs a lock-free flag");
+  std::signal(SIGINT, on_stop_signal);
+  std::signal(SIGTERM, on_stop_signal);
+}
+
+int interrupted_exit_code() { return 128 + (stop_signal ? static_cast<int>(stop_signal) : SIGINT); }
+
+void CheckpointCli::add(CLI::App* cmd) {
+  cmd->add_option("--checkpoint-dir", dir, "Write resumable checkpoints into this directory (created if missing)");
+  cmd->add_option("--checkpoint-every", every, "How often: N steps (e.g. 500, 500steps) or N epochs (e.g. 1epoch); default every epoch");
+  cmd->add_flag("--resume", resume, "Continue from the checkpoint in --checkpoint-dir (starts afresh when there is none)");
+}
+
+void CheckpointCli::apply(TrainOptions& options, const std::string& name, const std::string& best) {
+  options.stop = &stop_requested;
+  if (dir.empty()) {
+    if (resume) throw Error(ErrorKind::InvalidArgument, "--resume needs --checkpoint-dir (where the checkpoint is)");
+    if (!every.empty()) throw Error(ErrorKind::InvalidArgument, "--checkpoint-every needs --checkpoint-dir");
+    return;
+  }
+  if (!every.empty()) {
+    static const std::regex form(R"(\s*([0-9]{1,12})?\s*(steps?|epochs?)?\s*)");
+    std::smatch m;
+    if (!std::regex_match(every, m, form) || (!m[1].matched && !m[2].matched))
+      throw Error(ErrorKind::InvalidArgument, "--checkpoint-every '" + every + "': expected N steps or N epochs (e.g. 500, 500steps, 2epochs)");
+    const int64_t n = m[1].matched ? std::stoll(m[1].str()) : 1;
+    if (n < 1) throw Error(ErrorKind::InvalidArgument, "--checkpoint-every '" + every + "': expected at least 1");
+    if (m[2].matched && m[2].str().rfind("epoch", 0) == 0) {
+      if (n > (1 << 30)) throw Error(ErrorKind::InvalidArgument, "--checkpoint-every '" + every + "': too many epochs");
+      options.checkpoint_every_epochs = static_cast<int>(n);
+    } else {
+      options.checkpoint_every_steps = n;
+    }
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) throw Error(ErrorKind::Io, "cannot create checkpoint directory '" + dir + "': " + ec.message());
+  const std::filesystem::path d(dir);
+  files.push_back(std::make_unique<CheckpointFile>((d / (name + ".lbm")).string(), (d / (best + ".lbm")).string()));
+  options.checkpoints = files.back().get();
+  options.resume = resume;
+}
+
+std::string CheckpointCli::describe() const {
+  if (dir.empty()) return "";
+  return "checkpoints in " + dir + (every.empty() ? " every epoch" : " every " + every) + (resume ? " (resuming)" : "");
+}
+
+}  // namespace lowbit::cli
