@@ -7,7 +7,7 @@ packages=(cmake ninja-build g++ pkg-config zlib1g-dev libzip-dev libcli11-dev nl
           libgtest-dev libgmock-dev dataset-fashion-mnist jq bsdextrautils python3
           libonnx-dev libprotobuf-dev protobuf-compiler libonnx-testdata clang libclang-rt-14-dev
           python3-venv python3-dev python3-numpy python3-pytest python3-sklearn python3-torch ccache
-          chromium)  # chromium: the sweep report's test renders it headless
+          chromium openmpi-bin libopenmpi-dev)  # chromium: the sweep report's test renders it headless; Open MPI: mpirun lowbit
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(python3-torch libbenchmark-dev libopenblas-dev libdnnl-dev python3-torch python3-numpy time)
 fi

@@ -31,7 +31,7 @@ LOWBIT_CLI="$PWD/build/release/tools/lowbit/lowbit" build/py-venv/bin/python -m 
 
 echo "== unit tests under AddressSanitizer + UndefinedBehaviorSanitizer"
 cmake -S . -B build/sanitize -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLOWBIT_BUILD_TESTS=ON \
-  -DLOWBIT_BUILD_TOOLS=OFF -DLOWBIT_SANITIZE=address,undefined >/dev/null
+  -DLOWBIT_BUILD_TOOLS=OFF -DLOWBIT_WITH_MPI=OFF -DLOWBIT_SANITIZE=address,undefined >/dev/null
 cmake --build build/sanitize -j "$jobs"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build/sanitize -L unit --output-on-failure -j "$jobs"
@@ -40,12 +40,12 @@ echo "== the thread-safety tests under ThreadSanitizer"
 # Only what they need: the library without ONNX, and one test program. One kernel thread per call
 # (LOWBIT_NUM_THREADS=1): libgomp is not built for TSan, so its teams would only add false reports.
 cmake -S . -B build/tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLOWBIT_BUILD_TESTS=ON -DLOWBIT_BUILD_TOOLS=OFF \
-  -DLOWBIT_ONNX=OFF -DLOWBIT_SANITIZE=thread >/dev/null
+  -DLOWBIT_ONNX=OFF -DLOWBIT_WITH_MPI=OFF -DLOWBIT_SANITIZE=thread >/dev/null
 cmake --build build/tsan -j "$jobs" --target lowbit_thread_tests
 LOWBIT_NUM_THREADS=1 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 build/tsan/tests/lowbit_thread_tests
 
 echo "== fuzzing every loader (libFuzzer with ASan + UBSan, ${LOWBIT_FUZZ_SECONDS:-60} s each)"
 cmake -S . -B build/fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ -DLOWBIT_FUZZ=ON \
-  -DLOWBIT_SANITIZE=address,undefined -DLOWBIT_BUILD_TOOLS=OFF -DLOWBIT_BUILD_TESTS=OFF >/dev/null
+  -DLOWBIT_SANITIZE=address,undefined -DLOWBIT_BUILD_TOOLS=OFF -DLOWBIT_BUILD_TESTS=OFF -DLOWBIT_WITH_MPI=OFF >/dev/null
 cmake --build build/fuzz -j "$jobs" --target lowbit_fuzzers
 tests/fuzz/run_fuzzers.sh build/fuzz "${LOWBIT_FUZZ_SECONDS:-60}"

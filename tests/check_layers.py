@@ -10,7 +10,7 @@ import re
 import sys
 
 # Lowest first: a layer may use the ones before it.
-LAYERS = ["core", "kernels", "graph", "runtime", "train", "quant", "io", "onnx", "learn", "workflow"]
+LAYERS = ["core", "kernels", "graph", "runtime", "train", "quant", "io", "onnx", "learn", "workflow", "dist"]
 # The layer of each public header.
 PUBLIC = {
     "error.h": "core", "tensor.h": "core", "random.h": "core", "runtime_config.h": "core", "dataset.h": "core",
@@ -25,6 +25,7 @@ PUBLIC = {
     "qat.h": "learn", "distill.h": "learn",
     "workflow.h": "workflow",
     "sweep.h": "workflow",
+    "mpi.h": "dist",
     "lowbit.h": None,  # everything: for users, not for the library itself
 }
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)

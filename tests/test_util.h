@@ -62,6 +62,23 @@ inline Tensor random_bytes(Shape shape, uint64_t seed) {
   return t;
 }
 
+// A small learnable problem: 8x8 images whose class (of 4) is the quadrant that holds a bright blob.
+inline Dataset quadrant_images(int count, uint64_t seed) {
+  Dataset d;
+  d.images = Tensor(DType::U8, {count, 8, 8});
+  d.num_classes = 4;
+  Rng rng(seed);
+  uint8_t* px = d.images.data<uint8_t>();
+  for (int i = 0; i < count; ++i) {
+    const int label = static_cast<int>(rng.below(4));
+    d.labels.push_back(label);
+    for (int y = 0; y < 8; ++y)
+      for (int x = 0; x < 8; ++x)
+        px[i * 64 + y * 8 + x] = static_cast<uint8_t>((y / 4) * 2 + (x / 4) == label ? 128 + rng.below(128) : rng.below(100));
+  }
+  return d;
+}
+
 // The one output of `node`'s op run forward on `inputs` (an op test without a graph).
 inline Tensor run1(const Node& node, std::vector<Tensor> inputs) {
   std::vector<const Tensor*> in;

@@ -71,6 +71,9 @@ QuantPlan load_plan(const std::string& path);
 
 // Layers quantize_model can quantize (Dense and Conv2D nodes), in graph order.
 std::vector<std::string> quantizable_layers(const Graph& model);
+// Error(InvalidArgument) naming the first layer `plan` lists that `model` lacks as a Dense or
+// Conv2D layer (quantize_model and prepare_qat check it; callers can check before loading data).
+void check_plan_layers(const Graph& model, const QuantPlan& plan);
 // Names of `layers` matching a comma-separated list of names or glob patterns ("dense_*").
 // Throws Error(InvalidArgument) for a pattern that matches nothing.
 std::vector<std::string> select_layers(const Graph& model, const std::string& patterns);

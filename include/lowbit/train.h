@@ -20,6 +20,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -175,6 +176,35 @@ class Checkpointer {
   virtual std::string where() const = 0;  // for messages: the file
 };
 
+// ---- Data parallelism ---------------------------------------------------------------------------
+// The ranks of a data-parallel run as the training loop sees them: MPI processes, or threads of
+// one process (LocalGroup).
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  // Every rank gives `mine` (the same length on every rank) and receives everyone's, concatenated
+  // in rank order, in `all` (size() * mine.size() values).
+  virtual void all_gather(std::span<const float> mine, std::span<float> all) = 0;
+};
+
+// Ranks as threads of one process: member(r) is rank r's Communicator; each rank's thread calls
+// train() with it (a model of its own, built with the same seed). Used by the tests, and by
+// anyone who wants the sharded arithmetic of a multi-process run without MPI.
+class LocalGroup {
+ public:
+  explicit LocalGroup(int size);
+  ~LocalGroup();
+  Communicator& member(int rank);
+  int size() const;
+  struct Shared;  // (opaque)
+
+ private:
+  std::unique_ptr<Shared> shared_;
+  std::vector<std::unique_ptr<Communicator>> members_;
+};
+
 struct TrainOptions {
   int epochs = 10;
   int batch_size = 32;
@@ -195,6 +225,16 @@ struct TrainOptions {
   // Set (e.g. by a signal handler) to stop at the next step boundary: a checkpoint is written if
   // there is a Checkpointer, and train() throws Error(Interrupted) saying where training stopped.
   const std::atomic<bool>* stop = nullptr;
+  // Data parallelism. Every global batch is cut into `shards` contiguous parts (sizes as even as
+  // possible); rank r of the communicator's `size` ranks trains on shards [r * shards / size,
+  // (r + 1) * shards / size) (`shards` must be a multiple of the number of ranks). Each shard's
+  // forward starts from the same model; its gradient (weighted by its share of the batch), the
+  // buffers its forward updated (BatchNorm running statistics, QAT observers) and its loss are
+  // gathered from all ranks and combined in one pairwise order over the shards, so that the model
+  // bytes depend on `shards` and never on the number of ranks. shards = 1 without a communicator
+  // is plain training; with one rank and shards > 1, that rank computes every shard in turn.
+  int shards = 1;
+  Communicator* communicator = nullptr;
 };
 
 struct TrainReport {

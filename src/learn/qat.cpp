@@ -193,10 +193,7 @@ Graph prepare_qat(const Graph& original, const QatOptions& options, const Calibr
                                                 std::to_string(options.activation_bits));
   if (options.plan.mode == QuantMode::Dynamic)
     throw Error(ErrorKind::InvalidArgument, "dynamic quantization has no activation grid to train; use mode full or partial");
-  const auto layers = quantizable_layers(original);
-  for (const auto& [name, rule] : options.plan.layers)
-    if (std::find(layers.begin(), layers.end(), name) == layers.end())
-      throw Error(ErrorKind::InvalidArgument, "the plan names layer '" + name + "', which the model does not have as a Dense or Conv2D layer");
+  check_plan_layers(original, options.plan);
   // BatchNorm folded and ReLUs fused as the quantization engine will: QAT trains those layers.
   const Graph model = prepare_for_quantization(original);
 

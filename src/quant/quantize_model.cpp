@@ -735,14 +735,17 @@ Tensor float_bias(const Graph& q, const Node& node, int64_t units) {
 }
 }  // namespace
 
+void check_plan_layers(const Graph& model, const QuantPlan& plan) {
+  const auto layers = quantizable_layers(model);
+  for (const auto& [name, rule] : plan.layers)
+    if (std::find(layers.begin(), layers.end(), name) == layers.end())
+      throw Error(ErrorKind::InvalidArgument, "the plan names layer '" + name + "', which the model does not have as a Dense or Conv2D layer");
+}
+
 Graph quantize_model(const Graph& model, const QuantPlan& plan, const std::map<std::string, Calibration>& ranges,
                      const FixedQuantParams& fixed) {
   if (is_quantized(model)) throw Error(ErrorKind::InvalidArgument, "the model is already quantized (dequantize it first)");
-  for (const auto& [name, rule] : plan.layers) {
-    const auto layers = quantizable_layers(model);
-    if (std::find(layers.begin(), layers.end(), name) == layers.end())
-      throw Error(ErrorKind::InvalidArgument, "the plan names layer '" + name + "', which the model does not have as a Dense or Conv2D layer");
-  }
+  check_plan_layers(model, plan);
   // BatchNorm folded into the layer before it, and a ReLU after a convolution fused into it: both
   // keep the float function, and the layers' output values keep names the calibration knows.
   return Transform(prepare_for_quantization(model), plan, ranges, fixed).run();

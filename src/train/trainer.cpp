@@ -6,6 +6,7 @@
 #include <map>
 #include <memory>
 #include <numeric>
+#include <set>
 
 #include "lowbit/ops.h"
 #include "lowbit/runtime_config.h"
@@ -139,6 +140,7 @@ std::string train_settings(const TrainOptions& o, const Dataset& data, int64_t h
       add("teacher", "model");
     }
   }
+  if (o.shards != 1) add("shards", std::to_string(o.shards));
   add("threads", std::to_string(num_threads()));
   return s;
 }
@@ -198,6 +200,125 @@ void check_resumable(const TrainState& saved, const TrainState& fresh, const Tra
   if (saved.seen < 0 || saved.correct < 0 || saved.correct > saved.seen)
     bad("the epoch's running totals are inconsistent");
 }
+
+// Data-parallel steps (TrainOptions::shards): this rank's shards of the batch in turn, then every
+// shard's record from all ranks, combined in one order over the shards. A record is the shard's
+// gradients (weighted by its share of the batch), the buffers its forward left (f32 initializers
+// that are not parameters: BatchNorm statistics, observers), its loss times its samples, its
+// correct predictions, its samples, and whether its rank was asked to stop.
+class Sharding {
+ public:
+  struct Result {
+    double loss_sum = 0;
+    int64_t correct = 0;
+    bool stop = false;
+  };
+  // (indices, hook step, dropout step) -> (mean loss, correct predictions) of one forward and backward.
+  using ShardFn = std::function<std::pair<float, int64_t>(std::span<const uint32_t>, int64_t, int64_t)>;
+
+  Sharding(const TrainOptions& o, Graph& model, std::vector<Parameter>& parameters)
+      : shards_(o.shards), comm_(o.communicator), parameters_(parameters) {
+    const int size = comm_ ? comm_->size() : 1;
+    if (shards_ < 1 || shards_ % size != 0)
+      throw Error(ErrorKind::InvalidArgument, "data-parallel training needs shards (" + std::to_string(shards_) +
+                                                  ") to be a positive multiple of the ranks (" + std::to_string(size) + ")");
+    per_rank_ = shards_ / size;
+    first_ = (comm_ ? comm_->rank() : 0) * per_rank_;
+    std::set<std::string> trained;
+    for (const auto& p : parameters_) trained.insert(p.name), grads_ += static_cast<size_t>(p.value.numel());
+    for (auto& [name, t] : model.initializers)
+      if (t.dtype() == DType::F32 && !trained.count(name)) buffers_.push_back(t), buffer_values_ += static_cast<size_t>(t.numel());
+    record_ = grads_ + buffer_values_ + 4;
+    mine_.resize(static_cast<size_t>(per_rank_) * record_);
+    if (comm_ && size > 1) all_.resize(static_cast<size_t>(shards_) * record_);
+    snapshot_.resize(buffer_values_);
+    merged_.resize(buffer_values_);
+  }
+
+  Result step(std::span<const uint32_t> batch, int64_t step, bool stop, const ShardFn& run_shard) {
+    const int64_t count = static_cast<int64_t>(batch.size());
+    copy_buffers(snapshot_.data(), /*out=*/true);
+    for (int k = 0; k < per_rank_; ++k) {
+      const int s = first_ + k;
+      const int64_t b0 = count * s / shards_, b1 = count * (s + 1) / shards_;
+      float* rec = mine_.data() + static_cast<size_t>(k) * record_;
+      std::fill(rec, rec + record_, 0.0f);
+      if (b1 > b0) {
+        if (k > 0) copy_buffers(snapshot_.data(), /*out=*/false);  // every shard starts from the step's model
+        const auto [loss, correct] = run_shard(batch.subspan(static_cast<size_t>(b0), static_cast<size_t>(b1 - b0)), step,
+                                               step * shards_ + s);
+        const float share = static_cast<float>(b1 - b0) / static_cast<float>(count);
+        float* g = rec;
+        for (const auto& p : parameters_) {
+          const float* grad = p.grad->data<float>();
+          for (int64_t i = 0; i < p.value.numel(); ++i) g[i] = grad[i] * share;
+          g += p.value.numel();
+        }
+        copy_buffers(rec + grads_, /*out=*/true);
+        rec[grads_ + buffer_values_] = loss * static_cast<float>(b1 - b0);
+        rec[grads_ + buffer_values_ + 1] = static_cast<float>(correct);
+        rec[grads_ + buffer_values_ + 2] = static_cast<float>(b1 - b0);
+      } else {
+        std::copy(snapshot_.begin(), snapshot_.end(), rec + grads_);
+      }
+      rec[grads_ + buffer_values_ + 3] = stop ? 1.0f : 0.0f;
+    }
+    float* all = mine_.data();
+    if (!all_.empty()) {
+      comm_->all_gather(mine_, all_);
+      all = all_.data();
+    }
+    // Buffers: the value every shard that ran agrees on, else their mean (pairwise sum / count).
+    ran_.clear();
+    for (int s = 0; s < shards_; ++s)
+      if (all[static_cast<size_t>(s) * record_ + grads_ + buffer_values_ + 2] != 0.0f) ran_.push_back(s);
+    for (size_t i = 0; i < buffer_values_; ++i) {
+      column_.clear();
+      for (int s : ran_) column_.push_back(all[static_cast<size_t>(s) * record_ + grads_ + i]);
+      const bool agree = std::all_of(column_.begin(), column_.end(), [&](float v) { return v == column_.front(); });
+      merged_[i] = column_.empty() ? snapshot_[i] : agree ? column_.front() : pairwise_sum(column_) / static_cast<float>(column_.size());
+    }
+    copy_buffers(merged_.data(), /*out=*/false);
+    // Gradients and totals: one pairwise tree over the shards, into shard 0's record.
+    for (int width = 1; width < shards_; width *= 2)
+      for (int s = 0; s + width < shards_; s += 2 * width) {
+        float* a = all + static_cast<size_t>(s) * record_;
+        const float* b = all + static_cast<size_t>(s + width) * record_;
+        for (size_t i = 0; i < grads_; ++i) a[i] += b[i];
+        for (size_t i = grads_ + buffer_values_; i < record_; ++i) a[i] += b[i];
+      }
+    const float* g = all;
+    for (auto& p : parameters_) {
+      std::copy(g, g + p.value.numel(), p.grad->data<float>());
+      g += p.value.numel();
+    }
+    const float* totals = all + grads_ + buffer_values_;
+    return {static_cast<double>(totals[0]), static_cast<int64_t>(totals[1]), totals[3] > 0.0f};
+  }
+
+ private:
+  static float pairwise_sum(std::vector<float>& v) {  // (consumes v)
+    for (size_t width = 1; width < v.size(); width *= 2)
+      for (size_t s = 0; s + width < v.size(); s += 2 * width) v[s] += v[s + width];
+    return v.empty() ? 0.0f : v[0];
+  }
+  void copy_buffers(float* flat, bool out) {
+    for (auto& t : buffers_) {
+      float* d = t.data<float>();
+      if (out) std::copy(d, d + t.numel(), flat);
+      else std::copy(flat, flat + t.numel(), d);
+      flat += t.numel();
+    }
+  }
+
+  int shards_, per_rank_ = 1, first_ = 0;
+  Communicator* comm_;
+  std::vector<Parameter>& parameters_;
+  std::vector<Tensor> buffers_;  // share storage with the model's initializers
+  size_t grads_ = 0, buffer_values_ = 0, record_ = 0;
+  std::vector<float> mine_, all_, snapshot_, merged_, column_;
+  std::vector<int> ran_;  // the shards of this step that had samples
+};
 
 }  // namespace
 
@@ -367,10 +488,16 @@ TrainReport train(Graph& model, const Dataset& all_data, const TrainOptions& opt
       report.resumed_at_step = static_cast<int64_t>(state.epoch - 1) * batches + state.batch;
     }
   }
+  // Data parallelism: this rank's shards of every batch; every rank applies the same combined step.
+  std::unique_ptr<Sharding> sharding;
+  if (options.shards != 1 || options.communicator) sharding = std::make_unique<Sharding>(options, model, run.parameters());
+  const bool writer = !options.communicator || options.communicator->rank() == 0;
+  bool gathered_stop = false;  // a sharded run stops when any rank was asked to, all at the same step
   const double seconds_before = state.seconds;
   const auto start = Clock::now();
   auto elapsed = [&] { return seconds_before + seconds_since(start); };
   auto save = [&] {
+    if (!writer) return;  // rank 0 writes for all
     state.seconds = elapsed();
     state.optimizer = optimizer->state(run.parameters());
     state.learning_rate_scales.clear();
@@ -378,6 +505,7 @@ TrainReport train(Graph& model, const Dataset& all_data, const TrainOptions& opt
     store->save(model, state);
   };
   auto stop_requested = [&] { return options.stop && options.stop->load(std::memory_order_relaxed); };
+  auto should_stop = [&] { return sharding ? gathered_stop : stop_requested(); };
   auto stopped = [&](int64_t steps_done) {
     std::string message = "training stopped after step " + std::to_string(steps_done) + " of " + std::to_string(total_steps) +
                           " (epoch " + std::to_string(std::min(state.epoch, options.epochs)) + " of " + std::to_string(options.epochs) + ")";
@@ -390,6 +518,23 @@ TrainReport train(Graph& model, const Dataset& all_data, const TrainOptions& opt
 
   Tensor& images = run.input(input_name);
   Tensor& labels = run.input("__labels");
+  // One forward and backward over `indices` (a batch, or a shard of one): (mean loss, correct).
+  auto forward_backward = [&](std::span<const uint32_t> indices, int64_t hook_step, int64_t mask_step) {
+    gather_batch(*data, indices, model, images, &labels);
+    if (distill.enabled())
+      gather_teacher_logits(distill, teacher_run.get(), teacher_logits_name, *data, indices, run.input("__teacher_logits"));
+    if (options.hooks) options.hooks->before_forward(hook_step);
+    run.set_step(mask_step);  // dropout masks are a function of (seed, step, node)
+    run.forward();
+    if (options.hooks) options.hooks->after_forward(run, hook_step);
+    run.backward("__loss");
+    const Tensor& logits = run.value(logits_name);
+    const int64_t classes = logits.dim(1), n = static_cast<int64_t>(indices.size());
+    const int32_t* l = labels.data<int32_t>();
+    int64_t correct = 0;
+    for (int64_t i = 0; i < n; ++i) correct += argmax(logits.data<float>() + i * classes, classes) == l[i];
+    return std::pair<float, int64_t>(run.value("__loss").data<float>()[0], correct);
+  };
   while (state.epoch <= options.epochs) {
     const int epoch = state.epoch;
     const auto epoch_start = Clock::now();
@@ -404,31 +549,29 @@ TrainReport train(Graph& model, const Dataset& all_data, const TrainOptions& opt
       const int64_t begin = b * options.batch_size;
       const int64_t count = std::min<int64_t>(options.batch_size, data->size() - begin);
       const auto batch_indices = std::span<const uint32_t>(state.order).subspan(begin, count);
-      gather_batch(*data, batch_indices, model, images, &labels);
-      if (distill.enabled()) gather_teacher_logits(distill, teacher_run.get(), teacher_logits_name, *data, batch_indices,
-                                                   run.input("__teacher_logits"));
       const int64_t step = static_cast<int64_t>(epoch - 1) * batches + b;
       if (cosine)
         optimizer->set_learning_rate(static_cast<float>(
             options.optimizer.learning_rate * 0.5 *
             (1.0 + std::cos(3.14159265358979323846 * static_cast<double>(step) / static_cast<double>(total_steps)))));
-      if (options.hooks) options.hooks->before_forward(step);
-      run.set_step(step);  // dropout masks are a function of (seed, step, node)
-      run.forward();
-      if (options.hooks) options.hooks->after_forward(run, step);
-      run.backward("__loss");
+      double batch_loss = 0;  // the loss summed over the batch's samples
+      int64_t batch_correct = 0;
+      float loss = 0;
+      if (sharding) {
+        const Sharding::Result r = sharding->step(batch_indices, step, stop_requested(), forward_backward);
+        batch_loss = r.loss_sum, batch_correct = r.correct, gathered_stop = r.stop;
+        loss = static_cast<float>(batch_loss / static_cast<double>(count));
+      } else {
+        const auto [mean, correct] = forward_backward(batch_indices, step, step);
+        loss = mean, batch_loss = static_cast<double>(loss) * count, batch_correct = correct;
+      }
       optimizer->step(run.parameters());
       if (options.hooks) options.hooks->after_update(step);
-
-      const float loss = run.value("__loss").data<float>()[0];
       if (!std::isfinite(loss))
         throw Error(ErrorKind::InvalidArgument, "training diverged: the loss became " + std::to_string(loss) + " in epoch " +
                                                     std::to_string(epoch) + " (try a smaller learning rate)");
-      state.loss_sum += static_cast<double>(loss) * count;
-      const Tensor& logits = run.value(logits_name);
-      const int64_t classes = logits.dim(1);
-      const int32_t* l = labels.data<int32_t>();
-      for (int64_t i = 0; i < count; ++i) state.correct += argmax(logits.data<float>() + i * classes, classes) == l[i];
+      state.loss_sum += batch_loss;
+      state.correct += batch_correct;
       state.seen += count;
       state.batch = b + 1;
       if (options.on_progress && state.batch < batches) {
@@ -439,7 +582,7 @@ TrainReport train(Graph& model, const Dataset& all_data, const TrainOptions& opt
         options.on_progress(p);
       }
       if (state.batch == batches) break;  // the epoch's end below checkpoints and stops
-      if (stop_requested()) throw stopped(step + 1);
+      if (should_stop()) throw stopped(step + 1);
       if (store && options.checkpoint_every_steps > 0 && (step + 1) % options.checkpoint_every_steps == 0) save();
     }
     EpochReport e;
@@ -465,12 +608,12 @@ TrainReport train(Graph& model, const Dataset& all_data, const TrainOptions& opt
     }
     const int64_t steps_done = static_cast<int64_t>(epoch) * batches;
     if (store) {
-      if (best) store->save_best(model, state);
+      if (best && writer) store->save_best(model, state);
       const bool due = options.checkpoint_every_steps > 0 ? steps_done % options.checkpoint_every_steps == 0
                                                           : epoch % options.checkpoint_every_epochs == 0;
-      if (state.epoch > options.epochs || (due && !stop_requested())) save();  // (stopped() saves)
+      if (state.epoch > options.epochs || (due && !should_stop())) save();  // (stopped() saves)
     }
-    if (state.epoch <= options.epochs && stop_requested()) throw stopped(steps_done);
+    if (state.epoch <= options.epochs && should_stop()) throw stopped(steps_done);
   }
   report.epochs = state.history;
   report.seconds = elapsed();

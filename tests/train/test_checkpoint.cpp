@@ -10,22 +10,7 @@ namespace {
 
 using testing::TempDir;
 
-// A small synthetic problem: class = which quadrant of the 8x8 image holds the bright blob.
-Dataset quadrants(int count, uint64_t seed) {
-  Dataset d;
-  d.images = Tensor(DType::U8, {count, 8, 8});
-  d.num_classes = 4;
-  Rng rng(seed);
-  uint8_t* px = d.images.data<uint8_t>();
-  for (int i = 0; i < count; ++i) {
-    const int label = static_cast<int>(rng.below(4));
-    d.labels.push_back(label);
-    for (int y = 0; y < 8; ++y)
-      for (int x = 0; x < 8; ++x)
-        px[i * 64 + y * 8 + x] = static_cast<uint8_t>((y / 4) * 2 + (x / 4) == label ? 128 + rng.below(128) : rng.below(100));
-  }
-  return d;
-}
+using testing::quadrant_images;
 
 const char* kDropoutBatchNorm = R"({"layers": [{"type": "flatten"}, {"type": "dense", "units": 16}, {"type": "batchnorm"},
   {"type": "relu"}, {"type": "dropout", "rate": 0.3}, {"type": "dense", "units": 4}, {"type": "softmax"}]})";
@@ -72,7 +57,7 @@ std::vector<TrainingRun> runs() {
 
 TEST(Checkpoint, ResumingFromAnyStepGivesTheSameModelBytes) {
   set_num_threads(2);
-  const Dataset data = quadrants(250, 1);
+  const Dataset data = quadrant_images(250, 1);
   for (const TrainingRun& run : runs()) {
     SCOPED_TRACE(run.arch);
     Graph reference = build_model(parse_arch(run.arch), data.sample_shape(), 4, run.options.seed);
@@ -113,7 +98,7 @@ TEST(Checkpoint, ResumingFromAnyStepGivesTheSameModelBytes) {
 
 TEST(Checkpoint, TheStopFlagSavesAndThrowsInterrupted) {
   set_num_threads(1);
-  const Dataset data = quadrants(200, 2);
+  const Dataset data = quadrant_images(200, 2);
   const TrainingRun run = runs()[0];
   Graph reference = build_model(parse_arch(run.arch), data.sample_shape(), 4, run.options.seed);
   train(reference, data, run.options);
@@ -153,7 +138,7 @@ TEST(Checkpoint, TheStopFlagSavesAndThrowsInterrupted) {
 
 TEST(Checkpoint, QuantizationAwareTrainingResumesToTheSameIntegerModel) {
   set_num_threads(2);
-  const Dataset data = quadrants(240, 3), test = quadrants(100, 4);
+  const Dataset data = quadrant_images(240, 3), test = quadrant_images(100, 4);
   Graph float_model = build_model(parse_arch("64-16-4"), data.sample_shape(), 4, 0);
   TrainOptions pre;
   pre.epochs = 2;
@@ -188,7 +173,7 @@ TEST(Checkpoint, QuantizationAwareTrainingResumesToTheSameIntegerModel) {
 
 TEST(Checkpoint, RefusesACheckpointOfAnotherRunAndDamagedOnes) {
   set_num_threads(1);
-  const Dataset data = quadrants(120, 5);
+  const Dataset data = quadrant_images(120, 5);
   TempDir dir;
   CheckpointFile file(dir.file("checkpoint.lbm"));
   TrainOptions o;
@@ -217,7 +202,7 @@ TEST(Checkpoint, RefusesACheckpointOfAnotherRunAndDamagedOnes) {
   other_lr.optimizer.learning_rate = 0.01f;
   EXPECT_NE(resume_error("64-8-4", other_lr, data).find("learning_rate was 0.0010000000474974513, this run has 0.0099999997764825821"),
             std::string::npos);
-  EXPECT_NE(resume_error("64-8-4", o, quadrants(120, 6)).find("training_data_hash was"), std::string::npos);
+  EXPECT_NE(resume_error("64-8-4", o, quadrant_images(120, 6)).find("training_data_hash was"), std::string::npos);
   EXPECT_NE(resume_error("64-9-4", o, data).find("holds another model than this run trains"), std::string::npos);
 
   save_model(model, file.where());  // a model file without training state

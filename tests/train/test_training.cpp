@@ -6,28 +6,11 @@
 namespace lowbit {
 namespace {
 
-// A small synthetic problem: class = which quadrant of the image holds the bright blob.
-Dataset synthetic(int count, uint64_t seed) {
-  Dataset d;
-  d.images = Tensor(DType::U8, {count, 8, 8});
-  d.num_classes = 4;
-  Rng rng(seed);
-  uint8_t* px = d.images.data<uint8_t>();
-  for (int i = 0; i < count; ++i) {
-    int label = static_cast<int>(rng.below(4));
-    d.labels.push_back(static_cast<int32_t>(label));
-    for (int y = 0; y < 8; ++y)
-      for (int x = 0; x < 8; ++x) {
-        bool inside = (y / 4) * 2 + (x / 4) == label;
-        px[i * 64 + y * 8 + x] = static_cast<uint8_t>(inside ? 128 + rng.below(128) : rng.below(100));
-      }
-  }
-  return d;
-}
+using testing::quadrant_images;
 
 std::string train_bytes(int threads, uint64_t seed) {
   set_num_threads(threads);
-  Dataset data = synthetic(300, 1);
+  Dataset data = quadrant_images(300, 1);
   Graph model = build_model(parse_arch("64-16-4"), data.sample_shape(), 4, seed);
   TrainOptions o;
   o.epochs = 2;
@@ -49,7 +32,7 @@ TEST(Training, ThreadCountDoesNotChangeTheResult) {
 }
 
 TEST(Training, LearnsASeparableProblemWithBothOptimizers) {
-  Dataset data = synthetic(2000, 2), test = synthetic(500, 3);
+  Dataset data = quadrant_images(2000, 2), test = quadrant_images(500, 3);
   for (const char* name : {"adam", "sgd"}) {
     Graph model = build_model(parse_arch("64-16-4"), data.sample_shape(), 4, 0);
     TrainOptions o;
@@ -75,7 +58,7 @@ constexpr const char* kTinyVit = R"({"layers": [
 
 std::string train_vit_bytes(int threads, Graph* trained = nullptr) {
   set_num_threads(threads);
-  Dataset data = synthetic(2000, 4);
+  Dataset data = quadrant_images(2000, 4);
   Graph model = build_model({kTinyVit}, data.sample_shape(), 4, 7);
   TrainOptions o;
   o.epochs = 4;
@@ -89,7 +72,7 @@ std::string train_vit_bytes(int threads, Graph* trained = nullptr) {
 TEST(Training, VisionTransformerLearnsDeterministically) {
   Graph model;
   const std::string bytes = train_vit_bytes(2, &model);
-  EXPECT_GT(evaluate(model, synthetic(500, 3)).accuracy, 0.95);
+  EXPECT_GT(evaluate(model, quadrant_images(500, 3)).accuracy, 0.95);
   EXPECT_EQ(bytes, train_vit_bytes(1));
 }
 
@@ -97,7 +80,7 @@ TEST(Training, VisionTransformerLearnsDeterministically) {
 // total movement of a parameter is lr * sum_t schedule(t) * g_t, so recording the learning rate each
 // step through a hook and comparing with the formula checks the schedule exactly.
 TEST(Training, CosineScheduleDecaysToZero) {
-  Dataset data = synthetic(64, 2);
+  Dataset data = quadrant_images(64, 2);
   struct Recorder : TrainHooks {
     std::vector<Tensor> before;
     std::vector<double> ratios;
@@ -138,7 +121,7 @@ TEST(Training, CosineScheduleDecaysToZero) {
 // with a float input whose batches the trainer scales (how models were built before): the two
 // paths compute the same floats.
 TEST(Training, ScalingInTheGraphEqualsScalingTheBatches) {
-  Dataset data = synthetic(200, 3);
+  Dataset data = quadrant_images(200, 3);
   const char* layers = R"("layers": [{"type": "flatten"}, {"type": "dense", "units": 16, "activation": "relu"},
                                       {"type": "dense", "units": 4}, {"type": "softmax"}]})";
   Graph in_graph = build_model({std::string("{") + layers}, data.sample_shape(), 4, 5);
@@ -157,7 +140,7 @@ TEST(Training, ScalingInTheGraphEqualsScalingTheBatches) {
 }
 
 TEST(Training, RejectsMismatchedDataAndBadOptions) {
-  Dataset data = synthetic(50, 2);
+  Dataset data = quadrant_images(50, 2);
   Graph model = build_model(parse_arch("64-16-4"), data.sample_shape(), 4, 0);
   Dataset other;
   other.images = Tensor(DType::U8, {10, 5, 5});

@@ -22,7 +22,13 @@ extern "C" void on_stop_signal(int sig) {
   stop_requested.store(true);
 }
 
+Communicator* g_world = nullptr;
+
 }  // namespace
+
+Communicator* world() { return g_world; }
+void set_world(Communicator* w) { g_world = w; }
+bool writes() { return !g_world || g_world->rank() == 0; }
 
 void stop_training_on_signals() {
   static_assert(std::atomic<bool>::is_always_lock_free, "the signal handler needs a lock-free flag");
@@ -36,10 +42,16 @@ void CheckpointCli::add(CLI::App* cmd) {
   cmd->add_option("--checkpoint-dir", dir, "Write resumable checkpoints into this directory (created if missing)");
   cmd->add_option("--checkpoint-every", every, "How often: N steps (e.g. 500, 500steps) or N epochs (e.g. 1epoch); default every epoch");
   cmd->add_flag("--resume", resume, "Continue from the checkpoint in --checkpoint-dir (starts afresh when there is none)");
+  cmd->add_option("--shards", shards,
+                  "Data parallelism: cut every batch into N shards, trained on by the ranks of mpirun (default: one per rank). "
+                  "The same --shards gives the same model bytes on any number of ranks that divides it")
+      ->check(CLI::Range(1, 1 << 16));
 }
 
 void CheckpointCli::apply(TrainOptions& options, const std::string& name, const std::string& best) {
   options.stop = &stop_requested;
+  options.communicator = g_world;
+  options.shards = shards > 0 ? shards : g_world ? g_world->size() : 1;
   if (dir.empty()) {
     if (resume) throw Error(ErrorKind::InvalidArgument, "--resume needs --checkpoint-dir (where the checkpoint is)");
     if (!every.empty()) throw Error(ErrorKind::InvalidArgument, "--checkpoint-every needs --checkpoint-dir");

@@ -127,7 +127,7 @@ Command add_train(CLI::App& app) {
     const Graph& model = result.model;
     const TrainReport& report = result.report;
     const EvalReport& test = result.test;
-    save_model(model, o->out);
+    if (writes()) save_model(model, o->out);
     if (report.resumed_at_step >= 0)
       fmt::print("resumed from step {} of {} (checkpoint {})\n", report.resumed_at_step, report.steps,
                  run.train.checkpoints->where());

@@ -13,10 +13,12 @@
 
 namespace lowbit::cli {
 
-// --checkpoint-dir, --checkpoint-every and --resume of train, qat and distill (checkpoint_cli.cpp).
+// --checkpoint-dir, --checkpoint-every, --resume and --shards of train, qat and distill
+// (checkpoint_cli.cpp).
 struct CheckpointCli {
   std::string dir, every;
   bool resume = false;
+  int shards = 0;  // 0: one per rank
   void add(CLI::App* cmd);
   // Points `options` at the checkpoint DIR/<name>.lbm (best model DIR/<best>.lbm) with the cadence
   // of --checkpoint-every, and at the stop flag that SIGINT and SIGTERM set. Without
@@ -26,6 +28,11 @@ struct CheckpointCli {
   std::string describe() const;
   std::vector<std::unique_ptr<CheckpointFile>> files;
 };
+// The ranks of `mpirun -np N lowbit ...` (main.cpp starts MPI): null on one rank. Rank 0 prints
+// and writes the files; the others compute the same model and write nothing.
+Communicator* world();
+void set_world(Communicator* world);
+bool writes();
 // The first SIGINT or SIGTERM asks training to stop at its next step boundary (a second one ends
 // the process at once); interrupted_exit_code() is 128 + that signal (130, 143).
 void stop_training_on_signals();

@@ -170,8 +170,8 @@ Command add_qat(CLI::App& app) {
     const QatRunResult r = run_qat(model, data.train, data.test, run);
     if (r.report.resumed_at_step >= 0)
       fmt::print("resumed from step {} of {} (checkpoint {})\n", r.report.resumed_at_step, r.report.steps, options.checkpoints->where());
-    save_model(r.model, o->out);
-    if (!o->fake_quant_out.empty()) save_model(r.fake_quantized, o->fake_quant_out);
+    if (writes()) save_model(r.model, o->out);
+    if (writes() && !o->fake_quant_out.empty()) save_model(r.fake_quantized, o->fake_quant_out);
     const json report = qat_report(r, run.qat, o->epochs);
     fmt::print("wrote {} ({} bytes, {:.1f}% of the float model's {} bytes)\n", o->out, file_bytes(o->out),
                100.0 * file_bytes(o->out) / std::max<uint64_t>(1, file_bytes(o->model)), file_bytes(o->model));
@@ -294,12 +294,12 @@ Command add_distill(CLI::App& app) {
       j["history"] = history_json(r.report);
     }
     j["float_test_accuracy"] = r.float_test.accuracy;
-    save_model(r.student, o->out);
+    if (writes()) save_model(r.student, o->out);
     if (!r.qat) {
       j["test_accuracy"] = r.float_test.accuracy;
       fmt::print("student test accuracy {:.4f}; wrote {} ({} bytes)\n", r.float_test.accuracy, o->out, file_bytes(o->out));
     } else {
-      if (!o->fake_quant_out.empty()) save_model(r.qat->fake_quantized, o->fake_quant_out);
+      if (writes() && !o->fake_quant_out.empty()) save_model(r.qat->fake_quantized, o->fake_quant_out);
       j.update(qat_report(*r.qat, run.quantize->qat, run.quantize->train.epochs));
       fmt::print("wrote {} ({} bytes)\n", o->out, file_bytes(o->out));
     }

@@ -5,10 +5,12 @@
 #include <cstdlib>
 #include <map>
 #include <new>
+#include <optional>
 #include <string>
 
 #include "commands.h"
 #include "lowbit/error.h"
+#include "lowbit/mpi.h"
 
 // OpenMP reads its environment once, when the runtime loads, before main() runs. Kernels here
 // fork and join many times per millisecond (batch-32 training), so a worker thread that the OS
@@ -18,6 +20,7 @@
 // short-lived compute process, so spinning between parallel regions costs nothing useful).
 static void bind_threads_to_cores(char** argv) {
   if (std::getenv("OMP_PROC_BIND") || std::getenv("LOWBIT_NO_REEXEC")) return;
+  if (lowbit::launched_ranks() > 1) return;  // several ranks on one machine: binding is the launcher's business
   setenv("OMP_PROC_BIND", "true", 1);
   if (!std::getenv("OMP_WAIT_POLICY")) setenv("OMP_WAIT_POLICY", "active", 1);
   setenv("LOWBIT_NO_REEXEC", "1", 1);
@@ -46,6 +49,20 @@ static int exit_code(lowbit::ErrorKind kind) {
 
 int main(int argc, char** argv) {
   bind_threads_to_cores(argv);
+  // Under mpirun (or srun) with several ranks: MPI, rank 0 prints, every rank trains its shards.
+  std::optional<lowbit::MpiSession> mpi;
+  std::optional<lowbit::MpiCommunicator> world;
+  if (const int ranks = lowbit::launched_ranks(); ranks > 1) {
+    if (!lowbit::mpi_built()) {
+      std::fprintf(stderr, "lowbit: error: launched on %d ranks, but this build of lowbit has no MPI (configure with "
+                           "LOWBIT_WITH_MPI=ON and libopenmpi-dev installed)\n", ranks);
+      return kExitUsage;
+    }
+    mpi.emplace();
+    world.emplace();
+    lowbit::cli::set_world(&*world);
+    if (world->rank() != 0 && !std::freopen("/dev/null", "w", stdout)) return kExitIo;
+  }
   CLI::App app{"lowbit: train, quantize and run small neural networks"};
   app.require_subcommand(1);
   std::map<CLI::App*, lowbit::cli::Command> commands;

@@ -161,7 +161,10 @@ Command add_quantize(CLI::App& app) {
     if (max_drop->count() > 0) q.max_drop = o->max_drop;
     q.objective = o->objective;
     q.time_budget_seconds = o->time_budget;
-    if (!o->plan.empty()) q.plan = load_plan(o->plan);
+    if (!o->plan.empty()) {
+      q.plan = load_plan(o->plan);
+      check_plan_layers(model, *q.plan);  // before any data is loaded
+    }
     q.log = [](const std::string& line) { fmt::print("search: {}\n", line); };
     // Defaults by bit width for what was not given (not with a plan or a search, which decide per layer).
     const bool has_data = (q.mode != QuantMode::Dynamic && o->ranges.empty()) || !o->calib_data.empty();

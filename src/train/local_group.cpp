@@ -1,0 +1,60 @@
+// LocalGroup (train.h): the ranks of a data-parallel run as threads of one process.
+#include <barrier>
+#include <cstring>
+
+#include "lowbit/train.h"
+
+namespace lowbit {
+
+struct LocalGroup::Shared {
+  explicit Shared(int n) : size(n), sync(n), parts(static_cast<size_t>(n)) {}
+  int size;
+  std::barrier<> sync;
+  std::vector<std::span<const float>> parts;  // each rank's contribution, between the two barriers
+};
+
+namespace {
+class LocalMember final : public Communicator {
+ public:
+  LocalMember(void* shared, int rank) : shared_(shared), rank_(rank) {}
+  int rank() const override { return rank_; }
+  int size() const override;
+  void all_gather(std::span<const float> mine, std::span<float> all) override;
+
+ private:
+  void* shared_;  // LocalGroup::Shared (private to the group)
+  int rank_;
+};
+}  // namespace
+
+LocalGroup::LocalGroup(int size) {
+  if (size < 1) throw Error(ErrorKind::InvalidArgument, "a group needs at least one rank, got " + std::to_string(size));
+  shared_ = std::make_unique<Shared>(size);
+  for (int r = 0; r < size; ++r) members_.push_back(std::make_unique<LocalMember>(shared_.get(), r));
+}
+LocalGroup::~LocalGroup() = default;
+
+Communicator& LocalGroup::member(int rank) {
+  if (rank < 0 || rank >= size()) throw Error(ErrorKind::InvalidArgument, "no rank " + std::to_string(rank) + " in the group");
+  return *members_[static_cast<size_t>(rank)];
+}
+int LocalGroup::size() const { return shared_->size; }
+
+namespace {
+int LocalMember::size() const { return static_cast<LocalGroup::Shared*>(shared_)->size; }
+
+void LocalMember::all_gather(std::span<const float> mine, std::span<float> all) {
+  auto& s = *static_cast<LocalGroup::Shared*>(shared_);
+  s.parts[static_cast<size_t>(rank_)] = mine;
+  s.sync.arrive_and_wait();
+  bool fits = all.size() == mine.size() * static_cast<size_t>(s.size);
+  for (const auto& part : s.parts) fits = fits && part.size() == mine.size();
+  if (fits)
+    for (int r = 0; r < s.size; ++r)
+      std::memcpy(all.data() + static_cast<size_t>(r) * mine.size(), s.parts[static_cast<size_t>(r)].data(), mine.size() * sizeof(float));
+  s.sync.arrive_and_wait();
+  if (!fits) throw Error(ErrorKind::InvalidArgument, "all_gather: the ranks gave different lengths");
+}
+}  // namespace
+
+}  // namespace lowbit
