@@ -27,6 +27,10 @@ class CheckpointFile final : public Checkpointer {
   // `best_path`: where save_best writes the model of the best validation epoch ("": nowhere).
   explicit CheckpointFile(std::string path, std::string best_path = "")
       : path_(std::move(path)), best_path_(std::move(best_path)) {}
+  // The layout of `--checkpoint-dir DIR` (CLI and Python): DIR/checkpoint.lbm and DIR/best.lbm, or
+  // with a phase (distill's quantization-aware one: "qat") DIR/checkpoint-qat.lbm and
+  // DIR/best-qat.lbm. Creates DIR (Error(Io) if it cannot).
+  static CheckpointFile in_directory(const std::string& dir, const std::string& phase = "");
   // nullopt when the file does not exist. Removes the temporary files a killed save left beside it.
   // Error(InvalidArgument) when the checkpoint holds another graph than `model`, Error(Format) when
   // it is damaged.

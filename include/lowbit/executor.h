@@ -98,6 +98,9 @@ class Executor {
     std::shared_ptr<const OpState> state;  // from Op::prepare
   };
   int id_of(const std::string& name) const;
+  // Every step over `values` with `workspace`: forward() passes the executor's own (and its node
+  // times while profiling), run() a call's.
+  void run_steps(std::vector<Tensor>& values, Workspace& workspace, std::vector<NodeTime>* times) const;
 
   const Graph graph_;  // its own copy (initializers share storage with the caller's graph)
   std::map<std::string, int> ids_;

@@ -150,10 +150,8 @@ struct TrainState {
   std::vector<uint32_t> order;   // the sample order: each epoch shuffles the previous epoch's
   double loss_sum = 0;           // the epoch's running totals (loss summed over samples)
   int64_t correct = 0, seen = 0;
-  std::vector<EpochReport> history;  // the epochs done
+  std::vector<EpochReport> history;  // the epochs done (the best so far: the highest val_accuracy)
   double seconds = 0;                // training time up to this state
-  double best_val_accuracy = -1;     // the best epoch's validation accuracy so far (-1: none)
-  int best_epoch = 0;
   std::map<std::string, Tensor> optimizer;           // Optimizer::state
   std::map<std::string, float> learning_rate_scales;  // Parameter::learning_rate_scale, by parameter
   // The options, data and thread count that shape the model bytes, one "key=value" per line: a

@@ -191,24 +191,19 @@ std::function<void(const TrainProgress&)> progress_hook(nb::object callback, boo
   };
 }
 
-// checkpoint_dir, checkpoint_every and resume of train, qat and distill, as the CLI's options:
-// DIR/<name>.lbm every checkpoint_every steps (0: every epoch), the best epoch's model DIR/<best>.lbm.
+// checkpoint_dir, checkpoint_every and resume of train, qat and distill, as the CLI's options
+// (CheckpointFile::in_directory's layout), every checkpoint_every steps (0: every epoch).
 struct Checkpoints {
   std::shared_ptr<std::atomic<bool>> stop = std::make_shared<std::atomic<bool>>(false);
   std::vector<std::unique_ptr<CheckpointFile>> files;
-  void apply(TrainOptions& o, const std::optional<std::string>& dir, int64_t every, bool resume, const std::string& name,
-             const std::string& best) {
+  void apply(TrainOptions& o, const std::optional<std::string>& dir, int64_t every, bool resume, const std::string& phase = "") {
     o.stop = stop.get();
     if (every < 0) bad_argument("checkpoint_every must be >= 0 steps (0: every epoch), got " + std::to_string(every));
     if (!dir) {
       if (resume) bad_argument("resume=True needs checkpoint_dir (where the checkpoint is)");
       return;
     }
-    std::error_code ec;
-    std::filesystem::create_directories(*dir, ec);
-    if (ec) throw Error(ErrorKind::Io, "cannot create checkpoint directory '" + *dir + "': " + ec.message());
-    const std::filesystem::path d(*dir);
-    files.push_back(std::make_unique<CheckpointFile>((d / (name + ".lbm")).string(), (d / (best + ".lbm")).string()));
+    files.push_back(std::make_unique<CheckpointFile>(CheckpointFile::in_directory(*dir, phase)));
     o.checkpoints = files.back().get();
     o.checkpoint_every_steps = every;
     o.resume = resume;
@@ -535,7 +530,7 @@ void bind(nb::module_& m) {
           run.train.seed = seed;
           run.train.validation_split = validation_split;
           Checkpoints checkpoints;
-          checkpoints.apply(run.train, checkpoint_dir, checkpoint_every, resume, "checkpoint", "best");
+          checkpoints.apply(run.train, checkpoint_dir, checkpoint_every, resume);
           run.train.on_progress = progress_hook(callback, progress, "train", checkpoints.stop);
           if (!data.name.empty()) run.metadata["trained_on"] = data.name;
           TrainRunResult r;
@@ -833,7 +828,7 @@ void bind(nb::module_& m) {
           run.train.optimizer.learning_rate = lr;
           run.train.seed = seed;
           Checkpoints checkpoints;
-          checkpoints.apply(run.train, checkpoint_dir, checkpoint_every, resume, "checkpoint", "best");
+          checkpoints.apply(run.train, checkpoint_dir, checkpoint_every, resume);
           run.train.on_progress = progress_hook(callback, progress, "qat", checkpoints.stop);
           if (teacher) {
             run.teacher = &teacher->graph;
@@ -886,7 +881,7 @@ void bind(nb::module_& m) {
           run.train.optimizer = optimizer("adam", lr, 0.0f, lr_schedule);
           run.train.epochs = epochs;
           Checkpoints checkpoints;
-          checkpoints.apply(run.train, checkpoint_dir, checkpoint_every, resume, "checkpoint", "best");
+          checkpoints.apply(run.train, checkpoint_dir, checkpoint_every, resume);
           run.train.on_progress = progress_hook(callback, progress, "distill", checkpoints.stop);
           if (bits || !plan.is_none()) {
             check_positive(qat_epochs, "qat_epochs");
@@ -897,7 +892,7 @@ void bind(nb::module_& m) {
             q.calibration_samples = calib_samples;
             q.train.epochs = qat_epochs;
             q.train.optimizer.learning_rate = qat_lr;
-            checkpoints.apply(q.train, checkpoint_dir, checkpoint_every, resume, "checkpoint-qat", "best-qat");
+            checkpoints.apply(q.train, checkpoint_dir, checkpoint_every, resume, "qat");
             q.train.on_progress = progress_hook(callback, progress, "qat", checkpoints.stop);
             run.quantize = q;
           }

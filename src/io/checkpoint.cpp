@@ -50,8 +50,6 @@ std::string state_json(const TrainState& s) {
   j["correct"] = s.correct;
   j["seen"] = s.seen;
   j["seconds"] = s.seconds;
-  j["best_val_accuracy"] = s.best_val_accuracy;
-  j["best_epoch"] = s.best_epoch;
   j["history"] = json::array();
   for (const auto& e : s.history)
     j["history"].push_back({{"epoch", e.epoch}, {"loss", e.loss}, {"accuracy", e.accuracy}, {"val_loss", e.val_loss},
@@ -85,8 +83,6 @@ TrainState parse_state(std::string_view text, const std::string& source) {
   s.correct = get_int(j, "correct", 0, kMax, source);
   s.seen = get_int(j, "seen", 0, kMax, source);
   s.seconds = get_number(j, "seconds", source);
-  s.best_val_accuracy = get_number(j, "best_val_accuracy", source);
-  s.best_epoch = static_cast<int>(get_int(j, "best_epoch", 0, 1 << 30, source));
   auto history = j.find("history");
   if (history == j.end() || !history->is_array()) fail(source, "field 'history' must be an array");
   for (const auto& h : *history) {
@@ -216,6 +212,15 @@ void CheckpointFile::save(const Graph& model, const TrainState& state) {
   const std::string bytes =
       model_file::serialize(model, {{"TRST", state_json(state)}, {"TRTN", model_file::serialize_tensors(tensors)}});
   files::write_file_atomically(path_, bytes);
+}
+
+CheckpointFile CheckpointFile::in_directory(const std::string& dir, const std::string& phase) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) throw Error(ErrorKind::Io, "cannot create checkpoint directory '" + dir + "': " + ec.message());
+  const std::string suffix = phase.empty() ? ".lbm" : "-" + phase + ".lbm";
+  const std::filesystem::path d(dir);
+  return CheckpointFile((d / ("checkpoint" + suffix)).string(), (d / ("best" + suffix)).string());
 }
 
 void CheckpointFile::save_best(const Graph& model, const TrainState&) {

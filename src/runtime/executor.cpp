@@ -112,30 +112,7 @@ void Executor::set_profiling(bool on) {
 
 void Executor::forward() {
   ScopedRunSettings scope(settings_);
-  std::vector<const Tensor*> ins;
-  for (const auto& in : graph_.inputs) ins.push_back(&values_[ids_.at(in.name)]);
-  graph_.check_inputs(ins);
-  std::vector<Tensor*> mutable_ins, outs;
-  for (const auto& step : steps_) {
-    ins.clear();
-    mutable_ins.clear();
-    outs.clear();
-    for (int id : step.outputs) outs.push_back(&values_[id]);
-    workspace_.reset();  // before, not after: a node that threw may have left buffers taken
-    const auto start = profiling_ ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
-    if (context_.training) {
-      for (int id : step.inputs) mutable_ins.push_back(&values_[id]);
-      step.op->forward_train(*step.node, step.state.get(), context_, mutable_ins, outs, workspace_);
-    } else {
-      for (int id : step.inputs) ins.push_back(&values_[id]);
-      step.op->forward_prepared(*step.node, step.state.get(), ins, outs, workspace_);
-    }
-    if (profiling_) {
-      NodeTime& t = node_times_[static_cast<size_t>(&step - steps_.data())];
-      t.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      ++t.runs;
-    }
-  }
+  run_steps(values_, workspace_, profiling_ ? &node_times_ : nullptr);
   if (context_.training) ++context_.step;
 }
 
@@ -145,30 +122,46 @@ std::vector<Tensor> Executor::run(const std::map<std::string, Tensor>& inputs) c
   ScopedRunSettings scope(settings_);
   std::vector<Tensor> values(values_.size());  // this call's values; constants shared read-only
   for (int id : constant_ids_) values[id] = values_[id];
-  std::vector<const Tensor*> ins;
   for (const auto& in : graph_.inputs) {
     auto it = inputs.find(in.name);
     if (it == inputs.end()) throw Error(ErrorKind::InvalidArgument, "run(): no tensor for the graph's input '" + in.name + "'");
     values[ids_.at(in.name)] = it->second;
-    ins.push_back(&it->second);
   }
   for (const auto& given : inputs)
     if (std::none_of(graph_.inputs.begin(), graph_.inputs.end(), [&](const ValueInfo& in) { return in.name == given.first; }))
       throw Error(ErrorKind::InvalidArgument, "run(): '" + given.first + "' is not an input of the graph");
-  graph_.check_inputs(ins);
   Workspace workspace;
-  std::vector<Tensor*> outs;
-  for (const auto& step : steps_) {
-    ins.clear();
-    outs.clear();
-    for (int id : step.outputs) outs.push_back(&values[id]);
-    for (int id : step.inputs) ins.push_back(&values[id]);
-    workspace.reset();
-    step.op->forward_prepared(*step.node, step.state.get(), ins, outs, workspace);
-  }
+  run_steps(values, workspace, nullptr);
   std::vector<Tensor> outputs;
   for (const auto& name : graph_.outputs) outputs.push_back(std::move(values[ids_.at(name)]));
   return outputs;
+}
+
+void Executor::run_steps(std::vector<Tensor>& values, Workspace& workspace, std::vector<NodeTime>* times) const {
+  std::vector<const Tensor*> ins;
+  for (const auto& in : graph_.inputs) ins.push_back(&values[ids_.at(in.name)]);
+  graph_.check_inputs(ins);
+  std::vector<Tensor*> mutable_ins, outs;
+  for (const auto& step : steps_) {
+    ins.clear();
+    mutable_ins.clear();
+    outs.clear();
+    for (int id : step.outputs) outs.push_back(&values[id]);
+    workspace.reset();  // before, not after: a node that threw may have left buffers taken
+    const auto start = times ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
+    if (context_.training) {
+      for (int id : step.inputs) mutable_ins.push_back(&values[id]);
+      step.op->forward_train(*step.node, step.state.get(), context_, mutable_ins, outs, workspace);
+    } else {
+      for (int id : step.inputs) ins.push_back(&values[id]);
+      step.op->forward_prepared(*step.node, step.state.get(), ins, outs, workspace);
+    }
+    if (times) {
+      NodeTime& t = (*times)[static_cast<size_t>(&step - steps_.data())];
+      t.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      ++t.runs;
+    }
+  }
 }
 
 void Executor::backward(const std::string& loss) {

@@ -16,13 +16,13 @@ struct LocalGroup::Shared {
 namespace {
 class LocalMember final : public Communicator {
  public:
-  LocalMember(void* shared, int rank) : shared_(shared), rank_(rank) {}
+  LocalMember(LocalGroup::Shared& shared, int rank) : shared_(shared), rank_(rank) {}
   int rank() const override { return rank_; }
-  int size() const override;
+  int size() const override { return shared_.size; }
   void all_gather(std::span<const float> mine, std::span<float> all) override;
 
  private:
-  void* shared_;  // LocalGroup::Shared (private to the group)
+  LocalGroup::Shared& shared_;
   int rank_;
 };
 }  // namespace
@@ -30,7 +30,7 @@ class LocalMember final : public Communicator {
 LocalGroup::LocalGroup(int size) {
   if (size < 1) throw Error(ErrorKind::InvalidArgument, "a group needs at least one rank, got " + std::to_string(size));
   shared_ = std::make_unique<Shared>(size);
-  for (int r = 0; r < size; ++r) members_.push_back(std::make_unique<LocalMember>(shared_.get(), r));
+  for (int r = 0; r < size; ++r) members_.push_back(std::make_unique<LocalMember>(*shared_, r));
 }
 LocalGroup::~LocalGroup() = default;
 
@@ -41,10 +41,8 @@ Communicator& LocalGroup::member(int rank) {
 int LocalGroup::size() const { return shared_->size; }
 
 namespace {
-int LocalMember::size() const { return static_cast<LocalGroup::Shared*>(shared_)->size; }
-
 void LocalMember::all_gather(std::span<const float> mine, std::span<float> all) {
-  auto& s = *static_cast<LocalGroup::Shared*>(shared_);
+  auto& s = shared_;
   s.parts[static_cast<size_t>(rank_)] = mine;
   s.sync.arrive_and_wait();
   bool fits = all.size() == mine.size() * static_cast<size_t>(s.size);

@@ -8,6 +8,7 @@
 #include <numeric>
 #include <set>
 
+#include "core/digest.h"
 #include "lowbit/ops.h"
 #include "lowbit/runtime_config.h"
 #include "lowbit/train.h"
@@ -97,12 +98,7 @@ void gather_teacher_logits(const DistillSettings& distill, Executor* teacher, co
 }
 
 // The settings that shape a run's model bytes, one "key=value" per line (TrainState::settings):
-// options, the training data (size and a hash of its bytes), the teacher, the thread count.
-uint64_t fnv1a(const void* bytes, size_t size, uint64_t hash = 0xcbf29ce484222325ULL) {
-  const auto* p = static_cast<const unsigned char*>(bytes);
-  for (size_t i = 0; i < size; ++i) hash = (hash ^ p[i]) * 0x100000001b3ULL;
-  return hash;
-}
+// options, the training data (size and a digest of its bytes), the teacher, the thread count.
 std::string exact(double value) {  // round-trips
   char text[40];
   std::snprintf(text, sizeof(text), "%.17g", value);
@@ -110,8 +106,9 @@ std::string exact(double value) {  // round-trips
 }
 std::string train_settings(const TrainOptions& o, const Dataset& data, int64_t held_out) {
   const OptimizerOptions& opt = o.optimizer;
-  uint64_t data_hash = fnv1a(data.images.raw(), data.images.nbytes());
-  data_hash = fnv1a(data.labels.data(), data.labels.size() * sizeof(int32_t), data_hash);
+  Digest data_digest;
+  data_digest.add(data.images.raw(), data.images.nbytes());
+  data_digest.add(data.labels.data(), data.labels.size() * sizeof(int32_t));
   std::string s;
   auto add = [&](const char* key, const std::string& value) { s += std::string(key) + "=" + value + "\n"; };
   add("epochs", std::to_string(o.epochs));
@@ -126,16 +123,14 @@ std::string train_settings(const TrainOptions& o, const Dataset& data, int64_t h
   add("seed", std::to_string(o.seed));
   add("validation_samples", std::to_string(held_out));
   add("training_samples", std::to_string(data.size()));
-  char hash[20];
-  std::snprintf(hash, sizeof(hash), "%016llx", static_cast<unsigned long long>(data_hash));
-  add("training_data_hash", hash);
+  add("training_data_hash", data_digest.hex());
   if (o.distill.enabled()) {
     add("distill_temperature", exact(o.distill.temperature));
     add("distill_alpha", exact(o.distill.alpha));
     if (o.distill.teacher_logits) {
-      std::snprintf(hash, sizeof(hash), "%016llx", static_cast<unsigned long long>(fnv1a(
-                                                       o.distill.teacher_logits->raw(), o.distill.teacher_logits->nbytes())));
-      add("teacher_logits_hash", hash);
+      Digest logits;
+      logits.add(o.distill.teacher_logits->raw(), o.distill.teacher_logits->nbytes());
+      add("teacher_logits_hash", logits.hex());
     } else {
       add("teacher", "model");
     }
@@ -594,11 +589,11 @@ TrainReport train(Graph& model, const Dataset& all_data, const TrainOptions& opt
       e.val_loss = v.loss, e.val_accuracy = v.accuracy;
     }
     e.seconds = seconds_since(epoch_start);
+    const bool best = held_out > 0 && std::all_of(state.history.begin(), state.history.end(),
+                                                  [&](const EpochReport& h) { return h.val_accuracy < e.val_accuracy; });
     state.history.push_back(e);
     state.epoch = epoch + 1;
     state.batch = 0;
-    const bool best = held_out > 0 && e.val_accuracy > state.best_val_accuracy;
-    if (best) state.best_val_accuracy = e.val_accuracy, state.best_epoch = epoch;
     if (options.on_progress) {
       TrainProgress p;
       p.epoch = epoch, p.epochs = options.epochs, p.batch = batches, p.batches = batches;

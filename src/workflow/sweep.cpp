@@ -9,6 +9,8 @@
 #include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+
+#include "core/digest.h"
 #include <numeric>
 
 #include "core/file_util.h"
@@ -23,25 +25,6 @@ namespace {
 using json = nlohmann::ordered_json;
 constexpr int kFormat = 2;            // of the variant files; another value is measured again
 constexpr size_t kNewlyWrong = 48;    // test samples listed per variant (the report's thumbnails)
-
-// FNV-1a, 64 bits: a digest of what a variant's figures depend on.
-struct Digest {
-  uint64_t h = 1469598103934665603ull;
-  void add(const void* data, size_t n) {
-    const auto* p = static_cast<const unsigned char*>(data);
-    for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
-  }
-  void add(const std::string& s) {
-    add(s.data(), s.size());
-    add("\0", 1);
-  }
-  std::string hex() const {
-    static const char* digits = "0123456789abcdef";
-    std::string s(16, '0');
-    for (int i = 0; i < 16; ++i) s[15 - i] = digits[(h >> (4 * i)) & 15];
-    return s;
-  }
-};
 
 void add_dataset(Digest& d, const Dataset& data) {
   d.add(std::to_string(data.size()) + " " + to_string(data.sample_shape()));

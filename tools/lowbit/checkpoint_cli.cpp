@@ -48,7 +48,7 @@ void CheckpointCli::add(CLI::App* cmd) {
       ->check(CLI::Range(1, 1 << 16));
 }
 
-void CheckpointCli::apply(TrainOptions& options, const std::string& name, const std::string& best) {
+void CheckpointCli::apply(TrainOptions& options, const std::string& phase) {
   options.stop = &stop_requested;
   options.communicator = g_world;
   options.shards = shards > 0 ? shards : g_world ? g_world->size() : 1;
@@ -71,11 +71,7 @@ void CheckpointCli::apply(TrainOptions& options, const std::string& name, const 
       options.checkpoint_every_steps = n;
     }
   }
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (ec) throw Error(ErrorKind::Io, "cannot create checkpoint directory '" + dir + "': " + ec.message());
-  const std::filesystem::path d(dir);
-  files.push_back(std::make_unique<CheckpointFile>((d / (name + ".lbm")).string(), (d / (best + ".lbm")).string()));
+  files.push_back(std::make_unique<CheckpointFile>(CheckpointFile::in_directory(dir, phase)));
   options.checkpoints = files.back().get();
   options.resume = resume;
 }

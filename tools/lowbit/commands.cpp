@@ -102,7 +102,7 @@ Command add_train(CLI::App& app) {
     apply_threads(o->threads);
     const DatasetSplits data = load_dataset_dir(o->data);
     TrainRunOptions run;
-    o->checkpoints.apply(run.train, "checkpoint", "best");
+    o->checkpoints.apply(run.train);
     run.arch = o->arch;
     run.train_samples = o->train_samples;
     TrainOptions& options = run.train;
@@ -387,10 +387,14 @@ Command add_info(CLI::App& app) {
               {"parameters", info.parameters}, {"tensor_bytes", total_bytes}, {"file_bytes", file_size(o->model)},
               {"weights", info.weights}, {"bits_per_weight", info.bits_per_weight},
               {"metadata", model.metadata}, {"layers", layers}};
+    const EpochReport* best = nullptr;  // of a checkpoint's epochs with validation, the first of the highest accuracy
+    if (state)
+      for (const auto& e : state->history)
+        if (e.val_accuracy >= 0 && (!best || e.val_accuracy > best->val_accuracy)) best = &e;
     if (state) {
       j["checkpoint"] = {{"epoch", state->epoch}, {"batch", state->batch}, {"epochs_done", state->history.size()},
-                         {"train_seconds", state->seconds}, {"best_val_accuracy", state->best_val_accuracy},
-                         {"best_epoch", state->best_epoch}};
+                         {"train_seconds", state->seconds}, {"best_val_accuracy", best ? best->val_accuracy : -1.0},
+                         {"best_epoch", best ? best->epoch : 0}};
     }
     if (o->json) {
       std::puts(j.dump().c_str());
@@ -400,7 +404,7 @@ Command add_info(CLI::App& app) {
     if (state) {
       fmt::print("training checkpoint: {} epoch(s) done, next: epoch {} batch {}, {:.1f} s of training", state->history.size(),
                  state->epoch, state->batch, state->seconds);
-      if (state->best_epoch > 0) fmt::print(", best validation accuracy {:.4f} (epoch {})", state->best_val_accuracy, state->best_epoch);
+      if (best) fmt::print(", best validation accuracy {:.4f} (epoch {})", best->val_accuracy, best->epoch);
       fmt::print("\n");
     }
     for (const auto& in : info.inputs) fmt::print("input  {} {}{}\n", in.name, name_of(in.dtype), to_string(in.shape));

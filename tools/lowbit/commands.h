@@ -20,10 +20,10 @@ struct CheckpointCli {
   bool resume = false;
   int shards = 0;  // 0: one per rank
   void add(CLI::App* cmd);
-  // Points `options` at the checkpoint DIR/<name>.lbm (best model DIR/<best>.lbm) with the cadence
-  // of --checkpoint-every, and at the stop flag that SIGINT and SIGTERM set. Without
-  // --checkpoint-dir, only the stop flag.
-  void apply(TrainOptions& options, const std::string& name, const std::string& best);
+  // Points `options` at the checkpoint of `phase` in --checkpoint-dir (CheckpointFile::in_directory)
+  // with the cadence of --checkpoint-every, at the ranks and shards, and at the stop flag that
+  // SIGINT and SIGTERM set. Without --checkpoint-dir, no checkpoint.
+  void apply(TrainOptions& options, const std::string& phase = "");
   // One line for the user: where checkpoints go and how often, or "" without --checkpoint-dir.
   std::string describe() const;
   std::vector<std::unique_ptr<CheckpointFile>> files;

@@ -151,7 +151,7 @@ Command add_qat(CLI::App& app) {
     options.optimizer.learning_rate = o->lr;
     options.seed = o->seed;
     options.on_progress = [](const TrainProgress& p) { print_epoch(p, "qat"); };
-    o->checkpoints.apply(options, "checkpoint", "best");
+    o->checkpoints.apply(options);
     Graph teacher;
     if (!o->teacher.empty()) {
       teacher = open_model(o->teacher);
@@ -251,7 +251,7 @@ Command add_distill(CLI::App& app) {
     options.epochs = o->epochs;
     options.optimizer.learning_rate = o->lr;
     options.on_progress = [](const TrainProgress& p) { print_epoch(p, "distill"); };
-    o->checkpoints.apply(options, "checkpoint", "best");
+    o->checkpoints.apply(options);
     if (quantized) {
       QatRunOptions q;
       q.qat = o->qat.options();
@@ -261,7 +261,7 @@ Command add_distill(CLI::App& app) {
       q.train.epochs = o->qat_epochs;
       q.train.optimizer.learning_rate = o->qat_lr;
       q.train.on_progress = [](const TrainProgress& p) { print_epoch(p, "qat"); };
-      o->checkpoints.apply(q.train, "checkpoint-qat", "best-qat");
+      o->checkpoints.apply(q.train, "qat");
       run.quantize = q;
     }
     run.metadata["trained_on"] = std::filesystem::path(o->data).filename().string();

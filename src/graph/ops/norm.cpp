@@ -22,6 +22,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "core/digest.h"
 #include "graph/ops/builtin_ops.h"
 #include "graph/ops/conv_geometry.h"
 #include "kernels/batchnorm_f32.h"
@@ -132,11 +133,11 @@ class BatchNormalization final : public Op {
 
 // ---- Dropout -----------------------------------------------------------------------------------
 
-// FNV-1a: a hash of the node name that is the same on every platform (std::hash is not).
+// A hash of the node name that is the same on every platform (std::hash is not).
 uint64_t name_hash(const std::string& name) {
-  uint64_t h = 0xcbf29ce484222325ULL;
-  for (unsigned char ch : name) h = (h ^ ch) * 0x100000001b3ULL;
-  return h;
+  Digest d;
+  d.add(name.data(), name.size());
+  return d.value;
 }
 
 uint64_t mix(uint64_t x) { return Rng(x).next_u64(); }
