@@ -22,6 +22,7 @@
 
 #include "lowbit/dataset.h"
 #include "lowbit/graph.h"
+#include "lowbit/train.h"
 
 namespace lowbit {
 
@@ -35,6 +36,10 @@ struct CalibrationOptions {
   double percentile = 99.99;  // for Percentile
   int bits = 8;               // the activation bit width the range is chosen for (mse, kl)
   int batch_size = 256;
+  // Several processes (MPI ranks): the batches are dealt out to the ranks in turn, their
+  // statistics gathered (histograms summed exactly), and every rank returns the calibration one
+  // process would have computed, bit for bit.
+  Communicator* communicator = nullptr;
 };
 
 struct ValueRange {

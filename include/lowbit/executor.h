@@ -32,7 +32,9 @@
 // executor runs the inference forward (running statistics, no dropout).
 #pragma once
 
+#include <functional>
 #include <map>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -74,9 +76,17 @@ class Executor {
   // outputs in order. forward(), input() and value() are for one thread at a time. Training
   // executors refuse (Error(InvalidArgument)): training state belongs to one executor and thread.
   std::vector<Tensor> run(const std::map<std::string, Tensor>& inputs) const;
-  // Back-propagates from the scalar `loss` value (computed by the last forward()).
-  void backward(const std::string& loss);
+  // Back-propagates from the scalar `loss` value (computed by the last forward()): the gradients
+  // of loss_scale * loss. With `after_step`, it is called after every backward step with the
+  // indices (into parameters()) of the parameters whose gradients that step completed (often
+  // none): a data-parallel trainer starts sending gradients while the rest of the backward runs.
+  // A parameter's gradient tensor may be pointed at memory of the caller's (Tensor::wrap, same
+  // shape) before backward(): the gradient is written there.
+  using GradientsReady = std::function<void(std::span<const size_t>)>;
+  void backward(const std::string& loss, const GradientsReady& after_step = nullptr, float loss_scale = 1.0f);
   std::vector<Parameter>& parameters() { return parameters_; }
+  // The parameters in the order backward() completes their gradients (the same for every run).
+  const std::vector<size_t>& gradient_order() const { return gradient_order_; }
 
   // Profiling (as ONNX Runtime's enable_profiling): while on, forward() adds each node's wall time
   // to its entry; node_times() lists the nodes in run order with their total seconds and the
@@ -109,6 +119,8 @@ class Executor {
   std::vector<int> consumers_;  // how many backward steps contribute to each value's gradient
   std::vector<Step> steps_;
   std::vector<Parameter> parameters_;
+  std::vector<int> parameter_of_;  // value id -> index in parameters_, or -1
+  std::vector<size_t> gradient_order_;
   std::vector<Tensor> scratch_;  // one per input slot that adds to an already written gradient
   std::vector<int> constant_ids_;  // initializers and folded constants: what run() shares between calls
   RunContext context_;

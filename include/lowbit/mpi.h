@@ -22,6 +22,10 @@ bool mpi_built() noexcept;
 // when there is none. Readable before MPI_Init, and in a build without MPI.
 int launched_ranks() noexcept;
 
+// Ends every rank of the job with `code` (MPI_Abort): for a rank that fails while the others may be
+// waiting for it in a collective. Without MPI, exits with `code`.
+[[noreturn]] void abort_all_ranks(int code);
+
 // MPI_Init_thread (funneled: only the thread that made the session calls MPI) and, when it goes,
 // MPI_Finalize. One per process.
 class MpiSession {
@@ -37,12 +41,20 @@ class MpiSession {
 class MpiCommunicator final : public Communicator {
  public:
   MpiCommunicator();
+  ~MpiCommunicator() override;
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   void all_gather(std::span<const float> mine, std::span<float> all) override;
+  void all_gather(std::span<const double> mine, std::span<double> all) override;
+  // MPI_Iallgather, MPI_Wait; progress() tests the gathers in flight (MPI_Testall).
+  int start_all_gather(std::span<const float> mine, std::span<float> all) override;
+  void wait(int handle) override;
+  void progress() override;
 
  private:
   int rank_ = 0, size_ = 1;
+  struct Requests;  // the gathers in flight (MPI_Request: mpi.h stays out of this header)
+  std::unique_ptr<Requests> requests_;
 };
 
 }  // namespace lowbit

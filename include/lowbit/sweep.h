@@ -26,6 +26,7 @@
 #include "lowbit/dataset.h"
 #include "lowbit/graph.h"
 #include "lowbit/quantize.h"
+#include "lowbit/train.h"
 
 namespace lowbit {
 
@@ -47,6 +48,12 @@ struct SweepOptions {
   // by a later sweep into the same folder.
   double time_budget_seconds = 0;
   bool measure_speed = true;
+  // Several processes (MPI ranks) share the variants: variant i is measured by rank i mod ranks,
+  // which writes its files into out_dir (a folder every rank sees: a shared file system across
+  // machines); every rank then returns the whole result. A rank that dies leaves the variants done
+  // so far on disk, and the same sweep run again measures only the rest. Timing figures measured
+  // by ranks that share a machine share its cores.
+  Communicator* communicator = nullptr;
   // Called before each variant (index, total, name) and once at the end (total, total, "").
   std::function<void(size_t done, size_t total, const std::string& name)> progress;
 };

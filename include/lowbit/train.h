@@ -183,8 +183,20 @@ class Communicator {
   virtual int rank() const = 0;
   virtual int size() const = 0;
   // Every rank gives `mine` (the same length on every rank) and receives everyone's, concatenated
-  // in rank order, in `all` (size() * mine.size() values).
+  // in rank order, in `all` (size() * mine.size() values). `mine` may be this rank's part of
+  // `all` (then it is not copied).
   virtual void all_gather(std::span<const float> mine, std::span<float> all) = 0;
+  // The same for doubles (counts and sums that floats would round: calibration histograms).
+  virtual void all_gather(std::span<const double> mine, std::span<double> all) = 0;
+  // The same, started now and finished by wait(handle); neither span may be touched in between.
+  // Every rank starts its gathers in the same order. progress() lets started gathers advance (MPI
+  // moves them only inside MPI calls). By default a gather is done when it starts.
+  virtual int start_all_gather(std::span<const float> mine, std::span<float> all) {
+    all_gather(mine, all);
+    return -1;
+  }
+  virtual void wait(int /*handle*/) {}
+  virtual void progress() {}
 };
 
 // Ranks as threads of one process: member(r) is rank r's Communicator; each rank's thread calls
@@ -233,6 +245,11 @@ struct TrainOptions {
   // is plain training; with one rank and shards > 1, that rank computes every shard in turn.
   int shards = 1;
   Communicator* communicator = nullptr;
+  // Gradients travel in buckets of at least this many bytes, in the order the backward pass
+  // completes them; each bucket is sent as soon as the last shard of this rank has it, while the
+  // backward pass goes on through the earlier layers (as PyTorch DDP's bucket_cap_mb). A bucket
+  // larger than the model sends everything after the backward pass. The bytes never depend on it.
+  int64_t bucket_bytes = 1 << 20;
 };
 
 struct TrainReport {
@@ -240,6 +257,10 @@ struct TrainReport {
   double seconds = 0;            // wall time of the training loop (all runs of a resumed one)
   int64_t resumed_at_step = -1;  // the optimizer step a checkpoint resumed from, or -1
   int64_t steps = 0;             // optimizer steps in all
+  // Data-parallel runs: seconds this rank spent in communication calls rather than computing
+  // (moving the other ranks' contributions, or waiting for them), and gradient buckets per step.
+  double communication_seconds = 0;
+  int buckets = 0;
 };
 
 TrainReport train(Graph& model, const Dataset& data, const TrainOptions& options);

@@ -36,22 +36,37 @@ namespace {
 
 constexpr int kBins = 2048;
 
+// One value's statistics. Pass 1 keeps every batch's extremes (indexed by batch: ranks fill in
+// each other's), from which finish() takes the range and the moving average in batch order; pass 2
+// counts values into bins over that range (integer counts in doubles: sums are exact in any order).
 struct Observer {
   float min = std::numeric_limits<float>::infinity(), max = -std::numeric_limits<float>::infinity();
   double avg_min = 0, avg_max = 0;
-  bool first_batch = true;
-  std::vector<double> histogram;  // over [min, max] of pass 1
+  std::vector<float> batch_lo, batch_hi;  // per batch; +inf / -inf for batches not seen (yet)
+  std::vector<double> histogram;          // over [min, max] of pass 1
 
-  void observe_batch(const float* x, int64_t n) {
+  void observe_batch(int64_t batch, int64_t batches, const float* x, int64_t n) {
+    if (batch_lo.empty()) {
+      batch_lo.assign(static_cast<size_t>(batches), std::numeric_limits<float>::infinity());
+      batch_hi.assign(static_cast<size_t>(batches), -std::numeric_limits<float>::infinity());
+    }
     if (n == 0) return;
     auto [lo, hi] = std::minmax_element(x, x + n);
-    min = std::min(min, *lo);
-    max = std::max(max, *hi);
-    if (first_batch) {
-      avg_min = *lo, avg_max = *hi, first_batch = false;
-    } else {
-      avg_min += 0.01 * (*lo - avg_min);
-      avg_max += 0.01 * (*hi - avg_max);
+    batch_lo[static_cast<size_t>(batch)] = *lo, batch_hi[static_cast<size_t>(batch)] = *hi;
+  }
+  void finish() {
+    bool first = true;
+    for (size_t b = 0; b < batch_lo.size(); ++b) {
+      const float lo = batch_lo[b], hi = batch_hi[b];
+      if (lo > hi) continue;  // an empty batch
+      min = std::min(min, lo);
+      max = std::max(max, hi);
+      if (first) {
+        avg_min = lo, avg_max = hi, first = false;
+      } else {
+        avg_min += 0.01 * (lo - avg_min);
+        avg_max += 0.01 * (hi - avg_max);
+      }
     }
   }
   void histogram_batch(const float* x, int64_t n) {
@@ -64,6 +79,43 @@ struct Observer {
   }
   double bin_center(int b) const { return min + (b + 0.5) * ((static_cast<double>(max) - min) / kBins); }
 };
+
+// Distributed calibration: every rank's observations of its batches, gathered, so that every rank
+// holds what one process observing all batches would. Pass 1: each batch's extremes come from the
+// rank that observed it; pass 2: the histograms are summed (exactly: integer counts).
+void merge_extremes(std::vector<Observer*>& observers, int64_t batches, Communicator& comm) {
+  const size_t per_value = 2 * static_cast<size_t>(batches), size = static_cast<size_t>(comm.size());
+  std::vector<float> mine(observers.size() * per_value), all(mine.size() * size);
+  for (size_t v = 0; v < observers.size(); ++v) {
+    std::copy(observers[v]->batch_lo.begin(), observers[v]->batch_lo.end(), mine.begin() + static_cast<ptrdiff_t>(v * per_value));
+    std::copy(observers[v]->batch_hi.begin(), observers[v]->batch_hi.end(),
+              mine.begin() + static_cast<ptrdiff_t>(v * per_value + static_cast<size_t>(batches)));
+  }
+  comm.all_gather(mine, all);
+  for (size_t v = 0; v < observers.size(); ++v)
+    for (int64_t b = 0; b < batches; ++b) {
+      const size_t rank = static_cast<size_t>(b) % size;  // (the batch's observer)
+      const float* theirs = all.data() + rank * mine.size() + v * per_value;
+      observers[v]->batch_lo[static_cast<size_t>(b)] = theirs[b];
+      observers[v]->batch_hi[static_cast<size_t>(b)] = theirs[static_cast<size_t>(batches) + static_cast<size_t>(b)];
+    }
+}
+
+void merge_histograms(std::vector<Observer*>& observers, Communicator& comm) {
+  const size_t size = static_cast<size_t>(comm.size());
+  std::vector<double> mine(observers.size() * kBins), all(mine.size() * size);
+  for (size_t v = 0; v < observers.size(); ++v) {
+    if (observers[v]->histogram.empty()) observers[v]->histogram.assign(kBins, 0.0);  // (a rank with no batch)
+    std::copy(observers[v]->histogram.begin(), observers[v]->histogram.end(), mine.begin() + static_cast<ptrdiff_t>(v * kBins));
+  }
+  comm.all_gather(mine, all);
+  for (size_t v = 0; v < observers.size(); ++v)
+    for (int b = 0; b < kBins; ++b) {
+      double sum = 0;
+      for (size_t r = 0; r < size; ++r) sum += all[r * mine.size() + v * kBins + static_cast<size_t>(b)];
+      observers[v]->histogram[static_cast<size_t>(b)] = sum;
+    }
+}
 
 ValueRange percentile_range(const Observer& o, double percentile) {
   const double total = std::accumulate(o.histogram.begin(), o.histogram.end(), 0.0);
@@ -158,23 +210,36 @@ Calibration calibrate(const Graph& model, const Dataset& data, const Calibration
       if (info.at(out).dtype == DType::F32 && !node.inputs.empty()) names.push_back(out);  // not constants
   std::map<std::string, Observer> observers;
   const int64_t count = std::min(options.samples, data.size());
+  const int64_t batches = (count + options.batch_size - 1) / options.batch_size;
+  Communicator* comm = options.communicator && options.communicator->size() > 1 ? options.communicator : nullptr;
+  std::vector<Observer*> ordered;  // in `names` order: what the ranks exchange
+  for (const auto& name : names) ordered.push_back(&observers[name]);
   std::vector<uint32_t> indices;
   const bool needs_histogram = options.method == CalibrationMethod::Percentile || options.method == CalibrationMethod::Mse ||
                                options.method == CalibrationMethod::Kl;
   for (int pass = 0; pass < (needs_histogram ? 2 : 1); ++pass) {
-    for (int64_t begin = 0; begin < count; begin += options.batch_size) {
-      const int64_t n = std::min<int64_t>(options.batch_size, count - begin);
+    for (int64_t batch = 0; batch < batches; ++batch) {
+      if (comm && batch % comm->size() != comm->rank()) continue;  // another rank's
+      const int64_t begin = batch * options.batch_size, n = std::min<int64_t>(options.batch_size, count - begin);
       indices.resize(static_cast<size_t>(n));
       std::iota(indices.begin(), indices.end(), static_cast<uint32_t>(begin));
       feed_batch(data, indices, model, run);
       run.forward();
-      for (const auto& name : names) {
-        const Tensor& v = run.value(name);
+      for (size_t v = 0; v < names.size(); ++v) {
+        const Tensor& t = run.value(names[v]);
         if (pass == 0)
-          observers[name].observe_batch(v.data<float>(), v.numel());
+          ordered[v]->observe_batch(batch, batches, t.data<float>(), t.numel());
         else
-          observers[name].histogram_batch(v.data<float>(), v.numel());
+          ordered[v]->histogram_batch(t.data<float>(), t.numel());
       }
+    }
+    if (pass == 0) {
+      for (Observer* o : ordered)
+        if (o->batch_lo.empty()) o->observe_batch(0, batches, nullptr, 0);  // (a rank with no batch)
+      if (comm) merge_extremes(ordered, batches, *comm);
+      for (Observer* o : ordered) o->finish();
+    } else if (comm) {
+      merge_histograms(ordered, *comm);
     }
   }
   Calibration result;

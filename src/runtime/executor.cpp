@@ -87,6 +87,20 @@ Executor::Executor(const Graph& graph, bool training, RunSettings settings) : gr
       parameters_.push_back({name, tensor, &grads_[id], 1.0f});
     }
   }
+  parameter_of_.assign(values_.size(), -1);
+  for (size_t p = 0; p < parameters_.size(); ++p) parameter_of_[ids_.at(parameters_[p].name)] = static_cast<int>(p);
+  // A parameter's gradient is complete after the last backward step (in backward's order) that
+  // contributes to it.
+  std::vector<int> received(values_.size(), 0);
+  for (auto it = steps_.rbegin(); it != steps_.rend(); ++it) {
+    if (!it->run_backward) continue;
+    for (size_t i = 0; i < it->inputs.size(); ++i) {
+      const int id = it->inputs[i];
+      if (needs_grad_[id] && it->op->differentiable_input(static_cast<int>(i)) && ++received[id] == consumers_[id] &&
+          parameter_of_[id] >= 0)
+        gradient_order_.push_back(static_cast<size_t>(parameter_of_[id]));
+    }
+  }
 }
 
 int Executor::id_of(const std::string& name) const {
@@ -164,15 +178,16 @@ void Executor::run_steps(std::vector<Tensor>& values, Workspace& workspace, std:
   }
 }
 
-void Executor::backward(const std::string& loss) {
+void Executor::backward(const std::string& loss, const GradientsReady& after_step, float loss_scale) {
   ScopedRunSettings scope(settings_);
   const int loss_id = id_of(loss);
   if (!needs_grad_[loss_id]) throw Error(ErrorKind::InvalidArgument, "'" + loss + "' does not depend on any trainable value");
   grads_[loss_id].resize(values_[loss_id].shape());
-  std::fill_n(grads_[loss_id].data<float>(), grads_[loss_id].numel(), 1.0f);
+  std::fill_n(grads_[loss_id].data<float>(), grads_[loss_id].numel(), loss_scale);
   std::vector<int> received(values_.size(), 0);
   std::vector<const Tensor*> ins, outs, out_grads;
   std::vector<Tensor*> in_grads;
+  std::vector<size_t> ready;
   for (auto it = steps_.rbegin(); it != steps_.rend(); ++it) {
     const Step& step = *it;
     if (!step.run_backward) continue;
@@ -186,11 +201,15 @@ void Executor::backward(const std::string& loss) {
     // are added, so a value read by several nodes gets the sum of their gradients. A node reading
     // one value twice (Add(x, x)) gets one scratch tensor per extra slot, added in input order.
     std::vector<std::pair<int, Tensor*>> accumulate;
+    ready.clear();
     for (size_t i = 0; i < step.inputs.size(); ++i) {
       int id = step.inputs[i];
       if (!needs_grad_[id] || !step.op->differentiable_input(static_cast<int>(i))) {
         in_grads.push_back(nullptr);
-      } else if (received[id]++ == 0) {
+        continue;
+      }
+      if (received[id] + 1 == consumers_[id] && parameter_of_[id] >= 0) ready.push_back(static_cast<size_t>(parameter_of_[id]));
+      if (received[id]++ == 0) {
         in_grads.push_back(&grads_[id]);
       } else {
         Tensor* scratch = &scratch_[accumulate.size()];
@@ -205,6 +224,7 @@ void Executor::backward(const std::string& loss) {
       const float* src = scratch->data<float>();
       for (int64_t i = 0; i < grads_[id].numel(); ++i) dst[i] += src[i];
     }
+    if (after_step) after_step(ready);
   }
 }
 

@@ -10,7 +10,7 @@ struct LocalGroup::Shared {
   explicit Shared(int n) : size(n), sync(n), parts(static_cast<size_t>(n)) {}
   int size;
   std::barrier<> sync;
-  std::vector<std::span<const float>> parts;  // each rank's contribution, between the two barriers
+  std::vector<std::span<const std::byte>> parts;  // each rank's contribution, between the two barriers
 };
 
 namespace {
@@ -19,9 +19,11 @@ class LocalMember final : public Communicator {
   LocalMember(LocalGroup::Shared& shared, int rank) : shared_(shared), rank_(rank) {}
   int rank() const override { return rank_; }
   int size() const override { return shared_.size; }
-  void all_gather(std::span<const float> mine, std::span<float> all) override;
+  void all_gather(std::span<const float> mine, std::span<float> all) override { gather(std::as_bytes(mine), std::as_writable_bytes(all)); }
+  void all_gather(std::span<const double> mine, std::span<double> all) override { gather(std::as_bytes(mine), std::as_writable_bytes(all)); }
 
  private:
+  void gather(std::span<const std::byte> mine, std::span<std::byte> all);
   LocalGroup::Shared& shared_;
   int rank_;
 };
@@ -41,7 +43,7 @@ Communicator& LocalGroup::member(int rank) {
 int LocalGroup::size() const { return shared_->size; }
 
 namespace {
-void LocalMember::all_gather(std::span<const float> mine, std::span<float> all) {
+void LocalMember::gather(std::span<const std::byte> mine, std::span<std::byte> all) {
   auto& s = shared_;
   s.parts[static_cast<size_t>(rank_)] = mine;
   s.sync.arrive_and_wait();
@@ -49,7 +51,8 @@ void LocalMember::all_gather(std::span<const float> mine, std::span<float> all) 
   for (const auto& part : s.parts) fits = fits && part.size() == mine.size();
   if (fits)
     for (int r = 0; r < s.size; ++r)
-      std::memcpy(all.data() + static_cast<size_t>(r) * mine.size(), s.parts[static_cast<size_t>(r)].data(), mine.size() * sizeof(float));
+      if (all.data() + static_cast<size_t>(r) * mine.size() != s.parts[static_cast<size_t>(r)].data())  // (mine in place)
+        std::memcpy(all.data() + static_cast<size_t>(r) * mine.size(), s.parts[static_cast<size_t>(r)].data(), mine.size());
   s.sync.arrive_and_wait();
   if (!fits) throw Error(ErrorKind::InvalidArgument, "all_gather: the ranks gave different lengths");
 }

@@ -197,10 +197,14 @@ void check_resumable(const TrainState& saved, const TrainState& fresh, const Tra
 }
 
 // Data-parallel steps (TrainOptions::shards): this rank's shards of the batch in turn, then every
-// shard's record from all ranks, combined in one order over the shards. A record is the shard's
-// gradients (weighted by its share of the batch), the buffers its forward left (f32 initializers
-// that are not parameters: BatchNorm statistics, observers), its loss times its samples, its
-// correct predictions, its samples, and whether its rank was asked to stop.
+// shard's contribution from all ranks, combined in one order over the shards. A shard contributes
+// its gradients (weighted by its share of the batch), the buffers its forward left (f32
+// initializers that are not parameters: BatchNorm statistics, observers), its loss times its
+// samples, its correct predictions, its samples, and whether its rank was asked to stop.
+// Gradients travel in buckets (TrainOptions::bucket_bytes) in the order the backward pass
+// completes them: a bucket starts on its way as soon as this rank's last shard has it, while the
+// backward pass goes on; the rest (buffers, totals) follows at the end. Every value is combined
+// over the shards by the same pairwise tree, whatever the buckets and the ranks.
 class Sharding {
  public:
   struct Result {
@@ -208,90 +212,180 @@ class Sharding {
     int64_t correct = 0;
     bool stop = false;
   };
-  // (indices, hook step, dropout step) -> (mean loss, correct predictions) of one forward and backward.
-  using ShardFn = std::function<std::pair<float, int64_t>(std::span<const uint32_t>, int64_t, int64_t)>;
+  // (indices, hook step, dropout step, gradients-ready callback and loss scale for the backward
+  // pass) -> (mean loss, correct predictions) of one forward and backward.
+  using ShardFn = std::function<std::pair<float, int64_t>(std::span<const uint32_t>, int64_t, int64_t,
+                                                          const Executor::GradientsReady&, float)>;
 
-  Sharding(const TrainOptions& o, Graph& model, std::vector<Parameter>& parameters)
+  Sharding(const TrainOptions& o, Graph& model, std::vector<Parameter>& parameters, const std::vector<size_t>& order)
       : shards_(o.shards), comm_(o.communicator), parameters_(parameters) {
     const int size = comm_ ? comm_->size() : 1;
     if (shards_ < 1 || shards_ % size != 0)
       throw Error(ErrorKind::InvalidArgument, "data-parallel training needs shards (" + std::to_string(shards_) +
                                                   ") to be a positive multiple of the ranks (" + std::to_string(size) + ")");
+    if (o.bucket_bytes < 1) throw Error(ErrorKind::InvalidArgument, "gradient buckets need at least one byte");
     per_rank_ = shards_ / size;
     first_ = (comm_ ? comm_->rank() : 0) * per_rank_;
+    distributed_ = comm_ && size > 1;
+    // Buckets: runs of parameters in the order their gradients complete, each at least bucket_bytes.
+    const size_t cap = static_cast<size_t>(std::max<int64_t>(1, o.bucket_bytes / static_cast<int64_t>(sizeof(float))));
+    bucket_of_.assign(parameters_.size(), 0);
+    offset_.assign(parameters_.size(), 0);
+    for (size_t p : order) {
+      if (buckets_.empty() || buckets_.back().values >= cap) buckets_.emplace_back();
+      Bucket& b = buckets_.back();
+      bucket_of_[p] = buckets_.size() - 1;
+      offset_[p] = b.values;
+      b.params.push_back(p);
+      b.values += static_cast<size_t>(parameters_[p].value.numel());
+    }
+    for (Bucket& b : buckets_) b.all.resize(static_cast<size_t>(shards_) * b.values);
     std::set<std::string> trained;
-    for (const auto& p : parameters_) trained.insert(p.name), grads_ += static_cast<size_t>(p.value.numel());
+    for (const auto& p : parameters_) trained.insert(p.name);
     for (auto& [name, t] : model.initializers)
       if (t.dtype() == DType::F32 && !trained.count(name)) buffers_.push_back(t), buffer_values_ += static_cast<size_t>(t.numel());
-    record_ = grads_ + buffer_values_ + 4;
-    mine_.resize(static_cast<size_t>(per_rank_) * record_);
-    if (comm_ && size > 1) all_.resize(static_cast<size_t>(shards_) * record_);
+    extra_ = buffer_values_ + 4;
+    extra_all_.resize(static_cast<size_t>(shards_) * extra_);
     snapshot_.resize(buffer_values_);
     merged_.resize(buffer_values_);
+    point_gradients_at(first_ + per_rank_ - 1);
   }
+
+  int buckets() const { return static_cast<int>(buckets_.size()); }
+  double communication_seconds() const { return blocked_; }
 
   Result step(std::span<const uint32_t> batch, int64_t step, bool stop, const ShardFn& run_shard) {
     const int64_t count = static_cast<int64_t>(batch.size());
     copy_buffers(snapshot_.data(), /*out=*/true);
+    for (Bucket& b : buckets_) b.written = 0;
+    next_ = 0;
     for (int k = 0; k < per_rank_; ++k) {
       const int s = first_ + k;
       const int64_t b0 = count * s / shards_, b1 = count * (s + 1) / shards_;
-      float* rec = mine_.data() + static_cast<size_t>(k) * record_;
-      std::fill(rec, rec + record_, 0.0f);
+      float* extra = extra_all_.data() + static_cast<size_t>(s) * extra_;
       if (b1 > b0) {
         if (k > 0) copy_buffers(snapshot_.data(), /*out=*/false);  // every shard starts from the step's model
-        const auto [loss, correct] = run_shard(batch.subspan(static_cast<size_t>(b0), static_cast<size_t>(b1 - b0)), step,
-                                               step * shards_ + s);
+        point_gradients_at(s);
         const float share = static_cast<float>(b1 - b0) / static_cast<float>(count);
-        float* g = rec;
-        for (const auto& p : parameters_) {
-          const float* grad = p.grad->data<float>();
-          for (int64_t i = 0; i < p.value.numel(); ++i) g[i] = grad[i] * share;
-          g += p.value.numel();
+        auto ready = [&](std::span<const size_t> done) {
+          for (size_t p : done) {
+            Bucket& b = buckets_[bucket_of_[p]];
+            float* slot = b.all.data() + static_cast<size_t>(s) * b.values + offset_[p];
+            if (parameters_[p].grad->raw() != slot) {  // an op handed over a tensor of its own (FakeQuantize's dx = dy)
+              std::copy_n(parameters_[p].grad->data<float>(), parameters_[p].value.numel(), slot);
+              *parameters_[p].grad = Tensor::wrap(DType::F32, parameters_[p].value.shape(), slot, nullptr);
+            }
+            ++b.written;
+          }
+          start_ready();
+          if (next_ > 0 && distributed_) {
+            const auto start = Clock::now();
+            comm_->progress();
+            blocked_ += seconds_since(start);
+          }
+        };
+        const auto [loss, correct] = run_shard(batch.subspan(static_cast<size_t>(b0), static_cast<size_t>(b1 - b0)), step,
+                                               step * shards_ + s, ready, share);
+        copy_buffers(extra, /*out=*/true);
+        extra[buffer_values_] = loss * static_cast<float>(b1 - b0);
+        extra[buffer_values_ + 1] = static_cast<float>(correct);
+        extra[buffer_values_ + 2] = static_cast<float>(b1 - b0);
+      } else {  // an empty shard (a batch smaller than the shards): zeros
+        for (Bucket& b : buckets_) {
+          std::fill_n(b.all.data() + static_cast<size_t>(s) * b.values, b.values, 0.0f);
+          b.written += b.params.size();
         }
-        copy_buffers(rec + grads_, /*out=*/true);
-        rec[grads_ + buffer_values_] = loss * static_cast<float>(b1 - b0);
-        rec[grads_ + buffer_values_ + 1] = static_cast<float>(correct);
-        rec[grads_ + buffer_values_ + 2] = static_cast<float>(b1 - b0);
-      } else {
-        std::copy(snapshot_.begin(), snapshot_.end(), rec + grads_);
+        std::copy(snapshot_.begin(), snapshot_.end(), extra);
+        std::fill_n(extra + buffer_values_, 3, 0.0f);
+        start_ready();
       }
-      rec[grads_ + buffer_values_ + 3] = stop ? 1.0f : 0.0f;
+      extra[buffer_values_ + 3] = stop ? 1.0f : 0.0f;
     }
-    float* all = mine_.data();
-    if (!all_.empty()) {
-      comm_->all_gather(mine_, all_);
-      all = all_.data();
+    if (next_ != buckets_.size()) throw Error(ErrorKind::Internal, "data-parallel step: a gradient bucket was never completed");
+    const float* extras = extra_all_.data();
+    if (distributed_) {
+      const auto start = Clock::now();
+      comm_->all_gather(mine(extra_all_, extra_), extra_all_);
+      blocked_ += seconds_since(start);
     }
     // Buffers: the value every shard that ran agrees on, else their mean (pairwise sum / count).
     ran_.clear();
     for (int s = 0; s < shards_; ++s)
-      if (all[static_cast<size_t>(s) * record_ + grads_ + buffer_values_ + 2] != 0.0f) ran_.push_back(s);
+      if (extras[static_cast<size_t>(s) * extra_ + buffer_values_ + 2] != 0.0f) ran_.push_back(s);
     for (size_t i = 0; i < buffer_values_; ++i) {
       column_.clear();
-      for (int s : ran_) column_.push_back(all[static_cast<size_t>(s) * record_ + grads_ + i]);
+      for (int s : ran_) column_.push_back(extras[static_cast<size_t>(s) * extra_ + i]);
       const bool agree = std::all_of(column_.begin(), column_.end(), [&](float v) { return v == column_.front(); });
       merged_[i] = column_.empty() ? snapshot_[i] : agree ? column_.front() : pairwise_sum(column_) / static_cast<float>(column_.size());
     }
     copy_buffers(merged_.data(), /*out=*/false);
-    // Gradients and totals: one pairwise tree over the shards, into shard 0's record.
-    for (int width = 1; width < shards_; width *= 2)
-      for (int s = 0; s + width < shards_; s += 2 * width) {
-        float* a = all + static_cast<size_t>(s) * record_;
-        const float* b = all + static_cast<size_t>(s + width) * record_;
-        for (size_t i = 0; i < grads_; ++i) a[i] += b[i];
-        for (size_t i = grads_ + buffer_values_; i < record_; ++i) a[i] += b[i];
+    // Gradients: each bucket's shards summed by the pairwise tree, its last level into the gradients.
+    for (Bucket& b : buckets_) {
+      float* all = b.all.data();
+      if (distributed_) {
+        const auto start = Clock::now();
+        comm_->wait(b.handle);
+        blocked_ += seconds_since(start);
       }
-    const float* g = all;
-    for (auto& p : parameters_) {
-      std::copy(g, g + p.value.numel(), p.grad->data<float>());
-      g += p.value.numel();
+      const int top = last_width();
+      for (int width = 1; width < top; width *= 2)
+        for (int s = 0; s + width < shards_; s += 2 * width) {
+          float* x = all + static_cast<size_t>(s) * b.values;
+          const float* y = all + static_cast<size_t>(s + width) * b.values;
+          for (size_t i = 0; i < b.values; ++i) x[i] += y[i];
+        }
+      if (shards_ > 1) {  // (into the slot the gradients point at: the last shard of this rank's)
+        const float* x = all;
+        const float* y = all + static_cast<size_t>(top) * b.values;
+        float* out = all + static_cast<size_t>(pointed_) * b.values;
+        for (size_t i = 0; i < b.values; ++i) out[i] = x[i] + y[i];
+      }
     }
-    const float* totals = all + grads_ + buffer_values_;
-    return {static_cast<double>(totals[0]), static_cast<int64_t>(totals[1]), totals[3] > 0.0f};
+    // Totals: the same tree over the shards' loss, correct predictions, samples and stop flags.
+    column_.clear();
+    for (int s = 0; s < shards_; ++s) column_.insert(column_.end(), extras + static_cast<size_t>(s) * extra_ + buffer_values_,
+                                                     extras + static_cast<size_t>(s) * extra_ + extra_);
+    for (int width = 1; width < shards_; width *= 2)
+      for (int s = 0; s + width < shards_; s += 2 * width)
+        for (size_t i = 0; i < 4; ++i) column_[static_cast<size_t>(s) * 4 + i] += column_[static_cast<size_t>(s + width) * 4 + i];
+    return {static_cast<double>(column_[0]), static_cast<int64_t>(column_[1]), column_[3] > 0.0f};
   }
 
  private:
+  struct Bucket {
+    std::vector<size_t> params;  // indices into parameters_, in the order backward completes them
+    size_t values = 0;
+    std::vector<float> all;        // every shard's weighted gradients, shard after shard
+    size_t written = 0;            // (parameter, shard) pairs of this rank written this step
+    int handle = -1;
+  };
+  // Starts, in order, every bucket this rank's shards have completed.
+  void start_ready() {
+    while (next_ < buckets_.size() && buckets_[next_].written == static_cast<size_t>(per_rank_) * buckets_[next_].params.size()) {
+      Bucket& b = buckets_[next_++];
+      if (distributed_) b.handle = comm_->start_all_gather(mine(b.all, b.values), b.all);
+    }
+  }
+  // Points every parameter's gradient at its place in shard s's record: backward writes it there.
+  void point_gradients_at(int s) {
+    if (s == pointed_) return;
+    for (size_t p = 0; p < parameters_.size(); ++p) {
+      Bucket& b = buckets_[bucket_of_[p]];
+      *parameters_[p].grad = Tensor::wrap(DType::F32, parameters_[p].value.shape(),
+                                          b.all.data() + static_cast<size_t>(s) * b.values + offset_[p], nullptr);
+    }
+    pointed_ = s;
+  }
+  // This rank's shards' part of a record of every shard (`per_shard` values each).
+  std::span<const float> mine(const std::vector<float>& all, size_t per_shard) const {
+    return std::span<const float>(all).subspan(static_cast<size_t>(first_) * per_shard, static_cast<size_t>(per_rank_) * per_shard);
+  }
+  // The width of the pairwise tree's last level: the largest power of two below shards_ (1 for one shard).
+  int last_width() const {
+    int top = 1;
+    while (top * 2 < shards_) top *= 2;
+    return top;
+  }
   static float pairwise_sum(std::vector<float>& v) {  // (consumes v)
     for (size_t width = 1; width < v.size(); width *= 2)
       for (size_t s = 0; s + width < v.size(); s += 2 * width) v[s] += v[s + width];
@@ -307,12 +401,18 @@ class Sharding {
   }
 
   int shards_, per_rank_ = 1, first_ = 0;
+  bool distributed_ = false;
   Communicator* comm_;
   std::vector<Parameter>& parameters_;
-  std::vector<Tensor> buffers_;  // share storage with the model's initializers
-  size_t grads_ = 0, buffer_values_ = 0, record_ = 0;
-  std::vector<float> mine_, all_, snapshot_, merged_, column_;
+  std::vector<Bucket> buckets_;
+  std::vector<size_t> bucket_of_, offset_;  // per parameter: its bucket, its offset in the bucket's shard record
+  size_t next_ = 0;                         // the next bucket to start
+  int pointed_ = -1;                        // the shard whose record the gradients point at
+  std::vector<Tensor> buffers_;             // share storage with the model's initializers
+  size_t buffer_values_ = 0, extra_ = 0;    // per shard: buffers, loss sum, correct, samples, stop
+  std::vector<float> extra_all_, snapshot_, merged_, column_;
   std::vector<int> ran_;  // the shards of this step that had samples
+  double blocked_ = 0;
 };
 
 }  // namespace
@@ -485,7 +585,8 @@ TrainReport train(Graph& model, const Dataset& all_data, const TrainOptions& opt
   }
   // Data parallelism: this rank's shards of every batch; every rank applies the same combined step.
   std::unique_ptr<Sharding> sharding;
-  if (options.shards != 1 || options.communicator) sharding = std::make_unique<Sharding>(options, model, run.parameters());
+  if (options.shards != 1 || options.communicator)
+    sharding = std::make_unique<Sharding>(options, model, run.parameters(), run.gradient_order());
   const bool writer = !options.communicator || options.communicator->rank() == 0;
   bool gathered_stop = false;  // a sharded run stops when any rank was asked to, all at the same step
   const double seconds_before = state.seconds;
@@ -514,7 +615,8 @@ TrainReport train(Graph& model, const Dataset& all_data, const TrainOptions& opt
   Tensor& images = run.input(input_name);
   Tensor& labels = run.input("__labels");
   // One forward and backward over `indices` (a batch, or a shard of one): (mean loss, correct).
-  auto forward_backward = [&](std::span<const uint32_t> indices, int64_t hook_step, int64_t mask_step) {
+  auto forward_backward = [&](std::span<const uint32_t> indices, int64_t hook_step, int64_t mask_step,
+                              const Executor::GradientsReady& gradients_ready, float loss_scale) {
     gather_batch(*data, indices, model, images, &labels);
     if (distill.enabled())
       gather_teacher_logits(distill, teacher_run.get(), teacher_logits_name, *data, indices, run.input("__teacher_logits"));
@@ -522,7 +624,7 @@ TrainReport train(Graph& model, const Dataset& all_data, const TrainOptions& opt
     run.set_step(mask_step);  // dropout masks are a function of (seed, step, node)
     run.forward();
     if (options.hooks) options.hooks->after_forward(run, hook_step);
-    run.backward("__loss");
+    run.backward("__loss", gradients_ready, loss_scale);
     const Tensor& logits = run.value(logits_name);
     const int64_t classes = logits.dim(1), n = static_cast<int64_t>(indices.size());
     const int32_t* l = labels.data<int32_t>();
@@ -557,7 +659,7 @@ TrainReport train(Graph& model, const Dataset& all_data, const TrainOptions& opt
         batch_loss = r.loss_sum, batch_correct = r.correct, gathered_stop = r.stop;
         loss = static_cast<float>(batch_loss / static_cast<double>(count));
       } else {
-        const auto [mean, correct] = forward_backward(batch_indices, step, step);
+        const auto [mean, correct] = forward_backward(batch_indices, step, step, nullptr, 1.0f);
         loss = mean, batch_loss = static_cast<double>(loss) * count, batch_correct = correct;
       }
       optimizer->step(run.parameters());
@@ -613,6 +715,7 @@ TrainReport train(Graph& model, const Dataset& all_data, const TrainOptions& opt
   report.epochs = state.history;
   report.seconds = elapsed();
   report.steps = total_steps;
+  if (sharding) report.communication_seconds = sharding->communication_seconds(), report.buckets = sharding->buckets();
   return report;
 }
 

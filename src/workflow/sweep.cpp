@@ -280,7 +280,15 @@ SweepResult run_sweep(const Graph& model, const DatasetSplits& data, const Sweep
   base.add(std::to_string(o.calibration_samples) + " " + std::to_string(o.validation_samples) + " " +
            format_drop(o.search_time_budget_seconds) + (o.measure_speed ? " speed" : ""));
 
-  // The float model: measured once per folder (its own figures file).
+  // Several ranks (MPI): variant i is rank (i mod ranks)'s; each writes its variants' files into
+  // the folder (a file system they share), and every rank then reads the others' figures back.
+  Communicator* comm = o.communicator && o.communicator->size() > 1 ? o.communicator : nullptr;
+  auto barrier = [&] {
+    if (!comm) return;
+    std::vector<float> mine(1), all(static_cast<size_t>(comm->size()));
+    comm->all_gather(mine, all);
+  };
+  // The float model: measured once per folder (its own figures file), by rank 0.
   const std::vector<int32_t> float_classes = predict_classes(model, test);
   {
     const std::string path = (std::filesystem::path(o.out_dir) / "variants" / "float.json").string();
@@ -293,6 +301,17 @@ SweepResult run_sweep(const Graph& model, const DatasetSplits& data, const Sweep
       } catch (const std::exception&) {
       }
     }
+    if (comm && comm->rank() != 0) {  // rank 0 measures (if need be); the others read its file
+      barrier();
+      try {
+        json j = json::parse(files::read_file(path));
+        if (j.value("key", std::string()) == key) cached = j;
+      } catch (const std::exception&) {
+      }
+      if (!cached)
+        throw Error(ErrorKind::Io, path + ": rank 0 wrote the float model's figures there, and rank " + std::to_string(comm->rank()) +
+                                       " cannot read them: the sweep's folder must be on a file system every rank shares");
+    }
     if (!cached) {
       json j = {{"format", kFormat}, {"key", key}};
       j["test_accuracy"] = accuracy_of(float_classes, test);
@@ -304,6 +323,7 @@ SweepResult run_sweep(const Graph& model, const DatasetSplits& data, const Sweep
       write_json(path, j);
       cached = j;
     }
+    if (comm && comm->rank() == 0) barrier();
     result.float_test_accuracy = cached->at("test_accuracy").get<double>();
     result.float_validation_accuracy = cached->at("validation_accuracy").get<double>();
     result.float_file_bytes = cached->at("file_bytes").get<int64_t>();
@@ -332,6 +352,10 @@ SweepResult run_sweep(const Graph& model, const DatasetSplits& data, const Sweep
     return ranges;
   };
 
+  // Per variant, after the loop: 0 another rank's, 1 measured (or skipped) now, 2 left for a later
+  // sweep, 3 reused from an earlier one.
+  std::vector<float> state(all.size(), 0.0f);
+  std::vector<std::string> keys(all.size());
   for (size_t i = 0; i < all.size(); ++i) {
     const Settings& s = all[i];
     SweepVariant v;
@@ -346,14 +370,22 @@ SweepResult run_sweep(const Graph& model, const DatasetSplits& data, const Sweep
     Digest d = base;  // the model's bytes, the data, the sample counts; the name holds the settings
     d.add(v.name);
     const std::string key = d.hex();
+    keys[i] = key;
     const std::string figures = (std::filesystem::path(o.out_dir) / "variants" / (v.name + ".json")).string();
+    if (comm && static_cast<int>(i % static_cast<size_t>(comm->size())) != comm->rank()) {
+      result.variants.push_back(v);  // another rank's: filled in below
+      continue;
+    }
+    state[i] = 1.0f;
     if (o.progress) o.progress(i, all.size(), v.name);
     if (auto cached = read_variant(figures, key, v)) {
+      state[i] = 3.0f;
       result.variants.push_back(*cached);
       continue;
     }
     if (o.time_budget_seconds > 0 && std::chrono::duration<double>(Clock::now() - start).count() > o.time_budget_seconds) {
       result.complete = false;
+      state[i] = 2.0f;
       result.variants.push_back(v);  // not measured: a later sweep does it
       continue;
     }
@@ -409,6 +441,28 @@ SweepResult run_sweep(const Graph& model, const DatasetSplits& data, const Sweep
     v.seconds = std::chrono::duration<double>(Clock::now() - begin).count();
     write_json(figures, variant_to_json(v, key));
     result.variants.push_back(v);
+  }
+  if (comm) {  // every rank's variants: their figures from the files their ranks wrote
+    const size_t ranks = static_cast<size_t>(comm->size());
+    std::vector<float> states(state.size() * ranks);
+    comm->all_gather(state, states);
+    for (size_t i = 0; i < all.size(); ++i) {
+      const size_t owner = i % ranks;
+      if (owner == static_cast<size_t>(comm->rank())) continue;
+      const float theirs = states[owner * state.size() + i];
+      if (theirs == 2.0f) {
+        result.complete = false;
+        continue;
+      }
+      SweepVariant& v = result.variants[i];
+      const std::string figures = (std::filesystem::path(o.out_dir) / "variants" / (v.name + ".json")).string();
+      std::optional<SweepVariant> read = read_variant(figures, keys[i], v);
+      if (!read)
+        throw Error(ErrorKind::Io, figures + ": rank " + std::to_string(owner) + " wrote this variant's figures, and rank " +
+                                       std::to_string(comm->rank()) + " cannot read them: the sweep's folder must be on a file system every rank shares");
+      v = *read;
+      v.reused = theirs == 3.0f;
+    }
   }
   if (o.progress) o.progress(all.size(), all.size(), "");
 

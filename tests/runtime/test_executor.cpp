@@ -139,3 +139,48 @@ TEST(ModelFile, ReportsTheFormatVersionOfAFile) {
 
 }  // namespace
 }  // namespace lowbit
+
+namespace lowbit {
+namespace {
+
+// backward()'s callback names each parameter once, at the step that completes its gradient, in
+// the order gradient_order() gives: a weight read by two nodes is complete after the second (in
+// backward's order) has added its share. loss_scale scales every gradient.
+TEST(Executor, ReportsEachParameterWhenItsGradientIsComplete) {
+  Graph g;
+  g.inputs.push_back({"x", DType::F32, {-1, 3}});
+  g.initializers["w"] = Tensor::from_vector({3, 3}, std::vector<float>{1, 2, 3, 4, 5, 6, 7, 8, 9});
+  g.initializers["v"] = Tensor::from_vector({3, 3}, std::vector<float>{1, 0, 1, 0, 1, 0, 1, 0, 1});
+  g.add_node({"a", "Dense", {"x", "w"}, {"h"}});  // w read here ...
+  g.add_node({"b", "Dense", {"h", "v"}, {"k"}});
+  g.add_node({"c", "Dense", {"k", "w"}, {"y"}});  // ... and here
+  g.add_node({"s", "ReduceSum", {"y"}, {"loss"}, {{"keepdims", int64_t{0}}}});
+  g.outputs = {"loss"};
+  g.validate();
+  Executor run(g, true);
+  const auto& params = run.parameters();
+  ASSERT_EQ(params.size(), 2u);
+  auto name = [&](size_t p) { return params[p].name; };
+  ASSERT_EQ(run.gradient_order().size(), 2u);
+  EXPECT_EQ(name(run.gradient_order()[0]), "v");  // backward: c (w's first share), b (v complete), a (w complete)
+  EXPECT_EQ(name(run.gradient_order()[1]), "w");
+  run.input("x") = Tensor::from_vector({2, 3}, std::vector<float>{1, -2, 3, 0.5f, 1, -1});
+  run.forward();
+  std::vector<size_t> reported;
+  int steps = 0;
+  run.backward("loss", [&](std::span<const size_t> ready) {
+    ++steps;
+    reported.insert(reported.end(), ready.begin(), ready.end());
+  });
+  EXPECT_EQ(steps, 4);
+  EXPECT_EQ(reported, run.gradient_order());
+  std::vector<std::vector<float>> once;
+  for (const auto& p : params) once.emplace_back(p.grad->data<float>(), p.grad->data<float>() + p.grad->numel());
+  run.backward("loss", nullptr, 0.25f);
+  for (size_t p = 0; p < params.size(); ++p)
+    for (int64_t i = 0; i < params[p].grad->numel(); ++i)
+      EXPECT_EQ(params[p].grad->data<float>()[i], once[p][static_cast<size_t>(i)] * 0.25f) << name(p) << " " << i;
+}
+
+}  // namespace
+}  // namespace lowbit

@@ -73,6 +73,29 @@ TEST(DataParallel, OneTwoAndFourRanksGiveTheSameModelBytes) {
   EXPECT_NE(serialize_model(plain), train_one(nullptr).bytes);
 }
 
+TEST(DataParallel, GradientBucketsDoNotChangeTheBytes) {
+  set_num_threads(1);
+  const Dataset data = quadrant_images(301, 1);
+  for (int shards : {4, 3}) {  // (a share of 1/3 is not a power of two: its scaling rounds)
+    std::vector<std::string> bytes;
+    for (int64_t bucket : {int64_t{4}, int64_t{256}, int64_t{1} << 20})
+      for (int ranks : {0, shards == 4 ? 2 : 3}) {
+        auto outcomes = on_ranks(ranks, [&](Communicator* comm) {
+          Graph model = build_model(parse_arch(kBatchNormDropout), data.sample_shape(), 4, 5);
+          TrainOptions o;
+          o.epochs = 1, o.seed = 5, o.shards = shards, o.communicator = comm, o.bucket_bytes = bucket;
+          const TrainReport report = train(model, data, o);
+          // In backward's order: the last dense layer's weights and bias (272 bytes), BatchNorm's scale and shift and
+          // the first dense layer's weights, its bias; at 4 bytes, one bucket for each of the 6 parameters.
+          EXPECT_EQ(report.buckets, bucket == 4 ? 6 : bucket == 256 ? 3 : 1) << bucket;
+          return outcome(model, report);
+        });
+        for (const auto& o : outcomes) bytes.push_back(o.bytes);
+      }
+    for (const auto& b : bytes) EXPECT_EQ(b, bytes.front()) << shards << " shards";
+  }
+}
+
 TEST(DataParallel, QuantizationAwareTrainingAndDistillationToo) {
   set_num_threads(1);
   const Dataset data = quadrant_images(200, 2), test = quadrant_images(60, 3);

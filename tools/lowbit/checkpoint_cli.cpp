@@ -3,6 +3,8 @@
 #include <filesystem>
 #include <regex>
 
+#include <fmt/format.h>
+
 #include "commands.h"
 #include "lowbit/error.h"
 
@@ -46,12 +48,17 @@ void CheckpointCli::add(CLI::App* cmd) {
                   "Data parallelism: cut every batch into N shards, trained on by the ranks of mpirun (default: one per rank). "
                   "The same --shards gives the same model bytes on any number of ranks that divides it")
       ->check(CLI::Range(1, 1 << 16));
+  cmd->add_option("--bucket-mb", bucket_mb,
+                  "Data parallelism: send gradients in buckets of at least this many MiB, each as soon as the backward pass "
+                  "completes it (default 1; a large value sends everything after the backward pass)")
+      ->check(CLI::Range(1e-6, 1e6));
 }
 
 void CheckpointCli::apply(TrainOptions& options, const std::string& phase) {
   options.stop = &stop_requested;
   options.communicator = g_world;
   options.shards = shards > 0 ? shards : g_world ? g_world->size() : 1;
+  options.bucket_bytes = std::max<int64_t>(1, static_cast<int64_t>(bucket_mb * 1048576.0));
   if (dir.empty()) {
     if (resume) throw Error(ErrorKind::InvalidArgument, "--resume needs --checkpoint-dir (where the checkpoint is)");
     if (!every.empty()) throw Error(ErrorKind::InvalidArgument, "--checkpoint-every needs --checkpoint-dir");
@@ -74,6 +81,13 @@ void CheckpointCli::apply(TrainOptions& options, const std::string& phase) {
   files.push_back(std::make_unique<CheckpointFile>(CheckpointFile::in_directory(dir, phase)));
   options.checkpoints = files.back().get();
   options.resume = resume;
+}
+
+std::string CheckpointCli::communication(const TrainReport& r, const std::string& phase) {
+  if (!g_world || g_world->size() < 2 || r.buckets == 0) return "";
+  return fmt::format("{}data parallel on {} ranks: {} gradient bucket(s) per step; rank {} spent {:.2f} s communicating ({:.0f}% of {:.2f} s)",
+                     phase.empty() ? "" : phase + ": ", g_world->size(), r.buckets, g_world->rank(), r.communication_seconds,
+                     100.0 * r.communication_seconds / std::max(1e-9, r.seconds), r.seconds);
 }
 
 std::string CheckpointCli::describe() const {

@@ -131,6 +131,7 @@ Command add_train(CLI::App& app) {
     if (report.resumed_at_step >= 0)
       fmt::print("resumed from step {} of {} (checkpoint {})\n", report.resumed_at_step, report.steps,
                  run.train.checkpoints->where());
+    if (const std::string line = CheckpointCli::communication(report); !line.empty()) fmt::print("{}\n", line);
     fmt::print("test accuracy {:.4f}  test loss {:.4f}  train time {:.2f} s  saved {} ({} bytes)\n", test.accuracy,
                test.loss, report.seconds, o->out, file_size(o->out));
     if (o->json) {

@@ -19,6 +19,7 @@ struct CheckpointCli {
   std::string dir, every;
   bool resume = false;
   int shards = 0;  // 0: one per rank
+  double bucket_mb = 1.0;
   void add(CLI::App* cmd);
   // Points `options` at the checkpoint of `phase` in --checkpoint-dir (CheckpointFile::in_directory)
   // with the cadence of --checkpoint-every, at the ranks and shards, and at the stop flag that
@@ -26,6 +27,9 @@ struct CheckpointCli {
   void apply(TrainOptions& options, const std::string& phase = "");
   // One line for the user: where checkpoints go and how often, or "" without --checkpoint-dir.
   std::string describe() const;
+  // Under mpirun: one line on the data-parallel run (ranks, shards, buckets, time blocked in
+  // communication); "" on one rank.
+  static std::string communication(const TrainReport& report, const std::string& phase = "");
   std::vector<std::unique_ptr<CheckpointFile>> files;
 };
 // The ranks of `mpirun -np N lowbit ...` (main.cpp starts MPI): null on one rank. Rank 0 prints

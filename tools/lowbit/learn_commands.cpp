@@ -170,6 +170,7 @@ Command add_qat(CLI::App& app) {
     const QatRunResult r = run_qat(model, data.train, data.test, run);
     if (r.report.resumed_at_step >= 0)
       fmt::print("resumed from step {} of {} (checkpoint {})\n", r.report.resumed_at_step, r.report.steps, options.checkpoints->where());
+    if (const std::string line = CheckpointCli::communication(r.report); !line.empty()) fmt::print("{}\n", line);
     if (writes()) save_model(r.model, o->out);
     if (writes() && !o->fake_quant_out.empty()) save_model(r.fake_quantized, o->fake_quant_out);
     const json report = qat_report(r, run.qat, o->epochs);
@@ -284,6 +285,9 @@ Command add_distill(CLI::App& app) {
       fmt::print("float phase resumed from step {} of {}\n", r.report.resumed_at_step, r.report.steps);
     if (r.qat && r.qat->report.resumed_at_step >= 0)
       fmt::print("quantization-aware phase resumed from step {} of {}\n", r.qat->report.resumed_at_step, r.qat->report.steps);
+    for (const auto& [report, phase] : {std::pair{&r.report, "float phase"}, std::pair{r.qat ? &r.qat->report : nullptr, "quantization-aware phase"}})
+      if (report)
+        if (const std::string line = CheckpointCli::communication(*report, phase); !line.empty()) fmt::print("{}\n", line);
     json j = {{"command", "distill"}, {"teacher", o->teacher}, {"student", o->student}, {"out", o->out},
               {"seed", o->seed}, {"threads", num_threads()}, {"temperature", o->temperature}, {"alpha", o->alpha},
               {"teacher_test_accuracy", r.teacher_test.accuracy}, {"teacher_cache", cache.empty() ? "none" : cache},

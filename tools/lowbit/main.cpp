@@ -6,6 +6,7 @@
 #include <map>
 #include <new>
 #include <optional>
+#include <set>
 #include <string>
 
 #include "commands.h"
@@ -97,6 +98,25 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "lowbit: error: %s (see lowbit --help)\n", e.what());
     return kExitUsage;
   }
+  // A rank that fails ends the whole job: the others may be waiting for it in a collective. (A stop
+  // by signal is agreed on by every rank at the same step, so they all end together anyway.)
+  const std::string rank = world && world->size() > 1
+                               ? " (rank " + std::to_string(world->rank()) + " of " + std::to_string(world->size()) + ")"
+                               : "";
+  auto fail = [&](const char* what, int code) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "lowbit: error%s: %s\n", rank.c_str(), what);
+    if (!rank.empty()) lowbit::abort_all_ranks(code);
+    return code;
+  };
+  if (world && world->size() > 1)
+    for (auto* sub : app.get_subcommands())
+      if (!std::set<std::string>{"train", "qat", "distill", "calibrate", "sweep"}.count(sub->get_name())) {
+        if (world->rank() == 0)
+          std::fprintf(stderr, "lowbit: error: '%s' runs on one process; under mpirun lowbit runs train, qat, distill, calibrate "
+                               "and sweep (launched on %d ranks)\n", sub->get_name().c_str(), world->size());
+        return kExitUsage;
+      }
   int code = 0;
   try {
     for (auto* sub : app.get_subcommands()) code = commands.at(sub)();
@@ -108,16 +128,11 @@ int main(int argc, char** argv) {
                    saved ? " (run the same command with --resume to continue)" : "");
       return lowbit::cli::interrupted_exit_code();
     }
-    std::fprintf(stderr, "lowbit: error: %s\n", e.what());
-    return exit_code(e.kind());
+    return fail(e.what(), exit_code(e.kind()));
   } catch (const std::bad_alloc&) {
-    std::fflush(stdout);
-    std::fprintf(stderr, "lowbit: error: out of memory\n");
-    return kExitInternal;
+    return fail("out of memory", kExitInternal);
   } catch (const std::exception& e) {
-    std::fflush(stdout);
-    std::fprintf(stderr, "lowbit: error: %s\n", e.what());
-    return kExitInternal;
+    return fail(e.what(), kExitInternal);
   }
   std::fflush(stdout);
   return code;

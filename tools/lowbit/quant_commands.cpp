@@ -75,8 +75,9 @@ Command add_calibrate(CLI::App& app) {
     options.method = calibration_method_from_name(o->method);
     options.samples = o->samples;
     options.percentile = o->percentile;
+    options.communicator = world();  // under mpirun: the batches dealt out to the ranks, the statistics merged
     Calibration c = calibrate(model, data.train, options);
-    save_calibration(c, o->out);
+    if (writes()) save_calibration(c, o->out);
     fmt::print("calibrated {} values on {} samples with {}; wrote {}\n", c.ranges.size(), c.samples, c.method, o->out);
     for (const auto& [name, r] : c.ranges) fmt::print("  {:<16} [{:.5f}, {:.5f}]\n", name, r.min, r.max);
     return 0;

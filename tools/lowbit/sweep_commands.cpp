@@ -101,10 +101,12 @@ Command add_sweep(CLI::App& app) {
     s.time_budget_seconds = o->time_budget;
     s.search_time_budget_seconds = o->search_time_budget;
     s.measure_speed = !o->no_speed;
-    // Progress on stderr: a bar redrawn in place on a terminal, one line per variant otherwise.
+    s.communicator = world();  // under mpirun: the variants dealt out to the ranks
+    // Progress on stderr (rank 0's variants under mpirun): a bar redrawn in place on a terminal, one line per variant otherwise.
     const bool tty = isatty(fileno(stderr));
     const auto start = std::chrono::steady_clock::now();
     s.progress = [tty, start](size_t done, size_t total, const std::string& name) {
+      if (!writes()) return;
       const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       const int width = 24, filled = total ? static_cast<int>(width * done / total) : width;
       const std::string eta = done > 0 && done < total ? ", ETA " + clock_text(elapsed / double(done) * double(total - done)) : "";
@@ -116,7 +118,7 @@ Command add_sweep(CLI::App& app) {
     };
     const SweepResult r = run_sweep(model, data, s);
     const std::string report = (std::filesystem::path(o->out) / "report.html").string();
-    write_sweep_report(r, report);
+    if (writes()) write_sweep_report(r, report);
     fmt::print("{:<36} {:>9} {:>9} {:>11} {:>8} {:>12} {:>12}  {}\n", "variant", "test acc", "drop pts", "size bytes", "bits/w",
                "latency us", "images/s", "");
     fmt::print("{:<36} {:>9.4f} {:>9} {:>11} {:>8} {:>12.1f} {:>12.0f}\n", "float", r.float_test_accuracy, "", r.float_file_bytes, "32",
