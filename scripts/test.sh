@@ -5,7 +5,7 @@
 # builds the unit tests again under AddressSanitizer + UndefinedBehaviorSanitizer and runs them,
 # then the thread-safety tests under ThreadSanitizer, then fuzzes every loader (libFuzzer, clang,
 # ASan + UBSan: the model file and checkpoints, IDX, model descriptions, ranges, plans, ONNX) for
-# LOWBIT_FUZZ_SECONDS each (default 60) after their regression corpora.
+# LOWBIT_FUZZ_SECONDS in all (default 180, shared by the targets) after their regression corpora.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -29,8 +29,12 @@ CMAKE_CXX_COMPILER_LAUNCHER=ccache build/py-venv/bin/python -m pip install -q --
 (cd build && py-venv/bin/python -c 'import lowbit; print("installed lowbit", lowbit.__version__, "from", lowbit.__file__)')
 LOWBIT_CLI="$PWD/build/release/tools/lowbit/lowbit" build/py-venv/bin/python -m pytest -q -p no:cacheprovider tests/python
 
+# The sanitizer builds keep line tables only (-g1): stack traces still name file and line, and the
+# builds skip full debug information (faster to compile and link on a CI machine without a cache).
+debug_flags="-O2 -g1 -DNDEBUG"
+
 echo "== unit tests under AddressSanitizer + UndefinedBehaviorSanitizer"
-cmake -S . -B build/sanitize -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLOWBIT_BUILD_TESTS=ON \
+cmake -S . -B build/sanitize -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="$debug_flags" -DLOWBIT_BUILD_TESTS=ON \
   -DLOWBIT_BUILD_TOOLS=OFF -DLOWBIT_WITH_MPI=OFF -DLOWBIT_SANITIZE=address,undefined >/dev/null
 cmake --build build/sanitize -j "$jobs"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
@@ -39,13 +43,13 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:ha
 echo "== the thread-safety tests under ThreadSanitizer"
 # Only what they need: the library without ONNX, and one test program. One kernel thread per call
 # (LOWBIT_NUM_THREADS=1): libgomp is not built for TSan, so its teams would only add false reports.
-cmake -S . -B build/tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLOWBIT_BUILD_TESTS=ON -DLOWBIT_BUILD_TOOLS=OFF \
+cmake -S . -B build/tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="$debug_flags" -DLOWBIT_BUILD_TESTS=ON -DLOWBIT_BUILD_TOOLS=OFF \
   -DLOWBIT_ONNX=OFF -DLOWBIT_WITH_MPI=OFF -DLOWBIT_SANITIZE=thread >/dev/null
 cmake --build build/tsan -j "$jobs" --target lowbit_thread_tests
 LOWBIT_NUM_THREADS=1 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 build/tsan/tests/lowbit_thread_tests
 
-echo "== fuzzing every loader (libFuzzer with ASan + UBSan, ${LOWBIT_FUZZ_SECONDS:-60} s each)"
-cmake -S . -B build/fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ -DLOWBIT_FUZZ=ON \
+echo "== fuzzing every loader (libFuzzer with ASan + UBSan, ${LOWBIT_FUZZ_SECONDS:-180} s in all)"
+cmake -S . -B build/fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="$debug_flags" -DCMAKE_CXX_COMPILER=clang++ -DLOWBIT_FUZZ=ON \
   -DLOWBIT_SANITIZE=address,undefined -DLOWBIT_BUILD_TOOLS=OFF -DLOWBIT_BUILD_TESTS=OFF -DLOWBIT_WITH_MPI=OFF >/dev/null
 cmake --build build/fuzz -j "$jobs" --target lowbit_fuzzers
-tests/fuzz/run_fuzzers.sh build/fuzz "${LOWBIT_FUZZ_SECONDS:-60}"
+tests/fuzz/run_fuzzers.sh build/fuzz "${LOWBIT_FUZZ_SECONDS:-180}"

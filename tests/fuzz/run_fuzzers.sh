@@ -2,13 +2,13 @@
 # Runs the libFuzzer targets built in BUILD_DIR (configure: -DCMAKE_CXX_COMPILER=clang++
 # -DLOWBIT_FUZZ=ON -DLOWBIT_SANITIZE=address,undefined; build the target lowbit_fuzzers): for each
 # loader, first every input of its regression corpus (tests/fuzz/regressions/<target>, inputs that
-# once crashed), then SECONDS of fuzzing from seeds (the repository's files of that kind) in a
-# scratch corpus, with -rss_limit_mb=2048, no single allocation above 64 MiB (but IDX: see below;
+# once crashed), then its share of TOTAL_SECONDS (shared evenly by the targets run) of fuzzing
+# from seeds (the repository's files of that kind) in a scratch corpus, with -rss_limit_mb=2048, no single allocation above 64 MiB (but IDX: see below;
 # loaders refuse claimed sizes before allocating them) and a 10 s timeout per input.
-# Usage: run_fuzzers.sh BUILD_DIR SECONDS [TARGET...] (default: every target built). A crash leaves
+# Usage: run_fuzzers.sh BUILD_DIR TOTAL_SECONDS [TARGET...] (default: every target built). A crash leaves
 # its input in BUILD_DIR/fuzz-artifacts: fix the bug, then add the input to the regression corpus.
 set -euo pipefail
-build=$1 seconds=$2
+build=$1 total=$2
 shift 2
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -54,6 +54,9 @@ targets=("$@")
 if (( ${#targets[@]} == 0 )); then
   for exe in "$build"/tests/fuzz/lowbit_fuzz_*; do targets+=("${exe##*/lowbit_fuzz_}"); done
 fi
+seconds=$(( total / ${#targets[@]} ))
+(( seconds >= 1 )) || seconds=1
+echo "fuzz: ${#targets[@]} targets, $seconds s each (total budget $total s)"
 for t in "${targets[@]}"; do
   target="$build/tests/fuzz/lowbit_fuzz_$t"
   if [[ -d "$here/regressions/$t" ]]; then
