@@ -81,7 +81,8 @@ class Executor {
   // indices (into parameters()) of the parameters whose gradients that step completed (often
   // none): a data-parallel trainer starts sending gradients while the rest of the backward runs.
   // A parameter's gradient tensor may be pointed at memory of the caller's (Tensor::wrap, same
-  // shape) before backward(): the gradient is written there.
+  // shape) before backward(): the gradient is written there, unless an op hands over a tensor of
+  // its own instead (FakeQuantize passes its output's gradient through): compare grad->raw().
   using GradientsReady = std::function<void(std::span<const size_t>)>;
   void backward(const std::string& loss, const GradientsReady& after_step = nullptr, float loss_scale = 1.0f);
   std::vector<Parameter>& parameters() { return parameters_; }

@@ -45,11 +45,10 @@ struct Observer {
   std::vector<float> batch_lo, batch_hi;  // per batch; +inf / -inf for batches not seen (yet)
   std::vector<double> histogram;          // over [min, max] of pass 1
 
-  void observe_batch(int64_t batch, int64_t batches, const float* x, int64_t n) {
-    if (batch_lo.empty()) {
-      batch_lo.assign(static_cast<size_t>(batches), std::numeric_limits<float>::infinity());
-      batch_hi.assign(static_cast<size_t>(batches), -std::numeric_limits<float>::infinity());
-    }
+  explicit Observer(int64_t batches)
+      : batch_lo(static_cast<size_t>(batches), std::numeric_limits<float>::infinity()),
+        batch_hi(static_cast<size_t>(batches), -std::numeric_limits<float>::infinity()) {}
+  void observe_batch(int64_t batch, const float* x, int64_t n) {
     if (n == 0) return;
     auto [lo, hi] = std::minmax_element(x, x + n);
     batch_lo[static_cast<size_t>(batch)] = *lo, batch_hi[static_cast<size_t>(batch)] = *hi;
@@ -70,7 +69,6 @@ struct Observer {
     }
   }
   void histogram_batch(const float* x, int64_t n) {
-    if (histogram.empty()) histogram.assign(kBins, 0.0);
     const double width = (static_cast<double>(max) - min) / kBins;
     for (int64_t i = 0; i < n; ++i) {
       int b = width > 0 ? static_cast<int>((x[i] - min) / width) : 0;
@@ -105,7 +103,6 @@ void merge_histograms(std::vector<Observer*>& observers, Communicator& comm) {
   const size_t size = static_cast<size_t>(comm.size());
   std::vector<double> mine(observers.size() * kBins), all(mine.size() * size);
   for (size_t v = 0; v < observers.size(); ++v) {
-    if (observers[v]->histogram.empty()) observers[v]->histogram.assign(kBins, 0.0);  // (a rank with no batch)
     std::copy(observers[v]->histogram.begin(), observers[v]->histogram.end(), mine.begin() + static_cast<ptrdiff_t>(v * kBins));
   }
   comm.all_gather(mine, all);
@@ -208,12 +205,12 @@ Calibration calibrate(const Graph& model, const Dataset& data, const Calibration
   for (const auto& node : model.nodes)
     for (const auto& out : node.outputs)
       if (info.at(out).dtype == DType::F32 && !node.inputs.empty()) names.push_back(out);  // not constants
-  std::map<std::string, Observer> observers;
   const int64_t count = std::min(options.samples, data.size());
   const int64_t batches = (count + options.batch_size - 1) / options.batch_size;
   Communicator* comm = options.communicator && options.communicator->size() > 1 ? options.communicator : nullptr;
+  std::map<std::string, Observer> observers;
   std::vector<Observer*> ordered;  // in `names` order: what the ranks exchange
-  for (const auto& name : names) ordered.push_back(&observers[name]);
+  for (const auto& name : names) ordered.push_back(&observers.try_emplace(name, batches).first->second);
   std::vector<uint32_t> indices;
   const bool needs_histogram = options.method == CalibrationMethod::Percentile || options.method == CalibrationMethod::Mse ||
                                options.method == CalibrationMethod::Kl;
@@ -228,16 +225,14 @@ Calibration calibrate(const Graph& model, const Dataset& data, const Calibration
       for (size_t v = 0; v < names.size(); ++v) {
         const Tensor& t = run.value(names[v]);
         if (pass == 0)
-          ordered[v]->observe_batch(batch, batches, t.data<float>(), t.numel());
+          ordered[v]->observe_batch(batch, t.data<float>(), t.numel());
         else
           ordered[v]->histogram_batch(t.data<float>(), t.numel());
       }
     }
     if (pass == 0) {
-      for (Observer* o : ordered)
-        if (o->batch_lo.empty()) o->observe_batch(0, batches, nullptr, 0);  // (a rank with no batch)
       if (comm) merge_extremes(ordered, batches, *comm);
-      for (Observer* o : ordered) o->finish();
+      for (Observer* o : ordered) o->finish(), o->histogram.assign(needs_histogram ? kBins : 0, 0.0);
     } else if (comm) {
       merge_histograms(ordered, *comm);
     }
@@ -246,7 +241,7 @@ Calibration calibrate(const Graph& model, const Dataset& data, const Calibration
   result.method = name_of(options.method);
   result.samples = count;
   for (const auto& name : names) {
-    const Observer& o = observers[name];
+    const Observer& o = observers.at(name);
     ValueRange r{o.min, o.max};
     switch (options.method) {
       case CalibrationMethod::MinMax: break;

@@ -316,7 +316,9 @@ class Sharding {
       column_.clear();
       for (int s : ran_) column_.push_back(extras[static_cast<size_t>(s) * extra_ + i]);
       const bool agree = std::all_of(column_.begin(), column_.end(), [&](float v) { return v == column_.front(); });
-      merged_[i] = column_.empty() ? snapshot_[i] : agree ? column_.front() : pairwise_sum(column_) / static_cast<float>(column_.size());
+      float sum = 0;
+      if (!column_.empty() && !agree) tree_sum(column_.data(), static_cast<int>(column_.size()), 1, 1, &sum);
+      merged_[i] = column_.empty() ? snapshot_[i] : agree ? column_.front() : sum / static_cast<float>(column_.size());
     }
     copy_buffers(merged_.data(), /*out=*/false);
     // Gradients: each bucket's shards summed by the pairwise tree, its last level into the gradients.
@@ -327,28 +329,13 @@ class Sharding {
         comm_->wait(b.handle);
         blocked_ += seconds_since(start);
       }
-      const int top = last_width();
-      for (int width = 1; width < top; width *= 2)
-        for (int s = 0; s + width < shards_; s += 2 * width) {
-          float* x = all + static_cast<size_t>(s) * b.values;
-          const float* y = all + static_cast<size_t>(s + width) * b.values;
-          for (size_t i = 0; i < b.values; ++i) x[i] += y[i];
-        }
-      if (shards_ > 1) {  // (into the slot the gradients point at: the last shard of this rank's)
-        const float* x = all;
-        const float* y = all + static_cast<size_t>(top) * b.values;
-        float* out = all + static_cast<size_t>(pointed_) * b.values;
-        for (size_t i = 0; i < b.values; ++i) out[i] = x[i] + y[i];
-      }
+      // (into the slot the gradients point at: the last shard of this rank's)
+      tree_sum(all, shards_, b.values, b.values, all + static_cast<size_t>(pointed_) * b.values);
     }
     // Totals: the same tree over the shards' loss, correct predictions, samples and stop flags.
-    column_.clear();
-    for (int s = 0; s < shards_; ++s) column_.insert(column_.end(), extras + static_cast<size_t>(s) * extra_ + buffer_values_,
-                                                     extras + static_cast<size_t>(s) * extra_ + extra_);
-    for (int width = 1; width < shards_; width *= 2)
-      for (int s = 0; s + width < shards_; s += 2 * width)
-        for (size_t i = 0; i < 4; ++i) column_[static_cast<size_t>(s) * 4 + i] += column_[static_cast<size_t>(s + width) * 4 + i];
-    return {static_cast<double>(column_[0]), static_cast<int64_t>(column_[1]), column_[3] > 0.0f};
+    float totals[4];
+    tree_sum(extra_all_.data() + buffer_values_, shards_, extra_, 4, totals);
+    return {static_cast<double>(totals[0]), static_cast<int64_t>(totals[1]), totals[3] > 0.0f};
   }
 
  private:
@@ -380,16 +367,24 @@ class Sharding {
   std::span<const float> mine(const std::vector<float>& all, size_t per_shard) const {
     return std::span<const float>(all).subspan(static_cast<size_t>(first_) * per_shard, static_cast<size_t>(per_rank_) * per_shard);
   }
-  // The width of the pairwise tree's last level: the largest power of two below shards_ (1 for one shard).
-  int last_width() const {
-    int top = 1;
-    while (top * 2 < shards_) top *= 2;
-    return top;
-  }
-  static float pairwise_sum(std::vector<float>& v) {  // (consumes v)
-    for (size_t width = 1; width < v.size(); width *= 2)
-      for (size_t s = 0; s + width < v.size(); s += 2 * width) v[s] += v[s + width];
-    return v.empty() ? 0.0f : v[0];
+  // The one order every sum over shards takes: `count` (>= 1) records of `width` values, `stride`
+  // apart from `first`, added pairwise (((0 + 1) + (2 + 3)) + ...) in place, the last level written
+  // to `out` (which may be one of the records); a single record is copied there.
+  static void tree_sum(float* first, int count, size_t stride, size_t width, float* out) {
+    int top = 1;  // the last level's distance: the largest power of two below count
+    while (top * 2 < count) top *= 2;
+    for (int distance = 1; distance < top; distance *= 2)
+      for (int s = 0; s + distance < count; s += 2 * distance) {
+        float* x = first + static_cast<size_t>(s) * stride;
+        const float* y = x + static_cast<size_t>(distance) * stride;
+        for (size_t i = 0; i < width; ++i) x[i] += y[i];
+      }
+    if (count == 1) {
+      if (out != first) std::copy_n(first, width, out);
+      return;
+    }
+    const float* y = first + static_cast<size_t>(top) * stride;
+    for (size_t i = 0; i < width; ++i) out[i] = first[i] + y[i];
   }
   void copy_buffers(float* flat, bool out) {
     for (auto& t : buffers_) {

@@ -77,10 +77,12 @@ for _ in $(seq 300); do (( $(ls "$work/sweep3" 2>/dev/null | grep -c '\.lbm$') >
 kill -9 "$(pgrep -n -f "$work/sweep3")"
 for _ in $(seq 200); do kill -0 "$job" 2>/dev/null || break; sleep 0.1; done
 if kill -0 "$job" 2>/dev/null; then check "a killed rank ends the sweep within 20 s" false; kill -9 "$job"; else wait "$job"; fi
+rc=$?
+check "a killed rank ends the sweep with a non-zero exit (killed mid-sweep)" test "$rc" -ne 0
 "$mpiexec" --oversubscribe -np 2 "$lowbit" "${sweep[@]}" --out "$work/sweep3" 2>/dev/null | tail -1 >"$work/sweep3.json"
 check "sweep: after a killed rank, the same command finishes with 1 rank's figures" same_figures "$work/sweep1.json" "$work/sweep3.json"
-check "sweep: the finished sweep reused what the killed one had done" \
-  python3 -c "import json,sys; sys.exit(0 if any(v['reused'] for v in json.load(open('$work/sweep3.json'))['variants']) else 1)"
+check "sweep: the finished sweep reused what the killed one had done and measured the rest" \
+  python3 -c "import json,sys; v=json.load(open('$work/sweep3.json'))['variants']; sys.exit(0 if any(x['reused'] for x in v) and not all(x['reused'] for x in v) else 1)"
 
 # A rank killed mid-training: the job ends, with an error, within seconds; --resume completes it.
 long=(train --data "$data" --arch 784-32-10 --train-samples 20000 --epochs 6 --threads 1 --shards 2)
