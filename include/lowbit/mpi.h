@@ -50,6 +50,8 @@ class MpiCommunicator final : public Communicator {
   int start_all_gather(std::span<const float> mine, std::span<float> all) override;
   void wait(int handle) override;
   void progress() override;
+  // When every rank runs on one machine: an MPI-3 shared-memory window; sync() is a barrier.
+  std::unique_ptr<SharedFloats> share(size_t count) override;
 
  private:
   int rank_ = 0, size_ = 1;

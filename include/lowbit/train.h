@@ -57,7 +57,15 @@ class Optimizer {
  public:
   virtual ~Optimizer() = default;
   // Applies one update to every parameter from its gradient.
-  virtual void step(std::vector<Parameter>& parameters) = 0;
+  void step(std::vector<Parameter>& parameters) { step(parameters, 0, 1); }
+  // Updates only the part-th of `parts` pieces of every parameter, piece(n, part, parts), and that
+  // piece of the state: data-parallel ranks on one machine split the update this way (as ZeRO's
+  // stage 1) and exchange the pieces. The pieces' values are those of a whole step.
+  virtual void step(std::vector<Parameter>& parameters, int part, int parts) = 0;
+  // Elements [first, second) of an n-element parameter: as even as possible, in rank order.
+  static std::pair<int64_t, int64_t> piece(int64_t n, int part, int parts) {
+    return {n * part / parts, n * (part + 1) / parts};
+  }
   virtual void set_learning_rate(float learning_rate) = 0;  // used by schedules
   // Everything step() carries from one call to the next (moments, step count), as named tensors
   // (checkpoints); set_state() puts it back for `parameters` (Error(Format) naming a tensor that
@@ -71,7 +79,8 @@ class Optimizer {
 class Sgd final : public Optimizer {
  public:
   explicit Sgd(float learning_rate, float momentum = 0.0f) : lr_(learning_rate), momentum_(momentum) {}
-  void step(std::vector<Parameter>& parameters) override;
+  using Optimizer::step;
+  void step(std::vector<Parameter>& parameters, int part, int parts) override;
   void set_learning_rate(float learning_rate) override { lr_ = learning_rate; }
   std::map<std::string, Tensor> state(const std::vector<Parameter>& parameters) const override;
   void set_state(const std::map<std::string, Tensor>& state, const std::vector<Parameter>& parameters) override;
@@ -87,7 +96,8 @@ class Adam final : public Optimizer {
  public:
   Adam(float learning_rate, float beta1, float beta2, float epsilon)
       : lr_(learning_rate), beta1_(beta1), beta2_(beta2), epsilon_(epsilon) {}
-  void step(std::vector<Parameter>& parameters) override;
+  using Optimizer::step;
+  void step(std::vector<Parameter>& parameters, int part, int parts) override;
   void set_learning_rate(float learning_rate) override { lr_ = learning_rate; }
   std::map<std::string, Tensor> state(const std::vector<Parameter>& parameters) const override;
   void set_state(const std::map<std::string, Tensor>& state, const std::vector<Parameter>& parameters) override;
@@ -177,6 +187,15 @@ class Checkpointer {
 // ---- Data parallelism ---------------------------------------------------------------------------
 // The ranks of a data-parallel run as the training loop sees them: MPI processes, or threads of
 // one process (LocalGroup).
+// Memory that the ranks of one machine read and write directly, made by Communicator::share():
+// each rank writes its own part, and after sync() (a barrier) every rank sees every rank's writes.
+class SharedFloats {
+ public:
+  virtual ~SharedFloats() = default;
+  virtual std::span<float> values() = 0;
+  virtual void sync() = 0;
+};
+
 class Communicator {
  public:
   virtual ~Communicator() = default;
@@ -197,6 +216,9 @@ class Communicator {
   }
   virtual void wait(int /*handle*/) {}
   virtual void progress() {}
+  // `count` floats shared by every rank (zeros; every rank calls it, with the same count), or
+  // nullptr when the ranks share no memory (they run on several machines). By default none.
+  virtual std::unique_ptr<SharedFloats> share(size_t /*count*/) { return nullptr; }
 };
 
 // Ranks as threads of one process: member(r) is rank r's Communicator; each rank's thread calls
@@ -250,6 +272,10 @@ struct TrainOptions {
   // backward pass goes on through the earlier layers (as PyTorch DDP's bucket_cap_mb). A bucket
   // larger than the model sends everything after the backward pass. The bytes never depend on it.
   int64_t bucket_bytes = 1 << 20;
+  // When every rank runs on one machine (Communicator::share gives memory), the backward pass
+  // writes each shard's gradients straight into memory all ranks read, and a step exchanges them
+  // with one barrier instead of sending them (buckets play no part then). False: always send.
+  bool shared_memory = true;
 };
 
 struct TrainReport {
@@ -261,6 +287,7 @@ struct TrainReport {
   // (moving the other ranks' contributions, or waiting for them), and gradient buckets per step.
   double communication_seconds = 0;
   int buckets = 0;
+  bool shared_memory = false;  // the gradients were shared in memory (ranks of one machine), not sent
 };
 
 TrainReport train(Graph& model, const Dataset& data, const TrainOptions& options);

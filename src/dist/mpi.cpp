@@ -4,10 +4,21 @@
 #include <algorithm>
 #include <climits>
 #include <cstdlib>
+#include <exception>
+#include <limits>
 #include <vector>
 
 #ifdef LOWBIT_HAVE_MPI
 #include <mpi.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
+#include <sched.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
 #endif
 
 namespace lowbit {
@@ -106,6 +117,85 @@ void MpiCommunicator::progress() {
   if (done) r.in_flight.clear(), r.handles.clear();
 }
 
+namespace {
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  _mm_pause();
+#endif
+}
+
+// An MPI-3 shared-memory window over the ranks of one machine, held by rank 0 and mapped by all
+// (MPI_Win_allocate_shared). Its first cache lines hold a barrier of its own (MPI_Barrier polls
+// every transport of the job, several microseconds per step): a counter of arrivals and a
+// generation, as lock-free atomics that order every rank's writes before every rank's reads. A
+// rank that dies ends the job through mpirun, so a barrier never waits for the dead. A waiting
+// rank spins while every rank has a core of its own, and yields its core when there are more
+// ranks than cores (mpirun --oversubscribe), where spinning would hold up the rank it waits for.
+class MpiSharedFloats final : public SharedFloats {
+ public:
+  static constexpr size_t kHeader = 32;  // floats before the values: two 64-byte lines
+  MpiSharedFloats(MPI_Win win, float* base, size_t count, int ranks, bool spin)
+      : win_(win), arrived_(*reinterpret_cast<uint32_t*>(base)), generation_(*reinterpret_cast<uint32_t*>(base + 16)),
+        values_(base + kHeader), count_(count), ranks_(static_cast<uint32_t>(ranks)), spin_(spin) {}
+  ~MpiSharedFloats() override {
+    // Freeing is collective: a rank unwinding from an error must not wait for the others (they
+    // may be waiting in sync() for it); it is about to end the job with abort_all_ranks.
+    if (std::uncaught_exceptions() > 0) return;
+    MPI_Win_unlock_all(win_);
+    MPI_Win_free(&win_);
+  }
+  std::span<float> values() override { return {values_, count_}; }
+  void sync() override {
+    const uint32_t generation = generation_.load(std::memory_order_acquire);
+    if (arrived_.fetch_add(1, std::memory_order_acq_rel) + 1 == ranks_) {
+      arrived_.store(0, std::memory_order_relaxed);
+      generation_.store(generation + 1, std::memory_order_release);
+      return;
+    }
+    for (uint32_t i = 1; generation_.load(std::memory_order_acquire) == generation; ++i) {
+      if (spin_ && i % 4096 != 0) cpu_relax();
+      else sched_yield();
+    }
+  }
+
+ private:
+  MPI_Win win_;
+  std::atomic_ref<uint32_t> arrived_, generation_;
+  float* values_;
+  size_t count_;
+  uint32_t ranks_;
+  bool spin_;
+};
+static_assert(std::atomic_ref<uint32_t>::is_always_lock_free, "the shared barrier needs lock-free atomics");
+}  // namespace
+
+std::unique_ptr<SharedFloats> MpiCommunicator::share(size_t count) {
+  MPI_Comm node;  // the ranks that share this one's memory
+  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
+  int node_size = 0;
+  MPI_Comm_size(node, &node_size);
+  MPI_Comm_free(&node);
+  if (node_size != size_) return nullptr;  // several machines (the same answer on every rank)
+  const size_t total = count + MpiSharedFloats::kHeader;
+  if (count > static_cast<size_t>(std::numeric_limits<MPI_Aint>::max()) / sizeof(float) - MpiSharedFloats::kHeader)
+    throw Error(ErrorKind::InvalidArgument, "share: " + std::to_string(count) + " floats exceed MPI's address range");
+  const MPI_Aint bytes = rank_ == 0 ? static_cast<MPI_Aint>(total * sizeof(float)) : 0;
+  void* mine = nullptr;
+  MPI_Win win;
+  MPI_Win_allocate_shared(bytes, sizeof(float), MPI_INFO_NULL, MPI_COMM_WORLD, &mine, &win);
+  MPI_Aint size = 0;
+  int unit = 0;
+  void* base = nullptr;
+  MPI_Win_shared_query(win, 0, &size, &unit, &base);
+  MPI_Win_lock_all(MPI_MODE_NOCHECK, win);
+  if (rank_ == 0) std::memset(base, 0, total * sizeof(float));
+  MPI_Win_sync(win);
+  MPI_Barrier(MPI_COMM_WORLD);  // (the header's zeros before anyone's first sync)
+  MPI_Win_sync(win);
+  const long cores = sysconf(_SC_NPROCESSORS_ONLN);
+  return std::make_unique<MpiSharedFloats>(win, static_cast<float*>(base), count, size_, cores >= size_);
+}
+
 #else
 
 [[noreturn]] static void no_mpi() {
@@ -123,6 +213,7 @@ void MpiCommunicator::all_gather(std::span<const double>, std::span<double>) { n
 int MpiCommunicator::start_all_gather(std::span<const float>, std::span<float>) { no_mpi(); }
 void MpiCommunicator::wait(int) { no_mpi(); }
 void MpiCommunicator::progress() { no_mpi(); }
+std::unique_ptr<SharedFloats> MpiCommunicator::share(size_t) { no_mpi(); }
 
 #endif
 

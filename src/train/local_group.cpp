@@ -1,17 +1,35 @@
 // LocalGroup (train.h): the ranks of a data-parallel run as threads of one process.
+#include <algorithm>
 #include <barrier>
 #include <cstring>
+#include <memory>
 
 #include "lowbit/train.h"
 
 namespace lowbit {
 
 struct LocalGroup::Shared {
-  explicit Shared(int n) : size(n), sync(n), parts(static_cast<size_t>(n)) {}
+  explicit Shared(int n) : size(n), sync(n), parts(static_cast<size_t>(n)), counts(static_cast<size_t>(n)) {}
   int size;
   std::barrier<> sync;
   std::vector<std::span<const std::byte>> parts;  // each rank's contribution, between the two barriers
+  std::vector<size_t> counts;                       // what each rank asked share() for
+  std::shared_ptr<std::vector<float>> block;        // the memory share() hands out, between its barriers
 };
+
+namespace {
+// The threads of a group share their process's memory: the barrier orders their reads and writes.
+class LocalShared final : public SharedFloats {
+ public:
+  LocalShared(std::shared_ptr<std::vector<float>> block, std::barrier<>& sync) : block_(std::move(block)), sync_(sync) {}
+  std::span<float> values() override { return *block_; }
+  void sync() override { sync_.arrive_and_wait(); }
+
+ private:
+  std::shared_ptr<std::vector<float>> block_;
+  std::barrier<>& sync_;
+};
+}  // namespace
 
 namespace {
 class LocalMember final : public Communicator {
@@ -21,6 +39,7 @@ class LocalMember final : public Communicator {
   int size() const override { return shared_.size; }
   void all_gather(std::span<const float> mine, std::span<float> all) override { gather(std::as_bytes(mine), std::as_writable_bytes(all)); }
   void all_gather(std::span<const double> mine, std::span<double> all) override { gather(std::as_bytes(mine), std::as_writable_bytes(all)); }
+  std::unique_ptr<SharedFloats> share(size_t count) override;
 
  private:
   void gather(std::span<const std::byte> mine, std::span<std::byte> all);
@@ -55,6 +74,18 @@ void LocalMember::gather(std::span<const std::byte> mine, std::span<std::byte> a
         std::memcpy(all.data() + static_cast<size_t>(r) * mine.size(), s.parts[static_cast<size_t>(r)].data(), mine.size());
   s.sync.arrive_and_wait();
   if (!fits) throw Error(ErrorKind::InvalidArgument, "all_gather: the ranks gave different lengths");
+}
+
+std::unique_ptr<SharedFloats> LocalMember::share(size_t count) {
+  auto& s = shared_;
+  s.counts[static_cast<size_t>(rank_)] = count;
+  if (rank_ == 0) s.block = std::make_shared<std::vector<float>>(count);
+  s.sync.arrive_and_wait();
+  const bool same = std::all_of(s.counts.begin(), s.counts.end(), [&](size_t c) { return c == count; });
+  auto block = s.block;
+  s.sync.arrive_and_wait();  // (before anyone's next share replaces the block)
+  if (!same) throw Error(ErrorKind::InvalidArgument, "share: the ranks asked for different sizes");
+  return std::make_unique<LocalShared>(std::move(block), s.sync);
 }
 }  // namespace
 

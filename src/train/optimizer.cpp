@@ -16,27 +16,28 @@ std::unique_ptr<Optimizer> Optimizer::create(const OptimizerOptions& o) {
   throw Error(ErrorKind::InvalidArgument, "unknown optimizer '" + o.name + "' (expected adam or sgd)");
 }
 
-void Sgd::step(std::vector<Parameter>& parameters) {
+void Sgd::step(std::vector<Parameter>& parameters, int part, int parts) {
   velocity_.resize(parameters.size());
   for (size_t p = 0; p < parameters.size(); ++p) {
     float* w = parameters[p].value.data<float>();
     const float* g = parameters[p].grad->data<float>();
     const int64_t n = parameters[p].value.numel();
+    const auto [first, last] = piece(n, part, parts);
     const float lr = lr_ * parameters[p].learning_rate_scale;
     if (momentum_ == 0.0f) {
-      for (int64_t i = 0; i < n; ++i) w[i] -= lr * g[i];
+      for (int64_t i = first; i < last; ++i) w[i] -= lr * g[i];
       continue;
     }
     auto& v = velocity_[p];
     v.resize(static_cast<size_t>(n), 0.0f);
-    for (int64_t i = 0; i < n; ++i) {
+    for (int64_t i = first; i < last; ++i) {
       v[i] = momentum_ * v[i] - lr * g[i];
       w[i] += v[i];
     }
   }
 }
 
-void Adam::step(std::vector<Parameter>& parameters) {
+void Adam::step(std::vector<Parameter>& parameters, int part, int parts) {
   ++t_;
   m_.resize(parameters.size());
   v_.resize(parameters.size());
@@ -48,14 +49,15 @@ void Adam::step(std::vector<Parameter>& parameters) {
   const float inv_root = static_cast<float>(1.0 / std::sqrt(c2));
   for (size_t p = 0; p < parameters.size(); ++p) {
     const AdamConstants constants{beta1_, beta2_, step * parameters[p].learning_rate_scale, inv_root, epsilon_};
-    float* w = parameters[p].value.data<float>();
-    const float* g = parameters[p].grad->data<float>();
     const int64_t n = parameters[p].value.numel();
+    const auto [first, last] = piece(n, part, parts);
     m_[p].resize(static_cast<size_t>(n), 0.0f);
     v_[p].resize(static_cast<size_t>(n), 0.0f);
-    float* m = m_[p].data();
-    float* v = v_[p].data();
-    parallel_for(n, 1 << 15, [&](int64_t begin, int64_t end) {
+    float* w = parameters[p].value.data<float>() + first;
+    const float* g = parameters[p].grad->data<float>() + first;
+    float* m = m_[p].data() + first;
+    float* v = v_[p].data() + first;
+    parallel_for(last - first, 1 << 15, [&](int64_t begin, int64_t end) {
       adam_update_f32(end - begin, w + begin, g + begin, m + begin, v + begin, constants);
     });
   }

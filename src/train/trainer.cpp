@@ -203,8 +203,12 @@ void check_resumable(const TrainState& saved, const TrainState& fresh, const Tra
 // samples, its correct predictions, its samples, and whether its rank was asked to stop.
 // Gradients travel in buckets (TrainOptions::bucket_bytes) in the order the backward pass
 // completes them: a bucket starts on its way as soon as this rank's last shard has it, while the
-// backward pass goes on; the rest (buffers, totals) follows at the end. Every value is combined
-// over the shards by the same pairwise tree, whatever the buckets and the ranks.
+// backward pass goes on; the rest (buffers, totals) follows at the end. When the ranks share a
+// machine (Communicator::share), nothing is sent: every shard's record lives in memory all ranks
+// read, and after a barrier each rank sums and applies only its piece of every parameter (as
+// ZeRO's stage 1: the optimizer's work is split, not repeated), writes the piece to shared memory
+// and, after a second barrier, copies the others' pieces. Every value is combined over the shards
+// by the same pairwise tree, whatever the buckets and the ranks.
 class Sharding {
  public:
   struct Result {
@@ -227,8 +231,16 @@ class Sharding {
     per_rank_ = shards_ / size;
     first_ = (comm_ ? comm_->rank() : 0) * per_rank_;
     distributed_ = comm_ && size > 1;
-    // Buckets: runs of parameters in the order their gradients complete, each at least bucket_bytes.
-    const size_t cap = static_cast<size_t>(std::max<int64_t>(1, o.bucket_bytes / static_cast<int64_t>(sizeof(float))));
+    std::set<std::string> trained;
+    size_t values = 0;
+    for (const auto& p : parameters_) trained.insert(p.name), values += static_cast<size_t>(p.value.numel());
+    for (auto& [name, t] : model.initializers)
+      if (t.dtype() == DType::F32 && !trained.count(name)) buffers_.push_back(t), buffer_values_ += static_cast<size_t>(t.numel());
+    extra_ = buffer_values_ + 4;
+    if (distributed_ && o.shared_memory) shared_ = comm_->share(static_cast<size_t>(shards_) * (values + extra_) + values);
+    // Buckets: runs of parameters in the order their gradients complete, each at least bucket_bytes
+    // (one bucket when the records are shared: nothing is sent).
+    const size_t cap = shared_ ? values : static_cast<size_t>(std::max<int64_t>(1, o.bucket_bytes / static_cast<int64_t>(sizeof(float))));
     bucket_of_.assign(parameters_.size(), 0);
     offset_.assign(parameters_.size(), 0);
     for (size_t p : order) {
@@ -239,19 +251,24 @@ class Sharding {
       b.params.push_back(p);
       b.values += static_cast<size_t>(parameters_[p].value.numel());
     }
-    for (Bucket& b : buckets_) b.all.resize(static_cast<size_t>(shards_) * b.values);
-    std::set<std::string> trained;
-    for (const auto& p : parameters_) trained.insert(p.name);
-    for (auto& [name, t] : model.initializers)
-      if (t.dtype() == DType::F32 && !trained.count(name)) buffers_.push_back(t), buffer_values_ += static_cast<size_t>(t.numel());
-    extra_ = buffer_values_ + 4;
-    extra_all_.resize(static_cast<size_t>(shards_) * extra_);
+    if (shared_) {  // every shard's gradients, every shard's extras, the updated weights
+      summed_.resize(values);
+      float* base = shared_->values().data();
+      for (Bucket& b : buckets_) b.all = base;  // (one bucket)
+      extras_ = base + static_cast<size_t>(shards_) * values;
+      weights_ = extras_ + static_cast<size_t>(shards_) * extra_;
+    } else {
+      for (Bucket& b : buckets_) b.storage.resize(static_cast<size_t>(shards_) * b.values), b.all = b.storage.data();
+      extra_storage_.resize(static_cast<size_t>(shards_) * extra_);
+      extras_ = extra_storage_.data();
+    }
     snapshot_.resize(buffer_values_);
     merged_.resize(buffer_values_);
     point_gradients_at(first_ + per_rank_ - 1);
   }
 
   int buckets() const { return static_cast<int>(buckets_.size()); }
+  bool shared_memory() const { return shared_ != nullptr; }
   double communication_seconds() const { return blocked_; }
 
   Result step(std::span<const uint32_t> batch, int64_t step, bool stop, const ShardFn& run_shard) {
@@ -262,7 +279,7 @@ class Sharding {
     for (int k = 0; k < per_rank_; ++k) {
       const int s = first_ + k;
       const int64_t b0 = count * s / shards_, b1 = count * (s + 1) / shards_;
-      float* extra = extra_all_.data() + static_cast<size_t>(s) * extra_;
+      float* extra = extras_ + static_cast<size_t>(s) * extra_;
       if (b1 > b0) {
         if (k > 0) copy_buffers(snapshot_.data(), /*out=*/false);  // every shard starts from the step's model
         point_gradients_at(s);
@@ -270,7 +287,7 @@ class Sharding {
         auto ready = [&](std::span<const size_t> done) {
           for (size_t p : done) {
             Bucket& b = buckets_[bucket_of_[p]];
-            float* slot = b.all.data() + static_cast<size_t>(s) * b.values + offset_[p];
+            float* slot = b.all + static_cast<size_t>(s) * b.values + offset_[p];
             if (parameters_[p].grad->raw() != slot) {  // an op handed over a tensor of its own (FakeQuantize's dx = dy)
               std::copy_n(parameters_[p].grad->data<float>(), parameters_[p].value.numel(), slot);
               *parameters_[p].grad = Tensor::wrap(DType::F32, parameters_[p].value.shape(), slot, nullptr);
@@ -278,7 +295,7 @@ class Sharding {
             ++b.written;
           }
           start_ready();
-          if (next_ > 0 && distributed_) {
+          if (next_ > 0 && sending()) {
             const auto start = Clock::now();
             comm_->progress();
             blocked_ += seconds_since(start);
@@ -292,7 +309,7 @@ class Sharding {
         extra[buffer_values_ + 2] = static_cast<float>(b1 - b0);
       } else {  // an empty shard (a batch smaller than the shards): zeros
         for (Bucket& b : buckets_) {
-          std::fill_n(b.all.data() + static_cast<size_t>(s) * b.values, b.values, 0.0f);
+          std::fill_n(b.all + static_cast<size_t>(s) * b.values, b.values, 0.0f);
           b.written += b.params.size();
         }
         std::copy(snapshot_.begin(), snapshot_.end(), extra);
@@ -302,10 +319,11 @@ class Sharding {
       extra[buffer_values_ + 3] = stop ? 1.0f : 0.0f;
     }
     if (next_ != buckets_.size()) throw Error(ErrorKind::Internal, "data-parallel step: a gradient bucket was never completed");
-    const float* extras = extra_all_.data();
+    const float* extras = extras_;
     if (distributed_) {
       const auto start = Clock::now();
-      comm_->all_gather(mine(extra_all_, extra_), extra_all_);
+      if (shared_) shared_->sync();  // every rank's records written
+      else comm_->all_gather(mine(extras_, extra_), {extras_, static_cast<size_t>(shards_) * extra_});
       blocked_ += seconds_since(start);
     }
     // Buffers: the value every shard that ran agrees on, else their mean (pairwise sum / count).
@@ -321,28 +339,88 @@ class Sharding {
       merged_[i] = column_.empty() ? snapshot_[i] : agree ? column_.front() : sum / static_cast<float>(column_.size());
     }
     copy_buffers(merged_.data(), /*out=*/false);
-    // Gradients: each bucket's shards summed by the pairwise tree, its last level into the gradients.
+    // Gradients: each bucket's shards summed by the pairwise tree, into the slot the gradients
+    // point at (the last shard of this rank's); when the records are shared, only this rank's
+    // piece of every parameter, into a sum of its own (the others are reading the records).
     for (Bucket& b : buckets_) {
-      float* all = b.all.data();
-      if (distributed_) {
+      if (sending()) {
         const auto start = Clock::now();
         comm_->wait(b.handle);
         blocked_ += seconds_since(start);
       }
-      // (into the slot the gradients point at: the last shard of this rank's)
-      tree_sum(all, shards_, b.values, b.values, all + static_cast<size_t>(pointed_) * b.values);
+      if (!shared_) tree_sum(b.all, shards_, b.values, b.values, b.all + static_cast<size_t>(pointed_) * b.values);
+    }
+    if (shared_) {
+      const size_t values = buckets_.front().values;
+      for (size_t p = 0; p < parameters_.size(); ++p) {
+        const auto [first, last] = my_piece(p);
+        const size_t at = offset_[p] + static_cast<size_t>(first);
+        tree_sum(buckets_.front().all + at, shards_, values, static_cast<size_t>(last - first), summed_.data() + at);
+        *parameters_[p].grad = Tensor::wrap(DType::F32, parameters_[p].value.shape(), summed_.data() + offset_[p], nullptr);
+      }
+      pointed_ = -1;
     }
     // Totals: the same tree over the shards' loss, correct predictions, samples and stop flags.
     float totals[4];
-    tree_sum(extra_all_.data() + buffer_values_, shards_, extra_, 4, totals);
+    tree_sum(extras_ + buffer_values_, shards_, extra_, 4, totals);
     return {static_cast<double>(totals[0]), static_cast<int64_t>(totals[1]), totals[3] > 0.0f};
+  }
+
+  // The optimizer's step with the combined gradients: the whole step, or, when the records are
+  // shared, this rank's piece of it, then every rank's pieces exchanged through shared memory.
+  void update(Optimizer& optimizer) {
+    if (!shared_) return optimizer.step(parameters_);
+    optimizer.step(parameters_, comm_->rank(), comm_->size());
+    const auto start = Clock::now();  // (communication: the copies to and from the others, the barrier)
+    for (size_t p = 0; p < parameters_.size(); ++p) {
+      const auto [first, last] = my_piece(p);
+      std::copy(parameters_[p].value.data<float>() + first, parameters_[p].value.data<float>() + last, weights_ + offset_[p] + first);
+    }
+    shared_->sync();
+    for (size_t p = 0; p < parameters_.size(); ++p) {
+      const auto [first, last] = my_piece(p);
+      float* w = parameters_[p].value.data<float>();
+      const float* shared = weights_ + offset_[p];
+      std::copy(shared, shared + first, w);
+      std::copy(shared + last, shared + parameters_[p].value.numel(), w + last);
+    }
+    blocked_ += seconds_since(start);
+  }
+  // When the update is split: gives every rank the whole optimizer state (each holds its pieces
+  // of the per-parameter vectors: "<kind>/<parameter>"), for a checkpoint. Collective.
+  void gather_state(Optimizer& optimizer) {
+    if (!shared_) return;
+    std::map<std::string, Tensor> state = optimizer.state(parameters_);
+    const int rank = comm_->rank(), size = comm_->size();
+    for (auto& entry : state) {
+      const std::string& name = entry.first;
+      Tensor& t = entry.second;
+      const size_t slash = name.find('/');
+      const auto p = slash == std::string::npos ? parameters_.end()
+                                                : std::find_if(parameters_.begin(), parameters_.end(), [&](const Parameter& q) {
+                                                    return q.name == name.substr(slash + 1);
+                                                  });
+      if (p == parameters_.end() || t.dtype() != DType::F32 || t.numel() != p->value.numel()) continue;  // (a scalar)
+      const int64_t n = t.numel(), most = (n + size - 1) / size;
+      std::vector<float> mine(static_cast<size_t>(most)), all(static_cast<size_t>(most) * static_cast<size_t>(size));
+      float* values = t.data<float>();
+      const auto [first, last] = Optimizer::piece(n, rank, size);
+      std::copy(values + first, values + last, mine.begin());
+      comm_->all_gather(mine, all);
+      for (int r = 0; r < size; ++r) {
+        const auto [begin, end] = Optimizer::piece(n, r, size);
+        std::copy_n(all.begin() + static_cast<ptrdiff_t>(r * most), end - begin, values + begin);
+      }
+    }
+    optimizer.set_state(state, parameters_);
   }
 
  private:
   struct Bucket {
     std::vector<size_t> params;  // indices into parameters_, in the order backward completes them
     size_t values = 0;
-    std::vector<float> all;        // every shard's weighted gradients, shard after shard
+    float* all = nullptr;          // every shard's weighted gradients, shard after shard
+    std::vector<float> storage;    // (all, unless the records are shared)
     size_t written = 0;            // (parameter, shard) pairs of this rank written this step
     int handle = -1;
   };
@@ -350,8 +428,14 @@ class Sharding {
   void start_ready() {
     while (next_ < buckets_.size() && buckets_[next_].written == static_cast<size_t>(per_rank_) * buckets_[next_].params.size()) {
       Bucket& b = buckets_[next_++];
-      if (distributed_) b.handle = comm_->start_all_gather(mine(b.all, b.values), b.all);
+      if (sending()) b.handle = comm_->start_all_gather(mine(b.all, b.values), {b.all, static_cast<size_t>(shards_) * b.values});
     }
+  }
+  // Whether records travel by MPI (rather than being shared, or there being one rank).
+  bool sending() const { return distributed_ && !shared_; }
+  // This rank's piece of parameter p, when the update is split.
+  std::pair<int64_t, int64_t> my_piece(size_t p) const {
+    return Optimizer::piece(parameters_[p].value.numel(), comm_->rank(), comm_->size());
   }
   // Points every parameter's gradient at its place in shard s's record: backward writes it there.
   void point_gradients_at(int s) {
@@ -359,32 +443,44 @@ class Sharding {
     for (size_t p = 0; p < parameters_.size(); ++p) {
       Bucket& b = buckets_[bucket_of_[p]];
       *parameters_[p].grad = Tensor::wrap(DType::F32, parameters_[p].value.shape(),
-                                          b.all.data() + static_cast<size_t>(s) * b.values + offset_[p], nullptr);
+                                          b.all + static_cast<size_t>(s) * b.values + offset_[p], nullptr);
     }
     pointed_ = s;
   }
   // This rank's shards' part of a record of every shard (`per_shard` values each).
-  std::span<const float> mine(const std::vector<float>& all, size_t per_shard) const {
-    return std::span<const float>(all).subspan(static_cast<size_t>(first_) * per_shard, static_cast<size_t>(per_rank_) * per_shard);
+  std::span<const float> mine(const float* all, size_t per_shard) const {
+    return {all + static_cast<size_t>(first_) * per_shard, static_cast<size_t>(per_rank_) * per_shard};
   }
   // The one order every sum over shards takes: `count` (>= 1) records of `width` values, `stride`
-  // apart from `first`, added pairwise (((0 + 1) + (2 + 3)) + ...) in place, the last level written
-  // to `out` (which may be one of the records); a single record is copied there.
-  static void tree_sum(float* first, int count, size_t stride, size_t width, float* out) {
-    int top = 1;  // the last level's distance: the largest power of two below count
-    while (top * 2 < count) top *= 2;
-    for (int distance = 1; distance < top; distance *= 2)
-      for (int s = 0; s + distance < count; s += 2 * distance) {
-        float* x = first + static_cast<size_t>(s) * stride;
-        const float* y = x + static_cast<size_t>(distance) * stride;
-        for (size_t i = 0; i < width; ++i) x[i] += y[i];
-      }
+  // apart from `first`, added pairwise (((0 + 1) + (2 + 3)) + ...), the last level written to `out`
+  // (which may be one of the records). The records themselves are only read (other ranks may be
+  // reading shared ones too): beyond two, each run of columns is copied to scratch for the tree.
+  void tree_sum(const float* first, int count, size_t stride, size_t width, float* out) {
     if (count == 1) {
       if (out != first) std::copy_n(first, width, out);
       return;
     }
-    const float* y = first + static_cast<size_t>(top) * stride;
-    for (size_t i = 0; i < width; ++i) out[i] = first[i] + y[i];
+    int top = 1;  // the last level's distance: the largest power of two below count
+    while (top * 2 < count) top *= 2;
+    if (count == 2) {
+      for (size_t i = 0; i < width; ++i) out[i] = first[i] + first[stride + i];
+      return;
+    }
+    constexpr size_t kColumns = 256;
+    scratch_.resize(static_cast<size_t>(count) * kColumns);
+    for (size_t c0 = 0; c0 < width; c0 += kColumns) {
+      const size_t n = std::min(kColumns, width - c0);
+      for (int s = 0; s < count; ++s)
+        std::copy_n(first + static_cast<size_t>(s) * stride + c0, n, scratch_.data() + static_cast<size_t>(s) * kColumns);
+      for (int distance = 1; distance < top; distance *= 2)
+        for (int s = 0; s + distance < count; s += 2 * distance) {
+          float* x = scratch_.data() + static_cast<size_t>(s) * kColumns;
+          const float* y = x + static_cast<size_t>(distance) * kColumns;
+          for (size_t i = 0; i < n; ++i) x[i] += y[i];
+        }
+      const float* y = scratch_.data() + static_cast<size_t>(top) * kColumns;
+      for (size_t i = 0; i < n; ++i) out[c0 + i] = scratch_[i] + y[i];
+    }
   }
   void copy_buffers(float* flat, bool out) {
     for (auto& t : buffers_) {
@@ -405,7 +501,11 @@ class Sharding {
   int pointed_ = -1;                        // the shard whose record the gradients point at
   std::vector<Tensor> buffers_;             // share storage with the model's initializers
   size_t buffer_values_ = 0, extra_ = 0;    // per shard: buffers, loss sum, correct, samples, stop
-  std::vector<float> extra_all_, snapshot_, merged_, column_;
+  std::vector<float> extra_storage_, snapshot_, merged_, column_, scratch_;
+  float* extras_ = nullptr;                 // every shard's buffers and totals (extra_ values each)
+  std::unique_ptr<SharedFloats> shared_;    // when the ranks share memory: records and weights
+  float* weights_ = nullptr;                // (shared) every rank's updated piece of every parameter
+  std::vector<float> summed_;               // (shared) this rank's pieces of the summed gradients
   std::vector<int> ran_;  // the shards of this step that had samples
   double blocked_ = 0;
 };
@@ -588,6 +688,7 @@ TrainReport train(Graph& model, const Dataset& all_data, const TrainOptions& opt
   const auto start = Clock::now();
   auto elapsed = [&] { return seconds_before + seconds_since(start); };
   auto save = [&] {
+    if (sharding) sharding->gather_state(*optimizer);  // (every rank)
     if (!writer) return;  // rank 0 writes for all
     state.seconds = elapsed();
     state.optimizer = optimizer->state(run.parameters());
@@ -657,7 +758,8 @@ TrainReport train(Graph& model, const Dataset& all_data, const TrainOptions& opt
         const auto [mean, correct] = forward_backward(batch_indices, step, step, nullptr, 1.0f);
         loss = mean, batch_loss = static_cast<double>(loss) * count, batch_correct = correct;
       }
-      optimizer->step(run.parameters());
+      if (sharding) sharding->update(*optimizer);
+      else optimizer->step(run.parameters());
       if (options.hooks) options.hooks->after_update(step);
       if (!std::isfinite(loss))
         throw Error(ErrorKind::InvalidArgument, "training diverged: the loss became " + std::to_string(loss) + " in epoch " +
@@ -710,7 +812,8 @@ TrainReport train(Graph& model, const Dataset& all_data, const TrainOptions& opt
   report.epochs = state.history;
   report.seconds = elapsed();
   report.steps = total_steps;
-  if (sharding) report.communication_seconds = sharding->communication_seconds(), report.buckets = sharding->buckets();
+  if (sharding) report.communication_seconds = sharding->communication_seconds(), report.buckets = sharding->buckets(),
+                  report.shared_memory = sharding->shared_memory();
   return report;
 }
 

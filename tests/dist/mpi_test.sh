@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Data-parallel training under mpirun (Open MPI, localhost, --oversubscribe): with the same
-# --shards, lowbit train, qat and distill write the same model bytes on 1, 2 and 4 ranks; a rank
-# killed mid-training makes the job end with an error within seconds (no hang), and --resume
-# finishes the run with the bytes of an uninterrupted one.
+# --shards, lowbit train, qat and distill write the same model bytes on 1, 2 and 4 ranks (with
+# gradients and weights shared in memory, and with gradients sent by MPI); a rank killed
+# mid-training makes the job end with an error within seconds (no hang), and --resume finishes
+# the run with the bytes of an uninterrupted one.
 # Usage: mpi_test.sh LOWBIT_BINARY MPIEXEC DATASET_DIR
 set -uo pipefail
 lowbit=$1 mpiexec=$2 data=$3
@@ -24,9 +25,10 @@ for n in 1 2 4; do ranks "$n" "${train[@]}" --out "$work/train$n.lbm" >"$work/tr
 check "train: 2 ranks give 1 rank's bytes" cmp -s "$work/train1.lbm" "$work/train2.lbm"
 check "train: 4 ranks give 1 rank's bytes" cmp -s "$work/train1.lbm" "$work/train4.lbm"
 check "train: rank 0 alone prints" test "$(grep -c '^test accuracy' "$work/train2.log")" -eq 1
-# Gradients in many small buckets, sent while the backward pass runs: the same bytes.
-ranks 2 "${train[@]}" --bucket-mb 0.001 --out "$work/train2b.lbm" >"$work/train2b.log" 2>&1 || cat "$work/train2b.log"
-check "train: small gradient buckets give the same bytes" cmp -s "$work/train1.lbm" "$work/train2b.lbm"
+check "train: ranks on one machine share gradients and weights in memory" grep -q "shared in memory" "$work/train2.log"
+# Gradients sent by MPI instead, in many small buckets while the backward pass runs: the same bytes.
+ranks 2 "${train[@]}" --no-shared-memory --bucket-mb 0.001 --out "$work/train2b.lbm" >"$work/train2b.log" 2>&1 || cat "$work/train2b.log"
+check "train: gradients sent in small buckets give the same bytes" cmp -s "$work/train1.lbm" "$work/train2b.lbm"
 check "train: the buckets are reported" grep -q "gradient bucket(s) per step" "$work/train2b.log"
 
 qat=(qat --model "$work/train1.lbm" --data "$data" --train-samples 2000 --epochs 1 --bits 4 --threads 1 --shards 2)

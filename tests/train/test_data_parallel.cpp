@@ -73,18 +73,23 @@ TEST(DataParallel, OneTwoAndFourRanksGiveTheSameModelBytes) {
   EXPECT_NE(serialize_model(plain), train_one(nullptr).bytes);
 }
 
-TEST(DataParallel, GradientBucketsDoNotChangeTheBytes) {
+// Gradients sent in buckets of any size, or shared in memory with the update split into pieces
+// (the ranks of one machine): the same bytes.
+TEST(DataParallel, GradientBucketsAndSharedMemoryDoNotChangeTheBytes) {
   set_num_threads(1);
   const Dataset data = quadrant_images(301, 1);
   for (int shards : {4, 3}) {  // (a share of 1/3 is not a power of two: its scaling rounds)
     std::vector<std::string> bytes;
-    for (int64_t bucket : {int64_t{4}, int64_t{256}, int64_t{1} << 20})
+    for (int64_t bucket : {int64_t{0}, int64_t{4}, int64_t{256}, int64_t{1} << 20})  // (0: shared memory)
       for (int ranks : {0, shards == 4 ? 2 : 3}) {
         auto outcomes = on_ranks(ranks, [&](Communicator* comm) {
           Graph model = build_model(parse_arch(kBatchNormDropout), data.sample_shape(), 4, 5);
           TrainOptions o;
-          o.epochs = 1, o.seed = 5, o.shards = shards, o.communicator = comm, o.bucket_bytes = bucket;
+          o.epochs = 1, o.seed = 5, o.shards = shards, o.communicator = comm;
+          o.shared_memory = bucket == 0;
+          o.bucket_bytes = bucket == 0 ? TrainOptions{}.bucket_bytes : bucket;
           const TrainReport report = train(model, data, o);
+          EXPECT_EQ(report.shared_memory, bucket == 0 && ranks > 1);
           // In backward's order: the last dense layer's weights and bias (272 bytes), BatchNorm's scale and shift and
           // the first dense layer's weights, its bias; at 4 bytes, one bucket for each of the 6 parameters.
           EXPECT_EQ(report.buckets, bucket == 4 ? 6 : bucket == 256 ? 3 : 1) << bucket;
@@ -93,6 +98,51 @@ TEST(DataParallel, GradientBucketsDoNotChangeTheBytes) {
         for (const auto& o : outcomes) bytes.push_back(o.bytes);
       }
     for (const auto& b : bytes) EXPECT_EQ(b, bytes.front()) << shards << " shards";
+  }
+}
+
+// With the update split into pieces, each rank holds only its pieces of the optimizer's moments:
+// a checkpoint gathers them, so that training resumed from it, on any number of ranks, ends
+// with the bytes of a run never stopped (Adam and SGD with momentum).
+TEST(DataParallel, CheckpointsOfSharedMemoryRanksHoldTheWholeOptimizerState) {
+  set_num_threads(1);
+  const Dataset data = quadrant_images(200, 6);
+  for (const char* optimizer : {"adam", "sgd"}) {
+    SCOPED_TRACE(optimizer);
+    auto options = [&](Communicator* comm) {
+      TrainOptions o;
+      o.epochs = 2, o.seed = 9, o.shards = 2, o.communicator = comm;
+      o.optimizer.name = optimizer, o.optimizer.momentum = 0.9f;
+      if (o.optimizer.name == "sgd") o.optimizer.learning_rate = 0.05f;
+      return o;
+    };
+    const std::string expected = on_ranks(0, [&](Communicator* comm) {
+      Graph model = build_model(parse_arch("64-12-4"), data.sample_shape(), 4, 2);
+      return outcome(model, train(model, data, options(comm)));
+    }).at(0).bytes;
+    for (int resumed_on : {0, 2}) {
+      testing::TempDir dir;
+      std::atomic<bool> stop{false};
+      on_ranks(2, [&](Communicator* comm) {  // stopped after step 10 (of 14), with a checkpoint
+        Graph model = build_model(parse_arch("64-12-4"), data.sample_shape(), 4, 2);
+        CheckpointFile file(dir.file(comm->rank() == 0 ? "checkpoint.lbm" : "unused.lbm"));
+        TrainOptions o = options(comm);
+        o.checkpoints = &file, o.stop = &stop;
+        if (comm->rank() == 0) o.on_progress = [&](const TrainProgress& p) { if (p.epoch == 2 && p.batch == 2) stop = true; };
+        EXPECT_THROW(train(model, data, o), Error);
+        return Outcome{};
+      });
+      const auto outcomes = on_ranks(resumed_on, [&](Communicator* comm) {
+        Graph model = build_model(parse_arch("64-12-4"), data.sample_shape(), 4, 2);
+        CheckpointFile file(dir.file("checkpoint.lbm"));
+        TrainOptions o = options(comm);
+        o.checkpoints = &file, o.resume = true;
+        const TrainReport report = train(model, data, o);
+        EXPECT_EQ(report.resumed_at_step, 10);
+        return outcome(model, report);
+      });
+      for (const auto& o : outcomes) EXPECT_EQ(o.bytes, expected) << "resumed on " << resumed_on << " ranks";
+    }
   }
 }
 

@@ -1,3 +1,5 @@
+#include <cstring>
+
 #include "test_util.h"
 
 namespace lowbit {
@@ -36,6 +38,46 @@ TEST(Optimizer, AdamMatchesHandComputedSteps) {
   EXPECT_NEAR(p.step(adam, 0.5f), 0.90000002, 1e-6);
   EXPECT_NEAR(p.step(adam, -1.0f), 0.93661037, 1e-6);
   EXPECT_NEAR(p.step(adam, 0.25f), 0.95027943, 1e-6);
+}
+
+// Data-parallel ranks that share memory each update one piece of every parameter: the pieces of
+// `parts` optimizers (each with its own state) put together are one optimizer's whole steps, bit
+// for bit, on awkward sizes (the vector kernels' tails fall anywhere).
+TEST(Optimizer, PiecesOfAStepAreTheWholeStep) {
+  for (const char* name : {"adam", "sgd"})
+    for (int parts : {2, 3, 4}) {
+      SCOPED_TRACE(std::string(name) + ", " + std::to_string(parts) + " parts");
+      OptimizerOptions o;
+      o.name = name, o.momentum = 0.9f;
+      Rng rng(parts);
+      std::vector<Tensor> values, grads;
+      for (int64_t n : {1, 7, 17, 63, 65, 200}) {
+        values.push_back(Tensor::zeros({n}));
+        grads.push_back(Tensor::zeros({n}));
+        for (int64_t i = 0; i < n; ++i) values.back().data<float>()[i] = rng.normal();
+      }
+      auto parameters_of = [&](std::vector<Tensor>& w) {
+        std::vector<Parameter> list;
+        for (size_t p = 0; p < w.size(); ++p) list.push_back({"p" + std::to_string(p), w[p], &grads[p]});
+        list.back().learning_rate_scale = 0.5f;
+        return list;
+      };
+      std::vector<Tensor> whole = values, pieced = values;
+      for (auto* w : {&whole, &pieced})
+        for (auto& t : *w) t = t.clone();
+      auto whole_parameters = parameters_of(whole), pieced_parameters = parameters_of(pieced);
+      auto one = Optimizer::create(o);
+      std::vector<std::unique_ptr<Optimizer>> ranks;
+      for (int r = 0; r < parts; ++r) ranks.push_back(Optimizer::create(o));
+      for (int step = 0; step < 4; ++step) {
+        for (auto& g : grads)
+          for (int64_t i = 0; i < g.numel(); ++i) g.data<float>()[i] = rng.normal();
+        one->step(whole_parameters);
+        for (int r = 0; r < parts; ++r) ranks[static_cast<size_t>(r)]->step(pieced_parameters, r, parts);
+        for (size_t p = 0; p < whole.size(); ++p)
+          ASSERT_EQ(0, std::memcmp(whole[p].raw(), pieced[p].raw(), whole[p].nbytes())) << "parameter " << p << ", step " << step;
+      }
+    }
 }
 
 TEST(Optimizer, CreateRejectsUnknownNamesAndBadRates) {

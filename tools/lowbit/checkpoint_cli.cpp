@@ -50,8 +50,12 @@ void CheckpointCli::add(CLI::App* cmd) {
       ->check(CLI::Range(1, 1 << 16));
   cmd->add_option("--bucket-mb", bucket_mb,
                   "Data parallelism: send gradients in buckets of at least this many MiB, each as soon as the backward pass "
-                  "completes it (default 1; a large value sends everything after the backward pass)")
+                  "completes it (default 1; a large value sends everything after the backward pass). Ranks on one machine "
+                  "share their gradients in memory instead, unless --no-shared-memory")
       ->check(CLI::Range(1e-6, 1e6));
+  cmd->add_flag("--no-shared-memory", no_shared_memory,
+                "Data parallelism: send gradients with MPI even when every rank runs on one machine (by default those "
+                "ranks write them into memory they all read: one barrier per step)");
 }
 
 void CheckpointCli::apply(TrainOptions& options, const std::string& phase) {
@@ -59,6 +63,7 @@ void CheckpointCli::apply(TrainOptions& options, const std::string& phase) {
   options.communicator = g_world;
   options.shards = shards > 0 ? shards : g_world ? g_world->size() : 1;
   options.bucket_bytes = std::max<int64_t>(1, static_cast<int64_t>(bucket_mb * 1048576.0));
+  options.shared_memory = !no_shared_memory;
   if (dir.empty()) {
     if (resume) throw Error(ErrorKind::InvalidArgument, "--resume needs --checkpoint-dir (where the checkpoint is)");
     if (!every.empty()) throw Error(ErrorKind::InvalidArgument, "--checkpoint-every needs --checkpoint-dir");
@@ -85,8 +90,10 @@ void CheckpointCli::apply(TrainOptions& options, const std::string& phase) {
 
 std::string CheckpointCli::communication(const TrainReport& r, const std::string& phase) {
   if (!g_world || g_world->size() < 2 || r.buckets == 0) return "";
-  return fmt::format("{}data parallel on {} ranks: {} gradient bucket(s) per step; rank {} spent {:.2f} s communicating ({:.0f}% of {:.2f} s)",
-                     phase.empty() ? "" : phase + ": ", g_world->size(), r.buckets, g_world->rank(), r.communication_seconds,
+  const std::string how = r.shared_memory ? "gradients and weights shared in memory (each rank updates its piece)"
+                                           : fmt::format("{} gradient bucket(s) per step", r.buckets);
+  return fmt::format("{}data parallel on {} ranks: {}; rank {} spent {:.2f} s communicating ({:.0f}% of {:.2f} s)",
+                     phase.empty() ? "" : phase + ": ", g_world->size(), how, g_world->rank(), r.communication_seconds,
                      100.0 * r.communication_seconds / std::max(1e-9, r.seconds), r.seconds);
 }
 

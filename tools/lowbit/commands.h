@@ -20,6 +20,7 @@ struct CheckpointCli {
   bool resume = false;
   int shards = 0;  // 0: one per rank
   double bucket_mb = 1.0;
+  bool no_shared_memory = false;
   void add(CLI::App* cmd);
   // Points `options` at the checkpoint of `phase` in --checkpoint-dir (CheckpointFile::in_directory)
   // with the cadence of --checkpoint-every, at the ranks and shards, and at the stop flag that
