@@ -217,7 +217,8 @@ class Communicator {
   virtual void wait(int /*handle*/) {}
   virtual void progress() {}
   // `count` floats shared by every rank (zeros; every rank calls it, with the same count), or
-  // nullptr when the ranks share no memory (they run on several machines). By default none.
+  // nullptr when the ranks share no memory (they run on several machines, or the machine's shared
+  // memory cannot hold that much). By default none.
   virtual std::unique_ptr<SharedFloats> share(size_t /*count*/) { return nullptr; }
 };
 

@@ -15,6 +15,7 @@
 #endif
 
 #include <sched.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -179,6 +180,13 @@ std::unique_ptr<SharedFloats> MpiCommunicator::share(size_t count) {
   const size_t total = count + MpiSharedFloats::kHeader;
   if (count > static_cast<size_t>(std::numeric_limits<MPI_Aint>::max()) / sizeof(float) - MpiSharedFloats::kHeader)
     throw Error(ErrorKind::InvalidArgument, "share: " + std::to_string(count) + " floats exceed MPI's address range");
+  // Open MPI backs the window with a file in /dev/shm; where that cannot hold it (containers often
+  // give /dev/shm 64 MiB), the ranks send instead of failing. Every rank asks; all take the answer.
+  struct statvfs shm;
+  int fits = statvfs("/dev/shm", &shm) != 0 ||
+             static_cast<double>(shm.f_bavail) * static_cast<double>(shm.f_frsize) >= static_cast<double>(total * sizeof(float)) + (1 << 20);
+  MPI_Allreduce(MPI_IN_PLACE, &fits, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+  if (!fits) return nullptr;
   const MPI_Aint bytes = rank_ == 0 ? static_cast<MPI_Aint>(total * sizeof(float)) : 0;
   void* mine = nullptr;
   MPI_Win win;
