@@ -274,8 +274,9 @@ struct TrainOptions {
   // larger than the model sends everything after the backward pass. The bytes never depend on it.
   int64_t bucket_bytes = 1 << 20;
   // When every rank runs on one machine (Communicator::share gives memory), the backward pass
-  // writes each shard's gradients straight into memory all ranks read, and a step exchanges them
-  // with one barrier instead of sending them (buckets play no part then). False: always send.
+  // writes each shard's gradients straight into memory all ranks read; after a barrier each rank
+  // sums and applies its piece of every parameter, and after a second one copies the others'
+  // pieces (nothing is sent: buckets play no part then). False: always send.
   bool shared_memory = true;
 };
 

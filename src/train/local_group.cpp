@@ -29,9 +29,7 @@ class LocalShared final : public SharedFloats {
   std::shared_ptr<std::vector<float>> block_;
   std::barrier<>& sync_;
 };
-}  // namespace
 
-namespace {
 class LocalMember final : public Communicator {
  public:
   LocalMember(LocalGroup::Shared& shared, int rank) : shared_(shared), rank_(rank) {}

@@ -319,7 +319,6 @@ class Sharding {
       extra[buffer_values_ + 3] = stop ? 1.0f : 0.0f;
     }
     if (next_ != buckets_.size()) throw Error(ErrorKind::Internal, "data-parallel step: a gradient bucket was never completed");
-    const float* extras = extras_;
     if (distributed_) {
       const auto start = Clock::now();
       if (shared_) shared_->sync();  // every rank's records written
@@ -329,10 +328,10 @@ class Sharding {
     // Buffers: the value every shard that ran agrees on, else their mean (pairwise sum / count).
     ran_.clear();
     for (int s = 0; s < shards_; ++s)
-      if (extras[static_cast<size_t>(s) * extra_ + buffer_values_ + 2] != 0.0f) ran_.push_back(s);
+      if (extras_[static_cast<size_t>(s) * extra_ + buffer_values_ + 2] != 0.0f) ran_.push_back(s);
     for (size_t i = 0; i < buffer_values_; ++i) {
       column_.clear();
-      for (int s : ran_) column_.push_back(extras[static_cast<size_t>(s) * extra_ + i]);
+      for (int s : ran_) column_.push_back(extras_[static_cast<size_t>(s) * extra_ + i]);
       const bool agree = std::all_of(column_.begin(), column_.end(), [&](float v) { return v == column_.front(); });
       float sum = 0;
       if (!column_.empty() && !agree) tree_sum(column_.data(), static_cast<int>(column_.size()), 1, 1, &sum);
@@ -386,21 +385,20 @@ class Sharding {
     }
     blocked_ += seconds_since(start);
   }
-  // When the update is split: gives every rank the whole optimizer state (each holds its pieces
-  // of the per-parameter vectors: "<kind>/<parameter>"), for a checkpoint. Collective.
+  // When the update is split: gives every rank the whole optimizer state, for a checkpoint.
+  // Each rank holds its pieces of the per-parameter vectors (named "<kind>/<parameter>", as
+  // Optimizer::state writes them); scalars (Adam's step count) are the same everywhere. Collective.
   void gather_state(Optimizer& optimizer) {
     if (!shared_) return;
+    std::map<std::string, int64_t> sizes;
+    for (const auto& p : parameters_) sizes[p.name] = p.value.numel();
     std::map<std::string, Tensor> state = optimizer.state(parameters_);
     const int rank = comm_->rank(), size = comm_->size();
     for (auto& entry : state) {
-      const std::string& name = entry.first;
       Tensor& t = entry.second;
-      const size_t slash = name.find('/');
-      const auto p = slash == std::string::npos ? parameters_.end()
-                                                : std::find_if(parameters_.begin(), parameters_.end(), [&](const Parameter& q) {
-                                                    return q.name == name.substr(slash + 1);
-                                                  });
-      if (p == parameters_.end() || t.dtype() != DType::F32 || t.numel() != p->value.numel()) continue;  // (a scalar)
+      const size_t slash = entry.first.find('/');
+      const auto of = slash == std::string::npos ? sizes.end() : sizes.find(entry.first.substr(slash + 1));
+      if (of == sizes.end() || t.dtype() != DType::F32 || t.numel() != of->second) continue;  // (a scalar)
       const int64_t n = t.numel(), most = (n + size - 1) / size;
       std::vector<float> mine(static_cast<size_t>(most)), all(static_cast<size_t>(most) * static_cast<size_t>(size));
       float* values = t.data<float>();
@@ -460,12 +458,12 @@ class Sharding {
       if (out != first) std::copy_n(first, width, out);
       return;
     }
-    int top = 1;  // the last level's distance: the largest power of two below count
-    while (top * 2 < count) top *= 2;
     if (count == 2) {
       for (size_t i = 0; i < width; ++i) out[i] = first[i] + first[stride + i];
       return;
     }
+    int top = 1;  // the last level's distance: the largest power of two below count
+    while (top * 2 < count) top *= 2;
     constexpr size_t kColumns = 256;
     scratch_.resize(static_cast<size_t>(count) * kColumns);
     for (size_t c0 = 0; c0 < width; c0 += kColumns) {

@@ -137,12 +137,6 @@ TEST(ModelFile, ReportsTheFormatVersionOfAFile) {
   EXPECT_LOWBIT_ERROR(model_file_version(dir.file("x.lbm")), "is not a lowbit model file");
 }
 
-}  // namespace
-}  // namespace lowbit
-
-namespace lowbit {
-namespace {
-
 // backward()'s callback names each parameter once, at the step that completes its gradient, in
 // the order gradient_order() gives: a weight read by two nodes is complete after the second (in
 // backward's order) has added its share. loss_scale scales every gradient.

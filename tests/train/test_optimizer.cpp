@@ -50,11 +50,12 @@ TEST(Optimizer, PiecesOfAStepAreTheWholeStep) {
       OptimizerOptions o;
       o.name = name, o.momentum = 0.9f;
       Rng rng(parts);
-      std::vector<Tensor> values, grads;
+      std::vector<Tensor> whole, pieced, grads;  // the same starting weights for both
       for (int64_t n : {1, 7, 17, 63, 65, 200}) {
-        values.push_back(Tensor::zeros({n}));
+        whole.push_back(Tensor::zeros({n}));
         grads.push_back(Tensor::zeros({n}));
-        for (int64_t i = 0; i < n; ++i) values.back().data<float>()[i] = rng.normal();
+        for (int64_t i = 0; i < n; ++i) whole.back().data<float>()[i] = rng.normal();
+        pieced.push_back(whole.back().clone());
       }
       auto parameters_of = [&](std::vector<Tensor>& w) {
         std::vector<Parameter> list;
@@ -62,9 +63,6 @@ TEST(Optimizer, PiecesOfAStepAreTheWholeStep) {
         list.back().learning_rate_scale = 0.5f;
         return list;
       };
-      std::vector<Tensor> whole = values, pieced = values;
-      for (auto* w : {&whole, &pieced})
-        for (auto& t : *w) t = t.clone();
       auto whole_parameters = parameters_of(whole), pieced_parameters = parameters_of(pieced);
       auto one = Optimizer::create(o);
       std::vector<std::unique_ptr<Optimizer>> ranks;

@@ -55,7 +55,7 @@ void CheckpointCli::add(CLI::App* cmd) {
       ->check(CLI::Range(1e-6, 1e6));
   cmd->add_flag("--no-shared-memory", no_shared_memory,
                 "Data parallelism: send gradients with MPI even when every rank runs on one machine (by default those "
-                "ranks write them into memory they all read: one barrier per step)");
+                "ranks write them into memory they all read, and each updates its piece of the weights)");
 }
 
 void CheckpointCli::apply(TrainOptions& options, const std::string& phase) {

@@ -28,8 +28,8 @@ struct CheckpointCli {
   void apply(TrainOptions& options, const std::string& phase = "");
   // One line for the user: where checkpoints go and how often, or "" without --checkpoint-dir.
   std::string describe() const;
-  // Under mpirun: one line on the data-parallel run (ranks, shards, buckets, time blocked in
-  // communication); "" on one rank.
+  // Under mpirun: one line on the data-parallel run (ranks, gradients shared in memory or sent in
+  // buckets, time spent communicating); "" on one rank.
   static std::string communication(const TrainReport& report, const std::string& phase = "");
   std::vector<std::unique_ptr<CheckpointFile>> files;
 };
