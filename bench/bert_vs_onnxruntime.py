@@ -7,8 +7,10 @@ lowbit and by ONNX Runtime, float and int8 dynamic (lowbit `quantize --mode dyna
   - fp32 agreement: lowbit's and ORT's last_hidden_state against PyTorch's (max |diff| / max |ref|);
   - int8 dynamic accuracy: the mean cosine similarity of each token's last_hidden_state to
     PyTorch's float one, lowbit's and ORT's, on the same file and inputs; and lowbit's static int8
-    (calibrated on 64 other random sequences: `quantize --mode full --calib-data calib.npz`),
-    without and with SmoothQuant (`--smooth 0.5`); and lowbit's 4-bit weights in blocks of 32
+    (calibrated on 64 other random sequences: `quantize --mode full --calib-data calib.npz`; the
+    attention's q k^T and p v on int8 too, QAttention), without and with SmoothQuant
+    (`--smooth 0.5`), and both with the attention kept float (`--float-layers '*/self/Reshape_3'`,
+    the fused Attention nodes of this export); and lowbit's 4-bit weights in blocks of 32
     rounded by GPTQ on the same calibration sequences (`--bits 4 --group-size 32 --rounding gptq`);
   - latency, batch 1 x 128 and batch 32 x 128 tokens, at 1 and 2 threads: lowbit through
     `lowbit run --repeat`, ORT through InferenceSession.run, the fastest of --calls calls, rounds
@@ -95,7 +97,10 @@ def main():
                     "--rounding", "gptq", "--calib-data", os.path.join(work, "calib.npz"), "--calib-samples", "64",
                     "--out", lowbit_int4], check=True, capture_output=True)
     static = {}
-    for label, extra in (("lowbit int8 static", []), ("lowbit int8 static + SmoothQuant 0.5", ["--smooth", "0.5"])):
+    attention_float = ["--float-layers", "*/self/Reshape_3"]
+    for label, extra in (("lowbit int8 static", []), ("lowbit int8 static + SmoothQuant 0.5", ["--smooth", "0.5"]),
+                         ("lowbit int8 static, attention float", attention_float),
+                         ("lowbit int8 static + SmoothQuant 0.5, attention float", ["--smooth", "0.5"] + attention_float)):
         path = os.path.join(work, f"bert_static{len(static)}.lbm")
         subprocess.run([args.lowbit, "quantize", "--model", fp32, "--mode", "full", "--calib-data", os.path.join(work, "calib.npz"),
                         "--calib-samples", "64", "--out", path] + extra, check=True, capture_output=True)
@@ -127,9 +132,10 @@ def main():
         return best, y
 
     variants = {"lowbit fp32": (lowbit_run, fp32), "lowbit int8 dynamic": (lowbit_run, lowbit_int8),
-                "lowbit 4-bit g32 GPTQ": (lowbit_run, lowbit_int4), "ORT fp32": (ort_run, fp32), "ORT int8 dynamic": (ort_run, ort_int8)}
+                "lowbit 4-bit g32 GPTQ": (lowbit_run, lowbit_int4), "lowbit int8 static": (lowbit_run, static["lowbit int8 static"]),
+                "ORT fp32": (ort_run, fp32), "ORT int8 dynamic": (ort_run, ort_int8)}
     quality = {}
-    for name, (fn, path) in list(variants.items()) + [(label, (lowbit_run, path)) for label, path in static.items()]:
+    for name, (fn, path) in list(variants.items()) + [(label, (lowbit_run, path)) for label, path in static.items() if label not in variants]:
         _, y = fn(path, 32, 2, 1)
         quality[name] = {"relative_to_pytorch": relative(y, reference[32]), "mean_cosine": cosine(y, reference[32])}
     threads = [int(t) for t in args.threads.split(",")]

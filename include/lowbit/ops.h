@@ -60,8 +60,10 @@ struct OpTraits {
   int version = 1;   // the op's version: bumped when its attributes or meaning change
   std::string onnx = "";  // the ONNX op it corresponds to ("" when there is none)
   // Float layers that post-training quantization and QAT turn into integer layers, and how: the
-  // weights are a matrix [out, in] (Dense) or a convolution kernel [out, in/group, kh, kw].
-  enum class Quantizable { No, MatrixWeights, ConvWeights };
+  // weights are a matrix [out, in] (Dense) or a convolution kernel [out, in/group, kh, kw]; or the
+  // layer has no weights and every operand is an activation (Attention: static quantization gives
+  // it calibrated grids for its inputs; dynamic, block-weight and QAT rules leave it float).
+  enum class Quantizable { No, MatrixWeights, ConvWeights, Activations };
   Quantizable quantizable = Quantizable::No;
   std::string quantized_op = "";  // its static integer counterpart (Dense -> QDense)
   std::string dynamic_op = "";    // its dynamic counterpart (Dense -> DynamicQDense)
@@ -95,6 +97,7 @@ struct OpTraits {
   bool probabilities_of_logits = false;
 
   bool is_quantizable() const { return quantizable != Quantizable::No; }
+  bool has_weights() const { return quantizable == Quantizable::MatrixWeights || quantizable == Quantizable::ConvWeights; }
   bool is_integer_layer() const { return !float_op.empty(); }
 };
 

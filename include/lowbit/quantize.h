@@ -69,8 +69,12 @@ struct QuantPlan {
 void save_plan(const QuantPlan& plan, const std::string& path);
 QuantPlan load_plan(const std::string& path);
 
-// Layers quantize_model can quantize (Dense and Conv2D nodes), in graph order.
+// Layers quantize_model can quantize (Dense, Conv2D and Attention nodes), in graph order.
 std::vector<std::string> quantizable_layers(const Graph& model);
+// Whether quantize_model makes `node` an integer layer under `plan`: its rule says quantize and,
+// for a layer without weights (Attention), the plan is static (full or partial) and the rule has
+// no block weights (weight-only rules leave activations float).
+bool quantizes(const Node& node, const QuantPlan& plan);
 // Error(InvalidArgument) naming the first layer `plan` lists that `model` lacks as a Dense or
 // Conv2D layer (quantize_model and prepare_qat check it; callers can check before loading data).
 void check_plan_layers(const Graph& model, const QuantPlan& plan);

@@ -64,6 +64,10 @@ struct QuantizeOptions {
   // measure each layer's sensitivity and keep the keep_float most sensitive ones in float.
   std::string layers;
   int keep_float = 1;
+  // Layers kept in float whatever the mode (names or patterns, comma-separated; as ONNX Runtime's
+  // nodes_to_exclude), e.g. "*.heads" for the attention of the transformer blocks lowbit builds.
+  // Not with a given plan or a search (they decide every layer).
+  std::string float_layers;
   // Search per-layer rules within this accuracy drop (percentage points on the validation split).
   std::optional<double> max_drop;
   std::string objective = "size";             // search: "size" or "speed"

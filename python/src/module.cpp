@@ -638,7 +638,7 @@ void bind(nb::module_& m) {
                        std::optional<std::string> scheme,
                        const std::string& activations, const std::string& granularity, nb::handle ranges, const std::string& calib_method,
                        int64_t calib_samples, int64_t validation_samples, const std::string& layers, int keep_float,
-                       std::optional<std::string> rounding, bool act_order, std::optional<double> smooth,
+                       const std::string& float_layers, std::optional<std::string> rounding, bool act_order, std::optional<double> smooth,
                        std::optional<double> max_drop, const std::string& objective, double time_budget, nb::handle plan, nb::object log) {
           const Graph& g = graph_of(model, "model");
           if (is_quantized(g)) bad_argument("quantize: the model is already quantized");
@@ -663,6 +663,7 @@ void bind(nb::module_& m) {
           q.validation_samples = validation_samples;
           q.layers = layers;
           q.keep_float = keep_float;
+          q.float_layers = float_layers;
           q.max_drop = max_drop;
           q.objective = objective;
           q.time_budget_seconds = time_budget;
@@ -716,10 +717,11 @@ void bind(nb::module_& m) {
         }, "model"_a.none(), "data"_a.none() = nb::none(), nb::kw_only(), "mode"_a = "full", "bits"_a = 8, "per_channel"_a = true,
         "group_size"_a = 0, "scheme"_a = nb::none(), "activations"_a = "affine", "granularity"_a = "row", "ranges"_a = nb::none(),
         "calib_method"_a = "minmax", "calib_samples"_a = 1000, "validation_samples"_a = 10000, "layers"_a = "", "keep_float"_a = 1,
-        "rounding"_a = nb::none(), "act_order"_a = false, "smooth"_a = nb::none(), "max_drop"_a = nb::none(), "objective"_a = "size", "time_budget"_a = 60.0, "plan"_a = nb::none(), "log"_a = nb::none(),
+        "float_layers"_a = "", "rounding"_a = nb::none(), "act_order"_a = false, "smooth"_a = nb::none(), "max_drop"_a = nb::none(), "objective"_a = "size", "time_budget"_a = 60.0, "plan"_a = nb::none(), "log"_a = nb::none(),
         "Quantizes a float model (as `lowbit quantize`). mode: \"full\" (integer-only: weights, biases, activations),\n"
         "\"partial\" (the layers named in `layers`, or all but the `keep_float` most sensitive), \"dynamic\" (activations\n"
-        "quantized at run time per \"row\" or \"tensor\": `granularity`). bits: weight bits 8, 6, 4, 3 or 2; per_channel or\n"
+        "quantized at run time per \"row\" or \"tensor\": `granularity`). float_layers: layers kept float in any mode\n"
+        "(names or patterns, comma-separated; e.g. \"*.heads\": the attention, which full mode runs on int8). bits: weight bits 8, 6, 4, 3 or 2; per_channel or\n"
         "per tensor; group_size 32, 64 or 128: block weights (an fp16 scale per that many inputs of each output; Dense\n"
         "layers, 2-4 bits, f32 in and out, the input quantized per block at run time); scheme \"symmetric\" or \"affine\" weights; rounding \"nearest\" or \"gptq\" (error feedback through each\n"
         "Dense / Conv2D layer's input Hessian on the calibration samples; act_order: its columns by decreasing Hessian\n"

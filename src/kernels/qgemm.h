@@ -54,6 +54,12 @@ class QWeights {
   // low-bit weights stay on the AVX2 kernel). The dispatch runs the reference on weights packed
   // for none of the fast kernels.
   static QWeights pack(const Tensor& codes, int64_t n, int64_t k, Isa isa = active_isa());
+  // Weights that change on every call (attention's keys and values, QAttention): s8 codes read in
+  // place, w[r][c] = codes[r * row_stride + c * col_stride], with -128 read as -127 (the narrow
+  // range), into this object's buffers (reused when large enough: no allocation in steady state).
+  // Keeps the codes (the reference reads them), the row sums and the layout of the one kernel that
+  // `isa` runs: the VNNI layout on AVX-512 VNNI, else the AVX2 one.
+  void assign_s8(const int8_t* codes, int64_t row_stride, int64_t col_stride, int64_t n, int64_t k, Isa isa = active_isa());
   int64_t n() const noexcept { return n_; }
   int64_t k() const noexcept { return k_; }
   DType storage() const noexcept { return storage_; }

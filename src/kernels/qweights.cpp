@@ -137,4 +137,62 @@ QWeights QWeights::pack(const Tensor& codes, int64_t n, int64_t k, Isa isa) {
   return w;
 }
 
+void QWeights::assign_s8(const int8_t* codes, int64_t row_stride, int64_t col_stride, int64_t n, int64_t k, Isa isa) {
+  if (n < 0 || k < 0)
+    throw Error(ErrorKind::InvalidArgument, "QWeights::assign_s8: negative size " + std::to_string(n) + " x " + std::to_string(k));
+  n_ = n;
+  k_ = k;
+  storage_ = DType::S8;
+  if (codes_.defined() && codes_.dtype() == DType::S8) codes_.resize({n, k});
+  else codes_ = Tensor(DType::S8, {n, k});
+  int8_t* narrow = codes_.data<int8_t>();
+  row_sums_.resize(static_cast<size_t>(n));
+  for (int64_t r = 0; r < n; ++r) {
+    const int8_t* src = codes + r * row_stride;
+    int8_t* dst = narrow + r * k;
+    int32_t sum = 0;
+    for (int64_t c = 0; c < k; ++c) {
+      const int8_t v = src[c * col_stride];
+      dst[c] = v == -128 ? int8_t{-127} : v;
+      sum += dst[c];
+    }
+    row_sums_[static_cast<size_t>(r)] = sum;
+  }
+  const int64_t panels = (n + kLayoutPanel - 1) / kLayoutPanel;
+  auto sized = [](Tensor& t, int64_t bytes) -> uint8_t* {
+    bytes = std::max<int64_t>(bytes, 1);
+    if (t.defined()) t.resize({bytes});
+    else t = Tensor(DType::U8, {bytes});
+    std::memset(t.raw(), 0, static_cast<size_t>(bytes));
+    return t.data<uint8_t>();
+  };
+  bool vnni = false;
+#if defined(LOWBIT_HAVE_X86)
+  vnni = isa >= Isa::Avx512Vnni && cpu_features().avx512vnni && cpu_features().avx512vl && cpu_features().avx512bw;
+#endif
+  if (vnni) {  // (vnni_layout_of's layout)
+    const int64_t groups = (k + 3) / 4;
+    uint8_t* dst = sized(vnni_layout_, panels * groups * 64);
+    for (int64_t j = 0; j < n; ++j)
+      for (int64_t p = 0; p < k; ++p)
+        dst[((j / 16) * groups + p / 4) * 64 + (j % 16) * 4 + p % 4] = static_cast<uint8_t>(narrow[j * k + p] + 128);
+    layout_ = Tensor();
+    groups_ = 0;
+  } else if (isa >= Isa::Avx2) {  // (pack's s8 layout: s16 pairs)
+    const int64_t groups = (k + 1) / 2;
+    uint8_t* dst = sized(layout_, panels * groups * 64);
+    for (int64_t r = 0; r < n; ++r)
+      for (int64_t c = 0; c < k; ++c) {
+        const int16_t v = narrow[r * k + c];
+        std::memcpy(dst + ((r / kLayoutPanel) * groups + c / 2) * 64 + (r % kLayoutPanel) * 4 + 2 * (c % 2), &v, 2);
+      }
+    vnni_layout_ = Tensor();
+    groups_ = groups;
+  } else {
+    layout_ = Tensor();
+    vnni_layout_ = Tensor();
+    groups_ = 0;
+  }
+}
+
 }  // namespace lowbit

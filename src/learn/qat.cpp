@@ -166,7 +166,7 @@ class Observers final : public TrainHooks {
 bool is_qat_model(const Graph& model) { return std::any_of(model.nodes.begin(), model.nodes.end(), is_fake_quant); }
 
 namespace {
-bool is_layer(const Node& node) { return traits_of(node).is_quantizable(); }
+bool is_layer(const Node& node) { return traits_of(node).has_weights(); }
 bool passes_integers(const Node& node) { return traits_of(node).passes_quantized; }
 
 // The value whose grid a quantized layer's input uses in the integer model: through max-pooling,
@@ -309,12 +309,16 @@ QatParameters qat_parameters(const Graph& model) {
     g.add_node(std::move(n));
   }
   g.validate();
-  const auto layers = quantizable_layers(g);
-  result.plan.mode = rules.size() == layers.size() ? QuantMode::Full : QuantMode::Partial;
-  result.plan.layers = rules;
+  // QAT trains the layers with weights; attention (no weights, no fake quantization) stays float.
+  size_t weight_layers = 0;
+  for (const auto& node : g.nodes) weight_layers += traits_of(node).has_weights();
+  result.plan.mode = rules.size() == weight_layers ? QuantMode::Full : QuantMode::Partial;
   if (!rules.empty()) result.plan.defaults = rules.begin()->second;
   for (const auto& node : g.nodes)
-    if (rules.count(node.name) && !result.fixed.activations.count(grid_value(g, node.inputs.at(0), result.plan)))
+    if (traits_of(node).is_quantizable() && !traits_of(node).has_weights()) rules[node.name] = LayerRule{.quantize = false};
+  result.plan.layers = rules;
+  for (const auto& node : g.nodes)
+    if (rules.count(node.name) && rules.at(node.name).quantize && !result.fixed.activations.count(grid_value(g, node.inputs.at(0), result.plan)))
       throw Error(ErrorKind::Format, "layer '" + node.name + "' has fake-quantized weights but no fake-quantized input");
   return result;
 }

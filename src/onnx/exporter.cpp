@@ -291,6 +291,7 @@ class Exporter {
       if (n.op == "QDense" || n.op == "QConv2D") return integer_layer(n);
       if (n.op == "DynamicQDense" || n.op == "DynamicQConv2D") return dynamic_layer(n);
       if (n.op == "BlockQDense") return block_layer(n);
+      if (n.op == "QAttention") return q_attention(n);
       throw Error(ErrorKind::Unsupported, "ONNX export: integer op " + n.op + " (node '" + n.name + "') has no ONNX form yet");
     }
     if (n.op == "Requantize") {
@@ -322,6 +323,68 @@ class Exporter {
       return;
     }
     float_node(n);
+  }
+
+  // Attention in its unfused spelling, as PyTorch exports it: heads split by Reshape + Transpose,
+  // softmax of the scaled (and masked) scores, heads merged back. With `quantized_probabilities`
+  // (QAttention) the probabilities pass a QuantizeLinear / DequantizeLinear pair on QAttention's
+  // grid (1/255, zero point -128; symmetric profile: 1/127, zero point 0).
+  void attention(const Node& n, const std::vector<std::string>& in, const std::string& out, bool quantized_probabilities) {
+    const int64_t h = n.attr_int("num_heads", 1);
+    const Shape& q = shapes_.at(n.inputs[0]).shape;
+    const float scale = static_cast<float>(n.attr_float("scale", 1.0 / std::sqrt(static_cast<double>(q.back() / h))));
+    auto heads = [&](const std::string& x, std::vector<int64_t> perm, const char* tag) {
+      const std::string r = fresh(out + "_" + tag + "_heads"), t = fresh(out + "_" + tag + "_t");
+      add("Reshape", {x, ints_init({0, 0, h, -1}, r + "_shape")}, {r}, n.name + "_" + tag + "_reshape");
+      set(add("Transpose", {r}, {t}, n.name + "_" + tag + "_transpose"), "perm", std::move(perm));
+      return t;
+    };
+    const std::string qh = heads(in[0], {0, 2, 1, 3}, "q"), kt = heads(in[1], {0, 2, 3, 1}, "k"), vh = heads(in[2], {0, 2, 1, 3}, "v");
+    std::string s = fresh(out + "_scores");
+    add("MatMul", {qh, kt}, {s}, n.name + "_scores");
+    const std::string scaled = fresh(out + "_scaled");
+    add("Mul", {s, scalar(scale, out + "_scale")}, {scaled}, n.name + "_scale");
+    s = scaled;
+    if (in.size() > 3) {
+      const std::string masked = fresh(out + "_masked");
+      add("Add", {s, in[3]}, {masked}, n.name + "_mask");
+      s = masked;
+    }
+    std::string p = fresh(out + "_probabilities");
+    const std::string o = fresh(out + "_heads_out"), ot = fresh(out + "_heads_t");
+    set(add("Softmax", {s}, {p}, n.name + "_softmax"), "axis", int64_t{-1});
+    if (quantized_probabilities) {
+      if (opt_.symmetric) notes_.insert("attention probabilities are on the grid 1/127 (zero point 0) instead of lowbit's 1/255 (zero point -128)");
+      Tensor zero(DType::S8, {});
+      zero.data<int8_t>()[0] = static_cast<int8_t>(opt_.symmetric ? 0 : -128);
+      const std::string ps = scalar(opt_.symmetric ? 1.0f / 127.0f : 1.0f / 255.0f, out + "_probabilities_scale"),
+                        pz = init(zero, out + "_probabilities_zero_point"), pq = fresh(p + "_q"), pf = fresh(p + "_dq");
+      add("QuantizeLinear", {p, ps, pz}, {pq}, n.name + "_probabilities_quantize");
+      add("DequantizeLinear", {pq, ps, pz}, {pf}, n.name + "_probabilities_dequantize");
+      p = pf;
+    }
+    add("MatMul", {p, vh}, {o}, n.name + "_values");
+    set(add("Transpose", {o}, {ot}, n.name + "_merge_transpose"), "perm", std::vector<int64_t>{0, 2, 1, 3});
+    add("Reshape", {ot, ints_init({0, 0, -1}, out + "_merge_shape")}, {out}, n.name);
+  }
+
+  // QAttention in every quantized profile: q, k and v dequantized, the attention spelled out with
+  // its probabilities on their grid, the output quantized when it is s8 (ONNX has no integer
+  // attention op; runtimes fuse the QDQ pairs around the two MatMuls into integer products).
+  // (QAttention reads k and v codes of -128 as -127: not spelled out, one step at the very bottom.)
+  void q_attention(const Node& n) {
+    using A = ops::AttentionInputs;
+    const A l = A::of(n.inputs.size());
+    std::vector<std::string> in;
+    for (size_t i = 0; i < 3; ++i) in.push_back(dequantized(n.inputs[i], n.inputs[A::q_scale + 2 * i], n.inputs[A::q_zero_point + 2 * i]));
+    if (l.has_mask()) in.push_back(use(n.inputs[l.mask]));
+    const std::string& out = n.outputs[0];
+    const std::string yf = l.s8_output() ? fresh(out + "_f") : out;
+    attention(n, in, yf, true);
+    if (l.s8_output()) {
+      auto [ys, yz] = grid(n.inputs[l.y_scale], n.inputs[l.y_zero_point]);
+      add("QuantizeLinear", {yf, ys, yz}, {out}, n.name + "_quantize");
+    }
   }
 
   // A float op. Inputs that are initializers are exported as they are.
@@ -415,33 +478,7 @@ class Exporter {
       set(p, "axis", n.attr_int("axis", -1));
       set(p, "epsilon", static_cast<float>(n.attr_float("epsilon", 1e-5f)));
     } else if (n.op == "Attention") {
-      // Its unfused spelling, as PyTorch exports it: heads split by Reshape + Transpose, softmax
-      // of the scaled (and masked) scores, heads merged back.
-      const int64_t h = n.attr_int("num_heads", 1);
-      const Shape& q = shapes_.at(n.inputs[0]).shape;
-      const float scale = static_cast<float>(n.attr_float("scale", 1.0 / std::sqrt(static_cast<double>(q.back() / h))));
-      auto heads = [&](const std::string& x, std::vector<int64_t> perm, const char* tag) {
-        const std::string r = fresh(out + "_" + tag + "_heads"), t = fresh(out + "_" + tag + "_t");
-        add("Reshape", {x, ints_init({0, 0, h, -1}, r + "_shape")}, {r}, n.name + "_" + tag + "_reshape");
-        set(add("Transpose", {r}, {t}, n.name + "_" + tag + "_transpose"), "perm", std::move(perm));
-        return t;
-      };
-      const std::string qh = heads(in[0], {0, 2, 1, 3}, "q"), kt = heads(in[1], {0, 2, 3, 1}, "k"), vh = heads(in[2], {0, 2, 1, 3}, "v");
-      std::string s = fresh(out + "_scores");
-      add("MatMul", {qh, kt}, {s}, n.name + "_scores");
-      const std::string scaled = fresh(out + "_scaled");
-      add("Mul", {s, scalar(scale, out + "_scale")}, {scaled}, n.name + "_scale");
-      s = scaled;
-      if (in.size() > 3) {
-        const std::string masked = fresh(out + "_masked");
-        add("Add", {s, in[3]}, {masked}, n.name + "_mask");
-        s = masked;
-      }
-      const std::string p = fresh(out + "_probabilities"), o = fresh(out + "_heads_out"), ot = fresh(out + "_heads_t");
-      set(add("Softmax", {s}, {p}, n.name + "_softmax"), "axis", int64_t{-1});
-      add("MatMul", {p, vh}, {o}, n.name + "_values");
-      set(add("Transpose", {o}, {ot}, n.name + "_merge_transpose"), "perm", std::vector<int64_t>{0, 2, 1, 3});
-      add("Reshape", {ot, ints_init({0, 0, -1}, out + "_merge_shape")}, {out}, n.name);
+      attention(n, in, out, false);
     } else if (n.op == "Gelu") {
       require_opset(20, "Gelu");
       auto* p = add("Gelu", in, {out}, n.name);

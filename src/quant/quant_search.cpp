@@ -32,7 +32,9 @@ Tensor value_as_float(const Graph& model, const Executor& run, const std::string
   while (traits_of(*node).passes_quantized && model.producer(node->inputs[0]) >= 0) node = &model.nodes[model.producer(node->inputs[0])];
   const OpTraits& traits = traits_of(*node);
   size_t scale_index = ops::IntegerLayerInputs::none;
-  if (traits.is_integer_layer())
+  if (node->op == "QAttention")
+    scale_index = ops::AttentionInputs::of(node->inputs.size()).y_scale;
+  else if (traits.is_integer_layer())
     scale_index = ops::IntegerLayerInputs::of(node->inputs.size()).y_scale;
   else if (traits.boundary == OpTraits::Boundary::Quantize)  // Requantize [x, x_scale, y_scale, ...], QuantizeLinear [x, scale, ...]
     scale_index = node->inputs.size() >= 4 ? 2 : 1;
@@ -98,8 +100,9 @@ std::vector<LayerSensitivity> analyze_sensitivity(const Graph& model, const Data
     // take the rule with whole rows, as quantize() gives them.
     LayerRule own = rule;
     const Node& quantized_node = model.nodes[model.producer(output_of(model, layer))];
-    if (own.group_size > 0 && traits_of(quantized_node).block_op.empty()) own.group_size = 0;
+    if (own.group_size > 0 && traits_of(quantized_node).has_weights() && traits_of(quantized_node).block_op.empty()) own.group_size = 0;
     QuantPlan plan = single_layer_plan(layer, own, mode);
+    if (!quantizes(quantized_node, plan)) continue;  // (attention under dynamic or weight-only rules: float)
     if (mode == QuantMode::Dynamic) {
       // Dynamic mode: layers not in the plan are float because rule_for says quantize = false.
       plan.defaults.quantize = false;
@@ -256,7 +259,7 @@ SearchResult search_plan(const Graph& model, const Dataset& validation, const st
     std::vector<int> ascending = options.bits;
     std::sort(ascending.begin(), ascending.end());
     for (const auto& s : order) {
-      if (!best.plan.rule_for(s.layer).quantize) continue;
+      if (!best.plan.rule_for(s.layer).quantize || s.parameters == 0) continue;  // (no weights to make smaller)
       bool accepted = false;
       for (int bits : ascending) {
         if (accepted || bits >= best.plan.rule_for(s.layer).weight_bits || out_of_time()) break;

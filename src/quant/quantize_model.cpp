@@ -193,10 +193,17 @@ std::vector<std::string> select_layers(const Graph& model, const std::string& pa
     if (!matched) {
       std::string known;
       for (const auto& l : layers) known += (known.empty() ? "" : ", ") + l;
-      throw Error(ErrorKind::InvalidArgument, "--layers: '" + pattern + "' matches no quantizable layer (layers: " + known + ")");
+      throw Error(ErrorKind::InvalidArgument, "layer pattern '" + pattern + "' matches no quantizable layer (layers: " + known + ")");
     }
   }
   return selected;
+}
+
+bool quantizes(const Node& node, const QuantPlan& plan) {
+  const OpTraits& traits = traits_of(node);
+  const LayerRule rule = plan.rule_for(node.name);
+  if (!traits.is_quantizable() || !rule.quantize) return false;
+  return traits.has_weights() || (plan.mode != QuantMode::Dynamic && rule.group_size == 0);
 }
 
 bool is_quantized(const Graph& model) {
@@ -236,9 +243,11 @@ class Transform {
     const auto info = model_.infer_shapes();
     for (const auto& node : model_.nodes) {
       const OpTraits& traits = traits_of(node);
-      if (traits.is_quantizable() && plan_.rule_for(node.name).group_size > 0 && plan_.rule_for(node.name).quantize)
+      if (traits.quantizable == OpTraits::Quantizable::Activations && quantizes(node, plan_))
+        quantize_attention(node, traits);
+      else if (traits.has_weights() && plan_.rule_for(node.name).group_size > 0 && plan_.rule_for(node.name).quantize)
         quantize_block_layer(node, traits);
-      else if (traits.is_quantizable() && plan_.rule_for(node.name).quantize)
+      else if (traits.has_weights() && plan_.rule_for(node.name).quantize)
         traits.quantizable == OpTraits::Quantizable::ConvWeights ? quantize_conv(node, traits) : quantize_dense(node, traits);
       else if (traits.passes_quantized)
         pass_through(node);
@@ -295,8 +304,12 @@ class Transform {
     for (const auto& node : model_.nodes) {
       if (std::find(node.inputs.begin(), node.inputs.end(), value) == node.inputs.end()) continue;
       const OpTraits& traits = traits_of(node);
-      if (traits.is_quantizable() && node.inputs[0] == value && plan_.rule_for(node.name).quantize &&
+      if (traits.has_weights() && node.inputs[0] == value && plan_.rule_for(node.name).quantize &&
           plan_.rule_for(node.name).group_size == 0 && (plan_.mode != QuantMode::Dynamic || bytes))
+        return {value, plan_.rule_for(node.name).calibration};
+      if (traits.quantizable == OpTraits::Quantizable::Activations && quantizes(node, plan_) &&
+          std::find(node.inputs.begin(), node.inputs.begin() + std::min<size_t>(3, node.inputs.size()), value) !=
+              node.inputs.begin() + std::min<size_t>(3, node.inputs.size()))
         return {value, plan_.rule_for(node.name).calibration};
       if (traits.passes_quantized && !is_graph_output(node.outputs[0])) {
         auto reader = integer_reader(node.outputs[0], bytes);
@@ -613,6 +626,32 @@ class Transform {
     out_.add_node(std::move(n));
   }
 
+  // Attention -> QAttention: q, k and v as s8 on their calibrated grids (the q, k, v projections
+  // before it then write s8 directly), the output s8 on its grid when an integer layer reads it,
+  // else f32; the mask stays f32 (graph/ops/integer_inputs.h, AttentionInputs).
+  void quantize_attention(const Node& node, const OpTraits& traits) {
+    const LayerRule rule = plan_.rule_for(node.name);
+    Node n{node.name, traits.quantized_op, {}, {node.outputs[0]}, node.attributes};
+    std::vector<const S8Value*> grids;
+    for (size_t i = 0; i < 3; ++i) {
+      const auto [input, s8] = as_integer(node.inputs.at(i), rule.calibration);
+      n.inputs.push_back(input);
+      grids.push_back(s8);
+    }
+    for (const S8Value* g : grids) n.inputs.push_back(g->scale), n.inputs.push_back(g->zero_point);
+    const std::string& out_value = node.outputs[0];
+    if (has_integer_consumer(out_value) && !is_graph_output(out_value)) {
+      const S8Value& out = add_s8_value(out_value, activation_params(out_value, rule.calibration));
+      n.inputs.push_back(out.scale);
+      n.inputs.push_back(out.zero_point);
+    }
+    if (node.inputs.size() > 3) {
+      n.inputs.push_back(as_float(node.inputs[3]));
+      copy_initializers(n);
+    }
+    out_.add_node(std::move(n));
+  }
+
   void quantize_dense(const Node& node, const OpTraits& traits) {
     const LayerRule rule = checked_rule(node);
     const Tensor& weight = model_.initializers.at(node.inputs.at(1));
@@ -800,6 +839,18 @@ Graph dequantize_model(const Graph& q) {
       copy_window_attributes(node, n);
       g.initializers[prefix + "weight"] = w;
       g.initializers[prefix + "bias"] = float_bias(q, node, units);
+      g.add_node(std::move(n));
+      continue;
+    }
+    if (traits.is_integer_layer() && find_op(traits.float_op).traits().quantizable == OpTraits::Quantizable::Activations) {
+      const auto layout = ops::AttentionInputs::of(node.inputs.size());  // (QAttention: no weights)
+      Node n{node.name, traits.float_op, {resolve(node.inputs[0]), resolve(node.inputs[1]), resolve(node.inputs[2])}, node.outputs,
+             node.attributes};
+      if (layout.has_mask()) {
+        n.inputs.push_back(resolve(node.inputs[layout.mask]));
+        auto it = q.initializers.find(n.inputs.back());
+        if (it != q.initializers.end()) g.initializers[it->first] = it->second;
+      }
       g.add_node(std::move(n));
       continue;
     }

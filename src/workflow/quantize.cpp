@@ -68,6 +68,9 @@ QuantizeResult quantize(const Graph& float_model, const QuantizeOptions& o) {
                                                 ") have 2, 3 or 4 bits per channel, got " + std::to_string(o.weight_bits) +
                                                 (o.per_channel ? " bits" : " bits per tensor"));
   const bool searching = o.max_drop.has_value();
+  if (!o.float_layers.empty() && (o.plan || searching))
+    throw Error(ErrorKind::InvalidArgument, "float layers are chosen here or by the plan / search, not both: drop the float "
+                                            "layers, or keep them float in the plan");
   QuantizeResult result;
   // SmoothQuant: every step below sees the smoothed float model (the same function).
   Graph smoothed;
@@ -140,6 +143,11 @@ QuantizeResult quantize(const Graph& float_model, const QuantizeOptions& o) {
         plan.layers[l].quantize = true;
       }
     }
+    for (const auto& l : select_layers(model, o.float_layers)) {
+      LayerRule rule = plan.rule_for(l);
+      rule.quantize = false;
+      plan.layers[l] = rule;
+    }
   }
   if (!o.plan) {
     plan.activation_scheme = o.activation_scheme;
@@ -147,7 +155,7 @@ QuantizeResult quantize(const Graph& float_model, const QuantizeOptions& o) {
     // rows, with a rule of their own so that the plan says what was done.
     if (plan.defaults.group_size > 0)
       for (const auto& node : model.nodes)
-        if (traits_of(node).is_quantizable() && traits_of(node).block_op.empty()) {
+        if (traits_of(node).has_weights() && traits_of(node).block_op.empty()) {
           LayerRule rule = plan.rule_for(node.name);
           rule.group_size = 0;
           plan.layers[node.name] = rule;

@@ -1,11 +1,17 @@
 // Attention (fused multi-head scaled dot-product attention): against the formula in double and
 // against the unfused ops it replaces (Reshape, Transpose, MatMul, Mul, Add, Softmax), on awkward
 // shapes (sequences 1, 7, 65; head widths 16, 24, 64; masks of all ones and padded batches),
-// gradient checks, thread-count independence and shape errors.
+// gradient checks, thread-count independence and shape errors. QAttention (its integer form):
+// against its definition step by step (bit-exact under the reference kernels, within a code's
+// contribution on the fast ones), against the float attention of the dequantized values, and
+// thread-count independence.
 #include <cmath>
 #include <cstring>
 
 #include "graph/gradcheck.h"
+#include "kernels/activation.h"
+#include "kernels/qgemm.h"
+#include "lowbit/quant_params.h"
 #include "lowbit/runtime_config.h"
 #include "test_util.h"
 
@@ -14,7 +20,12 @@ namespace {
 
 using testing::check_gradients;
 using testing::random;
+using testing::infer;
+using testing::isa_levels;
 using testing::run1;
+using testing::RuntimeSettingsTest;
+using testing::scalar_f32;
+using testing::scalar_s8;
 
 Node attention(int64_t heads, bool mask, Attributes extra = {}) {
   Attributes a = {{"num_heads", heads}};
@@ -155,6 +166,163 @@ TEST(Attention, RefusesShapesThatDoNotFit) {
   EXPECT_THROW(run1(attention(2, true), {q, k, v, random({2, 1, 5, 5}, 5)}), Error);  // mask keys 5 != 6
   const Tensor y = run1(attention(2, false), {q, k, v});
   EXPECT_EQ(y.shape(), (Shape{2, 5, 8}));
+}
+
+// ---- QAttention ----------------------------------------------------------------------------
+
+struct Grid {
+  float scale;
+  int zero;
+};
+
+Tensor codes_of(const Tensor& x, Grid g) {
+  Tensor q(DType::S8, x.shape());
+  quantize_s8(x.numel(), x.data<float>(), g.scale, g.zero, q.data<int8_t>());
+  return q;
+}
+
+Node q_attention(int64_t heads, bool s8_output, bool mask, float scale = 0) {
+  std::vector<std::string> in = {"q", "k", "v", "qs", "qz", "ks", "kz", "vs", "vz"};
+  if (s8_output) in.push_back("ys"), in.push_back("yz");
+  if (mask) in.push_back("mask");
+  Attributes a = {{"num_heads", heads}};
+  if (scale > 0) a["scale"] = double(scale);
+  return Node{"qattention", "QAttention", in, {"y"}, a};
+}
+
+std::vector<Tensor> q_inputs(const Tensor& q, const Tensor& k, const Tensor& v, Grid gq, Grid gk, Grid gv, const Grid* gy,
+                             const Tensor* mask) {
+  std::vector<Tensor> in = {codes_of(q, gq), codes_of(k, gk), codes_of(v, gv), scalar_f32(gq.scale), scalar_s8(gq.zero),
+                            scalar_f32(gk.scale), scalar_s8(gk.zero), scalar_f32(gv.scale), scalar_s8(gv.zero)};
+  if (gy) in.push_back(scalar_f32(gy->scale)), in.push_back(scalar_s8(gy->zero));
+  if (mask) in.push_back(*mask);
+  return in;
+}
+
+// QAttention's definition in plain loops, with the same float operations as the op: exact int32
+// sums, (float(acc) * scale), + mask, the softmax kernel, codes of p on 1/255 (zero point -128),
+// exact sums against v, then f32 or requantized. k and v codes -128 count as -127.
+Tensor q_by_hand(const std::vector<Tensor>& in, int64_t heads, float attention_scale, bool s8_output, bool mask) {
+  const Tensor &q = in[0], &k = in[1], &v = in[2];
+  const int64_t batch = q.shape()[0], sq = q.shape()[1], sk = k.shape()[1], d = q.shape()[2] / heads, dv = v.shape()[2] / heads;
+  const float sq_ = in[3].data<float>()[0], sk_ = in[5].data<float>()[0], sv = in[7].data<float>()[0];
+  const int zq = in[4].data<int8_t>()[0], zk = in[6].data<int8_t>()[0], zv = in[8].data<int8_t>()[0];
+  const float score_scale = sq_ * sk_ * attention_scale, value_scale = (1.0f / 255.0f) * sv;
+  const Tensor* m = mask ? &in.back() : nullptr;
+  Tensor y(s8_output ? DType::S8 : DType::F32, {batch, sq, heads * dv});
+  FixedPointMultiplier mult;
+  int zy = 0;
+  if (s8_output) mult = FixedPointMultiplier::from(double(value_scale) / in[9].data<float>()[0]), zy = in[10].data<int8_t>()[0];
+  auto narrow = [](int8_t c) { return c == -128 ? -127 : int(c); };
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t h = 0; h < heads; ++h)
+      for (int64_t i = 0; i < sq; ++i) {
+        std::vector<float> s(static_cast<size_t>(sk));
+        for (int64_t j = 0; j < sk; ++j) {
+          int32_t acc = 0;
+          for (int64_t c = 0; c < d; ++c)
+            acc += (q.data<int8_t>()[(b * sq + i) * heads * d + h * d + c] - zq) * (narrow(k.data<int8_t>()[(b * sk + j) * heads * d + h * d + c]) - zk);
+          s[j] = static_cast<float>(acc) * score_scale;
+          if (m) {  // [B, 1, 1, Sk]
+            s[j] += m->data<float>()[b * sk + j];
+          }
+        }
+        softmax_rows_f32(1, sk, s.data(), sk, s.data(), sk);
+        std::vector<int8_t> p(static_cast<size_t>(sk));
+        quantize_s8(sk, s.data(), 1.0f / 255.0f, -128, p.data());
+        for (int64_t c = 0; c < dv; ++c) {
+          int32_t acc = 0;
+          for (int64_t j = 0; j < sk; ++j) acc += (p[j] + 128) * (narrow(v.data<int8_t>()[(b * sk + j) * heads * dv + h * dv + c]) - zv);
+          const int64_t at = (b * sq + i) * heads * dv + h * dv + c;
+          if (s8_output) y.data<int8_t>()[at] = static_cast<int8_t>(std::clamp(zy + mult.apply(acc), -128, 127));
+          else y.data<float>()[at] = static_cast<float>(acc) * value_scale;
+        }
+      }
+  return y;
+}
+
+class QAttentionTest : public RuntimeSettingsTest {};
+
+TEST_F(QAttentionTest, MatchesItsDefinitionOnAwkwardShapes) {
+  for (int64_t width : {16, 24, 64})
+    for (int64_t seq : {1, 7, 65})
+      for (int variant = 0; variant < 4; ++variant) {  // mask: none, all ones, padded; zero points 0 (variant 3) or not
+        const int64_t batch = 2, heads = width == 64 ? 2 : 3;
+        const bool mask = variant == 1 || variant == 2, s8_output = seq != 7;
+        const Tensor q = random({batch, seq, heads * width}, 31, -2, 2), k = random({batch, seq, heads * width}, 32, -2, 2),
+                     v = random({batch, seq, heads * width}, 33);
+        Tensor m;
+        if (variant == 1) m = Tensor(DType::F32, {batch, 1, 1, seq}), m.zero();
+        if (variant == 2) m = padding_mask(batch, seq);
+        const bool zero = variant == 3;
+        const Grid gq{2.2f / 255, zero ? 0 : -3}, gk{2.1f / 255, zero ? 0 : 5}, gv{1.9f / 255, zero ? 0 : -7}, gy{1.2f / 255, zero ? 0 : 2};
+        const std::vector<Tensor> in = q_inputs(q, k, v, gq, gk, gv, s8_output ? &gy : nullptr, mask ? &m : nullptr);
+        const float scale = 1.0f / std::sqrt(static_cast<float>(width));
+        for (Isa isa : isa_levels()) {
+          set_max_isa(isa);
+          const Tensor want = q_by_hand(in, heads, scale, s8_output, mask);
+          const Tensor y = run1(q_attention(heads, s8_output, mask), in);
+          ASSERT_EQ(y.shape(), want.shape());
+          ASSERT_EQ(y.dtype(), s8_output ? DType::S8 : DType::F32);
+          // The by-hand loops run the same kernels for the softmax and the codes of p: the same
+          // floats on every path, so the result is identical.
+          if (s8_output) {
+            ASSERT_EQ(std::memcmp(y.raw(), want.raw(), static_cast<size_t>(y.numel())), 0) << name_of(isa) << " width " << width << " seq " << seq << " variant " << variant;
+          } else {
+            for (int64_t i = 0; i < y.numel(); ++i)
+              ASSERT_EQ(y.data<float>()[i], want.data<float>()[i]) << name_of(isa) << " width " << width << " seq " << seq << " variant " << variant << " at " << i;
+          }
+        }
+      }
+}
+
+TEST_F(QAttentionTest, IsTheFloatAttentionOfItsGridsWithinTheirSteps) {
+  // Fine grids on well-spread values: QAttention's f32 output is close to Attention run on the
+  // dequantized q, k, v (the remaining error is the probabilities' 1/255 step).
+  const int64_t batch = 2, seq = 33, heads = 4, width = 16;
+  const Tensor q = random({batch, seq, heads * width}, 41, -2, 2), k = random({batch, seq, heads * width}, 42, -2, 2),
+               v = random({batch, seq, heads * width}, 43), mask = padding_mask(batch, seq);
+  const Grid gq{4.0f / 255, 0}, gk{4.0f / 255, 0}, gv{2.0f / 255, 0};
+  const std::vector<Tensor> in = q_inputs(q, k, v, gq, gk, gv, nullptr, &mask);
+  const Tensor y = run1(q_attention(heads, false, true), in);
+  auto dequantized = [](const Tensor& c, Grid g) {
+    Tensor x(DType::F32, c.shape());
+    dequantize_s8(c.numel(), c.data<int8_t>(), g.scale, g.zero, x.data<float>());
+    return x;
+  };
+  const Tensor f = run1(attention(heads, true), {dequantized(in[0], gq), dequantized(in[1], gk), dequantized(in[2], gv), mask});
+  double err = 0, norm = 0;
+  for (int64_t i = 0; i < y.numel(); ++i) {
+    const double e = y.data<float>()[i] - f.data<float>()[i];
+    err += e * e, norm += double(f.data<float>()[i]) * f.data<float>()[i];
+  }
+  EXPECT_LT(std::sqrt(err / norm), 0.02);  // about 35 dB
+  EXPECT_GT(std::sqrt(err / norm), 0.0);   // (it is quantized)
+}
+
+TEST_F(QAttentionTest, ResultDoesNotDependOnTheThreadCount) {
+  const Tensor q = random({3, 65, 96}, 51), k = random({3, 65, 96}, 52), v = random({3, 65, 96}, 53), mask = padding_mask(3, 65);
+  const Grid g{2.0f / 255, 1}, gy{0.5f / 255, -1};
+  const std::vector<Tensor> in = q_inputs(q, k, v, g, g, g, &gy, &mask);
+  set_num_threads(1);
+  const Tensor one = run1(q_attention(4, true, true), in);
+  set_num_threads(2);
+  const Tensor two = run1(q_attention(4, true, true), in);
+  EXPECT_EQ(std::memcmp(one.raw(), two.raw(), static_cast<size_t>(one.numel())), 0);
+}
+
+TEST_F(QAttentionTest, RefusesInputsThatDoNotFit) {
+  const Tensor q = random({1, 5, 8}, 1), k = random({1, 5, 8}, 2), v = random({1, 5, 8}, 3);
+  const Grid g{1.0f / 127, 0};
+  std::vector<Tensor> in = q_inputs(q, k, v, g, g, g, nullptr, nullptr);
+  EXPECT_EQ(infer(q_attention(2, false, false), {{1, 5, 8}, {1, 5, 8}, {1, 5, 8}, {}, {}, {}, {}, {}, {}})[0], (Shape{1, 5, 8}));
+  const std::vector<DType> f32_q = {DType::F32, DType::S8, DType::S8, DType::F32, DType::S8, DType::F32, DType::S8, DType::F32, DType::S8};
+  EXPECT_THROW(find_op("QAttention").infer_dtypes(q_attention(2, false, false), f32_q), Error);  // q f32 instead of codes
+  in = q_inputs(q, k, v, g, g, g, nullptr, nullptr);
+  in[3] = scalar_f32(-1.0f);  // a negative scale
+  EXPECT_THROW(run1(q_attention(2, false, false), in), Error);
+  EXPECT_THROW(infer(q_attention(2, false, false), {{1, 5, 8}, {1, 5, 8}, {1, 5, 8}, {2}, {}, {}, {}, {}, {}}), Error);  // scale of 2 values
+  EXPECT_THROW(infer(Node{"a", "QAttention", {"q", "k", "v"}, {"y"}, {{"num_heads", int64_t{2}}}}, {{1, 5, 8}, {1, 5, 8}, {1, 5, 8}}), Error);
 }
 
 }  // namespace

@@ -86,5 +86,29 @@ torch_mlp=$here/../data/onnx/mlp_op13.onnx
 torch_accuracy=$("$python" -c "import json; print(json.load(open('$here/../data/onnx/accuracy.json'))['mlp_op13.onnx'])")
 check "$work/torch-mlp-q8.onnx" "$work/torch-mlp-q8.csv" --accuracy "$torch_accuracy" --max-drop 0.002
 
+# A small vision transformer with its attention quantized (QAttention: the attention spelled out
+# with q, k, v dequantized and its probabilities on a QDQ pair; GELU needs opset 20): qdq and
+# qoperator give lowbit's classes; the symmetric profile puts the probabilities on 1/127 instead
+# of 1/255, hence the 99% bar there.
+cat >"$work/vit.json" <<'JSON'
+{"input": {"name": "image", "shape": [28, 28], "scale": 0.00392156862745098},
+ "layers": [{"type": "reshape", "shape": [1, 28, 28]}, {"type": "patches", "size": 7}, {"type": "dense", "units": 16},
+            {"type": "position_embedding"}, {"type": "transformer_block", "heads": 2, "mlp": 32}, {"type": "layernorm"},
+            {"type": "mean_pool"}, {"type": "dense", "units": 10}, {"type": "softmax"}]}
+JSON
+"$lowbit" train --data "$data" --arch "$work/vit.json" --train-samples 6000 --epochs 1 --seed 1 --threads 2 --out "$work/vit.lbm" >/dev/null
+for v in "" -sym; do
+  act=affine; [[ $v == -sym ]] && act=symmetric
+  "$lowbit" quantize --model "$work/vit.lbm" --calib-data "$data" --calib-samples 500 --activations $act --out "$work/vit$v-q8.lbm" >/dev/null
+  "$lowbit" predict --model "$work/vit$v-q8.lbm" --data "$data" --out "$work/vit$v-q8.csv" >/dev/null
+done
+grep -q QAttention <("$lowbit" info --model "$work/vit-q8.lbm") || { echo "FAIL the ViT's attention was not quantized"; failures=$((failures + 1)); }
+for f in qdq qoperator; do
+  "$lowbit" export --model "$work/vit-q8.lbm" --format $f --opset 20 --out "$work/vit-q8-$f.onnx" >/dev/null
+  check "$work/vit-q8-$f.onnx" "$work/vit-q8.csv"
+done
+"$lowbit" export --model "$work/vit-sym-q8.lbm" --format qdq --symmetric --opset 20 --out "$work/vit-sym-q8.onnx" >/dev/null
+check "$work/vit-sym-q8.onnx" "$work/vit-sym-q8.csv" --min-agreement 0.99
+
 echo "onnx export: $failures failed"
 [[ $failures -eq 0 ]]

@@ -9,8 +9,12 @@ import time
 
 import lowbit
 
+# The children answer Ctrl-C with KeyboardInterrupt even when started with SIGINT ignored (as
+# everything a non-interactive shell runs in the background is): Python installs its handler only
+# over the default disposition.
 CHILD = textwrap.dedent("""
-    import sys, time, lowbit
+    import signal, sys, time, lowbit
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     data = lowbit.Dataset(lowbit.default_dataset_dir())
     lowbit.set_num_threads(1)
     started = []
@@ -62,7 +66,8 @@ def test_long_calls_release_the_gil(fashion, small_model):
 
 
 CHECKPOINTED = textwrap.dedent("""
-    import sys, time, lowbit
+    import signal, sys, time, lowbit
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     data = lowbit.Dataset(lowbit.default_dataset_dir())
     lowbit.set_num_threads(1)
     args = dict(epochs=3, train_samples=6000, checkpoint_dir=sys.argv[1], checkpoint_every=20, resume=True, progress=False)

@@ -202,7 +202,14 @@ def test_a_bert_calibrates_on_named_inputs():
     layers = q.info()["layers"]
     assert sum(layer["op"] == "QDense" for layer in layers) >= 12
     assert sum(layer["name"].endswith(".smooth") for layer in layers) == 4
+    assert sum(layer["op"] == "QAttention" for layer in layers) == 2  # its attention on int8 codes too
     assert "test_accuracy" not in q.report
+    # float_layers keeps chosen layers float (here the fused attention nodes, by pattern).
+    kept = lowbit.quantize(bert, data, float_layers="*/self/Reshape_3")
+    ops = [layer["op"] for layer in kept.info()["layers"]]
+    assert "QAttention" not in ops and ops.count("Attention") == 2
+    with pytest.raises(lowbit.ArgumentError, match="matches no quantizable layer"):
+        lowbit.quantize(bert, data, float_layers="no_such_layer")
     with pytest.raises(lowbit.ArgumentError, match="named inputs"):
         data.arrays()
 

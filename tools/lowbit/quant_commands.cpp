@@ -89,7 +89,7 @@ Command add_quantize(CLI::App& app) {
   struct Options {
     double smooth = 0.5;
     std::string model, out, mode = "full", ranges, calib_data, calib_method = "minmax", layers, objective = "size", plan,
-                                              plan_out, granularity = "row", activations = "affine", rounding = "nearest";
+                                              plan_out, granularity = "row", activations = "affine", rounding = "nearest", float_layers;
     int bits = 8, weight_bits = 0, threads = 0, keep_float = 1, group_size = 0;
     bool per_tensor = false, per_channel = false, affine = false, symmetric = false, json_out = false, act_order = false;
     double max_drop = -1, time_budget = 60;
@@ -119,6 +119,8 @@ Command add_quantize(CLI::App& app) {
   cmd->add_option("--validation-samples", o->validation_samples,
                   "Validation samples (the end of the training split) for --max-drop and sensitivity")->capture_default_str();
   cmd->add_option("--layers", o->layers, "Partial mode: layer names or patterns to quantize, comma-separated");
+  cmd->add_option("--float-layers", o->float_layers,
+                  "Layers to keep in float, names or patterns, comma-separated (e.g. '*.heads': the attention of transformer blocks)");
   cmd->add_option("--keep-float", o->keep_float, "Partial mode without --layers: keep the N most sensitive layers in float")
       ->capture_default_str();
   auto* max_drop = cmd->add_option("--max-drop", o->max_drop, "Search per-layer rules within this accuracy drop (percentage points)");
@@ -159,6 +161,7 @@ Command add_quantize(CLI::App& app) {
     q.validation_samples = o->validation_samples;
     q.layers = o->layers;
     q.keep_float = o->keep_float;
+    q.float_layers = o->float_layers;
     if (max_drop->count() > 0) q.max_drop = o->max_drop;
     q.objective = o->objective;
     q.time_budget_seconds = o->time_budget;
@@ -228,6 +231,12 @@ Command add_quantize(CLI::App& app) {
                file_bytes(o->model), plan_path);
     for (const auto& layer : quantizable_layers(model)) {
       const LayerRule rule = plan.rule_for(layer);
+      const Node& node = *std::find_if(model.nodes.begin(), model.nodes.end(), [&](const Node& n) { return n.name == layer; });
+      if (!traits_of(node).has_weights()) {  // attention: its operands, or float
+        fmt::print("  {:<12} {}\n", layer,
+                   quantizes(node, plan) ? fmt::format("int8 q, k, v and probabilities, calibration {}", rule.calibration) : "float");
+        continue;
+      }
       fmt::print("  {:<12} {}\n", layer,
                  rule.quantize ? fmt::format("{}-bit weights {} {}{}, calibration {}", rule.weight_bits,
                                              rule.group_size ? fmt::format("in blocks of {}", rule.group_size)

@@ -34,4 +34,29 @@ struct IntegerLayerInputs {
   }
 };
 
+// Where QAttention (graph/ops/attention.cpp), the integer form of Attention, keeps its inputs:
+//   [q s8, k s8, v s8, q_scale f32 [], q_zero_point s8 [], k_scale, k_zero_point, v_scale, v_zero_point,
+//    y_scale f32 [], y_zero_point s8 []   (present: s8 output; absent: f32 output),
+//    mask f32                             (optional, additive, as Attention's)]
+// so 9 inputs (f32 output), 10 (f32 output, mask), 11 (s8 output) or 12 (s8 output, mask).
+struct AttentionInputs {
+  static constexpr size_t q = 0, k = 1, v = 2, q_scale = 3, q_zero_point = 4, k_scale = 5, k_zero_point = 6, v_scale = 7,
+                          v_zero_point = 8;
+  static constexpr size_t min_count = 9, max_count = 12;
+  static constexpr size_t none = static_cast<size_t>(-1);
+  size_t y_scale = none, y_zero_point = none, mask = none;
+
+  bool s8_output() const { return y_scale != none; }
+  bool has_mask() const { return mask != none; }
+  static AttentionInputs of(size_t count) {
+    AttentionInputs l;
+    if (count >= 11) {
+      l.y_scale = 9;
+      l.y_zero_point = 10;
+    }
+    if (count == 10 || count == 12) l.mask = count - 1;
+    return l;
+  }
+};
+
 }  // namespace lowbit::ops
