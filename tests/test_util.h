@@ -79,6 +79,13 @@ inline Dataset quadrant_images(int count, uint64_t seed) {
   return d;
 }
 
+// A small vision transformer for quadrant_images (docs/model-description.md's transformer layers:
+// 4x4 patches, position embedding, one pre-norm block with attention and a GELU MLP, mean pooling).
+constexpr const char* kTinyVit = R"({"layers": [
+  {"type": "reshape", "shape": [1, 8, 8]}, {"type": "patches", "size": 4}, {"type": "dense", "units": 16},
+  {"type": "position_embedding"}, {"type": "transformer_block", "heads": 2, "mlp": 32}, {"type": "layernorm"},
+  {"type": "mean_pool"}, {"type": "dense", "units": 4}, {"type": "softmax"}]})";
+
 // The one output of `node`'s op run forward on `inputs` (an op test without a graph).
 inline Tensor run1(const Node& node, std::vector<Tensor> inputs) {
   std::vector<const Tensor*> in;

@@ -307,10 +307,11 @@ class Transform {
       if (traits.has_weights() && node.inputs[0] == value && plan_.rule_for(node.name).quantize &&
           plan_.rule_for(node.name).group_size == 0 && (plan_.mode != QuantMode::Dynamic || bytes))
         return {value, plan_.rule_for(node.name).calibration};
-      if (traits.quantizable == OpTraits::Quantizable::Activations && quantizes(node, plan_) &&
-          std::find(node.inputs.begin(), node.inputs.begin() + std::min<size_t>(3, node.inputs.size()), value) !=
-              node.inputs.begin() + std::min<size_t>(3, node.inputs.size()))
-        return {value, plan_.rule_for(node.name).calibration};
+      if (traits.quantizable == OpTraits::Quantizable::Activations && quantizes(node, plan_)) {
+        bool operand = false;  // q, k or v (not the mask)
+        for (size_t i = 0; i < 3 && i < node.inputs.size(); ++i) operand = operand || node.inputs[i] == value;
+        if (operand) return {value, plan_.rule_for(node.name).calibration};
+      }
       if (traits.passes_quantized && !is_graph_output(node.outputs[0])) {
         auto reader = integer_reader(node.outputs[0], bytes);
         if (!reader.first.empty()) return reader;

@@ -9,12 +9,8 @@
 namespace lowbit {
 namespace {
 
+using testing::kTinyVit;
 using testing::quadrant_images;
-
-constexpr const char* kTinyVit = R"({"layers": [
-  {"type": "reshape", "shape": [1, 8, 8]}, {"type": "patches", "size": 4}, {"type": "dense", "units": 16},
-  {"type": "position_embedding"}, {"type": "transformer_block", "heads": 2, "mlp": 32}, {"type": "layernorm"},
-  {"type": "mean_pool"}, {"type": "dense", "units": 4}, {"type": "softmax"}]})";
 
 struct TrainedVit {
   Graph model;

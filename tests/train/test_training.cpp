@@ -6,6 +6,7 @@
 namespace lowbit {
 namespace {
 
+using testing::kTinyVit;
 using testing::quadrant_images;
 
 std::string train_bytes(int threads, uint64_t seed) {
@@ -48,13 +49,8 @@ TEST(Training, LearnsASeparableProblemWithBothOptimizers) {
   }
 }
 
-// A small vision transformer (docs/model-description.md's transformer layers: patches, position
-// embedding, a pre-norm block with attention and a GELU MLP, mean pooling) learns the quadrant
-// problem, and its training is deterministic and independent of the thread count.
-constexpr const char* kTinyVit = R"({"layers": [
-  {"type": "reshape", "shape": [1, 8, 8]}, {"type": "patches", "size": 4}, {"type": "dense", "units": 16},
-  {"type": "position_embedding"}, {"type": "transformer_block", "heads": 2, "mlp": 32}, {"type": "layernorm"},
-  {"type": "mean_pool"}, {"type": "dense", "units": 4}, {"type": "softmax"}]})";
+// A small vision transformer (testing::kTinyVit) learns the quadrant problem, and its training is
+// deterministic and independent of the thread count.
 
 std::string train_vit_bytes(int threads, Graph* trained = nullptr) {
   set_num_threads(threads);
