@@ -101,6 +101,10 @@ printf '{"format": "lowbit-quantization-plan", "version": 1, "defaults": {"weigh
 fails "plan with group size 0" "'group_size' must be 32, 64 or 128" "$lowbit" quantize --model "$work/m.lbm" --out "$work/x.lbm" --plan "$work/bad-plan3.json" --ranges "$work/ranges.json"
 printf '{"format": "lowbit-quantization-plan", "version": 1, "defaults": {"weight_bits": 5, "group_size": 32}}' >"$work/bad-plan4.json"
 fails "plan with 5-bit blocks" "have 2, 3 or 4 bits" "$lowbit" quantize --model "$work/m.lbm" --out "$work/x.lbm" --plan "$work/bad-plan4.json" --ranges "$work/ranges.json"
+"$lowbit" quantize --model "$work/m.lbm" --out "$work/qf.lbm" --ranges "$work/ranges.json" --float-layers 'dense_3' >"$work/qf.out"
+check "quantize --float-layers keeps the layer float" grep -qE '^  dense_3 +float$' "$work/qf.out"
+fails "--float-layers beside --plan" "float layers are chosen here or by the plan" "$lowbit" quantize --model "$work/m.lbm" --out "$work/x.lbm" --float-layers dense_3 --plan "$work/q.lbm.plan.json" --ranges "$work/ranges.json"
+fails "--float-layers naming no layer" "matches no quantizable layer" "$lowbit" quantize --model "$work/m.lbm" --out "$work/x.lbm" --float-layers 'conv*' --ranges "$work/ranges.json"
 "$lowbit" dequantize --model "$work/q.lbm" --out "$work/dq.lbm" >/dev/null
 check "dequantize gives a float model" test "$(grep -c QDense <("$lowbit" info --model "$work/dq.lbm"))" -eq 0
 "$lowbit" compare --model "$work/q.lbm" --against "$work/m.lbm" --data "$data" --json >"$work/cmp.out"
