@@ -31,16 +31,45 @@ bool is_signed_storage(DType t) { return t == DType::S8 || t == DType::S4 || t =
 }  // namespace
 
 namespace {
+// Whether pack / assign_s8 build the AVX-512 VNNI layout for `isa` on this CPU.
+bool builds_vnni_layout([[maybe_unused]] Isa isa) {
+#if defined(LOWBIT_HAVE_X86)
+  return isa >= Isa::Avx512Vnni && cpu_features().avx512vnni && cpu_features().avx512vl && cpu_features().avx512bw;
+#else
+  return false;
+#endif
+}
+
 // See QWeights::vnni_layout: 16-column panels of ceil(K/4) groups of [16 columns][4 k] u8, each
-// the code + 128 (vpdpbusd's unsigned operand), padding 0.
+// the code + 128 (vpdpbusd's unsigned operand), padding 0 (dst arrives zeroed). code(r, c) is
+// weight (r, c).
+template <typename Code>
+void write_vnni_layout(int64_t n, int64_t k, Code code, uint8_t* dst) {
+  const int64_t groups = (k + 3) / 4;
+  for (int64_t j = 0; j < n; ++j)
+    for (int64_t p = 0; p < k; ++p) dst[((j / 16) * groups + p / 4) * 64 + (j % 16) * 4 + p % 4] = static_cast<uint8_t>(code(j, p) + 128);
+}
+
+// The AVX2 kernel's s8 layout (see qgemm.h): panels of 16 columns, `groups` groups of 64 bytes,
+// s16 pairs w[r][2g], w[r][2g+1], little-endian, zero past K; padding columns stay as they came
+// (zeroed).
+template <typename Code>
+void write_s8_pair_layout(int64_t n, int64_t k, int64_t groups, Code code, uint8_t* dst) {
+  constexpr int64_t kPanel = QWeights::kLayoutPanel;
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t g = 0; g < groups; ++g)
+      for (int j = 0; j < 2; ++j) {
+        const int64_t c = 2 * g + j;
+        const int16_t v = c < k ? static_cast<int16_t>(code(r, c)) : int16_t{0};
+        std::memcpy(dst + ((r / kPanel) * groups + g) * 64 + (r % kPanel) * 4 + 2 * j, &v, 2);
+      }
+}
+
 Tensor vnni_layout_of(const QWeights& w) {
   const int64_t n = w.n(), k = w.k(), groups = (k + 3) / 4, panels = (n + 15) / 16;
   const std::vector<int32_t> codes = unpack_codes(w.codes(), {n, k});
   Tensor layout(DType::U8, {std::max<int64_t>(panels * groups * 64, 1)});
-  uint8_t* dst = layout.data<uint8_t>();
-  for (int64_t j = 0; j < n; ++j)
-    for (int64_t p = 0; p < k; ++p)
-      dst[((j / 16) * groups + p / 4) * 64 + (j % 16) * 4 + p % 4] = static_cast<uint8_t>(codes[j * k + p] + 128);
+  write_vnni_layout(n, k, [&](int64_t r, int64_t c) { return codes[r * k + c]; }, layout.data<uint8_t>());
   return layout;
 }
 }  // namespace
@@ -103,21 +132,12 @@ QWeights QWeights::pack(const Tensor& codes, int64_t n, int64_t k, Isa isa) {
   w.groups_ = groups;
   w.layout_ = Tensor(DType::U8, {std::max<int64_t>(panels * groups * 64, 1)});
   uint8_t* dst = w.layout_.data<uint8_t>();
-  for (int64_t p = 0; p < panels; ++p)
-    for (int64_t col = 0; col < kPanel; ++col) {
-      const int64_t r = p * kPanel + col;
-      if (r >= n) break;  // padding columns stay zero
-      if (bits == 8) {  // s16 pairs: w[r][2g], w[r][2g+1], little-endian
-        for (int64_t g = 0; g < groups; ++g)
-          for (int j = 0; j < 2; ++j) {
-            const int64_t c = 2 * g + j;
-            const int16_t v = c < k ? static_cast<int16_t>(code_at(r, c)) : int16_t{0};
-            std::memcpy(dst + (p * groups + g) * 64 + col * 4 + 2 * j, &v, 2);
-          }
-        continue;
-      }
+  if (bits == 8) {
+    write_s8_pair_layout(n, k, groups, code_at, dst);
+  } else {  // bit planes: byte j of column r in group g holds k = k_per_group g + 4 t + j at bits [bits t, bits (t + 1))
+    for (int64_t r = 0; r < n; ++r)  // (padding columns stay zero)
       for (int64_t g = 0; g < groups; ++g) {
-        uint8_t* out = dst + (p * groups + g) * 64 + col * 4;
+        uint8_t* out = dst + ((r / kPanel) * groups + g) * 64 + (r % kPanel) * 4;
         for (int j = 0; j < 4; ++j) {
           uint32_t byte = 0;
           for (int t = 0; t < per_byte; ++t) {
@@ -129,11 +149,8 @@ QWeights QWeights::pack(const Tensor& codes, int64_t n, int64_t k, Isa isa) {
           out[j] = static_cast<uint8_t>(byte);
         }
       }
-    }
-#if defined(LOWBIT_HAVE_X86)
-  if (isa >= Isa::Avx512Vnni && cpu_features().avx512vnni && cpu_features().avx512vl && cpu_features().avx512bw)
-    w.vnni_layout_ = vnni_layout_of(w);
-#endif
+  }
+  if (builds_vnni_layout(isa)) w.vnni_layout_ = vnni_layout_of(w);
   return w;
 }
 
@@ -166,28 +183,15 @@ void QWeights::assign_s8(const int8_t* codes, int64_t row_stride, int64_t col_st
     std::memset(t.raw(), 0, static_cast<size_t>(bytes));
     return t.data<uint8_t>();
   };
-  bool vnni = false;
-#if defined(LOWBIT_HAVE_X86)
-  vnni = isa >= Isa::Avx512Vnni && cpu_features().avx512vnni && cpu_features().avx512vl && cpu_features().avx512bw;
-#endif
-  if (vnni) {  // (vnni_layout_of's layout)
-    const int64_t groups = (k + 3) / 4;
-    uint8_t* dst = sized(vnni_layout_, panels * groups * 64);
-    for (int64_t j = 0; j < n; ++j)
-      for (int64_t p = 0; p < k; ++p)
-        dst[((j / 16) * groups + p / 4) * 64 + (j % 16) * 4 + p % 4] = static_cast<uint8_t>(narrow[j * k + p] + 128);
+  auto code = [&](int64_t r, int64_t c) { return narrow[r * k + c]; };
+  if (builds_vnni_layout(isa)) {
+    write_vnni_layout(n, k, code, sized(vnni_layout_, panels * ((k + 3) / 4) * 64));
     layout_ = Tensor();
     groups_ = 0;
-  } else if (isa >= Isa::Avx2) {  // (pack's s8 layout: s16 pairs)
-    const int64_t groups = (k + 1) / 2;
-    uint8_t* dst = sized(layout_, panels * groups * 64);
-    for (int64_t r = 0; r < n; ++r)
-      for (int64_t c = 0; c < k; ++c) {
-        const int16_t v = narrow[r * k + c];
-        std::memcpy(dst + ((r / kLayoutPanel) * groups + c / 2) * 64 + (r % kLayoutPanel) * 4 + 2 * (c % 2), &v, 2);
-      }
+  } else if (isa >= Isa::Avx2) {
+    groups_ = (k + 1) / 2;
+    write_s8_pair_layout(n, k, groups_, code, sized(layout_, panels * groups_ * 64));
     vnni_layout_ = Tensor();
-    groups_ = groups;
   } else {
     layout_ = Tensor();
     vnni_layout_ = Tensor();
